@@ -1,0 +1,2 @@
+//! yizhan delivery: routing, Maildir, SMTP relay, DSN
+#![forbid(unsafe_code)]

@@ -1,0 +1,1 @@
+//! The receiver-SMTP state machine.

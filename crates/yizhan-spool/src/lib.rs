@@ -1,0 +1,2 @@
+//! yizhan's durable message spool with group commit
+#![forbid(unsafe_code)]

@@ -1,0 +1,2 @@
+//! Test helpers for yizhan: dialog runner, fakes
+#![forbid(unsafe_code)]

@@ -1,0 +1,4 @@
+//! The `yizhan` binary.
+#![forbid(unsafe_code)]
+
+fn main() {}
