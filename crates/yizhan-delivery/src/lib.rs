@@ -1,2 +1,4 @@
-//! yizhan delivery: routing, Maildir, SMTP relay, DSN
+//! yizhan delivery: Maildir (local), later routing, SMTP relay and DSNs.
 #![forbid(unsafe_code)]
+
+pub mod maildir;

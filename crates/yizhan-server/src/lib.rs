@@ -1,2 +1,9 @@
-//! yizhan's tokio server: listeners, connection driver, queue runner
+//! yizhan's tokio server: listeners, the connection driver around `yizhan_proto::server`,
+//! recipient policy and the queue runner.
 #![forbid(unsafe_code)]
+
+pub mod conn;
+pub mod directory;
+pub mod listener;
+pub mod queue_runner;
+pub mod settings;
