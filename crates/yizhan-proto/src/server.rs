@@ -1,1 +1,1202 @@
-//! The receiver-SMTP state machine.
+//! The receiver-SMTP state machine (RFC 5321 3 and 4.1, RFC 821 4.1, and the extensions yizhan
+//! offers).
+//!
+//! [`ServerSession`] is sans-I/O: the driver pushes bytes with [`ServerSession::receive`] and pulls
+//! [`Event`]s with [`ServerSession::next_event`] until it returns `None`, then reads more bytes.
+//! Every decision that needs the outside world (is this HELO acceptable, is this recipient ours,
+//! is the message stored) is an [`Event::Ask`]; the driver answers it with
+//! [`ServerSession::decide`]. While a question is pending the session does not look at further
+//! input, it only buffers it: that is how PIPELINING (RFC 2920) works, with replies in order, and
+//! how the core never blocks.
+//!
+//! # The three buffers (RFC 821 4.1.1)
+//! The reverse-path, forward-path and mail data buffers live in [`Transaction`]:
+//! MAIL, SEND, SOML and SAML start a transaction (clearing all three, filling the reverse-path);
+//! RCPT appends to the forward-paths; the end of the mail data hands the whole transaction to the
+//! driver and clears it; RSET, HELO and EHLO clear it; VRFY, EXPN, HELP and NOOP touch nothing.
+//!
+//! # Replies
+//! Bad order answers 503 and leaves the state as it was; bad arguments 501; unknown verbs 500;
+//! verbs switched off by the configuration 502; unknown or unoffered parameters 555
+//! (RFC 5321 4.1.1.11, RFC 1869). After `max_errors` such error replies the session answers 421
+//! and closes. Enhanced status codes (RFC 2034) are written once the client has used EHLO and
+//! ENHANCEDSTATUSCODES is on.
+//!
+//! # STARTTLS (RFC 3207)
+//! After the `220` to STARTTLS, every byte already received in plaintext is discarded
+//! (CVE-2011-0411) and so is anything received until [`ServerSession::tls_established`]; the
+//! session then returns to its state before EHLO (no HELO, no transaction, not authenticated).
+
+use std::collections::VecDeque;
+use std::fmt;
+
+use base64::Engine as _;
+
+use crate::address::{ForwardPath, Host, ReversePath};
+use crate::command::{Body, Command, MailKind, MailParams, RcptParams};
+use crate::data::{BdatReader, DataEnd, DataReader};
+use crate::ehlo::Capability;
+use crate::line::{LineEvent, LineReader};
+use crate::reply::Reply;
+
+/// Which ESMTP extensions the session offers (each switchable by the driver).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Extensions {
+    /// PIPELINING (RFC 2920).
+    pub pipelining: bool,
+    /// SIZE (RFC 1870), advertised with `max_message_size`.
+    pub size: bool,
+    /// 8BITMIME (RFC 6152).
+    pub eight_bit_mime: bool,
+    /// ENHANCEDSTATUSCODES (RFC 2034).
+    pub enhanced_status_codes: bool,
+    /// SMTPUTF8 (RFC 6531).
+    pub smtputf8: bool,
+    /// CHUNKING, i.e. BDAT (RFC 3030).
+    pub chunking: bool,
+    /// BINARYMIME (RFC 3030); only offered together with CHUNKING.
+    pub binarymime: bool,
+    /// DSN (RFC 3461).
+    pub dsn: bool,
+    /// STARTTLS (RFC 3207); offered only while TLS is not active.
+    pub starttls: bool,
+    /// SASL mechanisms offered with AUTH (RFC 4954); empty means no AUTH.
+    pub auth_mechanisms: Vec<String>,
+    /// Offer AUTH (and accept the AUTH command) only once TLS is active.
+    pub auth_requires_tls: bool,
+    /// Also write the `AUTH=LOGIN PLAIN` line that old clients (the seed's JavaMail) look for.
+    pub auth_legacy_line: bool,
+    /// ETRN (RFC 1985).
+    pub etrn: bool,
+    /// REQUIRETLS (RFC 8689); offered only while TLS is active.
+    pub requiretls: bool,
+}
+
+impl Default for Extensions {
+    fn default() -> Self {
+        Extensions {
+            pipelining: true,
+            size: true,
+            eight_bit_mime: true,
+            enhanced_status_codes: true,
+            smtputf8: true,
+            chunking: true,
+            binarymime: false,
+            dsn: false,
+            starttls: false,
+            auth_mechanisms: Vec::new(),
+            auth_requires_tls: true,
+            auth_legacy_line: true,
+            etrn: false,
+            requiretls: false,
+        }
+    }
+}
+
+/// Which optional verbs the session accepts; a verb switched off is answered 502.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verbs {
+    /// VRFY (asked to the driver when on).
+    pub vrfy: bool,
+    /// EXPN (asked to the driver when on).
+    pub expn: bool,
+    /// HELP.
+    pub help: bool,
+    /// SEND (RFC 821).
+    pub send: bool,
+    /// SOML (RFC 821).
+    pub soml: bool,
+    /// SAML (RFC 821).
+    pub saml: bool,
+    /// TURN (RFC 821): asked to the driver when on.
+    pub turn: bool,
+}
+
+impl Default for Verbs {
+    fn default() -> Self {
+        Verbs { vrfy: true, expn: true, help: true, send: true, soml: true, saml: true, turn: false }
+    }
+}
+
+/// The settings one session runs with (a snapshot taken at accept).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// The server's name, used in the greeting and replies.
+    pub hostname: String,
+    /// Longest command line accepted, CRLF included (at least 512, RFC 5321 4.5.3.1.4).
+    pub max_line_length: usize,
+    /// Largest message accepted, in octets after dot-unstuffing.
+    pub max_message_size: u64,
+    /// Most recipients in one transaction (RFC 5321 4.5.3.1.8 asks for at least 100).
+    pub max_recipients: usize,
+    /// Error replies tolerated before the session answers 421 and closes.
+    pub max_errors: u32,
+    /// TLS is already active (implicit TLS, RFC 8314).
+    pub tls_active: bool,
+    /// Extensions offered.
+    pub extensions: Extensions,
+    /// Optional verbs accepted.
+    pub verbs: Verbs,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            hostname: "localhost".to_string(),
+            max_line_length: 2048,
+            max_message_size: 10 * 1024 * 1024,
+            max_recipients: 1000,
+            max_errors: 20,
+            tls_active: false,
+            extensions: Extensions::default(),
+            verbs: Verbs::default(),
+        }
+    }
+}
+
+/// The current mail transaction: the RFC 821 reverse-path and forward-path buffers (the mail
+/// data buffer is streamed to the driver as [`Event::Body`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transaction {
+    /// The verb that started it.
+    pub kind: MailKind,
+    /// The reverse-path buffer.
+    pub from: ReversePath,
+    /// MAIL parameters.
+    pub params: MailParams,
+    /// The forward-path buffer: every recipient the driver accepted, in order.
+    pub recipients: Vec<(ForwardPath, RcptParams)>,
+    /// Whether any RCPT was tried (to tell 503 "need RCPT" from 554 "no valid recipients").
+    rcpt_tried: bool,
+    /// Whether BDAT chunks were accepted in this transaction.
+    bdat: bool,
+    /// Octets of message data received so far (BDAT).
+    data_size: u64,
+}
+
+/// A decision the session needs from the driver. Answer with [`ServerSession::decide`].
+#[derive(Clone, PartialEq, Eq)]
+pub enum Question {
+    /// HELO (`extended == false`) or EHLO. Accept gives the plain HELO reply or the EHLO
+    /// capability list.
+    Helo {
+        /// The argument.
+        host: Host,
+        /// EHLO rather than HELO.
+        extended: bool,
+    },
+    /// MAIL, SEND, SOML or SAML. Accept gives 250.
+    Mail {
+        /// Which verb.
+        kind: MailKind,
+        /// The reverse-path.
+        from: ReversePath,
+        /// Its parameters (already checked against the offered extensions).
+        params: MailParams,
+    },
+    /// RCPT. Accept gives 250; a 251 reply also accepts ("will forward"); anything else rejects.
+    Rcpt {
+        /// The forward-path.
+        to: ForwardPath,
+        /// Its parameters.
+        params: RcptParams,
+    },
+    /// VRFY with its argument (only asked when VRFY is on).
+    Vrfy(String),
+    /// EXPN with its argument (only asked when EXPN is on).
+    Expn(String),
+    /// DATA, or the first BDAT of a transaction: may the message data start? Accept gives 354
+    /// (DATA) or starts reading the chunk (BDAT). The driver opens its spool writer here.
+    Data,
+    /// The message data is complete (every [`Event::Body`] has been delivered). The driver makes
+    /// it durable and answers, typically `250 queued as <id>`. The buffers are already cleared.
+    EndOfData {
+        /// The transaction, moved out of the session.
+        transaction: Transaction,
+        /// Octets of message data.
+        size: u64,
+    },
+    /// AUTH with a mechanism this session offers and the decoded initial response. Answer with a
+    /// 334 challenge to continue, 235 to authenticate, or a failure reply.
+    Auth {
+        /// The mechanism, upper case.
+        mechanism: String,
+        /// The decoded initial response, if one was given (`=` is an empty one).
+        initial: Option<Vec<u8>>,
+    },
+    /// The client's decoded answer to a 334 challenge.
+    AuthResponse(Vec<u8>),
+    /// ETRN with its argument.
+    Etrn(String),
+    /// TURN (only asked when TURN is on). A 250 makes the session emit [`Event::Turn`].
+    Turn,
+}
+
+impl fmt::Debug for Question {
+    // Credentials never reach a log through Debug.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Question::Helo { host, extended } => {
+                f.debug_struct("Helo").field("host", host).field("extended", extended).finish()
+            }
+            Question::Mail { kind, from, params } => f
+                .debug_struct("Mail")
+                .field("kind", kind)
+                .field("from", from)
+                .field("params", params)
+                .finish(),
+            Question::Rcpt { to, params } => {
+                f.debug_struct("Rcpt").field("to", to).field("params", params).finish()
+            }
+            Question::Vrfy(s) => f.debug_tuple("Vrfy").field(s).finish(),
+            Question::Expn(s) => f.debug_tuple("Expn").field(s).finish(),
+            Question::Data => f.write_str("Data"),
+            Question::EndOfData { transaction, size } => f
+                .debug_struct("EndOfData")
+                .field("transaction", transaction)
+                .field("size", size)
+                .finish(),
+            Question::Auth { mechanism, initial } => f
+                .debug_struct("Auth")
+                .field("mechanism", mechanism)
+                .field("initial", &initial.as_ref().map(|_| "<redacted>"))
+                .finish(),
+            Question::AuthResponse(_) => f.write_str("AuthResponse(<redacted>)"),
+            Question::Etrn(s) => f.debug_tuple("Etrn").field(s).finish(),
+            Question::Turn => f.write_str("Turn"),
+        }
+    }
+}
+
+/// The driver's answer to a [`Question`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Accept with the session's usual positive reply.
+    Accept,
+    /// Answer with this reply; a 2xx (or 3xx where the question allows one) accepts.
+    Reply(Reply),
+    /// Answer with this reply and close the connection (for example 421).
+    Close(Reply),
+}
+
+/// What the driver must do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Write these bytes to the client.
+    Send(Vec<u8>),
+    /// Answer this question with [`ServerSession::decide`] before anything else happens.
+    Ask(Question),
+    /// A piece of message data (dot-unstuffed), in order. Written to the spool.
+    Body(Vec<u8>),
+    /// The message data received so far is void (too big, bare line ending, RSET during BDAT):
+    /// the driver discards its spool writer. The session answers the client itself.
+    DataAborted,
+    /// Do the TLS handshake now (every earlier Send has been emitted), then call
+    /// [`ServerSession::tls_established`].
+    StartTls,
+    /// TURN was accepted: the roles swap; the session is finished with this connection.
+    Turn,
+    /// Close the connection (every earlier Send has been emitted).
+    Close,
+}
+
+/// What the session waits for, so the driver can pick the RFC 5321 4.5.3.2 timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for a command (5 minutes).
+    Command,
+    /// Inside DATA or a BDAT chunk (3 minutes per block).
+    Data,
+    /// Waiting for the driver's decision; no client timeout applies.
+    Deciding,
+    /// Waiting for the TLS handshake.
+    TlsHandshake,
+    /// Finished: closed or turned.
+    Finished,
+}
+
+#[derive(Debug)]
+enum State {
+    Command,
+    AuthResponse,
+    Data(DataReader),
+    Bdat { reader: BdatReader, last: bool, mode: Chunk },
+    TlsPending,
+    Finished,
+}
+
+/// What happens to the BDAT chunk being read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    /// Part of the message.
+    Keep,
+    /// The message is over the size limit: discarded, answered 552 at the end of the chunk.
+    TooBig,
+    /// The BDAT command was already refused: consumed silently so it is never read as commands.
+    Refused,
+}
+
+/// What a pending question was about, with what the session needs to apply the answer.
+#[derive(Debug)]
+enum Pending {
+    Helo { host: Host, extended: bool },
+    Mail { kind: MailKind, from: ReversePath, params: MailParams },
+    Rcpt { to: ForwardPath, params: RcptParams },
+    Vrfy,
+    Expn,
+    Data { bdat: Option<(u64, bool)> },
+    EndOfData,
+    Auth,
+    Etrn,
+    Turn,
+}
+
+/// The receiver-SMTP session. See the module documentation.
+#[derive(Debug)]
+pub struct ServerSession {
+    config: ServerConfig,
+    state: State,
+    lines: LineReader,
+    input: Vec<u8>,
+    pos: usize,
+    output: Vec<u8>,
+    events: VecDeque<Event>,
+    /// Emitted once `output` is flushed; ends processing (Close, StartTls, Turn).
+    final_event: Option<Event>,
+    pending: Option<Pending>,
+    helo: Option<Host>,
+    extended: bool,
+    tls: bool,
+    authenticated: bool,
+    transaction: Option<Transaction>,
+    errors: u32,
+}
+
+impl ServerSession {
+    /// A new session; the `220` greeting is the first thing it sends.
+    pub fn new(config: ServerConfig) -> Self {
+        let greeting = Reply::greeting(&config.hostname);
+        Self::with_greeting(config, greeting)
+    }
+
+    /// A new session with a greeting chosen by the driver. A greeting that is not 2xx (421 when
+    /// too busy, 554 for a refused client) is sent and the connection closed.
+    pub fn with_greeting(config: ServerConfig, greeting: Reply) -> Self {
+        let lines = LineReader::new(config.max_line_length);
+        let tls = config.tls_active;
+        let mut session = ServerSession {
+            config,
+            state: State::Command,
+            lines,
+            input: Vec::new(),
+            pos: 0,
+            output: Vec::new(),
+            events: VecDeque::new(),
+            final_event: None,
+            pending: None,
+            helo: None,
+            extended: false,
+            tls,
+            authenticated: false,
+            transaction: None,
+            errors: 0,
+        };
+        let refuse = !greeting.is_positive();
+        session.reply(&greeting);
+        if refuse {
+            session.finish(Event::Close);
+        }
+        session
+    }
+
+    /// Push bytes received from the client. Bytes arriving after STARTTLS (before the handshake)
+    /// or after the session finished are discarded.
+    pub fn receive(&mut self, bytes: &[u8]) {
+        if matches!(self.state, State::TlsPending | State::Finished) {
+            return;
+        }
+        if self.pos > 0 && self.pos == self.input.len() {
+            self.input.clear();
+            self.pos = 0;
+        } else if self.pos > 64 * 1024 {
+            self.input.drain(..self.pos);
+            self.pos = 0;
+        }
+        self.input.extend_from_slice(bytes);
+    }
+
+    /// The next thing the driver must do, or `None` when the session needs more input (or a
+    /// decision: an [`Event::Ask`] is emitted once and the session waits for
+    /// [`ServerSession::decide`]).
+    pub fn next_event(&mut self) -> Option<Event> {
+        loop {
+            if let Some(event) = self.events.pop_front() {
+                return Some(event);
+            }
+            if self.pending.is_some() || self.final_event.is_some() || !self.step() {
+                break;
+            }
+        }
+        if !self.output.is_empty() {
+            return Some(Event::Send(std::mem::take(&mut self.output)));
+        }
+        self.final_event.take()
+    }
+
+    /// Answer the pending question. A decision with no question pending is ignored.
+    pub fn decide(&mut self, decision: Decision) {
+        let Some(pending) = self.pending.take() else {
+            return;
+        };
+        let (reply, close) = match decision {
+            Decision::Accept => (None, false),
+            Decision::Reply(reply) => (Some(reply), false),
+            Decision::Close(reply) => (Some(reply), true),
+        };
+        let accepted = match &reply {
+            None => true,
+            Some(r) => r.is_positive() || (r.is_intermediate() && matches!(pending, Pending::Auth)),
+        };
+        match pending {
+            Pending::Helo { host, extended } => {
+                if accepted {
+                    let reply = reply.unwrap_or_else(|| self.helo_reply(&host, extended));
+                    self.abort_transaction();
+                    self.helo = Some(host);
+                    self.extended = extended;
+                    self.reply(&reply);
+                } else {
+                    self.reply_error(reply);
+                }
+            }
+            Pending::Mail { kind, from, params } => {
+                if accepted {
+                    self.transaction = Some(Transaction {
+                        kind,
+                        from,
+                        params,
+                        recipients: Vec::new(),
+                        rcpt_tried: false,
+                        bdat: false,
+                        data_size: 0,
+                    });
+                    self.reply(&reply.unwrap_or_else(Reply::sender_ok));
+                } else {
+                    self.reply_error(reply);
+                }
+            }
+            Pending::Rcpt { to, params } => {
+                if let Some(tx) = self.transaction.as_mut() {
+                    tx.rcpt_tried = true;
+                    if accepted {
+                        tx.recipients.push((to, params));
+                    }
+                }
+                if accepted {
+                    self.reply(&reply.unwrap_or_else(Reply::recipient_ok));
+                } else {
+                    self.reply_error(reply);
+                }
+            }
+            Pending::Vrfy | Pending::Expn => {
+                let reply = reply.unwrap_or_else(Reply::vrfy_cannot_verify);
+                if reply.is_permanent() {
+                    self.reply_error(Some(reply));
+                } else {
+                    self.reply(&reply);
+                }
+            }
+            Pending::Data { bdat } => self.decided_data(bdat, accepted, reply),
+            Pending::EndOfData => {
+                let reply = reply.unwrap_or_else(Reply::ok);
+                self.reply(&reply);
+            }
+            Pending::Auth => self.decided_auth(reply),
+            Pending::Etrn => {
+                let reply = reply.unwrap_or_else(|| Reply::etrn_started(""));
+                self.reply(&reply);
+            }
+            Pending::Turn => {
+                if accepted {
+                    self.reply(&reply.unwrap_or_else(Reply::turn_ok));
+                    self.finish(Event::Turn);
+                } else {
+                    self.reply_error(reply);
+                }
+            }
+        }
+        if close {
+            self.finish(Event::Close);
+        }
+    }
+
+    /// Call after the TLS handshake that followed [`Event::StartTls`]: the session returns to
+    /// its initial state (RFC 3207 4.2) and the client must EHLO again.
+    pub fn tls_established(&mut self) {
+        if !matches!(self.state, State::TlsPending) {
+            return;
+        }
+        self.tls = true;
+        self.state = State::Command;
+        self.helo = None;
+        self.extended = false;
+        self.authenticated = false;
+        self.transaction = None;
+        self.input.clear();
+        self.pos = 0;
+        self.lines.reset();
+    }
+
+    /// Send `reply` (typically 421, for a shutdown or a timeout) and close. Any transaction in
+    /// progress is abandoned ([`Event::DataAborted`] if data had started).
+    pub fn close_with(&mut self, reply: Reply) {
+        if matches!(self.state, State::Finished) {
+            return;
+        }
+        self.pending = None;
+        self.abort_transaction();
+        self.reply(&reply);
+        self.finish(Event::Close);
+    }
+
+    /// What the session is waiting for.
+    pub fn phase(&self) -> Phase {
+        if self.pending.is_some() {
+            return Phase::Deciding;
+        }
+        match self.state {
+            State::Command | State::AuthResponse => Phase::Command,
+            State::Data(_) | State::Bdat { .. } => Phase::Data,
+            State::TlsPending => Phase::TlsHandshake,
+            State::Finished => Phase::Finished,
+        }
+    }
+
+    /// True between transactions with nothing buffered: a good moment to close for shutdown.
+    pub fn is_idle(&self) -> bool {
+        self.pending.is_none()
+            && matches!(self.state, State::Command)
+            && self.transaction.is_none()
+            && self.pos == self.input.len()
+            && !self.lines.has_partial()
+    }
+
+    /// The HELO/EHLO argument, once accepted.
+    pub fn helo(&self) -> Option<&Host> {
+        self.helo.as_ref()
+    }
+
+    /// Whether the client greeted with EHLO.
+    pub fn is_extended(&self) -> bool {
+        self.extended
+    }
+
+    /// Whether TLS is active.
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
+    /// Whether AUTH succeeded on this connection (since the last TLS reset).
+    pub fn is_authenticated(&self) -> bool {
+        self.authenticated
+    }
+
+    /// The transaction in progress, if any.
+    pub fn transaction(&self) -> Option<&Transaction> {
+        self.transaction.as_ref()
+    }
+
+    /// The configuration this session runs with.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    // ----- processing input -----
+
+    /// Process some buffered input. Returns false when nothing could be done.
+    fn step(&mut self) -> bool {
+        if self.pos >= self.input.len() {
+            return false;
+        }
+        match std::mem::replace(&mut self.state, State::Command) {
+            state @ (State::Command | State::AuthResponse) => {
+                self.state = state;
+                let (used, line) = self.lines.read(&self.input[self.pos..]);
+                self.pos += used;
+                match line {
+                    Some(LineEvent::Line(line)) => self.handle_line(&line),
+                    Some(LineEvent::TooLong) => {
+                        if matches!(self.state, State::AuthResponse) {
+                            self.state = State::Command;
+                        }
+                        self.reply_error(Some(Reply::line_too_long()));
+                    }
+                    None => {}
+                }
+                used > 0
+            }
+            State::Data(mut reader) => {
+                let mut chunk = Vec::new();
+                let (used, end) = reader.read(&self.input[self.pos..], &mut chunk);
+                self.pos += used;
+                if !chunk.is_empty() {
+                    self.events.push_back(Event::Body(chunk));
+                }
+                match end {
+                    None => self.state = State::Data(reader),
+                    Some(end) => self.data_ended(end, reader.size()),
+                }
+                true
+            }
+            State::Bdat { mut reader, last, mode } => {
+                let (used, done) = reader.read(&self.input[self.pos..]);
+                let chunk = &self.input[self.pos..self.pos + used];
+                if mode == Chunk::Keep && !chunk.is_empty() {
+                    self.events.push_back(Event::Body(chunk.to_vec()));
+                }
+                self.pos += used;
+                if done {
+                    self.bdat_chunk_done(last, mode);
+                } else {
+                    self.state = State::Bdat { reader, last, mode };
+                }
+                true
+            }
+            state @ (State::TlsPending | State::Finished) => {
+                self.state = state;
+                false
+            }
+        }
+    }
+
+    fn handle_line(&mut self, line: &[u8]) {
+        if matches!(self.state, State::AuthResponse) {
+            self.state = State::Command;
+            self.auth_line(line);
+            return;
+        }
+        match Command::parse(line) {
+            Ok(command) => self.command(command),
+            Err(error) => self.reply_error(Some(error.reply())),
+        }
+    }
+
+    fn command(&mut self, command: Command) {
+        match command {
+            Command::Helo(host) => self.ask(Pending::Helo { host: host.clone(), extended: false }, Question::Helo { host, extended: false }),
+            Command::Ehlo(host) => self.ask(Pending::Helo { host: host.clone(), extended: true }, Question::Helo { host, extended: true }),
+            Command::Mail { kind, from, params } => self.mail(kind, from, params),
+            Command::Rcpt { to, params } => self.rcpt(to, params),
+            Command::Data => self.data(),
+            Command::Bdat { size, last } => self.bdat(size, last),
+            Command::Rset => {
+                self.abort_transaction();
+                self.reply(&Reply::reset_ok());
+            }
+            Command::Noop(_) => self.reply(&Reply::noop_ok()),
+            Command::Quit => {
+                self.abort_transaction();
+                let reply = Reply::closing(&self.config.hostname);
+                self.reply(&reply);
+                self.finish(Event::Close);
+            }
+            Command::Help(topic) => self.help(topic),
+            Command::Vrfy(arg) => {
+                if self.config.verbs.vrfy {
+                    self.ask(Pending::Vrfy, Question::Vrfy(arg));
+                } else {
+                    self.reply_error(Some(Reply::not_implemented("VRFY")));
+                }
+            }
+            Command::Expn(arg) => {
+                if self.config.verbs.expn {
+                    self.ask(Pending::Expn, Question::Expn(arg));
+                } else {
+                    self.reply_error(Some(Reply::not_implemented("EXPN")));
+                }
+            }
+            Command::Turn => {
+                if !self.config.verbs.turn {
+                    self.reply_error(Some(Reply::turn_refused()));
+                } else if self.helo.is_none() {
+                    self.reply_error(Some(Reply::need_helo()));
+                } else if self.transaction.is_some() {
+                    self.reply_error(Some(Reply::nested_mail()));
+                } else {
+                    self.ask(Pending::Turn, Question::Turn);
+                }
+            }
+            Command::Etrn(node) => {
+                if !self.config.extensions.etrn {
+                    self.reply_error(Some(Reply::not_implemented("ETRN")));
+                } else if self.helo.is_none() {
+                    self.reply_error(Some(Reply::need_helo()));
+                } else if self.transaction.is_some() {
+                    self.reply_error(Some(Reply::nested_mail()));
+                } else {
+                    self.ask(Pending::Etrn, Question::Etrn(node));
+                }
+            }
+            Command::StartTls => self.starttls(),
+            Command::Auth { mechanism, initial } => self.auth(mechanism, initial),
+        }
+    }
+
+    fn mail(&mut self, kind: MailKind, from: ReversePath, params: MailParams) {
+        let verbs = &self.config.verbs;
+        let (enabled, verb) = match kind {
+            MailKind::Mail => (true, "MAIL"),
+            MailKind::Send => (verbs.send, "SEND"),
+            MailKind::Soml => (verbs.soml, "SOML"),
+            MailKind::Saml => (verbs.saml, "SAML"),
+        };
+        if !enabled {
+            return self.reply_error(Some(Reply::not_implemented(verb)));
+        }
+        if self.helo.is_none() {
+            return self.reply_error(Some(Reply::need_helo()));
+        }
+        if self.transaction.is_some() {
+            return self.reply_error(Some(Reply::nested_mail()));
+        }
+        if let Err(reply) = self.check_mail_params(&params) {
+            return self.reply_error(Some(reply));
+        }
+        let ascii = match &from {
+            ReversePath::Null => true,
+            ReversePath::Path(path) => {
+                path.mailbox.is_ascii() && path.route.iter().all(|d| d.is_ascii())
+            }
+        };
+        if !ascii && !params.smtputf8 {
+            return self.reply_error(Some(Reply::needs_smtputf8()));
+        }
+        self.ask(
+            Pending::Mail { kind, from: from.clone(), params: params.clone() },
+            Question::Mail { kind, from, params },
+        );
+    }
+
+    /// Checks MAIL parameters against what this session offered (RFC 1869 6: a parameter of an
+    /// extension that was not offered is not recognised).
+    fn check_mail_params(&self, params: &MailParams) -> Result<(), Reply> {
+        let ext = &self.config.extensions;
+        let esmtp = self.extended;
+        if let Some(size) = params.size {
+            if !(esmtp && ext.size) {
+                return Err(Reply::parameter_not_implemented("SIZE"));
+            }
+            if size > self.config.max_message_size {
+                return Err(Reply::size_exceeds_limit(self.config.max_message_size));
+            }
+        }
+        match params.body {
+            None | Some(Body::SevenBit) if esmtp || params.body.is_none() => {}
+            Some(Body::EightBitMime) if esmtp && ext.eight_bit_mime => {}
+            Some(Body::BinaryMime) if esmtp && ext.chunking && ext.binarymime => {}
+            Some(_) => return Err(Reply::parameter_not_implemented("BODY")),
+            None => {}
+        }
+        if params.smtputf8 && !(esmtp && ext.smtputf8) {
+            return Err(Reply::parameter_not_implemented("SMTPUTF8"));
+        }
+        if (params.ret.is_some() || params.envid.is_some()) && !(esmtp && ext.dsn) {
+            let name = if params.ret.is_some() { "RET" } else { "ENVID" };
+            return Err(Reply::parameter_not_implemented(name));
+        }
+        if params.auth.is_some() && !(esmtp && self.auth_offered()) {
+            return Err(Reply::parameter_not_implemented("AUTH"));
+        }
+        if params.requiretls && !(esmtp && ext.requiretls && self.tls) {
+            return Err(Reply::parameter_not_implemented("REQUIRETLS"));
+        }
+        Ok(())
+    }
+
+    fn rcpt(&mut self, to: ForwardPath, params: RcptParams) {
+        let Some(tx) = &self.transaction else {
+            return self.reply_error(Some(Reply::need_mail()));
+        };
+        if tx.bdat {
+            return self.reply_error(Some(Reply::mixed_data_bdat()));
+        }
+        if tx.recipients.len() >= self.config.max_recipients {
+            // 452 is not counted as a client error: RFC 5321 4.5.3.1.10 expects clients to
+            // send the rest in another transaction.
+            return self.reply(&Reply::too_many_recipients());
+        }
+        if (params.notify.is_some() || params.orcpt.is_some())
+            && !(self.extended && self.config.extensions.dsn)
+        {
+            let name = if params.notify.is_some() { "NOTIFY" } else { "ORCPT" };
+            return self.reply_error(Some(Reply::parameter_not_implemented(name)));
+        }
+        let ascii = match &to {
+            ForwardPath::Postmaster => true,
+            ForwardPath::Path(path) => {
+                path.mailbox.is_ascii() && path.route.iter().all(|d| d.is_ascii())
+            }
+        };
+        if !ascii && !tx.params.smtputf8 {
+            return self.reply_error(Some(Reply::needs_smtputf8()));
+        }
+        self.ask(
+            Pending::Rcpt { to: to.clone(), params: params.clone() },
+            Question::Rcpt { to, params },
+        );
+    }
+
+    /// Checks that a transaction can take message data; the reply when it cannot.
+    fn data_ready(&self) -> Result<(), Reply> {
+        let Some(tx) = &self.transaction else {
+            return Err(Reply::need_mail());
+        };
+        if tx.recipients.is_empty() {
+            return Err(if tx.rcpt_tried {
+                Reply::no_valid_recipients()
+            } else {
+                Reply::need_rcpt()
+            });
+        }
+        Ok(())
+    }
+
+    fn data(&mut self) {
+        if let Err(reply) = self.data_ready() {
+            return self.reply_error(Some(reply));
+        }
+        let tx = self.transaction.as_ref();
+        if tx.is_some_and(|tx| tx.bdat) {
+            return self.reply_error(Some(Reply::mixed_data_bdat()));
+        }
+        if tx.is_some_and(|tx| tx.params.body == Some(Body::BinaryMime)) {
+            return self.reply_error(Some(Reply::binarymime_needs_bdat()));
+        }
+        self.ask(Pending::Data { bdat: None }, Question::Data);
+    }
+
+    fn bdat(&mut self, size: u64, last: bool) {
+        // The chunk follows the command whatever we answer: it is always consumed, never
+        // read as commands (RFC 3030 2).
+        if !(self.extended && self.config.extensions.chunking) {
+            self.discard_chunk(size, last);
+            return self.reply_error(Some(Reply::not_implemented("BDAT")));
+        }
+        if let Err(reply) = self.data_ready() {
+            self.discard_chunk(size, last);
+            return self.reply_error(Some(reply));
+        }
+        let started = self.transaction.as_ref().is_some_and(|tx| tx.bdat);
+        if started {
+            self.start_chunk(size, last);
+        } else {
+            self.ask(Pending::Data { bdat: Some((size, last)) }, Question::Data);
+        }
+    }
+
+    fn start_chunk(&mut self, size: u64, last: bool) {
+        let over = self.transaction.as_ref().map_or(0, |tx| tx.data_size).saturating_add(size)
+            > self.config.max_message_size;
+        if let Some(tx) = self.transaction.as_mut() {
+            tx.bdat = true;
+            tx.data_size = tx.data_size.saturating_add(size);
+        }
+        let mode = if over { Chunk::TooBig } else { Chunk::Keep };
+        self.read_chunk(size, last, mode);
+    }
+
+    fn read_chunk(&mut self, size: u64, last: bool, mode: Chunk) {
+        if size == 0 {
+            // Nothing to read: `BDAT 0 LAST` ends the message at once.
+            self.state = State::Command;
+            self.bdat_chunk_done(last, mode);
+        } else {
+            self.state = State::Bdat { reader: BdatReader::new(size), last, mode };
+        }
+    }
+
+    /// Consumes a refused chunk; its reply has been queued already.
+    fn discard_chunk(&mut self, size: u64, last: bool) {
+        self.read_chunk(size, last, Chunk::Refused);
+    }
+
+    fn bdat_chunk_done(&mut self, last: bool, mode: Chunk) {
+        let size = self.transaction.as_ref().map_or(0, |tx| tx.data_size);
+        if mode == Chunk::Refused {
+            return;
+        }
+        if mode == Chunk::TooBig {
+            self.events.push_back(Event::DataAborted);
+            self.transaction = None;
+            self.reply_error(Some(Reply::message_too_big(self.config.max_message_size)));
+            return;
+        }
+        if last {
+            if let Some(transaction) = self.transaction.take() {
+                self.ask(Pending::EndOfData, Question::EndOfData { transaction, size });
+            }
+        } else {
+            self.reply(&Reply::bdat_chunk_ok(size));
+        }
+    }
+
+    fn decided_data(&mut self, bdat: Option<(u64, bool)>, accepted: bool, reply: Option<Reply>) {
+        match (bdat, accepted) {
+            (None, true) => {
+                self.reply(&reply.unwrap_or_else(Reply::start_data));
+                self.state = State::Data(DataReader::new(self.config.max_message_size));
+            }
+            (None, false) => self.reply_error(reply),
+            (Some((size, last)), true) => self.start_chunk(size, last),
+            (Some((size, last)), false) => {
+                // The transaction cannot take data: consume the chunk, answer, and end it.
+                self.transaction = None;
+                self.discard_chunk(size, last);
+                self.reply_error(reply);
+            }
+        }
+    }
+
+    fn data_ended(&mut self, end: DataEnd, size: u64) {
+        let transaction = self.transaction.take();
+        match end {
+            DataEnd::Complete => {
+                if let Some(transaction) = transaction {
+                    self.ask(Pending::EndOfData, Question::EndOfData { transaction, size });
+                }
+            }
+            DataEnd::TooBig => {
+                self.events.push_back(Event::DataAborted);
+                self.reply_error(Some(Reply::message_too_big(self.config.max_message_size)));
+            }
+            DataEnd::BareLineEnding => {
+                self.events.push_back(Event::DataAborted);
+                self.reply_error(Some(Reply::bare_line_ending()));
+            }
+        }
+    }
+
+    fn help(&mut self, topic: Option<String>) {
+        if !self.config.verbs.help {
+            return self.reply_error(Some(Reply::not_implemented("HELP")));
+        }
+        match topic {
+            None => {
+                let verbs = self.enabled_verbs();
+                self.reply(&Reply::help_general(&verbs));
+            }
+            Some(topic) => {
+                let upper = topic.trim().to_ascii_uppercase();
+                match self.enabled_verbs().into_iter().find(|v| *v == upper) {
+                    Some(verb) => self.reply(&Reply::help_topic(verb)),
+                    None => self.reply_error(Some(Reply::help_unknown(&topic))),
+                }
+            }
+        }
+    }
+
+    /// The verbs this session accepts, for HELP.
+    fn enabled_verbs(&self) -> Vec<&'static str> {
+        let v = &self.config.verbs;
+        let e = &self.config.extensions;
+        let mut verbs = vec!["HELO", "EHLO", "MAIL", "RCPT", "DATA"];
+        if e.chunking {
+            verbs.push("BDAT");
+        }
+        verbs.extend(["RSET", "NOOP", "QUIT", "HELP"]);
+        for (on, verb) in [
+            (v.vrfy, "VRFY"),
+            (v.expn, "EXPN"),
+            (v.send, "SEND"),
+            (v.soml, "SOML"),
+            (v.saml, "SAML"),
+            (v.turn, "TURN"),
+            (e.etrn, "ETRN"),
+            (e.starttls && !self.tls, "STARTTLS"),
+            (self.auth_offered(), "AUTH"),
+        ] {
+            if on {
+                verbs.push(verb);
+            }
+        }
+        verbs
+    }
+
+    fn starttls(&mut self) {
+        if self.tls {
+            return self.reply_error(Some(Reply::tls_already_active()));
+        }
+        if !self.config.extensions.starttls {
+            return self.reply_error(Some(Reply::not_implemented("STARTTLS")));
+        }
+        if self.transaction.is_some() {
+            return self.reply_error(Some(Reply::nested_mail()));
+        }
+        self.reply(&Reply::starttls_ready());
+        // CVE-2011-0411: nothing received in plaintext after STARTTLS may be executed.
+        self.input.clear();
+        self.pos = 0;
+        self.lines.reset();
+        self.state = State::TlsPending;
+        self.final_event = Some(Event::StartTls);
+    }
+
+    fn auth_offered(&self) -> bool {
+        let ext = &self.config.extensions;
+        !ext.auth_mechanisms.is_empty() && (self.tls || !ext.auth_requires_tls)
+    }
+
+    fn auth(&mut self, mechanism: String, initial: Option<String>) {
+        let ext = &self.config.extensions;
+        if ext.auth_mechanisms.is_empty() {
+            return self.reply_error(Some(Reply::not_implemented("AUTH")));
+        }
+        if !self.auth_offered() {
+            return self.reply_error(Some(Reply::auth_needs_tls()));
+        }
+        if self.helo.is_none() || !self.extended {
+            return self.reply_error(Some(Reply::need_helo()));
+        }
+        if self.authenticated {
+            return self.reply_error(Some(Reply::auth_already()));
+        }
+        if self.transaction.is_some() {
+            return self.reply_error(Some(Reply::auth_in_transaction()));
+        }
+        if !ext.auth_mechanisms.iter().any(|m| m.eq_ignore_ascii_case(&mechanism)) {
+            return self.reply_error(Some(Reply::auth_mechanism_unknown()));
+        }
+        let initial = match initial.as_deref() {
+            None => None,
+            Some("=") => Some(Vec::new()),
+            Some(text) => match base64::engine::general_purpose::STANDARD.decode(text) {
+                Ok(bytes) => Some(bytes),
+                Err(_) => return self.reply_error(Some(Reply::auth_bad_base64())),
+            },
+        };
+        self.ask(Pending::Auth, Question::Auth { mechanism, initial });
+    }
+
+    fn auth_line(&mut self, line: &[u8]) {
+        if line == b"*" {
+            return self.reply_error(Some(Reply::auth_cancelled()));
+        }
+        match base64::engine::general_purpose::STANDARD.decode(line) {
+            Ok(bytes) => self.ask(Pending::Auth, Question::AuthResponse(bytes)),
+            Err(_) => self.reply_error(Some(Reply::auth_bad_base64())),
+        }
+    }
+
+    fn decided_auth(&mut self, reply: Option<Reply>) {
+        let reply = reply.unwrap_or_else(Reply::auth_ok);
+        if reply.code == 334 {
+            self.state = State::AuthResponse;
+            self.reply(&reply);
+        } else if reply.is_positive() {
+            self.authenticated = true;
+            self.reply(&reply);
+        } else {
+            self.reply_error(Some(reply));
+        }
+    }
+
+    fn helo_reply(&self, host: &Host, extended: bool) -> Reply {
+        if !extended {
+            return Reply::helo_ok(&self.config.hostname);
+        }
+        let lines: Vec<String> = self.capabilities().iter().map(|c| c.to_string()).collect();
+        Reply::ehlo_ok(&self.config.hostname, &host.to_string(), &lines)
+    }
+
+    /// The EHLO capability list, as this session offers it right now.
+    pub fn capabilities(&self) -> Vec<Capability> {
+        let ext = &self.config.extensions;
+        let mut caps = Vec::new();
+        if ext.pipelining {
+            caps.push(Capability::Pipelining);
+        }
+        if ext.size {
+            caps.push(Capability::Size(Some(self.config.max_message_size)));
+        }
+        if ext.eight_bit_mime {
+            caps.push(Capability::EightBitMime);
+        }
+        if ext.enhanced_status_codes {
+            caps.push(Capability::EnhancedStatusCodes);
+        }
+        if ext.smtputf8 {
+            caps.push(Capability::SmtpUtf8);
+        }
+        if ext.chunking {
+            caps.push(Capability::Chunking);
+            if ext.binarymime {
+                caps.push(Capability::BinaryMime);
+            }
+        }
+        if ext.dsn {
+            caps.push(Capability::Dsn);
+        }
+        if ext.starttls && !self.tls {
+            caps.push(Capability::StartTls);
+        }
+        if self.auth_offered() {
+            caps.push(Capability::Auth(ext.auth_mechanisms.clone()));
+            if ext.auth_legacy_line {
+                caps.push(Capability::AuthLegacy(ext.auth_mechanisms.clone()));
+            }
+        }
+        if ext.etrn {
+            caps.push(Capability::Etrn);
+        }
+        if ext.requiretls && self.tls {
+            caps.push(Capability::RequireTls);
+        }
+        if self.config.verbs.help {
+            caps.push(Capability::Help);
+        }
+        caps
+    }
+
+    // ----- output -----
+
+    fn ask(&mut self, pending: Pending, question: Question) {
+        self.pending = Some(pending);
+        self.events.push_back(Event::Ask(question));
+    }
+
+    fn reply(&mut self, reply: &Reply) {
+        let enhanced = self.extended && self.config.extensions.enhanced_status_codes;
+        reply.write_to(&mut self.output, enhanced);
+    }
+
+    /// Sends a negative reply and counts it; too many errors end the session with 421.
+    fn reply_error(&mut self, reply: Option<Reply>) {
+        let reply = reply.unwrap_or_else(Reply::local_error);
+        self.reply(&reply);
+        if reply.is_permanent() {
+            self.errors += 1;
+            if self.errors >= self.config.max_errors && self.final_event.is_none() {
+                let host = self.config.hostname.clone();
+                self.close_with(Reply::too_many_errors(&host));
+            }
+        }
+    }
+
+    /// Clears the transaction (RSET, HELO, EHLO, QUIT); tells the driver if data had started.
+    fn abort_transaction(&mut self) {
+        let had_data = self.transaction.as_ref().is_some_and(|tx| tx.bdat)
+            || matches!(self.state, State::Data(_) | State::Bdat { .. });
+        if had_data {
+            self.events.push_back(Event::DataAborted);
+        }
+        if matches!(self.state, State::Data(_) | State::Bdat { .. }) {
+            self.state = State::Command;
+        }
+        self.transaction = None;
+    }
+
+    fn finish(&mut self, event: Event) {
+        self.state = State::Finished;
+        self.final_event = Some(event);
+    }
+}
