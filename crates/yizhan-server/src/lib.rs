@@ -5,5 +5,6 @@
 pub mod conn;
 pub mod directory;
 pub mod listener;
+pub mod policy;
 pub mod queue_runner;
 pub mod settings;

@@ -1,1 +1,224 @@
-//! TODO
+//! Starting the server: the spool, the queue runner and one accept loop per listener, with
+//! bounded connections (globally and per client address) and graceful shutdown.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+use yizhan_delivery::maildir::Maildir;
+use yizhan_proto::reply::Reply;
+use yizhan_spool::Spool;
+use yizhan_spool::schedule::RetryPolicy;
+
+use crate::conn::{self, Shared};
+use crate::queue_runner::{QueueRunner, RunnerSettings, SystemClock};
+use crate::settings::Settings;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A listener address could not be bound.
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        /// The address from the configuration.
+        address: SocketAddr,
+        /// The operating system's reason.
+        source: std::io::Error,
+    },
+    /// The spool could not be opened.
+    #[error("cannot open the spool: {0}")]
+    Spool(#[from] yizhan_spool::SpoolError),
+    /// A background task failed.
+    #[error("internal task failed: {0}")]
+    Task(String),
+}
+
+/// A server whose listeners are bound (so tests and the CLI know the real addresses) but which
+/// does not serve until [`Server::run`].
+#[derive(Debug)]
+pub struct Server {
+    settings: Arc<Settings>,
+    listeners: Vec<TcpListener>,
+    spool: Spool,
+}
+
+impl Server {
+    /// Opens the spool (recovering unfinished work) and binds every listener.
+    pub async fn bind(settings: Settings) -> Result<Server, ServerError> {
+        let spool_dir = settings.data_dir.join("spool");
+        let (spool, recovery) = tokio::task::spawn_blocking(move || Spool::open(&spool_dir))
+            .await
+            .map_err(|e| ServerError::Task(e.to_string()))??;
+        info!(?recovery, "spool opened");
+        let mut listeners = Vec::new();
+        for listener in &settings.listeners {
+            let bound = TcpListener::bind(listener.address)
+                .await
+                .map_err(|source| ServerError::Bind { address: listener.address, source })?;
+            listeners.push(bound);
+        }
+        Ok(Server { settings: Arc::new(settings), listeners, spool })
+    }
+
+    /// The addresses actually bound (port 0 in the settings becomes a real port).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners.iter().filter_map(|l| l.local_addr().ok()).collect()
+    }
+
+    /// Serves until `shutdown` is cancelled, then stops accepting, lets sessions finish (or
+    /// answers 421 after the grace period), stops the queue runner and returns.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServerError> {
+        let settings = self.settings;
+        let queue = &settings.queue;
+        let runner = QueueRunner::new(
+            self.spool.clone(),
+            Maildir::new(settings.data_dir.join("mail")),
+            RunnerSettings {
+                concurrency: queue.concurrency,
+                retry: RetryPolicy {
+                    initial: queue.retry_initial,
+                    max_backoff: queue.retry_max_backoff,
+                    give_up_after: queue.give_up_after,
+                },
+                hostname: settings.hostname.clone(),
+            },
+            Arc::new(SystemClock),
+        );
+        let shared = Arc::new(Shared {
+            settings: settings.clone(),
+            spool: self.spool.clone(),
+            runner: runner.handle(),
+        });
+        let runner_stop = CancellationToken::new();
+        let runner_task = tokio::spawn(runner.run(runner_stop.clone()));
+
+        let tracker = TaskTracker::new();
+        let limits = Arc::new(Limits::new(
+            settings.smtp.max_connections,
+            settings.smtp.max_connections_per_ip,
+        ));
+        let ids = Arc::new(AtomicU64::new(1));
+        for listener in self.listeners {
+            if let Ok(address) = listener.local_addr() {
+                info!(%address, "listening");
+            }
+            tracker.spawn(accept_loop(
+                listener,
+                shared.clone(),
+                limits.clone(),
+                ids.clone(),
+                tracker.clone(),
+                shutdown.clone(),
+            ));
+        }
+        shutdown.cancelled().await;
+        info!("shutting down: no new connections; waiting for sessions in flight");
+        tracker.close();
+        tracker.wait().await;
+        runner_stop.cancel();
+        if let Err(e) = runner_task.await {
+            error!(error = %e, "queue runner task failed");
+        }
+        info!("shutdown complete");
+        Ok(())
+    }
+}
+
+/// Connection limits: a global semaphore and a count per client address.
+#[derive(Debug)]
+struct Limits {
+    global: Arc<Semaphore>,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    max_per_ip: usize,
+}
+
+/// Holds a connection's place in the limits; released on drop.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    ip: IpAddr,
+    limits: Arc<Limits>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut map = self.limits.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = map.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl Limits {
+    fn new(max: usize, max_per_ip: usize) -> Self {
+        Limits {
+            global: Arc::new(Semaphore::new(max.max(1))),
+            per_ip: Mutex::new(HashMap::new()),
+            max_per_ip: max_per_ip.max(1),
+        }
+    }
+
+    fn acquire(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
+        let permit = self.global.clone().try_acquire_owned().ok()?;
+        let mut map = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        let count = map.entry(ip).or_insert(0);
+        if *count >= self.max_per_ip {
+            return None;
+        }
+        *count += 1;
+        Some(Slot { _permit: permit, ip, limits: self.clone() })
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    limits: Arc<Limits>,
+    ids: Arc<AtomicU64>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let accepted: std::io::Result<(TcpStream, SocketAddr)> = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.cancelled() => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => {
+                backoff = Duration::from_millis(5);
+                pair
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning (mini-redis does the same).
+                warn!(error = %e, "accept failed; backing off");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let Some(slot) = limits.acquire(peer.ip()) else {
+            warn!(%peer, "connection refused: too many connections");
+            let reply = Reply::too_many_connections(&shared.settings.hostname);
+            tracker.spawn(conn::refuse(stream, reply));
+            continue;
+        };
+        let id = ids.fetch_add(1, Ordering::Relaxed);
+        let shared = shared.clone();
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            conn::serve(stream, peer, id, shared, shutdown).await;
+            drop(slot);
+        });
+    }
+}
