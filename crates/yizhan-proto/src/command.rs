@@ -228,6 +228,12 @@ pub fn xtext_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// [`xtext_decode`], refusing decoded control characters: ENVID and ORCPT values are copied into
+/// DSN header fields (RFC 3464 2.2.1, 2.3.1), where CR, LF or NUL must never appear.
+fn xtext_decode_text(s: &str) -> Option<String> {
+    xtext_decode(s).filter(|d| !d.chars().any(char::is_control))
+}
+
 /// The value of an upper-case hex digit (RFC 3461 4 requires upper case).
 fn upper_hex(b: u8) -> Option<u8> {
     match b {
@@ -410,7 +416,7 @@ impl MailParams {
                     if v.len() > MAX_ENVID {
                         return Err(bad(key));
                     }
-                    let envid = xtext_decode(v).ok_or_else(|| bad(key))?;
+                    let envid = xtext_decode_text(v).ok_or_else(|| bad(key))?;
                     set_once(&mut p.envid, envid, key)?;
                 }
                 // RFC 4954 5: AUTH=<> or AUTH=xtext(mailbox)
@@ -496,7 +502,7 @@ impl RcptParams {
                     if !type_ok {
                         return Err(bad(key));
                     }
-                    let addr = xtext_decode(xtext).ok_or_else(|| bad(key))?;
+                    let addr = xtext_decode_text(xtext).ok_or_else(|| bad(key))?;
                     let orcpt = Orcpt {
                         addr_type: addr_type.to_owned(),
                         addr,
@@ -1255,6 +1261,8 @@ mod tests {
             ("MAIL FROM:<a@b> ENVID=a=b", Err(bad("ENVID"))),
             ("MAIL FROM:<a@b> ENVID=é", Err(bad("ENVID"))),
             ("MAIL FROM:<a@b> ENVID=+FF", Err(bad("ENVID"))),
+            ("MAIL FROM:<a@b> ENVID=a+0D+0Ab", Err(bad("ENVID"))),
+            ("MAIL FROM:<a@b> ENVID=+00", Err(bad("ENVID"))),
             ("MAIL FROM:<a@b> ENVID", Err(bad("ENVID"))),
             ("MAIL FROM:<a@b> ENVID=x envid=y", Err(bad("ENVID"))),
             // AUTH=
@@ -1452,6 +1460,7 @@ mod tests {
             ("RCPT TO:<a@b> ORCPT=rfc 822;a@b", Err(bad("ORCPT"))),
             ("RCPT TO:<a@b> ORCPT=rfc822;a+2x", Err(bad("ORCPT"))),
             ("RCPT TO:<a@b> ORCPT", Err(bad("ORCPT"))),
+            ("RCPT TO:<a@b> ORCPT=rfc822;a+0Ab", Err(bad("ORCPT"))),
             (
                 "RCPT TO:<a@b> ORCPT=rfc822;a ORCPT=rfc822;b",
                 Err(bad("ORCPT")),
@@ -1767,6 +1776,15 @@ mod tests {
         prop::collection::vec(any::<char>(), 0..max).prop_map(String::from_iter)
     }
 
+    /// Any text without control characters (ENVID and ORCPT refuse them once decoded).
+    fn printable_text(max: usize) -> impl Strategy<Value = String> {
+        prop::collection::vec(
+            any::<char>().prop_filter("control", |c| !c.is_control()),
+            0..max,
+        )
+        .prop_map(String::from_iter)
+    }
+
     fn mail_params() -> impl Strategy<Value = MailParams> {
         let body = prop_oneof![
             Just(Body::SevenBit),
@@ -1774,7 +1792,7 @@ mod tests {
             Just(Body::BinaryMime)
         ];
         let ret = prop_oneof![Just(Ret::Full), Just(Ret::Hdrs)];
-        let envid = any_text(20).prop_filter("ENVID is 1 to 100 characters", |s| {
+        let envid = printable_text(20).prop_filter("ENVID is 1 to 100 characters", |s| {
             (1..=MAX_ENVID).contains(&xtext_encode(s).len())
         });
         (
@@ -1810,7 +1828,7 @@ mod tests {
                     delay
                 }),
         ];
-        let orcpt = ("[a-zA-Z0-9-]{1,10}", any_text(30))
+        let orcpt = ("[a-zA-Z0-9-]{1,10}", printable_text(30))
             .prop_map(|(addr_type, addr)| Orcpt { addr_type, addr });
         (proptest::option::of(notify), proptest::option::of(orcpt))
             .prop_map(|(notify, orcpt)| RcptParams { notify, orcpt })
