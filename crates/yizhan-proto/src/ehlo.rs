@@ -6,7 +6,7 @@
 //! | keyword | RFC |
 //! | --- | --- |
 //! | PIPELINING | 2920 |
-//! | SIZE [n] | 1870 (no number, or 0, means no fixed limit) |
+//! | `SIZE [n]` | 1870 (no number, or 0, means no fixed limit) |
 //! | 8BITMIME | 6152 |
 //! | ENHANCEDSTATUSCODES | 2034 |
 //! | SMTPUTF8 | 6531 |
