@@ -26,6 +26,8 @@ pub mod line;
 pub mod reply;
 pub mod server;
 
-pub use address::{AddressError, AddressLiteral, Domain, ForwardPath, Host, LocalPart, Mailbox, Path, ReversePath};
+pub use address::{
+    AddressError, AddressLiteral, Domain, ForwardPath, Host, LocalPart, Mailbox, Path, ReversePath,
+};
 pub use command::{Command, CommandError, MailKind, MailParams, RcptParams};
 pub use reply::{EnhancedCode, Reply};

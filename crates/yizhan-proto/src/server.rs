@@ -114,7 +114,15 @@ pub struct Verbs {
 
 impl Default for Verbs {
     fn default() -> Self {
-        Verbs { vrfy: true, expn: true, help: true, send: true, soml: true, saml: true, turn: false }
+        Verbs {
+            vrfy: true,
+            expn: true,
+            help: true,
+            send: true,
+            soml: true,
+            saml: true,
+            turn: false,
+        }
     }
 }
 
@@ -236,18 +244,22 @@ impl fmt::Debug for Question {
     // Credentials never reach a log through Debug.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Question::Helo { host, extended } => {
-                f.debug_struct("Helo").field("host", host).field("extended", extended).finish()
-            }
+            Question::Helo { host, extended } => f
+                .debug_struct("Helo")
+                .field("host", host)
+                .field("extended", extended)
+                .finish(),
             Question::Mail { kind, from, params } => f
                 .debug_struct("Mail")
                 .field("kind", kind)
                 .field("from", from)
                 .field("params", params)
                 .finish(),
-            Question::Rcpt { to, params } => {
-                f.debug_struct("Rcpt").field("to", to).field("params", params).finish()
-            }
+            Question::Rcpt { to, params } => f
+                .debug_struct("Rcpt")
+                .field("to", to)
+                .field("params", params)
+                .finish(),
             Question::Vrfy(s) => f.debug_tuple("Vrfy").field(s).finish(),
             Question::Expn(s) => f.debug_tuple("Expn").field(s).finish(),
             Question::Data => f.write_str("Data"),
@@ -280,6 +292,9 @@ pub enum Decision {
 }
 
 /// What the driver must do next.
+// Events are handled one at a time and never stored in bulk, so the size of the largest
+// variant (a question carrying a transaction) costs nothing worth a Box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// Write these bytes to the client.
@@ -320,7 +335,11 @@ enum State {
     Command,
     AuthResponse,
     Data(DataReader),
-    Bdat { reader: BdatReader, last: bool, mode: Chunk },
+    Bdat {
+        reader: BdatReader,
+        last: bool,
+        mode: Chunk,
+    },
     TlsPending,
     Finished,
 }
@@ -339,12 +358,24 @@ enum Chunk {
 /// What a pending question was about, with what the session needs to apply the answer.
 #[derive(Debug)]
 enum Pending {
-    Helo { host: Host, extended: bool },
-    Mail { kind: MailKind, from: ReversePath, params: MailParams },
-    Rcpt { to: ForwardPath, params: RcptParams },
+    Helo {
+        host: Host,
+        extended: bool,
+    },
+    Mail {
+        kind: MailKind,
+        from: ReversePath,
+        params: MailParams,
+    },
+    Rcpt {
+        to: ForwardPath,
+        params: RcptParams,
+    },
     Vrfy,
     Expn,
-    Data { bdat: Option<(u64, bool)> },
+    Data {
+        bdat: Option<(u64, bool)>,
+    },
     EndOfData,
     Auth,
     Etrn,
@@ -648,7 +679,11 @@ impl ServerSession {
                 }
                 true
             }
-            State::Bdat { mut reader, last, mode } => {
+            State::Bdat {
+                mut reader,
+                last,
+                mode,
+            } => {
                 let (used, done) = reader.read(&self.input[self.pos..]);
                 let chunk = &self.input[self.pos..self.pos + used];
                 if mode == Chunk::Keep && !chunk.is_empty() {
@@ -683,8 +718,26 @@ impl ServerSession {
 
     fn command(&mut self, command: Command) {
         match command {
-            Command::Helo(host) => self.ask(Pending::Helo { host: host.clone(), extended: false }, Question::Helo { host, extended: false }),
-            Command::Ehlo(host) => self.ask(Pending::Helo { host: host.clone(), extended: true }, Question::Helo { host, extended: true }),
+            Command::Helo(host) => self.ask(
+                Pending::Helo {
+                    host: host.clone(),
+                    extended: false,
+                },
+                Question::Helo {
+                    host,
+                    extended: false,
+                },
+            ),
+            Command::Ehlo(host) => self.ask(
+                Pending::Helo {
+                    host: host.clone(),
+                    extended: true,
+                },
+                Question::Helo {
+                    host,
+                    extended: true,
+                },
+            ),
             Command::Mail { kind, from, params } => self.mail(kind, from, params),
             Command::Rcpt { to, params } => self.rcpt(to, params),
             Command::Data => self.data(),
@@ -772,7 +825,11 @@ impl ServerSession {
             return self.reply_error(Some(Reply::needs_smtputf8()));
         }
         self.ask(
-            Pending::Mail { kind, from: from.clone(), params: params.clone() },
+            Pending::Mail {
+                kind,
+                from: from.clone(),
+                params: params.clone(),
+            },
             Question::Mail { kind, from, params },
         );
     }
@@ -828,7 +885,11 @@ impl ServerSession {
         if (params.notify.is_some() || params.orcpt.is_some())
             && !(self.extended && self.config.extensions.dsn)
         {
-            let name = if params.notify.is_some() { "NOTIFY" } else { "ORCPT" };
+            let name = if params.notify.is_some() {
+                "NOTIFY"
+            } else {
+                "ORCPT"
+            };
             return self.reply_error(Some(Reply::parameter_not_implemented(name)));
         }
         let ascii = match &to {
@@ -841,7 +902,10 @@ impl ServerSession {
             return self.reply_error(Some(Reply::needs_smtputf8()));
         }
         self.ask(
-            Pending::Rcpt { to: to.clone(), params: params.clone() },
+            Pending::Rcpt {
+                to: to.clone(),
+                params: params.clone(),
+            },
             Question::Rcpt { to, params },
         );
     }
@@ -890,12 +954,21 @@ impl ServerSession {
         if started {
             self.start_chunk(size, last);
         } else {
-            self.ask(Pending::Data { bdat: Some((size, last)) }, Question::Data);
+            self.ask(
+                Pending::Data {
+                    bdat: Some((size, last)),
+                },
+                Question::Data,
+            );
         }
     }
 
     fn start_chunk(&mut self, size: u64, last: bool) {
-        let over = self.transaction.as_ref().map_or(0, |tx| tx.data_size).saturating_add(size)
+        let over = self
+            .transaction
+            .as_ref()
+            .map_or(0, |tx| tx.data_size)
+            .saturating_add(size)
             > self.config.max_message_size;
         if let Some(tx) = self.transaction.as_mut() {
             tx.bdat = true;
@@ -911,7 +984,11 @@ impl ServerSession {
             self.state = State::Command;
             self.bdat_chunk_done(last, mode);
         } else {
-            self.state = State::Bdat { reader: BdatReader::new(size), last, mode };
+            self.state = State::Bdat {
+                reader: BdatReader::new(size),
+                last,
+                mode,
+            };
         }
     }
 
@@ -933,7 +1010,10 @@ impl ServerSession {
         }
         if last {
             if let Some(transaction) = self.transaction.take() {
-                self.ask(Pending::EndOfData, Question::EndOfData { transaction, size });
+                self.ask(
+                    Pending::EndOfData,
+                    Question::EndOfData { transaction, size },
+                );
             }
         } else {
             self.reply(&Reply::bdat_chunk_ok(size));
@@ -962,7 +1042,10 @@ impl ServerSession {
         match end {
             DataEnd::Complete => {
                 if let Some(transaction) = transaction {
-                    self.ask(Pending::EndOfData, Question::EndOfData { transaction, size });
+                    self.ask(
+                        Pending::EndOfData,
+                        Question::EndOfData { transaction, size },
+                    );
                 }
             }
             DataEnd::TooBig => {
@@ -1063,7 +1146,11 @@ impl ServerSession {
         if self.transaction.is_some() {
             return self.reply_error(Some(Reply::auth_in_transaction()));
         }
-        if !ext.auth_mechanisms.iter().any(|m| m.eq_ignore_ascii_case(&mechanism)) {
+        if !ext
+            .auth_mechanisms
+            .iter()
+            .any(|m| m.eq_ignore_ascii_case(&mechanism))
+        {
             return self.reply_error(Some(Reply::auth_mechanism_unknown()));
         }
         let initial = match initial.as_deref() {

@@ -17,7 +17,9 @@ use yizhan_proto::address::{ForwardPath, Host, ReversePath};
 use yizhan_proto::command::{Body, MailKind, Ret};
 use yizhan_proto::reply::Reply;
 use yizhan_proto::server::{Decision, Event, Phase, Question, ServerSession, Transaction};
-use yizhan_spool::{ClientInfo, Envelope, Incoming, LocalMailbox, Recipient, RecipientStatus, Spool};
+use yizhan_spool::{
+    ClientInfo, Envelope, Incoming, LocalMailbox, Recipient, RecipientStatus, Spool,
+};
 
 use crate::directory::{Resolution, Target};
 use crate::policy;
@@ -176,7 +178,10 @@ impl Connection {
                 policy::mail(&from)
             }
             Question::Rcpt { to, .. } => {
-                let kind = self.session.transaction().map_or(MailKind::Mail, |tx| tx.kind);
+                let kind = self
+                    .session
+                    .transaction()
+                    .map_or(MailKind::Mail, |tx| tx.kind);
                 let decision = policy::rcpt(directory, kind, &to);
                 if let ForwardPath::Path(path) = &to
                     && !path.route.is_empty()
@@ -257,7 +262,10 @@ impl Connection {
             for target in targets {
                 let (address, mailbox) = match target {
                     Target::Local(t) => {
-                        let mailbox = LocalMailbox { domain: t.domain, local: t.local };
+                        let mailbox = LocalMailbox {
+                            domain: t.domain,
+                            local: t.local,
+                        };
                         (t.address, Some(mailbox))
                     }
                     Target::Remote(address) => (address, None),
@@ -270,7 +278,10 @@ impl Connection {
                     original: to.to_string(),
                     mailbox,
                     notify: params.notify.map(|n| format!("{n:?}")),
-                    orcpt: params.orcpt.as_ref().map(|o| format!("{};{}", o.addr_type, o.addr)),
+                    orcpt: params
+                        .orcpt
+                        .as_ref()
+                        .map(|o| format!("{};{}", o.addr_type, o.addr)),
                     status: RecipientStatus::Pending,
                     attempts: 0,
                     next_attempt: 0,
@@ -280,9 +291,10 @@ impl Connection {
         }
         let (reverse_path, reverse_route) = match &tx.from {
             ReversePath::Null => (String::new(), Vec::new()),
-            ReversePath::Path(path) => {
-                (path.mailbox.to_string(), path.route.iter().map(|d| d.to_string()).collect())
-            }
+            ReversePath::Path(path) => (
+                path.mailbox.to_string(),
+                path.route.iter().map(|d| d.to_string()).collect(),
+            ),
         };
         Envelope {
             id: Default::default(),
@@ -302,7 +314,11 @@ impl Connection {
             }),
             smtputf8: tx.params.smtputf8,
             client: ClientInfo {
-                helo: self.session.helo().map(|h| h.to_string()).unwrap_or_default(),
+                helo: self
+                    .session
+                    .helo()
+                    .map(|h| h.to_string())
+                    .unwrap_or_default(),
                 address: self.peer.to_string(),
                 auth_user: None,
                 tls: None,

@@ -61,15 +61,25 @@ impl Server {
         for listener in &settings.listeners {
             let bound = TcpListener::bind(listener.address)
                 .await
-                .map_err(|source| ServerError::Bind { address: listener.address, source })?;
+                .map_err(|source| ServerError::Bind {
+                    address: listener.address,
+                    source,
+                })?;
             listeners.push(bound);
         }
-        Ok(Server { settings: Arc::new(settings), listeners, spool })
+        Ok(Server {
+            settings: Arc::new(settings),
+            listeners,
+            spool,
+        })
     }
 
     /// The addresses actually bound (port 0 in the settings becomes a real port).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners.iter().filter_map(|l| l.local_addr().ok()).collect()
+        self.listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
     }
 
     /// Serves until `shutdown` is cancelled, then stops accepting, lets sessions finish (or
@@ -175,7 +185,11 @@ impl Limits {
             return None;
         }
         *count += 1;
-        Some(Slot { _permit: permit, ip, limits: self.clone() })
+        Some(Slot {
+            _permit: permit,
+            ip,
+            limits: self.clone(),
+        })
     }
 }
 

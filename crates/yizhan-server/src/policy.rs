@@ -5,7 +5,7 @@
 use yizhan_proto::address::{ForwardPath, Host, Mailbox, ReversePath};
 use yizhan_proto::command::MailKind;
 use yizhan_proto::reply::Reply;
-use yizhan_proto::server::{Decision, ServerConfig, Extensions, Verbs};
+use yizhan_proto::server::{Decision, Extensions, ServerConfig, Verbs};
 
 use crate::directory::{Directory, Lookup, Resolution, Target};
 use crate::settings::{Settings, VerifyPolicy};
