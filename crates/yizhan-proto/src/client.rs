@@ -282,9 +282,9 @@ impl ClientError {
     /// server or a client-side refusal for a missing extension. Everything else is transient.
     pub fn is_permanent(&self) -> bool {
         match self {
-            ClientError::Greeting(r) | ClientError::HeloRejected(r) | ClientError::AuthFailed(r) => {
-                r.is_permanent()
-            }
+            ClientError::Greeting(r)
+            | ClientError::HeloRejected(r)
+            | ClientError::AuthFailed(r) => r.is_permanent(),
             ClientError::SizeExceeded { .. }
             | ClientError::Utf8Unsupported
             | ClientError::EightBitUnsupported
@@ -549,7 +549,8 @@ impl ClientSession {
                     data: None,
                     error: Some(e),
                 };
-                self.events.push_back(ClientEvent::Finished(Box::new(result)));
+                self.events
+                    .push_back(ClientEvent::Finished(Box::new(result)));
                 self.become_ready();
             }
             Ok(prepared) => self.start(tx, prepared),
@@ -634,7 +635,8 @@ impl ClientSession {
     fn fail(&mut self, error: ClientError) {
         if let Some(tx) = self.tx.take() {
             let result = tx.into_result(Some(error.clone()));
-            self.events.push_back(ClientEvent::Finished(Box::new(result)));
+            self.events
+                .push_back(ClientEvent::Finished(Box::new(result)));
         }
         self.pending.clear();
         self.phase = Phase::Done;
@@ -780,7 +782,8 @@ impl ClientSession {
                 mechanism: "PLAIN".into(),
                 initial: Some(BASE64.encode(message)),
             };
-            self.events.push_back(ClientEvent::SendSecret(line(&command)));
+            self.events
+                .push_back(ClientEvent::SendSecret(line(&command)));
             self.phase = Phase::AuthFinal;
         } else if offers("LOGIN") {
             let command = Command::Auth {
@@ -1034,7 +1037,8 @@ impl ClientSession {
     fn finish(&mut self, reset: bool) {
         if let Some(tx) = self.tx.take() {
             let result = tx.into_result(None);
-            self.events.push_back(ClientEvent::Finished(Box::new(result)));
+            self.events
+                .push_back(ClientEvent::Finished(Box::new(result)));
         }
         if reset {
             self.emit_send(line(&Command::Rset));
@@ -1060,4 +1064,933 @@ fn first_word(reply: &Reply) -> Option<String> {
         .first()
         .and_then(|l| l.split_ascii_whitespace().next())
         .map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::command::{Notify, Orcpt, Ret};
+
+    // ----- helpers -----
+
+    const SEED_GREETING: &str =
+        "220 163.com Anti-spam GT for Coremail System (163com[20141201])\r\n";
+    const SEED_EHLO: &str = "250-mail\r\n250-PIPELINING\r\n250-AUTH LOGIN PLAIN\r\n\
+        250-AUTH=LOGIN PLAIN\r\n\
+        250-coremail 1Uxr2xKj7kG0xkI17xGrU7I0s8FY2U3Uj8Cz28x1UUUUU7Ic2I0Y2UFjiwORUCa0xDrUUUUj\r\n\
+        250-STARTTLS\r\n250 8BITMIME\r\n";
+
+    fn config(tls: TlsMode) -> ClientConfig {
+        let mut c = ClientConfig::new(Host::parse("client.example").unwrap());
+        c.tls = tls;
+        c
+    }
+
+    fn with_creds(mut c: ClientConfig) -> ClientConfig {
+        c.credentials = Some(Credentials::new("yizhan@163.com", "s3cret"));
+        c
+    }
+
+    fn drain(s: &mut ClientSession) -> Vec<ClientEvent> {
+        std::iter::from_fn(|| s.next_event()).collect()
+    }
+
+    fn feed(s: &mut ClientSession, server: &str) -> Vec<ClientEvent> {
+        s.receive(server.as_bytes());
+        drain(s)
+    }
+
+    fn send(text: &str) -> ClientEvent {
+        ClientEvent::Send(text.as_bytes().to_vec())
+    }
+
+    fn secret(text: &str) -> ClientEvent {
+        ClientEvent::SendSecret(text.as_bytes().to_vec())
+    }
+
+    fn rp(s: &str) -> ReversePath {
+        ReversePath::parse(s).unwrap()
+    }
+
+    fn fp(s: &str) -> ForwardPath {
+        ForwardPath::parse(s).unwrap()
+    }
+
+    fn tx(from: &str, to: &[&str], size: u64) -> Transaction {
+        Transaction::new(rp(from), to.iter().map(|t| fp(t)).collect(), size)
+    }
+
+    /// Greets and answers EHLO with `caps` (one per line); asserts the session is Ready.
+    fn ready(caps: &[&str]) -> ClientSession {
+        let mut s = ClientSession::new(config(TlsMode::Opportunistic));
+        assert_eq!(
+            feed(&mut s, "220 mx.example ESMTP\r\n"),
+            [send("EHLO client.example\r\n")]
+        );
+        assert_eq!(feed(&mut s, &ehlo_reply(caps)), [ClientEvent::Ready]);
+        s
+    }
+
+    fn ehlo_reply(caps: &[&str]) -> String {
+        let mut lines = vec!["mx.example hello".to_string()];
+        lines.extend(caps.iter().map(|c| c.to_string()));
+        let n = lines.len();
+        lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| format!("250{}{l}\r\n", if i + 1 == n { ' ' } else { '-' }))
+            .collect()
+    }
+
+    /// The single Finished event in `events`, or a panic.
+    fn finished(events: &[ClientEvent]) -> &TransactionResult {
+        let mut it = events.iter().filter_map(|e| match e {
+            ClientEvent::Finished(r) => Some(&**r),
+            _ => None,
+        });
+        let r = it.next().expect("a Finished event");
+        assert!(it.next().is_none(), "one Finished event");
+        r
+    }
+
+    fn codes(r: &TransactionResult) -> Vec<Result<u16, u16>> {
+        r.recipients
+            .iter()
+            .map(|(_, o)| o.as_ref().map(|r| r.code).map_err(|r| r.code))
+            .collect()
+    }
+
+    // ----- the seed capture (JavaMail against 163.com), RFC 5321 3, RFC 4954 -----
+
+    #[test]
+    fn seed_dialogue_picks_plain_and_pipelines() {
+        let mut c = with_creds(config(TlsMode::Never));
+        c.helo_name = Host::parse("ZGC-20120415XGV").unwrap();
+        let mut s = ClientSession::new(c);
+        assert_eq!(drain(&mut s), []);
+        assert_eq!(
+            feed(&mut s, SEED_GREETING),
+            [send("EHLO ZGC-20120415XGV\r\n")]
+        );
+        assert_eq!(s.server_name(), Some("163.com"));
+        // RFC 4954 4: PLAIN with an initial response (RFC 4616: \0user\0pass).
+        assert_eq!(
+            feed(&mut s, SEED_EHLO),
+            [secret("AUTH PLAIN AHlpemhhbkAxNjMuY29tAHMzY3JldA==\r\n")]
+        );
+        assert_eq!(s.server_name(), Some("mail"));
+        let caps = s.capabilities().unwrap();
+        assert!(caps.pipelining() && caps.eight_bit_mime() && caps.starttls());
+        assert_eq!(
+            feed(&mut s, "235 Authentication successful\r\n"),
+            [ClientEvent::Ready]
+        );
+        assert!(s.authenticated());
+        s.send(tx("<yizhan@163.com>", &["<friend@qq.com>"], 300))
+            .unwrap();
+        // RFC 2920: MAIL, RCPT and DATA in one write.
+        assert_eq!(
+            drain(&mut s),
+            [send(
+                "MAIL FROM:<yizhan@163.com>\r\nRCPT TO:<friend@qq.com>\r\nDATA\r\n"
+            )]
+        );
+        assert_eq!(
+            feed(
+                &mut s,
+                "250 Mail OK\r\n250 Mail OK\r\n354 End data with <CR><LF>.<CR><LF>\r\n"
+            ),
+            [ClientEvent::SendBody { bdat: false }]
+        );
+        s.body_sent();
+        let ev = feed(
+            &mut s,
+            "250 Mail OK queued as smtp14,EsCowACHBs1 1505288055\r\n",
+        );
+        assert_eq!(ev.len(), 2);
+        assert_eq!(ev[1], ClientEvent::Ready);
+        let r = finished(&ev);
+        assert!(r.delivered() && r.error.is_none());
+        assert_eq!(codes(r), [Ok(250)]);
+        assert_eq!(
+            r.delivered_recipients().collect::<Vec<_>>(),
+            [&fp("<friend@qq.com>")]
+        );
+        s.quit();
+        assert_eq!(drain(&mut s), [send("QUIT\r\n")]);
+        assert_eq!(feed(&mut s, "221 Bye\r\n"), [ClientEvent::Closed]);
+        assert_eq!(feed(&mut s, "250 late\r\n"), []);
+    }
+
+    #[test]
+    fn auth_login_exactly_as_javamail() {
+        let mut s = ClientSession::new(with_creds(config(TlsMode::Never)));
+        feed(&mut s, SEED_GREETING);
+        assert_eq!(
+            feed(&mut s, "250-mail\r\n250-AUTH LOGIN\r\n250 8BITMIME\r\n"),
+            [send("AUTH LOGIN\r\n")]
+        );
+        assert_eq!(
+            feed(&mut s, "334 VXNlcm5hbWU6\r\n"),
+            [secret("eWl6aGFuQDE2My5jb20=\r\n")]
+        );
+        assert_eq!(
+            feed(&mut s, "334 UGFzc3dvcmQ6\r\n"),
+            [secret("czNjcmV0\r\n")]
+        );
+        assert_eq!(
+            feed(&mut s, "235 Authentication successful\r\n"),
+            [ClientEvent::Ready]
+        );
+        assert!(s.authenticated());
+    }
+
+    #[test]
+    fn auth_failures() {
+        // (EHLO capabilities, replies to the SASL steps, expected failure) -- RFC 4954 6.
+        let cases: &[(&str, &[&str], ClientError)] = &[
+            (
+                "250-mail\r\n250 AUTH PLAIN LOGIN\r\n",
+                &["535 5.7.8 Error: authentication failed\r\n"],
+                ClientError::AuthFailed(Reply::new(
+                    535,
+                    Some(EnhancedCode::new(5, 7, 8)),
+                    "Error: authentication failed",
+                )),
+            ),
+            (
+                "250-mail\r\n250 AUTH LOGIN\r\n",
+                &[
+                    "334 VXNlcm5hbWU6\r\n",
+                    "334 UGFzc3dvcmQ6\r\n",
+                    "535 bad\r\n",
+                ],
+                ClientError::AuthFailed(Reply::new(535, None, "bad")),
+            ),
+            (
+                "250-mail\r\n250 AUTH LOGIN\r\n",
+                &["504 unrecognized\r\n"],
+                ClientError::AuthFailed(Reply::new(504, None, "unrecognized")),
+            ),
+            (
+                "250-mail\r\n250 AUTH CRAM-MD5\r\n",
+                &[],
+                ClientError::AuthUnsupported,
+            ),
+        ];
+        for (caps, steps, want) in cases {
+            let mut s = ClientSession::new(with_creds(config(TlsMode::Never)));
+            feed(&mut s, SEED_GREETING);
+            let mut ev = feed(&mut s, caps);
+            for step in *steps {
+                ev = feed(&mut s, step);
+            }
+            assert_eq!(
+                ev.last(),
+                Some(&ClientEvent::Failed(want.clone())),
+                "{caps}"
+            );
+            assert!(!s.authenticated());
+        }
+    }
+
+    #[test]
+    fn credentials_without_auth_offered_go_on_unauthenticated() {
+        let mut s = ClientSession::new(with_creds(config(TlsMode::Never)));
+        feed(&mut s, SEED_GREETING);
+        assert_eq!(feed(&mut s, "250 mail\r\n"), [ClientEvent::Ready]);
+        assert!(!s.authenticated());
+    }
+
+    #[test]
+    fn password_never_in_debug_output() {
+        let c = with_creds(config(TlsMode::Never));
+        assert!(!format!("{c:?}").contains("s3cret"));
+        let mut s = ClientSession::new(c);
+        feed(&mut s, SEED_GREETING);
+        let ev = feed(&mut s, SEED_EHLO);
+        let dbg = format!("{ev:?} {s:?}");
+        assert!(!dbg.contains("s3cret") && !dbg.contains("AHlpemhhbkAxNjMuY29tAHMzY3JldA"));
+    }
+
+    // ----- greeting and EHLO/HELO, RFC 5321 3.1, 3.2, 4.1.1.1 -----
+
+    #[test]
+    fn greeting_refusals() {
+        let cases: &[(&str, &[ClientEvent])] = &[
+            (
+                "554 no service for you\r\n",
+                &[
+                    ClientEvent::Send(b"QUIT\r\n".to_vec()),
+                    ClientEvent::Failed(ClientError::Greeting(Reply::new(
+                        554,
+                        None,
+                        "no service for you",
+                    ))),
+                ],
+            ),
+            (
+                "421 busy\r\n",
+                &[ClientEvent::Failed(ClientError::Greeting(Reply::new(
+                    421, None, "busy",
+                )))],
+            ),
+        ];
+        for (greeting, want) in cases {
+            let mut s = ClientSession::new(config(TlsMode::Never));
+            assert_eq!(feed(&mut s, greeting), *want);
+            assert_eq!(feed(&mut s, "220 too late\r\n"), []);
+        }
+    }
+
+    #[test]
+    fn ehlo_refused_falls_back_to_helo() {
+        for code in ["500", "502", "504", "550"] {
+            let mut s = ClientSession::new(config(TlsMode::Opportunistic));
+            feed(&mut s, "220 old.example\r\n");
+            assert_eq!(
+                feed(&mut s, &format!("{code} what?\r\n")),
+                [send("HELO client.example\r\n")]
+            );
+            assert_eq!(feed(&mut s, "250 old.example\r\n"), [ClientEvent::Ready]);
+            assert!(s.capabilities().is_none());
+            // No extensions: one command at a time, no parameters (RFC 5321 3.3).
+            s.send(tx("<a@b.example>", &["<c@d.example>"], 10)).unwrap();
+            assert_eq!(drain(&mut s), [send("MAIL FROM:<a@b.example>\r\n")]);
+        }
+    }
+
+    #[test]
+    fn helo_refused_or_ehlo_tempfail_fails() {
+        let mut s = ClientSession::new(config(TlsMode::Never));
+        feed(&mut s, "220 x\r\n");
+        feed(&mut s, "502 no\r\n");
+        assert_eq!(
+            feed(&mut s, "501 go away\r\n"),
+            [ClientEvent::Failed(ClientError::HeloRejected(Reply::new(
+                501, None, "go away"
+            )))]
+        );
+        let mut s = ClientSession::new(config(TlsMode::Never));
+        feed(&mut s, "220 x\r\n");
+        assert_eq!(
+            feed(&mut s, "451 later\r\n"),
+            [ClientEvent::Failed(ClientError::HeloRejected(Reply::new(
+                451, None, "later"
+            )))]
+        );
+    }
+
+    // ----- STARTTLS, RFC 3207 -----
+
+    #[test]
+    fn starttls_opportunistic_when_offered() {
+        let mut s = ClientSession::new(with_creds(config(TlsMode::Opportunistic)));
+        feed(&mut s, "220 mx.example\r\n");
+        assert_eq!(
+            feed(
+                &mut s,
+                "250-mx.example\r\n250-STARTTLS\r\n250 PIPELINING\r\n"
+            ),
+            [send("STARTTLS\r\n")]
+        );
+        // The 220 and an injected reply in the same read: the injection is dropped (4.2).
+        assert_eq!(
+            feed(&mut s, "220 2.0.0 Ready to start TLS\r\n250 injected\r\n"),
+            [ClientEvent::StartTls]
+        );
+        assert_eq!(feed(&mut s, "535 also injected\r\n"), []);
+        assert!(!s.tls_active());
+        s.tls_established();
+        assert!(s.tls_active());
+        assert!(s.capabilities().is_none());
+        assert_eq!(drain(&mut s), [send("EHLO client.example\r\n")]);
+        // After TLS: AUTH is offered now; no second STARTTLS.
+        assert_eq!(
+            feed(
+                &mut s,
+                "250-mx.example\r\n250-STARTTLS\r\n250 AUTH PLAIN\r\n"
+            ),
+            [secret("AUTH PLAIN AHlpemhhbkAxNjMuY29tAHMzY3JldA==\r\n")]
+        );
+        assert_eq!(feed(&mut s, "235 ok\r\n"), [ClientEvent::Ready]);
+    }
+
+    #[test]
+    fn starttls_modes_table() {
+        // (mode, EHLO reply, reply to STARTTLS if sent, expected final events)
+        let not_offered = "250-mx.example\r\n250 PIPELINING\r\n";
+        let offered = "250-mx.example\r\n250 STARTTLS\r\n";
+        let cases: &[(TlsMode, &str, Option<&str>, ClientEvent)] = &[
+            (
+                TlsMode::Opportunistic,
+                not_offered,
+                None,
+                ClientEvent::Ready,
+            ),
+            (TlsMode::Never, offered, None, ClientEvent::Ready),
+            (
+                TlsMode::Required,
+                not_offered,
+                None,
+                ClientEvent::Failed(ClientError::TlsRequired(None)),
+            ),
+            (
+                TlsMode::Opportunistic,
+                offered,
+                Some("454 4.7.0 TLS not available\r\n"),
+                ClientEvent::Ready,
+            ),
+            (
+                TlsMode::Required,
+                offered,
+                Some("454 TLS not available\r\n"),
+                ClientEvent::Failed(ClientError::TlsRequired(Some(Reply::new(
+                    454,
+                    None,
+                    "TLS not available",
+                )))),
+            ),
+        ];
+        for (mode, ehlo, starttls, want) in cases {
+            let mut s = ClientSession::new(config(*mode));
+            feed(&mut s, "220 mx.example\r\n");
+            let mut ev = feed(&mut s, ehlo);
+            if let Some(reply) = starttls {
+                assert_eq!(ev, [send("STARTTLS\r\n")], "{mode:?}");
+                ev = feed(&mut s, reply);
+            }
+            assert_eq!(
+                ev.as_slice(),
+                std::slice::from_ref(want),
+                "{mode:?} {ehlo:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn implicit_tls_skips_starttls_and_satisfies_required() {
+        let mut c = config(TlsMode::Required);
+        c.tls_active = true;
+        let mut s = ClientSession::new(c);
+        feed(&mut s, "220 mx.example\r\n");
+        assert_eq!(
+            feed(&mut s, "250-mx.example\r\n250 STARTTLS\r\n"),
+            [ClientEvent::Ready]
+        );
+        assert!(s.tls_active());
+    }
+
+    // ----- transactions, RFC 5321 3.3, RFC 2920 -----
+
+    #[test]
+    fn pipelined_batch_with_automatic_parameters() {
+        // RFC 1870 SIZE=, RFC 6152 BODY=8BITMIME; RFC 3461 parameters dropped without DSN.
+        let mut s = ready(&["PIPELINING", "SIZE 10000", "8BITMIME"]);
+        let mut t = tx("<a@x.example>", &["<b@y.example>", "<c@y.example>"], 1234);
+        t.eight_bit = true;
+        t.params.ret = Some(Ret::Hdrs);
+        t.params.envid = Some("id1".into());
+        t.recipients[0].1.notify = Some(Notify::Never);
+        s.send(t).unwrap();
+        assert_eq!(
+            drain(&mut s),
+            [send(
+                "MAIL FROM:<a@x.example> SIZE=1234 BODY=8BITMIME\r\n\
+                 RCPT TO:<b@y.example>\r\nRCPT TO:<c@y.example>\r\nDATA\r\n"
+            )]
+        );
+    }
+
+    #[test]
+    fn dsn_parameters_kept_when_offered() {
+        let mut s = ready(&["PIPELINING", "DSN", "SMTPUTF8", "CHUNKING"]);
+        let mut t = tx("<a@x.example>", &["<b@y.example>"], 5);
+        t.params.ret = Some(Ret::Full);
+        t.recipients[0].1.notify = Some(Notify::Never);
+        t.recipients[0].1.orcpt = Some(Orcpt {
+            addr_type: "rfc822".into(),
+            addr: "b@y.example".into(),
+        });
+        s.send(t).unwrap();
+        assert_eq!(
+            drain(&mut s),
+            [send(
+                "MAIL FROM:<a@x.example> RET=FULL\r\n\
+                 RCPT TO:<b@y.example> NOTIFY=NEVER ORCPT=rfc822;b@y.example\r\nDATA\r\n"
+            )]
+        );
+    }
+
+    #[test]
+    fn non_pipelined_one_command_at_a_time_with_mixed_outcomes() {
+        let mut s = ready(&["8BITMIME"]);
+        s.send(tx(
+            "<a@x.example>",
+            &["<b@y.example>", "<c@y.example>", "<d@y.example>"],
+            5,
+        ))
+        .unwrap();
+        assert_eq!(drain(&mut s), [send("MAIL FROM:<a@x.example>\r\n")]);
+        assert_eq!(
+            feed(&mut s, "250 ok\r\n"),
+            [send("RCPT TO:<b@y.example>\r\n")]
+        );
+        assert_eq!(
+            feed(&mut s, "550 5.1.1 no such user\r\n"),
+            [send("RCPT TO:<c@y.example>\r\n")]
+        );
+        assert_eq!(
+            feed(&mut s, "251 will forward\r\n"),
+            [send("RCPT TO:<d@y.example>\r\n")]
+        );
+        assert_eq!(
+            feed(&mut s, "452 too many recipients\r\n"),
+            [send("DATA\r\n")]
+        );
+        assert_eq!(
+            feed(&mut s, "354 go\r\n"),
+            [ClientEvent::SendBody { bdat: false }]
+        );
+        s.body_sent();
+        let ev = feed(&mut s, "250 queued\r\n");
+        let r = finished(&ev);
+        assert_eq!(codes(r), [Err(550), Ok(251), Err(452)]);
+        assert_eq!(r.mail.code, 250);
+        assert_eq!(r.data.as_ref().map(|d| d.code), Some(250));
+        assert_eq!(
+            r.delivered_recipients().collect::<Vec<_>>(),
+            [&fp("<c@y.example>")]
+        );
+        assert_eq!(ev.last(), Some(&ClientEvent::Ready));
+    }
+
+    #[test]
+    fn pipelined_mixed_recipient_outcomes() {
+        let mut s = ready(&["PIPELINING"]);
+        s.send(tx("<a@x.example>", &["<b@y.example>", "<c@y.example>"], 5))
+            .unwrap();
+        drain(&mut s);
+        assert_eq!(
+            feed(&mut s, "250 ok\r\n450 4.2.1 busy\r\n250 ok\r\n354 go\r\n"),
+            [ClientEvent::SendBody { bdat: false }]
+        );
+        s.body_sent();
+        let ev = feed(&mut s, "554 5.6.0 content rejected\r\n");
+        let r = finished(&ev);
+        assert_eq!(codes(r), [Err(450), Ok(250)]);
+        assert!(!r.delivered());
+        assert_eq!(r.delivered_recipients().count(), 0);
+        // The transaction ended with the reply after the body: no RSET needed.
+        assert_eq!(ev.last(), Some(&ClientEvent::Ready));
+        assert_eq!(ev.len(), 2);
+    }
+
+    #[test]
+    fn all_recipients_rejected() {
+        // (pipelining, server replies, client bytes expected after the replies)
+        let cases: &[(&[&str], &str, Vec<ClientEvent>)] = &[
+            // Pipelined, DATA refused: RSET.
+            (
+                &["PIPELINING"],
+                "250 ok\r\n550 no\r\n554 no valid recipients\r\n",
+                vec![send("RSET\r\n")],
+            ),
+            // Pipelined, DATA got 354 anyway: empty message, then RSET (RFC 2920 3.1).
+            (
+                &["PIPELINING"],
+                "250 ok\r\n550 no\r\n354 go\r\n",
+                vec![send(".\r\n"), send("RSET\r\n")],
+            ),
+            // Not pipelined: RCPT after MAIL's reply, no DATA at all.
+            (
+                &[],
+                "250 ok\r\n550 no\r\n",
+                vec![send("RCPT TO:<b@y.example>\r\n"), send("RSET\r\n")],
+            ),
+        ];
+        for (caps, replies, want) in cases {
+            let mut s = ready(caps);
+            s.send(tx("<a@x.example>", &["<b@y.example>"], 5)).unwrap();
+            drain(&mut s);
+            let ev: Vec<_> = replies
+                .split_inclusive("\r\n")
+                .flat_map(|r| feed(&mut s, r))
+                .collect();
+            let r = finished(&ev);
+            assert_eq!(codes(r), [Err(550)]);
+            assert!(!r.delivered());
+            let sends: Vec<_> = ev
+                .iter()
+                .filter(|e| matches!(e, ClientEvent::Send(_)))
+                .cloned()
+                .collect();
+            assert_eq!(sends, *want, "{caps:?}");
+            if want[0] == send(".\r\n") {
+                assert_eq!(feed(&mut s, "554 no recipients\r\n"), []);
+            }
+            assert_eq!(feed(&mut s, "250 reset\r\n"), [ClientEvent::Ready]);
+        }
+    }
+
+    #[test]
+    fn mail_rejected_without_pipelining() {
+        let mut s = ready(&[]);
+        s.send(tx("<a@x.example>", &["<b@y.example>", "<c@y.example>"], 5))
+            .unwrap();
+        drain(&mut s);
+        let ev = feed(&mut s, "553 5.1.8 bad sender\r\n");
+        let r = finished(&ev);
+        assert_eq!(r.mail.code, 553);
+        // Recipients never tried carry the MAIL refusal.
+        assert_eq!(codes(r), [Err(553), Err(553)]);
+        assert_eq!(r.data, None);
+        assert_eq!(ev.last(), Some(&send("RSET\r\n")));
+        assert_eq!(feed(&mut s, "250 ok\r\n"), [ClientEvent::Ready]);
+    }
+
+    #[test]
+    fn client_side_refusals_send_nothing() {
+        // (capabilities, transaction tweak, expected error, reply code standing for it)
+        type Tweak = fn(&mut Transaction);
+        let cases: &[(&[&str], Tweak, ClientError, u16)] = &[
+            // RFC 1870 6.1: over the advertised fixed maximum.
+            (
+                &["SIZE 1000"],
+                |_| {},
+                ClientError::SizeExceeded {
+                    size: 2000,
+                    limit: 1000,
+                },
+                552,
+            ),
+            // RFC 6531 3.4: non-ASCII mailbox, no SMTPUTF8.
+            (
+                &["8BITMIME"],
+                |t| t.recipients[0].0 = fp("<用户@例子.example>"),
+                ClientError::Utf8Unsupported,
+                553,
+            ),
+            (
+                &["8BITMIME"],
+                |t| t.needs_smtputf8 = true,
+                ClientError::Utf8Unsupported,
+                553,
+            ),
+            // RFC 6152: no 8BITMIME, no downgrade.
+            (
+                &["PIPELINING"],
+                |t| t.eight_bit = true,
+                ClientError::EightBitUnsupported,
+                554,
+            ),
+            // RFC 3030 3: BINARYMIME needs CHUNKING too.
+            (
+                &["BINARYMIME"],
+                |t| t.binary = true,
+                ClientError::BinaryUnsupported,
+                554,
+            ),
+            // RFC 8689 4.1: REQUIRETLS without TLS.
+            (
+                &["REQUIRETLS"],
+                |t| t.params.requiretls = true,
+                ClientError::RequireTlsUnsupported,
+                550,
+            ),
+        ];
+        for (caps, tweak, error, code) in cases {
+            let mut s = ready(caps);
+            let mut t = tx("<a@x.example>", &["<b@y.example>"], 2000);
+            tweak(&mut t);
+            s.send(t).unwrap();
+            let ev = drain(&mut s);
+            assert_eq!(ev.len(), 2, "{error:?}");
+            let r = finished(&ev);
+            assert_eq!(r.error.as_ref(), Some(error));
+            assert!(error.is_permanent());
+            assert_eq!(r.mail.code, *code);
+            assert_eq!(codes(r), [Err(*code)]);
+            assert_eq!(ev[1], ClientEvent::Ready);
+        }
+    }
+
+    #[test]
+    fn size_zero_means_no_limit_and_smtputf8_added() {
+        let mut s = ready(&["SIZE 0", "SMTPUTF8", "8BITMIME"]);
+        let mut t = tx("<a@x.example>", &["<用户@例子.example>"], 99_999_999);
+        t.eight_bit = true;
+        s.send(t).unwrap();
+        assert_eq!(
+            drain(&mut s),
+            [send(
+                "MAIL FROM:<a@x.example> SIZE=99999999 BODY=8BITMIME SMTPUTF8\r\n"
+            )]
+        );
+    }
+
+    #[test]
+    fn binary_message_goes_with_bdat_after_rcpt_replies() {
+        // RFC 3030: BODY=BINARYMIME and BDAT; BDAT is sent after the RCPT replies.
+        let mut s = ready(&["PIPELINING", "CHUNKING", "BINARYMIME", "8BITMIME"]);
+        let mut t = tx("<a@x.example>", &["<b@y.example>"], 42);
+        t.binary = true;
+        s.send(t).unwrap();
+        assert_eq!(
+            drain(&mut s),
+            [send(
+                "MAIL FROM:<a@x.example> BODY=BINARYMIME\r\nRCPT TO:<b@y.example>\r\n"
+            )]
+        );
+        assert_eq!(
+            feed(&mut s, "250 ok\r\n250 ok\r\n"),
+            [ClientEvent::SendBody { bdat: true }]
+        );
+        assert_eq!(bdat_command(42), b"BDAT 42 LAST\r\n");
+        s.body_sent();
+        let ev = feed(&mut s, "250 2.0.0 42 octets received\r\n");
+        assert!(finished(&ev).delivered());
+        assert_eq!(ev.last(), Some(&ClientEvent::Ready));
+    }
+
+    #[test]
+    fn reply_before_body_sent_waits() {
+        let mut s = ready(&["PIPELINING"]);
+        s.send(tx("<a@x.example>", &["<b@y.example>"], 5)).unwrap();
+        drain(&mut s);
+        feed(&mut s, "250 ok\r\n250 ok\r\n354 go\r\n");
+        // A racing driver reads the final reply before telling the session the body is out.
+        assert_eq!(feed(&mut s, "250 queued\r\n"), []);
+        s.body_sent();
+        let ev = drain(&mut s);
+        assert!(finished(&ev).delivered());
+    }
+
+    #[test]
+    fn two_messages_on_one_connection() {
+        let mut s = ready(&["PIPELINING", "8BITMIME"]);
+        for (i, to) in ["<b@y.example>", "<c@z.example>"].iter().enumerate() {
+            s.send(tx("<a@x.example>", &[to], 5)).unwrap();
+            assert_eq!(
+                drain(&mut s),
+                [send(&format!(
+                    "MAIL FROM:<a@x.example>\r\nRCPT TO:{to}\r\nDATA\r\n"
+                ))]
+            );
+            assert_eq!(
+                feed(&mut s, "250 ok\r\n250 ok\r\n354 go\r\n"),
+                [ClientEvent::SendBody { bdat: false }]
+            );
+            assert!(
+                s.send(tx("<a@x.example>", &[to], 5)).is_err(),
+                "not ready mid-transaction"
+            );
+            s.body_sent();
+            let ev = feed(&mut s, &format!("250 queued {i}\r\n"));
+            assert!(finished(&ev).delivered());
+            assert_eq!(ev.last(), Some(&ClientEvent::Ready));
+        }
+        s.quit();
+        assert_eq!(drain(&mut s), [send("QUIT\r\n")]);
+        assert_eq!(feed(&mut s, "221 bye\r\n"), [ClientEvent::Closed]);
+    }
+
+    #[test]
+    fn send_misuse() {
+        let mut s = ClientSession::new(config(TlsMode::Never));
+        assert_eq!(
+            s.send(tx("<>", &["<b@y.example>"], 1)),
+            Err(ClientError::NotReady)
+        );
+        let mut s = ready(&[]);
+        assert_eq!(s.send(tx("<>", &[], 1)), Err(ClientError::NoRecipients));
+        assert_eq!(drain(&mut s), []);
+    }
+
+    #[test]
+    fn quit_requested_during_setup_replaces_ready() {
+        let mut s = ClientSession::new(config(TlsMode::Never));
+        s.quit();
+        assert_eq!(drain(&mut s), []);
+        feed(&mut s, "220 mx.example\r\n");
+        assert_eq!(feed(&mut s, "250 mx.example\r\n"), [send("QUIT\r\n")]);
+        assert_eq!(feed(&mut s, "500 whatever\r\n"), [ClientEvent::Closed]);
+    }
+
+    // ----- failures: RFC 5321 3.8 (421), 4.2 (malformed replies) -----
+
+    #[test]
+    fn service_closing_mid_transaction() {
+        let mut s = ready(&["PIPELINING"]);
+        s.send(tx("<a@x.example>", &["<b@y.example>", "<c@y.example>"], 5))
+            .unwrap();
+        drain(&mut s);
+        let ev = feed(&mut s, "250 ok\r\n250 ok\r\n421 4.3.2 shutting down\r\n");
+        let closing = ClientError::ServiceClosing(Reply::new(
+            421,
+            Some(EnhancedCode::new(4, 3, 2)),
+            "shutting down",
+        ));
+        assert_eq!(ev.len(), 2);
+        let r = finished(&ev);
+        assert_eq!(r.error.as_ref(), Some(&closing));
+        // The recipient whose reply was the 421 is unknown: transient (451 4.4.2).
+        assert_eq!(codes(r), [Ok(250), Err(451)]);
+        assert_eq!(r.data, None);
+        assert!(!closing.is_permanent());
+        assert_eq!(ev[1], ClientEvent::Failed(closing));
+        assert_eq!(feed(&mut s, "250 more\r\n"), []);
+        s.quit();
+        assert_eq!(drain(&mut s), []);
+    }
+
+    #[test]
+    fn connection_loss_marks_untried_recipients_transient() {
+        let mut s = ready(&[]);
+        s.send(tx("<a@x.example>", &["<b@y.example>", "<c@y.example>"], 5))
+            .unwrap();
+        drain(&mut s);
+        feed(&mut s, "250 ok\r\n");
+        let ev = feed(&mut s, "garbage\r\n");
+        let r = finished(&ev);
+        assert_eq!(codes(r), [Err(451), Err(451)]);
+        assert!(matches!(
+            ev.last(),
+            Some(ClientEvent::Failed(ClientError::Protocol(_)))
+        ));
+    }
+
+    #[test]
+    fn protocol_errors() {
+        // (capabilities, server bytes after Ready) -- each must end in Failed(Protocol).
+        let cases: &[(&[&str], &str)] = &[
+            (&[], "250 nobody asked\r\n"),
+            (&[], "hello\r\n"),
+            (&[], "250-a\r\n251 b\r\n"),
+            (&[], "2x0 bad\r\n"),
+        ];
+        for (caps, bytes) in cases {
+            let mut s = ready(caps);
+            let ev = feed(&mut s, bytes);
+            assert!(
+                matches!(
+                    ev.as_slice(),
+                    [ClientEvent::Failed(ClientError::Protocol(_))]
+                ),
+                "{bytes:?}: {ev:?}"
+            );
+        }
+        // A 421 while idle is the server going away, not a protocol error.
+        let mut s = ready(&[]);
+        assert!(matches!(
+            feed(&mut s, "421 idle timeout\r\n").as_slice(),
+            [ClientEvent::Failed(ClientError::ServiceClosing(_))]
+        ));
+        // An intermediate reply to MAIL.
+        let mut s = ready(&[]);
+        s.send(tx("<a@x.example>", &["<b@y.example>"], 5)).unwrap();
+        drain(&mut s);
+        let ev = feed(&mut s, "354 what\r\n");
+        assert!(matches!(
+            ev.last(),
+            Some(ClientEvent::Failed(ClientError::Protocol(_)))
+        ));
+    }
+
+    // ----- framing: every split point gives the same events -----
+
+    /// Runs a whole session (no TLS), feeding each server turn in the given pieces; the driver
+    /// sends two messages, then quits. Returns every event.
+    fn run_script(split: impl Fn(&[u8]) -> Vec<&[u8]>) -> Vec<ClientEvent> {
+        let turns: [&str; 7] = [
+            SEED_GREETING,
+            SEED_EHLO,
+            "235 2.7.0 ok\r\n",
+            "250 ok\r\n250-first\r\n250 ok\r\n550-no\r\n550 such user\r\n354 go\r\n",
+            "250 2.0.0 queued\r\n",
+            "250 ok\r\n550 no\r\n550 no\r\n503 no valid recipients\r\n",
+            "250 reset\r\n",
+        ];
+        let mut s = ClientSession::new(with_creds(config(TlsMode::Never)));
+        let mut all = Vec::new();
+        let mut messages = 2;
+        let mut turns = turns.iter().chain(std::iter::once(&"221 bye\r\n"));
+        loop {
+            while let Some(ev) = s.next_event() {
+                match &ev {
+                    ClientEvent::Ready if messages > 0 => {
+                        messages -= 1;
+                        s.send(tx("<a@x.example>", &["<b@y.example>", "<c@y.example>"], 9))
+                            .unwrap();
+                    }
+                    ClientEvent::Ready => s.quit(),
+                    ClientEvent::SendBody { .. } => s.body_sent(),
+                    _ => {}
+                }
+                all.push(ev);
+            }
+            let Some(turn) = turns.next() else { break };
+            for piece in split(turn.as_bytes()) {
+                s.receive(piece);
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn replies_split_at_every_byte_boundary() {
+        let whole = run_script(|t| vec![t]);
+        assert_eq!(whole.last(), Some(&ClientEvent::Closed));
+        assert_eq!(
+            whole
+                .iter()
+                .filter(|e| matches!(e, ClientEvent::Finished(_)))
+                .count(),
+            2
+        );
+        let bytewise = run_script(|t| t.chunks(1).collect());
+        assert_eq!(bytewise, whole);
+        for at in 1..64 {
+            let split = run_script(|t| {
+                let at = at.min(t.len());
+                vec![&t[..at], &t[at..]]
+            });
+            assert_eq!(split, whole, "split at {at}");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Arbitrary server bytes in arbitrary pieces never panic, and after Failed/Closed
+        /// nothing more happens.
+        #[test]
+        fn arbitrary_replies_never_panic(
+            chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 0..16),
+            prefix in 0usize..4,
+        ) {
+            let prefixes = ["", "220 x\r\n", "220 x\r\n250-x\r\n250-PIPELINING\r\n250 AUTH LOGIN\r\n",
+                "220 x\r\n250-x\r\n250 STARTTLS\r\n"];
+            let mut s = ClientSession::new(with_creds(config(TlsMode::Opportunistic)));
+            s.receive(prefixes[prefix].as_bytes());
+            let mut ended = false;
+            for c in &chunks {
+                s.receive(c);
+                while let Some(ev) = s.next_event() {
+                    prop_assert!(!ended, "event after the end: {ev:?}");
+                    match ev {
+                        ClientEvent::Ready => {
+                            let _ = s.send(tx("<a@x.example>", &["<b@y.example>"], 3));
+                        }
+                        ClientEvent::SendBody { .. } => s.body_sent(),
+                        ClientEvent::StartTls => s.tls_established(),
+                        ClientEvent::Failed(_) | ClientEvent::Closed => ended = true,
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
 }
