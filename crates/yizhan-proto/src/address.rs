@@ -798,3 +798,597 @@ impl FromStr for ForwardPath {
         ForwardPath::parse(s)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::hash_map::DefaultHasher;
+
+    use super::*;
+
+    fn hash_of<T: Hash>(t: &T) -> u64 {
+        let mut h = DefaultHasher::new();
+        t.hash(&mut h);
+        h.finish()
+    }
+
+    fn dom(s: &str) -> Domain {
+        Domain::parse(s).unwrap()
+    }
+
+    // RFC 5321 4.1.2 (Domain, sub-domain = Let-dig [Ldh-str]), 4.5.3.1.2 (255 octets),
+    // RFC 1035 2.3.4 (63-octet labels), RFC 6531 3.3 (U-labels).
+    #[test]
+    fn domain_valid() {
+        let long_label = "a".repeat(63);
+        let long_domain = [
+            "a".repeat(63),
+            "b".repeat(63),
+            "c".repeat(63),
+            "d".repeat(63),
+        ]
+        .join(".");
+        assert_eq!(long_domain.len(), 255);
+        for s in [
+            "example.com",
+            "Example.COM",
+            "localhost",
+            "a",
+            "1.2.3.4",
+            "a-b.c--d.e",
+            "xn--bcher-kva.example",
+            "0day.example",
+            "bücher.example",
+            "例え.テスト",
+            "пример.рф",
+            "मेरा.भारत",
+            long_label.as_str(),
+            long_domain.as_str(),
+        ] {
+            let d = Domain::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"));
+            assert_eq!(d.as_str(), s, "case and text preserved");
+            assert_eq!(d.to_string(), s);
+            assert_eq!(s.parse::<Domain>(), Ok(d));
+        }
+    }
+
+    #[test]
+    fn domain_invalid() {
+        let long_label = format!("{}.com", "a".repeat(64));
+        let long_domain = [
+            "a".repeat(63),
+            "b".repeat(63),
+            "c".repeat(63),
+            "d".repeat(64),
+        ]
+        .join(".");
+        let cases: &[(&str, AddressError)] = &[
+            ("", AddressError::Domain("empty")),
+            ("example.com.", AddressError::Domain("trailing dot")),
+            (".", AddressError::Domain("trailing dot")),
+            (".example.com", AddressError::Domain("empty label")),
+            ("a..b", AddressError::Domain("empty label")),
+            (
+                "-a.com",
+                AddressError::Domain("label starts or ends with a hyphen"),
+            ),
+            (
+                "a-.com",
+                AddressError::Domain("label starts or ends with a hyphen"),
+            ),
+            ("a_b.com", AddressError::Domain("invalid character")),
+            ("a b.com", AddressError::Domain("invalid character")),
+            ("a@b.com", AddressError::Domain("invalid character")),
+            ("[1.2.3.4]", AddressError::Domain("invalid character")),
+            ("a\u{3002}b", AddressError::Domain("invalid character")),
+            ("a\u{FF0E}b", AddressError::Domain("invalid character")),
+            ("a\u{00A0}b", AddressError::Domain("invalid character")),
+            ("a\u{200B}b", AddressError::Domain("invalid character")),
+            ("a\u{0085}b", AddressError::Domain("invalid character")),
+            ("\u{1F600}.com", AddressError::Domain("invalid character")),
+            ("a«b.com", AddressError::Domain("invalid character")),
+            (long_label.as_str(), AddressError::TooLong("domain label")),
+            (long_domain.as_str(), AddressError::TooLong("domain")),
+        ];
+        for (s, err) in cases {
+            assert_eq!(Domain::parse(s).as_ref(), Err(err), "{s:?}");
+        }
+    }
+
+    // RFC 5321 2.4: domain names are case-insensitive; U-labels compare after lower-casing.
+    #[test]
+    fn domain_equality_and_hash() {
+        let equal = [
+            ("example.com", "EXAMPLE.com"),
+            ("Bücher.Example", "bücher.example"),
+            ("BÜCHER.example", "bücher.EXAMPLE"),
+            ("ПРИМЕР.РФ", "пример.рф"),
+        ];
+        for (a, b) in equal {
+            assert_eq!(dom(a), dom(b), "{a} == {b}");
+            assert_eq!(hash_of(&dom(a)), hash_of(&dom(b)), "hash {a} == {b}");
+        }
+        for (a, b) in [
+            ("example.com", "example.org"),
+            ("bücher.de", "bucher.de"),
+            ("a.b", "ab"),
+        ] {
+            assert_ne!(dom(a), dom(b), "{a} != {b}");
+        }
+        assert!(dom("example.com").is_ascii());
+        assert!(!dom("bücher.de").is_ascii());
+    }
+
+    // RFC 5321 4.1.3: IPv4, IPv6 and general address literals.
+    #[test]
+    fn address_literal_valid() {
+        let cases: &[(&str, AddressLiteral, &str)] = &[
+            (
+                "[192.0.2.1]",
+                AddressLiteral::V4(Ipv4Addr::new(192, 0, 2, 1)),
+                "[192.0.2.1]",
+            ),
+            (
+                "[0.0.0.0]",
+                AddressLiteral::V4(Ipv4Addr::UNSPECIFIED),
+                "[0.0.0.0]",
+            ),
+            (
+                "[010.0.0.255]",
+                AddressLiteral::V4(Ipv4Addr::new(10, 0, 0, 255)),
+                "[10.0.0.255]",
+            ),
+            (
+                "[IPv6:2001:db8::1]",
+                AddressLiteral::V6("2001:db8::1".parse().unwrap()),
+                "[IPv6:2001:db8::1]",
+            ),
+            (
+                "[ipv6:::1]",
+                AddressLiteral::V6(Ipv6Addr::LOCALHOST),
+                "[IPv6:::1]",
+            ),
+            (
+                "[IPV6:2001:DB8:0:0:0:0:0:1]",
+                AddressLiteral::V6("2001:db8::1".parse().unwrap()),
+                "[IPv6:2001:db8::1]",
+            ),
+            (
+                "[IPv6:::ffff:192.0.2.1]",
+                AddressLiteral::V6("::ffff:192.0.2.1".parse().unwrap()),
+                "[IPv6:::ffff:192.0.2.1]",
+            ),
+            (
+                "[x-tag:some@content!]",
+                AddressLiteral::General {
+                    tag: "x-tag".into(),
+                    content: "some@content!".into(),
+                },
+                "[x-tag:some@content!]",
+            ),
+            (
+                "[Future:a:b^~]",
+                AddressLiteral::General {
+                    tag: "Future".into(),
+                    content: "a:b^~".into(),
+                },
+                "[Future:a:b^~]",
+            ),
+        ];
+        for (s, lit, shown) in cases {
+            assert_eq!(AddressLiteral::parse(s).as_ref(), Ok(lit), "{s}");
+            assert_eq!(lit.to_string(), *shown);
+            assert_eq!(AddressLiteral::parse(shown).as_ref(), Ok(lit), "{shown}");
+        }
+    }
+
+    #[test]
+    fn address_literal_invalid() {
+        let cases: &[(&str, &str)] = &[
+            ("192.0.2.1", "missing brackets"),
+            ("[192.0.2.1", "missing brackets"),
+            ("[]", "empty"),
+            ("[1.2.3]", "invalid IPv4 address"),
+            ("[1.2.3.4.5]", "invalid IPv4 address"),
+            ("[1.2.3.256]", "invalid IPv4 address"),
+            ("[1.2.3.0004]", "invalid IPv4 address"),
+            ("[1.2..4]", "invalid IPv4 address"),
+            ("[1.2.3.-4]", "invalid IPv4 address"),
+            ("[example.com]", "invalid IPv4 address"),
+            ("[IPv6:1.2.3.4]", "invalid IPv6 address"),
+            ("[IPv6:2001:db8::g]", "invalid IPv6 address"),
+            ("[IPv6:fe80::1%eth0]", "invalid IPv6 address"),
+            ("[IPv6:]", "invalid IPv6 address"),
+            ("[:abc]", "invalid tag"),
+            ("[x-:abc]", "invalid tag"),
+            ("[x_y:abc]", "invalid tag"),
+            ("[x:]", "invalid content"),
+            ("[x:a b]", "invalid content"),
+            ("[x:a\\b]", "invalid content"),
+            ("[x:a[b]", "invalid content"),
+            ("[x:é]", "invalid content"),
+        ];
+        for (s, why) in cases {
+            assert_eq!(
+                AddressLiteral::parse(s),
+                Err(AddressError::AddressLiteral(why)),
+                "{s}"
+            );
+        }
+    }
+
+    // RFC 5321 4.1.2: Host = Domain / address-literal (also the HELO/EHLO argument).
+    #[test]
+    fn host_parse() {
+        assert_eq!(
+            Host::parse("mx.example"),
+            Ok(Host::Domain(dom("mx.example")))
+        );
+        assert_eq!(
+            Host::parse("[127.0.0.1]"),
+            Ok(Host::Literal(AddressLiteral::V4(Ipv4Addr::LOCALHOST)))
+        );
+        assert_eq!(Host::parse("[127.0.0.1]").unwrap().as_domain(), None);
+        assert_eq!(Host::parse("A.b").unwrap().as_domain(), Some(&dom("a.B")));
+        assert_eq!(Host::parse("[IPv6:::1]").unwrap().to_string(), "[IPv6:::1]");
+        assert!(Host::parse("[1.2.3.4]").unwrap().is_ascii());
+        assert!(!Host::parse("bücher.de").unwrap().is_ascii());
+        assert!(Host::parse("").is_err());
+    }
+
+    // RFC 5321 4.1.2: Local-part = Dot-string / Quoted-string; RFC 5322 3.2.3 atext;
+    // RFC 6531 3.3 UTF-8; RFC 5321 4.5.3.1.1 64 octets.
+    #[test]
+    fn local_part_valid() {
+        let max = "a".repeat(64);
+        let cases: &[(&str, &str, &str)] = &[
+            // wire form, unquoted content, Display
+            ("user", "user", "user"),
+            ("First.Last", "First.Last", "First.Last"),
+            ("a+tag", "a+tag", "a+tag"),
+            (
+                "!#$%&'*+-/=?^_`{|}~",
+                "!#$%&'*+-/=?^_`{|}~",
+                "!#$%&'*+-/=?^_`{|}~",
+            ),
+            ("用户", "用户", "用户"),
+            ("josé.garcía", "josé.garcía", "josé.garcía"),
+            ("\"john doe\"", "john doe", "\"john doe\""),
+            ("\"user\"", "user", "user"),
+            ("\"a\\\"b\"", "a\"b", "\"a\\\"b\""),
+            ("\"a\\\\b\"", "a\\b", "\"a\\\\b\""),
+            ("\"\\a\\b\"", "ab", "ab"),
+            ("\"a..b\"", "a..b", "\"a..b\""),
+            ("\".a\"", ".a", "\".a\""),
+            ("\"a@b\"", "a@b", "\"a@b\""),
+            ("\"\"", "", "\"\""),
+            ("\"(comment) <x>\"", "(comment) <x>", "\"(comment) <x>\""),
+            ("\"日本 語\"", "日本 語", "\"日本 語\""),
+            (max.as_str(), max.as_str(), max.as_str()),
+        ];
+        for (wire, content, shown) in cases {
+            let l = LocalPart::parse(wire).unwrap_or_else(|e| panic!("{wire}: {e}"));
+            assert_eq!(l.as_str(), *content, "{wire}");
+            assert_eq!(l.to_string(), *shown, "{wire}");
+            assert_eq!(LocalPart::parse(shown).as_ref(), Ok(&l), "{shown}");
+            assert_eq!(
+                LocalPart::new_unquoted(*content).as_ref(),
+                Ok(&l),
+                "{content}"
+            );
+        }
+    }
+
+    #[test]
+    fn local_part_invalid() {
+        let long = "a".repeat(65);
+        let long_quoted = format!("\"{}\"", "a".repeat(63));
+        let cases: &[(&str, AddressError)] = &[
+            ("", AddressError::LocalPart("empty")),
+            (".a", AddressError::LocalPart("empty atom")),
+            ("a.", AddressError::LocalPart("empty atom")),
+            ("a..b", AddressError::LocalPart("empty atom")),
+            ("a b", AddressError::LocalPart("invalid character")),
+            ("a(b)", AddressError::LocalPart("invalid character")),
+            ("a\"b", AddressError::LocalPart("invalid character")),
+            ("a@b", AddressError::LocalPart("invalid character")),
+            ("a\\b", AddressError::LocalPart("invalid character")),
+            ("a\u{00A0}b", AddressError::LocalPart("invalid character")),
+            (
+                "\"abc",
+                AddressError::LocalPart("unterminated quoted string"),
+            ),
+            (
+                "\"abc\\\"",
+                AddressError::LocalPart("unterminated quoted string"),
+            ),
+            ("\"", AddressError::LocalPart("unterminated quoted string")),
+            (
+                "\"a\"b",
+                AddressError::LocalPart("text after quoted string"),
+            ),
+            (
+                "\"a\"\"b\"",
+                AddressError::LocalPart("text after quoted string"),
+            ),
+            (
+                "\"a\tb\"",
+                AddressError::LocalPart("invalid character in quoted string"),
+            ),
+            ("\"a\\\tb\"", AddressError::LocalPart("invalid quoted pair")),
+            ("\"a\\éb\"", AddressError::LocalPart("invalid quoted pair")),
+            (long.as_str(), AddressError::TooLong("local part")),
+            (long_quoted.as_str(), AddressError::TooLong("local part")),
+        ];
+        for (s, err) in cases {
+            assert_eq!(LocalPart::parse(s).as_ref(), Err(err), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn local_part_new_unquoted() {
+        for bad in ["a\rb", "a\nb", "a\0b", "a\tb", "\u{7f}", "\u{85}"] {
+            assert_eq!(
+                LocalPart::new_unquoted(bad),
+                Err(AddressError::LocalPart("control character")),
+                "{bad:?}"
+            );
+        }
+        // 62 characters plus one quote to escape: 2 + 62 + 1 = 65 octets written.
+        let s = format!("{}\"", "a".repeat(61));
+        assert_eq!(
+            LocalPart::new_unquoted(s),
+            Err(AddressError::TooLong("local part"))
+        );
+        let l = LocalPart::new_unquoted("a b").unwrap();
+        assert!(l.needs_quoting());
+        assert!(!LocalPart::new_unquoted("a.b").unwrap().needs_quoting());
+    }
+
+    // RFC 5321 4.5.1: postmaster is case-insensitive.
+    #[test]
+    fn local_part_postmaster() {
+        for (s, yes) in [
+            ("postmaster", true),
+            ("PostMaster", true),
+            ("\"POSTMASTER\"", true),
+        ] {
+            assert_eq!(LocalPart::parse(s).unwrap().is_postmaster(), yes, "{s}");
+        }
+        for s in ["postmasters", "post.master", "abuse"] {
+            assert!(!LocalPart::parse(s).unwrap().is_postmaster(), "{s}");
+        }
+    }
+
+    // RFC 5321 4.1.2: Mailbox = Local-part "@" ( Domain / address-literal ).
+    #[test]
+    fn mailbox_valid() {
+        let cases: &[(&str, &str, &str, &str)] = &[
+            // input, local (unquoted), host, Display
+            (
+                "user@example.com",
+                "user",
+                "example.com",
+                "user@example.com",
+            ),
+            (
+                "User@Example.COM",
+                "User",
+                "Example.COM",
+                "User@Example.COM",
+            ),
+            (
+                "\"a@b\"@example.com",
+                "a@b",
+                "example.com",
+                "\"a@b\"@example.com",
+            ),
+            (
+                "\"a b\"@[192.0.2.1]",
+                "a b",
+                "[192.0.2.1]",
+                "\"a b\"@[192.0.2.1]",
+            ),
+            ("u@[IPv6:::1]", "u", "[IPv6:::1]", "u@[IPv6:::1]"),
+            ("u@[x:a@b]", "u", "[x:a@b]", "u@[x:a@b]"),
+            ("用户@例子.广告", "用户", "例子.广告", "用户@例子.广告"),
+            ("\"\\\"@\"@d", "\"@", "d", "\"\\\"@\"@d"),
+        ];
+        for (s, local, host, shown) in cases {
+            let m = Mailbox::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"));
+            assert_eq!(m.local_part().as_str(), *local, "{s}");
+            assert_eq!(m.host().to_string(), *host, "{s}");
+            assert_eq!(m.to_string(), *shown, "{s}");
+            assert_eq!(shown.parse::<Mailbox>().as_ref(), Ok(&m), "{shown}");
+        }
+        let m = Mailbox::parse("a@b.c").unwrap();
+        assert_eq!(m.domain(), Some(&dom("B.C")));
+        assert_eq!(Mailbox::parse("a@[1.2.3.4]").unwrap().domain(), None);
+        assert_eq!(
+            Mailbox::new(
+                LocalPart::new_unquoted("x y").unwrap(),
+                Host::Domain(dom("d"))
+            )
+            .to_string(),
+            "\"x y\"@d"
+        );
+    }
+
+    // RFC 6531 3.4: an address with UTF-8 needs SMTPUTF8.
+    #[test]
+    fn mailbox_is_ascii() {
+        for (s, ascii) in [
+            ("a@b.c", true),
+            ("\"a b\"@[1.2.3.4]", true),
+            ("é@b.c", false),
+            ("a@é.c", false),
+            ("\"é\"@b.c", false),
+        ] {
+            assert_eq!(Mailbox::parse(s).unwrap().is_ascii(), ascii, "{s}");
+        }
+    }
+
+    #[test]
+    fn mailbox_invalid() {
+        let cases: &[(&str, AddressError)] = &[
+            ("", AddressError::Empty),
+            ("user", AddressError::MissingAt),
+            ("\"a@b\"", AddressError::MissingAt),
+            ("@example.com", AddressError::LocalPart("empty")),
+            ("user@", AddressError::Domain("empty")),
+            ("a@b@c", AddressError::LocalPart("invalid character")),
+            ("a@b.", AddressError::Domain("trailing dot")),
+            ("a@b..c", AddressError::Domain("empty label")),
+            (
+                "a@[1.2.3]",
+                AddressError::AddressLiteral("invalid IPv4 address"),
+            ),
+            ("a b@c", AddressError::LocalPart("invalid character")),
+        ];
+        for (s, err) in cases {
+            assert_eq!(Mailbox::parse(s).as_ref(), Err(err), "{s:?}");
+        }
+    }
+
+    // RFC 5321 4.1.2 Path, RFC 821 3.6 / RFC 5321 4.1.1.3 and C source routes,
+    // RFC 5321 4.5.3.1.3 256-octet paths.
+    #[test]
+    fn path_valid() {
+        let cases: &[(&str, &[&str], &str)] = &[
+            ("<a@b>", &[], "<a@b>"),
+            (
+                "<@relay.example:u@d>",
+                &["relay.example"],
+                "<@relay.example:u@d>",
+            ),
+            ("<@a,@b:u@d>", &["a", "b"], "<@a,@b:u@d>"),
+            ("<@a,@B.c:\"x:y\"@d>", &["a", "b.C"], "<@a,@B.c:\"x:y\"@d>"),
+            ("<\"a>b\"@d>", &[], "<\"a>b\"@d>"),
+        ];
+        for (s, route, shown) in cases {
+            let p = Path::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"));
+            let want: Vec<Domain> = route.iter().map(|d| dom(d)).collect();
+            assert_eq!(p.route, want, "{s}");
+            assert_eq!(p.to_string(), *shown);
+            assert_eq!(shown.parse::<Path>().as_ref(), Ok(&p));
+        }
+        assert_eq!(
+            Path::new(Mailbox::parse("a@b").unwrap()).to_string(),
+            "<a@b>"
+        );
+        // exactly 256 octets is allowed
+        let p = format!(
+            "<{}@{}.{}.{}.{}>",
+            "a".repeat(63),
+            "b".repeat(63),
+            "c".repeat(63),
+            "d".repeat(60),
+            "e"
+        );
+        assert_eq!(p.len(), 256);
+        assert!(Path::parse(&p).is_ok());
+    }
+
+    #[test]
+    fn path_invalid() {
+        let long = format!(
+            "<{}@{}.{}.{}.{}>",
+            "a".repeat(63),
+            "b".repeat(63),
+            "c".repeat(63),
+            "d".repeat(61),
+            "e"
+        );
+        assert_eq!(long.len(), 257);
+        let cases: &[(&str, AddressError)] = &[
+            ("a@b", AddressError::MissingBrackets),
+            ("<a@b", AddressError::MissingBrackets),
+            ("a@b>", AddressError::MissingBrackets),
+            ("", AddressError::MissingBrackets),
+            ("<", AddressError::MissingBrackets),
+            ("<>", AddressError::Empty),
+            ("<postmaster>", AddressError::MissingAt),
+            ("< a@b>", AddressError::LocalPart("invalid character")),
+            ("<@a:>", AddressError::Empty),
+            (
+                "<@a>",
+                AddressError::SourceRoute("missing ':' after the route"),
+            ),
+            (
+                "<@a,b:u@d>",
+                AddressError::SourceRoute("hop must start with '@'"),
+            ),
+            (
+                "<@a,:u@d>",
+                AddressError::SourceRoute("hop must start with '@'"),
+            ),
+            ("<@:u@d>", AddressError::Domain("empty")),
+            ("<@a.:u@d>", AddressError::Domain("trailing dot")),
+            (
+                "<@[1.2.3.4]:u@d>",
+                AddressError::Domain("invalid character"),
+            ),
+            (long.as_str(), AddressError::TooLong("path")),
+        ];
+        for (s, err) in cases {
+            assert_eq!(Path::parse(s).as_ref(), Err(err), "{s:?}");
+        }
+        let mut over = format!("<{}@", "a".repeat(64));
+        over.push_str(&"b".repeat(63));
+        over.push('>');
+        assert_eq!(
+            Path::parse(&over),
+            Ok(Path::new(Mailbox::parse(&over[1..over.len() - 1]).unwrap()))
+        );
+        let too_long_local = format!("<{}@b>", "a".repeat(65));
+        assert_eq!(
+            Path::parse(&too_long_local),
+            Err(AddressError::TooLong("local part"))
+        );
+    }
+
+    // RFC 5321 4.1.2 Reverse-path = Path / "<>"; 4.5.5 null reverse-path.
+    #[test]
+    fn reverse_path() {
+        assert_eq!(ReversePath::parse("<>"), Ok(ReversePath::Null));
+        assert_eq!(ReversePath::Null.to_string(), "<>");
+        assert_eq!(ReversePath::Null.mailbox(), None);
+        let r = ReversePath::parse("<@a:u@d>").unwrap();
+        assert_eq!(r.mailbox().map(ToString::to_string).as_deref(), Some("u@d"));
+        assert_eq!(r.to_string(), "<@a:u@d>");
+        assert_eq!(
+            ReversePath::parse("< @d>"),
+            Err(AddressError::LocalPart("invalid character"))
+        );
+        assert_eq!(
+            ReversePath::parse("<postmaster>"),
+            Err(AddressError::MissingAt)
+        );
+        assert_eq!(ReversePath::parse(""), Err(AddressError::MissingBrackets));
+        assert!(!ReversePath::parse("<é@d>").unwrap().is_ascii());
+        assert!(!ReversePath::parse("<@é:a@d>").unwrap().is_ascii());
+        assert!(ReversePath::Null.is_ascii());
+    }
+
+    // RFC 5321 4.1.1.3: "<Postmaster>" without a domain, case-insensitive.
+    #[test]
+    fn forward_path() {
+        for s in ["<postmaster>", "<Postmaster>", "<POSTMASTER>"] {
+            assert_eq!(ForwardPath::parse(s), Ok(ForwardPath::Postmaster), "{s}");
+        }
+        assert_eq!(ForwardPath::Postmaster.to_string(), "<postmaster>");
+        assert_eq!(ForwardPath::Postmaster.mailbox(), None);
+        let f = ForwardPath::parse("<Postmaster@Example.com>").unwrap();
+        assert!(f.mailbox().unwrap().local_part().is_postmaster());
+        assert_eq!(f.to_string(), "<Postmaster@Example.com>");
+        assert_eq!(ForwardPath::parse("<>"), Err(AddressError::Empty));
+        assert_eq!(
+            ForwardPath::parse("postmaster"),
+            Err(AddressError::MissingBrackets)
+        );
+        assert_eq!(
+            ForwardPath::parse("<\"postmaster\">"),
+            Err(AddressError::MissingAt)
+        );
+        assert!(ForwardPath::Postmaster.is_ascii());
+    }
+}
