@@ -809,3 +809,421 @@ impl RawConfig {
         Some(span.start)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sample from the project brief and docs/configuration.md, unchanged.
+    pub(crate) const SAMPLE: &str = r#"hostname = "mx.test.example"
+data_dir = "/var/lib/yizhan"
+
+[[listener]]
+address = "127.0.0.1:2525"
+kind = "smtp"                 # later also "submission" and "submissions"
+
+[smtp]
+max_message_size = 10485760   # advertised with SIZE
+max_recipients = 1000
+
+[[domain]]
+name = "test.example"
+
+[[mailbox]]
+address = "user@test.example"
+
+[[mailbox]]
+address = "user2@test.example"
+
+[[alias]]
+address = "list@test.example"
+members = ["user@test.example", "user2@test.example"]
+
+[[relocated]]
+address = "moved@test.example"
+new_address = "moved@elsewhere.example"
+"#;
+
+    fn problems(text: &str) -> Vec<Problem> {
+        match parse("t.toml", text) {
+            Err(ConfigError::Invalid(problems)) => problems,
+            other => panic!("expected validation problems, got {other:?}"),
+        }
+    }
+
+    fn parse_error(text: &str) -> String {
+        match parse("t.toml", text) {
+            Err(e @ ConfigError::Parse { .. }) => e.to_string(),
+            other => panic!("expected a parse error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn sample_is_accepted_and_gives_the_expected_settings() {
+        let settings = parse("sample.toml", SAMPLE).unwrap();
+        let mut want = Settings::default();
+        want.hostname = "mx.test.example".to_owned();
+        want.data_dir = PathBuf::from("/var/lib/yizhan");
+        want.listeners = vec![ListenerSettings {
+            address: "127.0.0.1:2525".parse().unwrap(),
+            kind: ListenerKind::Smtp,
+        }];
+        want.smtp.max_message_size = 10_485_760;
+        want.smtp.max_recipients = 1000;
+        let mut b = Directory::builder();
+        b.domain("test.example")
+            .mailbox("user@test.example", None)
+            .mailbox("user2@test.example", None)
+            .alias(
+                "list@test.example",
+                ["user@test.example", "user2@test.example"],
+            )
+            .relocated("moved@test.example", "moved@elsewhere.example");
+        want.directory = b.build().unwrap();
+        assert_eq!(settings, want);
+        assert_eq!(settings.directory.postmaster(), "postmaster@test.example");
+    }
+
+    #[test]
+    fn embedded_default_is_the_default() {
+        assert_eq!(parse("d", EMBEDDED_DEFAULT).unwrap(), Settings::default());
+        assert_eq!(parse("d", "").unwrap(), Settings::default());
+    }
+
+    #[test]
+    fn every_key_is_read() {
+        let text = r#"
+hostname = "MX.Example.org"
+data_dir = "/srv/mail"
+postmaster = "admin@example.org"
+shutdown_grace = "1m"
+
+[[listener]]
+address = "[::1]:25"
+kind = "smtp"
+[[listener]]
+address = "0.0.0.0:587"
+kind = "submission"
+[[listener]]
+address = "0.0.0.0:465"
+kind = "submissions"
+[[listener]]
+address = "127.0.0.1:2526"   # kind defaults to smtp
+
+[smtp]
+max_message_size = 1000
+max_recipients = 100
+max_line_length = 512
+max_errors = 3
+max_connections = 10
+max_connections_per_ip = 10
+command_timeout = 301
+data_block_timeout = "3m"
+data_termination_timeout = "1h"
+vrfy = "enabled"
+expn = "cannot-verify"
+send_soml_saml = false
+help = false
+pipelining = false
+eight_bit_mime = false
+smtputf8 = false
+chunking = false
+enhanced_status_codes = false
+
+[queue]
+concurrency = 2
+retry_initial = "10s"
+retry_max_backoff = "2h"
+give_up_after = "2d"
+
+[[domain]]
+name = "example.org"
+
+[[mailbox]]
+address = "admin@example.org"
+full_name = "Ada Admin"
+"#;
+        let s = parse("t.toml", text).unwrap();
+        assert_eq!(s.hostname, "MX.Example.org");
+        assert_eq!(s.data_dir, PathBuf::from("/srv/mail"));
+        assert_eq!(s.shutdown_grace, Duration::from_secs(60));
+        let kinds: Vec<_> = s
+            .listeners
+            .iter()
+            .map(|l| (l.address.to_string(), l.kind))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("[::1]:25".to_owned(), ListenerKind::Smtp),
+                ("0.0.0.0:587".to_owned(), ListenerKind::Submission),
+                ("0.0.0.0:465".to_owned(), ListenerKind::Submissions),
+                ("127.0.0.1:2526".to_owned(), ListenerKind::Smtp),
+            ]
+        );
+        let m = &s.smtp;
+        assert_eq!(
+            (
+                m.max_message_size,
+                m.max_recipients,
+                m.max_line_length,
+                m.max_errors
+            ),
+            (1000, 100, 512, 3)
+        );
+        assert_eq!((m.max_connections, m.max_connections_per_ip), (10, 10));
+        assert_eq!(m.timeouts.command, Duration::from_secs(301));
+        assert_eq!(m.timeouts.data_block, Duration::from_secs(180));
+        assert_eq!(m.timeouts.data_termination, Duration::from_secs(3600));
+        assert_eq!(
+            (m.vrfy, m.expn),
+            (VerifyPolicy::Enabled, VerifyPolicy::CannotVerify)
+        );
+        assert!(
+            !(m.send_soml_saml
+                || m.help
+                || m.pipelining
+                || m.eight_bit_mime
+                || m.smtputf8
+                || m.chunking
+                || m.enhanced_status_codes)
+        );
+        let q = &s.queue;
+        assert_eq!(q.concurrency, 2);
+        assert_eq!(q.retry_initial, Duration::from_secs(10));
+        assert_eq!(q.retry_max_backoff, Duration::from_secs(7200));
+        assert_eq!(q.give_up_after, Duration::from_secs(172_800));
+        assert_eq!(s.directory.postmaster(), "admin@example.org");
+        assert_eq!(
+            s.directory.mailboxes().collect::<Vec<_>>(),
+            [("admin@example.org", Some("Ada Admin"))]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_by_name() {
+        let cases = [
+            ("bogus = 1\n", "bogus", 1),
+            ("[smtp]\nmax_size = 1\n", "max_size", 2),
+            (
+                "[[domain]]\nname = \"a.example\"\n[[mailbox]]\naddress = \"u@a.example\"\npassword = \"x\"\n",
+                "password",
+                5,
+            ),
+            (
+                "[[listener]]\naddress = \"127.0.0.1:25\"\ntls = true\n",
+                "tls",
+                3,
+            ),
+        ];
+        for (text, key, line) in cases {
+            let e = parse_error(text);
+            assert!(e.starts_with("t.toml: "), "{e}");
+            assert!(e.contains(&format!("unknown field `{key}`")), "{e}");
+            assert!(e.contains(&format!("line {line}")), "{e}");
+        }
+    }
+
+    #[test]
+    fn syntax_and_type_errors_name_line_and_column() {
+        let e = parse_error("hostname = \"a\"\n\n[smtp\n");
+        assert!(e.contains("line 3, column"), "{e}");
+        let e = parse_error("[smtp]\nmax_recipients = \"many\"\n");
+        assert!(e.contains("line 2, column"), "{e}");
+        let e = parse_error("[[mailbox]]\nfull_name = \"x\"\n");
+        assert!(e.contains("missing field `address`"), "{e}");
+    }
+
+    #[test]
+    fn several_problems_are_reported_at_once() {
+        let text = "hostname = \"\"\n[smtp]\nmax_line_length = 100\nvrfy = \"yes\"\n[[domain]]\nname = \"a.example\"\n[[mailbox]]\naddress = \"bad\"\n";
+        let found = problems(text);
+        let keys: Vec<(&str, Option<(usize, usize)>)> =
+            found.iter().map(|p| (p.key.as_str(), p.location)).collect();
+        assert_eq!(
+            keys,
+            [
+                ("hostname", Some((1, 12))),
+                ("smtp.max_line_length", Some((3, 19))),
+                ("smtp.vrfy", Some((4, 8))),
+                ("mailbox[0].address", Some((8, 11))),
+            ]
+        );
+        assert_eq!(
+            found[1].to_string(),
+            "t.toml:3:19: smtp.max_line_length: 100 is below the minimum 512 (RFC 5321 4.5.3.1.4)"
+        );
+        let e = ConfigError::Invalid(found);
+        assert_eq!(e.count(), 4);
+        assert_eq!(e.to_string().lines().count(), 4);
+    }
+
+    #[test]
+    fn each_validation_rule() {
+        const DOM: &str =
+            "[[domain]]\nname = \"a.example\"\n[[mailbox]]\naddress = \"u@a.example\"\n";
+        // (file text, key, part of the reason)
+        let cases: Vec<(String, &str, &str)> = vec![
+            ("hostname = \"\"".into(), "hostname", "must not be empty"),
+            ("hostname = \"mx example\"".into(), "hostname", "not a domain name"),
+            ("data_dir = \"\"".into(), "data_dir", "must not be empty"),
+            ("listener = []".into(), "listener", "at least one listener"),
+            ("[[listener]]\naddress = \"localhost:25\"".into(), "listener[0].address", "invalid listener address"),
+            ("[[listener]]\naddress = \"127.0.0.1:99999\"".into(), "listener[0].address", "invalid listener address"),
+            ("[[listener]]\naddress = \"127.0.0.1:25\"\nkind = \"lmtp\"".into(), "listener[0].kind", "unknown listener kind \"lmtp\""),
+            ("[[listener]]\naddress = \"127.0.0.1:25\"\n[[listener]]\naddress = \"127.0.0.1:25\"".into(), "listener[1].address", "already used by listener[0]"),
+            ("[smtp]\nmax_message_size = 0".into(), "smtp.max_message_size", "below the minimum 1"),
+            // RFC 5321 4.5.3.1.8
+            ("[smtp]\nmax_recipients = 99".into(), "smtp.max_recipients", "below the minimum 100"),
+            // RFC 5321 4.5.3.1.4
+            ("[smtp]\nmax_line_length = 511".into(), "smtp.max_line_length", "below the minimum 512"),
+            ("[smtp]\nmax_errors = 0".into(), "smtp.max_errors", "below the minimum 1"),
+            ("[smtp]\nmax_errors = 5000000000".into(), "smtp.max_errors", "too large"),
+            ("[smtp]\nmax_connections = 0".into(), "smtp.max_connections", "below the minimum 1"),
+            ("[smtp]\nmax_connections = 10\nmax_connections_per_ip = 11".into(), "smtp.max_connections_per_ip", "more than smtp.max_connections"),
+            ("[smtp]\ncommand_timeout = 0".into(), "smtp.command_timeout", "more than 0"),
+            ("[smtp]\ndata_block_timeout = -1".into(), "smtp.data_block_timeout", "negative"),
+            ("[smtp]\ndata_termination_timeout = \"10\"".into(), "smtp.data_termination_timeout", "no unit"),
+            ("[smtp]\ncommand_timeout = \"5w\"".into(), "smtp.command_timeout", "not a duration"),
+            ("[smtp]\nexpn = \"on\"".into(), "smtp.expn", "unknown policy \"on\""),
+            ("[queue]\nconcurrency = 0".into(), "queue.concurrency", "below the minimum 1"),
+            ("[queue]\nretry_initial = \"2h\"\nretry_max_backoff = \"1h\"".into(), "queue.retry_max_backoff", "shorter than queue.retry_initial"),
+            ("[queue]\ngive_up_after = 0".into(), "queue.give_up_after", "more than 0"),
+            ("shutdown_grace = \"soon\"".into(), "shutdown_grace", "not a duration"),
+            ("[[domain]]\nname = \"a_b.example\"".into(), "domain[0].name", "bad domain name"),
+            ("[[domain]]\nname = \"a.example\"\n[[domain]]\nname = \"A.EXAMPLE\"".into(), "domain[1].name", "duplicate domain"),
+            (format!("{DOM}[[mailbox]]\naddress = \"u@@a.example\""), "mailbox[1].address", "bad address syntax"),
+            (format!("{DOM}[[mailbox]]\naddress = \"u@b.example\""), "mailbox[1].address", "not in a local domain"),
+            (format!("{DOM}[[mailbox]]\naddress = \"U@A.example\""), "mailbox[1].address", "already defined as mailbox[0].address"),
+            (format!("{DOM}[[mailbox]]\naddress = \"v@a.example\"\nfull_name = \"\""), "mailbox[1].full_name", "full name"),
+            (format!("{DOM}[[alias]]\naddress = \"l@a.example\"\nmembers = []"), "alias[0].members", "at least one member"),
+            (format!("{DOM}[[alias]]\naddress = \"l@a.example\"\nmembers = [\"u@a.example\", \"<x@y.example>\"]"), "alias[0].members[1]", "bad address syntax"),
+            (format!("{DOM}[[alias]]\naddress = \"l@a.example\"\nmembers = [\"ghost@a.example\"]"), "alias[0].members[0]", "is not a mailbox, an alias"),
+            (format!("{DOM}[[alias]]\naddress = \"u@a.example\"\nmembers = [\"x@y.example\"]"), "alias[0].address", "already defined as mailbox[0].address"),
+            (format!("{DOM}[[relocated]]\naddress = \"u@a.example\"\nnew_address = \"u@b.example\""), "relocated[0].address", "already defined as mailbox[0].address"),
+            (format!("{DOM}[[relocated]]\naddress = \"r@b.example\"\nnew_address = \"u@c.example\""), "relocated[0].address", "not in a local domain"),
+            (format!("{DOM}[[relocated]]\naddress = \"r@a.example\"\nnew_address = \"nowhere\""), "relocated[0].new_address", "bad address syntax"),
+            (format!("postmaster = \"boss@a.example\"\n{DOM}"), "postmaster", "is not a mailbox, an alias"),
+            (format!("postmaster = \"boss\"\n{DOM}"), "postmaster", "bad address syntax"),
+        ];
+        for (text, key, reason) in &cases {
+            let found = problems(text);
+            assert_eq!(found.len(), 1, "{text}: {found:?}");
+            assert_eq!(found[0].key, *key, "{text}");
+            assert!(
+                found[0].reason.contains(reason),
+                "{text}: {}",
+                found[0].reason
+            );
+            assert!(found[0].location.is_some(), "{text}: no location");
+        }
+    }
+
+    #[test]
+    fn alias_loops_are_accepted() {
+        let text = r#"
+[[domain]]
+name = "a.example"
+[[mailbox]]
+address = "u@a.example"
+[[alias]]
+address = "x@a.example"
+members = ["y@a.example", "u@a.example"]
+[[alias]]
+address = "y@a.example"
+members = ["x@a.example", "friend@remote.example"]
+"#;
+        let s = parse("t.toml", text).unwrap();
+        assert_eq!(s.directory.aliases().count(), 2);
+    }
+
+    #[test]
+    fn discovery_order() {
+        let flag = Some(PathBuf::from("/f.toml"));
+        let env = Some(OsString::from("/e.toml"));
+        let yes = |_: &Path| true;
+        let no = |_: &Path| false;
+        let system = PathBuf::from(SYSTEM_CONFIG);
+        assert_eq!(
+            Source::discover(flag.clone(), env.clone(), yes),
+            Source::Flag("/f.toml".into())
+        );
+        assert_eq!(
+            Source::discover(None, env.clone(), yes),
+            Source::Env("/e.toml".into())
+        );
+        assert_eq!(
+            Source::discover(None, Some(OsString::new()), yes),
+            Source::System(system.clone())
+        );
+        assert_eq!(Source::discover(None, None, yes), Source::System(system));
+        assert_eq!(Source::discover(None, None, no), Source::Embedded);
+    }
+
+    #[test]
+    fn overrides_replace_listeners_and_data_dir() {
+        let mut s = parse("s", SAMPLE).unwrap();
+        Overrides::default().apply(&mut s);
+        assert_eq!(s, parse("s", SAMPLE).unwrap());
+        let a: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let b: SocketAddr = "[::1]:2525".parse().unwrap();
+        Overrides {
+            listen: vec![a, b],
+            data_dir: Some("/tmp/d".into()),
+        }
+        .apply(&mut s);
+        assert_eq!(
+            s.listeners,
+            [a, b].map(|address| ListenerSettings {
+                address,
+                kind: ListenerKind::Smtp
+            })
+        );
+        assert_eq!(s.data_dir, PathBuf::from("/tmp/d"));
+    }
+
+    #[test]
+    fn durations() {
+        let cases: &[(RawDuration, Result<u64, &str>)] = &[
+            (RawDuration::Seconds(0), Ok(0)),
+            (RawDuration::Seconds(300), Ok(300)),
+            (RawDuration::Seconds(-1), Err("negative")),
+            (RawDuration::Text("90s".into()), Ok(90)),
+            (RawDuration::Text("5m".into()), Ok(300)),
+            (RawDuration::Text(" 2h ".into()), Ok(7200)),
+            (RawDuration::Text("5d".into()), Ok(432_000)),
+            (RawDuration::Text("5".into()), Err("no unit")),
+            (RawDuration::Text("m".into()), Err("not a duration")),
+            (RawDuration::Text("1.5h".into()), Err("not a duration")),
+            (
+                RawDuration::Text("99999999999999999999d".into()),
+                Err("not a duration"),
+            ),
+            (
+                RawDuration::Text("999999999999999999d".into()),
+                Err("too long"),
+            ),
+        ];
+        for (raw, want) in cases {
+            match (raw.to_duration(), want) {
+                (Ok(d), Ok(secs)) => assert_eq!(d.as_secs(), *secs, "{raw:?}"),
+                (Err(e), Err(part)) => assert!(e.contains(part), "{raw:?}: {e}"),
+                (got, _) => panic!("{raw:?}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn summary_names_the_essentials() {
+        let lines = summary(&parse("s", SAMPLE).unwrap());
+        let text = lines.join("\n");
+        for part in [
+            "hostname: mx.test.example",
+            "listener: 127.0.0.1:2525 (smtp)",
+            "domains: test.example (2 mailboxes)",
+            "2 mailboxes, 1 aliases, 1 relocated; postmaster postmaster@test.example",
+        ] {
+            assert!(text.contains(part), "{part} missing from\n{text}");
+        }
+    }
+}
