@@ -2,7 +2,7 @@
 //! [`yizhan_server::settings::Settings`].
 //!
 //! One TOML file, every table `deny_unknown_fields`. Parsing stops at the first TOML syntax or
-//! type error (the `toml` crate names line and column); after that, [`validate`](RawConfig)
+//! type error (the `toml` crate names line and column); after that, validation
 //! collects every problem at once, each naming the file, the line and column when known, the
 //! key (e.g. `mailbox[2].address`, counted from 0) and the reason. Defaults come from
 //! [`Settings::default`] only: a key left out keeps the default value.
@@ -861,15 +861,6 @@ new_address = "moved@elsewhere.example"
     #[test]
     fn sample_is_accepted_and_gives_the_expected_settings() {
         let settings = parse("sample.toml", SAMPLE).unwrap();
-        let mut want = Settings::default();
-        want.hostname = "mx.test.example".to_owned();
-        want.data_dir = PathBuf::from("/var/lib/yizhan");
-        want.listeners = vec![ListenerSettings {
-            address: "127.0.0.1:2525".parse().unwrap(),
-            kind: ListenerKind::Smtp,
-        }];
-        want.smtp.max_message_size = 10_485_760;
-        want.smtp.max_recipients = 1000;
         let mut b = Directory::builder();
         b.domain("test.example")
             .mailbox("user@test.example", None)
@@ -879,7 +870,22 @@ new_address = "moved@elsewhere.example"
                 ["user@test.example", "user2@test.example"],
             )
             .relocated("moved@test.example", "moved@elsewhere.example");
-        want.directory = b.build().unwrap();
+        let defaults = Settings::default();
+        let want = Settings {
+            hostname: "mx.test.example".to_owned(),
+            data_dir: PathBuf::from("/var/lib/yizhan"),
+            listeners: vec![ListenerSettings {
+                address: "127.0.0.1:2525".parse().unwrap(),
+                kind: ListenerKind::Smtp,
+            }],
+            smtp: yizhan_server::settings::SmtpSettings {
+                max_message_size: 10_485_760,
+                max_recipients: 1000,
+                ..defaults.smtp.clone()
+            },
+            directory: b.build().unwrap(),
+            ..defaults
+        };
         assert_eq!(settings, want);
         assert_eq!(settings.directory.postmaster(), "postmaster@test.example");
     }
