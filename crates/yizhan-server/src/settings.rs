@@ -8,7 +8,8 @@
 //! RFC sections behind the defaults:
 //! - RFC 5321 4.5.3.1.4: a command line is at least 512 octets; [`MIN_LINE_LENGTH`].
 //! - RFC 5321 4.5.3.1.8: at least 100 recipients must be buffered; we default to 1000.
-//! - RFC 5321 4.5.3.2: the timeouts in [`Timeouts`].
+//! - RFC 5321 4.5.3.2: the timeouts in [`Timeouts`] (4.5.3.2.7 for commands; the data timeouts
+//!   mirror the sender's 4.5.3.2.5 and 4.5.3.2.6).
 //! - RFC 1870: the `SIZE` limit advertised from [`SmtpSettings::max_message_size`].
 //! - RFC 5321 3.5.3 and 7.3: VRFY / EXPN may be disabled or answered with 252 ([`VerifyPolicy`]).
 
@@ -176,9 +177,11 @@ impl Default for SmtpSettings {
 pub struct Timeouts {
     /// Waiting for the next command (RFC 5321 4.5.3.2.7: 5 minutes).
     pub command: Duration,
-    /// Waiting for the next chunk of message data (RFC 5321 4.5.3.2.5: 3 minutes).
+    /// Waiting for the next chunk of message data (3 minutes, mirroring the sender's DATA block
+    /// timeout of RFC 5321 4.5.3.2.5).
     pub data_block: Duration,
-    /// The whole of the message data, up to the final dot (RFC 5321 4.5.3.2.6: 10 minutes).
+    /// The whole of the message data, up to the final dot (10 minutes, mirroring the sender's
+    /// DATA termination timeout of RFC 5321 4.5.3.2.6).
     pub data_termination: Duration,
 }
 

@@ -891,6 +891,24 @@ new_address = "moved@elsewhere.example"
     }
 
     #[test]
+    fn the_documented_examples_are_the_tested_ones() {
+        let doc = include_str!("../../../docs/configuration.md");
+        assert!(
+            doc.contains(SAMPLE),
+            "docs/configuration.md must show SAMPLE unchanged"
+        );
+        let body: String = EMBEDDED_DEFAULT
+            .lines()
+            .skip_while(|l| l.starts_with('#'))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(
+            doc.contains(&body),
+            "docs/configuration.md must show the embedded default"
+        );
+    }
+
+    #[test]
     fn embedded_default_is_the_default() {
         assert_eq!(parse("d", EMBEDDED_DEFAULT).unwrap(), Settings::default());
         assert_eq!(parse("d", "").unwrap(), Settings::default());
