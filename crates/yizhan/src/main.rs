@@ -1,4 +1,153 @@
-//! The `yizhan` binary.
+//! The `yizhan` binary: a mail transfer agent.
+//!
+//! The binary parses the command line and the configuration file and hands typed
+//! [`yizhan_server::settings::Settings`] to the server; the library never reads files itself.
 #![forbid(unsafe_code)]
 
-fn main() {}
+mod config;
+mod serve;
+
+use std::io::IsTerminal as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{ConfigError, Overrides, Source};
+
+/// yizhan, a mail transfer agent.
+#[derive(Debug, Parser)]
+#[command(name = "yizhan", version, about)]
+struct Cli {
+    /// Log filter, e.g. `debug` or `yizhan=debug,info` (default: $RUST_LOG, else `info`).
+    #[arg(long, global = true, value_name = "FILTER")]
+    log_level: Option<String>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the mail server until SIGTERM or SIGINT.
+    Serve(ServeArgs),
+    /// Check the configuration: print a summary and "configuration OK", or every problem.
+    CheckConfig(ConfigArgs),
+}
+
+#[derive(Debug, Args)]
+struct ConfigArgs {
+    /// The configuration file (default: $YIZHAN_CONFIG, else /etc/yizhan/yizhan.toml if it
+    /// exists, else the embedded default).
+    #[arg(long, short, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Listen for SMTP on ADDR (repeatable); replaces the file's listeners.
+    #[arg(long = "listen", value_name = "ADDR")]
+    listen: Vec<SocketAddr>,
+    /// Keep the spool and mailboxes in DIR; replaces the file's `data_dir`.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = init_logging(cli.log_level.as_deref()) {
+        eprintln!("yizhan: {e}");
+        return ExitCode::from(2);
+    }
+    match cli.command {
+        Command::CheckConfig(args) => check_config(&args),
+        Command::Serve(args) => serve(args),
+    }
+}
+
+/// Logs to stderr with the filter from `--log-level`, else `RUST_LOG`, else `info`.
+fn init_logging(level: Option<&str>) -> anyhow::Result<()> {
+    let filter = match level {
+        Some(level) => EnvFilter::try_new(level)
+            .map_err(|e| anyhow::anyhow!("invalid --log-level {level:?}: {e}"))?,
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    Ok(())
+}
+
+/// Finds and loads the configuration, logging which one is used.
+fn load(args: &ConfigArgs) -> Result<yizhan_server::settings::Settings, ConfigError> {
+    let source = Source::discover(
+        args.config.clone(),
+        std::env::var_os(config::CONFIG_ENV),
+        Path::exists,
+    );
+    tracing::info!("configuration: {source}");
+    config::load(&source)
+}
+
+fn report(e: &ConfigError) {
+    eprintln!("{e}");
+    let n = e.count();
+    eprintln!(
+        "configuration has {n} problem{}",
+        if n == 1 { "" } else { "s" }
+    );
+}
+
+fn check_config(args: &ConfigArgs) -> ExitCode {
+    match load(args) {
+        Ok(settings) => {
+            for line in config::summary(&settings) {
+                println!("{line}");
+            }
+            println!("configuration OK");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            report(&e);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let mut settings = match load(&args.config) {
+        Ok(settings) => settings,
+        Err(e) => {
+            report(&e);
+            return ExitCode::FAILURE;
+        }
+    };
+    Overrides {
+        listen: args.listen,
+        data_dir: args.data_dir,
+    }
+    .apply(&mut settings);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("yizhan: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve::run(settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,1253 @@
+//! The configuration file: discovery, parsing, validation, and conversion into
+//! [`yizhan_server::settings::Settings`].
+//!
+//! One TOML file, every table `deny_unknown_fields`. Parsing stops at the first TOML syntax or
+//! type error (the `toml` crate names line and column); after that, validation
+//! collects every problem at once, each naming the file, the line and column when known, the
+//! key (e.g. `mailbox[2].address`, counted from 0) and the reason. Defaults come from
+//! [`Settings::default`] only: a key left out keeps the default value.
+//!
+//! See `docs/configuration.md` for the reference of every key.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+use yizhan_server::directory::{Directory, DirectoryError, Entry};
+use yizhan_server::settings::{
+    ListenerKind, ListenerSettings, MIN_LINE_LENGTH, Settings, VerifyPolicy,
+};
+
+/// The environment variable naming the configuration file.
+pub const CONFIG_ENV: &str = "YIZHAN_CONFIG";
+
+/// The configuration file used when neither `--config` nor `YIZHAN_CONFIG` names one.
+pub const SYSTEM_CONFIG: &str = "/etc/yizhan/yizhan.toml";
+
+/// The configuration used when no file is found: it gives exactly [`Settings::default`].
+pub const EMBEDDED_DEFAULT: &str = include_str!("default.toml");
+
+/// RFC 5321 4.5.3.1.8: a server must accept at least 100 recipients per message.
+const MIN_RECIPIENTS: i64 = 100;
+
+/// Where the configuration comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// `--config FILE`.
+    Flag(PathBuf),
+    /// The `YIZHAN_CONFIG` environment variable.
+    Env(PathBuf),
+    /// `/etc/yizhan/yizhan.toml`, which exists.
+    System(PathBuf),
+    /// No file: the embedded default.
+    Embedded,
+}
+
+impl Source {
+    /// Picks the source: `--config`, else a non-empty `YIZHAN_CONFIG`, else
+    /// [`SYSTEM_CONFIG`] if `exists` says it exists, else the embedded default.
+    pub fn discover(
+        flag: Option<PathBuf>,
+        env: Option<OsString>,
+        exists: impl Fn(&Path) -> bool,
+    ) -> Self {
+        if let Some(path) = flag {
+            return Self::Flag(path);
+        }
+        if let Some(value) = env.filter(|v| !v.is_empty()) {
+            return Self::Env(PathBuf::from(value));
+        }
+        let system = PathBuf::from(SYSTEM_CONFIG);
+        if exists(&system) {
+            return Self::System(system);
+        }
+        Self::Embedded
+    }
+
+    /// The name used for this source in messages: the path, or `<embedded default>`.
+    pub fn name(&self) -> String {
+        match self {
+            Self::Flag(p) | Self::Env(p) | Self::System(p) => p.display().to_string(),
+            Self::Embedded => "<embedded default>".to_owned(),
+        }
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Flag(p) => write!(f, "{} (from --config)", p.display()),
+            Self::Env(p) => write!(f, "{} (from ${CONFIG_ENV})", p.display()),
+            Self::System(p) => write!(f, "{} (default location)", p.display()),
+            Self::Embedded => write!(
+                f,
+                "the embedded default (no --config, no ${CONFIG_ENV}, no {SYSTEM_CONFIG})"
+            ),
+        }
+    }
+}
+
+/// One validation problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The file, as given.
+    pub file: String,
+    /// 1-based line and column of the value, when known.
+    pub location: Option<(usize, usize)>,
+    /// The key, e.g. `mailbox[2].address` (arrays of tables are counted from 0).
+    pub key: String,
+    /// Why it is wrong.
+    pub reason: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.location {
+            Some((line, column)) => write!(
+                f,
+                "{}:{line}:{column}: {}: {}",
+                self.file, self.key, self.reason
+            ),
+            None => write!(f, "{}: {}: {}", self.file, self.key, self.reason),
+        }
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        /// The file, as given.
+        file: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// TOML syntax, an unknown key, a missing key or a value of the wrong type.
+    #[error("{file}: {message}")]
+    Parse {
+        /// The file, as given.
+        file: String,
+        /// The `toml` crate's message, with line, column and the offending text.
+        message: String,
+    },
+    /// The file parses but some values are wrong: all of them are listed.
+    #[error("{}", display_problems(.0))]
+    Invalid(Vec<Problem>),
+}
+
+fn display_problems(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl ConfigError {
+    /// How many problems this error reports.
+    pub fn count(&self) -> usize {
+        match self {
+            Self::Invalid(problems) => problems.len(),
+            Self::Read { .. } | Self::Parse { .. } => 1,
+        }
+    }
+}
+
+/// Reads and validates the configuration from `source`.
+pub fn load(source: &Source) -> Result<Settings, ConfigError> {
+    match source {
+        Source::Embedded => parse(&source.name(), EMBEDDED_DEFAULT),
+        Source::Flag(path) | Source::Env(path) | Source::System(path) => {
+            let file = source.name();
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                file: file.clone(),
+                source,
+            })?;
+            parse(&file, &text)
+        }
+    }
+}
+
+/// Parses and validates configuration text; `file` names it in messages.
+pub fn parse(file: &str, text: &str) -> Result<Settings, ConfigError> {
+    let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        file: file.to_owned(),
+        message: e.to_string().trim_end().to_owned(),
+    })?;
+    let mut v = Validator {
+        file,
+        text,
+        problems: Vec::new(),
+    };
+    let settings = raw.validate(&mut v);
+    if v.problems.is_empty() {
+        Ok(settings)
+    } else {
+        Err(ConfigError::Invalid(v.problems))
+    }
+}
+
+/// Command-line values that replace the file's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// `--listen ADDR` (repeatable): replaces every listener with SMTP listeners.
+    pub listen: Vec<SocketAddr>,
+    /// `--data-dir DIR`.
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Overrides {
+    /// Applies the overrides to validated settings.
+    pub fn apply(&self, settings: &mut Settings) {
+        if !self.listen.is_empty() {
+            settings.listeners = self
+                .listen
+                .iter()
+                .map(|&address| ListenerSettings {
+                    address,
+                    kind: ListenerKind::Smtp,
+                })
+                .collect();
+        }
+        if let Some(dir) = &self.data_dir {
+            settings.data_dir.clone_from(dir);
+        }
+    }
+}
+
+/// A human summary of the settings, one line each (for `check-config` and the start-up log).
+pub fn summary(settings: &Settings) -> Vec<String> {
+    let d = &settings.directory;
+    let s = &settings.smtp;
+    let secs = |d: Duration| d.as_secs();
+    let mut lines = vec![
+        format!("hostname: {}", settings.hostname),
+        format!("data_dir: {}", settings.data_dir.display()),
+    ];
+    for l in &settings.listeners {
+        lines.push(format!("listener: {} ({})", l.address, l.kind));
+    }
+    let domains: Vec<String> = d
+        .domains()
+        .iter()
+        .map(|name| {
+            if d.is_catch_all(name) {
+                format!("{name} (catch-all)")
+            } else {
+                let n = d
+                    .mailboxes()
+                    .filter(|(a, _)| a.ends_with(&format!("@{name}")))
+                    .count();
+                format!("{name} ({n} mailboxes)")
+            }
+        })
+        .collect();
+    lines.push(format!("domains: {}", domains.join(", ")));
+    lines.push(format!(
+        "directory: {} mailboxes, {} aliases, {} relocated; postmaster {}",
+        d.mailboxes().count(),
+        d.aliases().count(),
+        d.relocated().count(),
+        d.postmaster()
+    ));
+    lines.push(format!(
+        "smtp: max_message_size {} bytes, max_recipients {}, max_line_length {}, max_errors {}",
+        s.max_message_size, s.max_recipients, s.max_line_length, s.max_errors
+    ));
+    lines.push(format!(
+        "connections: max {} (max {} per IP); timeouts: command {}s, data block {}s, data termination {}s",
+        s.max_connections,
+        s.max_connections_per_ip,
+        secs(s.timeouts.command),
+        secs(s.timeouts.data_block),
+        secs(s.timeouts.data_termination)
+    ));
+    let on = |b: bool| if b { "on" } else { "off" };
+    lines.push(format!(
+        "commands: VRFY {}, EXPN {}, SEND/SOML/SAML {}, HELP {}",
+        s.vrfy,
+        s.expn,
+        on(s.send_soml_saml),
+        on(s.help)
+    ));
+    lines.push(format!(
+        "extensions: PIPELINING {}, 8BITMIME {}, SMTPUTF8 {}, CHUNKING {}, ENHANCEDSTATUSCODES {}",
+        on(s.pipelining),
+        on(s.eight_bit_mime),
+        on(s.smtputf8),
+        on(s.chunking),
+        on(s.enhanced_status_codes)
+    ));
+    let q = &settings.queue;
+    lines.push(format!(
+        "queue: concurrency {}, retry after {}s doubling up to {}s, give up after {}s; shutdown grace {}s",
+        q.concurrency,
+        secs(q.retry_initial),
+        secs(q.retry_max_backoff),
+        secs(q.give_up_after),
+        secs(settings.shutdown_grace)
+    ));
+    lines
+}
+
+// ---------------------------------------------------------------------------------------------
+// The file as written. Every value that can be wrong is `Spanned`, so problems name a line.
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    hostname: Option<Spanned<String>>,
+    data_dir: Option<Spanned<String>>,
+    postmaster: Option<Spanned<String>>,
+    shutdown_grace: Option<Spanned<RawDuration>>,
+    listener: Option<Spanned<Vec<RawListener>>>,
+    #[serde(default)]
+    smtp: RawSmtp,
+    #[serde(default)]
+    queue: RawQueue,
+    #[serde(default)]
+    domain: Vec<RawDomain>,
+    #[serde(default)]
+    mailbox: Vec<RawMailbox>,
+    #[serde(default)]
+    alias: Vec<RawAlias>,
+    #[serde(default)]
+    relocated: Vec<RawRelocated>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListener {
+    address: Spanned<String>,
+    kind: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSmtp {
+    max_message_size: Option<Spanned<i64>>,
+    max_recipients: Option<Spanned<i64>>,
+    max_line_length: Option<Spanned<i64>>,
+    max_errors: Option<Spanned<i64>>,
+    max_connections: Option<Spanned<i64>>,
+    max_connections_per_ip: Option<Spanned<i64>>,
+    command_timeout: Option<Spanned<RawDuration>>,
+    data_block_timeout: Option<Spanned<RawDuration>>,
+    data_termination_timeout: Option<Spanned<RawDuration>>,
+    vrfy: Option<Spanned<String>>,
+    expn: Option<Spanned<String>>,
+    send_soml_saml: Option<bool>,
+    help: Option<bool>,
+    pipelining: Option<bool>,
+    eight_bit_mime: Option<bool>,
+    smtputf8: Option<bool>,
+    chunking: Option<bool>,
+    enhanced_status_codes: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQueue {
+    concurrency: Option<Spanned<i64>>,
+    retry_initial: Option<Spanned<RawDuration>>,
+    retry_max_backoff: Option<Spanned<RawDuration>>,
+    give_up_after: Option<Spanned<RawDuration>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDomain {
+    name: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMailbox {
+    address: Spanned<String>,
+    full_name: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAlias {
+    address: Spanned<String>,
+    members: Spanned<Vec<Spanned<String>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRelocated {
+    address: Spanned<String>,
+    new_address: Spanned<String>,
+}
+
+/// A duration: integer seconds, or a string with a unit (`"90s"`, `"5m"`, `"2h"`, `"5d"`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawDuration {
+    Seconds(i64),
+    Text(String),
+}
+
+impl RawDuration {
+    fn to_duration(&self) -> Result<Duration, String> {
+        const HINT: &str =
+            "expected seconds (e.g. 300) or a number with a unit s, m, h or d (e.g. \"5m\")";
+        let seconds = match self {
+            Self::Seconds(n) => u64::try_from(*n).map_err(|_| format!("{n} is negative"))?,
+            Self::Text(text) => {
+                let text = text.trim();
+                let split = text
+                    .find(|c: char| !c.is_ascii_digit())
+                    .ok_or_else(|| format!("{text:?} has no unit; {HINT}"))?;
+                let (number, unit) = text.split_at(split);
+                let number: u64 = number
+                    .parse()
+                    .map_err(|_| format!("{text:?} is not a duration; {HINT}"))?;
+                let factor = match unit.trim() {
+                    "s" => 1,
+                    "m" => 60,
+                    "h" => 3600,
+                    "d" => 86_400,
+                    _ => return Err(format!("{text:?} is not a duration; {HINT}")),
+                };
+                number
+                    .checked_mul(factor)
+                    .ok_or_else(|| format!("{text:?} is too long"))?
+            }
+        };
+        Ok(Duration::from_secs(seconds))
+    }
+}
+
+/// Collects problems with their location.
+struct Validator<'a> {
+    file: &'a str,
+    text: &'a str,
+    problems: Vec<Problem>,
+}
+
+impl Validator<'_> {
+    fn location(&self, offset: usize) -> (usize, usize) {
+        let before = self.text.get(..offset).unwrap_or(self.text);
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        (line, column)
+    }
+
+    fn problem(&mut self, key: impl Into<String>, span: Option<usize>, reason: impl Into<String>) {
+        let location = span.map(|offset| self.location(offset));
+        self.problems.push(Problem {
+            file: self.file.to_owned(),
+            location,
+            key: key.into(),
+            reason: reason.into(),
+        });
+    }
+
+    /// An integer at least `min`, converted to `T`; `default` when absent.
+    fn integer<T: TryFrom<i64> + Copy>(
+        &mut self,
+        key: &str,
+        value: &Option<Spanned<i64>>,
+        min: i64,
+        why: &str,
+        default: T,
+    ) -> T {
+        let Some(value) = value else { return default };
+        let n = *value.get_ref();
+        if n < min {
+            self.problem(
+                key,
+                Some(value.span().start),
+                format!("{n} is below the minimum {min}{why}"),
+            );
+            return default;
+        }
+        match T::try_from(n) {
+            Ok(n) => n,
+            Err(_) => {
+                self.problem(key, Some(value.span().start), format!("{n} is too large"));
+                default
+            }
+        }
+    }
+
+    /// A duration; `default` when absent. `positive` refuses zero.
+    fn duration(
+        &mut self,
+        key: &str,
+        value: &Option<Spanned<RawDuration>>,
+        positive: bool,
+        default: Duration,
+    ) -> Duration {
+        let Some(value) = value else { return default };
+        match value.get_ref().to_duration() {
+            Ok(d) if positive && d.is_zero() => {
+                self.problem(key, Some(value.span().start), "must be more than 0 seconds");
+                default
+            }
+            Ok(d) => d,
+            Err(reason) => {
+                self.problem(key, Some(value.span().start), reason);
+                default
+            }
+        }
+    }
+
+    fn policy(
+        &mut self,
+        key: &str,
+        value: &Option<Spanned<String>>,
+        default: VerifyPolicy,
+    ) -> VerifyPolicy {
+        let Some(value) = value else { return default };
+        VerifyPolicy::from_name(value.get_ref()).unwrap_or_else(|| {
+            self.problem(
+                key,
+                Some(value.span().start),
+                format!(
+                    "unknown policy {:?} (expected \"disabled\", \"cannot-verify\" or \"enabled\")",
+                    value.get_ref()
+                ),
+            );
+            default
+        })
+    }
+}
+
+impl RawConfig {
+    fn validate(&self, v: &mut Validator<'_>) -> Settings {
+        let defaults = Settings::default();
+        let mut settings = defaults.clone();
+
+        if let Some(hostname) = &self.hostname {
+            let name = hostname.get_ref();
+            let at = Some(hostname.span().start);
+            if name.is_empty() {
+                v.problem("hostname", at, "must not be empty");
+            } else if let Err(e) = yizhan_server::directory::canonical_domain(name) {
+                v.problem(
+                    "hostname",
+                    at,
+                    format!("{name:?} is not a domain name: {e}"),
+                );
+            } else {
+                settings.hostname.clone_from(name);
+            }
+        }
+        if let Some(dir) = &self.data_dir {
+            if dir.get_ref().is_empty() {
+                v.problem("data_dir", Some(dir.span().start), "must not be empty");
+            } else {
+                settings.data_dir = PathBuf::from(dir.get_ref());
+            }
+        }
+        settings.shutdown_grace = v.duration(
+            "shutdown_grace",
+            &self.shutdown_grace,
+            false,
+            defaults.shutdown_grace,
+        );
+
+        if let Some(listeners) = &self.listener {
+            settings.listeners = self.listeners(v, listeners);
+        }
+        self.smtp(v, &mut settings);
+        self.queue(v, &mut settings);
+        if let Some(directory) = self.directory(v) {
+            settings.directory = directory;
+        }
+        settings
+    }
+
+    fn listeners(
+        &self,
+        v: &mut Validator<'_>,
+        listeners: &Spanned<Vec<RawListener>>,
+    ) -> Vec<ListenerSettings> {
+        if listeners.get_ref().is_empty() {
+            v.problem(
+                "listener",
+                Some(listeners.span().start),
+                "at least one listener is needed",
+            );
+        }
+        let mut seen: HashMap<SocketAddr, usize> = HashMap::new();
+        let mut out = Vec::new();
+        for (i, l) in listeners.get_ref().iter().enumerate() {
+            let address = match l.address.get_ref().parse::<SocketAddr>() {
+                Ok(address) => {
+                    if let Some(first) = seen.insert(address, i) {
+                        v.problem(
+                            format!("listener[{i}].address"),
+                            Some(l.address.span().start),
+                            format!("{address} is already used by listener[{first}]"),
+                        );
+                    }
+                    Some(address)
+                }
+                Err(_) => {
+                    v.problem(
+                        format!("listener[{i}].address"),
+                        Some(l.address.span().start),
+                        format!(
+                            "invalid listener address {:?}: expected IP:port, e.g. \"127.0.0.1:2525\" or \"[::1]:2525\"",
+                            l.address.get_ref()
+                        ),
+                    );
+                    None
+                }
+            };
+            let kind = match &l.kind {
+                None => Some(ListenerKind::Smtp),
+                Some(kind) => {
+                    let found = ListenerKind::from_name(kind.get_ref());
+                    if found.is_none() {
+                        v.problem(
+                            format!("listener[{i}].kind"),
+                            Some(kind.span().start),
+                            format!(
+                                "unknown listener kind {:?} (expected \"smtp\", \"submission\" or \"submissions\")",
+                                kind.get_ref()
+                            ),
+                        );
+                    }
+                    found
+                }
+            };
+            if let (Some(address), Some(kind)) = (address, kind) {
+                out.push(ListenerSettings { address, kind });
+            }
+        }
+        out
+    }
+
+    fn smtp(&self, v: &mut Validator<'_>, settings: &mut Settings) {
+        let raw = &self.smtp;
+        let s = &mut settings.smtp;
+        let d = s.clone();
+        s.max_message_size = v.integer(
+            "smtp.max_message_size",
+            &raw.max_message_size,
+            1,
+            "",
+            d.max_message_size,
+        );
+        s.max_recipients = v.integer(
+            "smtp.max_recipients",
+            &raw.max_recipients,
+            MIN_RECIPIENTS,
+            " (RFC 5321 4.5.3.1.8)",
+            d.max_recipients,
+        );
+        s.max_line_length = v.integer(
+            "smtp.max_line_length",
+            &raw.max_line_length,
+            i64::try_from(MIN_LINE_LENGTH).unwrap_or(512),
+            " (RFC 5321 4.5.3.1.4)",
+            d.max_line_length,
+        );
+        s.max_errors = v.integer("smtp.max_errors", &raw.max_errors, 1, "", d.max_errors);
+        s.max_connections = v.integer(
+            "smtp.max_connections",
+            &raw.max_connections,
+            1,
+            "",
+            d.max_connections,
+        );
+        s.max_connections_per_ip = v.integer(
+            "smtp.max_connections_per_ip",
+            &raw.max_connections_per_ip,
+            1,
+            "",
+            d.max_connections_per_ip,
+        );
+        if s.max_connections_per_ip > s.max_connections
+            && let Some(value) = &raw.max_connections_per_ip
+        {
+            v.problem(
+                "smtp.max_connections_per_ip",
+                Some(value.span().start),
+                format!(
+                    "{} is more than smtp.max_connections ({})",
+                    s.max_connections_per_ip, s.max_connections
+                ),
+            );
+        }
+        s.timeouts.command = v.duration(
+            "smtp.command_timeout",
+            &raw.command_timeout,
+            true,
+            d.timeouts.command,
+        );
+        s.timeouts.data_block = v.duration(
+            "smtp.data_block_timeout",
+            &raw.data_block_timeout,
+            true,
+            d.timeouts.data_block,
+        );
+        s.timeouts.data_termination = v.duration(
+            "smtp.data_termination_timeout",
+            &raw.data_termination_timeout,
+            true,
+            d.timeouts.data_termination,
+        );
+        s.vrfy = v.policy("smtp.vrfy", &raw.vrfy, d.vrfy);
+        s.expn = v.policy("smtp.expn", &raw.expn, d.expn);
+        s.send_soml_saml = raw.send_soml_saml.unwrap_or(d.send_soml_saml);
+        s.help = raw.help.unwrap_or(d.help);
+        s.pipelining = raw.pipelining.unwrap_or(d.pipelining);
+        s.eight_bit_mime = raw.eight_bit_mime.unwrap_or(d.eight_bit_mime);
+        s.smtputf8 = raw.smtputf8.unwrap_or(d.smtputf8);
+        s.chunking = raw.chunking.unwrap_or(d.chunking);
+        s.enhanced_status_codes = raw.enhanced_status_codes.unwrap_or(d.enhanced_status_codes);
+    }
+
+    fn queue(&self, v: &mut Validator<'_>, settings: &mut Settings) {
+        let raw = &self.queue;
+        let q = &mut settings.queue;
+        let d = *q;
+        q.concurrency = v.integer("queue.concurrency", &raw.concurrency, 1, "", d.concurrency);
+        q.retry_initial = v.duration(
+            "queue.retry_initial",
+            &raw.retry_initial,
+            true,
+            d.retry_initial,
+        );
+        q.retry_max_backoff = v.duration(
+            "queue.retry_max_backoff",
+            &raw.retry_max_backoff,
+            true,
+            d.retry_max_backoff,
+        );
+        q.give_up_after = v.duration(
+            "queue.give_up_after",
+            &raw.give_up_after,
+            true,
+            d.give_up_after,
+        );
+        if q.retry_max_backoff < q.retry_initial {
+            let span = raw
+                .retry_max_backoff
+                .as_ref()
+                .or(raw.retry_initial.as_ref())
+                .map(|s| s.span().start);
+            v.problem(
+                "queue.retry_max_backoff",
+                span,
+                format!(
+                    "{}s is shorter than queue.retry_initial ({}s)",
+                    q.retry_max_backoff.as_secs(),
+                    q.retry_initial.as_secs()
+                ),
+            );
+        }
+    }
+
+    /// Builds the directory; `None` (with problems recorded) if it is invalid.
+    fn directory(&self, v: &mut Validator<'_>) -> Option<Directory> {
+        let mut b = Directory::builder();
+        if self.domain.is_empty() {
+            for name in Settings::default().directory.domains() {
+                b.domain(name.as_str());
+            }
+        }
+        for d in &self.domain {
+            b.domain(d.name.get_ref().as_str());
+        }
+        for m in &self.mailbox {
+            let full_name = m.full_name.as_ref().map(|n| n.get_ref().clone());
+            b.mailbox(m.address.get_ref().as_str(), full_name);
+        }
+        for a in &self.alias {
+            let members = a.members.get_ref().iter().map(|m| m.get_ref().as_str());
+            b.alias(a.address.get_ref().as_str(), members);
+        }
+        for r in &self.relocated {
+            b.relocated(
+                r.address.get_ref().as_str(),
+                r.new_address.get_ref().as_str(),
+            );
+        }
+        if let Some(p) = &self.postmaster {
+            b.postmaster(p.get_ref().as_str());
+        }
+        match b.build() {
+            Ok(directory) => Some(directory),
+            Err(errors) => {
+                for DirectoryError { entry, problem } in errors {
+                    v.problem(entry.to_string(), self.span_of(entry), problem.to_string());
+                }
+                None
+            }
+        }
+    }
+
+    /// Where a directory entry's value starts in the file.
+    fn span_of(&self, entry: Entry) -> Option<usize> {
+        let span = match entry {
+            Entry::Domain(i) => self.domain.get(i)?.name.span(),
+            Entry::Mailbox(i) => self.mailbox.get(i)?.address.span(),
+            Entry::MailboxFullName(i) => self.mailbox.get(i)?.full_name.as_ref()?.span(),
+            Entry::Alias(i) => self.alias.get(i)?.address.span(),
+            Entry::AliasMembers(i) => self.alias.get(i)?.members.span(),
+            Entry::AliasMember { alias, member } => {
+                self.alias.get(alias)?.members.get_ref().get(member)?.span()
+            }
+            Entry::Relocated(i) => self.relocated.get(i)?.address.span(),
+            Entry::RelocatedNewAddress(i) => self.relocated.get(i)?.new_address.span(),
+            Entry::Postmaster => self.postmaster.as_ref()?.span(),
+        };
+        Some(span.start)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sample from the project brief and docs/configuration.md, unchanged.
+    pub(crate) const SAMPLE: &str = r#"hostname = "mx.test.example"
+data_dir = "/var/lib/yizhan"
+
+[[listener]]
+address = "127.0.0.1:2525"
+kind = "smtp"                 # later also "submission" and "submissions"
+
+[smtp]
+max_message_size = 10485760   # advertised with SIZE
+max_recipients = 1000
+
+[[domain]]
+name = "test.example"
+
+[[mailbox]]
+address = "user@test.example"
+
+[[mailbox]]
+address = "user2@test.example"
+
+[[alias]]
+address = "list@test.example"
+members = ["user@test.example", "user2@test.example"]
+
+[[relocated]]
+address = "moved@test.example"
+new_address = "moved@elsewhere.example"
+"#;
+
+    fn problems(text: &str) -> Vec<Problem> {
+        match parse("t.toml", text) {
+            Err(ConfigError::Invalid(problems)) => problems,
+            other => panic!("expected validation problems, got {other:?}"),
+        }
+    }
+
+    fn parse_error(text: &str) -> String {
+        match parse("t.toml", text) {
+            Err(e @ ConfigError::Parse { .. }) => e.to_string(),
+            other => panic!("expected a parse error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn sample_is_accepted_and_gives_the_expected_settings() {
+        let settings = parse("sample.toml", SAMPLE).unwrap();
+        let mut b = Directory::builder();
+        b.domain("test.example")
+            .mailbox("user@test.example", None)
+            .mailbox("user2@test.example", None)
+            .alias(
+                "list@test.example",
+                ["user@test.example", "user2@test.example"],
+            )
+            .relocated("moved@test.example", "moved@elsewhere.example");
+        let defaults = Settings::default();
+        let want = Settings {
+            hostname: "mx.test.example".to_owned(),
+            data_dir: PathBuf::from("/var/lib/yizhan"),
+            listeners: vec![ListenerSettings {
+                address: "127.0.0.1:2525".parse().unwrap(),
+                kind: ListenerKind::Smtp,
+            }],
+            smtp: yizhan_server::settings::SmtpSettings {
+                max_message_size: 10_485_760,
+                max_recipients: 1000,
+                ..defaults.smtp.clone()
+            },
+            directory: b.build().unwrap(),
+            ..defaults
+        };
+        assert_eq!(settings, want);
+        assert_eq!(settings.directory.postmaster(), "postmaster@test.example");
+    }
+
+    #[test]
+    fn the_documented_examples_are_the_tested_ones() {
+        let doc = include_str!("../../../docs/configuration.md");
+        assert!(
+            doc.contains(SAMPLE),
+            "docs/configuration.md must show SAMPLE unchanged"
+        );
+        let body: String = EMBEDDED_DEFAULT
+            .lines()
+            .skip_while(|l| l.starts_with('#'))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(
+            doc.contains(&body),
+            "docs/configuration.md must show the embedded default"
+        );
+    }
+
+    #[test]
+    fn embedded_default_is_the_default() {
+        assert_eq!(parse("d", EMBEDDED_DEFAULT).unwrap(), Settings::default());
+        assert_eq!(parse("d", "").unwrap(), Settings::default());
+    }
+
+    #[test]
+    fn every_key_is_read() {
+        let text = r#"
+hostname = "MX.Example.org"
+data_dir = "/srv/mail"
+postmaster = "admin@example.org"
+shutdown_grace = "1m"
+
+[[listener]]
+address = "[::1]:25"
+kind = "smtp"
+[[listener]]
+address = "0.0.0.0:587"
+kind = "submission"
+[[listener]]
+address = "0.0.0.0:465"
+kind = "submissions"
+[[listener]]
+address = "127.0.0.1:2526"   # kind defaults to smtp
+
+[smtp]
+max_message_size = 1000
+max_recipients = 100
+max_line_length = 512
+max_errors = 3
+max_connections = 10
+max_connections_per_ip = 10
+command_timeout = 301
+data_block_timeout = "3m"
+data_termination_timeout = "1h"
+vrfy = "enabled"
+expn = "cannot-verify"
+send_soml_saml = false
+help = false
+pipelining = false
+eight_bit_mime = false
+smtputf8 = false
+chunking = false
+enhanced_status_codes = false
+
+[queue]
+concurrency = 2
+retry_initial = "10s"
+retry_max_backoff = "2h"
+give_up_after = "2d"
+
+[[domain]]
+name = "example.org"
+
+[[mailbox]]
+address = "admin@example.org"
+full_name = "Ada Admin"
+"#;
+        let s = parse("t.toml", text).unwrap();
+        assert_eq!(s.hostname, "MX.Example.org");
+        assert_eq!(s.data_dir, PathBuf::from("/srv/mail"));
+        assert_eq!(s.shutdown_grace, Duration::from_secs(60));
+        let kinds: Vec<_> = s
+            .listeners
+            .iter()
+            .map(|l| (l.address.to_string(), l.kind))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("[::1]:25".to_owned(), ListenerKind::Smtp),
+                ("0.0.0.0:587".to_owned(), ListenerKind::Submission),
+                ("0.0.0.0:465".to_owned(), ListenerKind::Submissions),
+                ("127.0.0.1:2526".to_owned(), ListenerKind::Smtp),
+            ]
+        );
+        let m = &s.smtp;
+        assert_eq!(
+            (
+                m.max_message_size,
+                m.max_recipients,
+                m.max_line_length,
+                m.max_errors
+            ),
+            (1000, 100, 512, 3)
+        );
+        assert_eq!((m.max_connections, m.max_connections_per_ip), (10, 10));
+        assert_eq!(m.timeouts.command, Duration::from_secs(301));
+        assert_eq!(m.timeouts.data_block, Duration::from_secs(180));
+        assert_eq!(m.timeouts.data_termination, Duration::from_secs(3600));
+        assert_eq!(
+            (m.vrfy, m.expn),
+            (VerifyPolicy::Enabled, VerifyPolicy::CannotVerify)
+        );
+        assert!(
+            !(m.send_soml_saml
+                || m.help
+                || m.pipelining
+                || m.eight_bit_mime
+                || m.smtputf8
+                || m.chunking
+                || m.enhanced_status_codes)
+        );
+        let q = &s.queue;
+        assert_eq!(q.concurrency, 2);
+        assert_eq!(q.retry_initial, Duration::from_secs(10));
+        assert_eq!(q.retry_max_backoff, Duration::from_secs(7200));
+        assert_eq!(q.give_up_after, Duration::from_secs(172_800));
+        assert_eq!(s.directory.postmaster(), "admin@example.org");
+        assert_eq!(
+            s.directory.mailboxes().collect::<Vec<_>>(),
+            [("admin@example.org", Some("Ada Admin"))]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_by_name() {
+        let cases = [
+            ("bogus = 1\n", "bogus", 1),
+            ("[smtp]\nmax_size = 1\n", "max_size", 2),
+            (
+                "[[domain]]\nname = \"a.example\"\n[[mailbox]]\naddress = \"u@a.example\"\npassword = \"x\"\n",
+                "password",
+                5,
+            ),
+            (
+                "[[listener]]\naddress = \"127.0.0.1:25\"\ntls = true\n",
+                "tls",
+                3,
+            ),
+        ];
+        for (text, key, line) in cases {
+            let e = parse_error(text);
+            assert!(e.starts_with("t.toml: "), "{e}");
+            assert!(e.contains(&format!("unknown field `{key}`")), "{e}");
+            assert!(e.contains(&format!("line {line}")), "{e}");
+        }
+    }
+
+    #[test]
+    fn syntax_and_type_errors_name_line_and_column() {
+        let e = parse_error("hostname = \"a\"\n\n[smtp\n");
+        assert!(e.contains("line 3, column"), "{e}");
+        let e = parse_error("[smtp]\nmax_recipients = \"many\"\n");
+        assert!(e.contains("line 2, column"), "{e}");
+        let e = parse_error("[[mailbox]]\nfull_name = \"x\"\n");
+        assert!(e.contains("missing field `address`"), "{e}");
+    }
+
+    #[test]
+    fn several_problems_are_reported_at_once() {
+        let text = "hostname = \"\"\n[smtp]\nmax_line_length = 100\nvrfy = \"yes\"\n[[domain]]\nname = \"a.example\"\n[[mailbox]]\naddress = \"bad\"\n";
+        let found = problems(text);
+        let keys: Vec<(&str, Option<(usize, usize)>)> =
+            found.iter().map(|p| (p.key.as_str(), p.location)).collect();
+        assert_eq!(
+            keys,
+            [
+                ("hostname", Some((1, 12))),
+                ("smtp.max_line_length", Some((3, 19))),
+                ("smtp.vrfy", Some((4, 8))),
+                ("mailbox[0].address", Some((8, 11))),
+            ]
+        );
+        assert_eq!(
+            found[1].to_string(),
+            "t.toml:3:19: smtp.max_line_length: 100 is below the minimum 512 (RFC 5321 4.5.3.1.4)"
+        );
+        let e = ConfigError::Invalid(found);
+        assert_eq!(e.count(), 4);
+        assert_eq!(e.to_string().lines().count(), 4);
+    }
+
+    #[test]
+    fn each_validation_rule() {
+        const DOM: &str =
+            "[[domain]]\nname = \"a.example\"\n[[mailbox]]\naddress = \"u@a.example\"\n";
+        // (file text, key, part of the reason)
+        let cases: Vec<(String, &str, &str)> = vec![
+            ("hostname = \"\"".into(), "hostname", "must not be empty"),
+            ("hostname = \"mx example\"".into(), "hostname", "not a domain name"),
+            ("data_dir = \"\"".into(), "data_dir", "must not be empty"),
+            ("listener = []".into(), "listener", "at least one listener"),
+            ("[[listener]]\naddress = \"localhost:25\"".into(), "listener[0].address", "invalid listener address"),
+            ("[[listener]]\naddress = \"127.0.0.1:99999\"".into(), "listener[0].address", "invalid listener address"),
+            ("[[listener]]\naddress = \"127.0.0.1:25\"\nkind = \"lmtp\"".into(), "listener[0].kind", "unknown listener kind \"lmtp\""),
+            ("[[listener]]\naddress = \"127.0.0.1:25\"\n[[listener]]\naddress = \"127.0.0.1:25\"".into(), "listener[1].address", "already used by listener[0]"),
+            ("[smtp]\nmax_message_size = 0".into(), "smtp.max_message_size", "below the minimum 1"),
+            // RFC 5321 4.5.3.1.8
+            ("[smtp]\nmax_recipients = 99".into(), "smtp.max_recipients", "below the minimum 100"),
+            // RFC 5321 4.5.3.1.4
+            ("[smtp]\nmax_line_length = 511".into(), "smtp.max_line_length", "below the minimum 512"),
+            ("[smtp]\nmax_errors = 0".into(), "smtp.max_errors", "below the minimum 1"),
+            ("[smtp]\nmax_errors = 5000000000".into(), "smtp.max_errors", "too large"),
+            ("[smtp]\nmax_connections = 0".into(), "smtp.max_connections", "below the minimum 1"),
+            ("[smtp]\nmax_connections = 10\nmax_connections_per_ip = 11".into(), "smtp.max_connections_per_ip", "more than smtp.max_connections"),
+            ("[smtp]\ncommand_timeout = 0".into(), "smtp.command_timeout", "more than 0"),
+            ("[smtp]\ndata_block_timeout = -1".into(), "smtp.data_block_timeout", "negative"),
+            ("[smtp]\ndata_termination_timeout = \"10\"".into(), "smtp.data_termination_timeout", "no unit"),
+            ("[smtp]\ncommand_timeout = \"5w\"".into(), "smtp.command_timeout", "not a duration"),
+            ("[smtp]\nexpn = \"on\"".into(), "smtp.expn", "unknown policy \"on\""),
+            ("[queue]\nconcurrency = 0".into(), "queue.concurrency", "below the minimum 1"),
+            ("[queue]\nretry_initial = \"2h\"\nretry_max_backoff = \"1h\"".into(), "queue.retry_max_backoff", "shorter than queue.retry_initial"),
+            ("[queue]\ngive_up_after = 0".into(), "queue.give_up_after", "more than 0"),
+            ("shutdown_grace = \"soon\"".into(), "shutdown_grace", "not a duration"),
+            ("[[domain]]\nname = \"a_b.example\"".into(), "domain[0].name", "bad domain name"),
+            ("[[domain]]\nname = \"a.example\"\n[[domain]]\nname = \"A.EXAMPLE\"".into(), "domain[1].name", "duplicate domain"),
+            (format!("{DOM}[[mailbox]]\naddress = \"u@@a.example\""), "mailbox[1].address", "bad address syntax"),
+            (format!("{DOM}[[mailbox]]\naddress = \"u@b.example\""), "mailbox[1].address", "not in a local domain"),
+            (format!("{DOM}[[mailbox]]\naddress = \"U@A.example\""), "mailbox[1].address", "already defined as mailbox[0].address"),
+            (format!("{DOM}[[mailbox]]\naddress = \"v@a.example\"\nfull_name = \"\""), "mailbox[1].full_name", "full name"),
+            (format!("{DOM}[[alias]]\naddress = \"l@a.example\"\nmembers = []"), "alias[0].members", "at least one member"),
+            (format!("{DOM}[[alias]]\naddress = \"l@a.example\"\nmembers = [\"u@a.example\", \"<x@y.example>\"]"), "alias[0].members[1]", "bad address syntax"),
+            (format!("{DOM}[[alias]]\naddress = \"l@a.example\"\nmembers = [\"ghost@a.example\"]"), "alias[0].members[0]", "is not a mailbox, an alias"),
+            (format!("{DOM}[[alias]]\naddress = \"u@a.example\"\nmembers = [\"x@y.example\"]"), "alias[0].address", "already defined as mailbox[0].address"),
+            (format!("{DOM}[[relocated]]\naddress = \"u@a.example\"\nnew_address = \"u@b.example\""), "relocated[0].address", "already defined as mailbox[0].address"),
+            (format!("{DOM}[[relocated]]\naddress = \"r@b.example\"\nnew_address = \"u@c.example\""), "relocated[0].address", "not in a local domain"),
+            (format!("{DOM}[[relocated]]\naddress = \"r@a.example\"\nnew_address = \"nowhere\""), "relocated[0].new_address", "bad address syntax"),
+            (format!("postmaster = \"boss@a.example\"\n{DOM}"), "postmaster", "is not a mailbox, an alias"),
+            (format!("postmaster = \"boss\"\n{DOM}"), "postmaster", "bad address syntax"),
+        ];
+        for (text, key, reason) in &cases {
+            let found = problems(text);
+            assert_eq!(found.len(), 1, "{text}: {found:?}");
+            assert_eq!(found[0].key, *key, "{text}");
+            assert!(
+                found[0].reason.contains(reason),
+                "{text}: {}",
+                found[0].reason
+            );
+            assert!(found[0].location.is_some(), "{text}: no location");
+        }
+    }
+
+    #[test]
+    fn alias_loops_are_accepted() {
+        let text = r#"
+[[domain]]
+name = "a.example"
+[[mailbox]]
+address = "u@a.example"
+[[alias]]
+address = "x@a.example"
+members = ["y@a.example", "u@a.example"]
+[[alias]]
+address = "y@a.example"
+members = ["x@a.example", "friend@remote.example"]
+"#;
+        let s = parse("t.toml", text).unwrap();
+        assert_eq!(s.directory.aliases().count(), 2);
+    }
+
+    #[test]
+    fn discovery_order() {
+        let flag = Some(PathBuf::from("/f.toml"));
+        let env = Some(OsString::from("/e.toml"));
+        let yes = |_: &Path| true;
+        let no = |_: &Path| false;
+        let system = PathBuf::from(SYSTEM_CONFIG);
+        assert_eq!(
+            Source::discover(flag.clone(), env.clone(), yes),
+            Source::Flag("/f.toml".into())
+        );
+        assert_eq!(
+            Source::discover(None, env.clone(), yes),
+            Source::Env("/e.toml".into())
+        );
+        assert_eq!(
+            Source::discover(None, Some(OsString::new()), yes),
+            Source::System(system.clone())
+        );
+        assert_eq!(Source::discover(None, None, yes), Source::System(system));
+        assert_eq!(Source::discover(None, None, no), Source::Embedded);
+    }
+
+    #[test]
+    fn overrides_replace_listeners_and_data_dir() {
+        let mut s = parse("s", SAMPLE).unwrap();
+        Overrides::default().apply(&mut s);
+        assert_eq!(s, parse("s", SAMPLE).unwrap());
+        let a: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let b: SocketAddr = "[::1]:2525".parse().unwrap();
+        Overrides {
+            listen: vec![a, b],
+            data_dir: Some("/tmp/d".into()),
+        }
+        .apply(&mut s);
+        assert_eq!(
+            s.listeners,
+            [a, b].map(|address| ListenerSettings {
+                address,
+                kind: ListenerKind::Smtp
+            })
+        );
+        assert_eq!(s.data_dir, PathBuf::from("/tmp/d"));
+    }
+
+    #[test]
+    fn durations() {
+        let cases: &[(RawDuration, Result<u64, &str>)] = &[
+            (RawDuration::Seconds(0), Ok(0)),
+            (RawDuration::Seconds(300), Ok(300)),
+            (RawDuration::Seconds(-1), Err("negative")),
+            (RawDuration::Text("90s".into()), Ok(90)),
+            (RawDuration::Text("5m".into()), Ok(300)),
+            (RawDuration::Text(" 2h ".into()), Ok(7200)),
+            (RawDuration::Text("5d".into()), Ok(432_000)),
+            (RawDuration::Text("5".into()), Err("no unit")),
+            (RawDuration::Text("m".into()), Err("not a duration")),
+            (RawDuration::Text("1.5h".into()), Err("not a duration")),
+            (
+                RawDuration::Text("99999999999999999999d".into()),
+                Err("not a duration"),
+            ),
+            (
+                RawDuration::Text("999999999999999999d".into()),
+                Err("too long"),
+            ),
+        ];
+        for (raw, want) in cases {
+            match (raw.to_duration(), want) {
+                (Ok(d), Ok(secs)) => assert_eq!(d.as_secs(), *secs, "{raw:?}"),
+                (Err(e), Err(part)) => assert!(e.contains(part), "{raw:?}: {e}"),
+                (got, _) => panic!("{raw:?}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn summary_names_the_essentials() {
+        let lines = summary(&parse("s", SAMPLE).unwrap());
+        let text = lines.join("\n");
+        for part in [
+            "hostname: mx.test.example",
+            "listener: 127.0.0.1:2525 (smtp)",
+            "domains: test.example (2 mailboxes)",
+            "2 mailboxes, 1 aliases, 1 relocated; postmaster postmaster@test.example",
+        ] {
+            assert!(text.contains(part), "{part} missing from\n{text}");
+        }
+    }
+}
