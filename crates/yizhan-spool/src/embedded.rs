@@ -264,7 +264,9 @@ impl Spool {
             .map_err(|e| SpoolError::io(&lock_path, e))?;
         match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => {}
-            Err(rustix::io::Errno::WOULDBLOCK) => return Err(SpoolError::Locked { path: lock_path }),
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                return Err(SpoolError::Locked { path: lock_path });
+            }
             Err(e) => return Err(SpoolError::io(&lock_path, e.into())),
         }
 
@@ -656,7 +658,11 @@ impl Committer {
 }
 
 /// Checks every row against its body and removes body files that have no row.
-fn recover(conn: &mut Connection, bodies: &Path, corrupt_dir: &Path) -> Result<Recovery, SpoolError> {
+fn recover(
+    conn: &mut Connection,
+    bodies: &Path,
+    corrupt_dir: &Path,
+) -> Result<Recovery, SpoolError> {
     struct Damaged {
         rowid: i64,
         id: String,
@@ -812,4 +818,361 @@ fn unix_now() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use super::*;
+    use crate::{ClientInfo, LocalMailbox, Recipient, RecipientStatus};
+
+    fn envelope(received_at: i64, due: &[i64]) -> Envelope {
+        Envelope {
+            id: "00000000000000000000000000000000".parse().unwrap(),
+            received_at,
+            size: 0,
+            reverse_path: "sender@client.example".into(),
+            reverse_route: vec![],
+            envid: Some("env-1".into()),
+            ret: None,
+            body_type: Some("8BITMIME".into()),
+            smtputf8: false,
+            client: ClientInfo {
+                helo: "client.example".into(),
+                address: "192.0.2.1:40000".into(),
+                auth_user: None,
+                tls: None,
+            },
+            recipients: due
+                .iter()
+                .enumerate()
+                .map(|(i, &at)| {
+                    Recipient::pending(
+                        format!("user{i}@test.example"),
+                        format!("<user{i}@test.example>"),
+                        Some(LocalMailbox {
+                            domain: "test.example".into(),
+                            local: format!("user{i}"),
+                        }),
+                        at,
+                    )
+                })
+                .collect(),
+            held: false,
+        }
+    }
+
+    async fn put(spool: &Spool, body: &[u8], env: Envelope) -> QueueId {
+        let mut incoming = spool.create().unwrap();
+        incoming.write(body).unwrap();
+        spool.commit(incoming, env).await.unwrap()
+    }
+
+    fn body_of(spool: &Spool, id: &QueueId) -> Vec<u8> {
+        let mut out = Vec::new();
+        spool.open_body(id).unwrap().read_to_end(&mut out).unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn commit_then_reopen_finds_the_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let body = b"Subject: hi\r\n\r\nline one\r\n.. dotted\r\n";
+        let (spool, recovery) = Spool::open(dir.path()).unwrap();
+        assert_eq!(recovery, Recovery::default());
+        let id = put(&spool, body, envelope(100, &[100])).await;
+        let stored = spool.load(&id).unwrap();
+        assert_eq!(stored.id, id);
+        assert_eq!(stored.size, body.len() as u64);
+        drop(spool);
+
+        let (spool, recovery) = Spool::open(dir.path()).unwrap();
+        assert_eq!(
+            recovery,
+            Recovery {
+                messages: 1,
+                orphans_removed: 0,
+                corrupt: 0
+            }
+        );
+        assert_eq!(spool.load(&id).unwrap(), stored);
+        assert_eq!(spool.list().unwrap(), vec![stored]);
+        assert_eq!(body_of(&spool, &id), body);
+    }
+
+    #[tokio::test]
+    async fn a_spool_directory_is_opened_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(dir.path()).unwrap();
+        assert!(matches!(
+            Spool::open(dir.path()),
+            Err(SpoolError::Locked { .. })
+        ));
+        drop(spool);
+        assert!(Spool::open(dir.path()).is_ok());
+    }
+
+    #[tokio::test]
+    async fn orphan_bodies_are_deleted_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(dir.path()).unwrap();
+        let kept = put(&spool, b"kept\r\n", envelope(1, &[1])).await;
+        // A session that was receiving when we crashed: a body, never committed.
+        let mut incoming = spool.create().unwrap();
+        incoming.write(b"half a mess").unwrap();
+        let half = spool.body_path(incoming.id());
+        std::mem::forget(incoming);
+        drop(spool);
+        let junk = dir.path().join("bodies").join("not-a-queue-id.tmp");
+        fs::write(&junk, b"x").unwrap();
+
+        let (spool, recovery) = Spool::open(dir.path()).unwrap();
+        assert_eq!(recovery.orphans_removed, 2);
+        assert_eq!(recovery.messages, 1);
+        assert!(!half.exists());
+        assert!(!junk.exists());
+        assert_eq!(body_of(&spool, &kept), b"kept\r\n");
+    }
+
+    #[tokio::test]
+    async fn damaged_messages_are_moved_aside_and_open_succeeds() {
+        type Damage = fn(&Path, &QueueId, &Connection);
+        let cases: [(&str, Damage, bool); 5] = [
+            (
+                "envelope is not JSON",
+                |_, id, db| {
+                    db.execute(
+                        "UPDATE queue SET envelope = '{not json' WHERE id = ?1",
+                        [id.as_str()],
+                    )
+                    .unwrap();
+                },
+                true,
+            ),
+            (
+                "envelope is a number",
+                |_, id, db| {
+                    db.execute(
+                        "UPDATE queue SET envelope = 42 WHERE id = ?1",
+                        [id.as_str()],
+                    )
+                    .unwrap();
+                },
+                true,
+            ),
+            (
+                "row id is not a queue id",
+                |_, id, db| {
+                    db.execute("UPDATE queue SET id = '../x' WHERE id = ?1", [id.as_str()])
+                        .unwrap();
+                },
+                // The body then has no row: an orphan, removed.
+                false,
+            ),
+            (
+                "body missing",
+                |dir, id, _| fs::remove_file(dir.join("bodies").join(id.as_str())).unwrap(),
+                false,
+            ),
+            (
+                "body truncated",
+                |dir, id, _| fs::write(dir.join("bodies").join(id.as_str()), b"half").unwrap(),
+                true,
+            ),
+        ];
+        for (name, damage, body_moved) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let (spool, _) = Spool::open(dir.path()).unwrap();
+            let good = put(&spool, b"good\r\n", envelope(1, &[1])).await;
+            let bad = put(&spool, b"bad message body\r\n", envelope(2, &[2])).await;
+            drop(spool);
+            let db = Connection::open(dir.path().join("index.sqlite")).unwrap();
+            damage(dir.path(), &bad, &db);
+            drop(db);
+
+            let (spool, recovery) = Spool::open(dir.path()).expect(name);
+            assert_eq!(recovery.corrupt, 1, "{name}");
+            assert_eq!(recovery.messages, 1, "{name}");
+            assert_eq!(spool.list().unwrap().len(), 1, "{name}");
+            assert_eq!(spool.load(&good).unwrap().id, good, "{name}");
+            assert!(
+                matches!(spool.load(&bad), Err(SpoolError::NotFound(_))),
+                "{name}"
+            );
+            assert!(!spool.body_path(&bad).exists(), "{name}");
+            assert_eq!(
+                dir.path().join("corrupt").join(bad.as_str()).exists(),
+                body_moved,
+                "{name}"
+            );
+            let db = Connection::open(dir.path().join("index.sqlite")).unwrap();
+            let reason: String = db
+                .query_row("SELECT reason FROM corrupt", [], |r| r.get(0))
+                .unwrap();
+            assert!(!reason.is_empty(), "{name}");
+            // Recovery is done: a second open finds nothing more to do.
+            drop(spool);
+            let (_spool, again) = Spool::open(dir.path()).unwrap();
+            assert_eq!(
+                again,
+                Recovery {
+                    messages: 1,
+                    orphans_removed: 0,
+                    corrupt: 0
+                },
+                "{name}"
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_commits_are_grouped_and_durable() {
+        const N: usize = 200;
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(dir.path()).unwrap();
+        // Hold the index's write lock, as a slow commit would: every commit queues up behind it.
+        let blocker = Connection::open(dir.path().join("index.sqlite")).unwrap();
+        blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..N {
+            let spool = spool.clone();
+            tasks.spawn(async move {
+                let body = format!("message {i}\r\n");
+                put(&spool, body.as_bytes(), envelope(i as i64, &[i as i64])).await
+            });
+        }
+        // Wait (on a condition, not a duration) until all of them wait for the committer.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while spool.pending_commits() < N {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "commits never queued up"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(spool.commit_groups(), 0);
+        blocker.execute_batch("COMMIT").unwrap();
+
+        let mut ids = HashSet::new();
+        while let Some(id) = tasks.join_next().await {
+            ids.insert(id.unwrap());
+        }
+        assert_eq!(ids.len(), N);
+        let groups = spool.commit_groups();
+        assert!(groups < N as u64, "{groups} transactions for {N} commits");
+        assert!(
+            groups <= 2,
+            "{groups} transactions: at most the blocked one and the rest"
+        );
+        assert_eq!(spool.pending_commits(), 0);
+        drop(spool);
+
+        let (spool, recovery) = Spool::open(dir.path()).unwrap();
+        assert_eq!(recovery.messages, N);
+        assert_eq!(recovery.orphans_removed + recovery.corrupt, 0);
+        for id in &ids {
+            let env = spool.load(id).unwrap();
+            let want = format!("message {}\r\n", env.received_at);
+            assert_eq!(body_of(&spool, id), want.as_bytes());
+        }
+    }
+
+    #[tokio::test]
+    async fn update_and_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(dir.path()).unwrap();
+        let id = put(&spool, b"body\r\n", envelope(10, &[10, 10])).await;
+        let mut env = spool.load(&id).unwrap();
+        env.recipients[0].status = RecipientStatus::Delivered {
+            at: 11,
+            detail: "new/1".into(),
+        };
+        env.recipients[1].attempts = 1;
+        env.recipients[1].next_attempt = 310;
+        env.recipients[1].last_error = Some("disk full".into());
+        spool.update(&env).await.unwrap();
+        assert_eq!(spool.load(&id).unwrap(), env);
+        assert_eq!(spool.next_due().unwrap(), Some(310));
+        assert!(spool.due(309, 10).unwrap().is_empty());
+        assert_eq!(spool.due(310, 10).unwrap(), vec![env.clone()]);
+
+        spool.remove(&id).await.unwrap();
+        assert!(matches!(spool.load(&id), Err(SpoolError::NotFound(_))));
+        assert!(!spool.body_path(&id).exists());
+        assert!(matches!(
+            spool.update(&env).await,
+            Err(SpoolError::NotFound(_))
+        ));
+        spool.remove(&id).await.unwrap(); // idempotent
+        assert_eq!(spool.next_due().unwrap(), None);
+        drop(spool);
+        let (_, recovery) = Spool::open(dir.path()).unwrap();
+        assert_eq!(recovery, Recovery::default());
+    }
+
+    #[tokio::test]
+    async fn due_is_ordered_and_skips_held_and_finished() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(dir.path()).unwrap();
+        let late = put(&spool, b"a", envelope(1, &[50, 70])).await;
+        let early = put(&spool, b"b", envelope(2, &[90, 20])).await;
+        let mut held_env = envelope(3, &[5]);
+        held_env.held = true;
+        put(&spool, b"c", held_env).await;
+        let mut finished = envelope(4, &[1]);
+        finished.recipients[0].status = RecipientStatus::Failed {
+            at: 4,
+            detail: "550".into(),
+        };
+        put(&spool, b"d", finished).await;
+        let future = put(&spool, b"e", envelope(5, &[1000])).await;
+
+        let ids = |v: Vec<Envelope>| v.into_iter().map(|e| e.id).collect::<Vec<_>>();
+        // (now, limit, expected ids in order)
+        let cases = [
+            (4, 10, vec![]),
+            (20, 10, vec![early.clone()]),
+            (50, 10, vec![early.clone(), late.clone()]),
+            (50, 1, vec![early.clone()]),
+            (1000, 10, vec![early.clone(), late.clone(), future.clone()]),
+            (1000, 0, vec![]),
+        ];
+        for (now, limit, want) in cases {
+            assert_eq!(
+                ids(spool.due(now, limit).unwrap()),
+                want,
+                "now {now} limit {limit}"
+            );
+        }
+        assert_eq!(spool.next_due().unwrap(), Some(20));
+        assert_eq!(spool.list().unwrap().len(), 5);
+    }
+
+    #[tokio::test]
+    async fn dropping_an_incoming_deletes_its_body() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(dir.path()).unwrap();
+        let mut incoming = spool.create().unwrap();
+        incoming.write(b"some data").unwrap();
+        assert_eq!(incoming.size(), 9);
+        let path = spool.body_path(incoming.id());
+        assert!(path.exists());
+        drop(incoming);
+        assert!(!path.exists());
+        assert!(spool.list().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_incoming_from_another_spool_is_refused() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (spool_a, _) = Spool::open(a.path()).unwrap();
+        let (spool_b, _) = Spool::open(b.path()).unwrap();
+        let incoming = spool_a.create().unwrap();
+        let path = spool_a.body_path(incoming.id());
+        assert!(spool_b.commit(incoming, envelope(1, &[1])).await.is_err());
+        assert!(!path.exists());
+        assert!(spool_a.list().unwrap().is_empty() && spool_b.list().unwrap().is_empty());
+    }
 }

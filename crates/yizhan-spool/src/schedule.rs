@@ -79,7 +79,11 @@ mod tests {
             (u32::MAX, t0, Some(t0 + 4000)),
         ];
         for (attempts, now, want) in cases {
-            assert_eq!(p.next_attempt(attempts, t0, now), want, "attempts {attempts}");
+            assert_eq!(
+                p.next_attempt(attempts, t0, now),
+                want,
+                "attempts {attempts}"
+            );
         }
     }
 
@@ -89,7 +93,10 @@ mod tests {
         let p = RetryPolicy::default();
         let t0 = 1_000_000;
         let five_days = 5 * 24 * 3600;
-        assert_eq!(p.next_attempt(3, t0, t0 + five_days - 1), Some(t0 + five_days - 1 + 1200));
+        assert_eq!(
+            p.next_attempt(3, t0, t0 + five_days - 1),
+            Some(t0 + five_days - 1 + 1200)
+        );
         assert_eq!(p.next_attempt(3, t0, t0 + five_days), None);
         assert_eq!(p.next_attempt(0, t0, t0 + five_days + 1), None);
         assert!(!p.expired(t0, t0 + five_days - 1));
