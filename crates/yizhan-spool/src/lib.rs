@@ -1,2 +1,35 @@
-//! yizhan's durable message spool with group commit
+//! yizhan's durable message spool, with group commit.
+//!
+//! The spool is the only source of truth about accepted mail (DESIGN.md invariants 1-3):
+//!
+//! - a message is acknowledged (`250` after DATA, RFC 5321 4.1.1.4) only once
+//!   [`Spool::commit`] has returned, i.e. its body is `fdatasync`ed and its envelope row is
+//!   committed in a `synchronous=FULL` SQLite transaction;
+//! - the queue runner's schedule is rebuilt from it at start ([`Spool::due`],
+//!   [`Spool::next_due`]);
+//! - recipient state is written ([`Spool::update`]) before the runner moves on, and a message is
+//!   removed ([`Spool::remove`]) only once every recipient is final.
+//!
+//! | module | what | RFCs |
+//! | --- | --- | --- |
+//! | [`embedded`] | the embedded backend: body files + SQLite index + group-commit thread, recovery | 5321 4.1.1.4, 6.1 |
+//! | [`envelope`] | envelope and per-recipient state, stored as JSON | 5321 4.1.1.2-3, 3461, 6152, 6531 |
+//! | [`id`] | [`QueueId`]: UUID v7 as 32 hex digits | 9562 5.7 |
+//! | [`schedule`] | the pure retry schedule | 5321 4.5.4.1 |
+//! | [`error`] | [`SpoolError`] | |
+//!
+//! The API of [`Spool`] is the one every backend keeps; a shared PostgreSQL backend can be
+//! added behind it later.
 #![forbid(unsafe_code)]
+
+pub mod embedded;
+pub mod envelope;
+pub mod error;
+pub mod id;
+pub mod schedule;
+
+pub use embedded::{Incoming, Recovery, Spool};
+pub use envelope::{ClientInfo, Envelope, LocalMailbox, Recipient, RecipientStatus};
+pub use error::SpoolError;
+pub use id::{InvalidQueueId, QueueId};
+pub use schedule::RetryPolicy;

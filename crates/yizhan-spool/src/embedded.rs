@@ -1,0 +1,1178 @@
+//! The embedded backend: body files plus a SQLite index, with one group-committing thread.
+//!
+//! Layout under the spool directory:
+//!
+//! ```text
+//! lock            flock(2)ed while a Spool has the directory open
+//! bodies/<id>     one immutable body file per message
+//! index.sqlite    WAL mode, synchronous=FULL: a committed row is the commit point
+//! corrupt/<id>    bodies of damaged messages, moved aside at open
+//! ```
+//!
+//! Committing a message (the durability promise of RFC 5321 4.1.1.4 and 6.1: "250" only once
+//! the message is safely stored):
+//!
+//! 1. the session streams the body into `bodies/<id>` ([`Incoming::write`]);
+//! 2. [`Spool::commit`] flushes and `fdatasync`s the body on the blocking pool, so many
+//!    sessions sync their bodies in parallel;
+//! 3. it sends the row to the committer thread and waits for its answer;
+//! 4. the committer takes everything queued, `fsync`s `bodies/` once (so every new directory
+//!    entry is durable), writes all rows in one transaction, commits, and answers every waiter.
+//!
+//! One fsync of the directory and one WAL sync cover every message that finished while the
+//! previous group was being committed: that is group commit, and it is where the throughput
+//! comes from (see shared/research/ecosystem.md, "Spool durability benchmark").
+//!
+//! Recovery at [`Spool::open`]: a body file without a row was never acknowledged and is
+//! deleted; a row whose envelope does not parse, or whose body is missing or has the wrong size,
+//! is moved to the `corrupt` table (and its body, if any, to `corrupt/`), logged, and skipped.
+
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use tokio::sync::oneshot;
+
+use crate::{Envelope, QueueId, SpoolError};
+
+/// The most changes one transaction takes; more simply wait for the next group.
+const MAX_GROUP: usize = 1024;
+
+/// How long a SQLite call waits for a lock held by someone else (an operator's `sqlite3`
+/// shell, say) before it fails.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS queue (
+    id          TEXT NOT NULL PRIMARY KEY,
+    received_at INTEGER NOT NULL,
+    next_due    INTEGER,
+    held        INTEGER NOT NULL DEFAULT 0,
+    envelope    TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS queue_due ON queue (held, next_due);
+CREATE TABLE IF NOT EXISTS corrupt (
+    id       TEXT,
+    moved_at INTEGER NOT NULL,
+    reason   TEXT NOT NULL,
+    envelope BLOB
+);
+";
+
+/// What [`Spool::open`] found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Messages in the spool after recovery.
+    pub messages: usize,
+    /// Body files without an index row (never acknowledged), deleted.
+    pub orphans_removed: usize,
+    /// Damaged messages moved to the `corrupt` table and directory.
+    pub corrupt: usize,
+}
+
+/// The durable message queue. Cheap to clone: all clones share one index and one committer.
+///
+/// The API is the contract every backend keeps (this embedded one now, a shared PostgreSQL one
+/// later): `create` + `commit` to accept a message, `due`/`load`/`open_body` to deliver it,
+/// `update` to record recipient state, `remove` when every recipient is final. Every method that
+/// changes state is `async` and returns once the change is durable.
+///
+/// Reads (`load`, `list`, `due`, `next_due`) are short synchronous SQLite queries on a
+/// separate connection; WAL mode lets them run while the committer writes.
+#[derive(Clone, Debug)]
+pub struct Spool {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    bodies: PathBuf,
+    reader: Mutex<Connection>,
+    jobs: Option<mpsc::Sender<Job>>,
+    committer: Option<JoinHandle<()>>,
+    stats: Arc<Stats>,
+    // Held (and flock'ed) for as long as the spool is open; after the committer has stopped.
+    _lock: File,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spool")
+            .field("dir", &self.dir)
+            .field("commit_groups", &self.stats.groups.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the channel lets the committer finish what is queued and stop; wait for it so
+        // that the spool can be reopened (and the lock taken) as soon as the last clone is gone.
+        drop(self.jobs.take());
+        if let Some(handle) = self.committer.take()
+            && handle.join().is_err()
+        {
+            tracing::error!(dir = %self.dir.display(), "spool committer thread panicked");
+        }
+    }
+}
+
+#[derive(Default)]
+struct Stats {
+    /// Transactions committed by the committer.
+    groups: AtomicU64,
+    /// Changes submitted to the committer and not answered yet.
+    pending: AtomicUsize,
+}
+
+/// A message being received: its body file, open for writing.
+///
+/// Dropping an `Incoming` that was not committed deletes the body file: the transaction was
+/// aborted (RSET, client gone, size exceeded, error) and nothing was acknowledged.
+#[derive(Debug)]
+pub struct Incoming {
+    id: QueueId,
+    path: PathBuf,
+    /// `None` once handed to the committer (which then owns the file's fate).
+    writer: Option<BufWriter<File>>,
+    size: u64,
+}
+
+impl Incoming {
+    /// The queue id this message will have.
+    pub fn id(&self) -> &QueueId {
+        &self.id
+    }
+
+    /// Appends bytes to the body.
+    pub fn write(&mut self, bytes: &[u8]) -> Result<(), SpoolError> {
+        let writer = self
+            .writer
+            .as_mut()
+            .ok_or_else(|| SpoolError::io(&self.path, io::ErrorKind::BrokenPipe.into()))?;
+        writer
+            .write_all(bytes)
+            .map_err(|e| SpoolError::io(&self.path, e))?;
+        self.size += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Bytes written so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Flushes the buffer and `fdatasync`s the file (blocking).
+    fn sync(&mut self) -> Result<(), SpoolError> {
+        let writer = self
+            .writer
+            .as_mut()
+            .ok_or_else(|| SpoolError::io(&self.path, io::ErrorKind::BrokenPipe.into()))?;
+        writer.flush().map_err(|e| SpoolError::io(&self.path, e))?;
+        writer
+            .get_ref()
+            .sync_data()
+            .map_err(|e| SpoolError::io(&self.path, e))
+    }
+
+    /// Closes the file and gives up responsibility for it (the committer deletes it if the
+    /// transaction fails).
+    fn hand_off(mut self) -> PathBuf {
+        self.writer = None;
+        std::mem::take(&mut self.path)
+    }
+}
+
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        if self.writer.take().is_some() {
+            remove_quietly(&self.path);
+        }
+    }
+}
+
+/// One change for the committer.
+enum Op {
+    /// A new message; `body` is deleted if the transaction fails.
+    Insert { row: Row, body: PathBuf },
+    /// New recipient state for an existing message.
+    Update { row: Row },
+    /// Delete the row, then (after the commit) the body file.
+    Remove { id: QueueId, body: PathBuf },
+}
+
+struct Job {
+    op: Op,
+    reply: oneshot::Sender<Result<(), SpoolError>>,
+}
+
+/// An envelope ready to be written.
+struct Row {
+    id: QueueId,
+    received_at: i64,
+    next_due: Option<i64>,
+    held: bool,
+    json: String,
+}
+
+impl Row {
+    fn new(envelope: &Envelope) -> Result<Row, SpoolError> {
+        let json = serde_json::to_string(envelope).map_err(|e| SpoolError::Corrupt {
+            id: envelope.id.to_string(),
+            reason: format!("cannot encode envelope: {e}"),
+        })?;
+        Ok(Row {
+            id: envelope.id.clone(),
+            received_at: envelope.received_at,
+            next_due: envelope.next_due(),
+            held: envelope.held,
+            json,
+        })
+    }
+}
+
+impl Spool {
+    /// Opens (creating if needed) the spool in `dir`, runs recovery and starts the committer.
+    ///
+    /// Fails with [`SpoolError::Locked`] if another `Spool` has the directory open, and with
+    /// [`SpoolError::Sqlite`] if the index cannot be opened at all (a damaged index is not moved
+    /// aside automatically: that would drop every queued message on the floor).
+    pub fn open(dir: &Path) -> Result<(Spool, Recovery), SpoolError> {
+        let bodies = dir.join("bodies");
+        let corrupt_dir = dir.join("corrupt");
+        for d in [dir, &bodies, &corrupt_dir] {
+            fs::create_dir_all(d).map_err(|e| SpoolError::io(d, e))?;
+        }
+        sync_dir(dir)?;
+
+        let lock_path = dir.join("lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| SpoolError::io(&lock_path, e))?;
+        match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                return Err(SpoolError::Locked { path: lock_path });
+            }
+            Err(e) => return Err(SpoolError::io(&lock_path, e.into())),
+        }
+
+        let index = dir.join("index.sqlite");
+        let mut writer = Connection::open(&index)?;
+        writer.busy_timeout(BUSY_TIMEOUT)?;
+        let mode: String = writer.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(SpoolError::Corrupt {
+                id: index.display().to_string(),
+                reason: format!("cannot switch the index to WAL mode (got {mode})"),
+            });
+        }
+        writer.pragma_update(None, "synchronous", "FULL")?;
+        let version: i64 = writer.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version > SCHEMA_VERSION {
+            return Err(SpoolError::Corrupt {
+                id: index.display().to_string(),
+                reason: format!(
+                    "index schema version {version} is newer than this yizhan ({SCHEMA_VERSION})"
+                ),
+            });
+        }
+        writer.execute_batch(SCHEMA)?;
+        writer.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+
+        let recovery = recover(&mut writer, &bodies, &corrupt_dir)?;
+
+        let reader = Connection::open(&index)?;
+        reader.busy_timeout(BUSY_TIMEOUT)?;
+        reader.pragma_update(None, "query_only", true)?;
+
+        let bodies_handle = File::open(&bodies).map_err(|e| SpoolError::io(&bodies, e))?;
+        let stats = Arc::new(Stats::default());
+        let (tx, rx) = mpsc::channel();
+        let committer = Committer {
+            conn: writer,
+            bodies: bodies.clone(),
+            bodies_handle,
+            stats: stats.clone(),
+        };
+        let handle = std::thread::Builder::new()
+            .name("yizhan-spool-committer".into())
+            .spawn(move || committer.run(rx))
+            .map_err(|e| SpoolError::io(dir, e))?;
+
+        let spool = Spool {
+            inner: Arc::new(Inner {
+                dir: dir.to_path_buf(),
+                bodies,
+                reader: Mutex::new(reader),
+                jobs: Some(tx),
+                committer: Some(handle),
+                stats,
+                _lock: lock,
+            }),
+        };
+        Ok((spool, recovery))
+    }
+
+    /// The spool directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Starts a new message: a fresh [`QueueId`] and its (empty) body file.
+    pub fn create(&self) -> Result<Incoming, SpoolError> {
+        let mut tries = 0;
+        loop {
+            let id = QueueId::generate();
+            let path = self.body_path(&id);
+            match OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(file) => {
+                    return Ok(Incoming {
+                        id,
+                        path,
+                        writer: Some(BufWriter::with_capacity(64 * 1024, file)),
+                        size: 0,
+                    });
+                }
+                // UUID v7 collisions are practically impossible; be safe anyway.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && tries < 3 => tries += 1,
+                Err(e) => return Err(SpoolError::io(path, e)),
+            }
+        }
+    }
+
+    /// Makes the message durable: syncs the body, then commits the envelope row (in a group
+    /// with whatever else is ready). Returns the queue id once the row is committed; only then
+    /// may the session answer `250`.
+    ///
+    /// `envelope.id` and `envelope.size` are set from `incoming`. New recipients should be
+    /// `Pending` with `next_attempt = received_at` (see [`crate::Recipient::pending`]).
+    ///
+    /// On error nothing is stored and the body file is deleted (except after
+    /// [`SpoolError::Closed`], where recovery at the next start decides). If the returned future
+    /// is dropped half way, the message may or may not be stored; it was not acknowledged.
+    pub async fn commit(
+        &self,
+        mut incoming: Incoming,
+        mut envelope: Envelope,
+    ) -> Result<QueueId, SpoolError> {
+        if incoming.path.parent() != Some(self.inner.bodies.as_path()) {
+            return Err(SpoolError::io(
+                &incoming.path,
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "this Incoming belongs to another spool",
+                ),
+            ));
+        }
+        envelope.id = incoming.id.clone();
+        envelope.size = incoming.size;
+        let row = Row::new(&envelope)?;
+        let incoming = tokio::task::spawn_blocking(move || {
+            incoming.sync()?;
+            Ok::<_, SpoolError>(incoming)
+        })
+        .await
+        .map_err(|e| SpoolError::CommitFailed {
+            reason: format!("body sync task failed: {e}"),
+        })??;
+        let body = incoming.hand_off();
+        self.submit(Op::Insert { row, body }).await?;
+        Ok(envelope.id)
+    }
+
+    /// Reads one message's envelope.
+    pub fn load(&self, id: &QueueId) -> Result<Envelope, SpoolError> {
+        let reader = self.reader();
+        let json: Option<Option<Vec<u8>>> = reader
+            .prepare_cached("SELECT envelope FROM queue WHERE id = ?1")?
+            .query_row([id.as_str()], |r| Ok(bytes_of(r.get_ref(0)?)))
+            .optional()?;
+        match json {
+            None => Err(SpoolError::NotFound(id.clone())),
+            Some(None) => Err(SpoolError::Corrupt {
+                id: id.to_string(),
+                reason: "envelope column is not text".into(),
+            }),
+            Some(Some(json)) => parse_envelope(id.as_str(), &json),
+        }
+    }
+
+    /// Every message in the spool, oldest first. Rows that do not parse are skipped with a
+    /// warning (the next [`Spool::open`] moves them aside).
+    pub fn list(&self) -> Result<Vec<Envelope>, SpoolError> {
+        self.query_envelopes("SELECT id, envelope FROM queue ORDER BY id", [])
+    }
+
+    /// Up to `limit` messages that are not held and have a `Pending` recipient with
+    /// `next_attempt <= now`, the longest-due first.
+    pub fn due(&self, now: i64, limit: usize) -> Result<Vec<Envelope>, SpoolError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.query_envelopes(
+            "SELECT id, envelope FROM queue
+             WHERE held = 0 AND next_due IS NOT NULL AND next_due <= ?1
+             ORDER BY next_due, id LIMIT ?2",
+            params![now, limit],
+        )
+    }
+
+    /// The earliest `next_attempt` of any pending recipient of a message that is not held.
+    pub fn next_due(&self) -> Result<Option<i64>, SpoolError> {
+        let reader = self.reader();
+        let due = reader
+            .prepare_cached("SELECT MIN(next_due) FROM queue WHERE held = 0")?
+            .query_row([], |r| r.get(0))?;
+        Ok(due)
+    }
+
+    /// Opens a message body for reading.
+    pub fn open_body(&self, id: &QueueId) -> Result<File, SpoolError> {
+        let path = self.body_path(id);
+        File::open(&path).map_err(|e| SpoolError::io(path, e))
+    }
+
+    /// Where a message body lives (whether or not it exists).
+    pub fn body_path(&self, id: &QueueId) -> PathBuf {
+        self.inner.bodies.join(id.as_str())
+    }
+
+    /// Durably replaces a message's envelope (recipient state, `held`). Goes through the
+    /// committer like `commit`. Fails with [`SpoolError::NotFound`] if the message is gone.
+    pub async fn update(&self, envelope: &Envelope) -> Result<(), SpoolError> {
+        let row = Row::new(envelope)?;
+        self.submit(Op::Update { row }).await
+    }
+
+    /// Durably deletes a message: the row is deleted and committed, then the body unlinked.
+    /// Removing a message that is not there is not an error.
+    pub async fn remove(&self, id: &QueueId) -> Result<(), SpoolError> {
+        let body = self.body_path(id);
+        self.submit(Op::Remove {
+            id: id.clone(),
+            body,
+        })
+        .await
+    }
+
+    /// How many transactions the committer has committed. With concurrent commits this grows
+    /// more slowly than the number of changes: that is group commit at work.
+    pub fn commit_groups(&self) -> u64 {
+        self.inner.stats.groups.load(Ordering::Relaxed)
+    }
+
+    /// Changes submitted to the committer and not answered yet (a gauge of its backlog).
+    pub fn pending_commits(&self) -> usize {
+        self.inner.stats.pending.load(Ordering::Relaxed)
+    }
+
+    async fn submit(&self, op: Op) -> Result<(), SpoolError> {
+        let jobs = self.inner.jobs.as_ref().ok_or(SpoolError::Closed)?;
+        let (reply, answer) = oneshot::channel();
+        self.inner.stats.pending.fetch_add(1, Ordering::Relaxed);
+        if let Err(mpsc::SendError(job)) = jobs.send(Job { op, reply }) {
+            self.inner.stats.pending.fetch_sub(1, Ordering::Relaxed);
+            if let Op::Insert { body, .. } = job.op {
+                remove_quietly(&body);
+            }
+            return Err(SpoolError::Closed);
+        }
+        answer.await.map_err(|_| SpoolError::Closed)?
+    }
+
+    fn reader(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves the connection itself usable.
+        self.inner
+            .reader
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn query_envelopes(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<Envelope>, SpoolError> {
+        let reader = self.reader();
+        let mut stmt = reader.prepare_cached(sql)?;
+        let rows = stmt.query_map(params, |r| {
+            Ok((text_of(r.get_ref(0)?), bytes_of(r.get_ref(1)?)))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, json) = row?;
+            let parsed = match json {
+                Some(json) => parse_envelope(&id, &json),
+                None => Err(SpoolError::Corrupt {
+                    id: id.clone(),
+                    reason: "envelope column is not text".into(),
+                }),
+            };
+            match parsed {
+                Ok(env) => out.push(env),
+                Err(e) => tracing::warn!(queue_id = %id, error = %e, "skipping damaged spool row"),
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The committer thread's state.
+struct Committer {
+    conn: Connection,
+    bodies: PathBuf,
+    bodies_handle: File,
+    stats: Arc<Stats>,
+}
+
+impl Committer {
+    fn run(mut self, jobs: mpsc::Receiver<Job>) {
+        while let Ok(first) = jobs.recv() {
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP {
+                match jobs.try_recv() {
+                    Ok(job) => group.push(job),
+                    Err(_) => break,
+                }
+            }
+            self.commit_group(group);
+        }
+    }
+
+    fn commit_group(&mut self, group: Vec<Job>) {
+        let results = match self.write_group(&group) {
+            Ok(results) => {
+                self.stats.groups.fetch_add(1, Ordering::Relaxed);
+                results
+            }
+            Err(reason) => {
+                tracing::error!(changes = group.len(), %reason, "spool group commit failed");
+                group
+                    .iter()
+                    .map(|job| {
+                        if let Op::Insert { body, .. } = &job.op {
+                            remove_quietly(body);
+                        }
+                        Err(SpoolError::CommitFailed {
+                            reason: reason.clone(),
+                        })
+                    })
+                    .collect()
+            }
+        };
+        for (job, result) in group.into_iter().zip(results) {
+            if let (Op::Remove { body, .. }, Ok(())) = (&job.op, &result) {
+                remove_quietly(body);
+            }
+            self.stats.pending.fetch_sub(1, Ordering::Relaxed);
+            // The waiter may have gone away (its future dropped); the change stands regardless.
+            let _ = job.reply.send(result);
+        }
+    }
+
+    /// One transaction for the whole group. `Err` means nothing was stored; `Ok` holds each
+    /// change's own result (an update of a missing row fails alone).
+    fn write_group(&mut self, group: &[Job]) -> Result<Vec<Result<(), SpoolError>>, String> {
+        if group.iter().any(|j| matches!(j.op, Op::Insert { .. })) {
+            // Makes the new directory entries of every body in this group durable at once.
+            self.bodies_handle
+                .sync_all()
+                .map_err(|e| format!("fsync {}: {e}", self.bodies.display()))?;
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| e.to_string())?;
+        let mut results = Vec::with_capacity(group.len());
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO queue (id, received_at, next_due, held, envelope)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .map_err(|e| e.to_string())?;
+            let mut update = tx
+                .prepare_cached(
+                    "UPDATE queue SET received_at = ?2, next_due = ?3, held = ?4, envelope = ?5
+                     WHERE id = ?1",
+                )
+                .map_err(|e| e.to_string())?;
+            let mut delete = tx
+                .prepare_cached("DELETE FROM queue WHERE id = ?1")
+                .map_err(|e| e.to_string())?;
+            for job in group {
+                let result = match &job.op {
+                    Op::Insert { row, .. } => {
+                        insert
+                            .execute(params![
+                                row.id.as_str(),
+                                row.received_at,
+                                row.next_due,
+                                row.held,
+                                row.json
+                            ])
+                            .map_err(|e| format!("insert {}: {e}", row.id))?;
+                        Ok(())
+                    }
+                    Op::Update { row } => {
+                        let changed = update
+                            .execute(params![
+                                row.id.as_str(),
+                                row.received_at,
+                                row.next_due,
+                                row.held,
+                                row.json
+                            ])
+                            .map_err(|e| format!("update {}: {e}", row.id))?;
+                        if changed == 0 {
+                            Err(SpoolError::NotFound(row.id.clone()))
+                        } else {
+                            Ok(())
+                        }
+                    }
+                    Op::Remove { id, .. } => {
+                        delete
+                            .execute([id.as_str()])
+                            .map_err(|e| format!("delete {id}: {e}"))?;
+                        Ok(())
+                    }
+                };
+                results.push(result);
+            }
+        }
+        tx.commit().map_err(|e| format!("commit: {e}"))?;
+        Ok(results)
+    }
+}
+
+/// Checks every row against its body and removes body files that have no row.
+fn recover(
+    conn: &mut Connection,
+    bodies: &Path,
+    corrupt_dir: &Path,
+) -> Result<Recovery, SpoolError> {
+    struct Damaged {
+        rowid: i64,
+        id: String,
+        reason: String,
+        envelope: Option<Vec<u8>>,
+    }
+
+    let mut recovery = Recovery::default();
+    let mut known = HashSet::new();
+    let mut damaged = Vec::new();
+    {
+        let mut stmt = conn.prepare("SELECT rowid, id, envelope FROM queue")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let rowid: i64 = row.get(0)?;
+            let id = text_of(row.get_ref(1)?);
+            let envelope = bytes_of(row.get_ref(2)?);
+            match check_row(&id, envelope.as_deref(), bodies) {
+                Ok(()) => {
+                    known.insert(id);
+                }
+                Err(reason) => damaged.push(Damaged {
+                    rowid,
+                    id,
+                    reason,
+                    envelope,
+                }),
+            }
+        }
+    }
+
+    if !damaged.is_empty() {
+        // Move the bodies first: if we crash before the rows move, the next start finds the
+        // rows without bodies and moves them then.
+        for d in &damaged {
+            if d.id.parse::<QueueId>().is_ok() {
+                let from = bodies.join(&d.id);
+                if from.exists()
+                    && let Err(e) = fs::rename(&from, corrupt_dir.join(&d.id))
+                {
+                    tracing::warn!(queue_id = %d.id, error = %e, "cannot move damaged body aside");
+                }
+            }
+        }
+        sync_dir(corrupt_dir)?;
+        sync_dir(bodies)?;
+        let moved_at = unix_now();
+        let tx = conn.transaction()?;
+        for d in &damaged {
+            tracing::warn!(
+                queue_id = %d.id,
+                reason = %d.reason,
+                "damaged spool message moved to the corrupt table"
+            );
+            tx.execute(
+                "INSERT INTO corrupt (id, moved_at, reason, envelope) VALUES (?1, ?2, ?3, ?4)",
+                params![d.id, moved_at, d.reason, d.envelope],
+            )?;
+            tx.execute("DELETE FROM queue WHERE rowid = ?1", [d.rowid])?;
+        }
+        tx.commit()?;
+        recovery.corrupt = damaged.len();
+    }
+
+    let entries = fs::read_dir(bodies).map_err(|e| SpoolError::io(bodies, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| SpoolError::io(bodies, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if known.contains(&name) {
+            continue;
+        }
+        let path = entry.path();
+        match entry.file_type() {
+            Ok(t) if t.is_dir() => {
+                tracing::warn!(path = %path.display(), "unexpected directory in spool bodies, left alone");
+            }
+            _ => match fs::remove_file(&path) {
+                Ok(()) => {
+                    tracing::info!(file = %name, "removed orphan spool body (never acknowledged)");
+                    recovery.orphans_removed += 1;
+                }
+                Err(e) => return Err(SpoolError::io(path, e)),
+            },
+        }
+    }
+    if recovery.orphans_removed > 0 {
+        sync_dir(bodies)?;
+    }
+    recovery.messages = known.len();
+    Ok(recovery)
+}
+
+/// Why a row is damaged, or `Ok` if it is fine.
+fn check_row(id: &str, envelope: Option<&[u8]>, bodies: &Path) -> Result<(), String> {
+    let qid: QueueId = id.parse().map_err(|e| format!("{e}"))?;
+    let json = envelope.ok_or("envelope column is not text")?;
+    let env = parse_envelope(id, json).map_err(|e| e.to_string())?;
+    if env.id != qid {
+        return Err(format!("envelope says it is {}", env.id));
+    }
+    let body = bodies.join(id);
+    match fs::metadata(&body) {
+        Ok(m) if m.len() == env.size => Ok(()),
+        Ok(m) => Err(format!(
+            "body is {} bytes, envelope says {}",
+            m.len(),
+            env.size
+        )),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err("body file is missing".into()),
+        Err(e) => Err(format!("cannot stat body: {e}")),
+    }
+}
+
+fn parse_envelope(id: &str, json: &[u8]) -> Result<Envelope, SpoolError> {
+    serde_json::from_slice(json).map_err(|e| SpoolError::Corrupt {
+        id: id.to_owned(),
+        reason: format!("envelope does not parse: {e}"),
+    })
+}
+
+fn text_of(value: ValueRef<'_>) -> String {
+    match value {
+        ValueRef::Text(b) | ValueRef::Blob(b) => String::from_utf8_lossy(b).into_owned(),
+        ValueRef::Integer(i) => i.to_string(),
+        ValueRef::Real(f) => f.to_string(),
+        ValueRef::Null => String::new(),
+    }
+}
+
+fn bytes_of(value: ValueRef<'_>) -> Option<Vec<u8>> {
+    match value {
+        ValueRef::Text(b) | ValueRef::Blob(b) => Some(b.to_vec()),
+        _ => None,
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| SpoolError::io(dir, e))
+}
+
+fn remove_quietly(path: &Path) {
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot remove spool file"),
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use super::*;
+    use crate::{ClientInfo, LocalMailbox, Recipient, RecipientStatus};
+
+    fn envelope(received_at: i64, due: &[i64]) -> Envelope {
+        Envelope {
+            id: "00000000000000000000000000000000".parse().unwrap(),
+            received_at,
+            size: 0,
+            reverse_path: "sender@client.example".into(),
+            reverse_route: vec![],
+            envid: Some("env-1".into()),
+            ret: None,
+            body_type: Some("8BITMIME".into()),
+            smtputf8: false,
+            client: ClientInfo {
+                helo: "client.example".into(),
+                address: "192.0.2.1:40000".into(),
+                auth_user: None,
+                tls: None,
+            },
+            recipients: due
+                .iter()
+                .enumerate()
+                .map(|(i, &at)| {
+                    Recipient::pending(
+                        format!("user{i}@test.example"),
+                        format!("<user{i}@test.example>"),
+                        Some(LocalMailbox {
+                            domain: "test.example".into(),
+                            local: format!("user{i}"),
+                        }),
+                        at,
+                    )
+                })
+                .collect(),
+            held: false,
+        }
+    }
+
+    async fn put(spool: &Spool, body: &[u8], env: Envelope) -> QueueId {
+        let mut incoming = spool.create().unwrap();
+        incoming.write(body).unwrap();
+        spool.commit(incoming, env).await.unwrap()
+    }
+
+    fn body_of(spool: &Spool, id: &QueueId) -> Vec<u8> {
+        let mut out = Vec::new();
+        spool.open_body(id).unwrap().read_to_end(&mut out).unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn commit_then_reopen_finds_the_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let body = b"Subject: hi\r\n\r\nline one\r\n.. dotted\r\n";
+        let (spool, recovery) = Spool::open(dir.path()).unwrap();
+        assert_eq!(recovery, Recovery::default());
+        let id = put(&spool, body, envelope(100, &[100])).await;
+        let stored = spool.load(&id).unwrap();
+        assert_eq!(stored.id, id);
+        assert_eq!(stored.size, body.len() as u64);
+        drop(spool);
+
+        let (spool, recovery) = Spool::open(dir.path()).unwrap();
+        assert_eq!(
+            recovery,
+            Recovery {
+                messages: 1,
+                orphans_removed: 0,
+                corrupt: 0
+            }
+        );
+        assert_eq!(spool.load(&id).unwrap(), stored);
+        assert_eq!(spool.list().unwrap(), vec![stored]);
+        assert_eq!(body_of(&spool, &id), body);
+    }
+
+    #[tokio::test]
+    async fn a_spool_directory_is_opened_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(dir.path()).unwrap();
+        assert!(matches!(
+            Spool::open(dir.path()),
+            Err(SpoolError::Locked { .. })
+        ));
+        drop(spool);
+        assert!(Spool::open(dir.path()).is_ok());
+    }
+
+    #[tokio::test]
+    async fn orphan_bodies_are_deleted_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(dir.path()).unwrap();
+        let kept = put(&spool, b"kept\r\n", envelope(1, &[1])).await;
+        // A session that was receiving when we crashed: a body, never committed.
+        let mut incoming = spool.create().unwrap();
+        incoming.write(b"half a mess").unwrap();
+        let half = spool.body_path(incoming.id());
+        std::mem::forget(incoming);
+        drop(spool);
+        let junk = dir.path().join("bodies").join("not-a-queue-id.tmp");
+        fs::write(&junk, b"x").unwrap();
+
+        let (spool, recovery) = Spool::open(dir.path()).unwrap();
+        assert_eq!(recovery.orphans_removed, 2);
+        assert_eq!(recovery.messages, 1);
+        assert!(!half.exists());
+        assert!(!junk.exists());
+        assert_eq!(body_of(&spool, &kept), b"kept\r\n");
+    }
+
+    #[tokio::test]
+    async fn damaged_messages_are_moved_aside_and_open_succeeds() {
+        type Damage = fn(&Path, &QueueId, &Connection);
+        let cases: [(&str, Damage, bool); 5] = [
+            (
+                "envelope is not JSON",
+                |_, id, db| {
+                    db.execute(
+                        "UPDATE queue SET envelope = '{not json' WHERE id = ?1",
+                        [id.as_str()],
+                    )
+                    .unwrap();
+                },
+                true,
+            ),
+            (
+                "envelope is a number",
+                |_, id, db| {
+                    db.execute(
+                        "UPDATE queue SET envelope = 42 WHERE id = ?1",
+                        [id.as_str()],
+                    )
+                    .unwrap();
+                },
+                true,
+            ),
+            (
+                "row id is not a queue id",
+                |_, id, db| {
+                    db.execute("UPDATE queue SET id = '../x' WHERE id = ?1", [id.as_str()])
+                        .unwrap();
+                },
+                // The body then has no row: an orphan, removed.
+                false,
+            ),
+            (
+                "body missing",
+                |dir, id, _| fs::remove_file(dir.join("bodies").join(id.as_str())).unwrap(),
+                false,
+            ),
+            (
+                "body truncated",
+                |dir, id, _| fs::write(dir.join("bodies").join(id.as_str()), b"half").unwrap(),
+                true,
+            ),
+        ];
+        for (name, damage, body_moved) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let (spool, _) = Spool::open(dir.path()).unwrap();
+            let good = put(&spool, b"good\r\n", envelope(1, &[1])).await;
+            let bad = put(&spool, b"bad message body\r\n", envelope(2, &[2])).await;
+            drop(spool);
+            let db = Connection::open(dir.path().join("index.sqlite")).unwrap();
+            damage(dir.path(), &bad, &db);
+            drop(db);
+
+            let (spool, recovery) = Spool::open(dir.path()).expect(name);
+            assert_eq!(recovery.corrupt, 1, "{name}");
+            assert_eq!(recovery.messages, 1, "{name}");
+            assert_eq!(spool.list().unwrap().len(), 1, "{name}");
+            assert_eq!(spool.load(&good).unwrap().id, good, "{name}");
+            assert!(
+                matches!(spool.load(&bad), Err(SpoolError::NotFound(_))),
+                "{name}"
+            );
+            assert!(!spool.body_path(&bad).exists(), "{name}");
+            assert_eq!(
+                dir.path().join("corrupt").join(bad.as_str()).exists(),
+                body_moved,
+                "{name}"
+            );
+            let db = Connection::open(dir.path().join("index.sqlite")).unwrap();
+            let reason: String = db
+                .query_row("SELECT reason FROM corrupt", [], |r| r.get(0))
+                .unwrap();
+            assert!(!reason.is_empty(), "{name}");
+            // Recovery is done: a second open finds nothing more to do.
+            drop(spool);
+            let (_spool, again) = Spool::open(dir.path()).unwrap();
+            assert_eq!(
+                again,
+                Recovery {
+                    messages: 1,
+                    orphans_removed: 0,
+                    corrupt: 0
+                },
+                "{name}"
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_commits_are_grouped_and_durable() {
+        const N: usize = 200;
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(dir.path()).unwrap();
+        // Hold the index's write lock, as a slow commit would: every commit queues up behind it.
+        let blocker = Connection::open(dir.path().join("index.sqlite")).unwrap();
+        blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..N {
+            let spool = spool.clone();
+            tasks.spawn(async move {
+                let body = format!("message {i}\r\n");
+                put(&spool, body.as_bytes(), envelope(i as i64, &[i as i64])).await
+            });
+        }
+        // Wait (on a condition, not a duration) until all of them wait for the committer.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while spool.pending_commits() < N {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "commits never queued up"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(spool.commit_groups(), 0);
+        blocker.execute_batch("COMMIT").unwrap();
+
+        let mut ids = HashSet::new();
+        while let Some(id) = tasks.join_next().await {
+            ids.insert(id.unwrap());
+        }
+        assert_eq!(ids.len(), N);
+        let groups = spool.commit_groups();
+        assert!(groups < N as u64, "{groups} transactions for {N} commits");
+        assert!(
+            groups <= 2,
+            "{groups} transactions: at most the blocked one and the rest"
+        );
+        assert_eq!(spool.pending_commits(), 0);
+        drop(spool);
+
+        let (spool, recovery) = Spool::open(dir.path()).unwrap();
+        assert_eq!(recovery.messages, N);
+        assert_eq!(recovery.orphans_removed + recovery.corrupt, 0);
+        for id in &ids {
+            let env = spool.load(id).unwrap();
+            let want = format!("message {}\r\n", env.received_at);
+            assert_eq!(body_of(&spool, id), want.as_bytes());
+        }
+    }
+
+    #[tokio::test]
+    async fn update_and_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(dir.path()).unwrap();
+        let id = put(&spool, b"body\r\n", envelope(10, &[10, 10])).await;
+        let mut env = spool.load(&id).unwrap();
+        env.recipients[0].status = RecipientStatus::Delivered {
+            at: 11,
+            detail: "new/1".into(),
+        };
+        env.recipients[1].attempts = 1;
+        env.recipients[1].next_attempt = 310;
+        env.recipients[1].last_error = Some("disk full".into());
+        spool.update(&env).await.unwrap();
+        assert_eq!(spool.load(&id).unwrap(), env);
+        assert_eq!(spool.next_due().unwrap(), Some(310));
+        assert!(spool.due(309, 10).unwrap().is_empty());
+        assert_eq!(spool.due(310, 10).unwrap(), vec![env.clone()]);
+
+        spool.remove(&id).await.unwrap();
+        assert!(matches!(spool.load(&id), Err(SpoolError::NotFound(_))));
+        assert!(!spool.body_path(&id).exists());
+        assert!(matches!(
+            spool.update(&env).await,
+            Err(SpoolError::NotFound(_))
+        ));
+        spool.remove(&id).await.unwrap(); // idempotent
+        assert_eq!(spool.next_due().unwrap(), None);
+        drop(spool);
+        let (_, recovery) = Spool::open(dir.path()).unwrap();
+        assert_eq!(recovery, Recovery::default());
+    }
+
+    #[tokio::test]
+    async fn due_is_ordered_and_skips_held_and_finished() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(dir.path()).unwrap();
+        let late = put(&spool, b"a", envelope(1, &[50, 70])).await;
+        let early = put(&spool, b"b", envelope(2, &[90, 20])).await;
+        let mut held_env = envelope(3, &[5]);
+        held_env.held = true;
+        put(&spool, b"c", held_env).await;
+        let mut finished = envelope(4, &[1]);
+        finished.recipients[0].status = RecipientStatus::Failed {
+            at: 4,
+            detail: "550".into(),
+        };
+        put(&spool, b"d", finished).await;
+        let future = put(&spool, b"e", envelope(5, &[1000])).await;
+
+        let ids = |v: Vec<Envelope>| v.into_iter().map(|e| e.id).collect::<Vec<_>>();
+        // (now, limit, expected ids in order)
+        let cases = [
+            (4, 10, vec![]),
+            (20, 10, vec![early.clone()]),
+            (50, 10, vec![early.clone(), late.clone()]),
+            (50, 1, vec![early.clone()]),
+            (1000, 10, vec![early.clone(), late.clone(), future.clone()]),
+            (1000, 0, vec![]),
+        ];
+        for (now, limit, want) in cases {
+            assert_eq!(
+                ids(spool.due(now, limit).unwrap()),
+                want,
+                "now {now} limit {limit}"
+            );
+        }
+        assert_eq!(spool.next_due().unwrap(), Some(20));
+        assert_eq!(spool.list().unwrap().len(), 5);
+    }
+
+    #[tokio::test]
+    async fn dropping_an_incoming_deletes_its_body() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(dir.path()).unwrap();
+        let mut incoming = spool.create().unwrap();
+        incoming.write(b"some data").unwrap();
+        assert_eq!(incoming.size(), 9);
+        let path = spool.body_path(incoming.id());
+        assert!(path.exists());
+        drop(incoming);
+        assert!(!path.exists());
+        assert!(spool.list().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_incoming_from_another_spool_is_refused() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (spool_a, _) = Spool::open(a.path()).unwrap();
+        let (spool_b, _) = Spool::open(b.path()).unwrap();
+        let incoming = spool_a.create().unwrap();
+        let path = spool_a.body_path(incoming.id());
+        assert!(spool_b.commit(incoming, envelope(1, &[1])).await.is_err());
+        assert!(!path.exists());
+        assert!(spool_a.list().unwrap().is_empty() && spool_b.list().unwrap().is_empty());
+    }
+}
