@@ -234,7 +234,7 @@ impl Connection {
         if std::mem::take(&mut self.write_failed) {
             return Decision::Reply(Reply::local_error());
         }
-        let envelope = self.envelope(&transaction, size);
+        let envelope = self.envelope(incoming.id().clone(), &transaction, size);
         let recipients = envelope.recipients.len();
         match self.shared.spool.commit(incoming, envelope).await {
             Ok(id) => {
@@ -250,8 +250,9 @@ impl Connection {
     }
 
     /// The spool envelope for a finished transaction: aliases expanded, duplicates removed.
-    fn envelope(&self, tx: &Transaction, size: u64) -> Envelope {
+    fn envelope(&self, id: QueueId, tx: &Transaction, size: u64) -> Envelope {
         let directory = &self.shared.settings.directory;
+        let received_at = jiff::Timestamp::now().as_second();
         let mut recipients: Vec<Recipient> = Vec::new();
         for (to, params) in &tx.recipients {
             let targets = match policy::resolve(directory, to) {
@@ -284,7 +285,7 @@ impl Connection {
                         .map(|o| format!("{};{}", o.addr_type, o.addr)),
                     status: RecipientStatus::Pending,
                     attempts: 0,
-                    next_attempt: 0,
+                    next_attempt: received_at,
                     last_error: None,
                 });
             }
@@ -297,8 +298,8 @@ impl Connection {
             ),
         };
         Envelope {
-            id: Default::default(),
-            received_at: jiff::Timestamp::now().as_second(),
+            id,
+            received_at,
             size,
             reverse_path,
             reverse_route,
@@ -353,7 +354,7 @@ impl Connection {
         {
             line.push_str(&format!("\r\n\tfor {}", tx.recipients[0].0));
         }
-        let now = jiff::Zoned::now();
+        let now = jiff::ZonedDateTime::now();
         let date = jiff::fmt::rfc2822::to_string(&now).unwrap_or_else(|_| now.to_string());
         line.push_str(&format!(";\r\n\t{date}\r\n"));
         line

@@ -118,6 +118,7 @@ fn lookup_reply(lookup: Lookup, query: &str) -> Reply {
             let members: Vec<String> = members.iter().map(|m| format!("<{m}>")).collect();
             Reply::expn_members(&members)
         }
+        Lookup::Relocated(new) => Reply::user_not_local(&format!("<{new}>")),
         Lookup::Ambiguous(_) => Reply::ambiguous_user(query),
         Lookup::Unknown => Reply::no_such_user(query),
         Lookup::NotLocal => Reply::vrfy_cannot_verify(),
