@@ -216,8 +216,11 @@ impl QueueRunner {
         let now = self.shared.clock.now();
         if active.len() < window {
             let in_flight: HashSet<&QueueId> = active.values().collect();
-            let due = spool.due(now, window)?;
-            let start: Vec<Envelope> = due
+            // Messages with nothing left to do (left behind by a crash or a failed removal)
+            // go through the same task, which just removes them.
+            let mut candidates = spool.finished(window)?;
+            candidates.extend(spool.due(now, window)?);
+            let start: Vec<Envelope> = candidates
                 .into_iter()
                 .filter(|e| !in_flight.contains(&e.id))
                 .take(window - active.len())
@@ -367,6 +370,8 @@ fn record(shared: &Shared, envelope: &mut Envelope, i: usize, outcome: Outcome) 
                 .next_attempt(recipient.attempts, received_at, now)
             {
                 Some(at) => {
+                    // Never "again right now", even with a zero back-off configured.
+                    let at = at.max(now.saturating_add(1));
                     warn!(
                         queue_id = %id,
                         to = %recipient.address,
@@ -725,6 +730,27 @@ mod tests {
         })
         .await;
         assert!(fs::read_dir(fx.mail_root().join("test.example")).is_err());
+        token.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn finished_messages_left_behind_are_removed() {
+        // A crash between the last `update` and `remove` leaves a message with no pending
+        // recipient; it is never "due", but the runner still removes it.
+        let fx = Fixture::new();
+        let spool = fx.spool();
+        let mut done = local("test.example", "alice", T0);
+        done.status = RecipientStatus::Delivered {
+            at: T0,
+            detail: "new/1".into(),
+        };
+        let id = commit(&spool, T0, vec![done]).await;
+        assert_eq!(spool.due(i64::MAX, 10).unwrap(), vec![]);
+        let (_handle, token, task) = fx.start(&spool);
+        until("the removal", || !spool.body_path(&id).exists()).await;
+        assert!(spool.list().unwrap().is_empty());
+        assert!(fx.inbox("test.example", "alice").is_empty());
         token.cancel();
         task.await.unwrap();
     }
