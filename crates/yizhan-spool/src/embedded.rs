@@ -59,7 +59,7 @@ CREATE TABLE IF NOT EXISTS queue (
     held        INTEGER NOT NULL DEFAULT 0,
     envelope    TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS queue_due ON queue (held, next_due);
+CREATE INDEX IF NOT EXISTS queue_next_due ON queue (next_due, held);
 CREATE TABLE IF NOT EXISTS corrupt (
     id       TEXT,
     moved_at INTEGER NOT NULL,
@@ -426,6 +426,17 @@ impl Spool {
              WHERE held = 0 AND next_due IS NOT NULL AND next_due <= ?1
              ORDER BY next_due, id LIMIT ?2",
             params![now, limit],
+        )
+    }
+
+    /// Up to `limit` messages in which no recipient is pending any more, oldest first. They
+    /// are normally removed at once; this finds those left behind by a crash (or a failed
+    /// `remove`) so the runner can finish them.
+    pub fn finished(&self, limit: usize) -> Result<Vec<Envelope>, SpoolError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.query_envelopes(
+            "SELECT id, envelope FROM queue WHERE next_due IS NULL ORDER BY id LIMIT ?1",
+            [limit],
         )
     }
 
@@ -1126,7 +1137,7 @@ mod tests {
             at: 4,
             detail: "550".into(),
         };
-        put(&spool, b"d", finished).await;
+        let done = put(&spool, b"d", finished).await;
         let future = put(&spool, b"e", envelope(5, &[1000])).await;
 
         let ids = |v: Vec<Envelope>| v.into_iter().map(|e| e.id).collect::<Vec<_>>();
@@ -1148,6 +1159,8 @@ mod tests {
         }
         assert_eq!(spool.next_due().unwrap(), Some(20));
         assert_eq!(spool.list().unwrap().len(), 5);
+        assert_eq!(ids(spool.finished(10).unwrap()), vec![done.clone()]);
+        assert!(spool.finished(0).unwrap().is_empty());
     }
 
     #[tokio::test]
