@@ -18,7 +18,7 @@ use yizhan_proto::command::{Body, MailKind, Ret};
 use yizhan_proto::reply::Reply;
 use yizhan_proto::server::{Decision, Event, Phase, Question, ServerSession, Transaction};
 use yizhan_spool::{
-    ClientInfo, Envelope, Incoming, LocalMailbox, Recipient, RecipientStatus, Spool,
+    ClientInfo, Envelope, Incoming, LocalMailbox, QueueId, Recipient, RecipientStatus, Spool,
 };
 
 use crate::directory::{Resolution, Target};

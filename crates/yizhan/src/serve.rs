@@ -1,24 +1,33 @@
 //! `yizhan serve`: runs the server with validated settings until SIGTERM or SIGINT.
 
+use tokio_util::sync::CancellationToken;
+use yizhan_server::listener::Server;
 use yizhan_server::settings::Settings;
 
 use crate::config;
 
-/// Logs the settings, then waits for SIGTERM or SIGINT and returns.
-///
-/// The listeners, connection driver and queue runner are wired in here as they land.
+/// Opens the spool, binds the listeners and serves until SIGTERM or SIGINT, then shuts down
+/// gracefully (sessions in flight get `shutdown_grace` to finish, then 421).
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+
     for line in config::summary(&settings) {
         tracing::info!("{line}");
     }
     // Install the handlers before saying "ready", so a signal sent after it is never lost.
     let mut signals = Signals::install()?;
-    tracing::info!(
-        grace_secs = settings.shutdown_grace.as_secs(),
-        "ready; waiting for SIGTERM or SIGINT"
-    );
+    let data_dir = settings.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    let server = Server::bind(settings).await?;
+    let addresses: Vec<String> = server.local_addrs().iter().map(|a| a.to_string()).collect();
+    tracing::info!(listen = %addresses.join(" "), data_dir = %data_dir.display(), "ready");
+    let shutdown = CancellationToken::new();
+    let serving = tokio::spawn(server.run(shutdown.clone()));
     let signal = signals.recv().await;
     tracing::info!("{signal} received, shutting down");
+    shutdown.cancel();
+    serving.await.context("server task failed")??;
     Ok(())
 }
 
