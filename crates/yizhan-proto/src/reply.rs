@@ -782,6 +782,16 @@ impl Reply {
         Reply::new(503, enh(5, 5, 1), "Already authenticated")
     }
 
+    /// An authenticated client used a sender address it does not own (RFC 4954 6 and RFC 3463
+    /// X.7.1: 553 5.7.1, as RFC 6409 6.1 submission servers answer).
+    pub fn sender_not_owned(addr: &str) -> Reply {
+        Reply::new(
+            553,
+            enh(5, 7, 1),
+            format!("Sender address not owned by the authenticated user: {addr}"),
+        )
+    }
+
     /// The listener requires authentication first (RFC 4954 6: 530 5.7.0).
     pub fn auth_required() -> Reply {
         Reply::new(530, enh(5, 7, 0), "Authentication required")
@@ -1494,6 +1504,7 @@ mod tests {
             Reply::auth_mechanism_unknown(),
             Reply::auth_already(),
             Reply::auth_required(),
+            Reply::sender_not_owned("a@b"),
             Reply::auth_needs_tls(),
             Reply::auth_in_transaction(),
             Reply::auth_temp_failure(),

@@ -1,9 +1,14 @@
 //! One connection: the socket on one side, a [`ServerSession`] on the other.
 //!
 //! This is the only place that writes to a client socket. It reads with the RFC 5321 4.5.3.2
-//! timeouts, feeds the session, answers its questions through [`crate::policy`], streams message
-//! data into the spool and sends `250` after DATA only once [`Spool::commit`] has made the
-//! message durable.
+//! timeouts, feeds the session, answers its questions through [`crate::policy`] and
+//! [`crate::auth`], streams message data into the spool and sends `250` after DATA only once
+//! [`Spool::commit`] has made the message durable.
+//!
+//! The socket is plain TCP or TLS ([`Stream`]): implicit TLS (RFC 8314) shakes hands before the
+//! greeting; STARTTLS (RFC 3207) upgrades the same socket when the session emits
+//! [`Event::StartTls`], after which the session has discarded every plaintext byte it held
+//! and the client must EHLO again. AUTH (RFC 4954) payloads and passwords never reach a log.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,6 +16,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 use yizhan_proto::address::{ForwardPath, Host, ReversePath};
@@ -21,10 +27,12 @@ use yizhan_spool::{
     ClientInfo, Envelope, Incoming, LocalMailbox, QueueId, Recipient, RecipientStatus, Spool,
 };
 
+use crate::auth::{self, Credentials, Exchange, Mechanism, Step};
 use crate::directory::{Resolution, Target};
-use crate::policy;
+use crate::policy::{self, Client, ListenerPolicy};
 use crate::queue_runner::RunnerHandle;
-use crate::settings::Settings;
+use crate::settings::{ListenerKind, Settings};
+use crate::tls::{self, TlsStore};
 
 /// What every connection shares.
 #[derive(Debug)]
@@ -35,27 +43,107 @@ pub struct Shared {
     pub spool: Spool,
     /// Wakes the queue runner after a commit.
     pub runner: RunnerHandle,
+    /// The TLS certificate in use, if TLS is configured.
+    pub tls: Option<Arc<TlsStore>>,
+    /// The password hashes, shared with the blocking verifier threads.
+    pub credentials: Arc<Credentials>,
 }
 
-/// Serves one accepted connection until it closes.
+/// The client socket, before or after TLS.
+#[derive(Debug)]
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+    /// Only during the STARTTLS handshake, while the TCP stream is moved into it.
+    Upgrading,
+}
+
+impl Stream {
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf).await,
+            Stream::Tls(s) => s.read(buf).await,
+            Stream::Upgrading => Ok(0),
+        }
+    }
+
+    async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.write_all(bytes).await,
+            Stream::Tls(s) => {
+                s.write_all(bytes).await?;
+                s.flush().await
+            }
+            Stream::Upgrading => Err(std::io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    async fn shutdown(&mut self) {
+        let _ = match self {
+            Stream::Plain(s) => s.shutdown().await,
+            Stream::Tls(s) => s.shutdown().await,
+            Stream::Upgrading => Ok(()),
+        };
+    }
+}
+
+/// Serves one accepted connection on a listener until it closes.
 pub async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     session_id: u64,
     shared: Arc<Shared>,
+    listener: Arc<ListenerPolicy>,
     shutdown: CancellationToken,
 ) {
-    let span = tracing::info_span!("session", id = session_id, peer = %peer);
+    let span =
+        tracing::info_span!("session", id = session_id, peer = %peer, listener = %listener.kind);
     async move {
         info!("connect");
+        let mut tls_info = None;
+        let stream = if listener.kind == ListenerKind::Submissions {
+            // RFC 8314 3.3: the TLS handshake comes first; the greeting is sent inside TLS.
+            let Some(store) = shared.tls.clone() else {
+                warn!("implicit TLS listener without a certificate");
+                return;
+            };
+            let timeout = listener.smtp.timeouts.command;
+            match tokio::time::timeout(timeout, store.acceptor().accept(stream)).await {
+                Ok(Ok(tls_stream)) => {
+                    let described = tls::describe(tls_stream.get_ref().1);
+                    info!(tls = %described, "TLS established (implicit)");
+                    tls_info = Some(described);
+                    Stream::Tls(Box::new(tls_stream))
+                }
+                Ok(Err(error)) => {
+                    info!(%error, reason = "TLS handshake failed", "disconnect");
+                    return;
+                }
+                Err(_) => {
+                    info!(reason = "TLS handshake timed out", "disconnect");
+                    return;
+                }
+            }
+        } else {
+            Stream::Plain(stream)
+        };
+        let config =
+            policy::server_config(&shared.settings.hostname, &listener, tls_info.is_some());
+        let trusted = policy::is_trusted(&listener.smtp, peer.ip());
         let mut conn = Connection {
             stream,
             peer,
-            session: ServerSession::new(policy::server_config(&shared.settings, false)),
+            session: ServerSession::new(config),
             shared,
+            listener,
             incoming: None,
             write_failed: false,
             shutdown,
+            tls_info,
+            trusted,
+            auth: None,
+            auth_failures: 0,
+            user: None,
         };
         let reason = conn.run().await;
         info!(reason, "disconnect");
@@ -73,15 +161,26 @@ pub async fn refuse(mut stream: TcpStream, reply: Reply) {
 }
 
 struct Connection {
-    stream: TcpStream,
+    stream: Stream,
     peer: SocketAddr,
     session: ServerSession,
     shared: Arc<Shared>,
+    listener: Arc<ListenerPolicy>,
     /// The spool writer of the message being received, if data has started.
     incoming: Option<Incoming>,
     /// Writing the body to the spool failed: the end of data answers 451.
     write_failed: bool,
     shutdown: CancellationToken,
+    /// TLS version and cipher once TLS is active.
+    tls_info: Option<String>,
+    /// The client is in `relay_networks`.
+    trusted: bool,
+    /// The SASL exchange in progress.
+    auth: Option<Exchange>,
+    /// Failed AUTH attempts on this connection.
+    auth_failures: u32,
+    /// The authenticated user (canonical address).
+    user: Option<String>,
 }
 
 impl Connection {
@@ -94,7 +193,7 @@ impl Connection {
             while let Some(event) = self.session.next_event() {
                 match event {
                     Event::Send(bytes) => {
-                        let timeout = self.shared.settings.smtp.timeouts.command;
+                        let timeout = self.listener.smtp.timeouts.command;
                         match tokio::time::timeout(timeout, self.stream.write_all(&bytes)).await {
                             Ok(Ok(())) => {}
                             Ok(Err(_)) | Err(_) => return "write failed",
@@ -109,8 +208,13 @@ impl Connection {
                         self.incoming = None;
                         self.write_failed = false;
                     }
-                    Event::StartTls | Event::Turn => {
-                        // Not offered by this version; the session never emits them here.
+                    Event::StartTls => {
+                        if let Err(reason) = self.start_tls().await {
+                            return reason;
+                        }
+                    }
+                    Event::Turn => {
+                        // TURN is always refused (the policy never accepts it yet).
                         return "unsupported";
                     }
                     Event::Close => {
@@ -124,7 +228,7 @@ impl Connection {
                 self.session.close_with(Reply::shutting_down(&host));
                 continue;
             }
-            let timeouts = &self.shared.settings.smtp.timeouts;
+            let timeouts = &self.listener.smtp.timeouts;
             let timeout = match self.session.phase() {
                 Phase::Data => timeouts.data_block,
                 _ => timeouts.command,
@@ -153,6 +257,95 @@ impl Connection {
         }
     }
 
+    /// The STARTTLS handshake on the same socket (RFC 3207 4.2); the session forgets
+    /// everything learned before it, and so does the connection.
+    async fn start_tls(&mut self) -> Result<(), &'static str> {
+        let Some(store) = self.shared.tls.clone() else {
+            return Err("STARTTLS without a certificate");
+        };
+        let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Upgrading) else {
+            return Err("STARTTLS on a TLS stream");
+        };
+        let timeout = self.listener.smtp.timeouts.command;
+        match tokio::time::timeout(timeout, store.acceptor().accept(tcp)).await {
+            Ok(Ok(tls_stream)) => {
+                let described = tls::describe(tls_stream.get_ref().1);
+                info!(tls = %described, "TLS established (STARTTLS)");
+                self.tls_info = Some(described);
+                self.stream = Stream::Tls(Box::new(tls_stream));
+                self.session.tls_established();
+                self.auth = None;
+                self.user = None;
+                Ok(())
+            }
+            Ok(Err(error)) => {
+                info!(%error, "TLS handshake failed");
+                Err("TLS handshake failed")
+            }
+            Err(_) => Err("TLS handshake timed out"),
+        }
+    }
+
+    /// The client as the relay policy sees it.
+    fn client(&self) -> Client<'_> {
+        Client {
+            user: self.user.as_deref(),
+            trusted: self.trusted,
+        }
+    }
+
+    /// Carries an AUTH exchange one step further (RFC 4954 4).
+    async fn auth_step(&mut self, step: Step) -> Decision {
+        match step {
+            Step::Challenge(reply) => Decision::Reply(reply),
+            Step::Fail(reply) => {
+                self.auth = None;
+                self.auth_failed(None, reply).await
+            }
+            Step::Verify { user, password } => {
+                self.auth = None;
+                let credentials = self.shared.credentials.clone();
+                match auth::verify(credentials, user.clone(), password).await {
+                    Ok(Some(canonical)) => {
+                        info!(user = %canonical, "authenticated");
+                        self.user = Some(canonical);
+                        Decision::Reply(Reply::auth_ok())
+                    }
+                    Ok(None) => self.auth_failed(Some(&user), Reply::auth_failed()).await,
+                    Err(error) => {
+                        warn!(%error, "password check failed");
+                        Decision::Reply(Reply::auth_temp_failure())
+                    }
+                }
+            }
+        }
+    }
+
+    /// A failed attempt: logged (never with the password), then a growing delay, and after
+    /// `max_failures` the connection is closed with 421.
+    async fn auth_failed(&mut self, user: Option<&str>, reply: Reply) -> Decision {
+        self.auth_failures += 1;
+        let policy = &self.listener.auth;
+        warn!(
+            client = %self.peer.ip(),
+            user = user.unwrap_or("<malformed>"),
+            failures = self.auth_failures,
+            "authentication failed"
+        );
+        if self.auth_failures >= policy.max_failures {
+            warn!(client = %self.peer.ip(), "too many authentication failures; closing");
+            let host = self.shared.settings.hostname.clone();
+            return Decision::Close(Reply::auth_too_many_failures(&host));
+        }
+        let delay = auth::failure_delay(
+            self.auth_failures,
+            policy.failure_delay,
+            policy.failure_delay_max,
+        );
+        tokio::time::sleep(delay).await;
+        Decision::Reply(reply)
+    }
+
     fn body(&mut self, chunk: &[u8]) {
         if self.write_failed {
             return;
@@ -174,15 +367,27 @@ impl Connection {
                 Decision::Accept
             }
             Question::Mail { kind, from, params } => {
-                info!(from = %from, ?kind, size = ?params.size, "mail");
-                policy::mail(&from)
+                // RFC 4954 5: AUTH= is kept only from an authenticated client; from anyone else
+                // it is treated as AUTH=<>. Outbound relaying uses the authenticated user.
+                let auth_param = match (&params.auth, &self.user) {
+                    (Some(_), Some(_)) => "kept",
+                    (Some(_), None) => "ignored (treated as AUTH=<>)",
+                    (None, _) => "none",
+                };
+                info!(from = %from, ?kind, size = ?params.size, auth_param, "mail");
+                let decision = policy::mail(directory, &self.listener, &self.client(), &from);
+                if let Decision::Reply(reply) = &decision {
+                    info!(from = %from, code = reply.code, "mail rejected");
+                }
+                decision
             }
             Question::Rcpt { to, .. } => {
                 let kind = self
                     .session
                     .transaction()
                     .map_or(MailKind::Mail, |tx| tx.kind);
-                let decision = policy::rcpt(directory, kind, &to);
+                let relay = self.client().may_relay();
+                let decision = policy::rcpt(directory, kind, &to, relay);
                 if let ForwardPath::Path(path) = &to
                     && !path.route.is_empty()
                 {
@@ -196,14 +401,31 @@ impl Connection {
                 }
                 decision
             }
-            Question::Vrfy(query) => policy::vrfy(directory, settings.smtp.vrfy, &query),
-            Question::Expn(query) => policy::expn(directory, settings.smtp.expn, &query),
+            Question::Vrfy(query) => policy::vrfy(directory, self.listener.smtp.vrfy, &query),
+            Question::Expn(query) => policy::expn(directory, self.listener.smtp.expn, &query),
             Question::Data => self.start_data(),
             Question::EndOfData { transaction, size } => self.end_of_data(transaction, size).await,
-            Question::Auth { .. } | Question::AuthResponse(_) => {
-                Decision::Reply(Reply::not_implemented("AUTH"))
+            Question::Auth { mechanism, initial } => {
+                let Some(mechanism) = Mechanism::from_name(&mechanism) else {
+                    return Decision::Reply(Reply::auth_mechanism_unknown());
+                };
+                debug!(%mechanism, initial = initial.is_some(), "auth");
+                let (exchange, step) = Exchange::start(mechanism, initial);
+                self.auth = Some(exchange);
+                self.auth_step(step).await
             }
-            Question::Etrn(_) => Decision::Reply(Reply::not_implemented("ETRN")),
+            Question::AuthResponse(data) => match self.auth.as_mut() {
+                Some(exchange) => {
+                    let step = exchange.respond(data);
+                    self.auth_step(step).await
+                }
+                None => Decision::Reply(Reply::auth_failed()),
+            },
+            Question::Etrn(node) => {
+                self.shared.runner.wake();
+                Decision::Reply(Reply::etrn_started(&node))
+            }
+            Question::Turn if self.user.is_none() => Decision::Reply(Reply::turn_needs_auth()),
             Question::Turn => Decision::Reply(Reply::turn_refused()),
         }
     }
@@ -257,6 +479,12 @@ impl Connection {
         for (to, params) in &tx.recipients {
             let targets = match policy::resolve(directory, to) {
                 Resolution::Deliver(targets) => targets,
+                // Accepted at RCPT time only for a client that may relay: queued for outbound
+                // delivery (`mailbox = None`).
+                Resolution::NotLocal => match to.mailbox() {
+                    Some(mailbox) => vec![Target::Remote(mailbox.to_string())],
+                    None => continue,
+                },
                 // The directory said yes at RCPT time; it is the same directory.
                 _ => continue,
             };
@@ -321,16 +549,18 @@ impl Connection {
                     .map(|h| h.to_string())
                     .unwrap_or_default(),
                 address: self.peer.to_string(),
-                auth_user: None,
-                tls: None,
+                auth_user: self.user.clone(),
+                tls: self.tls_info.clone(),
             },
             recipients,
             held: false,
         }
     }
 
-    /// The trace line (RFC 5321 4.4): from (HELO name and address) by (us) with (protocol, RFC
-    /// 3848) id (queue id) for (the recipient when there is exactly one); date.
+    /// The trace line (RFC 5321 4.4): from (HELO name and address) (the TLS version and cipher)
+    /// by (us) with (protocol: SMTP, ESMTP, ESMTPS, ESMTPA, ESMTPSA of RFC 3848, or the
+    /// UTF8SMTP forms of RFC 6531) id (queue id) for (the recipient when there is exactly one);
+    /// date.
     fn received_line(&self, id: &str) -> String {
         let helo = match self.session.helo() {
             Some(Host::Domain(d)) => d.to_string(),
@@ -339,13 +569,18 @@ impl Connection {
         };
         let tx = self.session.transaction();
         let utf8 = tx.is_some_and(|tx| tx.params.smtputf8);
-        let protocol = match (utf8, self.session.is_extended()) {
-            (false, false) => "SMTP",
-            (false, true) => "ESMTP",
-            (true, _) => "UTF8SMTP",
+        let protocol = protocol_name(
+            utf8,
+            self.session.is_extended(),
+            self.session.is_tls(),
+            self.user.is_some(),
+        );
+        let tls = match &self.tls_info {
+            Some(described) => format!("\r\n\t(using {described})"),
+            None => String::new(),
         };
         let mut line = format!(
-            "Received: from {helo} ([{ip}])\r\n\tby {host} (yizhan) with {protocol} id {id}",
+            "Received: from {helo} ([{ip}]){tls}\r\n\tby {host} (yizhan) with {protocol} id {id}",
             ip = self.peer.ip(),
             host = self.shared.settings.hostname,
         );
@@ -361,9 +596,47 @@ impl Connection {
     }
 }
 
+/// The `with` protocol name of RFC 3848 (and RFC 6531 3.7.3 for SMTPUTF8): `S` for TLS, `A` for
+/// an authenticated client.
+fn protocol_name(utf8: bool, extended: bool, tls: bool, authenticated: bool) -> String {
+    let base = match (utf8, extended) {
+        (true, _) => "UTF8SMTP",
+        (false, true) => "ESMTP",
+        (false, false) => return "SMTP".to_owned(),
+    };
+    let suffix = match (tls, authenticated) {
+        (false, false) => "",
+        (true, false) => "S",
+        (false, true) => "A",
+        (true, true) => "SA",
+    };
+    format!("{base}{suffix}")
+}
+
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protocol_names_follow_rfc_3848() {
+        let table = [
+            ((false, false, false, false), "SMTP"),
+            ((false, true, false, false), "ESMTP"),
+            ((false, true, true, false), "ESMTPS"),
+            ((false, true, false, true), "ESMTPA"),
+            ((false, true, true, true), "ESMTPSA"),
+            ((true, true, true, true), "UTF8SMTPSA"),
+            ((true, true, false, false), "UTF8SMTP"),
+        ];
+        for ((utf8, ext, tls, auth), want) in table {
+            assert_eq!(protocol_name(utf8, ext, tls, auth), want);
+        }
     }
 }

@@ -1,10 +1,12 @@
 //! yizhan's tokio server: listeners, the connection driver around `yizhan_proto::server`,
-//! recipient policy and the queue runner.
+//! recipient and relay policy, TLS, AUTH and the queue runner.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod conn;
 pub mod directory;
 pub mod listener;
 pub mod policy;
 pub mod queue_runner;
 pub mod settings;
+pub mod tls;

@@ -1,5 +1,6 @@
-//! Starting the server: the spool, the queue runner and one accept loop per listener, with
-//! bounded connections (globally and per client address) and graceful shutdown.
+//! Starting the server: the spool, the TLS certificate, the queue runner and one accept loop
+//! per listener, with bounded connections (globally and per client address, the latter per
+//! listener) and graceful shutdown.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -18,8 +19,10 @@ use yizhan_spool::Spool;
 use yizhan_spool::schedule::RetryPolicy;
 
 use crate::conn::{self, Shared};
+use crate::policy::ListenerPolicy;
 use crate::queue_runner::{QueueRunner, RunnerSettings, SystemClock};
-use crate::settings::Settings;
+use crate::settings::{ListenerKind, Settings};
+use crate::tls::{TlsError, TlsStore};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +41,15 @@ pub enum ServerError {
     /// A background task failed.
     #[error("internal task failed: {0}")]
     Task(String),
+    /// The TLS certificate or key could not be loaded.
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
+    /// An implicit-TLS listener was configured without a certificate.
+    #[error("listener {address} (submissions) needs a [tls] certificate")]
+    NoCertificate {
+        /// The listener's address.
+        address: SocketAddr,
+    },
 }
 
 /// A server whose listeners are bound (so tests and the CLI know the real addresses) but which
@@ -45,13 +57,18 @@ pub enum ServerError {
 #[derive(Debug)]
 pub struct Server {
     settings: Arc<Settings>,
-    listeners: Vec<TcpListener>,
+    listeners: Vec<(TcpListener, Arc<ListenerPolicy>)>,
     spool: Spool,
+    tls: Option<Arc<TlsStore>>,
 }
 
 impl Server {
     /// Opens the spool (recovering unfinished work) and binds every listener.
     pub async fn bind(settings: Settings) -> Result<Server, ServerError> {
+        let tls = match &settings.tls {
+            Some(tls) => Some(TlsStore::load(tls.clone())?),
+            None => None,
+        };
         let spool_dir = settings.data_dir.join("spool");
         let (spool, recovery) = tokio::task::spawn_blocking(move || Spool::open(&spool_dir))
             .await
@@ -59,26 +76,49 @@ impl Server {
         info!(?recovery, "spool opened");
         let mut listeners = Vec::new();
         for listener in &settings.listeners {
+            if listener.kind == ListenerKind::Submissions && tls.is_none() {
+                return Err(ServerError::NoCertificate {
+                    address: listener.address,
+                });
+            }
+            let policy = Arc::new(ListenerPolicy {
+                kind: listener.kind,
+                smtp: settings.smtp_for(listener),
+                auth: settings.auth_for(listener),
+                tls_available: tls.is_some(),
+                has_credentials: !settings.credentials.is_empty(),
+            });
+            if !crate::policy::auth_possible(&policy, &settings.credentials)
+                && listener.kind != ListenerKind::Smtp
+            {
+                warn!(address = %listener.address, "submission listener where AUTH cannot succeed (no passwords, or no TLS while auth.require_tls)");
+            }
             let bound = TcpListener::bind(listener.address)
                 .await
                 .map_err(|source| ServerError::Bind {
                     address: listener.address,
                     source,
                 })?;
-            listeners.push(bound);
+            listeners.push((bound, policy));
         }
         Ok(Server {
             settings: Arc::new(settings),
             listeners,
             spool,
+            tls,
         })
+    }
+
+    /// The TLS certificate store, to reload it (SIGHUP) while the server runs.
+    pub fn tls(&self) -> Option<Arc<TlsStore>> {
+        self.tls.clone()
     }
 
     /// The addresses actually bound (port 0 in the settings becomes a real port).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.listeners
             .iter()
-            .filter_map(|l| l.local_addr().ok())
+            .filter_map(|(l, _)| l.local_addr().ok())
             .collect()
     }
 
@@ -105,22 +145,25 @@ impl Server {
             settings: settings.clone(),
             spool: self.spool.clone(),
             runner: runner.handle(),
+            tls: self.tls.clone(),
+            credentials: Arc::new(settings.credentials.clone()),
         });
+        if let Some(store) = &self.tls {
+            tokio::spawn(store.clone().watch(shutdown.clone()));
+        }
         let runner_stop = CancellationToken::new();
         let runner_task = tokio::spawn(runner.run(runner_stop.clone()));
 
         let tracker = TaskTracker::new();
-        let limits = Arc::new(Limits::new(
-            settings.smtp.max_connections,
-            settings.smtp.max_connections_per_ip,
-        ));
+        let limits = Arc::new(Limits::new(settings.smtp.max_connections));
         let ids = Arc::new(AtomicU64::new(1));
-        for listener in self.listeners {
+        for (listener, policy) in self.listeners {
             if let Ok(address) = listener.local_addr() {
-                info!(%address, "listening");
+                info!(%address, kind = %policy.kind, "listening");
             }
             tracker.spawn(accept_loop(
                 listener,
+                policy,
                 shared.clone(),
                 limits.clone(),
                 ids.clone(),
@@ -146,7 +189,6 @@ impl Server {
 struct Limits {
     global: Arc<Semaphore>,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
-    max_per_ip: usize,
 }
 
 /// Holds a connection's place in the limits; released on drop.
@@ -169,19 +211,20 @@ impl Drop for Slot {
 }
 
 impl Limits {
-    fn new(max: usize, max_per_ip: usize) -> Self {
+    fn new(max: usize) -> Self {
         Limits {
             global: Arc::new(Semaphore::new(max.max(1))),
             per_ip: Mutex::new(HashMap::new()),
-            max_per_ip: max_per_ip.max(1),
         }
     }
 
-    fn acquire(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
+    /// A place for a connection from `ip`, unless `ip` already holds `max_per_ip` (the
+    /// listener's limit) or the server is full.
+    fn acquire(self: &Arc<Self>, ip: IpAddr, max_per_ip: usize) -> Option<Slot> {
         let permit = self.global.clone().try_acquire_owned().ok()?;
         let mut map = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
         let count = map.entry(ip).or_insert(0);
-        if *count >= self.max_per_ip {
+        if *count >= max_per_ip.max(1) {
             return None;
         }
         *count += 1;
@@ -195,6 +238,7 @@ impl Limits {
 
 async fn accept_loop(
     listener: TcpListener,
+    policy: Arc<ListenerPolicy>,
     shared: Arc<Shared>,
     limits: Arc<Limits>,
     ids: Arc<AtomicU64>,
@@ -221,7 +265,7 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
-        let Some(slot) = limits.acquire(peer.ip()) else {
+        let Some(slot) = limits.acquire(peer.ip(), policy.smtp.max_connections_per_ip) else {
             warn!(%peer, "connection refused: too many connections");
             let reply = Reply::too_many_connections(&shared.settings.hostname);
             tracker.spawn(conn::refuse(stream, reply));
@@ -230,8 +274,9 @@ async fn accept_loop(
         let id = ids.fetch_add(1, Ordering::Relaxed);
         let shared = shared.clone();
         let shutdown = shutdown.clone();
+        let policy = policy.clone();
         tracker.spawn(async move {
-            conn::serve(stream, peer, id, shared, shutdown).await;
+            conn::serve(stream, peer, id, shared, policy, shutdown).await;
             drop(slot);
         });
     }

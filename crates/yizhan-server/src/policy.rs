@@ -1,20 +1,81 @@
 //! Answers to the questions a receiving session asks: which HELO, sender and recipients to
-//! accept, what VRFY and EXPN reveal. Pure functions of the settings and the directory, so they
-//! are unit-tested without sockets.
+//! accept, what VRFY and EXPN reveal, who may relay. Pure functions of the settings and the
+//! directory, so they are unit-tested without sockets.
+//!
+//! Relay control (RFC 5321 3.6.2, RFC 6409, RFC 4954):
+//! - a submission / submissions listener requires AUTH before MAIL (`530 5.7.0`);
+//! - an authenticated client, or one in `relay_networks`, may relay to any domain; anyone else
+//!   may only send to local domains (`550 5.7.1` otherwise): never an open relay;
+//! - an authenticated client may use only its own address or an alias of it as the sender
+//!   (`553 5.7.1`), unless `sender_must_match` is off.
+
+use std::net::IpAddr;
 
 use yizhan_proto::address::{ForwardPath, Host, Mailbox, ReversePath};
 use yizhan_proto::command::MailKind;
 use yizhan_proto::reply::Reply;
 use yizhan_proto::server::{Decision, Extensions, ServerConfig, Verbs};
 
-use crate::directory::{Directory, Lookup, Resolution, Target};
-use crate::settings::{Settings, VerifyPolicy};
+use crate::auth::Credentials;
+use crate::directory::{Directory, Lookup, Resolution, Target, canonical_address};
+use crate::settings::{AuthSettings, ListenerKind, SmtpSettings, VerifyPolicy};
 
-/// The protocol settings a session on `tls_active` listener starts with.
-pub fn server_config(settings: &Settings, tls_active: bool) -> ServerConfig {
-    let smtp = &settings.smtp;
+/// What one listener offers: its kind and its effective settings (`[smtp]` and `[auth]` with
+/// the listener's overrides applied). Computed once per listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerPolicy {
+    /// What the listener speaks.
+    pub kind: ListenerKind,
+    /// The effective SMTP settings.
+    pub smtp: SmtpSettings,
+    /// The effective AUTH settings.
+    pub auth: AuthSettings,
+    /// Whether a TLS certificate is configured (STARTTLS can be offered).
+    pub tls_available: bool,
+    /// Whether any user has a password (AUTH can be offered).
+    pub has_credentials: bool,
+}
+
+/// Who the client is, as far as relaying is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Client<'a> {
+    /// The authenticated user (canonical address), if AUTH succeeded.
+    pub user: Option<&'a str>,
+    /// The client address is in `relay_networks`.
+    pub trusted: bool,
+}
+
+impl Client<'_> {
+    /// Whether this client may send to non-local domains.
+    pub fn may_relay(&self) -> bool {
+        self.user.is_some() || self.trusted
+    }
+}
+
+/// Whether `ip` is in one of the trusted relay networks.
+pub fn is_trusted(smtp: &SmtpSettings, ip: IpAddr) -> bool {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    smtp.relay_networks.iter().any(|net| net.contains(&ip))
+}
+
+/// The protocol settings a session on this listener starts with; `tls_active` for implicit TLS.
+pub fn server_config(hostname: &str, listener: &ListenerPolicy, tls_active: bool) -> ServerConfig {
+    let smtp = &listener.smtp;
+    let auth_mechanisms = if listener.has_credentials {
+        listener
+            .auth
+            .mechanisms
+            .iter()
+            .map(|m| m.as_str().to_owned())
+            .collect()
+    } else {
+        Vec::new()
+    };
     ServerConfig {
-        hostname: settings.hostname.clone(),
+        hostname: hostname.to_owned(),
         max_line_length: smtp.max_line_length,
         max_message_size: smtp.max_message_size,
         max_recipients: smtp.max_recipients,
@@ -27,6 +88,11 @@ pub fn server_config(settings: &Settings, tls_active: bool) -> ServerConfig {
             enhanced_status_codes: smtp.enhanced_status_codes,
             smtputf8: smtp.smtputf8,
             chunking: smtp.chunking,
+            starttls: listener.tls_available && listener.kind != ListenerKind::Submissions,
+            auth_mechanisms,
+            auth_requires_tls: listener.auth.require_tls,
+            auth_legacy_line: true,
+            etrn: smtp.etrn,
             ..Extensions::default()
         },
         verbs: Verbs {
@@ -36,7 +102,7 @@ pub fn server_config(settings: &Settings, tls_active: bool) -> ServerConfig {
             send: smtp.send_soml_saml,
             soml: smtp.send_soml_saml,
             saml: smtp.send_soml_saml,
-            turn: false,
+            turn: smtp.turn,
         },
     }
 }
@@ -59,8 +125,9 @@ fn resolve_mailbox(directory: &Directory, mailbox: &Mailbox) -> Resolution {
     }
 }
 
-/// The answer to RCPT for a transaction started by `kind`.
-pub fn rcpt(directory: &Directory, kind: MailKind, to: &ForwardPath) -> Decision {
+/// The answer to RCPT for a transaction started by `kind`; `relay` when the client may send to
+/// non-local domains ([`Client::may_relay`]).
+pub fn rcpt(directory: &Directory, kind: MailKind, to: &ForwardPath, relay: bool) -> Decision {
     let shown = to.to_string();
     match resolve(directory, to) {
         Resolution::Deliver(targets) => {
@@ -80,14 +147,57 @@ pub fn rcpt(directory: &Directory, kind: MailKind, to: &ForwardPath) -> Decision
         }
         Resolution::Relocated(new) => Decision::Reply(Reply::user_not_local(&format!("<{new}>"))),
         Resolution::UnknownUser => Decision::Reply(Reply::no_such_user(&shown)),
+        // Queued for outbound delivery (the spool's `mailbox = None`).
+        Resolution::NotLocal if relay && kind != MailKind::Send => Decision::Accept,
         Resolution::NotLocal => Decision::Reply(Reply::relay_denied(&shown)),
     }
 }
 
-/// The answer to MAIL: every syntactically valid sender is accepted for now (sender policy comes
-/// with authentication).
-pub fn mail(_from: &ReversePath) -> Decision {
-    Decision::Accept
+/// The answer to MAIL: AUTH first on submission listeners (RFC 6409 4.3, RFC 4954 6), and an
+/// authenticated client may only use an address it owns.
+pub fn mail(
+    directory: &Directory,
+    listener: &ListenerPolicy,
+    client: &Client<'_>,
+    from: &ReversePath,
+) -> Decision {
+    let submission = matches!(
+        listener.kind,
+        ListenerKind::Submission | ListenerKind::Submissions
+    );
+    let Some(user) = client.user else {
+        return if submission {
+            Decision::Reply(Reply::auth_required())
+        } else {
+            Decision::Accept
+        };
+    };
+    match from {
+        ReversePath::Path(path)
+            if listener.auth.sender_must_match && !owns(directory, user, &path.mailbox) =>
+        {
+            Decision::Reply(Reply::sender_not_owned(&format!("<{}>", path.mailbox)))
+        }
+        _ => Decision::Accept,
+    }
+}
+
+/// Whether `user` may send as `sender`: its own address, or an alias that has it as a member.
+pub fn owns(directory: &Directory, user: &str, sender: &Mailbox) -> bool {
+    let Ok(sender) = canonical_address(&sender.to_string()) else {
+        return false;
+    };
+    sender == user
+        || directory
+            .aliases()
+            .any(|(alias, members)| alias == sender && members.iter().any(|m| m == user))
+}
+
+/// Whether AUTH can work at all on this listener, for a start-up warning.
+pub fn auth_possible(listener: &ListenerPolicy, credentials: &Credentials) -> bool {
+    !credentials.is_empty()
+        && !listener.auth.mechanisms.is_empty()
+        && (listener.tls_available || !listener.auth.require_tls)
 }
 
 /// The answer to VRFY (RFC 5321 3.5.3).
@@ -122,5 +232,130 @@ fn lookup_reply(lookup: Lookup, query: &str) -> Reply {
         Lookup::Ambiguous(_) => Reply::ambiguous_user(query),
         Lookup::Unknown => Reply::no_such_user(query),
         Lookup::NotLocal => Reply::vrfy_cannot_verify(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::Settings;
+
+    fn directory() -> Directory {
+        let mut b = Directory::builder();
+        b.domain("test.example")
+            .mailbox("user@test.example", None)
+            .mailbox("user2@test.example", None)
+            .alias("sales@test.example", ["user@test.example"]);
+        b.build().unwrap()
+    }
+
+    fn listener(kind: ListenerKind) -> ListenerPolicy {
+        let s = Settings::default();
+        ListenerPolicy {
+            kind,
+            smtp: s.smtp,
+            auth: s.auth,
+            tls_available: true,
+            has_credentials: true,
+        }
+    }
+
+    fn path(addr: &str) -> ForwardPath {
+        ForwardPath::parse(addr).unwrap()
+    }
+
+    fn from(addr: &str) -> ReversePath {
+        ReversePath::parse(addr).unwrap()
+    }
+
+    fn code(d: Decision) -> u16 {
+        match d {
+            Decision::Accept => 250,
+            Decision::Reply(r) | Decision::Close(r) => r.code,
+        }
+    }
+
+    #[test]
+    fn relay_needs_auth_or_a_trusted_network() {
+        // RFC 5321 3.6.2: no open relay; 550 5.7.1 for a non-local recipient.
+        let d = directory();
+        let table = [
+            ("<user@test.example>", false, 250),
+            ("<nobody@test.example>", false, 550),
+            ("<someone@remote.example>", false, 550),
+            ("<someone@remote.example>", true, 250),
+            ("<someone@[192.0.2.1]>", false, 550),
+        ];
+        for (to, relay, want) in table {
+            assert_eq!(
+                code(rcpt(&d, MailKind::Mail, &path(to), relay)),
+                want,
+                "{to} {relay}"
+            );
+        }
+    }
+
+    #[test]
+    fn submission_requires_auth_and_owned_senders() {
+        // RFC 6409 4.3 / RFC 4954 6: 530 5.7.0 before AUTH; 553 5.7.1 for a foreign sender.
+        let d = directory();
+        let anon = Client {
+            user: None,
+            trusted: false,
+        };
+        let user = Client {
+            user: Some("user@test.example"),
+            trusted: false,
+        };
+        let table = [
+            (ListenerKind::Submission, anon, "<user@test.example>", 530),
+            (ListenerKind::Submissions, anon, "<user@test.example>", 530),
+            (ListenerKind::Smtp, anon, "<anyone@remote.example>", 250),
+            (ListenerKind::Submission, user, "<user@test.example>", 250),
+            (ListenerKind::Submission, user, "<USER@Test.Example>", 250),
+            (ListenerKind::Submission, user, "<sales@test.example>", 250),
+            (ListenerKind::Submission, user, "<user2@test.example>", 553),
+            (ListenerKind::Smtp, user, "<boss@remote.example>", 553),
+            (ListenerKind::Submission, user, "<>", 250),
+        ];
+        for (kind, client, sender, want) in table {
+            let l = listener(kind);
+            assert_eq!(
+                code(mail(&d, &l, &client, &from(sender))),
+                want,
+                "{kind} {sender}"
+            );
+        }
+        let mut l = listener(ListenerKind::Submission);
+        l.auth.sender_must_match = false;
+        assert_eq!(
+            code(mail(&d, &l, &user, &from("<user2@test.example>"))),
+            250
+        );
+    }
+
+    #[test]
+    fn trusted_networks() {
+        let mut smtp = Settings::default().smtp;
+        assert!(!is_trusted(&smtp, "127.0.0.1".parse().unwrap()));
+        smtp.relay_networks = vec!["10.0.0.0/8".parse().unwrap()];
+        assert!(is_trusted(&smtp, "10.1.2.3".parse().unwrap()));
+        assert!(is_trusted(&smtp, "::ffff:10.1.2.3".parse().unwrap()));
+        assert!(!is_trusted(&smtp, "11.0.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn starttls_and_auth_are_offered_per_listener() {
+        let smtp = server_config("h", &listener(ListenerKind::Smtp), false);
+        assert!(smtp.extensions.starttls);
+        assert_eq!(smtp.extensions.auth_mechanisms, ["PLAIN", "LOGIN"]);
+        assert!(smtp.extensions.auth_requires_tls);
+        let implicit = server_config("h", &listener(ListenerKind::Submissions), true);
+        assert!(!implicit.extensions.starttls && implicit.tls_active);
+        let mut none = listener(ListenerKind::Smtp);
+        none.has_credentials = false;
+        none.tls_available = false;
+        let c = server_config("h", &none, false);
+        assert!(c.extensions.auth_mechanisms.is_empty() && !c.extensions.starttls);
     }
 }

@@ -12,11 +12,18 @@
 //!   mirror the sender's 4.5.3.2.5 and 4.5.3.2.6).
 //! - RFC 1870: the `SIZE` limit advertised from [`SmtpSettings::max_message_size`].
 //! - RFC 5321 3.5.3 and 7.3: VRFY / EXPN may be disabled or answered with 252 ([`VerifyPolicy`]).
+//! - RFC 3207 / RFC 8314: STARTTLS and implicit TLS from [`TlsSettings`].
+//! - RFC 4954: AUTH mechanisms, the TLS requirement and the failure policy in [`AuthSettings`].
+//! - RFC 6409 / RFC 5321 3.6.2: submission requires AUTH; relaying only for authenticated
+//!   clients and [`SmtpSettings::relay_networks`] (never an open relay).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use ipnet::IpNet;
+
+use crate::auth::{Credentials, Mechanism};
 use crate::directory::Directory;
 
 /// The smallest line length limit allowed: RFC 5321 4.5.3.1.4 (512 octets including CRLF).
@@ -39,6 +46,12 @@ pub struct Settings {
     pub queue: QueueSettings,
     /// Time given to sessions in flight on SIGTERM before they are answered 421 and closed.
     pub shutdown_grace: Duration,
+    /// The certificate and key for STARTTLS and implicit TLS; `None` means no TLS.
+    pub tls: Option<TlsSettings>,
+    /// AUTH (RFC 4954): mechanisms, TLS requirement, failure policy.
+    pub auth: AuthSettings,
+    /// Password hashes of the mailboxes that may authenticate.
+    pub credentials: Credentials,
 }
 
 impl Default for Settings {
@@ -51,24 +64,165 @@ impl Default for Settings {
             directory: Directory::default(),
             queue: QueueSettings::default(),
             shutdown_grace: Duration::from_secs(30),
+            tls: None,
+            auth: AuthSettings::default(),
+            credentials: Credentials::default(),
         }
     }
 }
 
+impl Settings {
+    /// The SMTP settings of `listener`: `[smtp]` with the listener's overrides applied.
+    pub fn smtp_for(&self, listener: &ListenerSettings) -> SmtpSettings {
+        listener.overrides.apply(&self.smtp)
+    }
+
+    /// The AUTH settings of `listener`: `[auth]` with the listener's overrides applied.
+    pub fn auth_for(&self, listener: &ListenerSettings) -> AuthSettings {
+        let mut auth = self.auth.clone();
+        if let Some(n) = listener.overrides.auth_max_failures {
+            auth.max_failures = n;
+        }
+        if let Some(b) = listener.overrides.auth_require_tls {
+            auth.require_tls = b;
+        }
+        auth
+    }
+}
+
 /// One listening socket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenerSettings {
     /// The address and port to bind.
     pub address: SocketAddr,
     /// What is spoken on it.
     pub kind: ListenerKind,
+    /// Settings that differ from `[smtp]` / `[auth]` on this listener.
+    pub overrides: ListenerOverrides,
+}
+
+impl ListenerSettings {
+    /// A listener with no overrides.
+    pub fn new(address: SocketAddr, kind: ListenerKind) -> Self {
+        Self {
+            address,
+            kind,
+            overrides: ListenerOverrides::default(),
+        }
+    }
 }
 
 impl Default for ListenerSettings {
     fn default() -> Self {
+        Self::new(
+            SocketAddr::from((Ipv4Addr::LOCALHOST, 2525)),
+            ListenerKind::Smtp,
+        )
+    }
+}
+
+/// Per-listener values that replace the `[smtp]` and `[auth]` ones (`None` keeps them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListenerOverrides {
+    /// [`SmtpSettings::max_message_size`].
+    pub max_message_size: Option<u64>,
+    /// [`SmtpSettings::max_recipients`].
+    pub max_recipients: Option<usize>,
+    /// [`SmtpSettings::max_connections_per_ip`].
+    pub max_connections_per_ip: Option<usize>,
+    /// [`SmtpSettings::vrfy`].
+    pub vrfy: Option<VerifyPolicy>,
+    /// [`SmtpSettings::expn`].
+    pub expn: Option<VerifyPolicy>,
+    /// [`SmtpSettings::send_soml_saml`].
+    pub send_soml_saml: Option<bool>,
+    /// [`SmtpSettings::turn`].
+    pub turn: Option<bool>,
+    /// [`SmtpSettings::etrn`].
+    pub etrn: Option<bool>,
+    /// [`SmtpSettings::relay_networks`].
+    pub relay_networks: Option<Vec<IpNet>>,
+    /// [`AuthSettings::max_failures`].
+    pub auth_max_failures: Option<u32>,
+    /// [`AuthSettings::require_tls`].
+    pub auth_require_tls: Option<bool>,
+}
+
+impl ListenerOverrides {
+    /// `base` with these overrides applied.
+    pub fn apply(&self, base: &SmtpSettings) -> SmtpSettings {
+        let mut s = base.clone();
+        if let Some(v) = self.max_message_size {
+            s.max_message_size = v;
+        }
+        if let Some(v) = self.max_recipients {
+            s.max_recipients = v;
+        }
+        if let Some(v) = self.max_connections_per_ip {
+            s.max_connections_per_ip = v;
+        }
+        if let Some(v) = self.vrfy {
+            s.vrfy = v;
+        }
+        if let Some(v) = self.expn {
+            s.expn = v;
+        }
+        if let Some(v) = self.send_soml_saml {
+            s.send_soml_saml = v;
+        }
+        if let Some(v) = self.turn {
+            s.turn = v;
+        }
+        if let Some(v) = self.etrn {
+            s.etrn = v;
+        }
+        if let Some(v) = &self.relay_networks {
+            s.relay_networks.clone_from(v);
+        }
+        s
+    }
+}
+
+/// The certificate and private key used for TLS (RFC 3207, RFC 8314).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// PEM file with the certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// How often the files are checked for a change (a renewed certificate is picked up
+    /// without a restart; SIGHUP reloads at once).
+    pub reload_interval: Duration,
+}
+
+/// AUTH (RFC 4954) policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthSettings {
+    /// The SASL mechanisms offered, in order; empty disables AUTH.
+    pub mechanisms: Vec<Mechanism>,
+    /// Offer and accept AUTH only under TLS (RFC 4954 4, RFC 8314). Turn off only for
+    /// loopback testing.
+    pub require_tls: bool,
+    /// The delay after the first failed attempt; it doubles with each further failure.
+    pub failure_delay: Duration,
+    /// The longest delay after a failed attempt.
+    pub failure_delay_max: Duration,
+    /// After this many failed attempts the connection is answered 421 and closed.
+    pub max_failures: u32,
+    /// An authenticated client may use only its own address or its aliases as the sender
+    /// (else 553 5.7.1).
+    pub sender_must_match: bool,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
         Self {
-            address: SocketAddr::from((Ipv4Addr::LOCALHOST, 2525)),
-            kind: ListenerKind::Smtp,
+            mechanisms: vec![Mechanism::Plain, Mechanism::Login],
+            require_tls: true,
+            failure_delay: Duration::from_secs(1),
+            failure_delay_max: Duration::from_secs(16),
+            max_failures: 3,
+            sender_must_match: true,
         }
     }
 }
@@ -145,6 +299,12 @@ pub struct SmtpSettings {
     pub chunking: bool,
     /// Offer `ENHANCEDSTATUSCODES` (RFC 2034).
     pub enhanced_status_codes: bool,
+    /// Accept `TURN` (RFC 821); still refused to unauthenticated clients.
+    pub turn: bool,
+    /// Offer `ETRN` (RFC 1985).
+    pub etrn: bool,
+    /// Client networks that may relay without AUTH (CIDR); empty by default: no open relay.
+    pub relay_networks: Vec<IpNet>,
 }
 
 impl Default for SmtpSettings {
@@ -168,6 +328,9 @@ impl Default for SmtpSettings {
             smtputf8: true,
             chunking: true,
             enhanced_status_codes: true,
+            turn: false,
+            etrn: false,
+            relay_networks: Vec::new(),
         }
     }
 }
@@ -266,11 +429,15 @@ mod tests {
         assert_eq!(s.data_dir, PathBuf::from("./yizhan-data"));
         assert_eq!(
             s.listeners,
-            vec![ListenerSettings {
-                address: "127.0.0.1:2525".parse().unwrap(),
-                kind: ListenerKind::Smtp
-            }]
+            vec![ListenerSettings::new(
+                "127.0.0.1:2525".parse().unwrap(),
+                ListenerKind::Smtp
+            )]
         );
+        assert_eq!(s.tls, None);
+        // RFC 4954 4: AUTH only under TLS unless configured otherwise.
+        assert!(s.auth.require_tls);
+        assert!(s.smtp.relay_networks.is_empty(), "never an open relay");
         assert_eq!(s.shutdown_grace, Duration::from_secs(30));
         assert_eq!(s.smtp.max_message_size, 10_485_760);
         // RFC 5321 4.5.3.1.4: never below 512.
@@ -297,5 +464,19 @@ mod tests {
         }
         assert_eq!(ListenerKind::from_name("SMTP"), None);
         assert_eq!(VerifyPolicy::from_name("yes"), None);
+    }
+
+    #[test]
+    fn listener_overrides_replace_only_what_they_name() {
+        let settings = Settings::default();
+        let mut listener = ListenerSettings::default();
+        listener.overrides.max_recipients = Some(100);
+        listener.overrides.auth_max_failures = Some(1);
+        let smtp = settings.smtp_for(&listener);
+        assert_eq!(smtp.max_recipients, 100);
+        assert_eq!(smtp.max_message_size, settings.smtp.max_message_size);
+        let auth = settings.auth_for(&listener);
+        assert_eq!(auth.max_failures, 1);
+        assert_eq!(auth.require_tls, settings.auth.require_tls);
     }
 }
