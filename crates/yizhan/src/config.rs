@@ -16,11 +16,14 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
+use yizhan_server::auth::{Credentials, Mechanism};
 use yizhan_server::directory::{Directory, DirectoryError, Entry};
 use yizhan_server::settings::{
-    ListenerKind, ListenerSettings, MIN_LINE_LENGTH, Settings, VerifyPolicy,
+    ListenerKind, ListenerOverrides, ListenerSettings, MIN_LINE_LENGTH, Settings, TlsSettings,
+    VerifyPolicy,
 };
 
 /// The environment variable naming the configuration file.
@@ -210,10 +213,7 @@ impl Overrides {
             settings.listeners = self
                 .listen
                 .iter()
-                .map(|&address| ListenerSettings {
-                    address,
-                    kind: ListenerKind::Smtp,
-                })
+                .map(|&address| ListenerSettings::new(address, ListenerKind::Smtp))
                 .collect();
         }
         if let Some(dir) = &self.data_dir {
@@ -232,8 +232,45 @@ pub fn summary(settings: &Settings) -> Vec<String> {
         format!("data_dir: {}", settings.data_dir.display()),
     ];
     for l in &settings.listeners {
-        lines.push(format!("listener: {} ({})", l.address, l.kind));
+        if l.overrides == ListenerOverrides::default() {
+            lines.push(format!("listener: {} ({})", l.address, l.kind));
+        } else {
+            lines.push(format!(
+                "listener: {} ({}) with overrides {:?}",
+                l.address, l.kind, l.overrides
+            ));
+        }
     }
+    match &settings.tls {
+        Some(tls) => lines.push(format!(
+            "tls: cert {}, key {}, checked for changes every {}s (SIGHUP reloads at once)",
+            tls.cert.display(),
+            tls.key.display(),
+            tls.reload_interval.as_secs()
+        )),
+        None => lines.push("tls: off (no [tls] section)".to_owned()),
+    }
+    let a = &settings.auth;
+    let mechanisms: Vec<&str> = a.mechanisms.iter().map(|m| m.as_str()).collect();
+    lines.push(format!(
+        "auth: {} ({} users with a password), require_tls {}, max_failures {}, failure delay {}ms doubling up to {}ms, sender_must_match {}",
+        if mechanisms.is_empty() { "off".to_owned() } else { mechanisms.join(" ") },
+        settings.credentials.users().count(),
+        a.require_tls,
+        a.max_failures,
+        a.failure_delay.as_millis(),
+        a.failure_delay_max.as_millis(),
+        a.sender_must_match
+    ));
+    let networks: Vec<String> = s.relay_networks.iter().map(ToString::to_string).collect();
+    lines.push(format!(
+        "relay: authenticated users{}",
+        if networks.is_empty() {
+            String::new()
+        } else {
+            format!(" and networks {}", networks.join(", "))
+        }
+    ));
     let domains: Vec<String> = d
         .domains()
         .iter()
@@ -271,11 +308,13 @@ pub fn summary(settings: &Settings) -> Vec<String> {
     ));
     let on = |b: bool| if b { "on" } else { "off" };
     lines.push(format!(
-        "commands: VRFY {}, EXPN {}, SEND/SOML/SAML {}, HELP {}",
+        "commands: VRFY {}, EXPN {}, SEND/SOML/SAML {}, HELP {}, TURN {}, ETRN {}",
         s.vrfy,
         s.expn,
         on(s.send_soml_saml),
-        on(s.help)
+        on(s.help),
+        on(s.turn),
+        on(s.etrn)
     ));
     lines.push(format!(
         "extensions: PIPELINING {}, 8BITMIME {}, SMTPUTF8 {}, CHUNKING {}, ENHANCEDSTATUSCODES {}",
@@ -312,6 +351,9 @@ struct RawConfig {
     smtp: RawSmtp,
     #[serde(default)]
     queue: RawQueue,
+    tls: Option<RawTls>,
+    #[serde(default)]
+    auth: RawAuth,
     #[serde(default)]
     domain: Vec<RawDomain>,
     #[serde(default)]
@@ -327,6 +369,37 @@ struct RawConfig {
 struct RawListener {
     address: Spanned<String>,
     kind: Option<Spanned<String>>,
+    // Per-listener overrides of [smtp] and [auth].
+    max_message_size: Option<Spanned<i64>>,
+    max_recipients: Option<Spanned<i64>>,
+    max_connections_per_ip: Option<Spanned<i64>>,
+    vrfy: Option<Spanned<String>>,
+    expn: Option<Spanned<String>>,
+    send_soml_saml: Option<bool>,
+    turn: Option<bool>,
+    etrn: Option<bool>,
+    relay_networks: Option<Spanned<Vec<Spanned<String>>>>,
+    auth_max_failures: Option<Spanned<i64>>,
+    auth_require_tls: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: Spanned<String>,
+    key: Spanned<String>,
+    reload_interval: Option<Spanned<RawDuration>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    mechanisms: Option<Spanned<Vec<Spanned<String>>>>,
+    require_tls: Option<bool>,
+    failure_delay: Option<Spanned<RawDuration>>,
+    failure_delay_max: Option<Spanned<RawDuration>>,
+    max_failures: Option<Spanned<i64>>,
+    sender_must_match: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -350,6 +423,9 @@ struct RawSmtp {
     smtputf8: Option<bool>,
     chunking: Option<bool>,
     enhanced_status_codes: Option<bool>,
+    turn: Option<bool>,
+    etrn: Option<bool>,
+    relay_networks: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -372,6 +448,8 @@ struct RawDomain {
 struct RawMailbox {
     address: Spanned<String>,
     full_name: Option<Spanned<String>>,
+    /// An argon2 PHC string (`yizhan hash-password`), never a plain password.
+    password: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -388,7 +466,8 @@ struct RawRelocated {
     new_address: Spanned<String>,
 }
 
-/// A duration: integer seconds, or a string with a unit (`"90s"`, `"5m"`, `"2h"`, `"5d"`).
+/// A duration: integer seconds, or a string with a unit (`"250ms"`, `"90s"`, `"5m"`, `"2h"`,
+/// `"5d"`).
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 enum RawDuration {
@@ -399,9 +478,12 @@ enum RawDuration {
 impl RawDuration {
     fn to_duration(&self) -> Result<Duration, String> {
         const HINT: &str =
-            "expected seconds (e.g. 300) or a number with a unit s, m, h or d (e.g. \"5m\")";
-        let seconds = match self {
-            Self::Seconds(n) => u64::try_from(*n).map_err(|_| format!("{n} is negative"))?,
+            "expected seconds (e.g. 300) or a number with a unit ms, s, m, h or d (e.g. \"5m\")";
+        let millis = match self {
+            Self::Seconds(n) => u64::try_from(*n)
+                .map_err(|_| format!("{n} is negative"))?
+                .checked_mul(1000)
+                .ok_or_else(|| format!("{n} is too long"))?,
             Self::Text(text) => {
                 let text = text.trim();
                 let split = text
@@ -412,10 +494,11 @@ impl RawDuration {
                     .parse()
                     .map_err(|_| format!("{text:?} is not a duration; {HINT}"))?;
                 let factor = match unit.trim() {
-                    "s" => 1,
-                    "m" => 60,
-                    "h" => 3600,
-                    "d" => 86_400,
+                    "ms" => 1,
+                    "s" => 1000,
+                    "m" => 60_000,
+                    "h" => 3_600_000,
+                    "d" => 86_400_000,
                     _ => return Err(format!("{text:?} is not a duration; {HINT}")),
                 };
                 number
@@ -423,7 +506,7 @@ impl RawDuration {
                     .ok_or_else(|| format!("{text:?} is too long"))?
             }
         };
-        Ok(Duration::from_secs(seconds))
+        Ok(Duration::from_millis(millis))
     }
 }
 
@@ -491,7 +574,7 @@ impl Validator<'_> {
         let Some(value) = value else { return default };
         match value.get_ref().to_duration() {
             Ok(d) if positive && d.is_zero() => {
-                self.problem(key, Some(value.span().start), "must be more than 0 seconds");
+                self.problem(key, Some(value.span().start), "must be more than 0");
                 default
             }
             Ok(d) => d,
@@ -520,6 +603,33 @@ impl Validator<'_> {
             );
             default
         })
+    }
+}
+
+impl Validator<'_> {
+    /// A list of CIDR networks (`10.0.0.0/8`, `::1/128`; a bare address means one host).
+    fn networks(
+        &mut self,
+        key: &str,
+        value: &Option<Spanned<Vec<Spanned<String>>>>,
+    ) -> Option<Vec<IpNet>> {
+        let list = value.as_ref()?;
+        let mut out = Vec::new();
+        for (i, item) in list.get_ref().iter().enumerate() {
+            let text = item.get_ref().trim();
+            let parsed = text
+                .parse::<IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from));
+            match parsed {
+                Ok(net) => out.push(net.trunc()),
+                Err(_) => self.problem(
+                    format!("{key}[{i}]"),
+                    Some(item.span().start),
+                    format!("{text:?} is not a network in CIDR notation (e.g. \"10.0.0.0/8\")"),
+                ),
+            }
+        }
+        Some(out)
     }
 }
 
@@ -562,10 +672,133 @@ impl RawConfig {
         }
         self.smtp(v, &mut settings);
         self.queue(v, &mut settings);
+        self.tls(v, &mut settings);
+        self.auth(v, &mut settings);
         if let Some(directory) = self.directory(v) {
             settings.directory = directory;
         }
+        settings.credentials = self.credentials(v);
+        if settings.tls.is_none()
+            && let Some(listeners) = &self.listener
+        {
+            for (i, l) in listeners.get_ref().iter().enumerate() {
+                if let Some(kind) = &l.kind
+                    && kind.get_ref() == ListenerKind::Submissions.as_str()
+                {
+                    v.problem(
+                        format!("listener[{i}].kind"),
+                        Some(kind.span().start),
+                        "a \"submissions\" listener speaks implicit TLS (RFC 8314) and needs a [tls] section with cert and key",
+                    );
+                }
+            }
+        }
         settings
+    }
+
+    fn tls(&self, v: &mut Validator<'_>, settings: &mut Settings) {
+        let Some(raw) = &self.tls else { return };
+        let mut path = |key: &str, value: &Spanned<String>| {
+            if value.get_ref().is_empty() {
+                v.problem(key, Some(value.span().start), "must not be empty");
+            }
+            PathBuf::from(value.get_ref())
+        };
+        let cert = path("tls.cert", &raw.cert);
+        let key = path("tls.key", &raw.key);
+        let reload_interval = v.duration(
+            "tls.reload_interval",
+            &raw.reload_interval,
+            true,
+            Duration::from_secs(60),
+        );
+        settings.tls = Some(TlsSettings {
+            cert,
+            key,
+            reload_interval,
+        });
+    }
+
+    fn auth(&self, v: &mut Validator<'_>, settings: &mut Settings) {
+        let raw = &self.auth;
+        let a = &mut settings.auth;
+        let d = a.clone();
+        if let Some(list) = &raw.mechanisms {
+            let mut mechanisms = Vec::new();
+            for (i, name) in list.get_ref().iter().enumerate() {
+                match Mechanism::from_name(name.get_ref()) {
+                    Some(m) if !mechanisms.contains(&m) => mechanisms.push(m),
+                    Some(_) => v.problem(
+                        format!("auth.mechanisms[{i}]"),
+                        Some(name.span().start),
+                        format!("{:?} is listed twice", name.get_ref()),
+                    ),
+                    None => v.problem(
+                        format!("auth.mechanisms[{i}]"),
+                        Some(name.span().start),
+                        format!(
+                            "unknown mechanism {:?} (expected \"PLAIN\" or \"LOGIN\")",
+                            name.get_ref()
+                        ),
+                    ),
+                }
+            }
+            a.mechanisms = mechanisms;
+        }
+        a.require_tls = raw.require_tls.unwrap_or(d.require_tls);
+        a.failure_delay = v.duration(
+            "auth.failure_delay",
+            &raw.failure_delay,
+            false,
+            d.failure_delay,
+        );
+        a.failure_delay_max = v.duration(
+            "auth.failure_delay_max",
+            &raw.failure_delay_max,
+            false,
+            d.failure_delay_max,
+        );
+        a.max_failures = v.integer(
+            "auth.max_failures",
+            &raw.max_failures,
+            1,
+            "",
+            d.max_failures,
+        );
+        a.sender_must_match = raw.sender_must_match.unwrap_or(d.sender_must_match);
+        if a.failure_delay_max < a.failure_delay
+            && let Some(value) = raw
+                .failure_delay_max
+                .as_ref()
+                .or(raw.failure_delay.as_ref())
+        {
+            v.problem(
+                "auth.failure_delay_max",
+                Some(value.span().start),
+                "is shorter than auth.failure_delay",
+            );
+        }
+    }
+
+    /// The password hashes of `[[mailbox]]` entries that have one.
+    fn credentials(&self, v: &mut Validator<'_>) -> Credentials {
+        let mut credentials = Credentials::default();
+        for (i, m) in self.mailbox.iter().enumerate() {
+            let Some(password) = &m.password else {
+                continue;
+            };
+            if let Err(e) = credentials.insert(m.address.get_ref(), password.get_ref()) {
+                // A bad address is reported by the directory already.
+                if matches!(e, yizhan_server::auth::CredentialError::BadHash(_)) {
+                    v.problem(
+                        format!("mailbox[{i}].password"),
+                        Some(password.span().start),
+                        format!("{e}; make one with `yizhan hash-password`"),
+                    );
+                }
+            }
+        }
+        credentials
     }
 
     fn listeners(
@@ -623,11 +856,49 @@ impl RawConfig {
                     found
                 }
             };
+            let overrides = Self::overrides(v, i, l);
             if let (Some(address), Some(kind)) = (address, kind) {
-                out.push(ListenerSettings { address, kind });
+                out.push(ListenerSettings {
+                    address,
+                    kind,
+                    overrides,
+                });
             }
         }
         out
+    }
+
+    /// The `[smtp]` / `[auth]` values a `[[listener]]` replaces.
+    fn overrides(v: &mut Validator<'_>, i: usize, l: &RawListener) -> ListenerOverrides {
+        let key = |name: &str| format!("listener[{i}].{name}");
+        let integer =
+            |v: &mut Validator<'_>, name: &str, value: &Option<Spanned<i64>>, min: i64| {
+                value.as_ref()?;
+                let n: i64 = v.integer(&key(name), value, min, "", -1);
+                u64::try_from(n).ok()
+            };
+        let max_message_size = integer(v, "max_message_size", &l.max_message_size, 1);
+        let max_recipients = integer(v, "max_recipients", &l.max_recipients, MIN_RECIPIENTS);
+        let max_connections_per_ip =
+            integer(v, "max_connections_per_ip", &l.max_connections_per_ip, 1);
+        let auth_max_failures = integer(v, "auth_max_failures", &l.auth_max_failures, 1);
+        let policy = |v: &mut Validator<'_>, name: &str, value: &Option<Spanned<String>>| {
+            value.as_ref()?;
+            Some(v.policy(&key(name), value, VerifyPolicy::Disabled))
+        };
+        ListenerOverrides {
+            max_message_size,
+            max_recipients: max_recipients.and_then(|n| usize::try_from(n).ok()),
+            max_connections_per_ip: max_connections_per_ip.and_then(|n| usize::try_from(n).ok()),
+            vrfy: policy(v, "vrfy", &l.vrfy),
+            expn: policy(v, "expn", &l.expn),
+            send_soml_saml: l.send_soml_saml,
+            turn: l.turn,
+            etrn: l.etrn,
+            relay_networks: v.networks(&key("relay_networks"), &l.relay_networks),
+            auth_max_failures: auth_max_failures.and_then(|n| u32::try_from(n).ok()),
+            auth_require_tls: l.auth_require_tls,
+        }
     }
 
     fn smtp(&self, v: &mut Validator<'_>, settings: &mut Settings) {
@@ -709,6 +980,11 @@ impl RawConfig {
         s.smtputf8 = raw.smtputf8.unwrap_or(d.smtputf8);
         s.chunking = raw.chunking.unwrap_or(d.chunking);
         s.enhanced_status_codes = raw.enhanced_status_codes.unwrap_or(d.enhanced_status_codes);
+        s.turn = raw.turn.unwrap_or(d.turn);
+        s.etrn = raw.etrn.unwrap_or(d.etrn);
+        if let Some(networks) = v.networks("smtp.relay_networks", &raw.relay_networks) {
+            s.relay_networks = networks;
+        }
     }
 
     fn queue(&self, v: &mut Validator<'_>, settings: &mut Settings) {
@@ -874,10 +1150,10 @@ new_address = "moved@elsewhere.example"
         let want = Settings {
             hostname: "mx.test.example".to_owned(),
             data_dir: PathBuf::from("/var/lib/yizhan"),
-            listeners: vec![ListenerSettings {
-                address: "127.0.0.1:2525".parse().unwrap(),
-                kind: ListenerKind::Smtp,
-            }],
+            listeners: vec![ListenerSettings::new(
+                "127.0.0.1:2525".parse().unwrap(),
+                ListenerKind::Smtp,
+            )],
             smtp: yizhan_server::settings::SmtpSettings {
                 max_message_size: 10_485_760,
                 max_recipients: 1000,
@@ -928,6 +1204,17 @@ kind = "smtp"
 [[listener]]
 address = "0.0.0.0:587"
 kind = "submission"
+max_message_size = 2000
+max_recipients = 200
+max_connections_per_ip = 5
+vrfy = "disabled"
+expn = "disabled"
+send_soml_saml = true
+turn = false
+etrn = false
+relay_networks = []
+auth_max_failures = 2
+auth_require_tls = true
 [[listener]]
 address = "0.0.0.0:465"
 kind = "submissions"
@@ -953,6 +1240,22 @@ eight_bit_mime = false
 smtputf8 = false
 chunking = false
 enhanced_status_codes = false
+turn = true
+etrn = true
+relay_networks = ["10.0.0.0/8"]
+
+[tls]
+cert = "/srv/cert.pem"
+key = "/srv/key.pem"
+reload_interval = "5m"
+
+[auth]
+mechanisms = ["LOGIN"]
+require_tls = false
+failure_delay = "2s"
+failure_delay_max = "4s"
+max_failures = 5
+sender_must_match = false
 
 [queue]
 concurrency = 2
@@ -966,8 +1269,44 @@ name = "example.org"
 [[mailbox]]
 address = "admin@example.org"
 full_name = "Ada Admin"
+password = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$LRbzYPWEbEkM0vJcZVB7l2AgjMC8KjYdyTbcOT4hlQ0"
 "#;
         let s = parse("t.toml", text).unwrap();
+        assert_eq!(
+            s.listeners[1].overrides,
+            ListenerOverrides {
+                max_message_size: Some(2000),
+                max_recipients: Some(200),
+                max_connections_per_ip: Some(5),
+                vrfy: Some(VerifyPolicy::Disabled),
+                expn: Some(VerifyPolicy::Disabled),
+                send_soml_saml: Some(true),
+                turn: Some(false),
+                etrn: Some(false),
+                relay_networks: Some(Vec::new()),
+                auth_max_failures: Some(2),
+                auth_require_tls: Some(true),
+            }
+        );
+        let tls = s.tls.as_ref().unwrap();
+        assert_eq!(
+            (tls.cert.as_path(), tls.key.as_path(), tls.reload_interval),
+            (
+                Path::new("/srv/cert.pem"),
+                Path::new("/srv/key.pem"),
+                Duration::from_secs(300)
+            )
+        );
+        let a = &s.auth;
+        assert_eq!(a.mechanisms, [Mechanism::Login]);
+        assert!(!a.require_tls && !a.sender_must_match);
+        assert_eq!(
+            (a.failure_delay, a.failure_delay_max, a.max_failures),
+            (Duration::from_secs(2), Duration::from_secs(4), 5)
+        );
+        assert!(s.smtp.turn && s.smtp.etrn);
+        assert_eq!(s.smtp.relay_networks.len(), 1);
+        assert_eq!(s.credentials.users().count(), 1);
         assert_eq!(s.hostname, "MX.Example.org");
         assert_eq!(s.data_dir, PathBuf::from("/srv/mail"));
         assert_eq!(s.shutdown_grace, Duration::from_secs(60));
@@ -1030,8 +1369,8 @@ full_name = "Ada Admin"
             ("bogus = 1\n", "bogus", 1),
             ("[smtp]\nmax_size = 1\n", "max_size", 2),
             (
-                "[[domain]]\nname = \"a.example\"\n[[mailbox]]\naddress = \"u@a.example\"\npassword = \"x\"\n",
-                "password",
+                "[[domain]]\nname = \"a.example\"\n[[mailbox]]\naddress = \"u@a.example\"\nhash = \"x\"\n",
+                "hash",
                 5,
             ),
             (
@@ -1198,10 +1537,7 @@ members = ["x@a.example", "friend@remote.example"]
         .apply(&mut s);
         assert_eq!(
             s.listeners,
-            [a, b].map(|address| ListenerSettings {
-                address,
-                kind: ListenerKind::Smtp
-            })
+            [a, b].map(|address| ListenerSettings::new(address, ListenerKind::Smtp))
         );
         assert_eq!(s.data_dir, PathBuf::from("/tmp/d"));
     }
@@ -1216,6 +1552,7 @@ members = ["x@a.example", "friend@remote.example"]
             (RawDuration::Text("5m".into()), Ok(300)),
             (RawDuration::Text(" 2h ".into()), Ok(7200)),
             (RawDuration::Text("5d".into()), Ok(432_000)),
+            (RawDuration::Text("3000ms".into()), Ok(3)),
             (RawDuration::Text("5".into()), Err("no unit")),
             (RawDuration::Text("m".into()), Err("not a duration")),
             (RawDuration::Text("1.5h".into()), Err("not a duration")),
@@ -1230,7 +1567,7 @@ members = ["x@a.example", "friend@remote.example"]
         ];
         for (raw, want) in cases {
             match (raw.to_duration(), want) {
-                (Ok(d), Ok(secs)) => assert_eq!(d.as_secs(), *secs, "{raw:?}"),
+                (Ok(d), Ok(secs)) => assert_eq!(d.as_millis(), u128::from(*secs) * 1000, "{raw:?}"),
                 (Err(e), Err(part)) => assert!(e.contains(part), "{raw:?}: {e}"),
                 (got, _) => panic!("{raw:?}: got {got:?}, want {want:?}"),
             }
@@ -1248,6 +1585,119 @@ members = ["x@a.example", "friend@remote.example"]
             "2 mailboxes, 1 aliases, 1 relocated; postmaster postmaster@test.example",
         ] {
             assert!(text.contains(part), "{part} missing from\n{text}");
+        }
+    }
+
+    const TLS_AUTH: &str = r#"hostname = "mx.test.example"
+
+[[listener]]
+address = "127.0.0.1:2525"
+kind = "smtp"
+
+[[listener]]
+address = "127.0.0.1:2587"
+kind = "submission"
+max_recipients = 100
+auth_max_failures = 2
+vrfy = "disabled"
+
+[[listener]]
+address = "127.0.0.1:2465"
+kind = "submissions"
+
+[smtp]
+relay_networks = ["10.0.0.0/8", "192.0.2.7"]
+
+[tls]
+cert = "/etc/yizhan/cert.pem"
+key = "/etc/yizhan/key.pem"
+reload_interval = "30s"
+
+[auth]
+mechanisms = ["PLAIN", "LOGIN"]
+require_tls = true
+failure_delay = "500ms"
+failure_delay_max = "8s"
+max_failures = 3
+
+[[domain]]
+name = "test.example"
+
+[[mailbox]]
+address = "user@test.example"
+password = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$LRbzYPWEbEkM0vJcZVB7l2AgjMC8KjYdyTbcOT4hlQ0"
+"#;
+
+    #[test]
+    fn tls_auth_relay_and_listener_overrides() {
+        let s = parse("t.toml", TLS_AUTH).unwrap();
+        let tls = s.tls.as_ref().unwrap();
+        assert_eq!(tls.cert, PathBuf::from("/etc/yizhan/cert.pem"));
+        assert_eq!(tls.reload_interval, Duration::from_secs(30));
+        assert_eq!(s.auth.failure_delay, Duration::from_millis(500));
+        assert_eq!(s.auth.max_failures, 3);
+        assert_eq!(
+            s.credentials.users().collect::<Vec<_>>(),
+            ["user@test.example"]
+        );
+        assert_eq!(
+            s.smtp.relay_networks,
+            vec![
+                "10.0.0.0/8".parse::<IpNet>().unwrap(),
+                "192.0.2.7/32".parse().unwrap()
+            ]
+        );
+        let sub = &s.listeners[1];
+        assert_eq!(sub.kind, ListenerKind::Submission);
+        assert_eq!(s.smtp_for(sub).max_recipients, 100);
+        assert_eq!(s.smtp_for(sub).vrfy, VerifyPolicy::Disabled);
+        assert_eq!(s.auth_for(sub).max_failures, 2);
+        assert_eq!(s.smtp_for(&s.listeners[0]).max_recipients, 1000);
+        assert_eq!(s.listeners[2].kind, ListenerKind::Submissions);
+        let text = summary(&s).join("\n");
+        assert!(
+            text.contains("auth: PLAIN LOGIN (1 users with a password)"),
+            "{text}"
+        );
+        assert!(!text.contains("argon2"), "the summary never shows hashes");
+    }
+
+    #[test]
+    fn tls_auth_problems_are_all_reported() {
+        let text = r#"
+[[listener]]
+address = "127.0.0.1:2465"
+kind = "submissions"
+
+[[listener]]
+address = "127.0.0.1:2587"
+relay_networks = ["10.0.0.0/33"]
+
+[smtp]
+relay_networks = ["not-a-network"]
+
+[auth]
+mechanisms = ["CRAM-MD5"]
+failure_delay = "2s"
+failure_delay_max = "1s"
+
+[[mailbox]]
+address = "user@localhost"
+password = "hunter2"
+"#;
+        let keys: Vec<String> = problems(text).into_iter().map(|p| p.key).collect();
+        for want in [
+            "listener[0].kind",
+            "listener[1].relay_networks[0]",
+            "smtp.relay_networks[0]",
+            "auth.mechanisms[0]",
+            "auth.failure_delay_max",
+            "mailbox[0].password",
+        ] {
+            assert!(
+                keys.iter().any(|k| k == want),
+                "{want} missing from {keys:?}"
+            );
         }
     }
 }

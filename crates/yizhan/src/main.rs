@@ -33,8 +33,12 @@ struct Cli {
 enum Command {
     /// Run the mail server until SIGTERM or SIGINT.
     Serve(ServeArgs),
-    /// Check the configuration: print a summary and "configuration OK", or every problem.
+    /// Check the configuration: print a summary, the TLS certificate's expiry and
+    /// "configuration OK", or every problem.
     CheckConfig(ConfigArgs),
+    /// Read a password from stdin (one line) and print its argon2id PHC string, for
+    /// `[[mailbox]] password = "..."`.
+    HashPassword,
 }
 
 #[derive(Debug, Args)]
@@ -66,6 +70,32 @@ fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig(args) => check_config(&args),
         Command::Serve(args) => serve(args),
+        Command::HashPassword => hash_password(),
+    }
+}
+
+/// `yizhan hash-password`: one line from stdin (without its line ending) to a PHC string.
+fn hash_password() -> ExitCode {
+    let mut line = String::new();
+    if let Err(e) = std::io::stdin().read_line(&mut line) {
+        eprintln!("yizhan: cannot read the password from stdin: {e}");
+        return ExitCode::FAILURE;
+    }
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    if password.is_empty() {
+        eprintln!("yizhan: empty password");
+        return ExitCode::FAILURE;
+    }
+    match yizhan_server::auth::hash_password(password.as_bytes()) {
+        Ok(phc) => {
+            println!("{phc}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("yizhan: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -109,6 +139,26 @@ fn check_config(args: &ConfigArgs) -> ExitCode {
         Ok(settings) => {
             for line in config::summary(&settings) {
                 println!("{line}");
+            }
+            if let Some(tls) = &settings.tls {
+                // The files must load as they will at start, and the expiry is worth a look.
+                let checked = yizhan_server::tls::load_config(&tls.cert, &tls.key)
+                    .and_then(|_| yizhan_server::tls::cert_info(&tls.cert));
+                match checked {
+                    Ok(info) => {
+                        let now = jiff::Timestamp::now().as_second();
+                        println!("tls certificate: {}", info.describe(now));
+                        if info.seconds_left(now) < 0 {
+                            eprintln!("the TLS certificate has expired");
+                            return ExitCode::FAILURE;
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("tls: {e}");
+                        eprintln!("configuration has 1 problem");
+                        return ExitCode::FAILURE;
+                    }
+                }
             }
             println!("configuration OK");
             ExitCode::SUCCESS

@@ -1,4 +1,5 @@
-//! `yizhan serve`: runs the server with validated settings until SIGTERM or SIGINT.
+//! `yizhan serve`: runs the server with validated settings until SIGTERM or SIGINT; SIGHUP
+//! reloads the TLS certificate and key.
 
 use tokio_util::sync::CancellationToken;
 use yizhan_server::listener::Server;
@@ -22,20 +23,39 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let server = Server::bind(settings).await?;
     let addresses: Vec<String> = server.local_addrs().iter().map(|a| a.to_string()).collect();
     tracing::info!(listen = %addresses.join(" "), data_dir = %data_dir.display(), "ready");
+    let tls = server.tls();
     let shutdown = CancellationToken::new();
     let serving = tokio::spawn(server.run(shutdown.clone()));
-    let signal = signals.recv().await;
+    let signal = loop {
+        match signals.recv().await {
+            Signal::Stop(name) => break name,
+            Signal::Reload => match &tls {
+                Some(store) => store.reload_and_log("SIGHUP"),
+                None => tracing::info!("SIGHUP received; no [tls] to reload"),
+            },
+        }
+    };
     tracing::info!("{signal} received, shutting down");
     shutdown.cancel();
     serving.await.context("server task failed")??;
     Ok(())
 }
 
-/// SIGTERM and SIGINT, installed.
+/// What a signal asks for.
+enum Signal {
+    /// Shut down (named for the log).
+    Stop(&'static str),
+    /// Reload the TLS certificate.
+    #[cfg_attr(not(unix), allow(dead_code))]
+    Reload,
+}
+
+/// SIGTERM, SIGINT and SIGHUP, installed.
 #[cfg(unix)]
 struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
 }
 
 #[cfg(unix)]
@@ -47,14 +67,16 @@ impl Signals {
         Ok(Self {
             term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
             int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            hup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
         })
     }
 
-    /// Waits for the first of SIGTERM and SIGINT and names it.
-    async fn recv(&mut self) -> &'static str {
+    /// Waits for the next of SIGTERM, SIGINT and SIGHUP.
+    async fn recv(&mut self) -> Signal {
         tokio::select! {
-            _ = self.term.recv() => "SIGTERM",
-            _ = self.int.recv() => "SIGINT",
+            _ = self.term.recv() => Signal::Stop("SIGTERM"),
+            _ = self.int.recv() => Signal::Stop("SIGINT"),
+            _ = self.hup.recv() => Signal::Reload,
         }
     }
 }
@@ -69,9 +91,9 @@ impl Signals {
         Ok(Self)
     }
 
-    async fn recv(&mut self) -> &'static str {
+    async fn recv(&mut self) -> Signal {
         // If Ctrl-C cannot be watched, stop rather than run unstoppable.
         let _ = tokio::signal::ctrl_c().await;
-        "Ctrl-C"
+        Signal::Stop("Ctrl-C")
     }
 }
