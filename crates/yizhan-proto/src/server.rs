@@ -378,7 +378,7 @@ enum Pending {
     },
     EndOfData,
     Auth,
-    Etrn,
+    Etrn(String),
     Turn,
 }
 
@@ -484,9 +484,14 @@ impl ServerSession {
             Decision::Reply(reply) => (Some(reply), false),
             Decision::Close(reply) => (Some(reply), true),
         };
+        // A 3xx accepts where the question expects one: 354 for DATA, 334 for AUTH.
         let accepted = match &reply {
             None => true,
-            Some(r) => r.is_positive() || (r.is_intermediate() && matches!(pending, Pending::Auth)),
+            Some(r) => {
+                r.is_positive()
+                    || (r.is_intermediate()
+                        && matches!(pending, Pending::Auth | Pending::Data { bdat: None }))
+            }
         };
         match pending {
             Pending::Helo { host, extended } => {
@@ -543,8 +548,8 @@ impl ServerSession {
                 self.reply(&reply);
             }
             Pending::Auth => self.decided_auth(reply),
-            Pending::Etrn => {
-                let reply = reply.unwrap_or_else(|| Reply::etrn_started(""));
+            Pending::Etrn(node) => {
+                let reply = reply.unwrap_or_else(|| Reply::etrn_started(&node));
                 self.reply(&reply);
             }
             Pending::Turn => {
@@ -658,9 +663,12 @@ impl ServerSession {
                     Some(LineEvent::Line(line)) => self.handle_line(&line),
                     Some(LineEvent::TooLong) => {
                         if matches!(self.state, State::AuthResponse) {
+                            // RFC 4954 4: the exchange is cancelled with 500 5.5.6.
                             self.state = State::Command;
+                            self.reply_error(Some(Reply::auth_line_too_long()));
+                        } else {
+                            self.reply_error(Some(Reply::line_too_long()));
                         }
-                        self.reply_error(Some(Reply::line_too_long()));
                     }
                     None => {}
                 }
@@ -787,7 +795,7 @@ impl ServerSession {
                 } else if self.transaction.is_some() {
                     self.reply_error(Some(Reply::nested_mail()));
                 } else {
-                    self.ask(Pending::Etrn, Question::Etrn(node));
+                    self.ask(Pending::Etrn(node.clone()), Question::Etrn(node));
                 }
             }
             Command::StartTls => self.starttls(),
@@ -1271,8 +1279,16 @@ impl ServerSession {
 
     /// Clears the transaction (RSET, HELO, EHLO, QUIT); tells the driver if data had started.
     fn abort_transaction(&mut self) {
+        // A refused BDAT chunk is only being skipped: no data was started for the driver.
         let had_data = self.transaction.as_ref().is_some_and(|tx| tx.bdat)
-            || matches!(self.state, State::Data(_) | State::Bdat { .. });
+            || matches!(
+                self.state,
+                State::Data(_)
+                    | State::Bdat {
+                        mode: Chunk::Keep | Chunk::TooBig,
+                        ..
+                    }
+            );
         if had_data {
             self.events.push_back(Event::DataAborted);
         }
