@@ -77,7 +77,13 @@ pub enum LineMatch {
 impl Expect {
     /// Matches one server line (without its CRLF).
     pub fn matches(&self, line: &str) -> LineMatch {
-        let ok = |b| if b { LineMatch::Done } else { LineMatch::Mismatch };
+        let ok = |b| {
+            if b {
+                LineMatch::Done
+            } else {
+                LineMatch::Mismatch
+            }
+        };
         match self {
             Expect::Exact(pattern) => ok(glob(pattern, line)),
             Expect::Prefix(prefix) => ok(line.starts_with(prefix.as_str())),
@@ -156,7 +162,9 @@ pub enum DialogError {
         transcript: String,
     },
     /// The server wrote more than the dialogue expects.
-    #[error("{file}: unexpected output after the last step: {got}\n--- transcript ---\n{transcript}")]
+    #[error(
+        "{file}: unexpected output after the last step: {got}\n--- transcript ---\n{transcript}"
+    )]
     Unexpected {
         /// The file.
         file: String,
@@ -245,8 +253,9 @@ pub fn parse_dialog(text: &str) -> Result<Dialog, DialogError> {
         return Err(DialogError::Parse {
             file: "<dialog>".to_string(),
             line,
-            message: "configuration directives need `! memory-only` (the TCP runner cannot apply them)"
-                .to_string(),
+            message:
+                "configuration directives need `! memory-only` (the TCP runner cannot apply them)"
+                    .to_string(),
         });
     }
     Ok(dialog)
@@ -255,9 +264,7 @@ pub fn parse_dialog(text: &str) -> Result<Dialog, DialogError> {
 /// Decodes the quoted string of an `R:` line.
 fn unescape(text: &str) -> Result<Vec<u8>, String> {
     let text = text.trim();
-    let inner = text
-        .strip_prefix('"')
-        .ok_or("R: needs a quoted string")?;
+    let inner = text.strip_prefix('"').ok_or("R: needs a quoted string")?;
     let mut out = Vec::new();
     let mut chars = inner.char_indices();
     while let Some((i, c)) = chars.next() {
@@ -453,10 +460,26 @@ mod tests {
     fn expectations_match() {
         let cases = [
             (Expect::Exact("250 OK".into()), "250 OK", LineMatch::Done),
-            (Expect::Exact("250 OK".into()), "250 OK ", LineMatch::Mismatch),
-            (Expect::Exact("250 as {*}".into()), "250 as ABC", LineMatch::Done),
-            (Expect::Exact("250 as {*}".into()), "250 as ", LineMatch::Mismatch),
-            (Expect::Exact("250 as {*}".into()), "250 as A B", LineMatch::Mismatch),
+            (
+                Expect::Exact("250 OK".into()),
+                "250 OK ",
+                LineMatch::Mismatch,
+            ),
+            (
+                Expect::Exact("250 as {*}".into()),
+                "250 as ABC",
+                LineMatch::Done,
+            ),
+            (
+                Expect::Exact("250 as {*}".into()),
+                "250 as ",
+                LineMatch::Mismatch,
+            ),
+            (
+                Expect::Exact("250 as {*}".into()),
+                "250 as A B",
+                LineMatch::Mismatch,
+            ),
             (Expect::Exact("<{*}> x".into()), "<a> x", LineMatch::Done),
             (Expect::Prefix("25".into()), "250 OK", LineMatch::Done),
             (Expect::Prefix("25".into()), "550 no", LineMatch::Mismatch),

@@ -86,7 +86,10 @@ fn read_data(max_size: u64, pieces: &[&[u8]]) -> (Vec<u8>, Option<DataEnd>, usiz
         assert!(used <= piece.len());
         consumed += used;
         if let Some(end) = end {
-            assert!(out.len() as u64 <= max_size, "DataReader kept more than its cap");
+            assert!(
+                out.len() as u64 <= max_size,
+                "DataReader kept more than its cap"
+            );
             return (out, Some(end), consumed, reader.size());
         }
         assert_eq!(used, piece.len(), "DataReader stopped early without an end");
