@@ -213,8 +213,9 @@ pub enum Question {
     Vrfy(String),
     /// EXPN with its argument (only asked when EXPN is on).
     Expn(String),
-    /// DATA, or the first BDAT of a transaction: may the message data start? Accept gives 354
-    /// (DATA) or starts reading the chunk (BDAT). The driver opens its spool writer here.
+    /// DATA, or the first BDAT of a transaction: may the message data start? Accept (or, for
+    /// DATA, a 3xx reply of the driver's own) gives 354 (DATA) or starts reading the chunk
+    /// (BDAT). The driver opens its spool writer here.
     Data,
     /// The message data is complete (every [`Event::Body`] has been delivered). The driver makes
     /// it durable and answers, typically `250 queued as <id>`. The buffers are already cleared.
