@@ -213,8 +213,9 @@ pub enum Question {
     Vrfy(String),
     /// EXPN with its argument (only asked when EXPN is on).
     Expn(String),
-    /// DATA, or the first BDAT of a transaction: may the message data start? Accept gives 354
-    /// (DATA) or starts reading the chunk (BDAT). The driver opens its spool writer here.
+    /// DATA, or the first BDAT of a transaction: may the message data start? Accept (or, for
+    /// DATA, a 3xx reply of the driver's own) gives 354 (DATA) or starts reading the chunk
+    /// (BDAT). The driver opens its spool writer here.
     Data,
     /// The message data is complete (every [`Event::Body`] has been delivered). The driver makes
     /// it durable and answers, typically `250 queued as <id>`. The buffers are already cleared.
@@ -378,7 +379,7 @@ enum Pending {
     },
     EndOfData,
     Auth,
-    Etrn,
+    Etrn(String),
     Turn,
 }
 
@@ -484,9 +485,14 @@ impl ServerSession {
             Decision::Reply(reply) => (Some(reply), false),
             Decision::Close(reply) => (Some(reply), true),
         };
+        // A 3xx accepts where the question expects one: 354 for DATA, 334 for AUTH.
         let accepted = match &reply {
             None => true,
-            Some(r) => r.is_positive() || (r.is_intermediate() && matches!(pending, Pending::Auth)),
+            Some(r) => {
+                r.is_positive()
+                    || (r.is_intermediate()
+                        && matches!(pending, Pending::Auth | Pending::Data { bdat: None }))
+            }
         };
         match pending {
             Pending::Helo { host, extended } => {
@@ -543,8 +549,8 @@ impl ServerSession {
                 self.reply(&reply);
             }
             Pending::Auth => self.decided_auth(reply),
-            Pending::Etrn => {
-                let reply = reply.unwrap_or_else(|| Reply::etrn_started(""));
+            Pending::Etrn(node) => {
+                let reply = reply.unwrap_or_else(|| Reply::etrn_started(&node));
                 self.reply(&reply);
             }
             Pending::Turn => {
@@ -658,9 +664,12 @@ impl ServerSession {
                     Some(LineEvent::Line(line)) => self.handle_line(&line),
                     Some(LineEvent::TooLong) => {
                         if matches!(self.state, State::AuthResponse) {
+                            // RFC 4954 4: the exchange is cancelled with 500 5.5.6.
                             self.state = State::Command;
+                            self.reply_error(Some(Reply::auth_line_too_long()));
+                        } else {
+                            self.reply_error(Some(Reply::line_too_long()));
                         }
-                        self.reply_error(Some(Reply::line_too_long()));
                     }
                     None => {}
                 }
@@ -787,7 +796,7 @@ impl ServerSession {
                 } else if self.transaction.is_some() {
                     self.reply_error(Some(Reply::nested_mail()));
                 } else {
-                    self.ask(Pending::Etrn, Question::Etrn(node));
+                    self.ask(Pending::Etrn(node.clone()), Question::Etrn(node));
                 }
             }
             Command::StartTls => self.starttls(),
@@ -1271,8 +1280,16 @@ impl ServerSession {
 
     /// Clears the transaction (RSET, HELO, EHLO, QUIT); tells the driver if data had started.
     fn abort_transaction(&mut self) {
+        // A refused BDAT chunk is only being skipped: no data was started for the driver.
         let had_data = self.transaction.as_ref().is_some_and(|tx| tx.bdat)
-            || matches!(self.state, State::Data(_) | State::Bdat { .. });
+            || matches!(
+                self.state,
+                State::Data(_)
+                    | State::Bdat {
+                        mode: Chunk::Keep | Chunk::TooBig,
+                        ..
+                    }
+            );
         if had_data {
             self.events.push_back(Event::DataAborted);
         }
@@ -1285,5 +1302,554 @@ impl ServerSession {
     fn finish(&mut self, event: Event) {
         self.state = State::Finished;
         self.final_event = Some(event);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn config() -> ServerConfig {
+        ServerConfig {
+            hostname: "mx.test".to_string(),
+            ..ServerConfig::default()
+        }
+    }
+
+    /// Every event until the session needs input, without answering anything.
+    fn events(session: &mut ServerSession) -> Vec<Event> {
+        std::iter::from_fn(|| session.next_event()).collect()
+    }
+
+    fn send(text: &str) -> Event {
+        Event::Send(text.as_bytes().to_vec())
+    }
+
+    /// Drives `session`, accepting every question (`250 queued as Q` at end of data); returns
+    /// what was written and every other event, in order.
+    fn drive(session: &mut ServerSession) -> (String, Vec<Event>) {
+        let mut out = String::new();
+        let mut other = Vec::new();
+        while let Some(event) = session.next_event() {
+            match event {
+                Event::Send(bytes) => out.push_str(&String::from_utf8_lossy(&bytes)),
+                Event::Ask(Question::EndOfData { transaction, size }) => {
+                    other.push(Event::Ask(Question::EndOfData { transaction, size }));
+                    session.decide(Decision::Reply(Reply::queued("Q")));
+                }
+                Event::Ask(question) => {
+                    other.push(Event::Ask(question));
+                    session.decide(Decision::Accept);
+                }
+                Event::StartTls => {
+                    other.push(Event::StartTls);
+                    session.tls_established();
+                }
+                event => other.push(event),
+            }
+        }
+        (out, other)
+    }
+
+    /// A session past its greeting and EHLO.
+    fn greeted(config: ServerConfig) -> ServerSession {
+        let mut session = ServerSession::new(config);
+        session.receive(b"EHLO client.test\r\n");
+        drive(&mut session);
+        session
+    }
+
+    // ---- events and their order (RFC 2920 3.1: replies in order; RFC 3207 4; RFC 5321 4.1.1.10)
+
+    #[test]
+    fn questions_come_before_the_batched_replies() {
+        let mut session = greeted(config());
+        session.receive(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nNOOP\r\n");
+        assert!(matches!(
+            session.next_event(),
+            Some(Event::Ask(Question::Mail { .. }))
+        ));
+        // Asked once: until the decision only the pending output (none yet) comes out.
+        assert_eq!(session.next_event(), None);
+        assert_eq!(session.phase(), Phase::Deciding);
+        session.decide(Decision::Accept);
+        assert!(matches!(
+            session.next_event(),
+            Some(Event::Ask(Question::Rcpt { .. }))
+        ));
+        // The 250 to MAIL is written, but held back in the batch while RCPT is pending.
+        assert_eq!(
+            session.next_event(),
+            Some(send("250 2.1.0 Sender OK\r\n")),
+            "pending output is flushed while waiting"
+        );
+        session.decide(Decision::Reply(Reply::no_such_user("<c@d.test>")));
+        assert_eq!(
+            events(&mut session),
+            vec![send(
+                "550 5.1.1 No such user: <c@d.test>\r\n250 2.0.0 OK\r\n"
+            )]
+        );
+    }
+
+    #[test]
+    fn starttls_comes_after_its_220_and_discards_pipelined_plaintext() {
+        let mut cfg = config();
+        cfg.extensions.starttls = true;
+        let mut session = greeted(cfg);
+        session.receive(b"STARTTLS\r\nMAIL FROM:<a@b.test>\r\nNO");
+        assert_eq!(
+            events(&mut session),
+            vec![send("220 2.0.0 Ready to start TLS\r\n"), Event::StartTls]
+        );
+        assert_eq!(session.phase(), Phase::TlsHandshake);
+        // Plaintext arriving before the handshake completes is dropped too.
+        session.receive(b"OP\r\nNOOP\r\n");
+        assert_eq!(session.next_event(), None);
+        session.tls_established();
+        assert!(session.is_tls());
+        assert!(session.helo().is_none());
+        assert!(!session.is_extended());
+        assert!(session.is_idle());
+        session.receive(b"NOOP\r\n");
+        assert_eq!(events(&mut session), vec![send("250 OK\r\n")]);
+        // A second call does nothing (only valid right after StartTls).
+        session.tls_established();
+        assert_eq!(session.phase(), Phase::Command);
+    }
+
+    #[test]
+    fn close_comes_after_221_and_later_input_is_ignored() {
+        let mut session = greeted(config());
+        session.receive(b"QUIT\r\nNOOP\r\n");
+        assert_eq!(
+            events(&mut session),
+            vec![
+                send("221 2.0.0 mx.test Service closing transmission channel\r\n"),
+                Event::Close
+            ]
+        );
+        assert_eq!(session.phase(), Phase::Finished);
+        session.receive(b"NOOP\r\n");
+        assert_eq!(session.next_event(), None);
+        session.close_with(Reply::shutting_down("mx.test"));
+        assert_eq!(session.next_event(), None);
+    }
+
+    #[test]
+    fn decide_without_a_question_is_ignored() {
+        let mut session = ServerSession::new(config());
+        assert_eq!(
+            events(&mut session),
+            vec![send("220 mx.test ESMTP yizhan\r\n")]
+        );
+        session.decide(Decision::Close(Reply::shutting_down("x")));
+        assert_eq!(session.next_event(), None);
+        assert_eq!(session.phase(), Phase::Command);
+    }
+
+    #[test]
+    fn refused_greeting_closes() {
+        let reply = Reply::too_many_connections("mx.test");
+        let mut session = ServerSession::with_greeting(config(), reply);
+        assert_eq!(
+            events(&mut session),
+            vec![
+                send("421 mx.test Too many connections, try again later\r\n"),
+                Event::Close
+            ]
+        );
+    }
+
+    #[test]
+    fn close_decision_answers_then_closes() {
+        let mut session = greeted(config());
+        session.receive(b"MAIL FROM:<a@b.test>\r\nNOOP\r\n");
+        assert!(matches!(session.next_event(), Some(Event::Ask(_))));
+        session.decide(Decision::Close(Reply::shutting_down("mx.test")));
+        assert_eq!(
+            events(&mut session),
+            vec![
+                send("421 4.3.2 mx.test Service shutting down, closing transmission channel\r\n"),
+                Event::Close
+            ]
+        );
+    }
+
+    // ---- phase() and is_idle() (RFC 5321 4.5.3.2 timeouts)
+
+    #[test]
+    fn phase_and_idle_follow_the_session() {
+        let mut session = ServerSession::new(config());
+        events(&mut session);
+        assert_eq!((session.phase(), session.is_idle()), (Phase::Command, true));
+        session.receive(b"EH");
+        assert_eq!(session.next_event(), None);
+        assert!(!session.is_idle(), "a partial line is buffered");
+        session.receive(b"LO c.test\r\n");
+        assert!(matches!(session.next_event(), Some(Event::Ask(_))));
+        assert_eq!(
+            (session.phase(), session.is_idle()),
+            (Phase::Deciding, false)
+        );
+        session.decide(Decision::Accept);
+        drive(&mut session);
+        assert!(session.is_idle());
+        session.receive(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\n");
+        drive(&mut session);
+        assert_eq!(
+            (session.phase(), session.is_idle()),
+            (Phase::Command, false)
+        );
+        session.receive(b"DATA\r\n");
+        drive(&mut session);
+        assert_eq!(session.phase(), Phase::Data);
+        session.receive(b".\r\n");
+        drive(&mut session);
+        assert_eq!((session.phase(), session.is_idle()), (Phase::Command, true));
+        session.close_with(Reply::timeout("mx.test"));
+        assert_eq!(session.phase(), Phase::Finished);
+    }
+
+    // ---- the RFC 821 buffers (RFC 821 4.1.1, RFC 5321 4.1.1)
+
+    #[test]
+    fn transaction_holds_the_buffers_and_end_of_data_hands_them_over() {
+        let mut session = greeted(config());
+        session.receive(b"MAIL FROM:<a@b.test> SIZE=10\r\nRCPT TO:<c@d.test>\r\n");
+        session.receive(b"RCPT TO:<e@d.test>\r\nVRFY x\r\nNOOP\r\nHELP\r\n");
+        drive(&mut session);
+        let tx = session.transaction().expect("transaction open");
+        assert_eq!(tx.from.to_string(), "<a@b.test>");
+        assert_eq!(tx.params.size, Some(10));
+        assert_eq!(tx.recipients.len(), 2);
+        // RFC 5321 4.5.2: one leading dot removed; only CRLF.CRLF ends the data.
+        session.receive(b"DATA\r\n..a\r\n.b\r\n.\r\n");
+        let (out, other) = drive(&mut session);
+        assert!(
+            out.ends_with("354 End data with <CR><LF>.<CR><LF>\r\n250 2.0.0 OK queued as Q\r\n")
+        );
+        let body: Vec<u8> = other
+            .iter()
+            .filter_map(|e| match e {
+                Event::Body(b) => Some(b.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        assert_eq!(body, b".a\r\nb\r\n");
+        let Some(Event::Ask(Question::EndOfData { transaction, size })) = other.last() else {
+            panic!("no EndOfData: {other:?}");
+        };
+        assert_eq!(transaction.recipients.len(), 2);
+        assert_eq!(*size, 7);
+        assert!(session.transaction().is_none(), "buffers cleared");
+    }
+
+    #[test]
+    fn rset_helo_ehlo_clear_the_transaction() {
+        for command in ["RSET", "HELO c.test", "EHLO c.test"] {
+            let mut session = greeted(config());
+            session.receive(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\n");
+            drive(&mut session);
+            assert!(session.transaction().is_some());
+            session.receive(format!("{command}\r\n").as_bytes());
+            drive(&mut session);
+            assert!(session.transaction().is_none(), "{command}");
+        }
+    }
+
+    #[test]
+    fn data_accepts_an_explicit_354() {
+        // Question::Data says "Accept gives 354": a driver answering with the 354 itself must
+        // start the data phase too (it used to be taken as a refusal).
+        let mut session = greeted(config());
+        session.receive(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\n");
+        drive(&mut session);
+        session.receive(b"DATA\r\nhello\r\n.\r\n");
+        assert_eq!(session.next_event(), Some(Event::Ask(Question::Data)));
+        session.decide(Decision::Reply(Reply::new(354, None, "go ahead")));
+        assert_eq!(
+            session.next_event(),
+            Some(Event::Body(b"hello\r\n".to_vec()))
+        );
+        assert!(matches!(
+            session.next_event(),
+            Some(Event::Ask(Question::EndOfData { size: 7, .. }))
+        ));
+    }
+
+    #[test]
+    fn data_refused_by_the_driver_leaves_the_transaction() {
+        let mut session = greeted(config());
+        session.receive(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\n");
+        drive(&mut session);
+        session.receive(b"DATA\r\n");
+        assert_eq!(session.next_event(), Some(Event::Ask(Question::Data)));
+        session.decide(Decision::Reply(Reply::local_error()));
+        assert_eq!(
+            events(&mut session),
+            vec![send(
+                "451 4.3.0 Local error in processing, try again later\r\n"
+            )]
+        );
+        assert_eq!(session.phase(), Phase::Command);
+        assert!(session.transaction().is_some());
+    }
+
+    // ---- DataAborted (RFC 3030 2 with RFC 5321 4.1.1.5; RFC 1870 6.2)
+
+    #[test]
+    fn rset_between_bdat_chunks_aborts_the_data() {
+        let mut session = greeted(config());
+        session.receive(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nBDAT 3\r\nabc");
+        let (_, other) = drive(&mut session);
+        assert_eq!(other.last(), Some(&Event::Body(b"abc".to_vec())));
+        session.receive(b"RSET\r\n");
+        assert_eq!(
+            events(&mut session),
+            vec![Event::DataAborted, send("250 2.0.0 Reset OK\r\n")]
+        );
+    }
+
+    #[test]
+    fn too_big_data_is_aborted_and_answered_552() {
+        let mut cfg = config();
+        cfg.max_message_size = 4;
+        let mut session = greeted(cfg);
+        session.receive(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\n");
+        drive(&mut session);
+        session.receive(b"0123456789\r\n.\r\nNOOP\r\n");
+        assert_eq!(
+            events(&mut session),
+            vec![
+                Event::Body(b"0123".to_vec()),
+                Event::DataAborted,
+                send("552 5.3.4 Message too big (limit 4 octets)\r\n250 2.0.0 OK\r\n"),
+            ]
+        );
+        // BDAT: the chunk is consumed and discarded, then 552.
+        session.receive(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nBDAT 5 LAST\r\n01234");
+        let (out, other) = drive(&mut session);
+        assert_eq!(other.last(), Some(&Event::DataAborted));
+        assert!(out.ends_with("552 5.3.4 Message too big (limit 4 octets)\r\n"));
+        assert!(session.transaction().is_none());
+    }
+
+    #[test]
+    fn refused_bdat_chunk_is_not_aborted_data() {
+        // A BDAT refused with 503 never started data: closing on too many errors while its
+        // chunk is skipped must not emit DataAborted.
+        let mut cfg = config();
+        cfg.max_errors = 1;
+        let mut session = greeted(cfg);
+        session.receive(b"BDAT 5\r\n");
+        assert_eq!(
+            events(&mut session),
+            vec![
+                send(
+                    "503 5.5.1 Need MAIL command first\r\n421 4.7.0 mx.test Too many errors, closing transmission channel\r\n"
+                ),
+                Event::Close
+            ]
+        );
+    }
+
+    #[test]
+    fn close_with_during_data_aborts_it() {
+        let mut session = greeted(config());
+        session.receive(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\npart");
+        drive(&mut session);
+        session.close_with(Reply::timeout("mx.test"));
+        assert_eq!(
+            events(&mut session),
+            vec![
+                Event::DataAborted,
+                send("421 4.4.2 mx.test Timeout exceeded, closing transmission channel\r\n"),
+                Event::Close
+            ]
+        );
+    }
+
+    // ---- ETRN (RFC 1985 5.1), AUTH (RFC 4954 4)
+
+    #[test]
+    fn etrn_default_reply_names_the_node() {
+        let mut cfg = config();
+        cfg.extensions.etrn = true;
+        let mut session = greeted(cfg);
+        session.receive(b"ETRN example.test\r\n");
+        let (out, _) = drive(&mut session);
+        assert_eq!(out, "250 2.0.0 Queuing for node example.test started\r\n");
+    }
+
+    #[test]
+    fn auth_exchange_line_too_long_is_500_5_5_6() {
+        let mut cfg = config();
+        cfg.extensions.auth_mechanisms = vec!["LOGIN".into()];
+        cfg.extensions.auth_requires_tls = false;
+        let mut session = greeted(cfg);
+        session.receive(b"AUTH LOGIN\r\n");
+        assert!(matches!(
+            session.next_event(),
+            Some(Event::Ask(Question::Auth { .. }))
+        ));
+        session.decide(Decision::Reply(Reply::auth_challenge("VXNlcm5hbWU6")));
+        assert_eq!(events(&mut session), vec![send("334 VXNlcm5hbWU6\r\n")]);
+        let long = vec![b'A'; 5000];
+        session.receive(&long);
+        session.receive(b"\r\nNOOP\r\n");
+        assert_eq!(
+            events(&mut session),
+            vec![send(
+                "500 5.5.6 Authentication exchange line is too long\r\n250 2.0.0 OK\r\n"
+            )]
+        );
+        assert!(!session.is_authenticated());
+    }
+
+    #[test]
+    fn auth_success_and_redacted_debug() {
+        let mut cfg = config();
+        cfg.extensions.auth_mechanisms = vec!["PLAIN".into()];
+        cfg.extensions.auth_requires_tls = false;
+        let mut session = greeted(cfg);
+        session.receive(b"AUTH PLAIN AHUAcA==\r\n");
+        let Some(Event::Ask(question)) = session.next_event() else {
+            panic!("no question");
+        };
+        assert_eq!(
+            question,
+            Question::Auth {
+                mechanism: "PLAIN".into(),
+                initial: Some(b"\0u\0p".to_vec())
+            }
+        );
+        assert!(
+            !format!("{question:?}").contains("\\0u"),
+            "credentials in Debug"
+        );
+        session.decide(Decision::Accept);
+        assert_eq!(
+            events(&mut session),
+            vec![send("235 2.7.0 Authentication successful\r\n")]
+        );
+        assert!(session.is_authenticated());
+    }
+
+    // ---- never panics (RFC 5321 4.1.4: the server must survive any client)
+
+    fn fuzz_config() -> ServerConfig {
+        let mut cfg = config();
+        cfg.max_message_size = 64;
+        cfg.max_recipients = 3;
+        cfg.max_errors = 1000;
+        cfg.extensions.starttls = true;
+        cfg.extensions.auth_mechanisms = vec!["PLAIN".into(), "LOGIN".into()];
+        cfg.extensions.auth_requires_tls = false;
+        cfg.extensions.dsn = true;
+        cfg.extensions.binarymime = true;
+        cfg.extensions.etrn = true;
+        cfg.verbs.turn = true;
+        cfg
+    }
+
+    /// Feeds `chunks`, answering every question; checks that each question is answered before
+    /// the session moves on and that replies are whole CRLF lines.
+    fn feed_all(chunks: &[Vec<u8>]) {
+        let mut session = ServerSession::new(fuzz_config());
+        let mut finished = false;
+        for chunk in chunks {
+            session.receive(chunk);
+            while let Some(event) = session.next_event() {
+                assert!(!finished, "event after the end: {event:?}");
+                match event {
+                    Event::Send(bytes) => {
+                        assert!(bytes.ends_with(b"\r\n"));
+                        assert!(bytes[..3].iter().all(u8::is_ascii_digit));
+                    }
+                    Event::Ask(_) => {
+                        assert_eq!(session.phase(), Phase::Deciding);
+                        session.decide(Decision::Accept);
+                    }
+                    Event::StartTls => session.tls_established(),
+                    Event::Close | Event::Turn => finished = true,
+                    Event::Body(_) | Event::DataAborted => {}
+                }
+            }
+            assert_ne!(
+                session.phase(),
+                Phase::Deciding,
+                "a question was left pending"
+            );
+        }
+    }
+
+    fn plausible_line() -> impl Strategy<Value = Vec<u8>> {
+        let fixed = prop::sample::select(vec![
+            "EHLO c.test",
+            "HELO c.test",
+            "MAIL FROM:<a@b.test>",
+            "MAIL FROM:<>",
+            "MAIL FROM:<a@b.test> SIZE=100 BODY=8BITMIME",
+            "MAIL FROM:<a@b.test> BODY=BINARYMIME",
+            "SEND FROM:<a@b.test>",
+            "SOML FROM:<a@b.test>",
+            "SAML FROM:<a@b.test>",
+            "RCPT TO:<c@d.test>",
+            "RCPT TO:<postmaster>",
+            "RCPT TO:<c@d.test> NOTIFY=NEVER",
+            "DATA",
+            "BDAT 3",
+            "BDAT 0 LAST",
+            "BDAT 10 LAST",
+            "RSET",
+            "NOOP",
+            "QUIT",
+            "HELP",
+            "HELP MAIL",
+            "VRFY x",
+            "EXPN x",
+            "TURN",
+            "ETRN x.test",
+            "STARTTLS",
+            "AUTH PLAIN",
+            "AUTH LOGIN dXNlcg==",
+            "AUTH PLAIN =",
+            "*",
+            ".",
+            "..",
+            "hello",
+            "FOO",
+        ]);
+        prop_oneof![
+            4 => fixed.prop_map(|s| s.as_bytes().to_vec()),
+            1 => prop::collection::vec(any::<u8>(), 0..40),
+        ]
+        .prop_map(|mut line| {
+            line.extend_from_slice(b"\r\n");
+            line
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_chunks_never_panic(chunks in prop::collection::vec(
+            prop::collection::vec(any::<u8>(), 0..64), 0..16)) {
+            feed_all(&chunks);
+        }
+
+        #[test]
+        fn plausible_dialogues_never_panic(
+            lines in prop::collection::vec(plausible_line(), 0..40),
+            cut in 1usize..64,
+        ) {
+            // The whole dialogue, cut into pieces of `cut` bytes (pipelined and split lines).
+            let bytes: Vec<u8> = lines.concat();
+            let chunks: Vec<Vec<u8>> = bytes.chunks(cut).map(<[u8]>::to_vec).collect();
+            feed_all(&chunks);
+        }
     }
 }

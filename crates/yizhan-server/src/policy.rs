@@ -221,9 +221,7 @@ pub fn expn(directory: &Directory, policy: VerifyPolicy, query: &str) -> Decisio
 
 fn lookup_reply(lookup: Lookup, query: &str) -> Reply {
     match lookup {
-        Lookup::Mailbox { address, full_name } => {
-            Reply::vrfy_user(&format!("<{address}>"), full_name.as_deref())
-        }
+        Lookup::Mailbox { address, full_name } => Reply::vrfy_user(&address, full_name.as_deref()),
         Lookup::List(members) => {
             let members: Vec<String> = members.iter().map(|m| format!("<{m}>")).collect();
             Reply::expn_members(&members)
