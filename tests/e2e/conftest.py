@@ -379,7 +379,7 @@ def yizhan_bin() -> Path:
 
 
 @pytest.fixture
-def server_factory(yizhan_bin, tmp_path):
+def server_factory(yizhan_bin, tmp_path, request):
     """`server_factory(top=..., smtp=..., extra=..., start=True)` -> a started Server.
 
     Every server made here is killed at teardown if still running.
@@ -401,6 +401,12 @@ def server_factory(yizhan_bin, tmp_path):
             srv.kill()
         except Exception:  # noqa: BLE001 - teardown must reach every server
             pass
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        for srv in made:
+            # Shown in the "Captured stdout teardown" section of the failure.
+            print(f"---- {srv.workdir.name}: last lines of {srv.log_path} ----")
+            print("\n".join(srv.log().splitlines()[-40:]))
 
 
 @pytest.fixture
@@ -414,3 +420,11 @@ def pytest_report_header(config):
         return f"yizhan binary: {find_binary()}"
     except BaseException:  # noqa: BLE001 - only informative
         return "yizhan binary: not found"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Keeps each phase's report on the item, so fixtures can tell whether the test failed."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, "rep_" + report.when, report)
