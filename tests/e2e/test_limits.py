@@ -1,0 +1,209 @@
+"""Limits: SIZE (RFC 1870), recipients per transaction (RFC 5321 4.5.3.1.8), line length
+(4.5.3.1.4), error count, and connection limits (max_connections, max_connections_per_ip).
+"""
+
+import smtplib
+
+import pytest
+
+from conftest import assert_delivered, wait_until
+
+SENDER = "sender@client.example"
+CATCH_ALL = '\n[[domain]]\nname = "many.example"   # no mailboxes: a catch-all\n'
+
+
+# ---- RFC 1870: SIZE ----
+
+def test_size_declared_over_the_limit_is_552(server_factory):
+    srv = server_factory(smtp={"max_message_size": 10000})
+    c = srv.raw()
+    code, lines = c.cmd("EHLO client.test.example")
+    assert "250-SIZE 10000" in lines, lines
+    code, lines = c.cmd(f"MAIL FROM:<{SENDER}> SIZE=10001")
+    assert code == 552 and lines[0].startswith("552 5.3.4"), lines
+    c.expect(f"MAIL FROM:<{SENDER}> SIZE=9000", 250)
+
+
+def test_data_over_the_limit_is_552_after_the_dot_and_nothing_is_kept(server_factory):
+    srv = server_factory(smtp={"max_message_size": 10000})
+    c = srv.raw()
+    c.expect("EHLO client.test.example", 250)
+    c.expect(f"MAIL FROM:<{SENDER}>", 250)
+    c.expect("RCPT TO:<user@test.example>", 250)
+    c.expect("DATA", 354)
+    # The server reads (and discards) the whole message before it answers.
+    c.send(b"Subject: big\r\n\r\n" + (b"x" * 998 + b"\r\n") * 20 + b".\r\n")
+    code, lines = c.reply()
+    assert code == 552 and lines[0].startswith("552 5.3.4"), lines
+    # The session goes on, and a message that fits is delivered.
+    small = b"Subject: small\r\n\r\n" + (b"y" * 998 + b"\r\n") * 5
+    c.expect(f"MAIL FROM:<{SENDER}>", 250)
+    c.expect("RCPT TO:<user@test.example>", 250)
+    c.expect("DATA", 354)
+    c.send(small + b".\r\n")
+    assert c.reply()[0] == 250
+    [path] = srv.wait_mail("user@test.example")
+    assert_delivered(path, SENDER, small)
+    wait_until(srv.spool_empty, 10, "an empty spool")
+    assert len(srv.all_delivered()) == 1
+
+
+def test_smtplib_size_refusal(server_factory):
+    srv = server_factory(smtp={"max_message_size": 10000})
+    with srv.smtp() as s:
+        with pytest.raises(smtplib.SMTPSenderRefused) as e:
+            s.sendmail(SENDER, ["user@test.example"], b"Subject: x\r\n\r\n" + b"z" * 20000)
+    assert e.value.smtp_code == 552
+
+
+# ---- RFC 5321 4.5.3.1.8: 1000 recipients in one transaction (the default max_recipients) ----
+
+def send_to_1000(srv) -> tuple[list[str], bytes]:
+    """One transaction with 1000 recipients (pipelined in batches of 100, RFC 2920), and one
+    recipient more, which is refused with 452 4.5.3 (RFC 5321 4.5.3.1.10)."""
+    rcpts = [f"r{i:04d}@many.example" for i in range(1000)]
+    body = b"Subject: to a thousand\r\n\r\nhello, all of you\r\n"
+    c = srv.raw()
+    c.expect("EHLO client.test.example", 250)
+    c.expect(f"MAIL FROM:<{SENDER}>", 250)
+    for start in range(0, 1000, 100):
+        c.send("".join(f"RCPT TO:<{r}>\r\n" for r in rcpts[start:start + 100]).encode())
+        codes = [c.reply()[0] for _ in range(100)]
+        assert codes == [250] * 100, (start, codes)
+    code, lines = c.cmd("RCPT TO:<r1000@many.example>")
+    assert code == 452 and lines[0].startswith("452 4.5.3"), lines
+    c.expect("DATA", 354)
+    c.send(body + b".\r\n")
+    code, lines = c.reply()
+    assert code == 250, lines
+    c.expect("QUIT", 221)
+    return rcpts, body
+
+
+def test_1000_recipients_in_one_transaction(server_factory):
+    srv = server_factory(extra=CATCH_ALL)
+    rcpts, body = send_to_1000(srv)
+    # Deliveries start and are right; all 1000 are checked by the next test.
+    wait_until(lambda: len(srv.all_delivered()) >= 50, 20, "the first 50 deliveries")
+    files = srv.all_delivered()
+    names = {r.split("@")[0] for r in rcpts}
+    for p in files:
+        assert p.parent.parent.name in names
+        assert p.parent.parent.parent.name == "many.example"
+        assert_delivered(p, SENDER, body)
+    assert srv.maildir("r1000@many.example") == []
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "the queue runner delivers the recipients of one message one after another and rewrites the "
+    "whole envelope (all 1000 recipients, fsync'd) after each one: 1000 local recipients take "
+    "about 60 s on a 2-core machine (100 take 2.5 s), quadratic in the recipient count"))
+def test_1000_recipients_are_all_delivered_within_20s(server_factory):
+    srv = server_factory(extra=CATCH_ALL)
+    rcpts, body = send_to_1000(srv)
+    wait_until(lambda: len(srv.all_delivered()) >= 1000, 20, "1000 deliveries")
+    files = srv.all_delivered()
+    assert sorted(p.parent.parent.name for p in files) == [r.split("@")[0] for r in rcpts]
+    for p in files[::97]:
+        assert_delivered(p, SENDER, body)
+
+
+# ---- RFC 5321 4.5.3.1.4: line length; max_errors ----
+
+def test_overlong_command_line_is_refused(server):
+    c = server.raw()
+    c.expect("EHLO client.test.example", 250)
+    code, lines = c.cmd("NOOP " + "x" * 3000)
+    assert code == 500, lines
+    c.expect("NOOP", 250)
+
+
+def test_too_many_errors_closes_with_421(server_factory):
+    srv = server_factory(smtp={"max_errors": 3})
+    c = srv.raw()
+    c.expect("EHLO client.test.example", 250)
+    codes = []
+    for _ in range(10):
+        code, _lines = c.cmd("FROB")
+        codes.append(code)
+        if code == 421:
+            break
+    assert codes[-1] == 421 and 2 <= len(codes) <= 4, codes
+    assert c.at_eof()
+
+
+# ---- connection limits ----
+
+def test_max_connections_extra_gets_421_and_others_still_work(server_factory):
+    srv = server_factory(smtp={"max_connections": 3, "max_connections_per_ip": 3})
+    held = [srv.raw() for _ in range(3)]
+    for c in held:
+        c.expect("EHLO client.test.example", 250)
+    extra = srv.raw(greet=False)
+    code, lines = extra.reply()
+    assert code == 421, lines
+    assert extra.at_eof()
+    # The three held sessions still work, and each delivers a message.
+    for i, c in enumerate(held):
+        c.expect(f"MAIL FROM:<{SENDER}>", 250)
+        c.expect("RCPT TO:<user@test.example>", 250)
+        c.expect("DATA", 354)
+        c.send(b"Subject: held %d\r\n\r\nx\r\n.\r\n" % i)
+        assert c.reply()[0] == 250
+        c.expect("QUIT", 221)
+        assert c.at_eof()
+    assert len(srv.wait_mail("user@test.example", 3)) == 3
+
+    # Once they are gone, a new connection is served (the slots were released).
+    def greeted():
+        c = srv.raw(greet=False)
+        try:
+            return c.reply()[0] == 220
+        finally:
+            c.close()
+    wait_until(greeted, 10, "a free connection slot")
+
+
+def test_max_connections_per_ip(server_factory):
+    srv = server_factory(smtp={"max_connections": 10, "max_connections_per_ip": 2})
+    held = [srv.raw() for _ in range(2)]
+    extra = srv.raw(greet=False)
+    code, lines = extra.reply()
+    assert code == 421, lines
+    assert extra.at_eof()
+    # Another address on the loopback network is a different client (Linux routes 127/8 to lo).
+    try:
+        other = srv.raw(source="127.0.0.2", greet=False)
+    except OSError as e:  # pragma: no cover - platforms without 127.0.0.2
+        pytest.skip(f"cannot bind 127.0.0.2: {e}")
+    assert other.reply()[0] == 220
+    other.expect("EHLO other.test.example", 250)
+    for c in held:
+        c.expect("EHLO client.test.example", 250)
+        c.expect("NOOP", 250)
+    held[0].expect("QUIT", 221)
+    assert held[0].at_eof()
+
+    def greeted():
+        c = srv.raw(greet=False)
+        try:
+            return c.reply()[0] == 220
+        finally:
+            c.close()
+    wait_until(greeted, 10, "a free per-IP slot")
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "issue #3 asks for '421 4.7.0' when the connection limit is reached, but conn::refuse writes "
+    "the reply with enhanced=false: '421 mx.test.example Too many connections, try again later'"))
+@pytest.mark.parametrize("limits", [
+    {"max_connections": 1, "max_connections_per_ip": 1},
+    {"max_connections": 5, "max_connections_per_ip": 1},
+])
+def test_connection_limit_reply_has_enhanced_code_4_7_0(server_factory, limits):
+    srv = server_factory(smtp=limits)
+    held = srv.raw()
+    extra = srv.raw(greet=False)
+    code, lines = extra.reply()
+    assert lines[0].startswith("421 4.7.0 "), lines
+    held.close()
