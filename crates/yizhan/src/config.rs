@@ -818,7 +818,10 @@ impl RawConfig {
         for (i, l) in listeners.get_ref().iter().enumerate() {
             let address = match l.address.get_ref().parse::<SocketAddr>() {
                 Ok(address) => {
-                    if let Some(first) = seen.insert(address, i) {
+                    // Port 0 asks the system for a free port: never a clash.
+                    if address.port() != 0
+                        && let Some(first) = seen.insert(address, i)
+                    {
                         v.problem(
                             format!("listener[{i}].address"),
                             Some(l.address.span().start),

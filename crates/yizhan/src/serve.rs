@@ -22,7 +22,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
     let server = Server::bind(settings).await?;
     let addresses: Vec<String> = server.local_addrs().iter().map(|a| a.to_string()).collect();
-    tracing::info!(listen = %addresses.join(" "), data_dir = %data_dir.display(), "ready; waiting for SIGTERM (stop) or SIGHUP (reload TLS)");
+    tracing::info!(listen = %addresses.join(" "), data_dir = %data_dir.display(), "ready");
+    tracing::info!("ready; waiting for SIGTERM (stop) or SIGHUP (reload TLS)");
     let tls = server.tls();
     let shutdown = CancellationToken::new();
     let serving = tokio::spawn(server.run(shutdown.clone()));
