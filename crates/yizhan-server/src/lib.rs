@@ -3,8 +3,10 @@
 #![forbid(unsafe_code)]
 
 pub mod conn;
+pub mod control;
 pub mod directory;
 pub mod listener;
+pub mod pickup;
 pub mod policy;
 pub mod queue_runner;
 pub mod settings;
