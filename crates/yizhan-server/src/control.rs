@@ -502,9 +502,7 @@ fn now() -> i64 {
     jiff::Timestamp::now().as_second()
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, OpError> {
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, OpError> {
     tokio::task::spawn_blocking(f).await.map_err(|e| {
         OpError::Spool(SpoolError::CommitFailed {
             reason: format!("task failed: {e}"),
@@ -665,7 +663,11 @@ pub enum ClientError {
 
 /// Sends one request to the server at `socket` and waits (at most `timeout` per read or
 /// write) for its response. Blocking; for command-line tools.
-pub fn request(socket: &Path, request: &Request, timeout: Duration) -> Result<Response, ClientError> {
+pub fn request(
+    socket: &Path,
+    request: &Request,
+    timeout: Duration,
+) -> Result<Response, ClientError> {
     let io_error = |source: io::Error| ClientError::Io {
         path: socket.to_path_buf(),
         source,
@@ -731,5 +733,365 @@ pub async fn run_operations(
     }
     if let Err(e) = pickup_task.await {
         error!(error = %e, "maildrop pickup task failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use yizhan_delivery::maildir::Maildir;
+    use yizhan_spool::{ClientInfo, Recipient};
+
+    use super::*;
+    use crate::queue_runner::{QueueRunner, RunnerSettings, SystemClock};
+
+    #[test]
+    fn requests_round_trip_as_json_lines() {
+        let id = "0190f2c4a1b27c3d8e9f00112233aabb".to_string();
+        let cases = [
+            (Request::List, r#"{"op":"list"}"#),
+            (
+                Request::Show { id: id.clone() },
+                r#"{"op":"show","id":"0190f2c4a1b27c3d8e9f00112233aabb"}"#,
+            ),
+            (
+                Request::Flush {
+                    id: None,
+                    domain: None,
+                },
+                r#"{"op":"flush"}"#,
+            ),
+            (
+                Request::Flush {
+                    id: None,
+                    domain: Some("test.example".into()),
+                },
+                r#"{"op":"flush","domain":"test.example"}"#,
+            ),
+            (
+                Request::Hold { id: id.clone() },
+                r#"{"op":"hold","id":"0190f2c4a1b27c3d8e9f00112233aabb"}"#,
+            ),
+            (
+                Request::Release { id: id.clone() },
+                r#"{"op":"release","id":"0190f2c4a1b27c3d8e9f00112233aabb"}"#,
+            ),
+            (
+                Request::Delete { id },
+                r#"{"op":"delete","id":"0190f2c4a1b27c3d8e9f00112233aabb"}"#,
+            ),
+            (Request::Pickup, r#"{"op":"pickup"}"#),
+        ];
+        for (request, json) in cases {
+            assert_eq!(serde_json::to_string(&request).unwrap(), json);
+            assert_eq!(serde_json::from_str::<Request>(json).unwrap(), request);
+        }
+        for bad in [
+            r#"{"op":"explode"}"#,
+            r#"{"op":"hold"}"#,
+            r#"{"op":"hold","id":"x","y":1}"#,
+            "list",
+        ] {
+            assert!(serde_json::from_str::<Request>(bad).is_err(), "{bad}");
+        }
+        let responses = [
+            (
+                Response::Done {
+                    messages: 1,
+                    recipients: 2,
+                },
+                r#"{"result":"done","messages":1,"recipients":2}"#,
+            ),
+            (
+                Response::Error {
+                    kind: ErrorKind::NotFound,
+                    message: "no".into(),
+                },
+                r#"{"result":"error","kind":"not_found","message":"no"}"#,
+            ),
+            (
+                Response::Queue { messages: vec![] },
+                r#"{"result":"queue","messages":[]}"#,
+            ),
+        ];
+        for (response, json) in responses {
+            assert_eq!(serde_json::to_string(&response).unwrap(), json);
+            assert_eq!(serde_json::from_str::<Response>(json).unwrap(), response);
+        }
+    }
+
+    fn envelope(recipients: Vec<Recipient>) -> Envelope {
+        Envelope {
+            id: "00000000000000000000000000000000".parse().unwrap(),
+            received_at: 100,
+            size: 0,
+            reverse_path: "sender@test.example".into(),
+            reverse_route: vec![],
+            envid: None,
+            ret: None,
+            body_type: None,
+            smtputf8: false,
+            client: ClientInfo::default(),
+            recipients,
+            held: false,
+        }
+    }
+
+    #[test]
+    fn make_due_moves_pending_recipients_of_the_domain_forward() {
+        let later = 10_000;
+        let mut delivered = Recipient::pending("c@a.example", "<c@a.example>", None, later);
+        delivered.status = RecipientStatus::Delivered {
+            at: 1,
+            detail: "x".into(),
+        };
+        let recipients = vec![
+            Recipient::pending("a@A.example", "<a@a.example>", None, later),
+            Recipient::pending("b@b.example", "<b@b.example>", None, later),
+            Recipient::pending("early@a.example", "<early@a.example>", None, 50),
+            delivered,
+        ];
+        let cases: [(Option<&str>, usize, [i64; 3]); 3] = [
+            (Some("a.example"), 2, [500, later, 50]),
+            (Some("b.example"), 1, [later, 500, 50]),
+            (None, 3, [500, 500, 50]),
+        ];
+        for (domain, n, want) in cases {
+            let mut env = envelope(recipients.clone());
+            assert_eq!(make_due(&mut env, domain, 500), n, "{domain:?}");
+            let got: Vec<i64> = env.recipients[..3].iter().map(|r| r.next_attempt).collect();
+            assert_eq!(got, want, "{domain:?}");
+            assert_eq!(env.recipients[3].status, recipients[3].status);
+        }
+    }
+
+    #[test]
+    fn read_headers_stops_at_the_empty_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases: [(&[u8], &str); 3] = [
+            (b"A: 1\r\nB: 2\r\n\r\nbody\r\n", "A: 1\r\nB: 2\r\n"),
+            (b"A: 1\r\n", "A: 1\r\n"),
+            (b"", ""),
+        ];
+        for (i, (body, want)) in cases.into_iter().enumerate() {
+            let path = dir.path().join(i.to_string());
+            fs::write(&path, body).unwrap();
+            assert_eq!(read_headers(fs::File::open(&path).unwrap()), want);
+        }
+    }
+
+    /// A live spool with a control socket in front of it (no runner task: nothing moves unless
+    /// the test moves it).
+    struct Live {
+        dir: tempfile::TempDir,
+        spool: Spool,
+        socket: PathBuf,
+        shutdown: CancellationToken,
+        task: tokio::task::JoinHandle<io::Result<()>>,
+    }
+
+    impl Live {
+        async fn start() -> Live {
+            let dir = tempfile::tempdir().unwrap();
+            let (spool, _) = Spool::open(&dir.path().join("spool")).unwrap();
+            let runner = QueueRunner::new(
+                spool.clone(),
+                Maildir::new(dir.path().join("mail")),
+                RunnerSettings::default(),
+                Arc::new(SystemClock),
+            );
+            let control = Control::new(spool.clone(), runner.handle(), None);
+            let socket = socket_path(dir.path());
+            let shutdown = CancellationToken::new();
+            let task = tokio::spawn(serve_control(socket.clone(), control, shutdown.clone()));
+            while !socket.exists() {
+                tokio::task::yield_now().await;
+            }
+            Live {
+                dir,
+                spool,
+                socket,
+                shutdown,
+                task,
+            }
+        }
+
+        async fn queue(&self, to: &[&str], due: i64) -> QueueId {
+            let mut incoming = self.spool.create().unwrap();
+            incoming.write(b"Subject: test\r\n\r\nbody\r\n").unwrap();
+            let recipients = to
+                .iter()
+                .map(|a| Recipient::pending(*a, format!("<{a}>"), None, due))
+                .collect();
+            self.spool
+                .commit(incoming, envelope(recipients))
+                .await
+                .unwrap()
+        }
+
+        async fn ask(&self, request: Request) -> Response {
+            let socket = self.socket.clone();
+            tokio::task::spawn_blocking(move || {
+                super::request(&socket, &request, Duration::from_secs(10))
+            })
+            .await
+            .unwrap()
+            .unwrap()
+        }
+
+        async fn stop(self) {
+            self.shutdown.cancel();
+            self.task.await.unwrap().unwrap();
+            assert!(!self.socket.exists(), "socket removed at shutdown");
+        }
+    }
+
+    fn error_kind(response: &Response) -> Option<ErrorKind> {
+        match response {
+            Response::Error { kind, .. } => Some(*kind),
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn hold_release_flush_delete_on_a_live_spool() {
+        let live = Live::start().await;
+        let mode = fs::metadata(&live.socket).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let far = now() + 86_400;
+        let a = live.queue(&["x@a.example", "y@b.example"], far).await;
+        let b = live.queue(&["z@b.example"], far).await;
+
+        let Response::Queue { messages } = live.ask(Request::List).await else {
+            panic!()
+        };
+        let ids: Vec<&str> = messages.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(ids, [a.as_str(), b.as_str()]);
+
+        // hold, by unique prefix (ids differ in their last digits; use the full id's prefix
+        // of 31 digits, which is unique).
+        let prefix = &a.as_str()[..31];
+        assert_eq!(
+            live.ask(Request::Hold { id: prefix.into() }).await,
+            done(1, 2)
+        );
+        assert!(live.spool.load(&a).unwrap().held);
+        assert!(
+            live.spool
+                .due(i64::MAX, 10)
+                .unwrap()
+                .iter()
+                .all(|e| e.id != a)
+        );
+        // A held message is not flushed, alone or in bulk.
+        let held = live
+            .ask(Request::Flush {
+                id: Some(a.to_string()),
+                domain: None,
+            })
+            .await;
+        assert_eq!(error_kind(&held), Some(ErrorKind::Held));
+        assert_eq!(
+            live.ask(Request::Flush {
+                id: None,
+                domain: None
+            })
+            .await,
+            done(1, 1)
+        );
+        assert_eq!(live.spool.load(&a).unwrap().recipients[0].next_attempt, far);
+        assert!(live.spool.load(&b).unwrap().recipients[0].next_attempt <= now());
+
+        // release: due now.
+        assert_eq!(
+            live.ask(Request::Release { id: a.to_string() }).await,
+            done(1, 2)
+        );
+        let env = live.spool.load(&a).unwrap();
+        assert!(!env.held);
+        assert!(env.recipients.iter().all(|r| r.next_attempt <= now()));
+
+        // show: envelope and headers.
+        let Response::Message { message, headers } =
+            live.ask(Request::Show { id: a.to_string() }).await
+        else {
+            panic!()
+        };
+        assert_eq!(message.recipients.len(), 2);
+        assert_eq!(headers, "Subject: test\r\n");
+
+        // delete: gone from the spool, body too.
+        assert_eq!(
+            live.ask(Request::Delete { id: b.to_string() }).await,
+            done(1, 1)
+        );
+        assert!(matches!(live.spool.load(&b), Err(SpoolError::NotFound(_))));
+        assert!(!live.spool.body_path(&b).exists());
+        let again = live.ask(Request::Delete { id: b.to_string() }).await;
+        assert_eq!(error_kind(&again), Some(ErrorKind::NotFound));
+        live.stop().await;
+    }
+
+    #[tokio::test]
+    async fn bad_requests_are_answered_and_the_connection_goes_on() {
+        let live = Live::start().await;
+        let cases = [
+            (
+                Request::Show {
+                    id: "nonsense".into(),
+                },
+                ErrorKind::BadRequest,
+            ),
+            (Request::Show { id: "abc".into() }, ErrorKind::BadRequest),
+            (Request::Hold { id: "0".repeat(32) }, ErrorKind::NotFound),
+            (
+                Request::Hold {
+                    id: "0123456".into(),
+                },
+                ErrorKind::NotFound,
+            ),
+            (
+                Request::Flush {
+                    id: None,
+                    domain: Some(" ".into()),
+                },
+                ErrorKind::BadRequest,
+            ),
+            (Request::Pickup, ErrorKind::Unavailable),
+        ];
+        for (request, kind) in cases {
+            let answer = live.ask(request.clone()).await;
+            assert_eq!(error_kind(&answer), Some(kind), "{request:?}");
+        }
+        // Raw lines on one connection: garbage, then a good request, answered in order.
+        let socket = live.socket.clone();
+        let lines = tokio::task::spawn_blocking(move || {
+            let mut stream = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+            stream.write_all(b"not json\n{\"op\":\"list\"}\n").unwrap();
+            stream.shutdown(std::net::Shutdown::Write).unwrap();
+            let mut text = String::new();
+            stream.read_to_string(&mut text).unwrap();
+            text
+        })
+        .await
+        .unwrap();
+        let lines: Vec<&str> = lines.lines().collect();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(lines[0].starts_with(r#"{"result":"error","kind":"bad_request""#));
+        assert_eq!(lines[1], r#"{"result":"queue","messages":[]}"#);
+        let _ = &live.dir;
+        live.stop().await;
+    }
+
+    #[test]
+    fn client_says_when_the_server_is_not_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("control.sock");
+        let err = request(&missing, &Request::List, Duration::from_secs(1)).unwrap_err();
+        assert!(matches!(err, ClientError::NotRunning { .. }));
+        assert!(err.to_string().contains(&missing.display().to_string()));
+        // A stale socket file nobody listens on: connection refused, same answer.
+        drop(std::os::unix::net::UnixListener::bind(&missing).unwrap());
+        let err = request(&missing, &Request::List, Duration::from_secs(1)).unwrap_err();
+        assert!(matches!(err, ClientError::NotRunning { .. }), "{err}");
     }
 }

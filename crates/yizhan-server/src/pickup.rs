@@ -403,10 +403,7 @@ pub fn resolve_recipients(
     addresses: &[String],
     now: i64,
 ) -> Vec<Recipient> {
-    let primary = directory
-        .domains()
-        .first()
-        .map_or(hostname, String::as_str);
+    let primary = directory.domains().first().map_or(hostname, String::as_str);
     let mut out: Vec<Recipient> = Vec::new();
     let mut push = |r: Recipient| {
         if !out.iter().any(|o| o.address == r.address) {
@@ -472,7 +469,8 @@ pub fn resolve_recipients(
 
 /// The trace line (RFC 5321 4.4, RFC 5322 3.6.7) for a message picked up from the maildrop.
 fn received_line(hostname: &str, uid: u32, id: &str, recipients: &[Recipient]) -> String {
-    let mut line = format!("Received: by {hostname} (yizhan pickup, from userid {uid})\r\n\tid {id}");
+    let mut line =
+        format!("Received: by {hostname} (yizhan pickup, from userid {uid})\r\n\tid {id}");
     if let [one] = recipients {
         line.push_str(&format!("\r\n\tfor <{}>", one.address));
     }
@@ -493,7 +491,11 @@ mod tests {
             .mailbox("user2@test.example", None)
             .alias(
                 "list@test.example",
-                ["user@test.example", "user2@test.example", "far@remote.example"],
+                [
+                    "user@test.example",
+                    "user2@test.example",
+                    "far@remote.example",
+                ],
             )
             .relocated("moved@test.example", "moved@elsewhere.example")
             .postmaster("user@test.example");
@@ -514,9 +516,18 @@ mod tests {
     fn recipients_resolve_like_smtp() {
         let d = directory();
         let cases: &[(&[&str], &[(&str, bool, &str)])] = &[
-            (&["user@test.example"], &[("user@test.example", true, "pending")]),
-            (&["USER@Test.Example"], &[("user@test.example", true, "pending")]),
-            (&["<user@test.example>"], &[("user@test.example", true, "pending")]),
+            (
+                &["user@test.example"],
+                &[("user@test.example", true, "pending")],
+            ),
+            (
+                &["USER@Test.Example"],
+                &[("user@test.example", true, "pending")],
+            ),
+            (
+                &["<user@test.example>"],
+                &[("user@test.example", true, "pending")],
+            ),
             // A bare local part is in the primary domain.
             (&["user2"], &[("user2@test.example", true, "pending")]),
             (
@@ -527,10 +538,22 @@ mod tests {
                     ("far@remote.example", false, "pending"),
                 ],
             ),
-            (&["someone@remote.example"], &[("someone@remote.example", false, "pending")]),
-            (&["moved@test.example"], &[("moved@test.example", false, "failed")]),
-            (&["nobody@test.example"], &[("nobody@test.example", false, "failed")]),
-            (&["a b@test.example"], &[("a b@test.example", false, "failed")]),
+            (
+                &["someone@remote.example"],
+                &[("someone@remote.example", false, "pending")],
+            ),
+            (
+                &["moved@test.example"],
+                &[("moved@test.example", false, "failed")],
+            ),
+            (
+                &["nobody@test.example"],
+                &[("nobody@test.example", false, "failed")],
+            ),
+            (
+                &["a b@test.example"],
+                &[("a b@test.example", false, "failed")],
+            ),
             (&["postmaster"], &[("user@test.example", true, "pending")]),
         ];
         for (given, want) in cases {
@@ -599,8 +622,14 @@ mod tests {
         let cases: &[(&str, &[u8])] = &[
             ("no-newline", b"{\"version\":1}"),
             ("not-json", b"hello\nbody"),
-            ("wrong-version", b"{\"version\":9,\"sender\":\"\",\"recipients\":[]}\nx"),
-            ("unknown-field", b"{\"version\":1,\"sender\":\"\",\"recipients\":[],\"x\":1}\nx"),
+            (
+                "wrong-version",
+                b"{\"version\":9,\"sender\":\"\",\"recipients\":[]}\nx",
+            ),
+            (
+                "unknown-field",
+                b"{\"version\":1,\"sender\":\"\",\"recipients\":[],\"x\":1}\nx",
+            ),
         ];
         for (name, bytes) in cases {
             let path = dir.path().join(name);
