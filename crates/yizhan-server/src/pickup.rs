@@ -515,7 +515,8 @@ mod tests {
     #[test]
     fn recipients_resolve_like_smtp() {
         let d = directory();
-        let cases: &[(&[&str], &[(&str, bool, &str)])] = &[
+        type Want<'a> = &'a [(&'a str, bool, &'a str)];
+        let cases: &[(&[&str], Want)] = &[
             (
                 &["user@test.example"],
                 &[("user@test.example", true, "pending")],
