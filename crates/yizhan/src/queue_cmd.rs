@@ -321,7 +321,7 @@ pub fn format_show(m: &MessageInfo, headers: &str, tz: &TimeZone) -> String {
             out.push_str(&format!("    last error: {error}\n"));
         }
     }
-    out.push_str("\n");
+    out.push('\n');
     out.push_str(&headers.replace("\r\n", "\n"));
     out
 }

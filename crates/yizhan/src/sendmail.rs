@@ -219,8 +219,7 @@ pub fn parse_args(args: &[String]) -> Result<Options, SendmailError> {
             options.recipients.push(arg.clone());
             continue;
         };
-        let mut chars = flags.char_indices();
-        while let Some((at, flag)) = chars.next() {
+        for (at, flag) in flags.char_indices() {
             let rest = &flags[at + flag.len_utf8()..];
             match flag {
                 't' => options.extract_recipients = true,
@@ -265,11 +264,7 @@ fn apply_valued(options: &mut Options, flag: char, value: String) -> Result<(), 
         'F' => options.full_name = Some(value),
         'C' => options.config = Some(PathBuf::from(value)),
         // -oi (and -oitrue); every other -o option is a sendmail.cf knob we do not have.
-        'o' => {
-            if value == "i" || value.eq_ignore_ascii_case("itrue") {
-                options.ignore_dots = true;
-            }
-        }
+        'o' if value == "i" || value.eq_ignore_ascii_case("itrue") => options.ignore_dots = true,
         'b' => {
             options.mode = match value.as_str() {
                 "m" => Mode::Deliver,
