@@ -633,7 +633,7 @@ async fn connection(
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// No socket, or nobody listening on it: the server is not running.
-    #[error("the yizhan server is not running (no control socket at {})", path.display())]
+    #[error("the server is not running (no control socket at {})", path.display())]
     NotRunning {
         /// The socket path tried.
         path: PathBuf,
