@@ -155,7 +155,9 @@ pub async fn serve(
 /// Answers `421` to a connection refused before a session starts (too many connections).
 pub async fn refuse(mut stream: TcpStream, reply: Reply) {
     let mut bytes = Vec::new();
-    reply.write_to(&mut bytes, false);
+    // With its enhanced code (421 4.7.0): the client has not said EHLO, but RFC 2034 does not
+    // forbid it and an administrator reading a client's log learns more.
+    reply.write_to(&mut bytes, true);
     let _ = tokio::time::timeout(Duration::from_secs(10), stream.write_all(&bytes)).await;
     let _ = stream.shutdown().await;
 }

@@ -4,8 +4,10 @@
 
 pub mod auth;
 pub mod conn;
+pub mod control;
 pub mod directory;
 pub mod listener;
+pub mod pickup;
 pub mod policy;
 pub mod queue_runner;
 pub mod settings;

@@ -153,6 +153,13 @@ impl Server {
         }
         let runner_stop = CancellationToken::new();
         let runner_task = tokio::spawn(runner.run(runner_stop.clone()));
+        // The control socket (`yizhan queue`) and the maildrop pickup (`sendmail`).
+        let operations = tokio::spawn(crate::control::run_operations(
+            settings.clone(),
+            self.spool.clone(),
+            shared.runner.clone(),
+            shutdown.clone(),
+        ));
 
         let tracker = TaskTracker::new();
         let limits = Arc::new(Limits::new(settings.smtp.max_connections));
@@ -175,6 +182,9 @@ impl Server {
         info!("shutting down: no new connections; waiting for sessions in flight");
         tracker.close();
         tracker.wait().await;
+        if let Err(e) = operations.await {
+            error!(error = %e, "queue operations task failed");
+        }
         runner_stop.cancel();
         if let Err(e) = runner_task.await {
             error!(error = %e, "queue runner task failed");

@@ -5,6 +5,8 @@
 #![forbid(unsafe_code)]
 
 mod config;
+mod queue_cmd;
+mod sendmail;
 mod serve;
 
 use std::io::IsTerminal as _;
@@ -39,6 +41,11 @@ enum Command {
     /// Read a password from stdin (one line) and print its argon2id PHC string, for
     /// `[[mailbox]] password = "..."`.
     HashPassword,
+    /// Operate the running server's queue: list, show, flush, hold, release, delete.
+    Queue(queue_cmd::QueueArgs),
+    /// Queue a message from standard input, like sendmail(8): -t, -f ADDR, -i/-oi, -F NAME,
+    /// recipients as arguments.
+    Sendmail(sendmail::SendmailArgs),
 }
 
 #[derive(Debug, Args)]
@@ -62,8 +69,22 @@ struct ServeArgs {
 }
 
 fn main() -> ExitCode {
+    // Invoked as `sendmail`, `mailq` or `newaliases` (a symlink to this binary)?
+    let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(personality) = argv
+        .first()
+        .and_then(|a| a.to_str())
+        .and_then(sendmail::dispatch_by_argv0)
+    {
+        let _ = init_logging(Some("warn"));
+        let args = argv.split_off(1);
+        return sendmail::run_personality(personality, args, &load_for_client);
+    }
     let cli = Cli::parse();
-    if let Err(e) = init_logging(cli.log_level.as_deref()) {
+    // Client commands stay quiet unless asked.
+    let quiet = matches!(cli.command, Command::Queue(_) | Command::Sendmail(_));
+    let level = cli.log_level.as_deref().or(quiet.then_some("warn"));
+    if let Err(e) = init_logging(level) {
         eprintln!("yizhan: {e}");
         return ExitCode::from(2);
     }
@@ -71,7 +92,24 @@ fn main() -> ExitCode {
         Command::CheckConfig(args) => check_config(&args),
         Command::Serve(args) => serve(args),
         Command::HashPassword => hash_password(),
+        Command::Queue(args) => queue_cmd::main(args, &load_for_client),
+        Command::Sendmail(args) => {
+            sendmail::run_personality(sendmail::Personality::Sendmail, args.args, &load_for_client)
+        }
     }
+}
+
+/// Loads the configuration for a client command (`queue`, `sendmail`, `mailq`) the way `serve`
+/// does: `--config FILE` (or sendmail's `-C FILE`), else $YIZHAN_CONFIG, else
+/// /etc/yizhan/yizhan.toml, else the embedded default.
+fn load_for_client(config: Option<PathBuf>) -> Result<yizhan_server::settings::Settings, String> {
+    load(&ConfigArgs { config }).map_err(|e| {
+        let n = e.count();
+        format!(
+            "{e}\nconfiguration has {n} problem{}",
+            if n == 1 { "" } else { "s" }
+        )
+    })
 }
 
 /// `yizhan hash-password`: one line from stdin (without its line ending) to a PHC string.

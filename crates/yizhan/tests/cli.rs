@@ -175,6 +175,17 @@ fn serve_applies_overrides_and_stops_on_sigterm() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // A watchdog bounds the test: if the server never says "ready" (or never exits), it is
+    // killed after 60 s and the read loops below end on EOF.
+    let pid = child.id().to_string();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watched = done.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(60));
+        if !watched.load(std::sync::atomic::Ordering::SeqCst) {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+        }
+    });
     let stderr = child.stderr.take().unwrap();
     let mut lines = BufReader::new(stderr).lines();
     let mut log = Vec::new();
@@ -202,6 +213,7 @@ fn serve_applies_overrides_and_stops_on_sigterm() {
     assert!(killed.success());
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     let status = child.wait().unwrap();
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
     assert!(status.success(), "{status:?}: {rest:?}");
     assert!(
         rest.iter().any(|l| l.contains("SIGTERM received")),

@@ -1,0 +1,1097 @@
+//! The control socket: how `yizhan queue ...` (and `sendmail`) talk to the running server.
+//!
+//! Only the running server may open the spool (it holds an exclusive lock on it), so every
+//! operation on a live queue goes through the server, which applies it with the same
+//! [`Spool`] API the queue runner uses: nothing else ever writes the spool, so it cannot be
+//! corrupted by a concurrent writer.
+//!
+//! Protocol: a Unix stream socket at `<data_dir>/control.sock`, mode `0600` (only the server's
+//! own user, and root, may connect). The client writes one JSON [`Request`] per line; the server
+//! answers each with one JSON [`Response`] line, in order. A connection may carry many requests.
+//! Requests are capped at [`MAX_REQUEST`] bytes, idle connections are closed after
+//! [`IDLE_TIMEOUT`], and at most [`MAX_CLIENTS`] connections are served at once.
+//!
+//! ```text
+//! -> {"op":"hold","id":"0190f2c4..."}
+//! <- {"result":"done","messages":1,"recipients":1}
+//! -> {"op":"show","id":"nonsense"}
+//! <- {"result":"error","kind":"bad_request","message":"invalid queue id ..."}
+//! ```
+//!
+//! What the operations mean (see `docs/operations.md`):
+//! - `list`: every message, oldest first; `show`: one message and its header section.
+//! - `hold`: the message stays in the spool but is never due until released.
+//! - `release`: clears the hold and makes the pending recipients due now.
+//! - `flush`: makes pending recipients due now (one message, one recipient domain, or all
+//!   messages that are not held) and wakes the queue runner (the RFC 5321 4.5.4.1 retry
+//!   interval is the runner's; this only moves the next attempt forward).
+//! - `delete`: removes the message without a delivery status notification.
+//! - `pickup`: wakes the maildrop pickup (sent by `sendmail` after it drops a message).
+//!
+//! A queue id may be given in full (32 hex digits) or as a unique prefix of at least
+//! [`MIN_ID_PREFIX`] digits.
+
+use std::fs;
+use std::io::{self, BufRead as _, Read as _, Write as _};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+use yizhan_spool::{Envelope, QueueId, RecipientStatus, Spool, SpoolError};
+
+use crate::pickup::{self, Pickup, PickupHandle};
+use crate::queue_runner::RunnerHandle;
+use crate::settings::Settings;
+
+/// The socket's file name inside the data directory.
+pub const SOCKET_NAME: &str = "control.sock";
+
+/// The longest request line accepted, in bytes.
+pub const MAX_REQUEST: usize = 64 * 1024;
+
+/// How long a connection may stay silent before the server closes it.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How many control connections are served at once; more are closed at once.
+pub const MAX_CLIENTS: usize = 16;
+
+/// The shortest queue id prefix accepted in place of a full id.
+pub const MIN_ID_PREFIX: usize = 6;
+
+/// How much of a message body `show` reads looking for the end of the header section.
+const MAX_HEADERS: u64 = 64 * 1024;
+
+/// Where the control socket of the server with this data directory lives.
+pub fn socket_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(SOCKET_NAME)
+}
+
+/// One request line.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// Every message in the queue.
+    List,
+    /// One message with its header section.
+    Show {
+        /// Queue id or unique prefix.
+        id: String,
+    },
+    /// Make pending recipients due now: of one message, of one recipient domain, or (neither
+    /// given) of every message that is not held.
+    Flush {
+        /// Queue id or unique prefix.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        /// Recipient domain (case-insensitive).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        domain: Option<String>,
+    },
+    /// Keep a message in the queue without trying to deliver it.
+    Hold {
+        /// Queue id or unique prefix.
+        id: String,
+    },
+    /// Undo `hold`; pending recipients become due now.
+    Release {
+        /// Queue id or unique prefix.
+        id: String,
+    },
+    /// Remove a message from the queue, without a report to its sender.
+    Delete {
+        /// Queue id or unique prefix.
+        id: String,
+    },
+    /// Look into the maildrop now.
+    Pickup,
+}
+
+/// One response line.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Response {
+    /// Answer to `list`.
+    Queue {
+        /// Oldest first.
+        messages: Vec<MessageInfo>,
+    },
+    /// Answer to `show`.
+    Message {
+        /// The envelope.
+        message: MessageInfo,
+        /// The message's header section (lossy UTF-8, CRLF line ends, at most 64 KiB).
+        headers: String,
+    },
+    /// Answer to the operations that change something.
+    Done {
+        /// Messages affected.
+        messages: usize,
+        /// Pending recipients in them.
+        recipients: usize,
+    },
+    /// The request failed; nothing was changed.
+    Error {
+        /// What kind of failure.
+        kind: ErrorKind,
+        /// For humans.
+        message: String,
+    },
+}
+
+/// Why a request failed.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The request does not parse, or its id is not a queue id (or an ambiguous prefix).
+    BadRequest,
+    /// No such message.
+    NotFound,
+    /// The message is held (`flush` of one held message).
+    Held,
+    /// The spool failed (transient; try again).
+    Spool,
+    /// The server does not offer this (e.g. no pickup task running).
+    Unavailable,
+}
+
+/// A message as the control protocol shows it: a stable view of the spool [`Envelope`]
+/// (the spool's own format may change; this is the interface of `queue list --json`).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct MessageInfo {
+    /// Queue id (32 hex digits).
+    pub id: String,
+    /// Arrival, Unix seconds.
+    pub received_at: i64,
+    /// Body size in bytes.
+    pub size: u64,
+    /// Reverse-path; `""` for the null sender `<>`.
+    pub sender: String,
+    /// Whether the message is on hold.
+    pub held: bool,
+    /// Every recipient with its state.
+    pub recipients: Vec<RecipientInfo>,
+}
+
+/// One recipient of a [`MessageInfo`].
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct RecipientInfo {
+    /// Address delivered to (after alias expansion).
+    pub address: String,
+    /// The forward-path as given by the client.
+    pub original: String,
+    /// Local mailbox (`true`) or remote.
+    pub local: bool,
+    /// `pending`, `delivered` or `failed`.
+    pub state: String,
+    /// Delivery attempts so far.
+    pub attempts: u32,
+    /// Next attempt (Unix seconds), while pending.
+    pub next_attempt: Option<i64>,
+    /// Error of the last attempt.
+    pub last_error: Option<String>,
+    /// Where delivered to, or why it failed, once final.
+    pub detail: Option<String>,
+}
+
+impl From<&Envelope> for MessageInfo {
+    fn from(envelope: &Envelope) -> Self {
+        MessageInfo {
+            id: envelope.id.to_string(),
+            received_at: envelope.received_at,
+            size: envelope.size,
+            sender: envelope.reverse_path.clone(),
+            held: envelope.held,
+            recipients: envelope
+                .recipients
+                .iter()
+                .map(|r| {
+                    let (state, detail) = match &r.status {
+                        RecipientStatus::Pending => ("pending", None),
+                        RecipientStatus::Delivered { detail, .. } => {
+                            ("delivered", Some(detail.clone()))
+                        }
+                        RecipientStatus::Failed { detail, .. } => ("failed", Some(detail.clone())),
+                    };
+                    RecipientInfo {
+                        address: r.address.clone(),
+                        original: r.original.clone(),
+                        local: r.mailbox.is_some(),
+                        state: state.to_owned(),
+                        attempts: r.attempts,
+                        next_attempt: r.is_pending().then_some(r.next_attempt),
+                        last_error: r.last_error.clone(),
+                        detail,
+                    }
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Why an operation failed (inside the server).
+#[derive(Debug, thiserror::Error)]
+enum OpError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("no message {0} in the queue")]
+    NotFound(String),
+    #[error("message {0} is held; release it with `yizhan queue release {0}`")]
+    Held(QueueId),
+    #[error("{0}")]
+    Spool(SpoolError),
+    #[error("{0}")]
+    Unavailable(&'static str),
+}
+
+impl From<SpoolError> for OpError {
+    fn from(e: SpoolError) -> Self {
+        match e {
+            SpoolError::NotFound(id) => OpError::NotFound(id.to_string()),
+            e => OpError::Spool(e),
+        }
+    }
+}
+
+impl OpError {
+    fn into_response(self) -> Response {
+        let kind = match &self {
+            OpError::BadRequest(_) => ErrorKind::BadRequest,
+            OpError::NotFound(_) => ErrorKind::NotFound,
+            OpError::Held(_) => ErrorKind::Held,
+            OpError::Spool(_) => ErrorKind::Spool,
+            OpError::Unavailable(_) => ErrorKind::Unavailable,
+        };
+        Response::Error {
+            kind,
+            message: self.to_string(),
+        }
+    }
+}
+
+/// What the control socket works on: the spool, the runner to wake, the pickup to wake.
+/// Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Control {
+    spool: Spool,
+    runner: RunnerHandle,
+    pickup: Option<PickupHandle>,
+}
+
+impl Control {
+    /// Operations on `spool`; `runner` is woken when something becomes due; `pickup` (if
+    /// running) is woken by the `pickup` request.
+    pub fn new(spool: Spool, runner: RunnerHandle, pickup: Option<PickupHandle>) -> Self {
+        Control {
+            spool,
+            runner,
+            pickup,
+        }
+    }
+
+    /// Applies one request and says how it went. Never panics on bad input.
+    pub async fn handle(&self, request: Request) -> Response {
+        let op = format!("{request:?}");
+        match self.apply(request).await {
+            Ok(response) => {
+                if matches!(response, Response::Done { .. }) {
+                    info!(request = %op, "control request applied");
+                }
+                response
+            }
+            Err(e) => {
+                if matches!(e, OpError::Spool(_)) {
+                    warn!(request = %op, error = %e, "control request failed");
+                }
+                e.into_response()
+            }
+        }
+    }
+
+    async fn apply(&self, request: Request) -> Result<Response, OpError> {
+        match request {
+            Request::List => {
+                let spool = self.spool.clone();
+                let messages = blocking(move || spool.list()).await??;
+                Ok(Response::Queue {
+                    messages: messages.iter().map(MessageInfo::from).collect(),
+                })
+            }
+            Request::Show { id } => {
+                let id = self.find(&id).await?;
+                let spool = self.spool.clone();
+                let (envelope, headers) = blocking(move || {
+                    let envelope = spool.load(&id)?;
+                    let headers = read_headers(spool.open_body(&id)?);
+                    Ok::<_, SpoolError>((envelope, headers))
+                })
+                .await??;
+                Ok(Response::Message {
+                    message: MessageInfo::from(&envelope),
+                    headers,
+                })
+            }
+            Request::Hold { id } => {
+                let id = self.find(&id).await?;
+                let mut envelope = self.spool.load(&id)?;
+                let recipients = pending(&envelope);
+                if !envelope.held {
+                    envelope.held = true;
+                    self.spool.update(&envelope).await?;
+                }
+                Ok(done(1, recipients))
+            }
+            Request::Release { id } => {
+                let id = self.find(&id).await?;
+                let mut envelope = self.spool.load(&id)?;
+                envelope.held = false;
+                let recipients = make_due(&mut envelope, None, now());
+                self.spool.update(&envelope).await?;
+                self.runner.wake();
+                Ok(done(1, recipients))
+            }
+            Request::Delete { id } => {
+                let id = self.find(&id).await?;
+                let envelope = self.spool.load(&id)?;
+                self.spool.remove(&id).await?;
+                Ok(done(1, pending(&envelope)))
+            }
+            Request::Flush { id, domain } => self.flush(id, domain).await,
+            Request::Pickup => match &self.pickup {
+                Some(pickup) => {
+                    pickup.wake();
+                    Ok(done(0, 0))
+                }
+                None => Err(OpError::Unavailable("the maildrop pickup is not running")),
+            },
+        }
+    }
+
+    async fn flush(&self, id: Option<String>, domain: Option<String>) -> Result<Response, OpError> {
+        let domain = domain.map(|d| d.trim().trim_start_matches('@').to_lowercase());
+        if domain.as_deref() == Some("") {
+            return Err(OpError::BadRequest("empty domain".into()));
+        }
+        let envelopes = match id {
+            Some(id) => {
+                let id = self.find(&id).await?;
+                let envelope = self.spool.load(&id)?;
+                if envelope.held {
+                    return Err(OpError::Held(id));
+                }
+                vec![envelope]
+            }
+            None => {
+                let spool = self.spool.clone();
+                blocking(move || spool.list())
+                    .await??
+                    .into_iter()
+                    .filter(|e| !e.held)
+                    .collect()
+            }
+        };
+        let now = now();
+        let (mut messages, mut recipients) = (0, 0);
+        for mut envelope in envelopes {
+            let n = make_due(&mut envelope, domain.as_deref(), now);
+            if n == 0 {
+                continue;
+            }
+            match self.spool.update(&envelope).await {
+                Ok(()) => {}
+                // Delivered and removed meanwhile: nothing left to flush.
+                Err(SpoolError::NotFound(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            messages += 1;
+            recipients += n;
+        }
+        if messages > 0 {
+            self.runner.wake();
+        }
+        Ok(done(messages, recipients))
+    }
+
+    /// A queue id from a full id or a unique prefix.
+    async fn find(&self, text: &str) -> Result<QueueId, OpError> {
+        let text = text.trim().to_ascii_lowercase();
+        if let Ok(id) = text.parse::<QueueId>() {
+            return Ok(id);
+        }
+        if text.len() < MIN_ID_PREFIX || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(OpError::BadRequest(format!(
+                "invalid queue id {text:?}: expected 32 hex digits or a unique prefix of at \
+                 least {MIN_ID_PREFIX}"
+            )));
+        }
+        let spool = self.spool.clone();
+        let all = blocking(move || spool.list()).await??;
+        let mut matching = all.into_iter().filter(|e| e.id.as_str().starts_with(&text));
+        match (matching.next(), matching.next()) {
+            (Some(e), None) => Ok(e.id),
+            (None, _) => Err(OpError::NotFound(text)),
+            (Some(_), Some(_)) => Err(OpError::BadRequest(format!(
+                "queue id prefix {text:?} is ambiguous"
+            ))),
+        }
+    }
+}
+
+fn done(messages: usize, recipients: usize) -> Response {
+    Response::Done {
+        messages,
+        recipients,
+    }
+}
+
+fn pending(envelope: &Envelope) -> usize {
+    envelope
+        .recipients
+        .iter()
+        .filter(|r| r.is_pending())
+        .count()
+}
+
+/// Makes the pending recipients (in `domain`, if given) due at `now`; returns how many.
+fn make_due(envelope: &mut Envelope, domain: Option<&str>, now: i64) -> usize {
+    let mut n = 0;
+    for r in envelope.recipients.iter_mut().filter(|r| r.is_pending()) {
+        if let Some(domain) = domain {
+            let in_domain = r
+                .address
+                .rsplit_once('@')
+                .is_some_and(|(_, d)| d.eq_ignore_ascii_case(domain));
+            if !in_domain {
+                continue;
+            }
+        }
+        r.next_attempt = r.next_attempt.min(now);
+        n += 1;
+    }
+    n
+}
+
+/// The header section of a message: up to the first empty line, at most [`MAX_HEADERS`].
+fn read_headers(body: fs::File) -> String {
+    let mut bytes = Vec::new();
+    let mut reader = io::BufReader::new(body.take(MAX_HEADERS));
+    loop {
+        let start = bytes.len();
+        match reader.read_until(b'\n', &mut bytes) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                let line = &bytes[start..];
+                if line == b"\r\n" || line == b"\n" {
+                    bytes.truncate(start);
+                    break;
+                }
+            }
+        }
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+fn now() -> i64 {
+    jiff::Timestamp::now().as_second()
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, OpError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        OpError::Spool(SpoolError::CommitFailed {
+            reason: format!("task failed: {e}"),
+        })
+    })
+}
+
+/// Serves the control socket at `path` until `shutdown` is cancelled, then removes it.
+///
+/// Call it only while holding the spool (after [`crate::listener::Server::bind`]): a socket
+/// file left at `path` by a server that died is then stale and is replaced. The socket is
+/// created under a temporary name, restricted to mode `0600`, then renamed into place, so it
+/// is never reachable with wider permissions.
+pub async fn serve_control(
+    path: PathBuf,
+    control: Control,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    let listener = bind_private(&path)?;
+    info!(path = %path.display(), "control socket listening");
+    let tracker = TaskTracker::new();
+    let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.cancelled() => break,
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                backoff = Duration::from_millis(5);
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    warn!("control connection refused: too many connections");
+                    continue;
+                };
+                tracker.spawn(connection(stream, control.clone(), shutdown.clone(), slot));
+            }
+            Err(e) => {
+                warn!(error = %e, "control accept failed; backing off");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+    drop(listener);
+    if let Err(e) = fs::remove_file(&path)
+        && e.kind() != io::ErrorKind::NotFound
+    {
+        warn!(path = %path.display(), error = %e, "cannot remove the control socket");
+    }
+    tracker.close();
+    tracker.wait().await;
+    Ok(())
+}
+
+fn bind_private(path: &Path) -> io::Result<UnixListener> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    fs::create_dir_all(&dir)?;
+    let tmp = dir.join(format!(".control.{}.tmp", std::process::id()));
+    match fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let listener = UnixListener::bind(&tmp)?;
+    let placed = fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600))
+        .and_then(|()| fs::rename(&tmp, path));
+    if let Err(e) = placed {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok(listener)
+}
+
+/// Serves one control connection: request lines in, response lines out.
+async fn connection(
+    stream: UnixStream,
+    control: Control,
+    shutdown: CancellationToken,
+    _slot: OwnedSemaphorePermit,
+) {
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read);
+    loop {
+        let mut line = Vec::new();
+        let limit = u64::try_from(MAX_REQUEST).unwrap_or(u64::MAX) + 1;
+        let mut limited = (&mut reader).take(limit);
+        let read = tokio::select! {
+            read = tokio::time::timeout(IDLE_TIMEOUT, limited.read_until(b'\n', &mut line)) => read,
+            _ = shutdown.cancelled() => return,
+        };
+        match read {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
+            Ok(Ok(_)) => {}
+        }
+        let too_long = line.len() > MAX_REQUEST;
+        let response = if too_long {
+            OpError::BadRequest(format!("request longer than {MAX_REQUEST} bytes")).into_response()
+        } else {
+            match serde_json::from_slice::<Request>(line.trim_ascii()) {
+                Ok(request) => control.handle(request).await,
+                Err(e) => OpError::BadRequest(format!("bad request: {e}")).into_response(),
+            }
+        };
+        let mut bytes = match serde_json::to_vec(&response) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                error!(error = %e, "cannot encode a control response");
+                return;
+            }
+        };
+        bytes.push(b'\n');
+        match tokio::time::timeout(IDLE_TIMEOUT, write.write_all(&bytes)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) | Err(_) => return,
+        }
+        if too_long {
+            // The rest of the oversized line cannot be told apart from the next request.
+            return;
+        }
+    }
+}
+
+/// Why a client could not get an answer from the control socket.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No socket, or nobody listening on it: the server is not running.
+    #[error("the server is not running (no control socket at {})", path.display())]
+    NotRunning {
+        /// The socket path tried.
+        path: PathBuf,
+    },
+    /// The socket exists but this user may not use it.
+    #[error(
+        "permission denied on the control socket {} (run as the server's user or root)",
+        path.display()
+    )]
+    PermissionDenied {
+        /// The socket path tried.
+        path: PathBuf,
+    },
+    /// Talking to the server failed half way.
+    #[error("control socket {}: {source}", path.display())]
+    Io {
+        /// The socket path.
+        path: PathBuf,
+        /// What failed.
+        #[source]
+        source: io::Error,
+    },
+    /// The server's answer does not parse.
+    #[error("unexpected answer from the server: {0}")]
+    BadResponse(String),
+}
+
+/// Sends one request to the server at `socket` and waits (at most `timeout` per read or
+/// write) for its response. Blocking; for command-line tools.
+pub fn request(
+    socket: &Path,
+    request: &Request,
+    timeout: Duration,
+) -> Result<Response, ClientError> {
+    let io_error = |source: io::Error| ClientError::Io {
+        path: socket.to_path_buf(),
+        source,
+    };
+    let mut stream = match std::os::unix::net::UnixStream::connect(socket) {
+        Ok(stream) => stream,
+        Err(e) => {
+            return Err(match e.kind() {
+                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
+                    ClientError::NotRunning {
+                        path: socket.to_path_buf(),
+                    }
+                }
+                io::ErrorKind::PermissionDenied => ClientError::PermissionDenied {
+                    path: socket.to_path_buf(),
+                },
+                _ => io_error(e),
+            });
+        }
+    };
+    stream.set_read_timeout(Some(timeout)).map_err(io_error)?;
+    stream.set_write_timeout(Some(timeout)).map_err(io_error)?;
+    let mut line =
+        serde_json::to_vec(request).map_err(|e| ClientError::BadResponse(e.to_string()))?;
+    line.push(b'\n');
+    stream.write_all(&line).map_err(io_error)?;
+    let mut answer = Vec::new();
+    io::BufReader::new(stream)
+        .read_until(b'\n', &mut answer)
+        .map_err(io_error)?;
+    if answer.is_empty() {
+        return Err(io_error(io::ErrorKind::UnexpectedEof.into()));
+    }
+    serde_json::from_slice(answer.trim_ascii()).map_err(|e| {
+        ClientError::BadResponse(format!(
+            "{e}: {}",
+            String::from_utf8_lossy(&answer).trim_end()
+        ))
+    })
+}
+
+/// WIRING for `listener.rs`: runs the maildrop pickup and the control socket beside the queue
+/// runner until `shutdown`, for the server whose data directory is `settings.data_dir`.
+/// A control socket that cannot be bound is logged; mail service goes on without it.
+pub async fn run_operations(
+    settings: Arc<Settings>,
+    spool: Spool,
+    runner: RunnerHandle,
+    shutdown: CancellationToken,
+) {
+    let pickup = Pickup::new(
+        pickup::maildrop_dir(&settings.data_dir),
+        spool.clone(),
+        runner.clone(),
+        settings.clone(),
+    );
+    let control = Control::new(spool, runner, Some(pickup.handle()));
+    let path = socket_path(&settings.data_dir);
+    let pickup_task = tokio::spawn(pickup.run(shutdown.clone()));
+    if let Err(e) = serve_control(path.clone(), control, shutdown.clone()).await {
+        error!(path = %path.display(), error = %e, "cannot serve the control socket; `yizhan queue` will not work");
+        shutdown.cancelled().await;
+    }
+    if let Err(e) = pickup_task.await {
+        error!(error = %e, "maildrop pickup task failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use yizhan_delivery::maildir::Maildir;
+    use yizhan_spool::{ClientInfo, Recipient};
+
+    use super::*;
+    use crate::queue_runner::{QueueRunner, RunnerSettings, SystemClock};
+
+    #[test]
+    fn requests_round_trip_as_json_lines() {
+        let id = "0190f2c4a1b27c3d8e9f00112233aabb".to_string();
+        let cases = [
+            (Request::List, r#"{"op":"list"}"#),
+            (
+                Request::Show { id: id.clone() },
+                r#"{"op":"show","id":"0190f2c4a1b27c3d8e9f00112233aabb"}"#,
+            ),
+            (
+                Request::Flush {
+                    id: None,
+                    domain: None,
+                },
+                r#"{"op":"flush"}"#,
+            ),
+            (
+                Request::Flush {
+                    id: None,
+                    domain: Some("test.example".into()),
+                },
+                r#"{"op":"flush","domain":"test.example"}"#,
+            ),
+            (
+                Request::Hold { id: id.clone() },
+                r#"{"op":"hold","id":"0190f2c4a1b27c3d8e9f00112233aabb"}"#,
+            ),
+            (
+                Request::Release { id: id.clone() },
+                r#"{"op":"release","id":"0190f2c4a1b27c3d8e9f00112233aabb"}"#,
+            ),
+            (
+                Request::Delete { id },
+                r#"{"op":"delete","id":"0190f2c4a1b27c3d8e9f00112233aabb"}"#,
+            ),
+            (Request::Pickup, r#"{"op":"pickup"}"#),
+        ];
+        for (request, json) in cases {
+            assert_eq!(serde_json::to_string(&request).unwrap(), json);
+            assert_eq!(serde_json::from_str::<Request>(json).unwrap(), request);
+        }
+        for bad in [
+            r#"{"op":"explode"}"#,
+            r#"{"op":"hold"}"#,
+            r#"{"op":"hold","id":"x","y":1}"#,
+            "list",
+        ] {
+            assert!(serde_json::from_str::<Request>(bad).is_err(), "{bad}");
+        }
+        let responses = [
+            (
+                Response::Done {
+                    messages: 1,
+                    recipients: 2,
+                },
+                r#"{"result":"done","messages":1,"recipients":2}"#,
+            ),
+            (
+                Response::Error {
+                    kind: ErrorKind::NotFound,
+                    message: "no".into(),
+                },
+                r#"{"result":"error","kind":"not_found","message":"no"}"#,
+            ),
+            (
+                Response::Queue { messages: vec![] },
+                r#"{"result":"queue","messages":[]}"#,
+            ),
+        ];
+        for (response, json) in responses {
+            assert_eq!(serde_json::to_string(&response).unwrap(), json);
+            assert_eq!(serde_json::from_str::<Response>(json).unwrap(), response);
+        }
+    }
+
+    fn envelope(recipients: Vec<Recipient>) -> Envelope {
+        Envelope {
+            id: "00000000000000000000000000000000".parse().unwrap(),
+            received_at: 100,
+            size: 0,
+            reverse_path: "sender@test.example".into(),
+            reverse_route: vec![],
+            envid: None,
+            ret: None,
+            body_type: None,
+            smtputf8: false,
+            client: ClientInfo::default(),
+            recipients,
+            held: false,
+        }
+    }
+
+    #[test]
+    fn make_due_moves_pending_recipients_of_the_domain_forward() {
+        let later = 10_000;
+        let mut delivered = Recipient::pending("c@a.example", "<c@a.example>", None, later);
+        delivered.status = RecipientStatus::Delivered {
+            at: 1,
+            detail: "x".into(),
+        };
+        let recipients = vec![
+            Recipient::pending("a@A.example", "<a@a.example>", None, later),
+            Recipient::pending("b@b.example", "<b@b.example>", None, later),
+            Recipient::pending("early@a.example", "<early@a.example>", None, 50),
+            delivered,
+        ];
+        let cases: [(Option<&str>, usize, [i64; 3]); 3] = [
+            (Some("a.example"), 2, [500, later, 50]),
+            (Some("b.example"), 1, [later, 500, 50]),
+            (None, 3, [500, 500, 50]),
+        ];
+        for (domain, n, want) in cases {
+            let mut env = envelope(recipients.clone());
+            assert_eq!(make_due(&mut env, domain, 500), n, "{domain:?}");
+            let got: Vec<i64> = env.recipients[..3].iter().map(|r| r.next_attempt).collect();
+            assert_eq!(got, want, "{domain:?}");
+            assert_eq!(env.recipients[3].status, recipients[3].status);
+        }
+    }
+
+    #[test]
+    fn read_headers_stops_at_the_empty_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases: [(&[u8], &str); 3] = [
+            (b"A: 1\r\nB: 2\r\n\r\nbody\r\n", "A: 1\r\nB: 2\r\n"),
+            (b"A: 1\r\n", "A: 1\r\n"),
+            (b"", ""),
+        ];
+        for (i, (body, want)) in cases.into_iter().enumerate() {
+            let path = dir.path().join(i.to_string());
+            fs::write(&path, body).unwrap();
+            assert_eq!(read_headers(fs::File::open(&path).unwrap()), want);
+        }
+    }
+
+    /// A live spool with a control socket in front of it (no runner task: nothing moves unless
+    /// the test moves it).
+    struct Live {
+        dir: tempfile::TempDir,
+        spool: Spool,
+        socket: PathBuf,
+        shutdown: CancellationToken,
+        task: tokio::task::JoinHandle<io::Result<()>>,
+    }
+
+    impl Live {
+        async fn start() -> Live {
+            let dir = tempfile::tempdir().unwrap();
+            let (spool, _) = Spool::open(&dir.path().join("spool")).unwrap();
+            let runner = QueueRunner::new(
+                spool.clone(),
+                Maildir::new(dir.path().join("mail")),
+                RunnerSettings::default(),
+                Arc::new(SystemClock),
+            );
+            let control = Control::new(spool.clone(), runner.handle(), None);
+            let socket = socket_path(dir.path());
+            let shutdown = CancellationToken::new();
+            let task = tokio::spawn(serve_control(socket.clone(), control, shutdown.clone()));
+            while !socket.exists() {
+                tokio::task::yield_now().await;
+            }
+            Live {
+                dir,
+                spool,
+                socket,
+                shutdown,
+                task,
+            }
+        }
+
+        async fn queue(&self, to: &[&str], due: i64) -> QueueId {
+            let mut incoming = self.spool.create().unwrap();
+            incoming.write(b"Subject: test\r\n\r\nbody\r\n").unwrap();
+            let recipients = to
+                .iter()
+                .map(|a| Recipient::pending(*a, format!("<{a}>"), None, due))
+                .collect();
+            self.spool
+                .commit(incoming, envelope(recipients))
+                .await
+                .unwrap()
+        }
+
+        async fn ask(&self, request: Request) -> Response {
+            let socket = self.socket.clone();
+            tokio::task::spawn_blocking(move || {
+                super::request(&socket, &request, Duration::from_secs(10))
+            })
+            .await
+            .unwrap()
+            .unwrap()
+        }
+
+        async fn stop(self) {
+            self.shutdown.cancel();
+            self.task.await.unwrap().unwrap();
+            assert!(!self.socket.exists(), "socket removed at shutdown");
+        }
+    }
+
+    fn error_kind(response: &Response) -> Option<ErrorKind> {
+        match response {
+            Response::Error { kind, .. } => Some(*kind),
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn hold_release_flush_delete_on_a_live_spool() {
+        let live = Live::start().await;
+        let mode = fs::metadata(&live.socket).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let far = now() + 86_400;
+        let a = live.queue(&["x@a.example", "y@b.example"], far).await;
+        let b = live.queue(&["z@b.example"], far).await;
+
+        let Response::Queue { messages } = live.ask(Request::List).await else {
+            panic!()
+        };
+        let ids: Vec<&str> = messages.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(ids, [a.as_str(), b.as_str()]);
+
+        // hold, by unique prefix (ids differ in their last digits; use the full id's prefix
+        // of 31 digits, which is unique).
+        let prefix = &a.as_str()[..31];
+        assert_eq!(
+            live.ask(Request::Hold { id: prefix.into() }).await,
+            done(1, 2)
+        );
+        assert!(live.spool.load(&a).unwrap().held);
+        assert!(
+            live.spool
+                .due(i64::MAX, 10)
+                .unwrap()
+                .iter()
+                .all(|e| e.id != a)
+        );
+        // A held message is not flushed, alone or in bulk.
+        let held = live
+            .ask(Request::Flush {
+                id: Some(a.to_string()),
+                domain: None,
+            })
+            .await;
+        assert_eq!(error_kind(&held), Some(ErrorKind::Held));
+        assert_eq!(
+            live.ask(Request::Flush {
+                id: None,
+                domain: None
+            })
+            .await,
+            done(1, 1)
+        );
+        assert_eq!(live.spool.load(&a).unwrap().recipients[0].next_attempt, far);
+        assert!(live.spool.load(&b).unwrap().recipients[0].next_attempt <= now());
+
+        // release: due now.
+        assert_eq!(
+            live.ask(Request::Release { id: a.to_string() }).await,
+            done(1, 2)
+        );
+        let env = live.spool.load(&a).unwrap();
+        assert!(!env.held);
+        assert!(env.recipients.iter().all(|r| r.next_attempt <= now()));
+
+        // show: envelope and headers.
+        let Response::Message { message, headers } =
+            live.ask(Request::Show { id: a.to_string() }).await
+        else {
+            panic!()
+        };
+        assert_eq!(message.recipients.len(), 2);
+        assert_eq!(headers, "Subject: test\r\n");
+
+        // delete: gone from the spool, body too.
+        assert_eq!(
+            live.ask(Request::Delete { id: b.to_string() }).await,
+            done(1, 1)
+        );
+        assert!(matches!(live.spool.load(&b), Err(SpoolError::NotFound(_))));
+        assert!(!live.spool.body_path(&b).exists());
+        let again = live.ask(Request::Delete { id: b.to_string() }).await;
+        assert_eq!(error_kind(&again), Some(ErrorKind::NotFound));
+        live.stop().await;
+    }
+
+    #[tokio::test]
+    async fn bad_requests_are_answered_and_the_connection_goes_on() {
+        let live = Live::start().await;
+        let cases = [
+            (
+                Request::Show {
+                    id: "nonsense".into(),
+                },
+                ErrorKind::BadRequest,
+            ),
+            (Request::Show { id: "abc".into() }, ErrorKind::BadRequest),
+            (Request::Hold { id: "0".repeat(32) }, ErrorKind::NotFound),
+            (
+                Request::Hold {
+                    id: "0123456".into(),
+                },
+                ErrorKind::NotFound,
+            ),
+            (
+                Request::Flush {
+                    id: None,
+                    domain: Some(" ".into()),
+                },
+                ErrorKind::BadRequest,
+            ),
+            (Request::Pickup, ErrorKind::Unavailable),
+        ];
+        for (request, kind) in cases {
+            let answer = live.ask(request.clone()).await;
+            assert_eq!(error_kind(&answer), Some(kind), "{request:?}");
+        }
+        // Raw lines on one connection: garbage, then a good request, answered in order.
+        let socket = live.socket.clone();
+        let lines = tokio::task::spawn_blocking(move || {
+            let mut stream = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+            stream.write_all(b"not json\n{\"op\":\"list\"}\n").unwrap();
+            stream.shutdown(std::net::Shutdown::Write).unwrap();
+            let mut text = String::new();
+            stream.read_to_string(&mut text).unwrap();
+            text
+        })
+        .await
+        .unwrap();
+        let lines: Vec<&str> = lines.lines().collect();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(lines[0].starts_with(r#"{"result":"error","kind":"bad_request""#));
+        assert_eq!(lines[1], r#"{"result":"queue","messages":[]}"#);
+        let _ = &live.dir;
+        live.stop().await;
+    }
+
+    #[test]
+    fn client_says_when_the_server_is_not_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("control.sock");
+        let err = request(&missing, &Request::List, Duration::from_secs(1)).unwrap_err();
+        assert!(matches!(err, ClientError::NotRunning { .. }));
+        assert!(err.to_string().contains(&missing.display().to_string()));
+        // A stale socket file nobody listens on: connection refused, same answer.
+        drop(std::os::unix::net::UnixListener::bind(&missing).unwrap());
+        let err = request(&missing, &Request::List, Duration::from_secs(1)).unwrap_err();
+        assert!(matches!(err, ClientError::NotRunning { .. }), "{err}");
+    }
+}

@@ -1,0 +1,664 @@
+//! The maildrop and its pickup: how `sendmail` queues mail without talking SMTP, and without
+//! needing the server to be up.
+//!
+//! `sendmail` writes each message with [`drop_message`] into `<data_dir>/maildrop/`: a file in
+//! `tmp/`, written, `fsync`ed, then renamed into `new/` (and `new/` synced), so the server never
+//! sees half a file. A maildrop file is one line of JSON ([`Submission`]: the envelope) followed
+//! by the message exactly as it is to be stored (RFC 5322, CRLF line ends).
+//!
+//! The running server's [`Pickup`] task looks into `new/` every second (and when woken through
+//! the control socket), and imports each file into the spool: recipients are resolved like SMTP
+//! ones (local mailbox or remote, aliases expanded, RFC 5321 3.4 relocated and unknown users
+//! failed at once), a `Received:` line is prepended (RFC 5321 4.4) and the message is committed;
+//! only then is the maildrop file deleted. A crash in between imports the file again
+//! (at-least-once, never lost). A file that can never be imported (it does not parse, or is too
+//! large) is moved to `maildrop/bad/` and logged.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read as _, Write as _};
+use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+use yizhan_proto::address::{Host, Mailbox};
+use yizhan_spool::{ClientInfo, Envelope, LocalMailbox, Recipient, RecipientStatus, Spool};
+
+use crate::directory::{Directory, Resolution, Target};
+use crate::queue_runner::RunnerHandle;
+use crate::settings::Settings;
+
+/// How often the pickup looks into the maildrop without being woken.
+pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The version written in every [`Submission`]; files with another version are set aside.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The longest envelope line accepted in a maildrop file.
+const MAX_ENVELOPE_LINE: usize = 1024 * 1024;
+
+/// The maildrop directory of the server with this data directory.
+pub fn maildrop_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("maildrop")
+}
+
+/// The envelope of a dropped message: the first line of a maildrop file, as JSON.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Submission {
+    /// [`FORMAT_VERSION`].
+    pub version: u32,
+    /// The envelope sender (`user@domain`), `""` for the null reverse-path `<>`.
+    pub sender: String,
+    /// The recipients as given (`user@domain`, or a bare local part meaning the primary
+    /// local domain).
+    pub recipients: Vec<String>,
+}
+
+/// Why a message could not be dropped.
+#[derive(Debug, thiserror::Error)]
+pub enum DropError {
+    /// The maildrop could not be written (missing directory, permissions, disk full).
+    #[error("cannot write into the maildrop {}: {source}", path.display())]
+    Io {
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// What the operating system said.
+        #[source]
+        source: io::Error,
+    },
+    /// The envelope cannot be encoded.
+    #[error("cannot encode the envelope: {0}")]
+    Encode(String),
+}
+
+static DROP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Durably writes `message` with its `submission` envelope into the maildrop `dir` (creating
+/// `tmp/` and `new/` if needed) and returns the file's path in `new/`.
+///
+/// The file is written in `tmp/`, synced, renamed into `new/` and the directory synced: when
+/// this returns `Ok`, the message survives a crash. Files are created mode `0640`.
+pub fn drop_message(
+    dir: &Path,
+    submission: &Submission,
+    message: &[u8],
+) -> Result<PathBuf, DropError> {
+    let io_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| DropError::Io { path, source }
+    };
+    let tmp_dir = dir.join("tmp");
+    let new_dir = dir.join("new");
+    for d in [&tmp_dir, &new_dir] {
+        fs::create_dir_all(d).map_err(io_err(d))?;
+    }
+    let mut line = serde_json::to_vec(submission).map_err(|e| DropError::Encode(e.to_string()))?;
+    line.push(b'\n');
+    let (name, mut file, tmp) = loop {
+        let name = format!(
+            "{}.{}.{}",
+            jiff::Timestamp::now().as_microsecond(),
+            std::process::id(),
+            DROP_COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let tmp = tmp_dir.join(&name);
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o640)
+            .open(&tmp)
+        {
+            Ok(file) => break (name, file, tmp),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(io_err(&tmp)(e)),
+        }
+    };
+    let written = file
+        .write_all(&line)
+        .and_then(|()| file.write_all(message))
+        .and_then(|()| file.sync_all());
+    drop(file);
+    let target = new_dir.join(&name);
+    if let Err(e) = written.and_then(|()| fs::rename(&tmp, &target)) {
+        let _ = fs::remove_file(&tmp);
+        return Err(io_err(&tmp)(e));
+    }
+    File::open(&new_dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(&new_dir))?;
+    Ok(target)
+}
+
+/// Checks an address given to `sendmail` (`user@domain` or a bare local part); returns it
+/// without surrounding angle brackets, or why it is not acceptable.
+pub fn check_address(address: &str) -> Result<String, String> {
+    let address = address.trim();
+    let address = address
+        .strip_prefix('<')
+        .and_then(|a| a.strip_suffix('>'))
+        .unwrap_or(address);
+    if address.contains('@') {
+        Mailbox::parse(address)
+            .map(|m| m.to_string())
+            .map_err(|e| format!("invalid address {address:?}: {e}"))
+    } else {
+        yizhan_proto::address::LocalPart::parse(address)
+            .map(|l| l.to_string())
+            .map_err(|e| format!("invalid address {address:?}: {e}"))
+    }
+}
+
+/// Wakes the pickup. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct PickupHandle {
+    wake: Arc<Notify>,
+}
+
+impl PickupHandle {
+    /// Makes the pickup look into the maildrop now.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+}
+
+/// The pickup task: imports maildrop files into the spool.
+#[derive(Debug)]
+pub struct Pickup {
+    dir: PathBuf,
+    spool: Spool,
+    runner: RunnerHandle,
+    settings: Arc<Settings>,
+    wake: Arc<Notify>,
+}
+
+/// Why one maildrop file was not imported.
+#[derive(Debug, thiserror::Error)]
+enum ImportError {
+    /// Try again later (spool or disk trouble); the file stays.
+    #[error("{0}")]
+    Transient(String),
+    /// It will never import; the file goes to `bad/`.
+    #[error("{0}")]
+    Bad(String),
+    /// Someone else took it (e.g. removed by hand); nothing to do.
+    #[error("gone")]
+    Gone,
+}
+
+impl Pickup {
+    /// A pickup of maildrop `dir` into `spool`, resolving recipients with
+    /// `settings.directory`, naming itself `settings.hostname` in the `Received:` line and
+    /// refusing messages over `settings.smtp.max_message_size`.
+    pub fn new(dir: PathBuf, spool: Spool, runner: RunnerHandle, settings: Arc<Settings>) -> Self {
+        Pickup {
+            dir,
+            spool,
+            runner,
+            settings,
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// A handle to wake the pickup.
+    pub fn handle(&self) -> PickupHandle {
+        PickupHandle {
+            wake: self.wake.clone(),
+        }
+    }
+
+    /// Looks into the maildrop every [`POLL_INTERVAL`] and when woken, until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) {
+        for sub in ["tmp", "new", "bad"] {
+            let d = self.dir.join(sub);
+            if let Err(e) = fs::create_dir_all(&d) {
+                warn!(dir = %d.display(), error = %e, "cannot create the maildrop directory");
+            }
+        }
+        info!(dir = %self.dir.display(), "maildrop pickup started");
+        loop {
+            let _ = self.scan().await;
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(POLL_INTERVAL) => {}
+            }
+        }
+        info!("maildrop pickup stopped");
+    }
+
+    /// Imports every file now in `new/`, oldest name first; returns how many were queued.
+    pub async fn scan(&self) -> usize {
+        let new_dir = self.dir.join("new");
+        let mut names: Vec<PathBuf> = match fs::read_dir(&new_dir) {
+            Ok(entries) => entries
+                .filter_map(Result::ok)
+                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                .map(|e| e.path())
+                .collect(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return 0,
+            Err(e) => {
+                warn!(dir = %new_dir.display(), error = %e, "cannot read the maildrop");
+                return 0;
+            }
+        };
+        names.sort();
+        let mut queued = 0;
+        for path in names {
+            match self.import(&path).await {
+                Ok(()) => queued += 1,
+                Err(ImportError::Gone) => {}
+                Err(ImportError::Transient(e)) => {
+                    warn!(file = %path.display(), error = %e, "cannot import from the maildrop now; will retry");
+                    // The spool is in trouble: the rest would fail the same way.
+                    break;
+                }
+                Err(ImportError::Bad(e)) => {
+                    error!(file = %path.display(), error = %e, "maildrop file cannot be imported; moved to bad/");
+                    self.set_aside(&path);
+                }
+            }
+        }
+        queued
+    }
+
+    fn set_aside(&self, path: &Path) {
+        let bad = self.dir.join("bad");
+        let _ = fs::create_dir_all(&bad);
+        if let Some(name) = path.file_name()
+            && let Err(e) = fs::rename(path, bad.join(name))
+        {
+            error!(file = %path.display(), error = %e, "cannot move a bad maildrop file aside; removing it");
+            let _ = fs::remove_file(path);
+        }
+    }
+
+    async fn import(&self, path: &Path) -> Result<(), ImportError> {
+        let max = self.settings.smtp.max_message_size;
+        let read_path = path.to_path_buf();
+        let (submission, message, uid) =
+            tokio::task::spawn_blocking(move || read_drop(&read_path, max))
+                .await
+                .map_err(|e| ImportError::Transient(e.to_string()))??;
+        let now = jiff::Timestamp::now().as_second();
+        let recipients = resolve_recipients(
+            &self.settings.directory,
+            &self.settings.hostname,
+            &submission.recipients,
+            now,
+        );
+        if recipients.is_empty() {
+            return Err(ImportError::Bad("no recipients".into()));
+        }
+        let sender = match submission.sender.trim().trim_matches(['<', '>']) {
+            "" => String::new(),
+            s => Mailbox::parse(s)
+                .map(|m| m.to_string())
+                .map_err(|e| ImportError::Bad(format!("invalid sender {s:?}: {e}")))?,
+        };
+        let mut incoming = self
+            .spool
+            .create()
+            .map_err(|e| ImportError::Transient(e.to_string()))?;
+        let id = incoming.id().clone();
+        let received = received_line(&self.settings.hostname, uid, id.as_str(), &recipients);
+        incoming
+            .write(received.as_bytes())
+            .and_then(|()| incoming.write(&message))
+            .map_err(|e| ImportError::Transient(e.to_string()))?;
+        let failed: Vec<&Recipient> = recipients.iter().filter(|r| !r.is_pending()).collect();
+        for r in &failed {
+            if let RecipientStatus::Failed { detail, .. } = &r.status {
+                warn!(queue_id = %id, to = %r.address, %detail, "maildrop recipient refused");
+            }
+        }
+        let envelope = Envelope {
+            id: id.clone(),
+            received_at: now,
+            size: 0,
+            reverse_path: sender,
+            reverse_route: Vec::new(),
+            envid: None,
+            ret: None,
+            body_type: Some("8BITMIME".into()),
+            smtputf8: !message.is_ascii(),
+            client: ClientInfo {
+                helo: String::new(),
+                address: format!("local (uid {uid})"),
+                auth_user: None,
+                tls: None,
+            },
+            recipients,
+            held: false,
+        };
+        let count = envelope.recipients.len();
+        self.spool
+            .commit(incoming, envelope)
+            .await
+            .map_err(|e| ImportError::Transient(e.to_string()))?;
+        info!(queue_id = %id, uid, recipients = count, file = %path.display(), "queued from the maildrop");
+        self.runner.wake();
+        // Committed: only now may the drop go. If this fails, the next scan imports it again.
+        if let Err(e) = fs::remove_file(path)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            error!(file = %path.display(), error = %e, "cannot remove an imported maildrop file; it will be imported again");
+        }
+        Ok(())
+    }
+}
+
+/// Reads one maildrop file: its envelope, message and owner.
+fn read_drop(path: &Path, max_size: u64) -> Result<(Submission, Vec<u8>, u32), ImportError> {
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(ImportError::Gone),
+        Err(e) => return Err(ImportError::Transient(e.to_string())),
+    };
+    let meta = file
+        .metadata()
+        .map_err(|e| ImportError::Transient(e.to_string()))?;
+    let limit = max_size.saturating_add(MAX_ENVELOPE_LINE as u64);
+    if meta.len() > limit {
+        return Err(ImportError::Bad(format!(
+            "message larger than the limit of {max_size} bytes"
+        )));
+    }
+    let mut bytes = Vec::new();
+    file.take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| ImportError::Transient(e.to_string()))?;
+    let Some(end) = bytes.iter().position(|&b| b == b'\n') else {
+        return Err(ImportError::Bad("no envelope line".into()));
+    };
+    let submission: Submission = serde_json::from_slice(&bytes[..end])
+        .map_err(|e| ImportError::Bad(format!("envelope does not parse: {e}")))?;
+    if submission.version != FORMAT_VERSION {
+        return Err(ImportError::Bad(format!(
+            "maildrop format version {} (this yizhan reads {FORMAT_VERSION})",
+            submission.version
+        )));
+    }
+    let message = bytes.split_off(end + 1);
+    if message.len() as u64 > max_size {
+        return Err(ImportError::Bad(format!(
+            "message larger than the limit of {max_size} bytes"
+        )));
+    }
+    Ok((submission, message, meta.uid()))
+}
+
+/// The spool recipients for addresses given to `sendmail`, resolved as SMTP recipients are:
+/// local mailboxes and aliases expand; a foreign domain is a remote recipient; relocated
+/// (RFC 5321 3.4, 551) and unknown users (550) and invalid addresses fail at once. A bare local
+/// part means the primary local domain (else `hostname`). Duplicates are dropped.
+pub fn resolve_recipients(
+    directory: &Directory,
+    hostname: &str,
+    addresses: &[String],
+    now: i64,
+) -> Vec<Recipient> {
+    let primary = directory.domains().first().map_or(hostname, String::as_str);
+    let mut out: Vec<Recipient> = Vec::new();
+    let mut push = |r: Recipient| {
+        if !out.iter().any(|o| o.address == r.address) {
+            out.push(r);
+        }
+    };
+    let failed = |address: &str, detail: String| Recipient {
+        status: RecipientStatus::Failed { at: now, detail },
+        ..Recipient::pending(address, format!("<{address}>"), None, now)
+    };
+    for given in addresses {
+        let given = given.trim().trim_start_matches('<').trim_end_matches('>');
+        let full = if given.contains('@') {
+            given.to_owned()
+        } else {
+            format!("{given}@{primary}")
+        };
+        let original = format!("<{full}>");
+        let mailbox = match Mailbox::parse(&full) {
+            Ok(mailbox) => mailbox,
+            Err(e) => {
+                push(failed(&full, format!("553 invalid address: {e}")));
+                continue;
+            }
+        };
+        let resolution = match mailbox.host() {
+            Host::Domain(domain) => {
+                directory.resolve(mailbox.local_part().as_str(), Some(domain.as_str()))
+            }
+            Host::Literal(_) => Resolution::NotLocal,
+        };
+        match resolution {
+            Resolution::Deliver(targets) => {
+                for target in targets {
+                    let (address, mailbox) = match target {
+                        Target::Local(t) => (
+                            t.address,
+                            Some(LocalMailbox {
+                                domain: t.domain,
+                                local: t.local,
+                            }),
+                        ),
+                        Target::Remote(address) => (address, None),
+                    };
+                    push(Recipient::pending(address, original.clone(), mailbox, now));
+                }
+            }
+            Resolution::Relocated(new) => push(failed(
+                &mailbox.to_string(),
+                format!("551 user not local; please try <{new}>"),
+            )),
+            Resolution::UnknownUser => push(failed(
+                &mailbox.to_string(),
+                "550 no such user here".to_owned(),
+            )),
+            Resolution::NotLocal => {
+                push(Recipient::pending(mailbox.to_string(), original, None, now));
+            }
+        }
+    }
+    out
+}
+
+/// The trace line (RFC 5321 4.4, RFC 5322 3.6.7) for a message picked up from the maildrop.
+fn received_line(hostname: &str, uid: u32, id: &str, recipients: &[Recipient]) -> String {
+    let mut line =
+        format!("Received: by {hostname} (yizhan pickup, from userid {uid})\r\n\tid {id}");
+    if let [one] = recipients {
+        line.push_str(&format!("\r\n\tfor <{}>", one.address));
+    }
+    let now = jiff::ZonedDateTime::now();
+    let date = jiff::fmt::rfc2822::to_string(&now).unwrap_or_else(|_| now.to_string());
+    line.push_str(&format!(";\r\n\t{date}\r\n"));
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn directory() -> Directory {
+        let mut b = Directory::builder();
+        b.domain("test.example")
+            .mailbox("user@test.example", None)
+            .mailbox("user2@test.example", None)
+            .alias(
+                "list@test.example",
+                [
+                    "user@test.example",
+                    "user2@test.example",
+                    "far@remote.example",
+                ],
+            )
+            .relocated("moved@test.example", "moved@elsewhere.example")
+            .postmaster("user@test.example");
+        b.build().unwrap()
+    }
+
+    fn summary(r: &Recipient) -> (String, bool, &'static str) {
+        let state = match r.status {
+            RecipientStatus::Pending => "pending",
+            RecipientStatus::Delivered { .. } => "delivered",
+            RecipientStatus::Failed { .. } => "failed",
+        };
+        (r.address.clone(), r.mailbox.is_some(), state)
+    }
+
+    /// Recipients resolve as SMTP RCPT does (RFC 5321 3.4: aliases, 251 forward, 551, 550).
+    #[test]
+    fn recipients_resolve_like_smtp() {
+        let d = directory();
+        type Want<'a> = &'a [(&'a str, bool, &'a str)];
+        let cases: &[(&[&str], Want)] = &[
+            (
+                &["user@test.example"],
+                &[("user@test.example", true, "pending")],
+            ),
+            (
+                &["USER@Test.Example"],
+                &[("user@test.example", true, "pending")],
+            ),
+            (
+                &["<user@test.example>"],
+                &[("user@test.example", true, "pending")],
+            ),
+            // A bare local part is in the primary domain.
+            (&["user2"], &[("user2@test.example", true, "pending")]),
+            (
+                &["list@test.example", "user@test.example"],
+                &[
+                    ("user@test.example", true, "pending"),
+                    ("user2@test.example", true, "pending"),
+                    ("far@remote.example", false, "pending"),
+                ],
+            ),
+            (
+                &["someone@remote.example"],
+                &[("someone@remote.example", false, "pending")],
+            ),
+            (
+                &["moved@test.example"],
+                &[("moved@test.example", false, "failed")],
+            ),
+            (
+                &["nobody@test.example"],
+                &[("nobody@test.example", false, "failed")],
+            ),
+            (
+                &["a b@test.example"],
+                &[("a b@test.example", false, "failed")],
+            ),
+            (&["postmaster"], &[("user@test.example", true, "pending")]),
+        ];
+        for (given, want) in cases {
+            let given: Vec<String> = given.iter().map(|s| s.to_string()).collect();
+            let got: Vec<_> = resolve_recipients(&d, "mx.test.example", &given, 100)
+                .iter()
+                .map(summary)
+                .collect();
+            let want: Vec<_> = want
+                .iter()
+                .map(|(a, l, s)| (a.to_string(), *l, *s))
+                .collect();
+            assert_eq!(got, want, "{given:?}");
+        }
+    }
+
+    #[test]
+    fn relocated_failure_names_the_new_address() {
+        let r = resolve_recipients(&directory(), "h", &["moved@test.example".into()], 5);
+        assert_eq!(
+            r[0].status,
+            RecipientStatus::Failed {
+                at: 5,
+                detail: "551 user not local; please try <moved@elsewhere.example>".into()
+            }
+        );
+    }
+
+    #[test]
+    fn check_address_accepts_mailboxes_and_local_parts() {
+        let cases = [
+            ("user@test.example", Some("user@test.example")),
+            (" <user@test.example> ", Some("user@test.example")),
+            ("user", Some("user")),
+            ("a b@test.example", None),
+            ("user@", None),
+            ("", None),
+        ];
+        for (given, want) in cases {
+            assert_eq!(check_address(given).ok().as_deref(), want, "{given:?}");
+        }
+    }
+
+    #[test]
+    fn drop_then_read_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let submission = Submission {
+            version: FORMAT_VERSION,
+            sender: "me@test.example".into(),
+            recipients: vec!["user@test.example".into()],
+        };
+        let message = b"Subject: hi\r\n\r\nbody\r\n";
+        let path = drop_message(dir.path(), &submission, message).unwrap();
+        assert_eq!(path.parent().unwrap(), dir.path().join("new"));
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        let (got, body, _uid) = read_drop(&path, 1000).unwrap();
+        assert_eq!(got, submission);
+        assert_eq!(body, message);
+        // Over the size limit: never importable.
+        assert!(matches!(read_drop(&path, 5), Err(ImportError::Bad(_))));
+    }
+
+    #[test]
+    fn bad_drops_are_recognised() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases: &[(&str, &[u8])] = &[
+            ("no-newline", b"{\"version\":1}"),
+            ("not-json", b"hello\nbody"),
+            (
+                "wrong-version",
+                b"{\"version\":9,\"sender\":\"\",\"recipients\":[]}\nx",
+            ),
+            (
+                "unknown-field",
+                b"{\"version\":1,\"sender\":\"\",\"recipients\":[],\"x\":1}\nx",
+            ),
+        ];
+        for (name, bytes) in cases {
+            let path = dir.path().join(name);
+            fs::write(&path, bytes).unwrap();
+            assert!(
+                matches!(read_drop(&path, 1000), Err(ImportError::Bad(_))),
+                "{name}"
+            );
+        }
+        assert!(matches!(
+            read_drop(&dir.path().join("missing"), 1000),
+            Err(ImportError::Gone)
+        ));
+    }
+
+    /// RFC 5321 4.4: by, id, for (one recipient), date.
+    #[test]
+    fn received_line_shape() {
+        let r = [Recipient::pending("u@d", "<u@d>", None, 0)];
+        let line = received_line("mx.test.example", 1000, "abc", &r);
+        assert!(
+            line.starts_with(
+                "Received: by mx.test.example (yizhan pickup, from userid 1000)\r\n\tid abc\r\n\tfor <u@d>;\r\n\t"
+            ),
+            "{line}"
+        );
+        assert!(line.ends_with("\r\n"));
+        let line = received_line("h", 0, "abc", &[]);
+        assert!(!line.contains("for"));
+    }
+}

@@ -1,0 +1,992 @@
+//! `yizhan sendmail` (and the binary invoked as `sendmail`, `mailq` or `newaliases`): the
+//! classic local submission interface, so that cron, PHP's `mail()` and list managers work
+//! unchanged.
+//!
+//! The message is read from standard input (LF line ends are turned into CRLF, RFC 5322 2.1;
+//! without `-i`/`-oi` a line holding a single `.` ends the input, as in classic sendmail),
+//! completed with the header fields a message must have (RFC 5322 3.6: `From:`, `Date:`,
+//! and `Message-ID:` which it should have, 3.6.4), stripped of `Bcc:` (3.6.3) and written into
+//! the server's maildrop ([`yizhan_server::pickup::drop_message`]), so the server does not have
+//! to be running. A running server is then woken through the control socket; otherwise it picks
+//! the message up when it starts.
+//!
+//! Flags: `-t` (recipients from `To:`, `Cc:`, `Bcc:`, or from the `Resent-` fields if there are
+//! any, RFC 5322 3.6.6; added to those on the command line), `-f ADDR` / `-r ADDR` (envelope
+//! sender), `-F NAME` (full name for a `From:` that is added), `-i` / `-oi` (a lone `.` is
+//! data), `-C FILE` / `--config FILE` (configuration), `-bm` (the default), `-bp` (list the
+//! queue, as `mailq`), `-bi` (as `newaliases`). Other `-o` options and `-v`, `-m`, `-n`, `-N`,
+//! `-R`, `-V`, `-B`, `-h`, `-L`, `-O`, `-X` are accepted and ignored; anything else is a usage
+//! error.
+
+use std::ffi::OsString;
+use std::io::{self, BufRead};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use yizhan_server::control::{self, Request};
+use yizhan_server::pickup::{self, Submission};
+use yizhan_server::settings::Settings;
+
+/// Loads the settings the way `serve` does, from `--config FILE` if given (else
+/// `$YIZHAN_CONFIG`, else `/etc/yizhan/yizhan.toml`, else the embedded default); the error is
+/// ready to print.
+pub type LoadSettings<'a> = &'a dyn Fn(Option<PathBuf>) -> Result<Settings, String>;
+
+/// What the binary is, judging by the name it was invoked under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Personality {
+    /// `sendmail`: submit a message from standard input.
+    Sendmail,
+    /// `mailq`: list the queue (as `yizhan queue list`).
+    Mailq,
+    /// `newaliases`: nothing to do (aliases live in the configuration file).
+    Newaliases,
+}
+
+/// The personality for `argv[0]` (a path or a bare name), or `None` for `yizhan` itself.
+pub fn dispatch_by_argv0(argv0: &str) -> Option<Personality> {
+    let name = Path::new(argv0).file_name()?.to_str()?;
+    match name {
+        "sendmail" => Some(Personality::Sendmail),
+        "mailq" => Some(Personality::Mailq),
+        "newaliases" => Some(Personality::Newaliases),
+        _ => None,
+    }
+}
+
+/// Runs a personality with the arguments after `argv[0]`.
+pub fn run_personality(
+    personality: Personality,
+    args: Vec<OsString>,
+    load: LoadSettings<'_>,
+) -> ExitCode {
+    let args = lossy(args);
+    match personality {
+        Personality::Sendmail => main(&args, load),
+        Personality::Newaliases => newaliases(),
+        Personality::Mailq => {
+            // mailq knows -C FILE (and our --config FILE); other flags are ignored.
+            let config = parse_args(&args).ok().and_then(|o| o.config);
+            crate::queue_cmd::mailq(config, load)
+        }
+    }
+}
+
+/// Arguments of `yizhan sendmail`, taken raw (sendmail's flags are not clap-shaped).
+#[derive(Debug, Clone, clap::Args)]
+#[command(disable_help_flag = true)]
+pub struct SendmailArgs {
+    /// Sendmail flags and recipients: -t, -i/-oi, -f ADDR, -F NAME, -C FILE, ADDR...
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0.., value_name = "ARGS")]
+    pub args: Vec<OsString>,
+}
+
+/// `newaliases`: aliases are read from the configuration file at start, nothing to rebuild.
+pub fn newaliases() -> ExitCode {
+    eprintln!(
+        "newaliases: yizhan reads aliases from its configuration file; nothing to rebuild \
+         (run `yizhan check-config`, then restart the server)"
+    );
+    ExitCode::SUCCESS
+}
+
+/// `sendmail ARGS` (without `argv[0]`): parses the flags, loads the settings and submits the
+/// message on standard input.
+pub fn main(args: &[String], load: LoadSettings<'_>) -> ExitCode {
+    let options = match parse_args(args) {
+        Ok(options) => options,
+        Err(e) => return fail(&e),
+    };
+    match options.mode {
+        Mode::Deliver => {}
+        Mode::ListQueue => return crate::queue_cmd::mailq(options.config, load),
+        Mode::Newaliases => return newaliases(),
+    }
+    let settings = match load(options.config.clone()) {
+        Ok(settings) => settings,
+        Err(e) => return fail(&SendmailError::Config(e)),
+    };
+    let context = Context::current(&settings.hostname);
+    match submit(&options, &settings, io::stdin().lock(), &context) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(e: &SendmailError) -> ExitCode {
+    eprintln!("sendmail: {e}");
+    ExitCode::from(e.exit_code())
+}
+
+fn lossy(args: Vec<OsString>) -> Vec<String> {
+    args.into_iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect()
+}
+
+/// What went wrong, with the sysexits(3) code classic sendmail uses for it.
+#[derive(Debug, thiserror::Error)]
+pub enum SendmailError {
+    /// Bad flags (EX_USAGE, 64).
+    #[error("{0}")]
+    Usage(String),
+    /// No recipient given or found (EX_USAGE, 64).
+    #[error("no recipient addresses found (give them as arguments, or use -t)")]
+    NoRecipients,
+    /// An address does not parse (EX_DATAERR, 65).
+    #[error("{0}")]
+    BadAddress(String),
+    /// The message is larger than the server accepts (EX_DATAERR, 65).
+    #[error("message larger than the limit of {0} bytes")]
+    TooLarge(u64),
+    /// The configuration cannot be loaded (EX_CONFIG, 78).
+    #[error("{0}")]
+    Config(String),
+    /// Reading the message failed (EX_IOERR, 74).
+    #[error("cannot read the message: {0}")]
+    Read(io::Error),
+    /// The maildrop cannot be written (EX_TEMPFAIL, 75: try again later).
+    #[error("{0}")]
+    Drop(#[from] pickup::DropError),
+}
+
+impl SendmailError {
+    /// The process exit code (sysexits.h).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            SendmailError::Usage(_) | SendmailError::NoRecipients => 64,
+            SendmailError::BadAddress(_) | SendmailError::TooLarge(_) => 65,
+            SendmailError::Read(_) => 74,
+            SendmailError::Drop(_) => 75,
+            SendmailError::Config(_) => 78,
+        }
+    }
+}
+
+/// What `-b` asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// `-bm`: submit a message (default).
+    #[default]
+    Deliver,
+    /// `-bp`: list the queue.
+    ListQueue,
+    /// `-bi`: rebuild aliases (nothing to do).
+    Newaliases,
+}
+
+/// Parsed sendmail flags.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Options {
+    /// `-C FILE` / `--config FILE`.
+    pub config: Option<PathBuf>,
+    /// `-t`: take recipients from the header.
+    pub extract_recipients: bool,
+    /// `-i` / `-oi`: a line with a single `.` does not end the input.
+    pub ignore_dots: bool,
+    /// `-f ADDR` / `-r ADDR`: the envelope sender (`""` or `<>` for the null sender).
+    pub sender: Option<String>,
+    /// `-F NAME`: the full name for an added `From:`.
+    pub full_name: Option<String>,
+    /// `-b` mode.
+    pub mode: Mode,
+    /// Recipients given as arguments (each may be a comma-separated list).
+    pub recipients: Vec<String>,
+}
+
+/// Parses sendmail flags getopt-style (`-ti`, `-fme@x`, `-f me@x`, `--` ends the flags).
+pub fn parse_args(args: &[String]) -> Result<Options, SendmailError> {
+    let mut options = Options::default();
+    let mut i = 0;
+    while i < args.len() {
+        let arg = &args[i];
+        i += 1;
+        if arg == "--" {
+            options.recipients.extend(args[i..].iter().cloned());
+            break;
+        }
+        if let Some(value) = arg.strip_prefix("--config") {
+            let value = match value.strip_prefix('=') {
+                Some(v) => v.to_owned(),
+                None if value.is_empty() => take_next(args, &mut i, "--config")?,
+                None => return Err(SendmailError::Usage(format!("unknown option {arg}"))),
+            };
+            options.config = Some(PathBuf::from(value));
+            continue;
+        }
+        let Some(flags) = arg.strip_prefix('-').filter(|f| !f.is_empty()) else {
+            options.recipients.push(arg.clone());
+            continue;
+        };
+        for (at, flag) in flags.char_indices() {
+            let rest = &flags[at + flag.len_utf8()..];
+            match flag {
+                't' => options.extract_recipients = true,
+                'i' => options.ignore_dots = true,
+                'v' | 'm' | 'n' | 'U' | 'G' => {}
+                // Flags with a value: the rest of this argument, else the next argument.
+                'f' | 'r' | 'F' | 'C' | 'o' | 'O' | 'b' | 'N' | 'R' | 'V' | 'B' | 'h' | 'L'
+                | 'X' | 'q' => {
+                    let value = if !rest.is_empty() {
+                        rest.to_owned()
+                    } else if flag == 'q' {
+                        String::new()
+                    } else {
+                        take_next(args, &mut i, &format!("-{flag}"))?
+                    };
+                    apply_valued(&mut options, flag, value)?;
+                    break;
+                }
+                other => {
+                    return Err(SendmailError::Usage(format!(
+                        "unsupported option -{other} (see `yizhan sendmail` in docs/operations.md)"
+                    )));
+                }
+            }
+        }
+    }
+    Ok(options)
+}
+
+fn take_next(args: &[String], i: &mut usize, flag: &str) -> Result<String, SendmailError> {
+    let value = args
+        .get(*i)
+        .cloned()
+        .ok_or_else(|| SendmailError::Usage(format!("option {flag} needs a value")))?;
+    *i += 1;
+    Ok(value)
+}
+
+fn apply_valued(options: &mut Options, flag: char, value: String) -> Result<(), SendmailError> {
+    match flag {
+        'f' | 'r' => options.sender = Some(value),
+        'F' => options.full_name = Some(value),
+        'C' => options.config = Some(PathBuf::from(value)),
+        // -oi (and -oitrue); every other -o option is a sendmail.cf knob we do not have.
+        'o' if value == "i" || value.eq_ignore_ascii_case("itrue") => options.ignore_dots = true,
+        'b' => {
+            options.mode = match value.as_str() {
+                "m" => Mode::Deliver,
+                "p" => Mode::ListQueue,
+                "i" => Mode::Newaliases,
+                other => {
+                    return Err(SendmailError::Usage(format!(
+                        "unsupported mode -b{other} (only -bm, -bp and -bi)"
+                    )));
+                }
+            }
+        }
+        'q' => {
+            return Err(SendmailError::Usage(
+                "-q: the running server manages its queue; use `yizhan queue flush`".into(),
+            ));
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Reads the message from `input`: LF or CRLF line ends become CRLF; without `ignore_dots` a
+/// line holding only `.` ends the input (and is not part of the message). Fails with
+/// [`SendmailError::TooLarge`] once the message passes `max` bytes.
+pub fn read_message(
+    mut input: impl BufRead,
+    ignore_dots: bool,
+    max: u64,
+) -> Result<Vec<u8>, SendmailError> {
+    let mut message = Vec::new();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if input
+            .read_until(b'\n', &mut line)
+            .map_err(SendmailError::Read)?
+            == 0
+        {
+            break;
+        }
+        let mut content = line.as_slice();
+        if let Some(c) = content.strip_suffix(b"\n") {
+            content = c.strip_suffix(b"\r").unwrap_or(c);
+        }
+        if !ignore_dots && content == b"." {
+            break;
+        }
+        message.extend_from_slice(content);
+        message.extend_from_slice(b"\r\n");
+        if message.len() as u64 > max {
+            return Err(SendmailError::TooLarge(max));
+        }
+    }
+    Ok(message)
+}
+
+/// Who is sending, and when: what [`prepare`] needs from the world.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// The invoking user's login name.
+    pub user: String,
+    /// The server's host name (for the default sender and the `Message-ID:`).
+    pub hostname: String,
+    /// Now.
+    pub now: jiff::ZonedDateTime,
+}
+
+impl Context {
+    /// The current user, time and the given host name.
+    pub fn current(hostname: &str) -> Context {
+        Context {
+            user: login_name(),
+            hostname: hostname.to_owned(),
+            now: jiff::ZonedDateTime::now(),
+        }
+    }
+}
+
+/// The login name: `$LOGNAME`, else `$USER`, else the name of this process's uid in
+/// `/etc/passwd`, else `nobody`.
+fn login_name() -> String {
+    use std::os::unix::fs::MetadataExt as _;
+
+    for var in ["LOGNAME", "USER"] {
+        if let Ok(name) = std::env::var(var)
+            && pickup::check_address(&name).is_ok()
+            && !name.contains('@')
+        {
+            return name;
+        }
+    }
+    let uid = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    uid.and_then(|uid| {
+        passwd.lines().find_map(|line| {
+            let mut fields = line.split(':');
+            let name = fields.next()?;
+            let entry_uid: u32 = fields.nth(1)?.parse().ok()?;
+            (entry_uid == uid).then(|| name.to_owned())
+        })
+    })
+    .unwrap_or_else(|| "nobody".to_owned())
+}
+
+/// A message ready for the maildrop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prepared {
+    /// The envelope sender (`""` for `<>`).
+    pub sender: String,
+    /// The envelope recipients.
+    pub recipients: Vec<String>,
+    /// The message, CRLF line ends, completed header.
+    pub message: Vec<u8>,
+}
+
+/// One header field: its name and its raw lines (with folding, CRLF).
+struct Field {
+    name: String,
+    raw: Vec<u8>,
+}
+
+impl Field {
+    /// The unfolded value (RFC 5322 2.2.3), lossy UTF-8.
+    fn value(&self) -> String {
+        let text = String::from_utf8_lossy(&self.raw);
+        let value = text.split_once(':').map_or("", |(_, v)| v);
+        value.replace("\r\n", "")
+    }
+
+    fn is(&self, name: &str) -> bool {
+        self.name.eq_ignore_ascii_case(name)
+    }
+}
+
+/// Splits a CRLF message into its header fields and the body (after the empty line). A leading
+/// mbox `From ` line is dropped; a line that is neither a field nor a continuation ends the
+/// header section (and is the first body line).
+fn split_message(message: &[u8]) -> (Vec<Field>, &[u8]) {
+    let mut fields: Vec<Field> = Vec::new();
+    let mut rest = message;
+    if rest.starts_with(b"From ") {
+        rest = match rest.windows(2).position(|w| w == b"\r\n") {
+            Some(end) => &rest[end + 2..],
+            None => b"",
+        };
+    }
+    while !rest.is_empty() {
+        let end = rest
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .map_or(rest.len(), |p| p + 2);
+        let line = &rest[..end];
+        if line == b"\r\n" {
+            return (fields, &rest[end..]);
+        }
+        if matches!(line[0], b' ' | b'\t') {
+            if let Some(last) = fields.last_mut() {
+                last.raw.extend_from_slice(line);
+                rest = &rest[end..];
+                continue;
+            }
+            return (fields, rest);
+        }
+        let name_end = line.iter().position(|&b| b == b':');
+        let name = name_end
+            .map(|n| &line[..n])
+            .filter(|n| !n.is_empty() && n.iter().all(|&b| (33..=126).contains(&b)));
+        let Some(name) = name else {
+            return (fields, rest);
+        };
+        fields.push(Field {
+            name: String::from_utf8_lossy(name).into_owned(),
+            raw: line.to_vec(),
+        });
+        rest = &rest[end..];
+    }
+    (fields, rest)
+}
+
+/// The addresses in an RFC 5322 3.4 `address-list`: display names, comments, quoted strings
+/// and groups (`name: a@x, b@y;`) are understood; each mailbox's `addr-spec` is returned.
+pub fn parse_address_list(value: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut bare = String::new();
+    let mut angle = String::new();
+    let mut in_angle = false;
+    let mut angled: Option<String> = None;
+    let mut in_quote = false;
+    let mut comment = 0usize;
+    let mut escaped = false;
+    let finish = |bare: &mut String, angled: &mut Option<String>, out: &mut Vec<String>| {
+        let address = match angled.take() {
+            // Drop an RFC 822 source route: <@a,@b:user@x>.
+            Some(a) => match a.trim().strip_prefix('@') {
+                Some(route) => route
+                    .split_once(':')
+                    .map_or("", |(_, a)| a)
+                    .trim()
+                    .to_owned(),
+                None => a.trim().to_owned(),
+            },
+            None => bare.trim().to_owned(),
+        };
+        bare.clear();
+        if !address.is_empty() {
+            out.push(address);
+        }
+    };
+    for c in value.chars() {
+        let target = if in_angle { &mut angle } else { &mut bare };
+        if escaped {
+            escaped = false;
+            if comment == 0 {
+                target.push(c);
+            }
+            continue;
+        }
+        if comment > 0 {
+            match c {
+                '\\' => escaped = true,
+                '(' => comment += 1,
+                ')' => comment -= 1,
+                _ => {}
+            }
+            continue;
+        }
+        if in_quote {
+            target.push(c);
+            match c {
+                '\\' => escaped = true,
+                '"' => in_quote = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => {
+                in_quote = true;
+                target.push(c);
+            }
+            '(' => comment = 1,
+            '<' if !in_angle => {
+                in_angle = true;
+                angle.clear();
+            }
+            '>' if in_angle => {
+                in_angle = false;
+                angled = Some(std::mem::take(&mut angle));
+            }
+            // A group's display name ends here; its members follow.
+            ':' if !in_angle => bare.clear(),
+            ',' | ';' if !in_angle => finish(&mut bare, &mut angled, &mut out),
+            c => target.push(c),
+        }
+    }
+    finish(&mut bare, &mut angled, &mut out);
+    // "Display Name" without an address is not an address.
+    out.retain(|a| !a.starts_with('"') || a.contains('@'));
+    out
+}
+
+/// Completes the header and works out the envelope: recipients from the arguments (and from
+/// the header with `-t`), `Bcc:` removed, `From:`, `Date:` and `Message-ID:` added if missing.
+pub fn prepare(
+    message: &[u8],
+    options: &Options,
+    context: &Context,
+) -> Result<Prepared, SendmailError> {
+    let (mut fields, body) = split_message(message);
+    let mut recipients: Vec<String> = Vec::new();
+    for arg in &options.recipients {
+        recipients.extend(parse_address_list(arg));
+    }
+    if options.extract_recipients {
+        let resent = fields
+            .iter()
+            .any(|f| f.is("Resent-To") || f.is("Resent-Cc") || f.is("Resent-Bcc"));
+        let names: [&str; 3] = if resent {
+            ["Resent-To", "Resent-Cc", "Resent-Bcc"]
+        } else {
+            ["To", "Cc", "Bcc"]
+        };
+        for field in fields.iter().filter(|f| names.iter().any(|n| f.is(n))) {
+            recipients.extend(parse_address_list(&field.value()));
+        }
+    }
+    let mut checked: Vec<String> = Vec::new();
+    for r in recipients {
+        let r = pickup::check_address(&r).map_err(SendmailError::BadAddress)?;
+        if !checked.iter().any(|c| c.eq_ignore_ascii_case(&r)) {
+            checked.push(r);
+        }
+    }
+    if checked.is_empty() {
+        return Err(SendmailError::NoRecipients);
+    }
+    let default_sender = format!("{}@{}", context.user, context.hostname);
+    let sender = match options.sender.as_deref().map(str::trim) {
+        Some("" | "<>") => String::new(),
+        Some(s) => {
+            let s = pickup::check_address(s).map_err(SendmailError::BadAddress)?;
+            if s.contains('@') {
+                s
+            } else {
+                format!("{s}@{}", context.hostname)
+            }
+        }
+        None => default_sender.clone(),
+    };
+    // RFC 5322 3.6.3: Bcc recipients must not be shown to the others.
+    fields.retain(|f| !f.is("Bcc") && !f.is("Resent-Bcc"));
+    let mut added: Vec<String> = Vec::new();
+    if !fields.iter().any(|f| f.is("From")) {
+        let address = if sender.is_empty() {
+            &default_sender
+        } else {
+            &sender
+        };
+        added.push(match options.full_name.as_deref() {
+            Some(name) if !name.trim().is_empty() => {
+                let quoted = name.trim().replace('\\', "\\\\").replace('"', "\\\"");
+                format!("From: \"{quoted}\" <{address}>")
+            }
+            _ => format!("From: {address}"),
+        });
+    }
+    if !fields.iter().any(|f| f.is("Date")) {
+        let date =
+            jiff::fmt::rfc2822::to_string(&context.now).unwrap_or_else(|_| context.now.to_string());
+        added.push(format!("Date: {date}"));
+    }
+    if !fields.iter().any(|f| f.is("Message-ID")) {
+        added.push(format!(
+            "Message-ID: <{}.{}@{}>",
+            context.now.timestamp().as_microsecond(),
+            std::process::id(),
+            context.hostname
+        ));
+    }
+    let mut out = Vec::with_capacity(message.len() + 256);
+    for field in &fields {
+        out.extend_from_slice(&field.raw);
+        if !field.raw.ends_with(b"\r\n") {
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    for line in &added {
+        out.extend_from_slice(line.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+    Ok(Prepared {
+        sender,
+        recipients: checked,
+        message: out,
+    })
+}
+
+/// Reads, prepares and drops one message into the maildrop of `settings.data_dir`, then wakes
+/// a running server (best effort). Returns the maildrop file.
+pub fn submit(
+    options: &Options,
+    settings: &Settings,
+    input: impl BufRead,
+    context: &Context,
+) -> Result<PathBuf, SendmailError> {
+    let max = settings.smtp.max_message_size;
+    let message = read_message(input, options.ignore_dots, max)?;
+    let prepared = prepare(&message, options, context)?;
+    if prepared.message.len() as u64 > max {
+        return Err(SendmailError::TooLarge(max));
+    }
+    let submission = Submission {
+        version: pickup::FORMAT_VERSION,
+        sender: prepared.sender,
+        recipients: prepared.recipients,
+    };
+    let path = pickup::drop_message(
+        &pickup::maildrop_dir(&settings.data_dir),
+        &submission,
+        &prepared.message,
+    )?;
+    // A running server picks it up at once; otherwise within a second, or when it starts.
+    let _ = control::request(
+        &control::socket_path(&settings.data_dir),
+        &Request::Pickup,
+        Duration::from_secs(2),
+    );
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_owned).collect()
+    }
+
+    fn context() -> Context {
+        Context {
+            user: "alice".into(),
+            hostname: "mx.test.example".into(),
+            now: "2024-03-05T12:00:00+01:00[+01:00]".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn argv0_personalities() {
+        let cases = [
+            ("sendmail", Some(Personality::Sendmail)),
+            ("/usr/sbin/sendmail", Some(Personality::Sendmail)),
+            ("/usr/lib/sendmail", Some(Personality::Sendmail)),
+            ("mailq", Some(Personality::Mailq)),
+            ("/usr/bin/newaliases", Some(Personality::Newaliases)),
+            ("yizhan", None),
+            ("/usr/bin/yizhan", None),
+            ("", None),
+        ];
+        for (argv0, want) in cases {
+            assert_eq!(dispatch_by_argv0(argv0), want, "{argv0}");
+        }
+    }
+
+    #[test]
+    fn flags_parse_like_sendmail() {
+        let cases: Vec<(&str, Options)> = vec![
+            (
+                "-t -i",
+                Options {
+                    extract_recipients: true,
+                    ignore_dots: true,
+                    ..Options::default()
+                },
+            ),
+            (
+                "-ti",
+                Options {
+                    extract_recipients: true,
+                    ignore_dots: true,
+                    ..Options::default()
+                },
+            ),
+            (
+                "-oi a@x",
+                Options {
+                    ignore_dots: true,
+                    recipients: vec!["a@x".into()],
+                    ..Options::default()
+                },
+            ),
+            (
+                "-oem -odi a@x",
+                Options {
+                    recipients: vec!["a@x".into()],
+                    ..Options::default()
+                },
+            ),
+            (
+                "-f me@x a@x",
+                Options {
+                    sender: Some("me@x".into()),
+                    recipients: vec!["a@x".into()],
+                    ..Options::default()
+                },
+            ),
+            (
+                "-fme@x -Fme",
+                Options {
+                    sender: Some("me@x".into()),
+                    full_name: Some("me".into()),
+                    ..Options::default()
+                },
+            ),
+            (
+                "-r me@x",
+                Options {
+                    sender: Some("me@x".into()),
+                    ..Options::default()
+                },
+            ),
+            (
+                "-C /etc/y.toml",
+                Options {
+                    config: Some("/etc/y.toml".into()),
+                    ..Options::default()
+                },
+            ),
+            (
+                "--config /etc/y.toml",
+                Options {
+                    config: Some("/etc/y.toml".into()),
+                    ..Options::default()
+                },
+            ),
+            (
+                "--config=/etc/y.toml",
+                Options {
+                    config: Some("/etc/y.toml".into()),
+                    ..Options::default()
+                },
+            ),
+            (
+                "-bp",
+                Options {
+                    mode: Mode::ListQueue,
+                    ..Options::default()
+                },
+            ),
+            (
+                "-bi",
+                Options {
+                    mode: Mode::Newaliases,
+                    ..Options::default()
+                },
+            ),
+            (
+                "-v -- -t",
+                Options {
+                    recipients: vec!["-t".into()],
+                    ..Options::default()
+                },
+            ),
+        ];
+        for (line, want) in cases {
+            assert_eq!(parse_args(&args(line)).unwrap(), want, "{line}");
+        }
+        for bad in ["-f", "-bs", "-q", "-x", "--verbose"] {
+            let err = parse_args(&args(bad)).unwrap_err();
+            assert_eq!(err.exit_code(), 64, "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn clap_takes_the_flags_raw() {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            sendmail: SendmailArgs,
+        }
+        let cli = Cli::try_parse_from(["sendmail", "-t", "-oi", "-f", "a@x", "b@y"]).unwrap();
+        assert_eq!(lossy(cli.sendmail.args), args("-t -oi -f a@x b@y"));
+    }
+
+    /// Classic sendmail: without -i a lone "." ends the input; LF becomes CRLF (RFC 5322 2.1).
+    #[test]
+    fn reading_handles_dots_and_line_ends() {
+        let cases: [(&[u8], bool, &[u8]); 8] = [
+            (b"a\nb\n", false, b"a\r\nb\r\n"),
+            (b"a\r\nb\r\n", false, b"a\r\nb\r\n"),
+            (b"a\nb", false, b"a\r\nb\r\n"),
+            (b"a\n.\nb\n", false, b"a\r\n"),
+            (b"a\n.\r\nb\n", false, b"a\r\n"),
+            (b"a\n.\nb\n", true, b"a\r\n.\r\nb\r\n"),
+            (b"a\n..\nb\n", false, b"a\r\n..\r\nb\r\n"),
+            (b"a\n.", false, b"a\r\n"),
+        ];
+        for (input, ignore_dots, want) in cases {
+            let got = read_message(input, ignore_dots, 1000).unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&got),
+                String::from_utf8_lossy(want),
+                "{:?} -i={ignore_dots}",
+                String::from_utf8_lossy(input)
+            );
+        }
+        let err = read_message(&b"0123456789\n0123456789\n"[..], false, 15).unwrap_err();
+        assert_eq!(err.exit_code(), 65);
+    }
+
+    /// RFC 5322 3.4: mailboxes, display names (quoted, with commas), comments, groups, routes.
+    #[test]
+    fn address_lists() {
+        let cases: [(&str, &[&str]); 10] = [
+            ("a@x", &["a@x"]),
+            (" a@x , b@y ", &["a@x", "b@y"]),
+            ("Alice <a@x>, \"Bob, Jr.\" <b@y>", &["a@x", "b@y"]),
+            ("a@x (Alice, the first), b@y", &["a@x", "b@y"]),
+            ("friends: a@x, Bob <b@y>;, c@z", &["a@x", "b@y", "c@z"]),
+            ("undisclosed-recipients:;", &[]),
+            ("<@relay.example,@r2.example:a@x>", &["a@x"]),
+            ("\"odd name\"@x", &["\"odd name\"@x"]),
+            ("\"Just A Name\"", &[]),
+            ("", &[]),
+        ];
+        for (value, want) in cases {
+            assert_eq!(parse_address_list(value), want, "{value:?}");
+        }
+    }
+
+    fn text(bytes: &[u8]) -> String {
+        String::from_utf8_lossy(bytes).into_owned()
+    }
+
+    #[test]
+    fn dash_t_takes_to_cc_bcc_and_removes_bcc() {
+        let message = b"To: Alice <alice@test.example>,\r\n bob@test.example\r\nCc: team: carol@test.example;\r\nBcc: \"Secret, Dan\" <dan@test.example>\r\nSubject: hi\r\n\r\nbody\r\n";
+        let options = Options {
+            extract_recipients: true,
+            recipients: vec!["extra@test.example".into()],
+            ..Options::default()
+        };
+        let p = prepare(message, &options, &context()).unwrap();
+        assert_eq!(
+            p.recipients,
+            [
+                "extra@test.example",
+                "alice@test.example",
+                "bob@test.example",
+                "carol@test.example",
+                "dan@test.example"
+            ]
+        );
+        assert_eq!(p.sender, "alice@mx.test.example");
+        let out = text(&p.message);
+        assert!(!out.contains("Bcc") && !out.contains("dan@"), "{out}");
+        assert!(out.starts_with("To: Alice <alice@test.example>,\r\n bob@test.example\r\nCc: team: carol@test.example;\r\nSubject: hi\r\n"), "{out}");
+        assert!(out.contains("\r\nFrom: alice@mx.test.example\r\n"), "{out}");
+        assert!(
+            out.contains("\r\nDate: Tue, 5 Mar 2024 12:00:00 +0100\r\n"),
+            "{out}"
+        );
+        assert!(out.contains("\r\nMessage-ID: <"), "{out}");
+        assert!(out.ends_with("\r\n\r\nbody\r\n"), "{out}");
+    }
+
+    /// RFC 5322 3.6.6: with Resent- fields, -t uses those.
+    #[test]
+    fn dash_t_prefers_resent_fields() {
+        let message = b"To: old@test.example\r\nResent-To: new@test.example\r\nResent-Bcc: hidden@test.example\r\n\r\nx\r\n";
+        let options = Options {
+            extract_recipients: true,
+            ..Options::default()
+        };
+        let p = prepare(message, &options, &context()).unwrap();
+        assert_eq!(p.recipients, ["new@test.example", "hidden@test.example"]);
+        assert!(!text(&p.message).contains("hidden"));
+    }
+
+    #[test]
+    fn existing_fields_are_kept_and_full_name_is_used() {
+        let message = b"From: Me <me@test.example>\r\nDate: Mon, 1 Jan 2024 00:00:00 +0000\r\nMessage-ID: <x@y>\r\n\r\nbody\r\n";
+        let options = Options {
+            recipients: vec!["u@test.example".into()],
+            ..Options::default()
+        };
+        let p = prepare(message, &options, &context()).unwrap();
+        assert_eq!(p.message, message);
+
+        let options = Options {
+            recipients: vec!["u@test.example".into()],
+            sender: Some("bounces@test.example".into()),
+            full_name: Some("Cron \"Daemon\"".into()),
+            ..Options::default()
+        };
+        let p = prepare(b"Subject: x\r\n\r\nbody\r\n", &options, &context()).unwrap();
+        assert_eq!(p.sender, "bounces@test.example");
+        assert!(
+            text(&p.message).contains("From: \"Cron \\\"Daemon\\\"\" <bounces@test.example>\r\n")
+        );
+
+        let options = Options {
+            recipients: vec!["u".into()],
+            sender: Some("<>".into()),
+            ..Options::default()
+        };
+        let p = prepare(b"\r\nbody\r\n", &options, &context()).unwrap();
+        assert_eq!(p.sender, "");
+        assert_eq!(p.recipients, ["u"]);
+    }
+
+    #[test]
+    fn header_less_and_mbox_input() {
+        let options = Options {
+            recipients: vec!["u@test.example".into()],
+            ..Options::default()
+        };
+        // No header at all: the fields are added and an empty line separates the body.
+        let p = prepare(b"just text\r\nmore\r\n", &options, &context()).unwrap();
+        let out = text(&p.message);
+        assert!(
+            out.starts_with("From: alice@mx.test.example\r\nDate: "),
+            "{out}"
+        );
+        assert!(out.ends_with("\r\n\r\njust text\r\nmore\r\n"), "{out}");
+        // A leading mbox "From " line is dropped.
+        let p = prepare(
+            b"From alice Tue Mar  5 12:00:00 2024\r\nSubject: s\r\n\r\nb\r\n",
+            &options,
+            &context(),
+        )
+        .unwrap();
+        assert!(text(&p.message).starts_with("Subject: s\r\n"));
+    }
+
+    #[test]
+    fn recipients_are_required_and_checked() {
+        let cases: [(Options, &[u8], u8); 3] = [
+            (Options::default(), b"To: a@x\r\n\r\n", 64),
+            (
+                Options {
+                    extract_recipients: true,
+                    ..Options::default()
+                },
+                b"Subject: none\r\n\r\n",
+                64,
+            ),
+            (
+                Options {
+                    extract_recipients: true,
+                    ..Options::default()
+                },
+                b"To: not an address\r\n\r\n",
+                65,
+            ),
+        ];
+        for (options, message, code) in cases {
+            let err = prepare(message, &options, &context()).unwrap_err();
+            assert_eq!(err.exit_code(), code, "{err}");
+        }
+    }
+}

@@ -1,0 +1,471 @@
+//! Operating a live queue (issue #5, item 8): `queue list/show/flush/hold/release/delete` and
+//! `sendmail -t`, end to end.
+//!
+//! The in-process tests run what `yizhan serve` runs for these features (the spool, the queue
+//! runner delivering into Maildirs, the control socket and the maildrop pickup, via
+//! `control::run_operations`) and drive them with the very client code of `yizhan queue` and
+//! `yizhan sendmail` (the binary's modules, included below).
+//!
+//! The `binary_*` tests drive the real `yizhan` executable (and it invoked as `sendmail`).
+//! They need a `yizhan` binary built by this workspace (cargo builds it for integration tests).
+
+#[path = "../src/queue_cmd.rs"]
+#[allow(dead_code)]
+mod queue_cmd;
+#[path = "../src/sendmail.rs"]
+#[allow(dead_code)]
+mod sendmail;
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jiff::tz::TimeZone;
+use tokio_util::sync::CancellationToken;
+use yizhan_delivery::maildir::Maildir;
+use yizhan_server::control::{self, MessageInfo};
+use yizhan_server::directory::Directory;
+use yizhan_server::queue_runner::{QueueRunner, RunnerSettings, SystemClock};
+use yizhan_server::settings::Settings;
+use yizhan_spool::{ClientInfo, Envelope, LocalMailbox, QueueId, Recipient, Spool};
+
+use crate::queue_cmd::QueueCommand;
+
+/// Waits (polling) until `done` holds; fails after 20 s.
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn settings(data_dir: &Path) -> Settings {
+    let mut directory = Directory::builder();
+    directory
+        .domain("test.example")
+        .mailbox("user@test.example", None)
+        .mailbox("user2@test.example", None)
+        .alias(
+            "list@test.example",
+            ["user@test.example", "user2@test.example"],
+        );
+    Settings {
+        hostname: "mx.test.example".into(),
+        data_dir: data_dir.to_path_buf(),
+        directory: directory.build().unwrap(),
+        ..Settings::default()
+    }
+}
+
+/// What `yizhan serve` runs for queue operations, in process.
+struct Live {
+    _dir: tempfile::TempDir,
+    data: PathBuf,
+    spool: Spool,
+    stop: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Live {
+    async fn start() -> Live {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().to_path_buf();
+        let settings = Arc::new(settings(&data));
+        let (spool, _) = Spool::open(&data.join("spool")).unwrap();
+        let runner = QueueRunner::new(
+            spool.clone(),
+            Maildir::new(data.join("mail")),
+            RunnerSettings {
+                hostname: settings.hostname.clone(),
+                ..RunnerSettings::default()
+            },
+            Arc::new(SystemClock),
+        );
+        let handle = runner.handle();
+        let stop = CancellationToken::new();
+        let tasks = vec![
+            tokio::spawn(runner.run(stop.clone())),
+            tokio::spawn(control::run_operations(
+                settings,
+                spool.clone(),
+                handle,
+                stop.clone(),
+            )),
+        ];
+        let socket = control::socket_path(&data);
+        until("the control socket", || socket.exists()).await;
+        Live {
+            _dir: dir,
+            data,
+            spool,
+            stop,
+            tasks,
+        }
+    }
+
+    /// Runs a `yizhan queue` command; returns its output or its error text.
+    async fn queue(&self, command: QueueCommand) -> Result<String, String> {
+        let socket = control::socket_path(&self.data);
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            queue_cmd::run(&command, &socket, &mut out, &TimeZone::UTC)
+                .map(|()| String::from_utf8(out).unwrap())
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .unwrap()
+    }
+
+    async fn list(&self) -> Vec<MessageInfo> {
+        let json = self.queue(QueueCommand::List { json: true }).await.unwrap();
+        serde_json::from_str(&json).unwrap()
+    }
+
+    /// Commits a message for `local@test.example` (due at `due`), as an SMTP session would.
+    async fn commit(&self, local: &str, due: i64, held: bool) -> QueueId {
+        let mut incoming = self.spool.create().unwrap();
+        incoming
+            .write(format!("Subject: for {local}\r\n\r\nhello\r\n").as_bytes())
+            .unwrap();
+        let mailbox = LocalMailbox {
+            domain: "test.example".into(),
+            local: local.into(),
+        };
+        let address = format!("{local}@test.example");
+        let envelope = Envelope {
+            id: "00000000000000000000000000000000".parse().unwrap(),
+            received_at: now(),
+            size: 0,
+            reverse_path: "sender@remote.example".into(),
+            reverse_route: vec![],
+            envid: None,
+            ret: None,
+            body_type: None,
+            smtputf8: false,
+            client: ClientInfo::default(),
+            recipients: vec![Recipient::pending(
+                address.clone(),
+                format!("<{address}>"),
+                Some(mailbox),
+                due,
+            )],
+            held,
+        };
+        self.spool.commit(incoming, envelope).await.unwrap()
+    }
+
+    fn delivered(&self, local: &str) -> Vec<String> {
+        let new = self.data.join("mail/test.example").join(local).join("new");
+        let Ok(entries) = std::fs::read_dir(new) else {
+            return vec![];
+        };
+        entries
+            .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+            .collect()
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        for task in self.tasks {
+            task.await.unwrap();
+        }
+        assert!(!control::socket_path(&self.data).exists());
+    }
+}
+
+fn now() -> i64 {
+    jiff::Timestamp::now().as_second()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_release_delete_flush_on_a_live_queue() {
+    let live = Live::start().await;
+    assert_eq!(
+        live.queue(QueueCommand::List { json: false })
+            .await
+            .unwrap(),
+        "Mail queue is empty\n"
+    );
+
+    // A held message stays; list shows it held (`!`); release delivers it.
+    let held = live.commit("user", now(), true).await;
+    let table = live
+        .queue(QueueCommand::List { json: false })
+        .await
+        .unwrap();
+    assert!(table.contains(&format!("{held}!")), "{table}");
+    assert!(table.contains("user@test.example"), "{table}");
+    let listed = live.list().await;
+    assert!(listed[0].held);
+    let out = live
+        .queue(QueueCommand::Flush {
+            id: Some(held.to_string()),
+            domain: None,
+        })
+        .await
+        .unwrap_err();
+    assert!(out.contains("is held"), "{out}");
+    assert!(live.delivered("user").is_empty());
+    let out = live
+        .queue(QueueCommand::Release {
+            ids: vec![held.to_string()],
+        })
+        .await
+        .unwrap();
+    assert_eq!(out, format!("released {held} (1 pending recipient)\n"));
+    until("the released message's delivery", || {
+        live.delivered("user").len() == 1
+    })
+    .await;
+
+    // Hold a message that is waiting for a retry, by prefix; then release it: delivered now.
+    let later = now() + 3600;
+    let waiting = live.commit("user2", later, false).await;
+    let prefix = waiting.as_str()[..20].to_string();
+    live.queue(QueueCommand::Hold { ids: vec![prefix] })
+        .await
+        .unwrap();
+    assert!(live.spool.load(&waiting).unwrap().held);
+    let show = live
+        .queue(QueueCommand::Show {
+            id: waiting.to_string(),
+            json: false,
+        })
+        .await
+        .unwrap();
+    assert!(show.contains("Status:   held"), "{show}");
+    assert!(show.contains("Subject: for user2"), "{show}");
+    live.queue(QueueCommand::Release {
+        ids: vec![waiting.to_string()],
+    })
+    .await
+    .unwrap();
+    until("the retry after release", || {
+        live.delivered("user2").len() == 1
+    })
+    .await;
+
+    // Delete: gone from the queue and the disk, never delivered.
+    let doomed = live.commit("user", later, false).await;
+    let out = live
+        .queue(QueueCommand::Delete {
+            ids: vec![doomed.to_string()],
+        })
+        .await
+        .unwrap();
+    assert_eq!(out, format!("deleted {doomed} (1 pending recipient)\n"));
+    assert!(!live.spool.body_path(&doomed).exists());
+    let err = live
+        .queue(QueueCommand::Delete {
+            ids: vec![doomed.to_string()],
+        })
+        .await
+        .unwrap_err();
+    assert!(err.contains("no message"), "{err}");
+
+    // Flush one domain: only its recipients become due.
+    let local = live.commit("user", later, false).await;
+    let out = live
+        .queue(QueueCommand::Flush {
+            id: None,
+            domain: Some("other.example".into()),
+        })
+        .await
+        .unwrap();
+    assert_eq!(out, "flushed 0 recipients in 0 messages\n");
+    assert_eq!(
+        live.spool.load(&local).unwrap().recipients[0].next_attempt,
+        later
+    );
+    let out = live
+        .queue(QueueCommand::Flush {
+            id: None,
+            domain: Some("TEST.example".into()),
+        })
+        .await
+        .unwrap();
+    assert_eq!(out, "flushed 1 recipient in 1 message\n");
+    until("the flushed delivery", || live.delivered("user").len() == 2).await;
+    until("an empty queue", || live.spool.list().unwrap().is_empty()).await;
+    live.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sendmail_t_is_picked_up_and_delivered() {
+    let live = Live::start().await;
+    let settings = settings(&live.data);
+    let options = sendmail::parse_args(&["-t".to_string(), "-i".to_string()]).unwrap();
+    let context = sendmail::Context {
+        user: "cron".into(),
+        hostname: settings.hostname.clone(),
+        now: jiff::ZonedDateTime::now(),
+    };
+    let input = b"To: Team <list@test.example>\nBcc: \"Hidden, Person\" <user2@test.example>\nSubject: nightly\n\nreport\n.\nstill the report\n";
+    let dropped = tokio::task::spawn_blocking(move || {
+        sendmail::submit(&options, &settings, &input[..], &context).unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(dropped.starts_with(live.data.join("maildrop/new")));
+
+    until("delivery to both list members", || {
+        live.delivered("user").len() == 1 && live.delivered("user2").len() == 1
+    })
+    .await;
+    let message = &live.delivered("user")[0];
+    assert!(
+        message.contains("Received: by mx.test.example (yizhan pickup, from userid "),
+        "{message}"
+    );
+    assert!(
+        message.contains("To: Team <list@test.example>\r\n"),
+        "{message}"
+    );
+    assert!(
+        message.contains("From: cron@mx.test.example\r\n"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("Bcc") && !message.contains("Hidden"),
+        "{message}"
+    );
+    assert!(
+        message.contains("\r\n\r\nreport\r\n.\r\nstill the report\r\n"),
+        "{message}"
+    );
+    until("the maildrop emptied", || !dropped.exists()).await;
+    until("an empty queue", || live.spool.list().unwrap().is_empty()).await;
+    live.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_maildrop_file_is_set_aside_and_the_rest_imported() {
+    let live = Live::start().await;
+    let new = live.data.join("maildrop/new");
+    std::fs::create_dir_all(&new).unwrap();
+    std::fs::write(new.join("0-garbage"), b"not an envelope").unwrap();
+    let submission = yizhan_server::pickup::Submission {
+        version: yizhan_server::pickup::FORMAT_VERSION,
+        sender: "".into(),
+        recipients: vec!["user".into()],
+    };
+    yizhan_server::pickup::drop_message(
+        &live.data.join("maildrop"),
+        &submission,
+        b"Subject: bounce\r\n\r\nx\r\n",
+    )
+    .unwrap();
+    until("the good one delivered", || {
+        live.delivered("user").len() == 1
+    })
+    .await;
+    until("the bad one set aside", || {
+        live.data.join("maildrop/bad/0-garbage").exists()
+    })
+    .await;
+    live.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The real binary (needs the wiring in main.rs and listener.rs).
+
+const CONFIG: &str = r#"hostname = "mx.test.example"
+
+[[listener]]
+address = "127.0.0.1:0"
+kind = "smtp"
+
+[[domain]]
+name = "test.example"
+
+[[mailbox]]
+address = "user@test.example"
+"#;
+
+fn yizhan(name: &str, dir: &Path) -> Command {
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_yizhan"));
+    let program = if name == "yizhan" {
+        exe
+    } else {
+        let link = dir.join(name);
+        if !link.exists() {
+            std::os::unix::fs::symlink(&exe, &link).unwrap();
+        }
+        link
+    };
+    let mut cmd = Command::new(program);
+    cmd.env_remove("RUST_LOG")
+        .env("YIZHAN_CONFIG", dir.join("yizhan.toml"));
+    cmd
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn binary_sendmail_t_then_queue_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::write(
+        dir.path().join("yizhan.toml"),
+        format!("data_dir = {:?}\n{CONFIG}", data.display().to_string()),
+    )
+    .unwrap();
+
+    // sendmail works with the server down: the message waits in the maildrop.
+    let mut child = yizhan("sendmail", dir.path())
+        .args(["-t", "-oi"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"To: user@test.example\nSubject: via sendmail\n\nhi\n")
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let out = yizhan("yizhan", dir.path())
+        .args(["queue", "list"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not running") && err.contains("control.sock"),
+        "{err}"
+    );
+
+    let mut server = yizhan("yizhan", dir.path())
+        .arg("serve")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mailbox = data.join("mail/test.example/user/new");
+    wait_for("delivery from the maildrop", || {
+        std::fs::read_dir(&mailbox).is_ok_and(|mut d| d.next().is_some())
+    });
+    let out = yizhan("mailq", dir.path()).output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "Mail queue is empty\n"
+    );
+    let out = yizhan("yizhan", dir.path())
+        .args(["sendmail", "-f", "me@test.example", "user@test.example"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let _ = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status();
+    assert!(server.wait().unwrap().success());
+}
