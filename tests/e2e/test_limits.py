@@ -181,9 +181,6 @@ def test_max_connections_per_ip(server_factory):
     wait_until(greeted, 10, "a free per-IP slot")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "issue #3 asks for '421 4.7.0' when the connection limit is reached, but conn::refuse writes "
-    "the reply with enhanced=false: '421 mx.test.example Too many connections, try again later'"))
 @pytest.mark.parametrize("limits", [
     {"max_connections": 1, "max_connections_per_ip": 1},
     {"max_connections": 5, "max_connections_per_ip": 1},

@@ -169,9 +169,6 @@ def test_vrfy_answers_from_the_directory(server):
     assert code == 551 and "<moved@elsewhere.example>" in lines[0], lines
 
 
-@pytest.mark.xfail(strict=True, reason="VRFY doubles the angle brackets: "
-                   "'250 2.1.5 Test User <<user@test.example>>' (policy.rs wraps the address "
-                   "in <> and Reply::vrfy_user wraps it again)")
 @pytest.mark.parametrize("query,expected", [
     ("user@test.example", "250 2.1.5 Test User <user@test.example>"),
     ("Test", "250 2.1.5 Test User <user@test.example>"),  # a word of the full name
