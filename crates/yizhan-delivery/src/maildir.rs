@@ -125,6 +125,71 @@ impl Maildir {
         Ok(self.root.join(domain).join(local))
     }
 
+    /// Delivers a message whose identity is `key` (for the queue runner: the queue id and the
+    /// recipient's index) at most once into this mailbox: the file is named
+    /// `<key>.<hostname>` and moved into `new/` with `link(2)`, which fails if that name is
+    /// already there. A crash between the delivery and the spool recording it therefore does
+    /// not deliver the message a second time after restart: the retry finds its own file and
+    /// reports it as already delivered (`Ok((path, false))`). `key` must be made of ASCII
+    /// letters, digits, '.', '_' and '-'.
+    ///
+    /// The one case this cannot see is a mail client that moved the first copy into `cur/`
+    /// during the few milliseconds between a crash and the restart's retry.
+    pub fn deliver_once(
+        &self,
+        domain: &str,
+        local: &str,
+        key: &str,
+        return_path: &str,
+        body: &mut impl Read,
+    ) -> Result<(PathBuf, bool), MaildirError> {
+        if key.is_empty()
+            || !key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        {
+            return Err(MaildirError::InvalidName {
+                what: "delivery key",
+                value: key.to_owned(),
+                reason: "must be ASCII letters, digits, '.', '_' or '-'",
+            });
+        }
+        if return_path.contains(['\r', '\n']) {
+            return Err(MaildirError::InvalidName {
+                what: "return path",
+                value: return_path.to_owned(),
+                reason: "contains a line break",
+            });
+        }
+        let mailbox = self.mailbox_path(domain, local)?;
+        let tmp_dir = mailbox.join("tmp");
+        let new_dir = mailbox.join("new");
+        for dir in [&tmp_dir, &new_dir, &mailbox.join("cur")] {
+            ensure_dir(dir)?;
+        }
+        let name = format!("{key}.{}", self.hostname);
+        let new = new_dir.join(&name);
+        if new.exists() {
+            return Ok((new, false));
+        }
+        let (tmp_name, file) = self.create_unique(&tmp_dir)?;
+        let tmp = tmp_dir.join(&tmp_name);
+        let result =
+            write_message(file, &tmp, return_path, body).and_then(|()| {
+                match fs::hard_link(&tmp, &new) {
+                    Ok(()) => {
+                        sync_dir(&new_dir)?;
+                        Ok((new.clone(), true))
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok((new.clone(), false)),
+                    Err(e) => Err(MaildirError::io(&new, e)),
+                }
+            });
+        // The tmp name is only a staging link: remove it whatever happened.
+        let _ = fs::remove_file(&tmp);
+        result
+    }
+
     /// Delivers one message: `Return-Path: <return_path>` and then `body` byte for byte, into
     /// `new/` of the mailbox's Maildir (created if missing). Returns the path in `new/`.
     ///
@@ -440,5 +505,63 @@ mod tests {
         let mailbox = md.root().join("d/u");
         assert!(entries(&mailbox.join("tmp")).is_empty());
         assert!(entries(&mailbox.join("new")).is_empty());
+    }
+
+    #[test]
+    fn deliver_once_is_idempotent_per_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let maildir = Maildir::with_hostname(dir.path(), "host");
+        let (first, fresh) = maildir
+            .deliver_once(
+                "test.example",
+                "user",
+                "1700000000.Yabc_0",
+                "a@b",
+                &mut &b"one\r\n"[..],
+            )
+            .unwrap();
+        assert!(fresh);
+        // A retry after a crash: same key, same mailbox, nothing new.
+        let (again, fresh) = maildir
+            .deliver_once(
+                "test.example",
+                "user",
+                "1700000000.Yabc_0",
+                "a@b",
+                &mut &b"one\r\n"[..],
+            )
+            .unwrap();
+        assert!(!fresh);
+        assert_eq!(first, again);
+        let new = dir.path().join("test.example/user/new");
+        assert_eq!(fs::read_dir(&new).unwrap().count(), 1);
+        assert_eq!(
+            fs::read_dir(dir.path().join("test.example/user/tmp"))
+                .unwrap()
+                .count(),
+            0
+        );
+        assert_eq!(fs::read(&first).unwrap(), b"Return-Path: <a@b>\r\none\r\n");
+        // Another key is another message.
+        let (_, fresh) = maildir
+            .deliver_once(
+                "test.example",
+                "user",
+                "1700000000.Yabc_1",
+                "a@b",
+                &mut &b"two\r\n"[..],
+            )
+            .unwrap();
+        assert!(fresh);
+        assert_eq!(fs::read_dir(&new).unwrap().count(), 2);
+        // Keys that could escape or confuse the directory are refused.
+        for key in ["", "../x", "a/b", "a:2,S"] {
+            assert!(
+                maildir
+                    .deliver_once("test.example", "user", key, "a@b", &mut &b""[..])
+                    .is_err(),
+                "{key}"
+            );
+        }
     }
 }
