@@ -443,7 +443,8 @@ mod tests {
 
     #[test]
     fn implicit_null_cap_and_duplicates() {
-        let cases: [(MxAnswer, usize, Result<Vec<&str>, MxError>); 5] = [
+        type Case = (MxAnswer, usize, Result<Vec<&'static str>, MxError>);
+        let cases: [Case; 5] = [
             // RFC 5321 5.1: no MX records: the domain itself.
             (MxAnswer::NoRecords, 5, Ok(vec!["x.example"])),
             // RFC 7505: null MX.

@@ -576,7 +576,7 @@ async fn process(
     }
 
     // Remote recipients, grouped by destination: one transaction per group.
-    let mut groups: Vec<(String, Route, bool, Vec<(usize, ForwardPath)>)> = Vec::new();
+    let mut groups: Vec<Group> = Vec::new();
     let mut unroutable = false;
     for &i in &due {
         let r = &envelope.recipients[i];
@@ -643,6 +643,9 @@ async fn process(
     }
     Ok(())
 }
+
+/// Recipients for one transaction: (destination key, route, source-routed, (index, RCPT path)).
+type Group = (String, Route, bool, Vec<(usize, ForwardPath)>);
 
 /// The key that groups recipients into one transaction and bounds per-destination concurrency.
 fn destination_key(route: &Route) -> String {

@@ -43,12 +43,15 @@ impl Clock for ManualClock {
     }
 }
 
+/// One message as the server got it: MAIL line, accepted RCPT lines, unstuffed data.
+type Received = (String, Vec<String>, Vec<u8>);
+
 /// What the scripted server saw.
 #[derive(Default)]
 struct Seen {
     connections: AtomicUsize,
     /// (MAIL line, RCPT lines, unstuffed data) per message.
-    messages: Mutex<Vec<(String, Vec<String>, Vec<u8>)>>,
+    messages: Mutex<Vec<Received>>,
 }
 
 /// A scripted SMTP server: replies to RCPT per address from a queue (then 250), DSN offered
@@ -72,7 +75,7 @@ impl Script {
         })
     }
 
-    fn messages(&self) -> Vec<(String, Vec<String>, Vec<u8>)> {
+    fn messages(&self) -> Vec<Received> {
         self.seen.messages.lock().unwrap().clone()
     }
 }
