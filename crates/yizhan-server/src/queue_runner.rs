@@ -1,35 +1,58 @@
-//! The queue runner: takes due messages from the spool and delivers them (local Maildir only,
-//! for now).
+//! The queue runner: takes due messages from the spool and delivers them, locally into
+//! Maildirs and remotely over SMTP, and sends the delivery status notifications owed.
 //!
 //! One task owns the schedule, which is nothing but the spool itself (DESIGN.md invariant 2):
-//! at start, whenever woken ([`RunnerHandle::wake`] after a commit) and whenever the next
-//! message falls due, it asks the spool for due messages and starts one task per message, at
-//! most `4 × concurrency` messages in flight; the Maildir writes themselves (blocking, on the
-//! blocking pool) are bounded by a semaphore of `concurrency` permits.
+//! at start, whenever woken ([`RunnerHandle::wake`] after a commit, [`RunnerHandle::flush`]
+//! for ETRN-like "deliver now") and whenever the next message falls due, it asks the spool for
+//! due messages and starts one task per message, at most `4 × concurrency` messages in flight.
+//! Deliveries themselves are bounded by a semaphore of `concurrency` permits, and remote ones
+//! also by `per_destination` permits per destination (MX domain or smarthost).
 //!
-//! Per recipient the outcome is written to the spool before the task moves on (invariant 3):
-//! delivered, failed for good, or "try again at" per [`RetryPolicy`] (RFC 5321 4.5.4.1). A
-//! message is removed once every recipient is delivered or failed. Errors never drop a message:
-//! a spool error leaves the message as last recorded, and it is picked up again later (delivery
-//! is at-least-once).
+//! Per message task:
 //!
-//! Not yet: remote recipients (outbound SMTP) stay pending and are looked at again hourly;
-//! permanent failures are logged but no delivery status notification (RFC 3464) is sent.
+//! 1. every due recipient is routed ([`yizhan_delivery::route`]): local ones go into their
+//!    Maildir one by one; remote ones are grouped by destination, and each group is one SMTP
+//!    transaction (RFC 5321 3.3) to the first MX host (RFC 5321 5.1) that takes it, over a
+//!    connection reused across messages to the same host;
+//! 2. each outcome is written to the spool before moving on (invariant 3): delivered, or "try
+//!    again at" per [`RetryPolicy`] (RFC 5321 4.5.4.1);
+//! 3. permanent failures (and transient ones past the give-up time) are gathered, one report
+//!    (RFC 3464) lists them all and is committed to the spool with a null reverse-path, and only
+//!    then are they recorded as failed: a recipient is never final without its report queued
+//!    (a crash in between sends the report twice, never zero times);
+//! 4. delay warnings (after `delay_warning`, RFC 3464 "delayed") and success reports (NOTIFY=SUCCESS,
+//!    RFC 3461) go the same way; a message with a null reverse-path never gets a report.
+//!
+//! A message is removed once every recipient is delivered or failed. Errors never drop a
+//! message: a spool error leaves it as last recorded, and it is picked up again later
+//! (delivery is at-least-once).
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::sync::Arc;
+use std::io::Read;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
+use yizhan_delivery::dsn::{self, Action, RecipientReport, Report, Return};
 use yizhan_delivery::maildir::Maildir;
+use yizhan_delivery::mx::{self, HickoryResolver, Resolver};
+use yizhan_delivery::route::{self, Route, RoutingTable};
+use yizhan_delivery::smtp::{self, Connection, Outcome, Reason, SmtpSettings, TlsClient};
+use yizhan_proto::address::{Domain, ForwardPath, ReversePath};
+use yizhan_proto::client::{Credentials, Transaction};
+use yizhan_proto::command::{MailParams, RcptParams, Ret};
 use yizhan_spool::{
-    Envelope, LocalMailbox, QueueId, RecipientStatus, RetryPolicy, Spool, SpoolError,
+    ClientInfo, Envelope, LocalMailbox, QueueId, Recipient, RecipientStatus, RetryPolicy, Spool,
+    SpoolError,
 };
+
+use crate::directory::{Directory, Resolution, Target as DirTarget};
 
 /// The longest the runner sleeps without looking at the spool again (guards against clock
 /// jumps and missed wake-ups).
@@ -37,9 +60,6 @@ const MAX_IDLE: Duration = Duration::from_secs(60);
 
 /// How long the runner waits after a spool error before it tries again.
 const ERROR_BACKOFF: Duration = Duration::from_secs(10);
-
-/// How far a remote recipient is pushed back while outbound delivery does not exist yet.
-const REMOTE_RECHECK: i64 = 3600;
 
 /// The current time in Unix seconds. Injected so that tests can drive it.
 pub trait Clock: Send + Sync + 'static {
@@ -81,10 +101,50 @@ impl Default for RunnerSettings {
     }
 }
 
+/// How remote delivery and reports work (set with [`QueueRunner::with_outbound`]).
+#[derive(Debug, Clone)]
+pub struct OutboundSettings {
+    /// Smarthosts, TLS policies, source routes.
+    pub routing: RoutingTable,
+    /// The SMTP client: remote port, timeouts, MX host cap. `helo_name` defaults to the
+    /// runner's hostname when left empty.
+    pub smtp: SmtpSettings,
+    /// Deliveries at once to one destination (an MX domain or a smarthost; default 4).
+    pub per_destination: usize,
+    /// How long an idle connection is kept for the next message to the same host (default 5 s).
+    pub connection_idle: Duration,
+    /// Messages per connection before it is closed (default 100).
+    pub messages_per_connection: usize,
+    /// After how long a still-undelivered recipient gets a delay warning (default 4 hours;
+    /// RFC 3464 "delayed"). `None`: never.
+    pub delay_warning: Option<Duration>,
+    /// The largest original returned whole in a failure report; larger ones (and every delay
+    /// or success report) get the headers only (default 1 MiB).
+    pub report_original_limit: u64,
+}
+
+impl Default for OutboundSettings {
+    fn default() -> Self {
+        OutboundSettings {
+            routing: RoutingTable::default(),
+            smtp: SmtpSettings {
+                helo_name: String::new(),
+                ..SmtpSettings::default()
+            },
+            per_destination: 4,
+            connection_idle: Duration::from_secs(5),
+            messages_per_connection: 100,
+            delay_warning: Some(Duration::from_secs(4 * 3600)),
+            report_original_limit: 1024 * 1024,
+        }
+    }
+}
+
 /// Wakes the runner, e.g. right after a message was committed. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct RunnerHandle {
     wake: Arc<Notify>,
+    flushes: Arc<Mutex<Vec<Option<String>>>>,
 }
 
 impl RunnerHandle {
@@ -92,21 +152,38 @@ impl RunnerHandle {
     pub fn wake(&self) {
         self.wake.notify_one();
     }
+
+    /// Makes every pending remote recipient (of `domain`, or all with `None`) due now, as ETRN
+    /// (RFC 1985) asks: "start the queue for this domain".
+    pub fn flush(&self, domain: Option<String>) {
+        if let Ok(mut f) = self.flushes.lock() {
+            f.push(domain.map(|d| d.to_ascii_lowercase()));
+        }
+        self.wake();
+    }
 }
 
 /// The queue runner. Build it with [`QueueRunner::new`], keep a [`RunnerHandle`], then
 /// [`run`](QueueRunner::run) it on its own task.
 pub struct QueueRunner {
     shared: Arc<Shared>,
-    wake: Arc<Notify>,
 }
 
 struct Shared {
     spool: Spool,
     maildir: Arc<Maildir>,
     settings: RunnerSettings,
+    outbound: OutboundSettings,
     clock: Arc<dyn Clock>,
     deliveries: Arc<Semaphore>,
+    destinations: Mutex<HashMap<String, Arc<Semaphore>>>,
+    resolver: OnceLock<Option<Arc<dyn Resolver>>>,
+    tls: Option<TlsClient>,
+    directory: Option<Directory>,
+    pool: Mutex<HashMap<String, Vec<(Connection, Instant)>>>,
+    wake: Arc<Notify>,
+    flushes: Arc<Mutex<Vec<Option<String>>>>,
+    seed: AtomicU64,
 }
 
 impl fmt::Debug for QueueRunner {
@@ -115,19 +192,14 @@ impl fmt::Debug for QueueRunner {
             .field("spool", &self.shared.spool)
             .field("maildir", &self.shared.maildir)
             .field("settings", &self.shared.settings)
+            .field("outbound", &self.shared.outbound)
             .finish_non_exhaustive()
     }
 }
 
-/// What one delivery attempt to one recipient came to.
-enum Outcome {
-    Delivered(String),
-    Transient(String),
-    Permanent(String),
-}
-
 impl QueueRunner {
-    /// A runner delivering from `spool` into `maildir`.
+    /// A runner delivering from `spool` into `maildir`, and remotely with the default
+    /// [`OutboundSettings`] and the system resolver.
     pub fn new(
         spool: Spool,
         maildir: Maildir,
@@ -135,27 +207,68 @@ impl QueueRunner {
         clock: Arc<dyn Clock>,
     ) -> Self {
         let deliveries = Arc::new(Semaphore::new(settings.concurrency.max(1)));
+        let seed = clock.now() as u64 ^ 0x5DEE_CE66_D1CE_4E5B;
         QueueRunner {
             shared: Arc::new(Shared {
                 spool,
                 maildir: Arc::new(maildir),
                 settings,
+                outbound: OutboundSettings::default(),
                 clock,
                 deliveries,
+                destinations: Mutex::new(HashMap::new()),
+                resolver: OnceLock::new(),
+                tls: None,
+                directory: None,
+                pool: Mutex::new(HashMap::new()),
+                wake: Arc::new(Notify::new()),
+                flushes: Arc::new(Mutex::new(Vec::new())),
+                seed: AtomicU64::new(seed),
             }),
-            wake: Arc::new(Notify::new()),
         }
+    }
+
+    fn shared_mut(&mut self) -> &mut Shared {
+        Arc::get_mut(&mut self.shared).expect("configured before run() and handle()")
+    }
+
+    /// Sets how remote delivery and reports work.
+    pub fn with_outbound(mut self, outbound: OutboundSettings) -> Self {
+        self.shared_mut().outbound = outbound;
+        self
+    }
+
+    /// Uses this resolver instead of the system's (tests: a fake, or hickory pointed at a test
+    /// DNS server).
+    pub fn with_resolver(mut self, resolver: Arc<dyn Resolver>) -> Self {
+        let cell = OnceLock::new();
+        let _ = cell.set(Some(resolver));
+        self.shared_mut().resolver = cell;
+        self
+    }
+
+    /// Enables STARTTLS towards remote hosts with these client configurations.
+    pub fn with_tls(mut self, tls: TlsClient) -> Self {
+        self.shared_mut().tls = Some(tls);
+        self
+    }
+
+    /// The directory, to deliver reports to local senders into their Maildir.
+    pub fn with_directory(mut self, directory: Directory) -> Self {
+        self.shared_mut().directory = Some(directory);
+        self
     }
 
     /// A handle to wake the runner.
     pub fn handle(&self) -> RunnerHandle {
         RunnerHandle {
-            wake: self.wake.clone(),
+            wake: self.shared.wake.clone(),
+            flushes: self.shared.flushes.clone(),
         }
     }
 
     /// Runs until `shutdown` is cancelled. Then it starts nothing new, lets the deliveries in
-    /// flight finish and record their outcome, and returns.
+    /// flight finish and record their outcome, closes idle connections and returns.
     pub async fn run(self, shutdown: CancellationToken) {
         let window = self.shared.settings.concurrency.max(1).saturating_mul(4);
         let mut tasks: JoinSet<Result<(), SpoolError>> = JoinSet::new();
@@ -170,9 +283,14 @@ impl QueueRunner {
             if backoff_until.is_some_and(|t| t <= now) {
                 backoff_until = None;
             }
+            self.shared.sweep_pool(false);
             let mut wait_until = None;
             if backoff_until.is_none() {
-                match self.fill(&mut tasks, &mut active, window, &shutdown) {
+                let filled = match self.apply_flushes(&active).await {
+                    Ok(()) => self.fill(&mut tasks, &mut active, window, &shutdown),
+                    Err(e) => Err(e),
+                };
+                match filled {
                     Ok(next) => wait_until = next,
                     Err(e) => {
                         error!(error = %e, "queue runner cannot read the spool; will retry");
@@ -180,13 +298,16 @@ impl QueueRunner {
                     }
                 }
             }
-            let deadline = backoff_until
+            let mut deadline = backoff_until
                 .or(wait_until)
                 .unwrap_or(now + MAX_IDLE)
                 .min(now + MAX_IDLE);
+            if let Some(expiry) = self.shared.pool_expiry() {
+                deadline = deadline.min(expiry);
+            }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = self.wake.notified() => {}
+                _ = self.shared.wake.notified() => {}
                 Some(joined) = tasks.join_next_with_id(), if !tasks.is_empty() => {
                     if !finished(joined, &mut active) {
                         backoff_until = Some(Instant::now() + ERROR_BACKOFF);
@@ -199,7 +320,50 @@ impl QueueRunner {
         while let Some(joined) = tasks.join_next_with_id().await {
             finished(joined, &mut active);
         }
+        self.shared.sweep_pool(true);
         info!("queue runner stopped");
+    }
+
+    /// Makes the recipients asked for by [`RunnerHandle::flush`] due now.
+    async fn apply_flushes(
+        &self,
+        active: &HashMap<tokio::task::Id, QueueId>,
+    ) -> Result<(), SpoolError> {
+        let requests: Vec<Option<String>> = match self.shared.flushes.lock() {
+            Ok(mut f) => std::mem::take(&mut *f),
+            Err(_) => return Ok(()),
+        };
+        if requests.is_empty() {
+            return Ok(());
+        }
+        let now = self.shared.clock.now();
+        let in_flight: HashSet<&QueueId> = active.values().collect();
+        for mut envelope in self.shared.spool.list()? {
+            if in_flight.contains(&envelope.id) {
+                continue;
+            }
+            let mut changed = false;
+            for r in envelope.recipients.iter_mut() {
+                if !r.is_pending() || r.mailbox.is_some() || r.next_attempt <= now {
+                    continue;
+                }
+                let domain = r
+                    .address
+                    .rsplit_once('@')
+                    .map(|(_, d)| d.to_ascii_lowercase());
+                if requests
+                    .iter()
+                    .any(|want| want.is_none() || *want == domain)
+                {
+                    r.next_attempt = now;
+                    changed = true;
+                }
+            }
+            if changed {
+                self.shared.spool.update(&envelope).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Starts tasks for due messages not already in flight (up to `window` in flight), and says
@@ -275,6 +439,113 @@ fn finished(
     }
 }
 
+impl Shared {
+    fn resolver(&self) -> Option<Arc<dyn Resolver>> {
+        self.resolver
+            .get_or_init(|| match HickoryResolver::from_system() {
+                Ok(r) => Some(Arc::new(r) as Arc<dyn Resolver>),
+                Err(e) => {
+                    error!(error = %e, "no DNS resolver; remote delivery will be deferred");
+                    None
+                }
+            })
+            .clone()
+    }
+
+    fn helo_name(&self) -> String {
+        if self.outbound.smtp.helo_name.is_empty() {
+            self.settings.hostname.clone()
+        } else {
+            self.outbound.smtp.helo_name.clone()
+        }
+    }
+
+    fn destination_permits(&self, key: &str) -> Arc<Semaphore> {
+        let mut map = self
+            .destinations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.entry(key.to_owned())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.outbound.per_destination.max(1))))
+            .clone()
+    }
+
+    /// An idle connection to this host with this policy, if one is kept.
+    fn take_connection(&self, key: &str) -> Option<Connection> {
+        let mut pool = self
+            .pool
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let idle = self.outbound.connection_idle;
+        let list = pool.get_mut(key)?;
+        while let Some((conn, since)) = list.pop() {
+            if since.elapsed() < idle && conn.is_usable() {
+                return Some(conn);
+            }
+            tokio::spawn(conn.quit());
+        }
+        None
+    }
+
+    fn return_connection(&self, key: String, conn: Connection) {
+        if !conn.is_usable() || conn.messages() >= self.outbound.messages_per_connection {
+            tokio::spawn(conn.quit());
+            return;
+        }
+        let mut pool = self
+            .pool
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        pool.entry(key).or_default().push((conn, Instant::now()));
+        drop(pool);
+        // The runner sleeps until the earliest idle expiry; let it recompute.
+        self.wake.notify_one();
+    }
+
+    /// Closes idle connections past their time (all of them with `all`).
+    fn sweep_pool(&self, all: bool) {
+        let idle = self.outbound.connection_idle;
+        let mut pool = self
+            .pool
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for list in pool.values_mut() {
+            let (keep, close): (Vec<_>, Vec<_>) = std::mem::take(list)
+                .into_iter()
+                .partition(|(_, since)| !all && since.elapsed() < idle);
+            *list = keep;
+            for (conn, _) in close {
+                debug!(target = ?conn.target(), "closing idle connection");
+                tokio::spawn(conn.quit());
+            }
+        }
+        pool.retain(|_, list| !list.is_empty());
+    }
+
+    fn pool_expiry(&self) -> Option<Instant> {
+        let pool = self
+            .pool
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        pool.values()
+            .flatten()
+            .map(|(_, since)| *since + self.outbound.connection_idle)
+            .min()
+    }
+
+    fn next_seed(&self) -> u64 {
+        self.seed
+            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
+    }
+}
+
+/// A report line owed for recipient `index`.
+struct Owed {
+    index: usize,
+    action: Action,
+    reason: Reason,
+}
+
 /// Works through the due recipients of one message, recording each outcome before the next.
 async fn process(
     shared: Arc<Shared>,
@@ -282,32 +553,88 @@ async fn process(
     shutdown: CancellationToken,
 ) -> Result<(), SpoolError> {
     let id = envelope.id.clone();
-    let mut dirty = false;
-    for i in 0..envelope.recipients.len() {
+    let now = shared.clock.now();
+    let due: Vec<usize> = (0..envelope.recipients.len())
+        .filter(|&i| {
+            let r = &envelope.recipients[i];
+            r.is_pending() && r.next_attempt <= now
+        })
+        .collect();
+    let mut owed: Vec<Owed> = Vec::new();
+
+    // Local recipients, one by one.
+    for &i in &due {
         if shutdown.is_cancelled() {
             break;
         }
-        let now = shared.clock.now();
-        let recipient = &envelope.recipients[i];
-        if !recipient.is_pending() || recipient.next_attempt > now {
-            continue;
-        }
-        let Some(mailbox) = recipient.mailbox.clone() else {
-            info!(
-                queue_id = %id,
-                to = %recipient.address,
-                "waiting for outbound delivery, which this version does not do yet"
-            );
-            envelope.recipients[i].next_attempt = now.saturating_add(REMOTE_RECHECK);
-            dirty = true;
+        let Some(mailbox) = envelope.recipients[i].mailbox.clone() else {
             continue;
         };
         let outcome = deliver_local(&shared, &envelope, mailbox).await;
-        record(&shared, &mut envelope, i, outcome);
+        record(&shared, &mut envelope, i, outcome, &mut owed, false);
         shared.spool.update(&envelope).await?;
-        dirty = false;
     }
-    if dirty {
+
+    // Remote recipients, grouped by destination: one transaction per group.
+    let mut groups: Vec<Group> = Vec::new();
+    let mut unroutable = false;
+    for &i in &due {
+        let r = &envelope.recipients[i];
+        if r.mailbox.is_some() {
+            continue;
+        }
+        match route::route(r, &shared.outbound.routing) {
+            Ok(routed) => {
+                let key = destination_key(&routed.route);
+                match groups
+                    .iter_mut()
+                    .find(|g| g.0 == key && !g.2 && !routed.source_routed)
+                {
+                    Some(g) => g.3.push((i, routed.forward_path)),
+                    None => groups.push((
+                        key,
+                        routed.route,
+                        routed.source_routed,
+                        vec![(i, routed.forward_path)],
+                    )),
+                }
+            }
+            Err(e) => {
+                let outcome = Outcome::Permanent(Reason::local("5.1.3", e.to_string()));
+                record(&shared, &mut envelope, i, outcome, &mut owed, false);
+                unroutable = true;
+            }
+        }
+    }
+    if unroutable {
+        shared.spool.update(&envelope).await?;
+    }
+    for (key, route, source_routed, members) in groups {
+        if shutdown.is_cancelled() {
+            break;
+        }
+        let results =
+            deliver_remote(&shared, &envelope, &key, &route, source_routed, &members).await;
+        for (i, outcome, dsn_relayed) in results {
+            record(&shared, &mut envelope, i, outcome, &mut owed, dsn_relayed);
+        }
+        shared.spool.update(&envelope).await?;
+    }
+
+    // Reports, then the failures become final (invariant 3).
+    if !owed.is_empty() {
+        send_reports(&shared, &envelope, &owed).await?;
+        let now = shared.clock.now();
+        for o in &owed {
+            if o.action == Action::Failed {
+                let r = &mut envelope.recipients[o.index];
+                warn!(queue_id = %id, to = %r.address, detail = %o.reason.text, "delivery failed permanently");
+                r.status = RecipientStatus::Failed {
+                    at: now,
+                    detail: o.reason.text.clone(),
+                };
+            }
+        }
         shared.spool.update(&envelope).await?;
     }
     if envelope.is_finished() {
@@ -317,6 +644,18 @@ async fn process(
     Ok(())
 }
 
+/// Recipients for one transaction: (destination key, route, source-routed, (index, RCPT path)).
+type Group = (String, Route, bool, Vec<(usize, ForwardPath)>);
+
+/// The key that groups recipients into one transaction and bounds per-destination concurrency.
+fn destination_key(route: &Route) -> String {
+    match route {
+        Route::Local(_) => "local".into(),
+        Route::Smarthost(h) => format!("smarthost:{}:{}", h.host.to_ascii_lowercase(), h.port),
+        Route::Mx { domain, .. } => format!("mx:{domain}"),
+    }
+}
+
 /// One Maildir delivery on the blocking pool, under a delivery permit.
 async fn deliver_local(
     shared: &Arc<Shared>,
@@ -324,7 +663,7 @@ async fn deliver_local(
     mailbox: LocalMailbox,
 ) -> Outcome {
     let Ok(_permit) = shared.deliveries.clone().acquire_owned().await else {
-        return Outcome::Transient("delivery semaphore closed".into());
+        return Outcome::Transient(Reason::local("4.3.0", "delivery semaphore closed"));
     };
     let spool = shared.spool.clone();
     let maildir = shared.maildir.clone();
@@ -333,37 +672,278 @@ async fn deliver_local(
     let job = tokio::task::spawn_blocking(move || {
         let mut body = match spool.open_body(&id) {
             Ok(body) => body,
-            Err(e) => return Outcome::Transient(e.to_string()),
+            Err(e) => return Outcome::Transient(Reason::local("4.3.0", e.to_string())),
         };
         match maildir.deliver(&mailbox.domain, &mailbox.local, &return_path, &mut body) {
-            Ok(path) => Outcome::Delivered(path.display().to_string()),
-            Err(e) if e.is_transient() => Outcome::Transient(e.to_string()),
-            Err(e) => Outcome::Permanent(e.to_string()),
+            Ok(path) => Outcome::Delivered(Reason::local("2.0.0", path.display().to_string())),
+            Err(e) if e.is_transient() => Outcome::Transient(Reason::local("4.2.0", e.to_string())),
+            Err(e) => Outcome::Permanent(Reason::local("5.1.1", e.to_string())),
         }
     });
     match job.await {
         Ok(outcome) => outcome,
-        Err(e) => Outcome::Transient(format!("delivery task failed: {e}")),
+        Err(e) => Outcome::Transient(Reason::local("4.3.0", format!("delivery task failed: {e}"))),
     }
 }
 
-/// Writes an outcome into recipient `i` (in memory; the caller stores it).
-fn record(shared: &Shared, envelope: &mut Envelope, i: usize, outcome: Outcome) {
+/// The reverse-path of the stored envelope.
+fn reverse_path(envelope: &Envelope) -> ReversePath {
+    if envelope.reverse_path.is_empty() {
+        return ReversePath::Null;
+    }
+    let route = if envelope.reverse_route.is_empty() {
+        String::new()
+    } else {
+        let hops: Vec<String> = envelope
+            .reverse_route
+            .iter()
+            .map(|d| format!("@{d}"))
+            .collect();
+        format!("{}:", hops.join(","))
+    };
+    ReversePath::parse(&format!("<{route}{}>", envelope.reverse_path)).unwrap_or(ReversePath::Null)
+}
+
+/// One transaction for a group of remote recipients: the hosts of the destination are tried in
+/// order until one gives an answer about the message. Returns (index, outcome, next hop
+/// offered DSN) per member.
+async fn deliver_remote(
+    shared: &Arc<Shared>,
+    envelope: &Envelope,
+    key: &str,
+    route: &Route,
+    source_routed: bool,
+    members: &[(usize, ForwardPath)],
+) -> Vec<(usize, Outcome, bool)> {
+    let all = |outcome: Outcome| -> Vec<(usize, Outcome, bool)> {
+        members
+            .iter()
+            .map(|(i, _)| (*i, outcome.clone(), false))
+            .collect()
+    };
+    let per_dest = shared.destination_permits(key);
+    let Ok(_dest) = per_dest.acquire_owned().await else {
+        return all(Outcome::Transient(Reason::local(
+            "4.3.0",
+            "semaphore closed",
+        )));
+    };
+    let Ok(_permit) = shared.deliveries.clone().acquire_owned().await else {
+        return all(Outcome::Transient(Reason::local(
+            "4.3.0",
+            "semaphore closed",
+        )));
+    };
+    let Some(resolver) = shared.resolver() else {
+        return all(Outcome::Transient(Reason::local(
+            "4.4.3",
+            "no DNS resolver available",
+        )));
+    };
+    let smtp_settings = SmtpSettings {
+        helo_name: shared.helo_name(),
+        ..shared.outbound.smtp.clone()
+    };
+    let (targets, tls, auth) = match route {
+        Route::Smarthost(h) => (
+            mx::host_targets(resolver.as_ref(), std::slice::from_ref(&h.host), h.port).await,
+            h.tls,
+            h.auth.clone(),
+        ),
+        Route::Mx { domain, tls } => (
+            mx::targets(
+                resolver.as_ref(),
+                domain,
+                smtp_settings.port,
+                smtp_settings.max_hosts,
+                shared.next_seed(),
+            )
+            .await,
+            *tls,
+            None,
+        ),
+        Route::Local(_) => return all(Outcome::Transient(Reason::local("4.3.0", "misrouted"))),
+    };
+    let targets = match targets {
+        Ok(t) => t,
+        Err(e) => {
+            let reason = Reason::local(e.status(), e.to_string());
+            return all(if e.is_permanent() {
+                Outcome::Permanent(reason)
+            } else {
+                Outcome::Transient(reason)
+            });
+        }
+    };
+
+    let mut from = reverse_path(envelope);
+    if source_routed && let Ok(us) = Domain::parse(&shared.settings.hostname) {
+        from = route::prepend_hop(&from, &us);
+    }
+    let mut last_failure: Option<(Reason, bool)> = None;
+    let auth_user = auth
+        .as_ref()
+        .map(|c: &Credentials| c.username.clone())
+        .unwrap_or_default();
+    for target in &targets {
+        let pool_key = format!(
+            "{}|{}|{}|{}",
+            target.host,
+            target.address,
+            tls.as_str(),
+            auth_user
+        );
+        let mut conn = match shared.take_connection(&pool_key) {
+            Some(conn) => conn,
+            None => match Connection::open(
+                target,
+                tls,
+                auth.clone(),
+                &smtp_settings,
+                shared.tls.as_ref(),
+            )
+            .await
+            {
+                Ok(conn) => conn,
+                Err(e) => {
+                    warn!(queue_id = %envelope.id, host = %target.host, address = %target.address, error = %e, "cannot deliver to this host");
+                    let reason = Reason::remote(&target.host, &e.reply());
+                    last_failure = Some((reason, e.is_permanent()));
+                    continue;
+                }
+            },
+        };
+        let dsn = conn.offers_dsn();
+        let tx = transaction(envelope, &from, members, dsn);
+        let mut body = match shared.spool.open_body(&envelope.id) {
+            Ok(f) => tokio::fs::File::from_std(f),
+            Err(e) => {
+                shared.return_connection(pool_key, conn);
+                return all(Outcome::Transient(Reason::local("4.3.0", e.to_string())));
+            }
+        };
+        let result = conn.send(tx, &mut body).await;
+        let host = target.host.clone();
+        shared.return_connection(pool_key, conn);
+        let result = match result {
+            Ok(r) => r,
+            Err(e) => {
+                last_failure = Some((Reason::remote(&host, &e.reply()), false));
+                continue;
+            }
+        };
+        // The whole transaction failed for a reason of this host (MAIL refused with 4xx, the
+        // connection lost before any answer): the next host may do better.
+        let none_answered =
+            result.recipients.iter().all(|(_, r)| r.is_err()) && !result.mail.is_positive();
+        if none_answered && result.mail.is_transient() && result.error.is_none() {
+            last_failure = Some((Reason::remote(&host, &result.mail), false));
+            continue;
+        }
+        info!(queue_id = %envelope.id, host = %host, address = %target.address, accepted = result.delivered_recipients().count(), "transaction done");
+        return members
+            .iter()
+            .zip(smtp::outcomes(&host, &result, dsn))
+            .map(|((i, _), o)| (*i, o, dsn))
+            .collect();
+    }
+    match last_failure {
+        Some((reason, true)) => all(Outcome::Permanent(reason)),
+        Some((reason, false)) => all(Outcome::Transient(reason)),
+        None => all(Outcome::Transient(Reason::local("4.4.1", "no host to try"))),
+    }
+}
+
+/// The transaction for a group; DSN parameters go along when the next hop offers DSN
+/// (RFC 3461 6.2); the session drops them otherwise anyway.
+fn transaction(
+    envelope: &Envelope,
+    from: &ReversePath,
+    members: &[(usize, ForwardPath)],
+    dsn: bool,
+) -> Transaction {
+    let body = envelope.body_type.as_deref().map(str::to_ascii_uppercase);
+    let mut params = MailParams::default();
+    if dsn {
+        params.envid = envelope.envid.clone();
+        params.ret = match envelope
+            .ret
+            .as_deref()
+            .map(str::to_ascii_uppercase)
+            .as_deref()
+        {
+            Some("FULL") => Some(Ret::Full),
+            Some("HDRS") => Some(Ret::Hdrs),
+            _ => None,
+        };
+    }
+    Transaction {
+        from: from.clone(),
+        params,
+        recipients: members
+            .iter()
+            .map(|(i, fp)| {
+                let r = &envelope.recipients[*i];
+                let rcpt = if dsn {
+                    RcptParams {
+                        notify: dsn::notify_param(r.notify.as_deref()),
+                        orcpt: dsn::orcpt_param(r.orcpt.as_deref()),
+                    }
+                } else {
+                    RcptParams::default()
+                };
+                (fp.clone(), rcpt)
+            })
+            .collect(),
+        size: envelope.size,
+        eight_bit: body.as_deref() == Some("8BITMIME"),
+        needs_smtputf8: envelope.smtputf8,
+        binary: body.as_deref() == Some("BINARYMIME"),
+    }
+}
+
+/// Writes an outcome into recipient `i` (in memory; the caller stores it). Permanent failures
+/// are not marked failed here: they go into `owed`, and become final once their report is
+/// queued.
+fn record(
+    shared: &Shared,
+    envelope: &mut Envelope,
+    i: usize,
+    outcome: Outcome,
+    owed: &mut Vec<Owed>,
+    dsn_relayed: bool,
+) {
     let now = shared.clock.now();
     let id = envelope.id.clone();
     let received_at = envelope.received_at;
     let recipient = &mut envelope.recipients[i];
+    let due = recipient.next_attempt;
+    let attempts_before = recipient.attempts;
     recipient.attempts = recipient.attempts.saturating_add(1);
     match outcome {
-        Outcome::Delivered(path) => {
-            info!(queue_id = %id, to = %recipient.address, path = %path, "delivered");
+        Outcome::Delivered(reason) => {
+            info!(queue_id = %id, to = %recipient.address, detail = %reason.text, "delivered");
             recipient.status = RecipientStatus::Delivered {
                 at: now,
-                detail: path,
+                detail: reason.text.clone(),
             };
             recipient.last_error = None;
+            // RFC 3461 6.2.2: a next hop with DSN takes over success reports; otherwise we
+            // say "delivered" (local) or "relayed".
+            let action = if recipient.mailbox.is_some() {
+                Action::Delivered
+            } else {
+                Action::Relayed
+            };
+            if !dsn_relayed && dsn::parse_notify(recipient.notify.as_deref()).wants(action) {
+                owed.push(Owed {
+                    index: i,
+                    action,
+                    reason,
+                });
+            }
         }
-        Outcome::Transient(error) => {
+        Outcome::Transient(reason) => {
             match shared
                 .settings
                 .retry
@@ -377,33 +957,234 @@ fn record(shared: &Shared, envelope: &mut Envelope, i: usize, outcome: Outcome) 
                         to = %recipient.address,
                         attempts = recipient.attempts,
                         retry_in = at - now,
-                        %error,
+                        error = %reason.text,
                         "delivery deferred"
                     );
                     recipient.next_attempt = at;
+                    let warn_due = shared.outbound.delay_warning.is_some_and(|after| {
+                        shared.settings.retry.delay_warning_due(
+                            after,
+                            received_at,
+                            attempts_before,
+                            due,
+                            now,
+                        )
+                    });
+                    if warn_due
+                        && dsn::parse_notify(recipient.notify.as_deref()).wants(Action::Delayed)
+                    {
+                        owed.push(Owed {
+                            index: i,
+                            action: Action::Delayed,
+                            reason: reason.clone(),
+                        });
+                    }
                 }
                 None => {
-                    let detail = format!("gave up after {} attempts: {error}", recipient.attempts);
-                    fail(&id, recipient, now, detail);
+                    let mut reason = reason.clone();
+                    reason.text = format!(
+                        "gave up after {} attempts: {}",
+                        recipient.attempts, reason.text
+                    );
+                    // RFC 3463 X.4.7: delivery time expired.
+                    reason.status = "4.4.7".into();
+                    owed.push(Owed {
+                        index: i,
+                        action: Action::Failed,
+                        reason,
+                    });
                 }
             }
-            recipient.last_error = Some(error);
+            recipient.last_error = Some(reason.text);
         }
-        Outcome::Permanent(error) => {
-            fail(&id, recipient, now, error.clone());
-            recipient.last_error = Some(error);
+        Outcome::Permanent(reason) => {
+            recipient.last_error = Some(reason.text.clone());
+            owed.push(Owed {
+                index: i,
+                action: Action::Failed,
+                reason,
+            });
         }
     }
 }
 
-fn fail(id: &QueueId, recipient: &mut yizhan_spool::Recipient, now: i64, detail: String) {
-    warn!(
-        queue_id = %id,
-        to = %recipient.address,
-        %detail,
-        "delivery failed permanently (no delivery status notification yet)"
-    );
-    recipient.status = RecipientStatus::Failed { at: now, detail };
+/// Commits the reports owed for this round: one per kind (failures, delays, successes), each
+/// listing only the recipients it is about, and only those whose NOTIFY asks for it. Nothing
+/// for a message with a null reverse-path (RFC 5321 4.5.5, RFC 3461 6.2: never a report about a
+/// report).
+async fn send_reports(
+    shared: &Arc<Shared>,
+    envelope: &Envelope,
+    owed: &[Owed],
+) -> Result<(), SpoolError> {
+    if envelope.reverse_path.is_empty() {
+        debug!(queue_id = %envelope.id, "no report for a message with a null reverse-path");
+        return Ok(());
+    }
+    let now = shared.clock.now();
+    for (kind, actions) in [
+        ("failed", &[Action::Failed][..]),
+        ("delayed", &[Action::Delayed][..]),
+        ("success", &[Action::Delivered, Action::Relayed][..]),
+    ] {
+        let recipients: Vec<RecipientReport> = owed
+            .iter()
+            .filter(|o| actions.contains(&o.action))
+            .filter(|o| {
+                dsn::parse_notify(envelope.recipients[o.index].notify.as_deref()).wants(o.action)
+            })
+            .map(|o| {
+                let r = &envelope.recipients[o.index];
+                let give_up = envelope.received_at.saturating_add(
+                    i64::try_from(shared.settings.retry.give_up_after.as_secs())
+                        .unwrap_or(i64::MAX),
+                );
+                RecipientReport {
+                    final_recipient: r.address.clone(),
+                    original_recipient: r.orcpt.clone(),
+                    action: o.action,
+                    status: o.reason.status.clone(),
+                    remote_mta: o.reason.remote_mta.clone(),
+                    diagnostic: o.reason.reply.clone(),
+                    text: o.reason.text.clone(),
+                    last_attempt: Some(now),
+                    will_retry_until: (o.action == Action::Delayed).then_some(give_up),
+                }
+            })
+            .collect();
+        if recipients.is_empty() {
+            continue;
+        }
+        let full = kind == "failed"
+            && envelope
+                .ret
+                .as_deref()
+                .is_none_or(|r| !r.eq_ignore_ascii_case("HDRS"))
+            && envelope.size <= shared.outbound.report_original_limit;
+        let original = read_original(shared, &envelope.id, full).await?;
+        let unique = format!("{}.{kind}.{}", envelope.id, now);
+        let report = Report {
+            reporting_mta: &shared.settings.hostname,
+            to: &envelope.reverse_path,
+            envid: envelope.envid.as_deref(),
+            arrival: envelope.received_at,
+            date: now,
+            unique: &unique,
+            recipients,
+            original: &original,
+            ret: if full { Return::Full } else { Return::Headers },
+        };
+        let bytes = report.build();
+        let id = commit_report(shared, envelope, &bytes).await?;
+        info!(queue_id = %envelope.id, report = %id, kind, "delivery status notification queued");
+    }
+    Ok(())
+}
+
+/// The original message (all of it, or up to the end of its header section).
+async fn read_original(
+    shared: &Arc<Shared>,
+    id: &QueueId,
+    full: bool,
+) -> Result<Vec<u8>, SpoolError> {
+    let spool = shared.spool.clone();
+    let id = id.clone();
+    let limit = shared.outbound.report_original_limit;
+    let read = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, SpoolError> {
+        let file = spool.open_body(&id)?;
+        let mut bytes = Vec::new();
+        let cap = if full {
+            limit.saturating_add(1)
+        } else {
+            256 * 1024
+        };
+        file.take(cap)
+            .read_to_end(&mut bytes)
+            .map_err(|source| SpoolError::Io {
+                path: spool.body_path(&id),
+                source,
+            })?;
+        Ok(if full {
+            bytes
+        } else {
+            dsn::header_section(&bytes).to_vec()
+        })
+    });
+    read.await.map_err(|e| SpoolError::CommitFailed {
+        reason: format!("reading the original failed: {e}"),
+    })?
+}
+
+/// Queues a report as a new message: null reverse-path, the original sender as recipient
+/// (into the Maildir when the sender is local, else outbound).
+async fn commit_report(
+    shared: &Arc<Shared>,
+    original: &Envelope,
+    bytes: &[u8],
+) -> Result<QueueId, SpoolError> {
+    let now = shared.clock.now();
+    let sender = original.reverse_path.clone();
+    let mut recipients = Vec::new();
+    let local = shared.directory.as_ref().map(|d| {
+        let (local, domain) = sender.rsplit_once('@').unwrap_or((sender.as_str(), ""));
+        d.resolve(local, Some(domain))
+    });
+    match local {
+        Some(Resolution::Deliver(targets)) => {
+            for t in targets {
+                let (address, mailbox) = match t {
+                    DirTarget::Local(t) => {
+                        let mailbox = LocalMailbox {
+                            domain: t.domain,
+                            local: t.local,
+                        };
+                        (t.address, Some(mailbox))
+                    }
+                    DirTarget::Remote(address) => (address, None),
+                };
+                recipients.push(Recipient::pending(
+                    address,
+                    format!("<{sender}>"),
+                    mailbox,
+                    now,
+                ));
+            }
+        }
+        Some(Resolution::UnknownUser | Resolution::Relocated(_)) => {
+            warn!(queue_id = %original.id, to = %sender, "report not sent: the sender is no mailbox here");
+            return Ok(original.id.clone());
+        }
+        _ => recipients.push(Recipient::pending(
+            sender.clone(),
+            format!("<{sender}>"),
+            None,
+            now,
+        )),
+    }
+    let mut incoming = shared.spool.create()?;
+    incoming.write(bytes)?;
+    let envelope = Envelope {
+        id: incoming.id().clone(),
+        received_at: now,
+        size: 0,
+        reverse_path: String::new(),
+        reverse_route: Vec::new(),
+        envid: None,
+        ret: None,
+        body_type: Report::is_eight_bit(bytes).then(|| "8BITMIME".to_owned()),
+        smtputf8: !sender.is_ascii(),
+        client: ClientInfo {
+            helo: shared.settings.hostname.clone(),
+            address: "local".into(),
+            auth_user: None,
+            tls: None,
+        },
+        recipients,
+        held: false,
+    };
+    let id = shared.spool.commit(incoming, envelope).await?;
+    shared.wake.notify_one();
+    Ok(id)
 }
 
 #[cfg(test)]
@@ -411,7 +1192,7 @@ mod tests {
     use std::fs;
     use std::path::{Path, PathBuf};
 
-    use yizhan_spool::{ClientInfo, Recipient};
+    use yizhan_delivery::mx::{DnsError, FakeResolver};
 
     use super::*;
 
@@ -428,6 +1209,20 @@ mod tests {
     }
 
     const T0: i64 = 1_700_000_000;
+
+    /// DNS where `remote.example` always fails transiently (SERVFAIL), so a remote recipient
+    /// keeps a message in the spool; every other name is NXDOMAIN.
+    fn flaky_dns() -> FakeResolver {
+        let mut dns = FakeResolver::default();
+        dns.mx.insert(
+            "remote.example".into(),
+            Err(DnsError::Transient {
+                name: "remote.example".into(),
+                reason: "SERVFAIL".into(),
+            }),
+        );
+        dns
+    }
     const BODY: &[u8] = b"Subject: test\r\n\r\nHello.\r\n..dot stays unstuffed in storage\r\n";
 
     struct Fixture {
@@ -461,6 +1256,7 @@ mod tests {
                 RunnerSettings::default(),
                 self.clock.clone(),
             )
+            .with_resolver(Arc::new(flaky_dns()))
         }
 
         fn start(
@@ -756,7 +1552,9 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn remote_recipients_wait_for_outbound_delivery() {
+    async fn remote_recipients_are_deferred_when_dns_fails() {
+        // RFC 5321 4.5.4.1 and DESIGN.md invariant 5: a DNS failure that is not NXDOMAIN is
+        // transient: the recipient is retried on the schedule, the local one is delivered.
         let fx = Fixture::new();
         let spool = fx.spool();
         let id = commit(
@@ -766,14 +1564,25 @@ mod tests {
         )
         .await;
         let (_handle, token, task) = fx.start(&spool);
-        until("the local delivery", || {
-            !spool.load(&id).unwrap().recipients[1].is_pending()
+        until("both attempts", || {
+            let env = spool.load(&id).unwrap();
+            !env.recipients[1].is_pending() && env.recipients[0].attempts == 1
         })
         .await;
         let env = spool.load(&id).unwrap();
         assert!(env.recipients[0].is_pending());
-        assert_eq!(env.recipients[0].attempts, 0);
-        assert!(env.recipients[0].next_attempt >= T0 + REMOTE_RECHECK);
+        // First retry 5 minutes after the attempt (which came after the local delivery; the
+        // paused clock moves while the spool commits, see above).
+        let next = env.recipients[0].next_attempt;
+        assert!((T0 + 300..=T0 + 360).contains(&next), "T0+{}", next - T0);
+        assert!(
+            env.recipients[0]
+                .last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("SERVFAIL")),
+            "{:?}",
+            env.recipients[0].last_error
+        );
         assert_eq!(fx.inbox("test.example", "alice").len(), 1);
         token.cancel();
         task.await.unwrap();

@@ -41,13 +41,49 @@ impl RetryPolicy {
         if attempts == 0 {
             return Some(now);
         }
+        Some(now.saturating_add(self.wait(attempts)))
+    }
+
+    /// The wait after `attempts` failed attempts (`initial * 2^(attempts - 1)`, capped), in
+    /// seconds; 0 before any attempt.
+    pub fn wait(&self, attempts: u32) -> i64 {
+        if attempts == 0 {
+            return 0;
+        }
         let factor = 1u64.checked_shl(attempts - 1).unwrap_or(u64::MAX);
         let wait = self
             .initial
             .as_secs()
             .saturating_mul(factor)
             .min(self.max_backoff.as_secs());
-        Some(now.saturating_add(i64::try_from(wait).unwrap_or(i64::MAX)))
+        i64::try_from(wait).unwrap_or(i64::MAX)
+    }
+
+    /// Whether the attempt being made now (the recipient's attempt number `attempts + 1`, which
+    /// was due at `due`) is the first one at or after `received_at + warn_after`, so a delay
+    /// warning (RFC 3464 "delayed") is due if it fails again.
+    ///
+    /// Stateless on purpose: the previous attempt's time is reconstructed from the schedule
+    /// (`due - wait(attempts)`), so the spool needs no "warned" flag. A retry schedule changed
+    /// between two attempts, or a flush that made a recipient due early, can cause one
+    /// duplicate or one missing warning, never a stream of them.
+    pub fn delay_warning_due(
+        &self,
+        warn_after: Duration,
+        received_at: i64,
+        attempts: u32,
+        due: i64,
+        now: i64,
+    ) -> bool {
+        let threshold =
+            received_at.saturating_add(i64::try_from(warn_after.as_secs()).unwrap_or(i64::MAX));
+        if now < threshold {
+            return false;
+        }
+        if attempts == 0 {
+            return true;
+        }
+        due.saturating_sub(self.wait(attempts)) < threshold
     }
 
     /// Whether a message received at `received_at` is past its give-up time at `now`.
@@ -101,6 +137,35 @@ mod tests {
         assert_eq!(p.next_attempt(0, t0, t0 + five_days + 1), None);
         assert!(!p.expired(t0, t0 + five_days - 1));
         assert!(p.expired(t0, t0 + five_days));
+    }
+
+    #[test]
+    fn delay_warning_once_when_the_threshold_is_crossed() {
+        // RFC 3464 2.3.3 "delayed"; the warning time is 4 hours by default in the runner.
+        let p = RetryPolicy::default();
+        let t0 = 1_000_000;
+        let four_h = Duration::from_secs(4 * 3600);
+        let th = t0 + 4 * 3600;
+        // Walk a recipient that always fails through the default schedule with a fake clock:
+        // exactly one attempt says "warn now", the first one at or after the threshold.
+        let mut now = t0;
+        let mut attempts = 0;
+        let mut warned_at = vec![];
+        while now < t0 + 24 * 3600 {
+            let due = now;
+            if p.delay_warning_due(four_h, t0, attempts, due, now) {
+                warned_at.push(now);
+            }
+            attempts += 1;
+            now = p.next_attempt(attempts, t0, now).unwrap();
+        }
+        assert_eq!(warned_at.len(), 1, "{warned_at:?}");
+        assert!(warned_at[0] >= th && warned_at[0] < th + 4000);
+        // The first attempt late (e.g. after downtime) warns at once; before the threshold never.
+        assert!(p.delay_warning_due(four_h, t0, 0, th + 10, th + 10));
+        assert!(!p.delay_warning_due(four_h, t0, 0, th - 1, th - 1));
+        assert_eq!(p.wait(0), 0);
+        assert_eq!(p.wait(3), 1200);
     }
 
     #[test]

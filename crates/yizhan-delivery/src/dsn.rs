@@ -1,0 +1,707 @@
+//! Delivery status notifications: RFC 3464 reports, and the RFC 3461 parameters that ask for
+//! them.
+//!
+//! | RFC | what |
+//! | --- | --- |
+//! | 3464 2, 6462 | `multipart/report; report-type=delivery-status`: a human part, the `message/delivery-status` part, the original message or its headers |
+//! | 3464 2.2 | per-message fields: `Reporting-MTA`, `Original-Envelope-Id`, `Arrival-Date` |
+//! | 3464 2.3 | per-recipient fields: `Final-Recipient`, `Original-Recipient`, `Action`, `Status`, `Remote-MTA`, `Diagnostic-Code`, `Last-Attempt-Date`, `Will-Retry-Until` |
+//! | 3461 4.1 | `NOTIFY`: NEVER, or any of SUCCESS, FAILURE, DELAY; absent means FAILURE,DELAY |
+//! | 3461 4.2, 4.3, 4.4 | `ORCPT` becomes `Original-Recipient`; `RET=HDRS` returns the headers only (`text/rfc822-headers`); `ENVID` is echoed |
+//! | 5321 4.5.5, 3834 | reports go out with a null reverse-path and `Auto-Submitted: auto-replied`; a message with a null reverse-path never gets one |
+//!
+//! The report is assembled by hand rather than with mail-builder: its shape is fixed, the
+//! original must be attached byte for byte (an 8-bit original stays 8-bit, never re-encoded),
+//! and the field syntax is RFC 3464's own. The tests parse the result back with mail-parser.
+//!
+//! In the spool, `NOTIFY` is kept in its RFC 3461 text form (`NEVER`, `SUCCESS,FAILURE`, ...,
+//! see [`notify_text`]) and `ORCPT` as `addr-type;address` with the address xtext-decoded.
+
+use yizhan_proto::command::{Notify, Orcpt};
+
+/// The `Action` of one recipient (RFC 3464 2.3.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// Could not be delivered.
+    Failed,
+    /// Not delivered yet; still trying.
+    Delayed,
+    /// Delivered into the mailbox.
+    Delivered,
+    /// Passed on to a system that does not send DSNs.
+    Relayed,
+}
+
+impl Action {
+    /// The field value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Failed => "failed",
+            Action::Delayed => "delayed",
+            Action::Delivered => "delivered",
+            Action::Relayed => "relayed",
+        }
+    }
+}
+
+/// Which notifications a recipient asked for (RFC 3461 4.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotifyOn {
+    /// SUCCESS
+    pub success: bool,
+    /// FAILURE
+    pub failure: bool,
+    /// DELAY
+    pub delay: bool,
+}
+
+impl NotifyOn {
+    /// NOTIFY absent: failures and delays (RFC 3461 4.1 leaves DELAY to the implementation;
+    /// like Postfix and Exim we send it).
+    pub const DEFAULT: NotifyOn = NotifyOn {
+        success: false,
+        failure: true,
+        delay: true,
+    };
+
+    /// Whether a report with this action is wanted.
+    pub fn wants(self, action: Action) -> bool {
+        match action {
+            Action::Failed => self.failure,
+            Action::Delayed => self.delay,
+            Action::Delivered | Action::Relayed => self.success,
+        }
+    }
+}
+
+/// The spool's text form of a `NOTIFY=` value: `NEVER`, or the words in the order
+/// `SUCCESS,FAILURE,DELAY` (RFC 3461 4.1). conn.rs stores this.
+pub fn notify_text(notify: &Notify) -> String {
+    match notify {
+        Notify::Never => "NEVER".into(),
+        Notify::On {
+            success,
+            failure,
+            delay,
+        } => {
+            let words: Vec<&str> = [
+                (*success, "SUCCESS"),
+                (*failure, "FAILURE"),
+                (*delay, "DELAY"),
+            ]
+            .into_iter()
+            .filter_map(|(on, w)| on.then_some(w))
+            .collect();
+            words.join(",")
+        }
+    }
+}
+
+/// Reads the spool's `notify` (see [`notify_text`]); `None` or an unreadable value is the
+/// default. The `Debug` form older versions stored (`On { success: true, .. }`) is read too.
+pub fn parse_notify(stored: Option<&str>) -> NotifyOn {
+    let Some(text) = stored.map(str::trim).filter(|t| !t.is_empty()) else {
+        return NotifyOn::DEFAULT;
+    };
+    let upper = text.to_ascii_uppercase();
+    if upper == "NEVER" {
+        return NotifyOn {
+            success: false,
+            failure: false,
+            delay: false,
+        };
+    }
+    if upper.starts_with("ON {") {
+        return NotifyOn {
+            success: upper.contains("SUCCESS: TRUE"),
+            failure: upper.contains("FAILURE: TRUE"),
+            delay: upper.contains("DELAY: TRUE"),
+        };
+    }
+    let mut on = NotifyOn {
+        success: false,
+        failure: false,
+        delay: false,
+    };
+    for word in upper.split(',') {
+        match word.trim() {
+            "SUCCESS" => on.success = true,
+            "FAILURE" => on.failure = true,
+            "DELAY" => on.delay = true,
+            _ => return NotifyOn::DEFAULT,
+        }
+    }
+    on
+}
+
+/// The `NOTIFY=` to pass to the next hop (RFC 3461 6.2), from the spool's value.
+pub fn notify_param(stored: Option<&str>) -> Option<Notify> {
+    stored?;
+    let on = parse_notify(stored);
+    Some(if !on.success && !on.failure && !on.delay {
+        Notify::Never
+    } else {
+        Notify::On {
+            success: on.success,
+            failure: on.failure,
+            delay: on.delay,
+        }
+    })
+}
+
+/// The `ORCPT=` to pass to the next hop, from the spool's `addr-type;address`.
+pub fn orcpt_param(stored: Option<&str>) -> Option<Orcpt> {
+    let (addr_type, addr) = stored?.split_once(';')?;
+    Some(Orcpt {
+        addr_type: addr_type.trim().to_owned(),
+        addr: addr.trim().to_owned(),
+    })
+}
+
+/// What to attach of the original message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Return {
+    /// The whole message (`message/rfc822`).
+    Full,
+    /// Its header section (`text/rfc822-headers`).
+    Headers,
+}
+
+/// One recipient's part of a report (RFC 3464 2.3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecipientReport {
+    /// The address delivery was attempted to (`Final-Recipient: rfc822; ...`).
+    pub final_recipient: String,
+    /// `ORCPT` as stored (`rfc822;addr`), for `Original-Recipient`.
+    pub original_recipient: Option<String>,
+    /// What happened.
+    pub action: Action,
+    /// RFC 3463 status, e.g. `5.1.1`.
+    pub status: String,
+    /// The remote host that answered.
+    pub remote_mta: Option<String>,
+    /// The remote reply, one line (`Diagnostic-Code: smtp; ...`).
+    pub diagnostic: Option<String>,
+    /// A sentence for the human part.
+    pub text: String,
+    /// When the last attempt was made (Unix seconds).
+    pub last_attempt: Option<i64>,
+    /// For `delayed`: when we give up (Unix seconds).
+    pub will_retry_until: Option<i64>,
+}
+
+/// A delivery status notification about one message.
+#[derive(Debug, Clone)]
+pub struct Report<'a> {
+    /// Our host name (`Reporting-MTA: dns; ...`, the From address's domain).
+    pub reporting_mta: &'a str,
+    /// Whom the report goes to: the original reverse-path (never empty).
+    pub to: &'a str,
+    /// The original `ENVID` (RFC 3461 4.4).
+    pub envid: Option<&'a str>,
+    /// When the original arrived (Unix seconds).
+    pub arrival: i64,
+    /// Now (Unix seconds), for `Date:`.
+    pub date: i64,
+    /// A unique id for `Message-ID:` (e.g. the original's queue id and a suffix).
+    pub unique: &'a str,
+    /// The recipients reported on (at least one).
+    pub recipients: Vec<RecipientReport>,
+    /// The original message (as spooled: our `Received:` first).
+    pub original: &'a [u8],
+    /// How much of it to attach.
+    pub ret: Return,
+}
+
+/// The header section of a message, up to and including the empty line (or all of it when
+/// there is no body).
+pub fn header_section(message: &[u8]) -> &[u8] {
+    let mut i = 0;
+    while i < message.len() {
+        let end = message[i..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(message.len(), |k| i + k + 1);
+        let line = &message[i..end];
+        if line == b"\r\n" || line == b"\n" {
+            return &message[..end];
+        }
+        i = end;
+    }
+    message
+}
+
+impl Report<'_> {
+    /// The subject line for this report.
+    fn subject(&self) -> &'static str {
+        if self.recipients.iter().any(|r| r.action == Action::Failed) {
+            "Undelivered Mail Returned to Sender"
+        } else if self.recipients.iter().any(|r| r.action == Action::Delayed) {
+            "Delayed Mail (still being retried)"
+        } else {
+            "Successful Mail Delivery Report"
+        }
+    }
+
+    /// Whether the report has 8-bit content (so it needs 8BITMIME to be relayed).
+    pub fn is_eight_bit(bytes: &[u8]) -> bool {
+        bytes.iter().any(|b| *b >= 0x80)
+    }
+
+    /// The whole report as a message (CRLF line ends), ready to be spooled with a null
+    /// reverse-path and [`Report::to`] as its recipient.
+    pub fn build(&self) -> Vec<u8> {
+        let attached = match self.ret {
+            Return::Full => self.original,
+            Return::Headers => header_section(self.original),
+        };
+        let boundary = boundary(self.unique, attached);
+        let mta = clean(self.reporting_mta);
+        let mut out = String::new();
+        let mut h = |name: &str, value: &str| push_field(&mut out, name, value);
+        h(
+            "From",
+            &format!("Mail Delivery System <MAILER-DAEMON@{mta}>"),
+        );
+        h("To", &format!("<{}>", clean(self.to)));
+        h("Subject", self.subject());
+        h("Date", &rfc2822(self.date));
+        h("Message-ID", &format!("<{}.dsn@{mta}>", clean(self.unique)));
+        h("Auto-Submitted", "auto-replied");
+        h("MIME-Version", "1.0");
+        h(
+            "Content-Type",
+            &format!("multipart/report; report-type=delivery-status; boundary=\"{boundary}\""),
+        );
+        out.push_str("\r\nThis is a MIME-encapsulated delivery status notification.\r\n");
+
+        // Part 1: for humans.
+        let human = self.human_text();
+        out.push_str(&format!("\r\n--{boundary}\r\n"));
+        out.push_str("Content-Type: text/plain; charset=utf-8\r\n");
+        out.push_str(if human.is_ascii() {
+            "Content-Transfer-Encoding: 7bit\r\n"
+        } else {
+            "Content-Transfer-Encoding: 8bit\r\n"
+        });
+        out.push_str("Content-Description: Notification\r\n\r\n");
+        out.push_str(&human);
+
+        // Part 2: for machines (RFC 3464 2.1).
+        out.push_str(&format!("\r\n--{boundary}\r\n"));
+        out.push_str("Content-Type: message/delivery-status\r\n");
+        out.push_str("Content-Description: Delivery report\r\n\r\n");
+        let mut h = |name: &str, value: &str| push_field(&mut out, name, value);
+        h("Reporting-MTA", &format!("dns; {mta}"));
+        if let Some(envid) = self.envid {
+            h("Original-Envelope-Id", &clean(envid));
+        }
+        h("Arrival-Date", &rfc2822(self.arrival));
+        for r in &self.recipients {
+            out.push_str("\r\n");
+            let mut h = |name: &str, value: &str| push_field(&mut out, name, value);
+            h(
+                "Final-Recipient",
+                &format!("rfc822; {}", clean(&r.final_recipient)),
+            );
+            if let Some(orcpt) = &r.original_recipient
+                && let Some((kind, addr)) = orcpt.split_once(';')
+            {
+                h(
+                    "Original-Recipient",
+                    &format!("{}; {}", clean(kind.trim()), clean(addr.trim())),
+                );
+            }
+            h("Action", r.action.as_str());
+            h("Status", &clean(&r.status));
+            if let Some(mta) = &r.remote_mta {
+                h("Remote-MTA", &format!("dns; {}", clean(mta)));
+            }
+            if let Some(diag) = &r.diagnostic {
+                h("Diagnostic-Code", &format!("smtp; {}", clean(diag)));
+            }
+            if let Some(t) = r.last_attempt {
+                h("Last-Attempt-Date", &rfc2822(t));
+            }
+            if let Some(t) = r.will_retry_until {
+                h("Will-Retry-Until", &rfc2822(t));
+            }
+        }
+
+        // Part 3: the original (RFC 3464 2: message/rfc822 or text/rfc822-headers).
+        out.push_str(&format!("\r\n--{boundary}\r\n"));
+        let mut bytes = out.into_bytes();
+        let kind = match self.ret {
+            Return::Full => "message/rfc822",
+            Return::Headers => "text/rfc822-headers",
+        };
+        bytes.extend_from_slice(format!("Content-Type: {kind}\r\n").as_bytes());
+        if Report::is_eight_bit(attached) {
+            bytes.extend_from_slice(b"Content-Transfer-Encoding: 8bit\r\n");
+        }
+        bytes.extend_from_slice(b"Content-Description: Undelivered message\r\n\r\n");
+        bytes.extend_from_slice(attached);
+        if !attached.ends_with(b"\n") {
+            bytes.extend_from_slice(b"\r\n");
+        }
+        bytes.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        bytes
+    }
+
+    fn human_text(&self) -> String {
+        let mut t = format!(
+            "This is the mail system at host {}.\r\n\r\n",
+            clean(self.reporting_mta)
+        );
+        let failed: Vec<_> = self
+            .recipients
+            .iter()
+            .filter(|r| r.action == Action::Failed)
+            .collect();
+        let delayed: Vec<_> = self
+            .recipients
+            .iter()
+            .filter(|r| r.action == Action::Delayed)
+            .collect();
+        let done: Vec<_> = self
+            .recipients
+            .iter()
+            .filter(|r| matches!(r.action, Action::Delivered | Action::Relayed))
+            .collect();
+        if !failed.is_empty() {
+            t.push_str(
+                "Your message could not be delivered to the recipients below. \
+                 This is a permanent error; it will not be retried.\r\n\r\n",
+            );
+            for r in failed {
+                t.push_str(&format!(
+                    "<{}>: {}\r\n",
+                    clean(&r.final_recipient),
+                    clean(&r.text)
+                ));
+            }
+            t.push_str("\r\n");
+        }
+        if !delayed.is_empty() {
+            t.push_str(
+                "Your message has not been delivered yet to the recipients below. \
+                 It is still being retried; you need not send it again.\r\n\r\n",
+            );
+            for r in delayed {
+                t.push_str(&format!(
+                    "<{}>: {}\r\n",
+                    clean(&r.final_recipient),
+                    clean(&r.text)
+                ));
+            }
+            t.push_str("\r\n");
+        }
+        if !done.is_empty() {
+            t.push_str("Your message was delivered to the recipients below.\r\n\r\n");
+            for r in done {
+                t.push_str(&format!(
+                    "<{}>: {}\r\n",
+                    clean(&r.final_recipient),
+                    r.action.as_str()
+                ));
+            }
+            t.push_str("\r\n");
+        }
+        t
+    }
+}
+
+/// A field, folded at spaces so that lines stay under 78 characters where possible.
+fn push_field(out: &mut String, name: &str, value: &str) {
+    let mut line_len = name.len() + 1;
+    out.push_str(name);
+    out.push(':');
+    for (i, word) in value.split(' ').enumerate() {
+        if i > 0 && line_len + 1 + word.len() > 78 {
+            out.push_str("\r\n");
+            line_len = 0;
+        }
+        out.push(' ');
+        out.push_str(word);
+        line_len += 1 + word.len();
+    }
+    out.push_str("\r\n");
+}
+
+/// No control characters (no CR/LF injection into fields); runs of spaces kept single.
+fn clean(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        let c = if c.is_control() { ' ' } else { c };
+        if c == ' ' && (out.is_empty() || out.ends_with(' ')) {
+            continue;
+        }
+        out.push(c);
+    }
+    out.trim_end().to_owned()
+}
+
+/// A boundary that does not occur in the attached content.
+fn boundary(unique: &str, content: &[u8]) -> String {
+    let base: String = unique
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(40)
+        .collect();
+    let mut n = 0u32;
+    loop {
+        let b = format!("=_yizhan_dsn_{base}_{n}");
+        if !content.windows(b.len()).any(|w| w == b.as_bytes()) {
+            return b;
+        }
+        n += 1;
+    }
+}
+
+/// An RFC 5322 date in UTC.
+pub fn rfc2822(unix: i64) -> String {
+    jiff::Timestamp::from_second(unix)
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+        .strftime("%a, %d %b %Y %H:%M:%S +0000")
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use mail_parser::{MessageParser, MimeHeaders, PartType};
+
+    use super::*;
+
+    const ORIGINAL: &[u8] = b"Received: from client.example by mx.here.example\r\n\
+        From: Sender <sender@client.example>\r\n\
+        Subject: hello\r\n\
+        Message-ID: <orig@client.example>\r\n\
+        \r\n\
+        Body line one.\r\n\
+        --=_yizhan_dsn_q1_0\r\n";
+
+    fn failed(addr: &str) -> RecipientReport {
+        RecipientReport {
+            final_recipient: addr.into(),
+            original_recipient: Some(format!("rfc822;{addr}")),
+            action: Action::Failed,
+            status: "5.1.1".into(),
+            remote_mta: Some("mx.far.example".into()),
+            diagnostic: Some(
+                "550 5.1.1 <nobody@far.example>: no such user\r\nBcc: injected".into(),
+            ),
+            text: "mx.far.example said: 550 5.1.1 no such user".into(),
+            last_attempt: Some(1_700_000_100),
+            will_retry_until: None,
+        }
+    }
+
+    fn report(recipients: Vec<RecipientReport>, ret: Return) -> Vec<u8> {
+        Report {
+            reporting_mta: "mx.here.example",
+            to: "sender@client.example",
+            envid: Some("ENV-42"),
+            arrival: 1_700_000_000,
+            date: 1_700_000_200,
+            unique: "q1",
+            recipients,
+            original: ORIGINAL,
+            ret,
+        }
+        .build()
+    }
+
+    /// The `message/delivery-status` part as groups of (name, value), per RFC 3464 2.1.
+    fn status_groups(raw: &str) -> Vec<Vec<(String, String)>> {
+        let unfolded = raw.replace("\r\n ", " ").replace("\r\n\t", " ");
+        unfolded
+            .split("\r\n\r\n")
+            .filter(|g| !g.trim().is_empty())
+            .map(|g| {
+                g.lines()
+                    .filter_map(|l| l.split_once(':'))
+                    .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn field<'a>(group: &'a [(String, String)], name: &str) -> Option<&'a str> {
+        group
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn failure_report_parses_back_with_every_field() {
+        // RFC 3464 2: multipart/report with three parts.
+        let raw = report(
+            vec![failed("nobody@far.example"), failed("ghost@far.example")],
+            Return::Full,
+        );
+        let msg = MessageParser::default().parse(&raw).expect("parses");
+        assert_eq!(msg.subject(), Some("Undelivered Mail Returned to Sender"));
+        assert_eq!(
+            msg.header_raw("Auto-Submitted").map(str::trim),
+            Some("auto-replied")
+        );
+        let ct = msg.content_type().unwrap();
+        assert_eq!(ct.ctype(), "multipart");
+        assert_eq!(ct.subtype(), Some("report"));
+        assert_eq!(ct.attribute("report-type"), Some("delivery-status"));
+        // The boundary avoided the one planted in the original.
+        assert_ne!(ct.attribute("boundary"), Some("=_yizhan_dsn_q1_0"));
+        assert_eq!(msg.parts.len(), 4, "root + 3 parts");
+        let human = msg.body_text(0).unwrap();
+        assert!(human.contains("<nobody@far.example>: mx.far.example said: 550 5.1.1"));
+
+        let status_part = &msg.parts[2];
+        let sct = status_part.content_type().unwrap();
+        assert_eq!(
+            (sct.ctype(), sct.subtype()),
+            ("message", Some("delivery-status"))
+        );
+        let raw_status = match &status_part.body {
+            PartType::Text(t) => t.to_string(),
+            PartType::Binary(b) | PartType::InlineBinary(b) => {
+                String::from_utf8(b.to_vec()).unwrap()
+            }
+            other => panic!("unexpected status body {other:?}"),
+        };
+        let groups = status_groups(&raw_status);
+        assert_eq!(groups.len(), 3, "per-message + 2 recipients: {raw_status}");
+        // RFC 3464 2.2: per-message fields.
+        assert_eq!(
+            field(&groups[0], "Reporting-MTA"),
+            Some("dns; mx.here.example")
+        );
+        assert_eq!(field(&groups[0], "Original-Envelope-Id"), Some("ENV-42"));
+        assert_eq!(
+            field(&groups[0], "Arrival-Date"),
+            Some("Tue, 14 Nov 2023 22:13:20 +0000")
+        );
+        // RFC 3464 2.3: per-recipient fields.
+        let r = &groups[1];
+        assert_eq!(
+            field(r, "Final-Recipient"),
+            Some("rfc822; nobody@far.example")
+        );
+        assert_eq!(
+            field(r, "Original-Recipient"),
+            Some("rfc822; nobody@far.example")
+        );
+        assert_eq!(field(r, "Action"), Some("failed"));
+        assert_eq!(field(r, "Status"), Some("5.1.1"));
+        assert_eq!(field(r, "Remote-MTA"), Some("dns; mx.far.example"));
+        // The CR LF in the reply did not start a new field.
+        assert_eq!(
+            field(r, "Diagnostic-Code"),
+            Some("smtp; 550 5.1.1 <nobody@far.example>: no such user Bcc: injected")
+        );
+        assert!(field(r, "Bcc").is_none());
+        assert!(field(r, "Last-Attempt-Date").is_some());
+        assert_eq!(
+            field(&groups[2], "Final-Recipient"),
+            Some("rfc822; ghost@far.example")
+        );
+
+        // RET=FULL: the original as message/rfc822, byte for byte.
+        let orig = &msg.parts[3];
+        let oct = orig.content_type().unwrap();
+        assert_eq!((oct.ctype(), oct.subtype()), ("message", Some("rfc822")));
+        let inner = match &orig.body {
+            PartType::Message(m) => m,
+            other => panic!("not a message: {other:?}"),
+        };
+        assert_eq!(inner.subject(), Some("hello"));
+        assert!(raw.windows(ORIGINAL.len()).any(|w| w == ORIGINAL));
+    }
+
+    #[test]
+    fn headers_only_and_delay_report() {
+        // RFC 3461 4.3: RET=HDRS; RFC 3464 2.3.3 "delayed" with Will-Retry-Until.
+        let mut r = failed("slow@far.example");
+        r.action = Action::Delayed;
+        r.status = "4.4.1".into();
+        r.will_retry_until = Some(1_700_432_000);
+        r.original_recipient = None;
+        let raw = report(vec![r], Return::Headers);
+        let msg = MessageParser::default().parse(&raw).unwrap();
+        assert_eq!(msg.subject(), Some("Delayed Mail (still being retried)"));
+        let orig = &msg.parts[3];
+        assert_eq!(
+            orig.content_type().unwrap().subtype(),
+            Some("rfc822-headers")
+        );
+        let text = String::from_utf8_lossy(&raw);
+        assert!(text.contains("Action: delayed\r\n"));
+        assert!(text.contains("Will-Retry-Until: "));
+        assert!(!text.contains("Original-Recipient"));
+        assert!(text.contains("Subject: hello\r\n"));
+        assert!(!text.contains("Body line one."));
+    }
+
+    #[test]
+    fn header_section_stops_at_the_empty_line() {
+        let cases: [(&[u8], &[u8]); 3] = [
+            (b"A: 1\r\nB: 2\r\n\r\nbody\r\n", b"A: 1\r\nB: 2\r\n\r\n"),
+            (b"A: 1\r\n", b"A: 1\r\n"),
+            (b"A: 1\n\nbody", b"A: 1\n\n"),
+        ];
+        for (message, want) in cases {
+            assert_eq!(header_section(message), want);
+        }
+    }
+
+    #[test]
+    fn notify_text_round_trip_and_defaults() {
+        // RFC 3461 4.1.
+        let cases = [
+            (Notify::Never, "NEVER"),
+            (
+                Notify::On {
+                    success: true,
+                    failure: true,
+                    delay: false,
+                },
+                "SUCCESS,FAILURE",
+            ),
+            (
+                Notify::On {
+                    success: false,
+                    failure: false,
+                    delay: true,
+                },
+                "DELAY",
+            ),
+        ];
+        for (notify, text) in cases {
+            assert_eq!(notify_text(&notify), text);
+            assert_eq!(notify_param(Some(text)), Some(notify));
+            // The Debug form older spools hold reads the same.
+            assert_eq!(
+                parse_notify(Some(&format!("{notify:?}"))),
+                parse_notify(Some(text))
+            );
+        }
+        assert_eq!(parse_notify(None), NotifyOn::DEFAULT);
+        assert_eq!(parse_notify(Some("garbage")), NotifyOn::DEFAULT);
+        assert_eq!(notify_param(None), None);
+        let never = parse_notify(Some("NEVER"));
+        for action in [Action::Failed, Action::Delayed, Action::Delivered] {
+            assert!(!never.wants(action));
+        }
+        assert!(NotifyOn::DEFAULT.wants(Action::Failed));
+        assert!(NotifyOn::DEFAULT.wants(Action::Delayed));
+        assert!(!NotifyOn::DEFAULT.wants(Action::Delivered));
+        assert_eq!(
+            orcpt_param(Some("rfc822;a@b.example")),
+            Some(Orcpt {
+                addr_type: "rfc822".into(),
+                addr: "a@b.example".into()
+            })
+        );
+        assert_eq!(orcpt_param(Some("no-semicolon")), None);
+    }
+}
