@@ -3,11 +3,10 @@
 - Every message answered 250 is delivered, in full, after any number of crashes.
 - No partial message ever appears in a Maildir (new/ or cur/); a message that was never
   acknowledged may or may not be delivered, but only complete.
-- Exactly once: issue #3 asks for it; today delivery is at-least-once (a crash between the
-  Maildir rename and the spool's record of it delivers again after restart). The two crash
-  loops below allow such duplicates and print them; the last test pins the bug down
-  deterministically and is an expected failure until it is fixed. Once it is, tighten
-  `MAX_COPIES` to 1.
+- Exactly once: each Maildir file is named after its queue id and recipient and linked into
+  new/ only if that name is absent (`Maildir::deliver_once`), so a crash between the delivery
+  and the spool's record of it does not deliver again after restart. The last test forces
+  exactly that window.
 
 The random test takes its seed from `YIZHAN_E2E_SEED` (else the clock) and prints it on failure.
 """
@@ -25,8 +24,8 @@ from conftest import Server, split_delivery, wait_until
 
 SENDER = "sender@client.example"
 RCPTS = ("user@test.example", "user2@test.example")
-#: How many copies of one message in one mailbox are tolerated (see the module docs).
-MAX_COPIES = 2
+#: How many copies of one message in one mailbox are tolerated: exactly once.
+MAX_COPIES = 1
 
 
 def make_message(tag: str, size: int) -> bytes:
@@ -169,11 +168,6 @@ def test_kill_9_at_random_points(server_factory):
 
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "delivery is at-least-once, not exactly once: the queue runner renames the file into new/ "
-    "and only then records the recipient as delivered in the spool; a crash in between "
-    "delivers the message again after restart (queue_runner.rs deliver_local + record + "
-    "spool.update)"))
 def test_crash_between_maildir_rename_and_spool_record_does_not_duplicate(server_factory):
     """Fault injection: the test holds the spool's SQLite write lock while the runner delivers,
     so the runner renames the file into new/ and then waits to record it; kill -9 there."""

@@ -562,17 +562,43 @@ async fn process(
         .collect();
     let mut owed: Vec<Owed> = Vec::new();
 
-    // Local recipients, one by one.
+    // Local recipients, concurrently (bounded by the delivery permits). Each Maildir file is
+    // named after the message and the recipient (`deliver_once`), so a crash before the
+    // outcomes below are recorded cannot deliver anything twice: the retry finds its own file.
+    // That is what lets one spool update cover the whole batch.
+    let mut local = tokio::task::JoinSet::new();
     for &i in &due {
-        if shutdown.is_cancelled() {
-            break;
-        }
         let Some(mailbox) = envelope.recipients[i].mailbox.clone() else {
             continue;
         };
-        let outcome = deliver_local(&shared, &envelope, mailbox).await;
+        let shared = shared.clone();
+        let key = format!("{}.Y{}R{i}", envelope.received_at, envelope.id);
+        let (id, return_path) = (envelope.id.clone(), envelope.reverse_path.clone());
+        local.spawn(async move {
+            (
+                i,
+                deliver_local(&shared, id, return_path, key, mailbox).await,
+            )
+        });
+    }
+    let mut delivered_local = false;
+    while let Some(joined) = local.join_next().await {
+        let (i, outcome) = match joined {
+            Ok(pair) => pair,
+            // A panicked delivery task: its recipient stays pending and is retried.
+            Err(e) => {
+                warn!(queue_id = %id, error = %e, "local delivery task failed");
+                continue;
+            }
+        };
         record(&shared, &mut envelope, i, outcome, &mut owed, false);
+        delivered_local = true;
+    }
+    if delivered_local {
         shared.spool.update(&envelope).await?;
+    }
+    if shutdown.is_cancelled() {
+        return Ok(());
     }
 
     // Remote recipients, grouped by destination: one transaction per group.
@@ -659,7 +685,9 @@ fn destination_key(route: &Route) -> String {
 /// One Maildir delivery on the blocking pool, under a delivery permit.
 async fn deliver_local(
     shared: &Arc<Shared>,
-    envelope: &Envelope,
+    id: QueueId,
+    return_path: String,
+    key: String,
     mailbox: LocalMailbox,
 ) -> Outcome {
     let Ok(_permit) = shared.deliveries.clone().acquire_owned().await else {
@@ -667,15 +695,21 @@ async fn deliver_local(
     };
     let spool = shared.spool.clone();
     let maildir = shared.maildir.clone();
-    let id = envelope.id.clone();
-    let return_path = envelope.reverse_path.clone();
     let job = tokio::task::spawn_blocking(move || {
         let mut body = match spool.open_body(&id) {
             Ok(body) => body,
             Err(e) => return Outcome::Transient(Reason::local("4.3.0", e.to_string())),
         };
-        match maildir.deliver(&mailbox.domain, &mailbox.local, &return_path, &mut body) {
-            Ok(path) => Outcome::Delivered(Reason::local("2.0.0", path.display().to_string())),
+        match maildir.deliver_once(
+            &mailbox.domain,
+            &mailbox.local,
+            &key,
+            &return_path,
+            &mut body,
+        ) {
+            Ok((path, _fresh)) => {
+                Outcome::Delivered(Reason::local("2.0.0", path.display().to_string()))
+            }
             Err(e) if e.is_transient() => Outcome::Transient(Reason::local("4.2.0", e.to_string())),
             Err(e) => Outcome::Permanent(Reason::local("5.1.1", e.to_string())),
         }
