@@ -23,7 +23,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use yizhan_delivery::route::{Smarthost, TlsPolicy};
+pub use yizhan_delivery::route::{Smarthost, TlsPolicy};
+/// The user name and password a smarthost asks for (AUTH, RFC 4954).
+pub use yizhan_proto::client::Credentials as SmarthostCredentials;
 
 use crate::auth::{Credentials, Mechanism};
 use crate::directory::Directory;
