@@ -314,8 +314,7 @@ impl Connection {
             address: self.peer,
         };
         let smtp = crate::listener::outbound_settings(&self.shared.settings).smtp;
-        let mut conn = match yizhan_delivery::smtp::Connection::over(stream, target, &smtp).await
-        {
+        let mut conn = match yizhan_delivery::smtp::Connection::over(stream, target, &smtp).await {
             Ok(conn) => conn,
             Err(error) => {
                 warn!(%error, "TURN: the client did not take the server role");
@@ -444,8 +443,7 @@ impl Connection {
                 } else {
                     None
                 };
-                let decision =
-                    routed.unwrap_or_else(|| policy::rcpt(directory, kind, &to, relay));
+                let decision = routed.unwrap_or_else(|| policy::rcpt(directory, kind, &to, relay));
                 if let ForwardPath::Path(path) = &to
                     && !path.route.is_empty()
                 {
@@ -492,7 +490,12 @@ impl Connection {
             }
             Question::Turn => match &self.user {
                 None => Decision::Reply(Reply::turn_needs_auth()),
-                Some(user) if settings.turn_domains.get(user).is_some_and(|d| !d.is_empty()) => {
+                Some(user)
+                    if settings
+                        .turn_domains
+                        .get(user)
+                        .is_some_and(|d| !d.is_empty()) =>
+                {
                     info!(%user, "TURN accepted; turning around");
                     Decision::Accept
                 }

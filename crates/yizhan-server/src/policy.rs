@@ -283,14 +283,29 @@ mod tests {
     /// RFC 821 3.6: a route is honoured only when it starts with us; further hops are relaying.
     #[test]
     fn source_routes_when_honoured() {
-        let ours = vec!["mx.test.example".to_owned(), "alias.test.example".to_owned()];
+        let ours = vec![
+            "mx.test.example".to_owned(),
+            "alias.test.example".to_owned(),
+        ];
         let table = [
             ("<user@test.example>", false, None),
             ("<@mx.test.example:user@test.example>", false, None),
-            ("<@MX.test.example,@alias.test.example:user@test.example>", false, None),
+            (
+                "<@MX.test.example,@alias.test.example:user@test.example>",
+                false,
+                None,
+            ),
             ("<@other.example:user@test.example>", true, Some(550)),
-            ("<@mx.test.example,@next.example:user@far.example>", false, Some(550)),
-            ("<@mx.test.example,@next.example:user@far.example>", true, Some(250)),
+            (
+                "<@mx.test.example,@next.example:user@far.example>",
+                false,
+                Some(550),
+            ),
+            (
+                "<@mx.test.example,@next.example:user@far.example>",
+                true,
+                Some(250),
+            ),
         ];
         for (path, relay, want) in table {
             let to = ForwardPath::parse(path).unwrap();

@@ -227,7 +227,10 @@ impl RunnerHandle {
                     let mailbox =
                         yizhan_proto::address::Mailbox::parse(&envelope.recipients[i].address)
                             .ok()?;
-                    Some((i, ForwardPath::Path(yizhan_proto::address::Path::new(mailbox))))
+                    Some((
+                        i,
+                        ForwardPath::Path(yizhan_proto::address::Path::new(mailbox)),
+                    ))
                 })
                 .collect();
             if members.is_empty() {

@@ -365,7 +365,11 @@ pub fn summary(settings: &Settings) -> Vec<String> {
         .collect();
     lines.push(format!(
         "smarthosts: {}",
-        if relays.is_empty() { "none (MX)".to_owned() } else { relays.join(", ") }
+        if relays.is_empty() {
+            "none (MX)".to_owned()
+        } else {
+            relays.join(", ")
+        }
     ));
     if !settings.turn_domains.is_empty() {
         let turn: Vec<String> = settings
@@ -919,14 +923,24 @@ impl RawConfig {
             v.duration(&format!("delivery.{key}"), value, true, default)
         };
         d.dns_timeout = dur(v, "dns_timeout", &raw.dns_timeout, def.dns_timeout);
-        d.connect_timeout = dur(v, "connect_timeout", &raw.connect_timeout, def.connect_timeout);
+        d.connect_timeout = dur(
+            v,
+            "connect_timeout",
+            &raw.connect_timeout,
+            def.connect_timeout,
+        );
         d.greeting_timeout = dur(
             v,
             "greeting_timeout",
             &raw.greeting_timeout,
             def.greeting_timeout,
         );
-        d.command_timeout = dur(v, "command_timeout", &raw.command_timeout, def.command_timeout);
+        d.command_timeout = dur(
+            v,
+            "command_timeout",
+            &raw.command_timeout,
+            def.command_timeout,
+        );
         d.data_block_timeout = dur(
             v,
             "data_block_timeout",
@@ -968,9 +982,7 @@ impl RawConfig {
             );
             d.delay_warning = (!after.is_zero()).then_some(after);
         }
-        d.honour_source_routes = raw
-            .honour_source_routes
-            .unwrap_or(def.honour_source_routes);
+        d.honour_source_routes = raw.honour_source_routes.unwrap_or(def.honour_source_routes);
         if let Some(list) = &raw.local_names {
             for (i, item) in list.get_ref().iter().enumerate() {
                 match yizhan_server::directory::canonical_domain(item.get_ref()) {
@@ -999,10 +1011,10 @@ impl RawConfig {
                     continue;
                 }
             };
-            if let Some(tls) = v.tls_policy(&key, &Some(policy.clone())) {
-                if d.domain_tls.insert(name, tls).is_some() {
-                    v.problem(key, Some(policy.span().start), "domain listed twice");
-                }
+            if let Some(tls) = v.tls_policy(&key, &Some(policy.clone()))
+                && d.domain_tls.insert(name, tls).is_some()
+            {
+                v.problem(key, Some(policy.span().start), "domain listed twice");
             }
         }
     }
@@ -1053,11 +1065,19 @@ impl RawConfig {
                     ))
                 }
                 (Some(user), None) => {
-                    v.problem(key("password"), Some(user.span().start), "user without password");
+                    v.problem(
+                        key("password"),
+                        Some(user.span().start),
+                        "user without password",
+                    );
                     None
                 }
                 (None, Some(password)) => {
-                    v.problem(key("user"), Some(password.span().start), "password without user");
+                    v.problem(
+                        key("user"),
+                        Some(password.span().start),
+                        "password without user",
+                    );
                     None
                 }
             };
@@ -1079,30 +1099,31 @@ impl RawConfig {
                     }
                     d.default_smarthost = Some(smarthost);
                 }
-                Some(domain) => match yizhan_server::directory::canonical_domain(domain.get_ref())
-                {
-                    Ok(name) => {
-                        let name = name.to_string();
-                        if settings.directory.is_local_domain(&name) {
-                            v.problem(
-                                key("domain"),
-                                Some(domain.span().start),
-                                format!("{name} is a local domain; its mail is delivered here"),
-                            );
-                        } else if d.smarthosts.insert(name.clone(), smarthost).is_some() {
-                            v.problem(
-                                key("domain"),
-                                Some(domain.span().start),
-                                format!("{name} has a smarthost already"),
-                            );
+                Some(domain) => {
+                    match yizhan_server::directory::canonical_domain(domain.get_ref()) {
+                        Ok(name) => {
+                            let name = name.to_string();
+                            if settings.directory.is_local_domain(&name) {
+                                v.problem(
+                                    key("domain"),
+                                    Some(domain.span().start),
+                                    format!("{name} is a local domain; its mail is delivered here"),
+                                );
+                            } else if d.smarthosts.insert(name.clone(), smarthost).is_some() {
+                                v.problem(
+                                    key("domain"),
+                                    Some(domain.span().start),
+                                    format!("{name} has a smarthost already"),
+                                );
+                            }
                         }
+                        Err(e) => v.problem(
+                            key("domain"),
+                            Some(domain.span().start),
+                            format!("{:?} is not a domain name: {e}", domain.get_ref()),
+                        ),
                     }
-                    Err(e) => v.problem(
-                        key("domain"),
-                        Some(domain.span().start),
-                        format!("{:?} is not a domain name: {e}", domain.get_ref()),
-                    ),
-                },
+                }
             }
         }
     }
@@ -2158,7 +2179,11 @@ host = "192.0.2.25"
             s.turn_owner("CLIENT.example"),
             Some("relay-client@test.example")
         );
-        assert!(summary(&s).iter().any(|l| l.starts_with("delivery: port 25")));
+        assert!(
+            summary(&s)
+                .iter()
+                .any(|l| l.starts_with("delivery: port 25"))
+        );
         // 0 turns delay warnings off.
         let s = parse("t.toml", "[delivery]\ndelay_warning = 0\n").unwrap();
         assert_eq!(s.delivery.delay_warning, None);
