@@ -150,7 +150,8 @@ impl Default for OutboundSettings {
 pub struct RunnerHandle {
     wake: Arc<Notify>,
     flushes: Arc<Mutex<Vec<Option<String>>>>,
-    shared: Arc<Shared>,
+    /// Weak: a handle must not keep the spool open after the runner is gone.
+    shared: std::sync::Weak<Shared>,
 }
 
 impl fmt::Debug for RunnerHandle {
@@ -197,7 +198,11 @@ impl RunnerHandle {
         conn: &mut Connection,
         domains: &[String],
     ) -> Result<TurnSummary, SpoolError> {
-        let shared = &self.shared;
+        let Some(shared) = self.shared.upgrade() else {
+            warn!("TURN: the queue runner has stopped; nothing delivered");
+            return Ok(TurnSummary::default());
+        };
+        let shared = &shared;
         let domains: Vec<String> = domains.iter().map(|d| d.to_ascii_lowercase()).collect();
         let wanted = |r: &Recipient| {
             r.is_pending()
@@ -322,6 +327,8 @@ struct Shared {
     seed: AtomicU64,
     /// Messages being worked on (by a runner task or a TURN session).
     busy: Mutex<HashSet<QueueId>>,
+    /// Flush requests (ETRN) that met a message in flight, applied once it is done.
+    late_flushes: Mutex<HashMap<QueueId, Vec<Option<String>>>>,
 }
 
 impl fmt::Debug for QueueRunner {
@@ -363,6 +370,7 @@ impl QueueRunner {
                 flushes: Arc::new(Mutex::new(Vec::new())),
                 seed: AtomicU64::new(seed),
                 busy: Mutex::new(HashSet::new()),
+                late_flushes: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -403,7 +411,7 @@ impl QueueRunner {
         RunnerHandle {
             wake: self.shared.wake.clone(),
             flushes: self.shared.flushes.clone(),
-            shared: self.shared.clone(),
+            shared: Arc::downgrade(&self.shared),
         }
     }
 
@@ -473,13 +481,31 @@ impl QueueRunner {
             Ok(mut f) => std::mem::take(&mut *f),
             Err(_) => return Ok(()),
         };
-        if requests.is_empty() {
+        let busy = self
+            .shared
+            .busy
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let in_flight: HashSet<&QueueId> = active.values().chain(busy.iter()).collect();
+        // Requests that met a message in flight wait for it to finish: its task may be about
+        // to record a new retry time, which the request must still cut short.
+        let ready = self.shared.take_late_flushes(&in_flight);
+        if requests.is_empty() && ready.is_empty() {
             return Ok(());
         }
         let now = self.shared.clock.now();
-        let in_flight: HashSet<&QueueId> = active.values().collect();
         for mut envelope in self.shared.spool.list()? {
+            let mut wanted: Vec<Option<String>> = requests.clone();
+            if let Some(more) = ready.get(&envelope.id) {
+                wanted.extend(more.iter().cloned());
+            }
+            let requests = &wanted;
+            if requests.is_empty() {
+                continue;
+            }
             if in_flight.contains(&envelope.id) {
+                self.shared.keep_late_flush(&envelope.id, requests);
                 continue;
             }
             let mut changed = false;
@@ -586,6 +612,36 @@ fn finished(
 }
 
 impl Shared {
+    /// The late flush requests of messages no longer in flight (removed from the waiting list).
+    fn take_late_flushes(
+        &self,
+        in_flight: &HashSet<&QueueId>,
+    ) -> HashMap<QueueId, Vec<Option<String>>> {
+        let mut late = self
+            .late_flushes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let done: Vec<QueueId> = late
+            .keys()
+            .filter(|id| !in_flight.contains(id))
+            .cloned()
+            .collect();
+        done.into_iter()
+            .filter_map(|id| late.remove_entry(&id))
+            .collect()
+    }
+
+    /// Keeps flush requests for a message in flight until it is done.
+    fn keep_late_flush(&self, id: &QueueId, requests: &[Option<String>]) {
+        let mut late = self
+            .late_flushes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        late.entry(id.clone())
+            .or_default()
+            .extend(requests.iter().cloned());
+    }
+
     fn resolver(&self) -> Option<Arc<dyn Resolver>> {
         self.resolver
             .get_or_init(|| match HickoryResolver::from_system() {
