@@ -24,7 +24,7 @@ use std::time::Duration;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -375,9 +375,17 @@ pub fn outcomes(host: &str, result: &TransactionResult, dsn_relayed: bool) -> Ve
         .collect()
 }
 
+/// Any byte stream a [`Connection`] can run over (for TURN: the socket a client connected on,
+/// plain or TLS).
+pub trait Duplex: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Duplex for T {}
+
 enum Stream {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
+    /// A stream that was already open (TURN); never upgraded.
+    Other(Box<dyn Duplex>),
     /// Only while the TLS handshake owns the socket, or after a failed one.
     Gone,
 }
@@ -469,6 +477,40 @@ impl Connection {
             settings: settings.clone(),
             tls,
             tls_client: tls_client.cloned(),
+            buf: vec![0; 16 * 1024],
+            usable: true,
+            messages: 0,
+        };
+        let mut no_body = tokio::io::empty();
+        let mut result = None;
+        conn.drive(Until::Ready, &mut no_body, &mut result).await?;
+        Ok(conn)
+    }
+
+    /// Runs the client side over a stream that is already open, as after `TURN` (RFC 821
+    /// 4.1.1, ATRN RFC 2645 4): the peer speaks first with its 220 greeting, then EHLO, without
+    /// STARTTLS (the stream is whatever protection it already has) and without AUTH.
+    pub async fn over(
+        stream: Box<dyn Duplex>,
+        target: Target,
+        settings: &SmtpSettings,
+    ) -> Result<Connection, SmtpError> {
+        let helo = Host::parse(&settings.helo_name)
+            .or_else(|_| Host::parse("localhost"))
+            .map_err(|_| SmtpError::Session {
+                host: target.host.clone(),
+                address: target.address,
+                error: ClientError::Protocol("invalid helo name".into()),
+            })?;
+        let mut config = ClientConfig::new(helo);
+        config.tls = TlsMode::Never;
+        let mut conn = Connection {
+            stream: Stream::Other(stream),
+            session: ClientSession::new(config),
+            target,
+            settings: settings.clone(),
+            tls: TlsPolicy::None,
+            tls_client: None,
             buf: vec![0; 16 * 1024],
             usable: true,
             messages: 0,
@@ -574,6 +616,7 @@ impl Connection {
         match &mut self.stream {
             Stream::Plain(s) => s.shutdown().await,
             Stream::Tls(s) => s.shutdown().await,
+            Stream::Other(s) => s.shutdown().await,
             Stream::Gone => Ok(()),
         }
     }
@@ -687,6 +730,7 @@ impl Connection {
         let read = match &mut self.stream {
             Stream::Plain(s) => tokio::time::timeout(limit, s.read(&mut self.buf)).await,
             Stream::Tls(s) => tokio::time::timeout(limit, s.read(&mut self.buf)).await,
+            Stream::Other(s) => tokio::time::timeout(limit, s.read(&mut self.buf)).await,
             Stream::Gone => return Ok(0),
         };
         match read {
@@ -704,6 +748,10 @@ impl Connection {
                     s.flush().await
                 }
                 Stream::Tls(s) => {
+                    s.write_all(bytes).await?;
+                    s.flush().await
+                }
+                Stream::Other(s) => {
                     s.write_all(bytes).await?;
                     s.flush().await
                 }

@@ -215,10 +215,7 @@ impl Connection {
                             return reason;
                         }
                     }
-                    Event::Turn => {
-                        // TURN is always refused (the policy never accepts it yet).
-                        return "unsupported";
-                    }
+                    Event::Turn => return self.turn().await,
                     Event::Close => {
                         let _ = self.stream.shutdown().await;
                         return if shutting_down { "shutdown" } else { "closed" };
@@ -286,6 +283,57 @@ impl Connection {
             }
             Err(_) => Err("TLS handshake timed out"),
         }
+    }
+
+    /// After `250` to TURN the roles swap on this socket (RFC 821 4.1.1, with the ATRN meaning
+    /// of RFC 2645): we become the client, wait for the peer's 220 greeting, and deliver the
+    /// queued mail of the domains the authenticated user owns. Returns why the session ended.
+    async fn turn(&mut self) -> &'static str {
+        let Some(user) = self.user.clone() else {
+            return "TURN without authentication";
+        };
+        let domains = self
+            .shared
+            .settings
+            .turn_domains
+            .get(&user)
+            .cloned()
+            .unwrap_or_default();
+        let stream: Box<dyn yizhan_delivery::smtp::Duplex> =
+            match std::mem::replace(&mut self.stream, Stream::Upgrading) {
+                Stream::Plain(s) => Box::new(s),
+                Stream::Tls(s) => Box::new(*s),
+                Stream::Upgrading => return "TURN on a broken stream",
+            };
+        let host = match self.session.helo() {
+            Some(h) => h.to_string(),
+            None => self.peer.ip().to_string(),
+        };
+        let target = yizhan_delivery::mx::Target {
+            host,
+            address: self.peer,
+        };
+        let smtp = crate::listener::outbound_settings(&self.shared.settings).smtp;
+        let mut conn = match yizhan_delivery::smtp::Connection::over(stream, target, &smtp).await {
+            Ok(conn) => conn,
+            Err(error) => {
+                warn!(%error, "TURN: the client did not take the server role");
+                return "TURN failed";
+            }
+        };
+        match self.shared.runner.deliver_turn(&mut conn, &domains).await {
+            Ok(summary) => info!(
+                %user,
+                messages = summary.messages,
+                delivered = summary.delivered,
+                deferred = summary.deferred,
+                failed = summary.failed,
+                "TURN: queued mail delivered"
+            ),
+            Err(error) => warn!(%error, "TURN: cannot read or record the queue"),
+        }
+        conn.quit().await;
+        "TURN finished"
     }
 
     /// The client as the relay policy sees it.
@@ -389,7 +437,13 @@ impl Connection {
                     .transaction()
                     .map_or(MailKind::Mail, |tx| tx.kind);
                 let relay = self.client().may_relay();
-                let decision = policy::rcpt(directory, kind, &to, relay);
+                let delivery = &settings.delivery;
+                let routed = if delivery.honour_source_routes {
+                    policy::source_route(&to, &delivery.our_names(&settings.hostname), relay)
+                } else {
+                    None
+                };
+                let decision = routed.unwrap_or_else(|| policy::rcpt(directory, kind, &to, relay));
                 if let ForwardPath::Path(path) = &to
                     && !path.route.is_empty()
                 {
@@ -424,11 +478,32 @@ impl Connection {
                 None => Decision::Reply(Reply::auth_failed()),
             },
             Question::Etrn(node) => {
-                self.shared.runner.wake();
+                // RFC 1985 3: "domain", "@domain" (and its subdomains; we flush the domain) or
+                // "#queue" (we have one queue: everything).
+                let domain = match node.strip_prefix('#') {
+                    Some(_) => None,
+                    None => Some(node.trim_start_matches('@').to_ascii_lowercase()),
+                };
+                info!(%node, "ETRN: queue run started");
+                self.shared.runner.flush(domain);
                 Decision::Reply(Reply::etrn_started(&node))
             }
-            Question::Turn if self.user.is_none() => Decision::Reply(Reply::turn_needs_auth()),
-            Question::Turn => Decision::Reply(Reply::turn_refused()),
+            Question::Turn => match &self.user {
+                None => Decision::Reply(Reply::turn_needs_auth()),
+                Some(user)
+                    if settings
+                        .turn_domains
+                        .get(user)
+                        .is_some_and(|d| !d.is_empty()) =>
+                {
+                    info!(%user, "TURN accepted; turning around");
+                    Decision::Accept
+                }
+                Some(user) => {
+                    info!(%user, "TURN refused: the user owns no domain");
+                    Decision::Reply(Reply::turn_refused())
+                }
+            },
         }
     }
 
@@ -508,7 +583,10 @@ impl Connection {
                     address,
                     original: to.to_string(),
                     mailbox,
-                    notify: params.notify.map(|n| format!("{n:?}")),
+                    notify: params
+                        .notify
+                        .as_ref()
+                        .map(yizhan_delivery::dsn::notify_text),
                     orcpt: params
                         .orcpt
                         .as_ref()

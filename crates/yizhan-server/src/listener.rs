@@ -12,15 +12,18 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 use yizhan_delivery::maildir::Maildir;
+use yizhan_delivery::mx::{DnsError, HickoryResolver};
+use yizhan_delivery::route::RoutingTable;
+use yizhan_delivery::smtp::{SmtpSettings, TlsClient};
 use yizhan_proto::reply::Reply;
 use yizhan_spool::Spool;
 use yizhan_spool::schedule::RetryPolicy;
 
 use crate::conn::{self, Shared};
 use crate::policy::ListenerPolicy;
-use crate::queue_runner::{QueueRunner, RunnerSettings, SystemClock};
+use crate::queue_runner::{OutboundSettings, QueueRunner, RunnerSettings, SystemClock};
 use crate::settings::{ListenerKind, Settings};
 use crate::tls::{TlsError, TlsStore};
 
@@ -44,6 +47,12 @@ pub enum ServerError {
     /// The TLS certificate or key could not be loaded.
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
+    /// The DNS resolver for outbound delivery could not be set up.
+    #[error("DNS resolver: {0}")]
+    Resolver(#[from] DnsError),
+    /// The TLS client for outbound delivery could not be set up.
+    #[error("outbound TLS client: {0}")]
+    TlsClient(#[from] rustls::Error),
     /// An implicit-TLS listener was configured without a certificate.
     #[error("listener {address} (submissions) needs a [tls] certificate")]
     NoCertificate {
@@ -140,7 +149,19 @@ impl Server {
                 hostname: settings.hostname.clone(),
             },
             Arc::new(SystemClock),
-        );
+        )
+        .with_outbound(outbound_settings(&settings))
+        .with_directory(settings.directory.clone())
+        .with_tls(TlsClient::new(root_certificates())?);
+        let delivery = &settings.delivery;
+        let runner = if delivery.dns_servers.is_empty() {
+            runner
+        } else {
+            info!(servers = ?delivery.dns_servers, "DNS servers for outbound delivery");
+            let resolver =
+                HickoryResolver::with_servers(&delivery.dns_servers, delivery.dns_timeout)?;
+            runner.with_resolver(Arc::new(resolver))
+        };
         let shared = Arc::new(Shared {
             settings: settings.clone(),
             spool: self.spool.clone(),
@@ -192,6 +213,55 @@ impl Server {
         info!("shutdown complete");
         Ok(())
     }
+}
+
+/// The runner's outbound settings from the configuration's `[delivery]` and `[[smarthost]]`.
+pub fn outbound_settings(settings: &Settings) -> OutboundSettings {
+    let d = &settings.delivery;
+    let defaults = OutboundSettings::default();
+    OutboundSettings {
+        routing: RoutingTable {
+            local_names: d.our_names(&settings.hostname),
+            smarthosts: d
+                .smarthosts
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            default_smarthost: d.default_smarthost.clone(),
+            tls: d.domain_tls.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            default_tls: d.tls,
+            honour_source_routes: d.honour_source_routes,
+        },
+        smtp: SmtpSettings {
+            helo_name: settings.hostname.clone(),
+            port: d.remote_port,
+            connect_timeout: d.connect_timeout,
+            greeting_timeout: d.greeting_timeout,
+            command_timeout: d.command_timeout,
+            data_block_timeout: d.data_block_timeout,
+            data_end_timeout: d.data_end_timeout,
+            max_hosts: d.max_mx_hosts,
+        },
+        per_destination: d.per_destination,
+        connection_idle: d.connection_idle,
+        delay_warning: d.delay_warning,
+        held_domains: settings.turn_domains.values().flatten().cloned().collect(),
+        ..defaults
+    }
+}
+
+/// The certificate authorities trusted for `tls = "verify"`: the operating system's store
+/// (rustls-native-certs). Certificates that do not parse are skipped; a missing store leaves
+/// the set empty, so only verification fails, never opportunistic TLS.
+fn root_certificates() -> rustls::RootCertStore {
+    let mut roots = rustls::RootCertStore::empty();
+    let found = rustls_native_certs::load_native_certs();
+    for error in &found.errors {
+        warn!(%error, "cannot load some system CA certificates");
+    }
+    let (added, ignored) = roots.add_parsable_certificates(found.certs);
+    debug!(added, ignored, "system CA certificates loaded");
+    roots
 }
 
 /// Connection limits: a global semaphore and a count per client address.

@@ -8,6 +8,11 @@
 //!   may only send to local domains (`550 5.7.1` otherwise): never an open relay;
 //! - an authenticated client may use only its own address or an alias of it as the sender
 //!   (`553 5.7.1`), unless `sender_must_match` is off.
+//!
+//! Source routes (RFC 821 3.6, RFC 5321 3.6.1 and appendix C): by default the route is ignored
+//! and the mailbox decides. With `honour_source_routes`, a route must start with one of our
+//! names ([`source_route`]); if hops remain after our names, the copy is relayed to the next
+//! one, which needs the same permission as any relaying.
 
 use std::net::IpAddr;
 
@@ -153,6 +158,34 @@ pub fn rcpt(directory: &Directory, kind: MailKind, to: &ForwardPath, relay: bool
     }
 }
 
+/// The answer to RCPT for a source-routed path when source routes are honoured (`our_names`
+/// lower-case), or `None` to answer as for the plain mailbox ([`rcpt`]):
+/// - a route whose first hop is not one of our names: `550 5.7.1` (RFC 821 3.6: the first host
+///   of the route is the one the path is given to);
+/// - a route that names hosts after ours: relaying to the next one, `550 5.7.1` unless `relay`;
+///   accepted (queued for the next hop) otherwise, whatever the mailbox's domain;
+/// - a route that only names us: `None`, the mailbox decides.
+pub fn source_route(to: &ForwardPath, our_names: &[String], relay: bool) -> Option<Decision> {
+    let ForwardPath::Path(path) = to else {
+        return None;
+    };
+    let first = path.route.first()?;
+    let ours = |d: &yizhan_proto::address::Domain| {
+        our_names.iter().any(|n| n.eq_ignore_ascii_case(d.as_str()))
+    };
+    if !ours(first) {
+        return Some(Decision::Reply(Reply::relay_denied(&to.to_string())));
+    }
+    if path.route.iter().all(ours) {
+        return None;
+    }
+    Some(if relay {
+        Decision::Accept
+    } else {
+        Decision::Reply(Reply::relay_denied(&to.to_string()))
+    })
+}
+
 /// The answer to MAIL: AUTH first on submission listeners (RFC 6409 4.3, RFC 4954 6), and an
 /// authenticated client may only use an address it owns.
 pub fn mail(
@@ -245,6 +278,43 @@ mod tests {
             .mailbox("user2@test.example", None)
             .alias("sales@test.example", ["user@test.example"]);
         b.build().unwrap()
+    }
+
+    /// RFC 821 3.6: a route is honoured only when it starts with us; further hops are relaying.
+    #[test]
+    fn source_routes_when_honoured() {
+        let ours = vec![
+            "mx.test.example".to_owned(),
+            "alias.test.example".to_owned(),
+        ];
+        let table = [
+            ("<user@test.example>", false, None),
+            ("<@mx.test.example:user@test.example>", false, None),
+            (
+                "<@MX.test.example,@alias.test.example:user@test.example>",
+                false,
+                None,
+            ),
+            ("<@other.example:user@test.example>", true, Some(550)),
+            (
+                "<@mx.test.example,@next.example:user@far.example>",
+                false,
+                Some(550),
+            ),
+            (
+                "<@mx.test.example,@next.example:user@far.example>",
+                true,
+                Some(250),
+            ),
+        ];
+        for (path, relay, want) in table {
+            let to = ForwardPath::parse(path).unwrap();
+            let got = source_route(&to, &ours, relay).map(|d| match d {
+                Decision::Accept => 250,
+                Decision::Reply(r) | Decision::Close(r) => r.code,
+            });
+            assert_eq!(got, want, "{path} relay={relay}");
+        }
     }
 
     fn listener(kind: ListenerKind) -> ListenerPolicy {

@@ -121,6 +121,10 @@ pub struct OutboundSettings {
     /// The largest original returned whole in a failure report; larger ones (and every delay
     /// or success report) get the headers only (default 1 MiB).
     pub report_original_limit: u64,
+    /// Recipient domains (lower-case) whose mail waits for their client to collect it with
+    /// `TURN` ([`RunnerHandle::deliver_turn`], ATRN semantics of RFC 2645): never sent by MX
+    /// or smarthost; retried (so they expire and get delay warnings) like any deferred mail.
+    pub held_domains: HashSet<String>,
 }
 
 impl Default for OutboundSettings {
@@ -136,15 +140,37 @@ impl Default for OutboundSettings {
             messages_per_connection: 100,
             delay_warning: Some(Duration::from_secs(4 * 3600)),
             report_original_limit: 1024 * 1024,
+            held_domains: HashSet::new(),
         }
     }
 }
 
 /// Wakes the runner, e.g. right after a message was committed. Cheap to clone.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RunnerHandle {
     wake: Arc<Notify>,
     flushes: Arc<Mutex<Vec<Option<String>>>>,
+    /// Weak: a handle must not keep the spool open after the runner is gone.
+    shared: std::sync::Weak<Shared>,
+}
+
+impl fmt::Debug for RunnerHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunnerHandle").finish_non_exhaustive()
+    }
+}
+
+/// What a TURN session delivered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TurnSummary {
+    /// Messages offered (one transaction each).
+    pub messages: usize,
+    /// Recipients the client accepted.
+    pub delivered: usize,
+    /// Recipients left for later (transient failures, or messages busy elsewhere).
+    pub deferred: usize,
+    /// Recipients refused for good (reported to their sender).
+    pub failed: usize,
 }
 
 impl RunnerHandle {
@@ -160,6 +186,121 @@ impl RunnerHandle {
             f.push(domain.map(|d| d.to_ascii_lowercase()));
         }
         self.wake();
+    }
+
+    /// Delivers, over `conn` (a connection whose roles were just turned, RFC 821 `TURN` with
+    /// the ATRN meaning of RFC 2645), every pending remote recipient in `domains`, whether due
+    /// or not: one transaction per message. Outcomes, reports and removal are recorded exactly
+    /// as the runner does. A message the runner is working on at that moment is skipped (and
+    /// counted as deferred); the runner and a TURN session never work on one message at once.
+    pub async fn deliver_turn(
+        &self,
+        conn: &mut Connection,
+        domains: &[String],
+    ) -> Result<TurnSummary, SpoolError> {
+        let Some(shared) = self.shared.upgrade() else {
+            warn!("TURN: the queue runner has stopped; nothing delivered");
+            return Ok(TurnSummary::default());
+        };
+        let shared = &shared;
+        let domains: Vec<String> = domains.iter().map(|d| d.to_ascii_lowercase()).collect();
+        let wanted = |r: &Recipient| {
+            r.is_pending()
+                && r.mailbox.is_none()
+                && r.address
+                    .rsplit_once('@')
+                    .is_some_and(|(_, d)| domains.contains(&d.to_ascii_lowercase()))
+        };
+        let mut summary = TurnSummary::default();
+        for listed in shared.spool.list()? {
+            if listed.held || !listed.recipients.iter().any(wanted) {
+                continue;
+            }
+            if !conn.is_usable() {
+                summary.deferred += listed.recipients.iter().filter(|r| wanted(r)).count();
+                continue;
+            }
+            let Some(_claim) = Claim::take(shared, &listed.id) else {
+                summary.deferred += listed.recipients.iter().filter(|r| wanted(r)).count();
+                continue;
+            };
+            // Read again under the claim: the runner may have changed it since the listing.
+            let mut envelope = shared.spool.load(&listed.id)?;
+            let members: Vec<(usize, ForwardPath)> = (0..envelope.recipients.len())
+                .filter(|&i| wanted(&envelope.recipients[i]))
+                .filter_map(|i| {
+                    let mailbox =
+                        yizhan_proto::address::Mailbox::parse(&envelope.recipients[i].address)
+                            .ok()?;
+                    Some((
+                        i,
+                        ForwardPath::Path(yizhan_proto::address::Path::new(mailbox)),
+                    ))
+                })
+                .collect();
+            if members.is_empty() {
+                continue;
+            }
+            let dsn = conn.offers_dsn();
+            let tx = transaction(&envelope, &reverse_path(&envelope), &members, dsn);
+            let mut body = tokio::fs::File::from_std(shared.spool.open_body(&envelope.id)?);
+            summary.messages += 1;
+            let host = conn.target().host.clone();
+            let outcomes: Vec<Outcome> = match conn.send(tx, &mut body).await {
+                Ok(result) => smtp::outcomes(&host, &result, dsn),
+                Err(e) => {
+                    let reason = Reason::remote(&host, &e.reply());
+                    members
+                        .iter()
+                        .map(|_| Outcome::Transient(reason.clone()))
+                        .collect()
+                }
+            };
+            let mut owed = Vec::new();
+            for ((i, _), outcome) in members.iter().zip(outcomes) {
+                match &outcome {
+                    Outcome::Delivered(_) => summary.delivered += 1,
+                    Outcome::Transient(_) => summary.deferred += 1,
+                    Outcome::Permanent(_) => summary.failed += 1,
+                }
+                record(shared, &mut envelope, *i, outcome, &mut owed, dsn);
+            }
+            shared.spool.update(&envelope).await?;
+            conclude(shared, &mut envelope, &owed).await?;
+        }
+        self.wake();
+        Ok(summary)
+    }
+}
+
+/// A message claimed by one worker (a runner task or a TURN session); released on drop.
+struct Claim {
+    shared: Arc<Shared>,
+    id: QueueId,
+}
+
+impl Claim {
+    /// Claims `id`, unless someone else holds it.
+    fn take(shared: &Arc<Shared>, id: &QueueId) -> Option<Claim> {
+        let mut busy = shared
+            .busy
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        busy.insert(id.clone()).then(|| Claim {
+            shared: shared.clone(),
+            id: id.clone(),
+        })
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let mut busy = self
+            .shared
+            .busy
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        busy.remove(&self.id);
     }
 }
 
@@ -184,6 +325,10 @@ struct Shared {
     wake: Arc<Notify>,
     flushes: Arc<Mutex<Vec<Option<String>>>>,
     seed: AtomicU64,
+    /// Messages being worked on (by a runner task or a TURN session).
+    busy: Mutex<HashSet<QueueId>>,
+    /// Flush requests (ETRN) that met a message in flight, applied once it is done.
+    late_flushes: Mutex<HashMap<QueueId, Vec<Option<String>>>>,
 }
 
 impl fmt::Debug for QueueRunner {
@@ -224,6 +369,8 @@ impl QueueRunner {
                 wake: Arc::new(Notify::new()),
                 flushes: Arc::new(Mutex::new(Vec::new())),
                 seed: AtomicU64::new(seed),
+                busy: Mutex::new(HashSet::new()),
+                late_flushes: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -264,6 +411,7 @@ impl QueueRunner {
         RunnerHandle {
             wake: self.shared.wake.clone(),
             flushes: self.shared.flushes.clone(),
+            shared: Arc::downgrade(&self.shared),
         }
     }
 
@@ -333,13 +481,31 @@ impl QueueRunner {
             Ok(mut f) => std::mem::take(&mut *f),
             Err(_) => return Ok(()),
         };
-        if requests.is_empty() {
+        let busy = self
+            .shared
+            .busy
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let in_flight: HashSet<&QueueId> = active.values().chain(busy.iter()).collect();
+        // Requests that met a message in flight wait for it to finish: its task may be about
+        // to record a new retry time, which the request must still cut short.
+        let ready = self.shared.take_late_flushes(&in_flight);
+        if requests.is_empty() && ready.is_empty() {
             return Ok(());
         }
         let now = self.shared.clock.now();
-        let in_flight: HashSet<&QueueId> = active.values().collect();
         for mut envelope in self.shared.spool.list()? {
+            let mut wanted: Vec<Option<String>> = requests.clone();
+            if let Some(more) = ready.get(&envelope.id) {
+                wanted.extend(more.iter().cloned());
+            }
+            let requests = &wanted;
+            if requests.is_empty() {
+                continue;
+            }
             if in_flight.contains(&envelope.id) {
+                self.shared.keep_late_flush(&envelope.id, requests);
                 continue;
             }
             let mut changed = false;
@@ -378,8 +544,14 @@ impl QueueRunner {
     ) -> Result<Option<Instant>, SpoolError> {
         let spool = &self.shared.spool;
         let now = self.shared.clock.now();
+        let busy = self
+            .shared
+            .busy
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         if active.len() < window {
-            let in_flight: HashSet<&QueueId> = active.values().collect();
+            let in_flight: HashSet<&QueueId> = active.values().chain(busy.iter()).collect();
             // Messages with nothing left to do (left behind by a crash or a failed removal)
             // go through the same task, which just removes them.
             let mut candidates = spool.finished(window)?;
@@ -397,7 +569,7 @@ impl QueueRunner {
                 active.insert(handle.id(), id);
             }
         }
-        let in_flight: HashSet<&QueueId> = active.values().collect();
+        let in_flight: HashSet<&QueueId> = active.values().chain(busy.iter()).collect();
         let next = spool
             .due(i64::MAX, active.len() + 1)?
             .iter()
@@ -440,6 +612,36 @@ fn finished(
 }
 
 impl Shared {
+    /// The late flush requests of messages no longer in flight (removed from the waiting list).
+    fn take_late_flushes(
+        &self,
+        in_flight: &HashSet<&QueueId>,
+    ) -> HashMap<QueueId, Vec<Option<String>>> {
+        let mut late = self
+            .late_flushes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let done: Vec<QueueId> = late
+            .keys()
+            .filter(|id| !in_flight.contains(id))
+            .cloned()
+            .collect();
+        done.into_iter()
+            .filter_map(|id| late.remove_entry(&id))
+            .collect()
+    }
+
+    /// Keeps flush requests for a message in flight until it is done.
+    fn keep_late_flush(&self, id: &QueueId, requests: &[Option<String>]) {
+        let mut late = self
+            .late_flushes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        late.entry(id.clone())
+            .or_default()
+            .extend(requests.iter().cloned());
+    }
+
     fn resolver(&self) -> Option<Arc<dyn Resolver>> {
         self.resolver
             .get_or_init(|| match HickoryResolver::from_system() {
@@ -553,6 +755,10 @@ async fn process(
     shutdown: CancellationToken,
 ) -> Result<(), SpoolError> {
     let id = envelope.id.clone();
+    let Some(_claim) = Claim::take(&shared, &id) else {
+        debug!(queue_id = %id, "busy elsewhere (TURN); skipped");
+        return Ok(());
+    };
     let now = shared.clock.now();
     let due: Vec<usize> = (0..envelope.recipients.len())
         .filter(|&i| {
@@ -609,6 +815,15 @@ async fn process(
         if r.mailbox.is_some() {
             continue;
         }
+        if held_for_turn(&shared.outbound, &r.address) {
+            let outcome = Outcome::Transient(Reason::local(
+                "4.4.0",
+                "held for the domain's client to collect with TURN",
+            ));
+            record(&shared, &mut envelope, i, outcome, &mut owed, false);
+            unroutable = true;
+            continue;
+        }
         match route::route(r, &shared.outbound.routing) {
             Ok(routed) => {
                 let key = destination_key(&routed.route);
@@ -647,11 +862,29 @@ async fn process(
         shared.spool.update(&envelope).await?;
     }
 
-    // Reports, then the failures become final (invariant 3).
+    conclude(&shared, &mut envelope, &owed).await
+}
+
+/// Whether `address` is in a domain whose mail waits for TURN.
+fn held_for_turn(outbound: &OutboundSettings, address: &str) -> bool {
+    !outbound.held_domains.is_empty()
+        && address
+            .rsplit_once('@')
+            .is_some_and(|(_, d)| outbound.held_domains.contains(&d.to_ascii_lowercase()))
+}
+
+/// The end of a round on one message: the reports owed are queued, then the failures become
+/// final (invariant 3), and a message with nothing left to do is removed.
+async fn conclude(
+    shared: &Arc<Shared>,
+    envelope: &mut Envelope,
+    owed: &[Owed],
+) -> Result<(), SpoolError> {
+    let id = envelope.id.clone();
     if !owed.is_empty() {
-        send_reports(&shared, &envelope, &owed).await?;
+        send_reports(shared, envelope, owed).await?;
         let now = shared.clock.now();
-        for o in &owed {
+        for o in owed {
             if o.action == Action::Failed {
                 let r = &mut envelope.recipients[o.index];
                 warn!(queue_id = %id, to = %r.address, detail = %o.reason.text, "delivery failed permanently");
@@ -661,7 +894,7 @@ async fn process(
                 };
             }
         }
-        shared.spool.update(&envelope).await?;
+        shared.spool.update(envelope).await?;
     }
     if envelope.is_finished() {
         shared.spool.remove(&id).await?;

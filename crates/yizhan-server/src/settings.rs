@@ -17,11 +17,15 @@
 //! - RFC 6409 / RFC 5321 3.6.2: submission requires AUTH; relaying only for authenticated
 //!   clients and [`SmtpSettings::relay_networks`] (never an open relay).
 
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use ipnet::IpNet;
+pub use yizhan_delivery::route::{Smarthost, TlsPolicy};
+/// The user name and password a smarthost asks for (AUTH, RFC 4954).
+pub use yizhan_proto::client::Credentials as SmarthostCredentials;
 
 use crate::auth::{Credentials, Mechanism};
 use crate::directory::Directory;
@@ -52,6 +56,11 @@ pub struct Settings {
     pub auth: AuthSettings,
     /// Password hashes of the mailboxes that may authenticate.
     pub credentials: Credentials,
+    /// Outbound delivery: DNS, the SMTP client, smarthosts, TLS policy, source routes.
+    pub delivery: DeliverySettings,
+    /// The domains each authenticated user may collect with `TURN` (canonical user address to
+    /// lower-cased domains; ATRN semantics, RFC 2645).
+    pub turn_domains: BTreeMap<String, Vec<String>>,
 }
 
 impl Default for Settings {
@@ -67,6 +76,8 @@ impl Default for Settings {
             tls: None,
             auth: AuthSettings::default(),
             credentials: Credentials::default(),
+            delivery: DeliverySettings::default(),
+            turn_domains: BTreeMap::new(),
         }
     }
 }
@@ -75,6 +86,15 @@ impl Settings {
     /// The SMTP settings of `listener`: `[smtp]` with the listener's overrides applied.
     pub fn smtp_for(&self, listener: &ListenerSettings) -> SmtpSettings {
         listener.overrides.apply(&self.smtp)
+    }
+
+    /// The user that owns `domain` for `TURN`, if any.
+    pub fn turn_owner(&self, domain: &str) -> Option<&str> {
+        let domain = domain.to_ascii_lowercase();
+        self.turn_domains
+            .iter()
+            .find(|(_, domains)| domains.contains(&domain))
+            .map(|(user, _)| user.as_str())
     }
 
     /// The AUTH settings of `listener`: `[auth]` with the listener's overrides applied.
@@ -414,6 +434,88 @@ impl Default for QueueSettings {
             retry_initial: Duration::from_secs(300),
             retry_max_backoff: Duration::from_secs(4000),
             give_up_after: Duration::from_secs(5 * 24 * 3600),
+        }
+    }
+}
+
+/// Outbound delivery (the `[delivery]` and `[[smarthost]]` sections).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliverySettings {
+    /// The TCP port of remote MX hosts (25; tests point it elsewhere).
+    pub remote_port: u16,
+    /// DNS servers to ask (address and port); empty means the system resolver
+    /// (`/etc/resolv.conf`).
+    pub dns_servers: Vec<SocketAddr>,
+    /// The time allowed for one DNS query.
+    pub dns_timeout: Duration,
+    /// Connecting to a remote host.
+    pub connect_timeout: Duration,
+    /// Waiting for the remote greeting (RFC 5321 4.5.3.2.1: 5 minutes).
+    pub greeting_timeout: Duration,
+    /// Waiting for each reply to a command (RFC 5321 4.5.3.2.2-4: 5 minutes).
+    pub command_timeout: Duration,
+    /// Each write of the message data (RFC 5321 4.5.3.2.5: 3 minutes).
+    pub data_block_timeout: Duration,
+    /// The reply after the end of the data (RFC 5321 4.5.3.2.6: 10 minutes).
+    pub data_end_timeout: Duration,
+    /// How many hosts of an MX list are tried per attempt.
+    pub max_mx_hosts: usize,
+    /// Deliveries at once to one destination (MX domain or smarthost).
+    pub per_destination: usize,
+    /// How long an idle outbound connection is kept for the next message.
+    pub connection_idle: Duration,
+    /// After how long an undelivered recipient's sender gets a delay report; `None`: never.
+    pub delay_warning: Option<Duration>,
+    /// Honour RFC 821 source routes that start with one of [`Self::local_names`].
+    pub honour_source_routes: bool,
+    /// Our own names (lower-case): the hostname and any other name hosts use for us.
+    pub local_names: Vec<String>,
+    /// TLS policy towards MX hosts of domains not in [`Self::domain_tls`].
+    pub tls: TlsPolicy,
+    /// TLS policy per recipient domain (lower-case) for MX delivery.
+    pub domain_tls: BTreeMap<String, TlsPolicy>,
+    /// Smarthosts per recipient domain (lower-case).
+    pub smarthosts: BTreeMap<String, Smarthost>,
+    /// The smarthost for every other remote domain; `None`: delivery by MX.
+    pub default_smarthost: Option<Smarthost>,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        Self {
+            remote_port: 25,
+            dns_servers: Vec::new(),
+            dns_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(30),
+            greeting_timeout: Duration::from_secs(300),
+            command_timeout: Duration::from_secs(300),
+            data_block_timeout: Duration::from_secs(180),
+            data_end_timeout: Duration::from_secs(600),
+            max_mx_hosts: 5,
+            per_destination: 4,
+            connection_idle: Duration::from_secs(5),
+            delay_warning: Some(Duration::from_secs(4 * 3600)),
+            honour_source_routes: false,
+            local_names: Vec::new(),
+            tls: TlsPolicy::Opportunistic,
+            domain_tls: BTreeMap::new(),
+            smarthosts: BTreeMap::new(),
+            default_smarthost: None,
+        }
+    }
+}
+
+impl DeliverySettings {
+    /// Our names for source routes: [`Self::local_names`], or the hostname when none are
+    /// listed, lower-cased.
+    pub fn our_names(&self, hostname: &str) -> Vec<String> {
+        if self.local_names.is_empty() {
+            vec![hostname.to_ascii_lowercase()]
+        } else {
+            self.local_names
+                .iter()
+                .map(|n| n.to_ascii_lowercase())
+                .collect()
         }
     }
 }

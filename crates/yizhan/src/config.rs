@@ -9,7 +9,7 @@
 //!
 //! See `docs/configuration.md` for the reference of every key.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
 use std::fmt;
 use std::net::SocketAddr;
@@ -22,8 +22,8 @@ use toml::Spanned;
 use yizhan_server::auth::{Credentials, Mechanism};
 use yizhan_server::directory::{Directory, DirectoryError, Entry};
 use yizhan_server::settings::{
-    ListenerKind, ListenerOverrides, ListenerSettings, MIN_LINE_LENGTH, Settings, TlsSettings,
-    VerifyPolicy,
+    ListenerKind, ListenerOverrides, ListenerSettings, MIN_LINE_LENGTH, Settings, Smarthost,
+    SmarthostCredentials, TlsPolicy, TlsSettings, VerifyPolicy,
 };
 
 /// The environment variable naming the configuration file.
@@ -333,6 +333,52 @@ pub fn summary(settings: &Settings) -> Vec<String> {
         secs(q.give_up_after),
         secs(settings.shutdown_grace)
     ));
+    let dl = &settings.delivery;
+    lines.push(format!(
+        "delivery: port {}, DNS {}, TLS {}{}, max_mx_hosts {}, per_destination {}, delay warning {}, source routes {}",
+        dl.remote_port,
+        if dl.dns_servers.is_empty() {
+            "system".to_owned()
+        } else {
+            dl.dns_servers.iter().map(ToString::to_string).collect::<Vec<_>>().join(" ")
+        },
+        dl.tls.as_str(),
+        if dl.domain_tls.is_empty() {
+            String::new()
+        } else {
+            format!(" ({} per-domain policies)", dl.domain_tls.len())
+        },
+        dl.max_mx_hosts,
+        dl.per_destination,
+        dl.delay_warning.map_or("never".to_owned(), |d| format!("{}s", d.as_secs())),
+        if dl.honour_source_routes { "honoured" } else { "ignored" },
+    ));
+    let relays: Vec<String> = dl
+        .smarthosts
+        .iter()
+        .map(|(domain, h)| format!("{domain} via {}:{}", h.host, h.port))
+        .chain(
+            dl.default_smarthost
+                .iter()
+                .map(|h| format!("everything else via {}:{}", h.host, h.port)),
+        )
+        .collect();
+    lines.push(format!(
+        "smarthosts: {}",
+        if relays.is_empty() {
+            "none (MX)".to_owned()
+        } else {
+            relays.join(", ")
+        }
+    ));
+    if !settings.turn_domains.is_empty() {
+        let turn: Vec<String> = settings
+            .turn_domains
+            .iter()
+            .map(|(user, domains)| format!("{user} owns {}", domains.join(" ")))
+            .collect();
+        lines.push(format!("turn: {}", turn.join("; ")));
+    }
     lines
 }
 
@@ -362,6 +408,43 @@ struct RawConfig {
     alias: Vec<RawAlias>,
     #[serde(default)]
     relocated: Vec<RawRelocated>,
+    #[serde(default)]
+    delivery: RawDelivery,
+    #[serde(default)]
+    smarthost: Vec<RawSmarthost>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDelivery {
+    remote_port: Option<Spanned<i64>>,
+    dns_servers: Option<Spanned<Vec<Spanned<String>>>>,
+    dns_timeout: Option<Spanned<RawDuration>>,
+    connect_timeout: Option<Spanned<RawDuration>>,
+    greeting_timeout: Option<Spanned<RawDuration>>,
+    command_timeout: Option<Spanned<RawDuration>>,
+    data_block_timeout: Option<Spanned<RawDuration>>,
+    data_end_timeout: Option<Spanned<RawDuration>>,
+    max_mx_hosts: Option<Spanned<i64>>,
+    per_destination: Option<Spanned<i64>>,
+    connection_idle: Option<Spanned<RawDuration>>,
+    delay_warning: Option<Spanned<RawDuration>>,
+    honour_source_routes: Option<bool>,
+    local_names: Option<Spanned<Vec<Spanned<String>>>>,
+    tls: Option<Spanned<String>>,
+    #[serde(default)]
+    domain_tls: BTreeMap<String, Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSmarthost {
+    domain: Option<Spanned<String>>,
+    host: Spanned<String>,
+    port: Option<Spanned<i64>>,
+    tls: Option<Spanned<String>>,
+    user: Option<Spanned<String>>,
+    password: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -450,6 +533,8 @@ struct RawMailbox {
     full_name: Option<Spanned<String>>,
     /// An argon2 PHC string (`yizhan hash-password`), never a plain password.
     password: Option<Spanned<String>>,
+    /// Domains whose queued mail this user collects with TURN.
+    turn_domains: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -607,6 +692,24 @@ impl Validator<'_> {
 }
 
 impl Validator<'_> {
+    /// A TLS policy name (`none`, `opportunistic`, `require`, `verify`); `None` when absent or
+    /// wrong (then a problem is recorded).
+    fn tls_policy(&mut self, key: &str, value: &Option<Spanned<String>>) -> Option<TlsPolicy> {
+        let value = value.as_ref()?;
+        let policy = TlsPolicy::from_name(value.get_ref());
+        if policy.is_none() {
+            self.problem(
+                key,
+                Some(value.span().start),
+                format!(
+                    "unknown TLS policy {:?} (expected \"none\", \"opportunistic\", \"require\" or \"verify\")",
+                    value.get_ref()
+                ),
+            );
+        }
+        policy
+    }
+
     /// A list of CIDR networks (`10.0.0.0/8`, `::1/128`; a bare address means one host).
     fn networks(
         &mut self,
@@ -678,6 +781,9 @@ impl RawConfig {
             settings.directory = directory;
         }
         settings.credentials = self.credentials(v);
+        self.delivery(v, &mut settings);
+        self.smarthosts(v, &mut settings);
+        self.turn_domains(v, &mut settings);
         if settings.tls.is_none()
             && let Some(listeners) = &self.listener
         {
@@ -777,6 +883,302 @@ impl RawConfig {
                 Some(value.span().start),
                 "is shorter than auth.failure_delay",
             );
+        }
+    }
+
+    fn delivery(&self, v: &mut Validator<'_>, settings: &mut Settings) {
+        let raw = &self.delivery;
+        let d = &mut settings.delivery;
+        let def = d.clone();
+        if let Some(port) = &raw.remote_port {
+            match u16::try_from(*port.get_ref()) {
+                Ok(p) if p > 0 => d.remote_port = p,
+                _ => v.problem(
+                    "delivery.remote_port",
+                    Some(port.span().start),
+                    format!("{} is not a TCP port (1 to 65535)", port.get_ref()),
+                ),
+            }
+        }
+        if let Some(list) = &raw.dns_servers {
+            for (i, item) in list.get_ref().iter().enumerate() {
+                let text = item.get_ref().trim();
+                let parsed = text.parse::<SocketAddr>().or_else(|_| {
+                    text.parse::<std::net::IpAddr>()
+                        .map(|ip| SocketAddr::new(ip, 53))
+                });
+                match parsed {
+                    Ok(addr) => d.dns_servers.push(addr),
+                    Err(_) => v.problem(
+                        format!("delivery.dns_servers[{i}]"),
+                        Some(item.span().start),
+                        format!(
+                            "{text:?} is not an IP address with an optional port (e.g. \"192.0.2.53\" or \"127.0.0.1:5353\")"
+                        ),
+                    ),
+                }
+            }
+        }
+        let dur = |v: &mut Validator<'_>, key: &str, value, default| {
+            v.duration(&format!("delivery.{key}"), value, true, default)
+        };
+        d.dns_timeout = dur(v, "dns_timeout", &raw.dns_timeout, def.dns_timeout);
+        d.connect_timeout = dur(
+            v,
+            "connect_timeout",
+            &raw.connect_timeout,
+            def.connect_timeout,
+        );
+        d.greeting_timeout = dur(
+            v,
+            "greeting_timeout",
+            &raw.greeting_timeout,
+            def.greeting_timeout,
+        );
+        d.command_timeout = dur(
+            v,
+            "command_timeout",
+            &raw.command_timeout,
+            def.command_timeout,
+        );
+        d.data_block_timeout = dur(
+            v,
+            "data_block_timeout",
+            &raw.data_block_timeout,
+            def.data_block_timeout,
+        );
+        d.data_end_timeout = dur(
+            v,
+            "data_end_timeout",
+            &raw.data_end_timeout,
+            def.data_end_timeout,
+        );
+        d.max_mx_hosts = v.integer(
+            "delivery.max_mx_hosts",
+            &raw.max_mx_hosts,
+            1,
+            "",
+            def.max_mx_hosts,
+        );
+        d.per_destination = v.integer(
+            "delivery.per_destination",
+            &raw.per_destination,
+            1,
+            "",
+            def.per_destination,
+        );
+        d.connection_idle = v.duration(
+            "delivery.connection_idle",
+            &raw.connection_idle,
+            false,
+            def.connection_idle,
+        );
+        if raw.delay_warning.is_some() {
+            let after = v.duration(
+                "delivery.delay_warning",
+                &raw.delay_warning,
+                false,
+                Duration::ZERO,
+            );
+            d.delay_warning = (!after.is_zero()).then_some(after);
+        }
+        d.honour_source_routes = raw.honour_source_routes.unwrap_or(def.honour_source_routes);
+        if let Some(list) = &raw.local_names {
+            for (i, item) in list.get_ref().iter().enumerate() {
+                match yizhan_server::directory::canonical_domain(item.get_ref()) {
+                    Ok(name) => d.local_names.push(name.to_string()),
+                    Err(e) => v.problem(
+                        format!("delivery.local_names[{i}]"),
+                        Some(item.span().start),
+                        format!("{:?} is not a domain name: {e}", item.get_ref()),
+                    ),
+                }
+            }
+        }
+        if let Some(tls) = v.tls_policy("delivery.tls", &raw.tls) {
+            d.tls = tls;
+        }
+        for (domain, policy) in &raw.domain_tls {
+            let key = format!("delivery.domain_tls.{domain:?}");
+            let name = match yizhan_server::directory::canonical_domain(domain) {
+                Ok(name) => name.to_string(),
+                Err(e) => {
+                    v.problem(
+                        key,
+                        Some(policy.span().start),
+                        format!("{domain:?} is not a domain name: {e}"),
+                    );
+                    continue;
+                }
+            };
+            if let Some(tls) = v.tls_policy(&key, &Some(policy.clone()))
+                && d.domain_tls.insert(name, tls).is_some()
+            {
+                v.problem(key, Some(policy.span().start), "domain listed twice");
+            }
+        }
+    }
+
+    fn smarthosts(&self, v: &mut Validator<'_>, settings: &mut Settings) {
+        for (i, raw) in self.smarthost.iter().enumerate() {
+            let key = |k: &str| format!("smarthost[{i}].{k}");
+            let host = raw.host.get_ref().trim();
+            let host_ok = host.parse::<std::net::IpAddr>().is_ok()
+                || yizhan_server::directory::canonical_domain(host).is_ok();
+            if !host_ok {
+                v.problem(
+                    key("host"),
+                    Some(raw.host.span().start),
+                    format!("{host:?} is not a host name or IP address"),
+                );
+            }
+            let port = match &raw.port {
+                None => 25,
+                Some(p) => match u16::try_from(*p.get_ref()) {
+                    Ok(p) if p > 0 => p,
+                    _ => {
+                        v.problem(
+                            key("port"),
+                            Some(p.span().start),
+                            format!("{} is not a TCP port (1 to 65535)", p.get_ref()),
+                        );
+                        25
+                    }
+                },
+            };
+            let tls = v
+                .tls_policy(&key("tls"), &raw.tls)
+                .unwrap_or(TlsPolicy::Opportunistic);
+            let auth = match (&raw.user, &raw.password) {
+                (None, None) => None,
+                (Some(user), Some(password)) => {
+                    if !matches!(tls, TlsPolicy::Require | TlsPolicy::Verify) {
+                        v.problem(
+                            key("user"),
+                            Some(user.span().start),
+                            "a password is only sent under TLS: set tls = \"require\" or \"verify\"",
+                        );
+                    }
+                    Some(SmarthostCredentials::new(
+                        user.get_ref().as_str(),
+                        password.get_ref().as_str(),
+                    ))
+                }
+                (Some(user), None) => {
+                    v.problem(
+                        key("password"),
+                        Some(user.span().start),
+                        "user without password",
+                    );
+                    None
+                }
+                (None, Some(password)) => {
+                    v.problem(
+                        key("user"),
+                        Some(password.span().start),
+                        "password without user",
+                    );
+                    None
+                }
+            };
+            let smarthost = Smarthost {
+                host: host.to_owned(),
+                port,
+                tls,
+                auth,
+            };
+            let d = &mut settings.delivery;
+            match &raw.domain {
+                None => {
+                    if d.default_smarthost.is_some() {
+                        v.problem(
+                            key("host"),
+                            Some(raw.host.span().start),
+                            "a second default smarthost (one without domain)",
+                        );
+                    }
+                    d.default_smarthost = Some(smarthost);
+                }
+                Some(domain) => {
+                    match yizhan_server::directory::canonical_domain(domain.get_ref()) {
+                        Ok(name) => {
+                            let name = name.to_string();
+                            if settings.directory.is_local_domain(&name) {
+                                v.problem(
+                                    key("domain"),
+                                    Some(domain.span().start),
+                                    format!("{name} is a local domain; its mail is delivered here"),
+                                );
+                            } else if d.smarthosts.insert(name.clone(), smarthost).is_some() {
+                                v.problem(
+                                    key("domain"),
+                                    Some(domain.span().start),
+                                    format!("{name} has a smarthost already"),
+                                );
+                            }
+                        }
+                        Err(e) => v.problem(
+                            key("domain"),
+                            Some(domain.span().start),
+                            format!("{:?} is not a domain name: {e}", domain.get_ref()),
+                        ),
+                    }
+                }
+            }
+        }
+    }
+
+    /// `[[mailbox]] turn_domains`: each remote domain owned by one user with a password.
+    fn turn_domains(&self, v: &mut Validator<'_>, settings: &mut Settings) {
+        let mut owners: HashMap<String, usize> = HashMap::new();
+        for (i, m) in self.mailbox.iter().enumerate() {
+            let Some(list) = &m.turn_domains else {
+                continue;
+            };
+            let key = format!("mailbox[{i}].turn_domains");
+            if m.password.is_none() {
+                v.problem(
+                    &key,
+                    Some(list.span().start),
+                    "TURN is only for authenticated users: this mailbox needs a password",
+                );
+            }
+            let Ok(user) = yizhan_server::directory::canonical_address(m.address.get_ref()) else {
+                continue;
+            };
+            let mut domains = Vec::new();
+            for (j, item) in list.get_ref().iter().enumerate() {
+                let at = Some(item.span().start);
+                let name = match yizhan_server::directory::canonical_domain(item.get_ref()) {
+                    Ok(name) => name.to_string(),
+                    Err(e) => {
+                        v.problem(
+                            format!("{key}[{j}]"),
+                            at,
+                            format!("{:?} is not a domain name: {e}", item.get_ref()),
+                        );
+                        continue;
+                    }
+                };
+                if settings.directory.is_local_domain(&name) {
+                    v.problem(
+                        format!("{key}[{j}]"),
+                        at,
+                        format!("{name} is a local domain; its mail is delivered here"),
+                    );
+                } else if let Some(other) = owners.insert(name.clone(), i) {
+                    v.problem(
+                        format!("{key}[{j}]"),
+                        at,
+                        format!("{name} is already owned by mailbox[{other}]"),
+                    );
+                } else {
+                    domains.push(name);
+                }
+            }
+            if !domains.is_empty() {
+                settings.turn_domains.insert(user.to_string(), domains);
+            }
         }
     }
 
@@ -1696,6 +2098,147 @@ password = "hunter2"
             "auth.mechanisms[0]",
             "auth.failure_delay_max",
             "mailbox[0].password",
+        ] {
+            assert!(
+                keys.iter().any(|k| k == want),
+                "{want} missing from {keys:?}"
+            );
+        }
+    }
+
+    /// The delivery example of docs/configuration.md, unchanged.
+    pub(crate) const DELIVERY_SAMPLE: &str = r#"hostname = "mx.test.example"
+
+[[domain]]
+name = "test.example"
+
+[[mailbox]]
+address = "user@test.example"
+
+[[mailbox]]
+address = "relay-client@test.example"
+password = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$LRbzYPWEbEkM0vJcZVB7l2AgjMC8KjYdyTbcOT4hlQ0"
+turn_domains = ["client.example"]
+
+[delivery]
+remote_port = 25
+dns_servers = ["192.0.2.53", "127.0.0.1:5353"]
+connect_timeout = "30s"
+max_mx_hosts = 5
+per_destination = 4
+delay_warning = "4h"
+tls = "opportunistic"
+honour_source_routes = true
+local_names = ["mx.test.example", "mail.test.example"]
+
+[delivery.domain_tls]
+"bank.example" = "verify"
+"legacy.example" = "none"
+
+[[smarthost]]
+domain = "partner.example"
+host = "relay.partner.example"
+port = 587
+tls = "require"
+user = "yizhan"
+password = "secret"
+
+[[smarthost]]
+host = "192.0.2.25"
+"#;
+
+    #[test]
+    fn delivery_keys_are_read() {
+        let doc = include_str!("../../../docs/configuration.md");
+        assert!(doc.contains(DELIVERY_SAMPLE), "docs show DELIVERY_SAMPLE");
+        let s = parse("t.toml", DELIVERY_SAMPLE).unwrap();
+        let d = &s.delivery;
+        assert_eq!(d.remote_port, 25);
+        assert_eq!(
+            d.dns_servers,
+            vec![
+                "192.0.2.53:53".parse::<SocketAddr>().unwrap(),
+                "127.0.0.1:5353".parse().unwrap()
+            ]
+        );
+        assert_eq!(d.connect_timeout, Duration::from_secs(30));
+        assert_eq!(d.delay_warning, Some(Duration::from_secs(4 * 3600)));
+        assert!(d.honour_source_routes);
+        assert_eq!(d.local_names, ["mx.test.example", "mail.test.example"]);
+        assert_eq!(d.domain_tls.get("bank.example"), Some(&TlsPolicy::Verify));
+        assert_eq!(d.domain_tls.get("legacy.example"), Some(&TlsPolicy::None));
+        let partner = d.smarthosts.get("partner.example").unwrap();
+        assert_eq!(
+            (partner.host.as_str(), partner.port, partner.tls),
+            ("relay.partner.example", 587, TlsPolicy::Require)
+        );
+        assert_eq!(partner.auth.as_ref().unwrap().username, "yizhan");
+        let default = d.default_smarthost.as_ref().unwrap();
+        assert_eq!((default.host.as_str(), default.port), ("192.0.2.25", 25));
+        assert_eq!(
+            s.turn_owner("CLIENT.example"),
+            Some("relay-client@test.example")
+        );
+        assert!(
+            summary(&s)
+                .iter()
+                .any(|l| l.starts_with("delivery: port 25"))
+        );
+        // 0 turns delay warnings off.
+        let s = parse("t.toml", "[delivery]\ndelay_warning = 0\n").unwrap();
+        assert_eq!(s.delivery.delay_warning, None);
+    }
+
+    #[test]
+    fn delivery_problems_are_all_reported() {
+        let text = r#"
+[[domain]]
+name = "test.example"
+
+[[mailbox]]
+address = "user@test.example"
+turn_domains = ["test.example", "bad domain"]
+
+[delivery]
+remote_port = 70000
+dns_servers = ["dns.example"]
+max_mx_hosts = 0
+command_timeout = 0
+tls = "maybe"
+local_names = ["not a name"]
+
+[delivery.domain_tls]
+"x.example" = "sometimes"
+
+[[smarthost]]
+domain = "test.example"
+host = "relay.example"
+user = "u"
+password = "p"
+
+[[smarthost]]
+host = "a.example"
+
+[[smarthost]]
+host = "b.example"
+port = 0
+"#;
+        let keys: Vec<String> = problems(text).into_iter().map(|p| p.key).collect();
+        for want in [
+            "delivery.remote_port",
+            "delivery.dns_servers[0]",
+            "delivery.max_mx_hosts",
+            "delivery.command_timeout",
+            "delivery.tls",
+            "delivery.local_names[0]",
+            "delivery.domain_tls.\"x.example\"",
+            "smarthost[0].domain",
+            "smarthost[0].user",
+            "smarthost[2].host",
+            "smarthost[2].port",
+            "mailbox[0].turn_domains",
+            "mailbox[0].turn_domains[0]",
+            "mailbox[0].turn_domains[1]",
         ] {
             assert!(
                 keys.iter().any(|k| k == want),
