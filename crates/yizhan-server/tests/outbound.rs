@@ -519,3 +519,57 @@ async fn unreachable_host_is_transient_and_flush_retries_now() {
     token.cancel();
     task.await.unwrap();
 }
+
+#[tokio::test]
+async fn dns_answers_decide_bounce_or_retry() {
+    // RFC 7505: a null MX is a permanent failure; NXDOMAIN is permanent; SERVFAIL (could not
+    // decide) is transient and retried (DESIGN.md invariant 5). One report lists the two
+    // permanent failures; the third recipient stays queued.
+    use yizhan_delivery::mx::{DnsError, MxAnswer};
+    let mut fx = Fixture::new(&[]).await;
+    fx.dns
+        .mx
+        .insert("nullmx.example".into(), Ok(MxAnswer::Null));
+    fx.dns.mx.insert(
+        "servfail.example".into(),
+        Err(DnsError::Transient {
+            name: "servfail.example".into(),
+            reason: "SERVFAIL".into(),
+        }),
+    );
+    let id = fx
+        .commit(
+            "sender@here.example",
+            &[
+                ("a@nullmx.example", None),
+                ("b@nxdomain.example", None),
+                ("c@servfail.example", None),
+            ],
+        )
+        .await;
+    let (_handle, token, task) = fx.start(4);
+    until("the bounce", || !fx.sender_inbox().is_empty()).await;
+    until("the outcomes recorded", || {
+        fx.spool.load(&id).is_ok_and(|e| {
+            matches!(e.recipients[0].status, RecipientStatus::Failed { .. })
+                && matches!(e.recipients[1].status, RecipientStatus::Failed { .. })
+                && e.recipients[2].attempts == 1
+        })
+    })
+    .await;
+    let envelope = fx.spool.load(&id).unwrap();
+    let deferred = &envelope.recipients[2];
+    assert!(deferred.is_pending());
+    assert!(deferred.next_attempt > T0, "{deferred:?}");
+    let inbox = fx.sender_inbox();
+    assert_eq!(inbox.len(), 1, "one report for both permanent failures");
+    let report = &inbox[0];
+    for address in ["a@nullmx.example", "b@nxdomain.example"] {
+        let block = recipient_block(report, address).expect(address);
+        assert!(block.contains("Action: failed"), "{block}");
+        assert!(block.contains("Status: 5."), "{block}");
+    }
+    assert!(recipient_block(report, "c@servfail.example").is_none());
+    token.cancel();
+    task.await.unwrap();
+}
