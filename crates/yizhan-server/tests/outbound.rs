@@ -203,6 +203,15 @@ impl Fixture {
         &self,
         per_destination: usize,
     ) -> (RunnerHandle, CancellationToken, tokio::task::JoinHandle<()>) {
+        self.start_with(per_destination, |_| {})
+    }
+
+    /// Like `start`, with the outbound settings adjusted by `tweak`.
+    fn start_with(
+        &self,
+        per_destination: usize,
+        tweak: impl FnOnce(&mut OutboundSettings),
+    ) -> (RunnerHandle, CancellationToken, tokio::task::JoinHandle<()>) {
         let mut directory = Directory::builder();
         directory
             .domain("here.example")
@@ -211,6 +220,7 @@ impl Fixture {
         let mut outbound = OutboundSettings::default();
         outbound.smtp.port = self.port;
         outbound.per_destination = per_destination;
+        tweak(&mut outbound);
         let runner = QueueRunner::new(
             self.spool.clone(),
             Maildir::with_hostname(self.dir.path().join("mail"), "mx.here.example"),
@@ -570,6 +580,58 @@ async fn dns_answers_decide_bounce_or_retry() {
         assert!(block.contains("Status: 5."), "{block}");
     }
     assert!(recipient_block(report, "c@servfail.example").is_none());
+    token.cancel();
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn source_route_goes_to_its_next_hop_with_paths_rewritten() {
+    // RFC 821 3.6, as the seed shows it: at HOSTA, FROM:<USERX@HOSTY> TO:<@HOSTA,@HOSTB:USERC@HOSTD>
+    // leaves as FROM:<@HOSTA:USERX@HOSTY> TO:<@HOSTB:USERC@HOSTD>, sent to HOSTB (not to HOSTD's MX).
+    let script = Script::new(false, &[]);
+    let fx = Fixture::new(&[(lo(2), "hostb.example", script.clone())]).await;
+    let mut incoming = fx.spool.create().unwrap();
+    incoming.write(BODY).unwrap();
+    let mut rcpt = Recipient::pending(
+        "userc@hostd.example",
+        "<@mx.here.example,@hostb.example:userc@hostd.example>".to_string(),
+        None,
+        T0,
+    );
+    rcpt.notify = Some("NEVER".into());
+    let envelope = Envelope {
+        id: incoming.id().clone(),
+        received_at: T0,
+        size: 0,
+        reverse_path: "userx@hosty.example".into(),
+        reverse_route: vec![],
+        envid: None,
+        ret: None,
+        body_type: None,
+        smtputf8: false,
+        client: ClientInfo::default(),
+        recipients: vec![rcpt],
+        held: false,
+    };
+    fx.spool.commit(incoming, envelope).await.unwrap();
+    let (_handle, token, task) = fx.start_with(4, |outbound| {
+        outbound.routing.honour_source_routes = true;
+        outbound.routing.local_names = vec!["mx.here.example".into()];
+    });
+    until("the relayed copy", || !script.messages().is_empty()).await;
+    let messages = script.messages();
+    assert!(
+        messages[0]
+            .0
+            .starts_with("MAIL FROM:<@mx.here.example:userx@hosty.example>"),
+        "{}",
+        messages[0].0
+    );
+    assert_eq!(
+        messages[0].1,
+        ["RCPT TO:<@hostb.example:userc@hostd.example>"]
+    );
+    until("the spool emptied", || fx.spool.list().unwrap().is_empty()).await;
     token.cancel();
     task.await.unwrap();
 }
