@@ -154,19 +154,7 @@ impl Maildir {
                 reason: "must be ASCII letters, digits, '.', '_' or '-'",
             });
         }
-        if return_path.contains(['\r', '\n']) {
-            return Err(MaildirError::InvalidName {
-                what: "return path",
-                value: return_path.to_owned(),
-                reason: "contains a line break",
-            });
-        }
-        let mailbox = self.mailbox_path(domain, local)?;
-        let tmp_dir = mailbox.join("tmp");
-        let new_dir = mailbox.join("new");
-        for dir in [&tmp_dir, &new_dir, &mailbox.join("cur")] {
-            ensure_dir(dir)?;
-        }
+        let (tmp_dir, new_dir) = self.prepare(domain, local, return_path)?;
         let name = format!("{key}.{}", self.hostname);
         let new = new_dir.join(&name);
         if new.exists() {
@@ -202,19 +190,7 @@ impl Maildir {
         return_path: &str,
         body: &mut impl Read,
     ) -> Result<PathBuf, MaildirError> {
-        if return_path.contains(['\r', '\n']) {
-            return Err(MaildirError::InvalidName {
-                what: "return path",
-                value: return_path.to_owned(),
-                reason: "contains a line break",
-            });
-        }
-        let mailbox = self.mailbox_path(domain, local)?;
-        let tmp_dir = mailbox.join("tmp");
-        let new_dir = mailbox.join("new");
-        for dir in [&tmp_dir, &new_dir, &mailbox.join("cur")] {
-            ensure_dir(dir)?;
-        }
+        let (tmp_dir, new_dir) = self.prepare(domain, local, return_path)?;
 
         let (name, file) = self.create_unique(&tmp_dir)?;
         let tmp = tmp_dir.join(&name);
@@ -229,6 +205,30 @@ impl Maildir {
             let _ = fs::remove_file(&tmp);
         }
         result
+    }
+
+    /// Checks the return path and makes sure the mailbox's `tmp/`, `new/` and `cur/` exist;
+    /// returns `tmp/` and `new/`.
+    fn prepare(
+        &self,
+        domain: &str,
+        local: &str,
+        return_path: &str,
+    ) -> Result<(PathBuf, PathBuf), MaildirError> {
+        if return_path.contains(['\r', '\n']) {
+            return Err(MaildirError::InvalidName {
+                what: "return path",
+                value: return_path.to_owned(),
+                reason: "contains a line break",
+            });
+        }
+        let mailbox = self.mailbox_path(domain, local)?;
+        let tmp_dir = mailbox.join("tmp");
+        let new_dir = mailbox.join("new");
+        for dir in [&tmp_dir, &new_dir, &mailbox.join("cur")] {
+            ensure_dir(dir)?;
+        }
+        Ok((tmp_dir, new_dir))
     }
 
     /// Creates `tmp/<unique>`: `<secs>.M<micros>P<pid>Q<counter>.<host>`.
