@@ -16,9 +16,15 @@ use yizhan_proto::server::{Decision, Event, Question, ServerConfig, ServerSessio
 /// Typical command lines of a mail transaction, without their CRLF.
 pub const COMMANDS: &[(&str, &[u8])] = &[
     ("ehlo", b"EHLO client.example.org"),
-    ("mail", b"MAIL FROM:<sender@client.example.org> SIZE=1024 BODY=8BITMIME"),
+    (
+        "mail",
+        b"MAIL FROM:<sender@client.example.org> SIZE=1024 BODY=8BITMIME",
+    ),
     ("rcpt", b"RCPT TO:<user@bench.test>"),
-    ("rcpt_dsn", b"RCPT TO:<user@bench.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;user@bench.test"),
+    (
+        "rcpt_dsn",
+        b"RCPT TO:<user@bench.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;user@bench.test",
+    ),
     ("data", b"DATA"),
     ("quit", b"QUIT"),
 ];
