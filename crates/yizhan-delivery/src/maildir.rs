@@ -13,7 +13,7 @@
 //! file names ([`safe_name`]): they can never name `.`, `..`, or a path with `/` in it.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -263,23 +263,42 @@ fn write_message(
     return_path: &str,
     body: &mut impl Read,
 ) -> Result<(), MaildirError> {
-    let mut out = BufWriter::with_capacity(64 * 1024, file);
-    write!(out, "Return-Path: <{return_path}>\r\n").map_err(|e| MaildirError::io(path, e))?;
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = match body.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(MaildirError::Body(e)),
-        };
-        out.write_all(&buf[..n])
-            .map_err(|e| MaildirError::io(path, e))?;
+    let mut file = file;
+    file.write_all(format!("Return-Path: <{return_path}>\r\n").as_bytes())
+        .map_err(|e| MaildirError::io(path, e))?;
+    // io::copy's stack buffer: no allocation per delivery. A read error is the spool's (Body),
+    // a write error the mailbox's.
+    let mut body = ReadTracked {
+        inner: body,
+        failed: false,
+    };
+    if let Err(e) = io::copy(&mut body, &mut file) {
+        return Err(if body.failed {
+            MaildirError::Body(e)
+        } else {
+            MaildirError::io(path, e)
+        });
     }
-    let file = out
-        .into_inner()
-        .map_err(|e| MaildirError::io(path, e.into_error()))?;
-    file.sync_all().map_err(|e| MaildirError::io(path, e))
+    // fdatasync: the file's size is part of what it flushes; its other metadata (times) is not
+    // needed to read the message back. The rename into new/ is made durable by the fsync of
+    // new/ that follows.
+    file.sync_data().map_err(|e| MaildirError::io(path, e))
+}
+
+/// A reader that remembers whether it was the one that failed.
+struct ReadTracked<'a, R> {
+    inner: &'a mut R,
+    failed: bool,
+}
+
+impl<R: Read> Read for ReadTracked<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf).inspect_err(|e| {
+            if e.kind() != io::ErrorKind::Interrupted {
+                self.failed = true;
+            }
+        })
+    }
 }
 
 /// Creates `dir` and any missing parents, fsyncing each parent that gained an entry.

@@ -800,7 +800,8 @@ async fn process(
         record(&shared, &mut envelope, i, outcome, &mut owed, false);
         delivered_local = true;
     }
-    if delivered_local {
+    // A message that is now finished is removed below: one commit instead of two.
+    if delivered_local && !envelope.is_finished() {
         shared.spool.update(&envelope).await?;
     }
     if shutdown.is_cancelled() {

@@ -343,7 +343,8 @@ impl Spool {
                     return Ok(Incoming {
                         id,
                         path,
-                        writer: Some(BufWriter::with_capacity(64 * 1024, file)),
+                        // 8 KiB: sessions in flight each hold one; the kernel's page cache does the rest.
+                        writer: Some(BufWriter::with_capacity(8 * 1024, file)),
                         size: 0,
                     });
                 }
