@@ -635,3 +635,52 @@ async fn source_route_goes_to_its_next_hop_with_paths_rewritten() {
     token.cancel();
     task.await.unwrap();
 }
+
+#[tokio::test]
+async fn one_delay_warning_once_the_message_is_late() {
+    // RFC 3464 / 3461: after `delay_warning` a "delayed" report goes to the sender (NOTIFY
+    // absent means FAILURE,DELAY), once; the message stays queued and is delivered later.
+    let script = Script::new(
+        false,
+        &[(
+            "slow@far.example",
+            &["451 4.2.0 busy", "451 4.2.0 busy", "451 4.2.0 busy"],
+        )],
+    );
+    let fx = Fixture::new(&[(lo(2), "far.example", script.clone())]).await;
+    let id = fx
+        .commit("sender@here.example", &[("slow@far.example", None)])
+        .await;
+    let (handle, token, task) = fx.start_with(4, |outbound| {
+        outbound.delay_warning = Some(Duration::from_secs(600));
+    });
+    let attempts = |n: u32| {
+        let spool = fx.spool.clone();
+        let id = id.clone();
+        move || spool.load(&id).is_ok_and(|e| e.recipients[0].attempts >= n)
+    };
+    // Attempt 1 at T0, 2 at T0+300 (retry_initial), 3 at T0+900 (the wait doubles).
+    until("attempt 1", attempts(1)).await;
+    fx.clock.set(T0 + 300);
+    handle.wake();
+    until("attempt 2", attempts(2)).await;
+    assert!(fx.sender_inbox().is_empty(), "no warning before 10 minutes");
+    fx.clock.set(T0 + 900);
+    handle.wake();
+    until("the delay warning", || !fx.sender_inbox().is_empty()).await;
+    let inbox = fx.sender_inbox();
+    assert_eq!(inbox.len(), 1);
+    let block = recipient_block(&inbox[0], "slow@far.example").expect("recipient block");
+    assert!(block.contains("Action: delayed"), "{block}");
+    assert!(block.contains("Status: 4."), "{block}");
+    assert!(fx.spool.load(&id).unwrap().recipients[0].is_pending());
+    // Attempt 4 succeeds; no second warning, no other report.
+    let next = fx.spool.load(&id).unwrap().recipients[0].next_attempt;
+    fx.clock.set(next);
+    handle.wake();
+    until("the delivery", || fx.spool.list().unwrap().is_empty()).await;
+    assert_eq!(script.messages().len(), 1);
+    assert_eq!(fx.sender_inbox().len(), 1);
+    token.cancel();
+    task.await.unwrap();
+}
