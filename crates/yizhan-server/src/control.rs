@@ -32,7 +32,7 @@
 //! [`MIN_ID_PREFIX`] digits.
 
 use std::fs;
-use std::io::{self, BufRead as _, Read as _, Write as _};
+use std::io::{self, BufRead as _, Read, Write as _};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -479,7 +479,7 @@ fn make_due(envelope: &mut Envelope, domain: Option<&str>, now: i64) -> usize {
 }
 
 /// The header section of a message: up to the first empty line, at most [`MAX_HEADERS`].
-fn read_headers(body: fs::File) -> String {
+fn read_headers(body: impl Read) -> String {
     let mut bytes = Vec::new();
     let mut reader = io::BufReader::new(body.take(MAX_HEADERS));
     loop {

@@ -243,7 +243,7 @@ impl RunnerHandle {
             }
             let dsn = conn.offers_dsn();
             let tx = transaction(&envelope, &reverse_path(&envelope), &members, dsn);
-            let mut body = tokio::fs::File::from_std(shared.spool.open_body(&envelope.id)?);
+            let mut body = shared.spool.open_body(&envelope.id)?.into_async();
             summary.messages += 1;
             let host = conn.target().host.clone();
             let outcomes: Vec<Outcome> = match conn.send(tx, &mut body).await {
@@ -1084,7 +1084,7 @@ async fn deliver_remote(
         let dsn = conn.offers_dsn();
         let tx = transaction(envelope, &from, members, dsn);
         let mut body = match shared.spool.open_body(&envelope.id) {
-            Ok(f) => tokio::fs::File::from_std(f),
+            Ok(body) => body.into_async(),
             Err(e) => {
                 shared.return_connection(pool_key, conn);
                 return all(Outcome::Transient(Reason::local("4.3.0", e.to_string())));
@@ -1359,14 +1359,14 @@ async fn read_original(
     let id = id.clone();
     let limit = shared.outbound.report_original_limit;
     let read = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, SpoolError> {
-        let file = spool.open_body(&id)?;
+        let body = spool.open_body(&id)?;
         let mut bytes = Vec::new();
         let cap = if full {
             limit.saturating_add(1)
         } else {
             256 * 1024
         };
-        file.take(cap)
+        body.take(cap)
             .read_to_end(&mut bytes)
             .map_err(|source| SpoolError::Io {
                 path: spool.body_path(&id),

@@ -4,40 +4,53 @@
 //!
 //! ```text
 //! lock            flock(2)ed while a Spool has the directory open
-//! bodies/<id>     one immutable body file per message
+//! bodies/<id>     one immutable body file per message larger than INLINE_BODY_MAX
 //! index.sqlite    WAL mode, synchronous=FULL: a committed row is the commit point
 //! corrupt/<id>    bodies of damaged messages, moved aside at open
 //! ```
 //!
+//! Small bodies (up to [`INLINE_BODY_MAX`] bytes, most mail) are not files at all: they are
+//! stored inline in the envelope row's `body` column, so the group commit that makes the row
+//! durable makes the body durable too (no file to create, `fdatasync` or unlink).
+//!
 //! Committing a message (the durability promise of RFC 5321 4.1.1.4 and 6.1: "250" only once
 //! the message is safely stored):
 //!
-//! 1. the session streams the body into `bodies/<id>` ([`Incoming::write`]);
-//! 2. [`Spool::commit`] flushes and `fdatasync`s the body on the blocking pool, so many
-//!    sessions sync their bodies in parallel;
-//! 3. it sends the row to the committer thread and waits for its answer;
-//! 4. the committer takes everything queued, `fsync`s `bodies/` once (so every new directory
-//!    entry is durable), writes all rows in one transaction, commits, and answers every waiter.
+//! 1. the session writes the body into memory ([`Incoming::write`]); once it grows past
+//!    [`INLINE_BODY_MAX`] it spills to `bodies/<id>` and streams there from then on;
+//! 2. for a body file, [`Spool::commit`] flushes and `fdatasync`s it on the blocking pool, so
+//!    many sessions sync their bodies in parallel;
+//! 3. it sends the row (with the inline body, if any) to the committer thread and waits;
+//! 4. the committer takes everything queued, `fsync`s `bodies/` once if the group has a body
+//!    file (so every new directory entry is durable), writes all rows in one transaction,
+//!    commits, and answers every waiter.
 //!
 //! One fsync of the directory and one WAL sync cover every message that finished while the
 //! previous group was being committed: that is group commit, and it is where the throughput
 //! comes from (see shared/research/ecosystem.md, "Spool durability benchmark").
 //!
 //! Recovery at [`Spool::open`]: a body file without a row was never acknowledged and is
-//! deleted; a row whose envelope does not parse, or whose body is missing or has the wrong size,
-//! is moved to the `corrupt` table (and its body, if any, to `corrupt/`), logged, and skipped.
+//! deleted; a row whose envelope does not parse, or whose body (inline or file) is missing or has
+//! the wrong size, is moved to the `corrupt` table (and its body file, if any, to `corrupt/`),
+//! logged, and skipped.
+//!
+//! Schema version 2 added the `body` columns; an index of version 1 gets them (NULL: every
+//! message has a body file) when it is opened.
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
+use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::oneshot;
 
 use crate::{Envelope, QueueId, SpoolError};
@@ -49,7 +62,11 @@ const MAX_GROUP: usize = 1024;
 /// shell, say) before it fails.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
-const SCHEMA_VERSION: i64 = 1;
+/// Bodies up to this size are stored inline in the index row instead of in a body file.
+pub const INLINE_BODY_MAX: u64 = 64 * 1024;
+
+/// 2: the `body` columns (inline bodies). Version 1 indexes are upgraded at open.
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS queue (
@@ -57,14 +74,16 @@ CREATE TABLE IF NOT EXISTS queue (
     received_at INTEGER NOT NULL,
     next_due    INTEGER,
     held        INTEGER NOT NULL DEFAULT 0,
-    envelope    TEXT NOT NULL
+    envelope    TEXT NOT NULL,
+    body        BLOB
 );
 CREATE INDEX IF NOT EXISTS queue_next_due ON queue (next_due, held);
 CREATE TABLE IF NOT EXISTS corrupt (
     id       TEXT,
     moved_at INTEGER NOT NULL,
     reason   TEXT NOT NULL,
-    envelope BLOB
+    envelope BLOB,
+    body     BLOB
 );
 ";
 
@@ -134,15 +153,21 @@ struct Stats {
     pending: AtomicUsize,
 }
 
-/// A message being received: its body file, open for writing.
+/// A message being received: its body, in memory while it is small, else in its body file.
 ///
-/// Dropping an `Incoming` that was not committed deletes the body file: the transaction was
-/// aborted (RSET, client gone, size exceeded, error) and nothing was acknowledged.
+/// Dropping an `Incoming` that was not committed deletes the body file, if there is one: the
+/// transaction was aborted (RSET, client gone, size exceeded, error) and nothing was
+/// acknowledged.
 #[derive(Debug)]
 pub struct Incoming {
     id: QueueId,
+    /// Where the body file is (or would be, once spilled).
     path: PathBuf,
-    /// `None` once handed to the committer (which then owns the file's fate).
+    /// The body while it is at most [`INLINE_BODY_MAX`] bytes; `None` once spilled or handed
+    /// off.
+    inline: Option<Vec<u8>>,
+    /// The body file once spilled; `None` before that, and once handed to the committer (which
+    /// then owns the file's fate).
     writer: Option<BufWriter<File>>,
     size: u64,
 }
@@ -155,6 +180,15 @@ impl Incoming {
 
     /// Appends bytes to the body.
     pub fn write(&mut self, bytes: &[u8]) -> Result<(), SpoolError> {
+        let new_size = self.size + bytes.len() as u64;
+        if let Some(buf) = self.inline.as_mut() {
+            if new_size <= INLINE_BODY_MAX {
+                buf.extend_from_slice(bytes);
+                self.size = new_size;
+                return Ok(());
+            }
+            self.spill()?;
+        }
         let writer = self
             .writer
             .as_mut()
@@ -162,13 +196,29 @@ impl Incoming {
         writer
             .write_all(bytes)
             .map_err(|e| SpoolError::io(&self.path, e))?;
-        self.size += bytes.len() as u64;
+        self.size = new_size;
         Ok(())
     }
 
     /// Bytes written so far.
     pub fn size(&self) -> u64 {
         self.size
+    }
+
+    /// Moves the in-memory body to a new body file, which takes every later write.
+    fn spill(&mut self) -> Result<(), SpoolError> {
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&self.path)
+            .map_err(|e| SpoolError::io(&self.path, e))?;
+        // 8 KiB: sessions in flight each hold one; the kernel's page cache does the rest.
+        let mut writer = BufWriter::with_capacity(8 * 1024, file);
+        let buf = self.inline.take().unwrap_or_default();
+        // From here on the file is ours (and deleted on drop), even if this write fails.
+        let written = writer.write_all(&buf);
+        self.writer = Some(writer);
+        written.map_err(|e| SpoolError::io(&self.path, e))
     }
 
     /// Flushes the buffer and `fdatasync`s the file (blocking).
@@ -200,13 +250,90 @@ impl Drop for Incoming {
     }
 }
 
+/// A stored message body, from [`Spool::open_body`]: its file, or the bytes kept inline in the
+/// index.
+#[derive(Debug)]
+pub enum Body {
+    /// A body larger than [`INLINE_BODY_MAX`], in its body file.
+    File(File),
+    /// A small body, read from the index row.
+    Inline(io::Cursor<Vec<u8>>),
+}
+
+impl Body {
+    /// The same body as a tokio [`AsyncRead`] (for outbound SMTP).
+    pub fn into_async(self) -> AsyncBody {
+        match self {
+            Body::File(f) => AsyncBody::File(tokio::fs::File::from_std(f)),
+            Body::Inline(c) => AsyncBody::Inline(c),
+        }
+    }
+}
+
+impl Read for Body {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Body::File(f) => f.read(buf),
+            Body::Inline(c) => c.read(buf),
+        }
+    }
+}
+
+impl Seek for Body {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        match self {
+            Body::File(f) => f.seek(pos),
+            Body::Inline(c) => c.seek(pos),
+        }
+    }
+}
+
+/// A stored message body to read asynchronously; see [`Body::into_async`].
+#[derive(Debug)]
+pub enum AsyncBody {
+    /// A body file.
+    File(tokio::fs::File),
+    /// An inline body.
+    Inline(io::Cursor<Vec<u8>>),
+}
+
+impl AsyncRead for AsyncBody {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            AsyncBody::File(f) => Pin::new(f).poll_read(cx, buf),
+            AsyncBody::Inline(c) => Pin::new(c).poll_read(cx, buf),
+        }
+    }
+}
+
+/// Where a new message's body is.
+enum NewBody {
+    /// Stored in the row.
+    Inline(Vec<u8>),
+    /// This file, synced; deleted if the transaction fails.
+    File(PathBuf),
+}
+
+impl NewBody {
+    /// Deletes the body file, if any (the insert failed).
+    fn discard(&self) {
+        if let NewBody::File(path) = self {
+            remove_quietly(path);
+        }
+    }
+}
+
 /// One change for the committer.
 enum Op {
-    /// A new message; `body` is deleted if the transaction fails.
-    Insert { row: Row, body: PathBuf },
+    /// A new message.
+    Insert { row: Row, body: NewBody },
     /// New recipient state for an existing message.
     Update { row: Row },
-    /// Delete the row, then (after the commit) the body file.
+    /// Delete the row, then (after the commit) the body file if it has one.
     Remove { id: QueueId, body: PathBuf },
 }
 
@@ -291,6 +418,12 @@ impl Spool {
             });
         }
         writer.execute_batch(SCHEMA)?;
+        // Version 1 had no body columns: add them (NULL: the body is in its file).
+        for table in ["queue", "corrupt"] {
+            if !has_column(&writer, table, "body")? {
+                writer.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN body BLOB"))?;
+            }
+        }
         writer.pragma_update(None, "user_version", SCHEMA_VERSION)?;
 
         let recovery = recover(&mut writer, &bodies, &corrupt_dir)?;
@@ -332,27 +465,20 @@ impl Spool {
         &self.inner.dir
     }
 
-    /// Starts a new message: a fresh [`QueueId`] and its (empty) body file.
+    /// Starts a new message: a fresh [`QueueId`] and an empty body (in memory until it grows
+    /// past [`INLINE_BODY_MAX`]).
     pub fn create(&self) -> Result<Incoming, SpoolError> {
-        let mut tries = 0;
-        loop {
-            let id = QueueId::generate();
-            let path = self.body_path(&id);
-            match OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(file) => {
-                    return Ok(Incoming {
-                        id,
-                        path,
-                        // 8 KiB: sessions in flight each hold one; the kernel's page cache does the rest.
-                        writer: Some(BufWriter::with_capacity(8 * 1024, file)),
-                        size: 0,
-                    });
-                }
-                // UUID v7 collisions are practically impossible; be safe anyway.
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && tries < 3 => tries += 1,
-                Err(e) => return Err(SpoolError::io(path, e)),
-            }
-        }
+        // UUID v7 collisions are practically impossible; should one happen anyway, the spill
+        // (`create_new`) or the insert (primary key) fails and the message is not accepted.
+        let id = QueueId::generate();
+        let path = self.body_path(&id);
+        Ok(Incoming {
+            id,
+            path,
+            inline: Some(Vec::new()),
+            writer: None,
+            size: 0,
+        })
     }
 
     /// Makes the message durable: syncs the body, then commits the envelope row (in a group
@@ -382,15 +508,19 @@ impl Spool {
         envelope.id = incoming.id.clone();
         envelope.size = incoming.size;
         let row = Row::new(&envelope)?;
-        let incoming = tokio::task::spawn_blocking(move || {
-            incoming.sync()?;
-            Ok::<_, SpoolError>(incoming)
-        })
-        .await
-        .map_err(|e| SpoolError::CommitFailed {
-            reason: format!("body sync task failed: {e}"),
-        })??;
-        let body = incoming.hand_off();
+        let body = if let Some(bytes) = incoming.inline.take() {
+            NewBody::Inline(bytes)
+        } else {
+            let incoming = tokio::task::spawn_blocking(move || {
+                incoming.sync()?;
+                Ok::<_, SpoolError>(incoming)
+            })
+            .await
+            .map_err(|e| SpoolError::CommitFailed {
+                reason: format!("body sync task failed: {e}"),
+            })??;
+            NewBody::File(incoming.hand_off())
+        };
         self.submit(Op::Insert { row, body }).await?;
         Ok(envelope.id)
     }
@@ -450,13 +580,24 @@ impl Spool {
         Ok(due)
     }
 
-    /// Opens a message body for reading.
-    pub fn open_body(&self, id: &QueueId) -> Result<File, SpoolError> {
+    /// Opens a message body for reading: the inline bytes, or its body file.
+    pub fn open_body(&self, id: &QueueId) -> Result<Body, SpoolError> {
+        let inline: Option<Option<Vec<u8>>> = self
+            .reader()
+            .prepare_cached("SELECT body FROM queue WHERE id = ?1")?
+            .query_row([id.as_str()], |r| Ok(bytes_of(r.get_ref(0)?)))
+            .optional()?;
+        if let Some(Some(bytes)) = inline {
+            return Ok(Body::Inline(io::Cursor::new(bytes)));
+        }
         let path = self.body_path(id);
-        File::open(&path).map_err(|e| SpoolError::io(path, e))
+        File::open(&path)
+            .map(Body::File)
+            .map_err(|e| SpoolError::io(path, e))
     }
 
-    /// Where a message body lives (whether or not it exists).
+    /// Where a message's body file lives (whether or not it exists: a body of at most
+    /// [`INLINE_BODY_MAX`] bytes has none, it is in the index).
     pub fn body_path(&self, id: &QueueId) -> PathBuf {
         self.inner.bodies.join(id.as_str())
     }
@@ -497,7 +638,7 @@ impl Spool {
         if let Err(mpsc::SendError(job)) = jobs.send(Job { op, reply }) {
             self.inner.stats.pending.fetch_sub(1, Ordering::Relaxed);
             if let Op::Insert { body, .. } = job.op {
-                remove_quietly(&body);
+                body.discard();
             }
             return Err(SpoolError::Closed);
         }
@@ -575,17 +716,20 @@ impl Committer {
                     .iter()
                     .map(|job| {
                         if let Op::Insert { body, .. } = &job.op {
-                            remove_quietly(body);
+                            body.discard();
                         }
-                        Err(SpoolError::CommitFailed {
-                            reason: reason.clone(),
-                        })
+                        (
+                            Err(SpoolError::CommitFailed {
+                                reason: reason.clone(),
+                            }),
+                            false,
+                        )
                     })
                     .collect()
             }
         };
-        for (job, result) in group.into_iter().zip(results) {
-            if let (Op::Remove { body, .. }, Ok(())) = (&job.op, &result) {
+        for (job, (result, unlink)) in group.into_iter().zip(results) {
+            if let (Op::Remove { body, .. }, true) = (&job.op, unlink) {
                 remove_quietly(body);
             }
             self.stats.pending.fetch_sub(1, Ordering::Relaxed);
@@ -595,9 +739,21 @@ impl Committer {
     }
 
     /// One transaction for the whole group. `Err` means nothing was stored; `Ok` holds each
-    /// change's own result (an update of a missing row fails alone).
-    fn write_group(&mut self, group: &[Job]) -> Result<Vec<Result<(), SpoolError>>, String> {
-        if group.iter().any(|j| matches!(j.op, Op::Insert { .. })) {
+    /// change's own result (an update of a missing row fails alone), and whether a removed
+    /// message's body file is to be unlinked after the commit.
+    fn write_group(
+        &mut self,
+        group: &[Job],
+    ) -> Result<Vec<(Result<(), SpoolError>, bool)>, String> {
+        if group.iter().any(|j| {
+            matches!(
+                j.op,
+                Op::Insert {
+                    body: NewBody::File(_),
+                    ..
+                }
+            )
+        }) {
             // Makes the new directory entries of every body in this group durable at once.
             self.bodies_handle
                 .sync_all()
@@ -611,8 +767,8 @@ impl Committer {
         {
             let mut insert = tx
                 .prepare_cached(
-                    "INSERT INTO queue (id, received_at, next_due, held, envelope)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    "INSERT INTO queue (id, received_at, next_due, held, envelope, body)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )
                 .map_err(|e| e.to_string())?;
             let mut update = tx
@@ -621,22 +777,30 @@ impl Committer {
                      WHERE id = ?1",
                 )
                 .map_err(|e| e.to_string())?;
+            let mut has_file = tx
+                .prepare_cached("SELECT body IS NULL FROM queue WHERE id = ?1")
+                .map_err(|e| e.to_string())?;
             let mut delete = tx
                 .prepare_cached("DELETE FROM queue WHERE id = ?1")
                 .map_err(|e| e.to_string())?;
             for job in group {
                 let result = match &job.op {
-                    Op::Insert { row, .. } => {
+                    Op::Insert { row, body } => {
+                        let inline = match body {
+                            NewBody::Inline(bytes) => Some(bytes.as_slice()),
+                            NewBody::File(_) => None,
+                        };
                         insert
                             .execute(params![
                                 row.id.as_str(),
                                 row.received_at,
                                 row.next_due,
                                 row.held,
-                                row.json
+                                row.json,
+                                inline
                             ])
                             .map_err(|e| format!("insert {}: {e}", row.id))?;
-                        Ok(())
+                        (Ok(()), false)
                     }
                     Op::Update { row } => {
                         let changed = update
@@ -649,16 +813,22 @@ impl Committer {
                             ])
                             .map_err(|e| format!("update {}: {e}", row.id))?;
                         if changed == 0 {
-                            Err(SpoolError::NotFound(row.id.clone()))
+                            (Err(SpoolError::NotFound(row.id.clone())), false)
                         } else {
-                            Ok(())
+                            (Ok(()), false)
                         }
                     }
                     Op::Remove { id, .. } => {
+                        // An inline body goes with its row; a missing row may have left a
+                        // body file behind (a crash between commit and unlink): unlink it.
+                        let file: Option<bool> = has_file
+                            .query_row([id.as_str()], |r| r.get(0))
+                            .optional()
+                            .map_err(|e| format!("select {id}: {e}"))?;
                         delete
                             .execute([id.as_str()])
                             .map_err(|e| format!("delete {id}: {e}"))?;
-                        Ok(())
+                        (Ok(()), file.unwrap_or(true))
                     }
                 };
                 results.push(result);
@@ -680,27 +850,40 @@ fn recover(
         id: String,
         reason: String,
         envelope: Option<Vec<u8>>,
+        body: Option<Vec<u8>>,
     }
 
     let mut recovery = Recovery::default();
+    // Healthy messages with a body file: every other file in bodies/ is an orphan.
     let mut known = HashSet::new();
     let mut damaged = Vec::new();
     {
-        let mut stmt = conn.prepare("SELECT rowid, id, envelope FROM queue")?;
+        let mut stmt = conn.prepare("SELECT rowid, id, envelope, body FROM queue")?;
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
             let rowid: i64 = row.get(0)?;
             let id = text_of(row.get_ref(1)?);
             let envelope = bytes_of(row.get_ref(2)?);
-            match check_row(&id, envelope.as_deref(), bodies) {
+            let body = row.get_ref(3)?;
+            let inline = bytes_of(body);
+            let checked = if matches!(body, ValueRef::Integer(_) | ValueRef::Real(_)) {
+                Err("body column is neither a blob nor NULL".to_owned())
+            } else {
+                check_row(&id, envelope.as_deref(), inline.as_deref(), bodies)
+            };
+            match checked {
                 Ok(()) => {
-                    known.insert(id);
+                    recovery.messages += 1;
+                    if inline.is_none() {
+                        known.insert(id);
+                    }
                 }
                 Err(reason) => damaged.push(Damaged {
                     rowid,
                     id,
                     reason,
                     envelope,
+                    body: inline,
                 }),
             }
         }
@@ -730,8 +913,9 @@ fn recover(
                 "damaged spool message moved to the corrupt table"
             );
             tx.execute(
-                "INSERT INTO corrupt (id, moved_at, reason, envelope) VALUES (?1, ?2, ?3, ?4)",
-                params![d.id, moved_at, d.reason, d.envelope],
+                "INSERT INTO corrupt (id, moved_at, reason, envelope, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![d.id, moved_at, d.reason, d.envelope, d.body],
             )?;
             tx.execute("DELETE FROM queue WHERE rowid = ?1", [d.rowid])?;
         }
@@ -763,17 +947,33 @@ fn recover(
     if recovery.orphans_removed > 0 {
         sync_dir(bodies)?;
     }
-    recovery.messages = known.len();
     Ok(recovery)
 }
 
-/// Why a row is damaged, or `Ok` if it is fine.
-fn check_row(id: &str, envelope: Option<&[u8]>, bodies: &Path) -> Result<(), String> {
+/// Why a row is damaged, or `Ok` if it is fine. `inline` is the row's inline body, if any
+/// (else the body is in its file).
+fn check_row(
+    id: &str,
+    envelope: Option<&[u8]>,
+    inline: Option<&[u8]>,
+    bodies: &Path,
+) -> Result<(), String> {
     let qid: QueueId = id.parse().map_err(|e| format!("{e}"))?;
     let json = envelope.ok_or("envelope column is not text")?;
     let env = parse_envelope(id, json).map_err(|e| e.to_string())?;
     if env.id != qid {
         return Err(format!("envelope says it is {}", env.id));
+    }
+    if let Some(inline) = inline {
+        return if inline.len() as u64 == env.size {
+            Ok(())
+        } else {
+            Err(format!(
+                "inline body is {} bytes, envelope says {}",
+                inline.len(),
+                env.size
+            ))
+        };
     }
     let body = bodies.join(id);
     match fs::metadata(&body) {
@@ -809,6 +1009,18 @@ fn bytes_of(value: ValueRef<'_>) -> Option<Vec<u8>> {
         ValueRef::Text(b) | ValueRef::Blob(b) => Some(b.to_vec()),
         _ => None,
     }
+}
+
+/// Whether `table` has a column called `column`.
+fn has_column(conn: &Connection, table: &str, column: &str) -> Result<bool, SpoolError> {
+    let mut stmt = conn.prepare(&format!("PRAGMA table_info({table})"))?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        if text_of(row.get_ref(1)?) == column {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
@@ -881,6 +1093,13 @@ mod tests {
         spool.commit(incoming, env).await.unwrap()
     }
 
+    /// One byte over the inline limit: stored in a body file.
+    fn big_body() -> Vec<u8> {
+        (0..=INLINE_BODY_MAX)
+            .map(|i| b'a' + (i % 26) as u8)
+            .collect()
+    }
+
     fn body_of(spool: &Spool, id: &QueueId) -> Vec<u8> {
         let mut out = Vec::new();
         spool.open_body(id).unwrap().read_to_end(&mut out).unwrap();
@@ -932,8 +1151,9 @@ mod tests {
         let kept = put(&spool, b"kept\r\n", envelope(1, &[1])).await;
         // A session that was receiving when we crashed: a body, never committed.
         let mut incoming = spool.create().unwrap();
-        incoming.write(b"half a mess").unwrap();
+        incoming.write(&big_body()).unwrap();
         let half = spool.body_path(incoming.id());
+        assert!(half.exists());
         std::mem::forget(incoming);
         drop(spool);
         let junk = dir.path().join("bodies").join("not-a-queue-id.tmp");
@@ -950,7 +1170,8 @@ mod tests {
     #[tokio::test]
     async fn damaged_messages_are_moved_aside_and_open_succeeds() {
         type Damage = fn(&Path, &QueueId, &Connection);
-        let cases: [(&str, Damage, bool); 5] = [
+        // (name, damage, body file moved to corrupt/, bad message has a body file)
+        let cases: [(&str, Damage, bool, bool); 8] = [
             (
                 "envelope is not JSON",
                 |_, id, db| {
@@ -960,6 +1181,7 @@ mod tests {
                     )
                     .unwrap();
                 },
+                true,
                 true,
             ),
             (
@@ -972,6 +1194,7 @@ mod tests {
                     .unwrap();
                 },
                 true,
+                true,
             ),
             (
                 "row id is not a queue id",
@@ -981,23 +1204,59 @@ mod tests {
                 },
                 // The body then has no row: an orphan, removed.
                 false,
+                true,
             ),
             (
                 "body missing",
                 |dir, id, _| fs::remove_file(dir.join("bodies").join(id.as_str())).unwrap(),
                 false,
+                true,
             ),
             (
                 "body truncated",
                 |dir, id, _| fs::write(dir.join("bodies").join(id.as_str()), b"half").unwrap(),
                 true,
+                true,
+            ),
+            (
+                "inline body truncated",
+                |_, id, db| {
+                    db.execute("UPDATE queue SET body = x'00' WHERE id = ?1", [id.as_str()])
+                        .unwrap();
+                },
+                false,
+                false,
+            ),
+            (
+                "inline body is a number",
+                |_, id, db| {
+                    db.execute("UPDATE queue SET body = 7 WHERE id = ?1", [id.as_str()])
+                        .unwrap();
+                },
+                false,
+                false,
+            ),
+            (
+                "inline body lost (NULL, no file)",
+                |_, id, db| {
+                    db.execute("UPDATE queue SET body = NULL WHERE id = ?1", [id.as_str()])
+                        .unwrap();
+                },
+                false,
+                false,
             ),
         ];
-        for (name, damage, body_moved) in cases {
+        for (name, damage, body_moved, bad_has_file) in cases {
             let dir = tempfile::tempdir().unwrap();
             let (spool, _) = Spool::open(dir.path()).unwrap();
             let good = put(&spool, b"good\r\n", envelope(1, &[1])).await;
-            let bad = put(&spool, b"bad message body\r\n", envelope(2, &[2])).await;
+            let bad_body = if bad_has_file {
+                big_body()
+            } else {
+                b"bad message body\r\n".to_vec()
+            };
+            let bad = put(&spool, &bad_body, envelope(2, &[2])).await;
+            assert_eq!(spool.body_path(&bad).exists(), bad_has_file, "{name}");
             drop(spool);
             let db = Connection::open(dir.path().join("index.sqlite")).unwrap();
             damage(dir.path(), &bad, &db);
@@ -1169,8 +1428,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (spool, _) = Spool::open(dir.path()).unwrap();
         let mut incoming = spool.create().unwrap();
-        incoming.write(b"some data").unwrap();
-        assert_eq!(incoming.size(), 9);
+        incoming.write(&big_body()).unwrap();
+        assert_eq!(incoming.size(), INLINE_BODY_MAX + 1);
         let path = spool.body_path(incoming.id());
         assert!(path.exists());
         drop(incoming);
@@ -1188,5 +1447,139 @@ mod tests {
         assert!(spool_b.commit(incoming, envelope(1, &[1])).await.is_err());
         assert!(!path.exists());
         assert!(spool_a.list().unwrap().is_empty() && spool_b.list().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn small_bodies_are_inline_and_large_ones_spill_to_a_file() {
+        let limit = usize::try_from(INLINE_BODY_MAX).unwrap();
+        // (name, body as written in chunks, stored in a body file)
+        let cases: [(&str, Vec<Vec<u8>>, bool); 6] = [
+            ("empty", vec![], false),
+            ("small", vec![b"Subject: x\r\n\r\nhi\r\n".to_vec()], false),
+            ("exactly the limit", vec![vec![b'x'; limit]], false),
+            (
+                "the limit in pieces",
+                vec![vec![b'x'; limit - 1], vec![b'y']],
+                false,
+            ),
+            ("one byte over", vec![vec![b'x'; limit], vec![b'y']], true),
+            ("over in one write", vec![vec![b'z'; limit + 10]], true),
+        ];
+        for (name, chunks, in_file) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let want: Vec<u8> = chunks.concat();
+            let (spool, _) = Spool::open(dir.path()).unwrap();
+            let mut incoming = spool.create().unwrap();
+            for chunk in &chunks {
+                incoming.write(chunk).unwrap();
+            }
+            let id = spool.commit(incoming, envelope(1, &[1])).await.unwrap();
+            assert_eq!(spool.body_path(&id).exists(), in_file, "{name}");
+            assert_eq!(body_of(&spool, &id), want, "{name}");
+            assert_eq!(
+                matches!(spool.open_body(&id).unwrap(), Body::File(_)),
+                in_file,
+                "{name}"
+            );
+            drop(spool);
+
+            // Recovery treats both kinds as healthy.
+            let (spool, recovery) = Spool::open(dir.path()).unwrap();
+            assert_eq!(
+                recovery,
+                Recovery {
+                    messages: 1,
+                    orphans_removed: 0,
+                    corrupt: 0
+                },
+                "{name}"
+            );
+            assert_eq!(spool.load(&id).unwrap().size, want.len() as u64, "{name}");
+            let mut async_body = Vec::new();
+            tokio::io::AsyncReadExt::read_to_end(
+                &mut spool.open_body(&id).unwrap().into_async(),
+                &mut async_body,
+            )
+            .await
+            .unwrap();
+            assert_eq!(async_body, want, "{name}");
+
+            spool.remove(&id).await.unwrap();
+            assert!(!spool.body_path(&id).exists(), "{name}");
+            assert!(spool.open_body(&id).is_err(), "{name}");
+            assert!(
+                fs::read_dir(dir.path().join("bodies"))
+                    .unwrap()
+                    .next()
+                    .is_none()
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_version_1_index_is_upgraded_and_its_messages_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let id: QueueId = "0190a5b2c3d47e8f9a0b1c2d3e4f5a6b".parse().unwrap();
+        let body = b"Subject: old\r\n\r\nfrom before inline bodies\r\n";
+        let mut env = envelope(5, &[5]);
+        env.id = id.clone();
+        env.size = body.len() as u64;
+        fs::create_dir_all(dir.path().join("bodies")).unwrap();
+        fs::write(dir.path().join("bodies").join(id.as_str()), body).unwrap();
+        {
+            // The version 1 schema, verbatim.
+            let db = Connection::open(dir.path().join("index.sqlite")).unwrap();
+            db.execute_batch(
+                "PRAGMA journal_mode = WAL;
+                 CREATE TABLE queue (
+                     id          TEXT NOT NULL PRIMARY KEY,
+                     received_at INTEGER NOT NULL,
+                     next_due    INTEGER,
+                     held        INTEGER NOT NULL DEFAULT 0,
+                     envelope    TEXT NOT NULL
+                 );
+                 CREATE INDEX queue_next_due ON queue (next_due, held);
+                 CREATE TABLE corrupt (
+                     id       TEXT,
+                     moved_at INTEGER NOT NULL,
+                     reason   TEXT NOT NULL,
+                     envelope BLOB
+                 );
+                 PRAGMA user_version = 1;",
+            )
+            .unwrap();
+            db.execute(
+                "INSERT INTO queue (id, received_at, next_due, held, envelope)
+                 VALUES (?1, 5, 5, 0, ?2)",
+                params![id.as_str(), serde_json::to_string(&env).unwrap()],
+            )
+            .unwrap();
+        }
+        let (spool, recovery) = Spool::open(dir.path()).unwrap();
+        assert_eq!(
+            recovery,
+            Recovery {
+                messages: 1,
+                orphans_removed: 0,
+                corrupt: 0
+            }
+        );
+        assert_eq!(spool.load(&id).unwrap(), env);
+        assert_eq!(body_of(&spool, &id), body);
+        // New messages go inline next to it.
+        let new = put(&spool, b"new\r\n", envelope(6, &[6])).await;
+        assert_eq!(body_of(&spool, &new), b"new\r\n");
+        assert!(!spool.body_path(&new).exists());
+        spool.remove(&id).await.unwrap();
+        assert!(!spool.body_path(&id).exists());
+        drop(spool);
+        let db = Connection::open(dir.path().join("index.sqlite")).unwrap();
+        let version: i64 = db
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        drop(db);
+        let (_spool, recovery) = Spool::open(dir.path()).unwrap();
+        assert_eq!(recovery.messages, 1);
     }
 }

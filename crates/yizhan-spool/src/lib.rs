@@ -28,7 +28,7 @@ pub mod error;
 pub mod id;
 pub mod schedule;
 
-pub use embedded::{Incoming, Recovery, Spool};
+pub use embedded::{AsyncBody, Body, INLINE_BODY_MAX, Incoming, Recovery, Spool};
 pub use envelope::{ClientInfo, Envelope, LocalMailbox, Recipient, RecipientStatus};
 pub use error::SpoolError;
 pub use id::{InvalidQueueId, QueueId};
