@@ -682,6 +682,9 @@ impl Spool {
     }
 }
 
+/// One change's result, and whether a removed message's body file is to be unlinked.
+type ChangeResult = (Result<(), SpoolError>, bool);
+
 /// The committer thread's state.
 struct Committer {
     conn: Connection,
@@ -741,10 +744,7 @@ impl Committer {
     /// One transaction for the whole group. `Err` means nothing was stored; `Ok` holds each
     /// change's own result (an update of a missing row fails alone), and whether a removed
     /// message's body file is to be unlinked after the commit.
-    fn write_group(
-        &mut self,
-        group: &[Job],
-    ) -> Result<Vec<(Result<(), SpoolError>, bool)>, String> {
+    fn write_group(&mut self, group: &[Job]) -> Result<Vec<ChangeResult>, String> {
         if group.iter().any(|j| {
             matches!(
                 j.op,
