@@ -19,6 +19,7 @@ import re
 import signal
 import smtplib
 import socket
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -253,8 +254,23 @@ class Server:
         return files
 
     def spool_empty(self) -> bool:
+        """No body file and no row in the index (small bodies live in the row, not in bodies/)."""
         bodies = self.data_dir / "spool" / "bodies"
-        return not bodies.is_dir() or not any(bodies.iterdir())
+        if bodies.is_dir() and any(bodies.iterdir()):
+            return False
+        index = self.data_dir / "spool" / "index.sqlite"
+        if not index.exists():
+            return True
+        db = sqlite3.connect(index, timeout=5)
+        try:
+            (rows,) = db.execute("SELECT COUNT(*) FROM queue").fetchone()
+        except sqlite3.OperationalError as e:
+            if "no such table" in str(e):
+                return True
+            raise
+        finally:
+            db.close()
+        return rows == 0
 
 
 def wait_until(probe, timeout: float, what: str):
