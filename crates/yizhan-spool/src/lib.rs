@@ -3,7 +3,8 @@
 //! The spool is the only source of truth about accepted mail (DESIGN.md invariants 1-3):
 //!
 //! - a message is acknowledged (`250` after DATA, RFC 5321 4.1.1.4) only once
-//!   [`Spool::commit`] has returned, i.e. its body is `fdatasync`ed and its envelope row is
+//!   [`Spool::commit`] has returned, i.e. its body file is `fdatasync`ed (a body of at most
+//!   [`INLINE_BODY_MAX`] bytes has no file: it is stored in the row) and its envelope row is
 //!   committed in a `synchronous=FULL` SQLite transaction;
 //! - the queue runner's schedule is rebuilt from it at start ([`Spool::due`],
 //!   [`Spool::next_due`]);
@@ -12,7 +13,7 @@
 //!
 //! | module | what | RFCs |
 //! | --- | --- | --- |
-//! | [`embedded`] | the embedded backend: body files + SQLite index + group-commit thread, recovery | 5321 4.1.1.4, 6.1 |
+//! | [`embedded`] | the embedded backend: inline bodies or body files + SQLite index + group-commit thread, recovery | 5321 4.1.1.4, 6.1 |
 //! | [`envelope`] | envelope and per-recipient state, stored as JSON | 5321 4.1.1.2-3, 3461, 6152, 6531 |
 //! | [`id`] | [`QueueId`]: UUID v7 as 32 hex digits | 9562 5.7 |
 //! | [`schedule`] | the pure retry schedule | 5321 4.5.4.1 |
