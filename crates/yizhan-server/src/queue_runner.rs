@@ -1,10 +1,15 @@
 //! The queue runner: takes due messages from the spool and delivers them, locally into
 //! Maildirs and remotely over SMTP, and sends the delivery status notifications owed.
 //!
-//! One task owns the schedule, which is nothing but the spool itself (DESIGN.md invariant 2):
-//! at start, whenever woken ([`RunnerHandle::wake`] after a commit, [`RunnerHandle::flush`]
-//! for ETRN-like "deliver now") and whenever the next message falls due, it asks the spool for
-//! due messages and starts one task per message, at most `4 × concurrency` messages in flight.
+//! One task owns the schedule. The spool is the truth (DESIGN.md invariant 2); the schedule is
+//! a copy in memory (due time per message), rebuilt from the spool at start, when woken
+//! ([`RunnerHandle::wake`] after the spool was changed behind the runner's back: hold,
+//! release, delete; [`RunnerHandle::flush`] for ETRN-like "deliver now") and every minute as a
+//! safety net. In between, freshly committed messages are handed over with
+//! [`RunnerHandle::submit`] and started as given, and finished tasks report when what is left
+//! falls due; a message whose time comes is read again from the spool before it is worked on
+//! (it may have been held, deleted or changed). One task per message, at most
+//! `4 × concurrency` messages in flight.
 //! Deliveries themselves are bounded by a semaphore of `concurrency` permits, and remote ones
 //! also by `per_destination` permits per destination (MX domain or smarthost).
 //!
@@ -215,7 +220,8 @@ impl RunnerHandle {
         if let Ok(mut f) = self.flushes.lock() {
             f.push(domain.map(|d| d.to_ascii_lowercase()));
         }
-        self.wake();
+        // The runner reads the spool again if the flush changed anything.
+        self.wake.notify_one();
     }
 
     /// Delivers, over `conn` (a connection whose roles were just turned, RFC 821 `TURN` with
@@ -666,9 +672,11 @@ impl QueueRunner {
             Ok(mut inbox) => std::mem::take(&mut *inbox),
             Err(_) => Vec::new(),
         };
+        let in_flight: HashSet<QueueId> = active.values().cloned().collect();
         for envelope in submitted {
             schedule.known.remove(&envelope.id);
-            if envelope.held {
+            // Started already from a fresh read of the spool: its task reports what is left.
+            if envelope.held || in_flight.contains(&envelope.id) {
                 continue;
             }
             let due = envelope.next_due();
