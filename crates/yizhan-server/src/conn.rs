@@ -535,10 +535,13 @@ impl Connection {
         }
         let envelope = self.envelope(incoming.id().clone(), &transaction, size);
         let recipients = envelope.recipients.len();
+        let mut stored = envelope.clone();
+        stored.size = incoming.size();
         match self.shared.spool.commit(incoming, envelope).await {
             Ok(id) => {
                 info!(queue_id = %id, size, recipients, "queued");
-                self.shared.runner.wake();
+                stored.id = id.clone();
+                self.shared.runner.submit(stored);
                 Decision::Reply(Reply::queued(id.as_str()))
             }
             Err(error) => {

@@ -345,6 +345,8 @@ impl Control {
                 if !envelope.held {
                     envelope.held = true;
                     self.spool.update(&envelope).await?;
+                    // The runner may have it in memory (submitted, not yet started).
+                    self.runner.wake();
                 }
                 Ok(done(1, recipients))
             }
@@ -361,6 +363,8 @@ impl Control {
                 let id = self.find(&id).await?;
                 let envelope = self.spool.load(&id)?;
                 self.spool.remove(&id).await?;
+                // The runner may have it in memory (submitted, not yet started).
+                self.runner.wake();
                 Ok(done(1, pending(&envelope)))
             }
             Request::Flush { id, domain } => self.flush(id, domain).await,

@@ -337,12 +337,16 @@ impl Pickup {
             held: false,
         };
         let count = envelope.recipients.len();
-        self.spool
+        let mut stored = envelope.clone();
+        stored.size = incoming.size();
+        let committed = self
+            .spool
             .commit(incoming, envelope)
             .await
             .map_err(|e| ImportError::Transient(e.to_string()))?;
         info!(queue_id = %id, uid, recipients = count, file = %path.display(), "queued from the maildrop");
-        self.runner.wake();
+        stored.id = committed;
+        self.runner.submit(stored);
         // Committed: only now may the drop go. If this fails, the next scan imports it again.
         if let Err(e) = fs::remove_file(path)
             && e.kind() != io::ErrorKind::NotFound

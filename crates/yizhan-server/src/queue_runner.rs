@@ -1,10 +1,15 @@
 //! The queue runner: takes due messages from the spool and delivers them, locally into
 //! Maildirs and remotely over SMTP, and sends the delivery status notifications owed.
 //!
-//! One task owns the schedule, which is nothing but the spool itself (DESIGN.md invariant 2):
-//! at start, whenever woken ([`RunnerHandle::wake`] after a commit, [`RunnerHandle::flush`]
-//! for ETRN-like "deliver now") and whenever the next message falls due, it asks the spool for
-//! due messages and starts one task per message, at most `4 × concurrency` messages in flight.
+//! One task owns the schedule. The spool is the truth (DESIGN.md invariant 2); the schedule is
+//! a copy in memory (due time per message), rebuilt from the spool at start, when woken
+//! ([`RunnerHandle::wake`] after the spool was changed behind the runner's back: hold,
+//! release, delete; [`RunnerHandle::flush`] for ETRN-like "deliver now") and every minute as a
+//! safety net. In between, freshly committed messages are handed over with
+//! [`RunnerHandle::submit`] and started as given, and finished tasks report when what is left
+//! falls due; a message whose time comes is read again from the spool before it is worked on
+//! (it may have been held, deleted or changed). One task per message, at most
+//! `4 × concurrency` messages in flight.
 //! Deliveries themselves are bounded by a semaphore of `concurrency` permits, and remote ones
 //! also by `per_destination` permits per destination (MX domain or smarthost).
 //!
@@ -27,10 +32,11 @@
 //! message: a spool error leaves it as last recorded, and it is picked up again later
 //! (delivery is at-least-once).
 
-use std::collections::{HashMap, HashSet};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::io::Read;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -60,6 +66,14 @@ const MAX_IDLE: Duration = Duration::from_secs(60);
 
 /// How long the runner waits after a spool error before it tries again.
 const ERROR_BACKOFF: Duration = Duration::from_secs(10);
+
+/// How often the runner reads the whole spool again, as a safety net for changes it was not
+/// told about (default; see [`QueueRunner::with_rescan_interval`]).
+const RESCAN_EVERY: Duration = Duration::from_secs(60);
+
+/// Submitted envelopes kept in memory while waiting for a free slot; past this, only their
+/// id and due time are kept and the envelope is read again from the spool when its turn comes.
+const READY_LIMIT: usize = 10_000;
 
 /// The current time in Unix seconds. Injected so that tests can drive it.
 pub trait Clock: Send + Sync + 'static {
@@ -150,6 +164,9 @@ impl Default for OutboundSettings {
 pub struct RunnerHandle {
     wake: Arc<Notify>,
     flushes: Arc<Mutex<Vec<Option<String>>>>,
+    inbox: Arc<Mutex<Vec<Envelope>>>,
+    rescan: Arc<AtomicBool>,
+    scans: Arc<AtomicU64>,
     /// Weak: a handle must not keep the spool open after the runner is gone.
     shared: std::sync::Weak<Shared>,
 }
@@ -174,9 +191,27 @@ pub struct TurnSummary {
 }
 
 impl RunnerHandle {
-    /// Makes the runner look at the spool now. Wake-ups while it is busy are not lost.
+    /// Makes the runner read the spool again now: call it after changing the spool behind the
+    /// runner's back (hold, release, delete, flush). Wake-ups while it is busy are not lost.
     pub fn wake(&self) {
+        self.rescan.store(true, Ordering::Release);
         self.wake.notify_one();
+    }
+
+    /// Hands a message just committed to the spool ([`Spool::commit`]) to the runner, which
+    /// schedules it without reading the spool. `envelope` must be as stored: the id returned by
+    /// the commit and the body size set.
+    pub fn submit(&self, envelope: Envelope) {
+        if let Ok(mut inbox) = self.inbox.lock() {
+            inbox.push(envelope);
+        }
+        self.wake.notify_one();
+    }
+
+    /// How many times the runner has read the whole spool (at start, on [`wake`](Self::wake),
+    /// after a flush, and periodically).
+    pub fn spool_scans(&self) -> u64 {
+        self.scans.load(Ordering::Relaxed)
     }
 
     /// Makes every pending remote recipient (of `domain`, or all with `None`) due now, as ETRN
@@ -185,7 +220,8 @@ impl RunnerHandle {
         if let Ok(mut f) = self.flushes.lock() {
             f.push(domain.map(|d| d.to_ascii_lowercase()));
         }
-        self.wake();
+        // The runner reads the spool again if the flush changed anything.
+        self.wake.notify_one();
     }
 
     /// Delivers, over `conn` (a connection whose roles were just turned, RFC 821 `TURN` with
@@ -324,6 +360,14 @@ struct Shared {
     pool: Mutex<HashMap<String, Vec<(Connection, Instant)>>>,
     wake: Arc<Notify>,
     flushes: Arc<Mutex<Vec<Option<String>>>>,
+    /// Messages handed over by [`RunnerHandle::submit`], not yet scheduled.
+    inbox: Arc<Mutex<Vec<Envelope>>>,
+    /// Set by [`RunnerHandle::wake`]: read the spool again.
+    rescan: Arc<AtomicBool>,
+    /// Whole-spool reads so far.
+    scans: Arc<AtomicU64>,
+    /// How often the spool is read again regardless.
+    rescan_every: Duration,
     seed: AtomicU64,
     /// Messages being worked on (by a runner task or a TURN session).
     busy: Mutex<HashSet<QueueId>>,
@@ -368,6 +412,10 @@ impl QueueRunner {
                 pool: Mutex::new(HashMap::new()),
                 wake: Arc::new(Notify::new()),
                 flushes: Arc::new(Mutex::new(Vec::new())),
+                inbox: Arc::new(Mutex::new(Vec::new())),
+                rescan: Arc::new(AtomicBool::new(true)),
+                scans: Arc::new(AtomicU64::new(0)),
+                rescan_every: RESCAN_EVERY,
                 seed: AtomicU64::new(seed),
                 busy: Mutex::new(HashSet::new()),
                 late_flushes: Mutex::new(HashMap::new()),
@@ -406,11 +454,20 @@ impl QueueRunner {
         self
     }
 
+    /// How often the whole spool is read again as a safety net (default 60 s).
+    pub fn with_rescan_interval(mut self, every: Duration) -> Self {
+        self.shared_mut().rescan_every = every.max(Duration::from_secs(1));
+        self
+    }
+
     /// A handle to wake the runner.
     pub fn handle(&self) -> RunnerHandle {
         RunnerHandle {
             wake: self.shared.wake.clone(),
             flushes: self.shared.flushes.clone(),
+            inbox: self.shared.inbox.clone(),
+            rescan: self.shared.rescan.clone(),
+            scans: self.shared.scans.clone(),
             shared: Arc::downgrade(&self.shared),
         }
     }
@@ -419,9 +476,11 @@ impl QueueRunner {
     /// flight finish and record their outcome, closes idle connections and returns.
     pub async fn run(self, shutdown: CancellationToken) {
         let window = self.shared.settings.concurrency.max(1).saturating_mul(4);
-        let mut tasks: JoinSet<Result<(), SpoolError>> = JoinSet::new();
+        let mut tasks: JoinSet<Result<Option<i64>, SpoolError>> = JoinSet::new();
         let mut active: HashMap<tokio::task::Id, QueueId> = HashMap::new();
+        let mut schedule = Schedule::default();
         let mut backoff_until: Option<Instant> = None;
+        let mut last_scan = Instant::now();
         info!("queue runner started");
         loop {
             if shutdown.is_cancelled() {
@@ -431,11 +490,33 @@ impl QueueRunner {
             if backoff_until.is_some_and(|t| t <= now) {
                 backoff_until = None;
             }
+            if now >= last_scan + self.shared.rescan_every {
+                self.shared.rescan.store(true, Ordering::Release);
+            }
             self.shared.sweep_pool(false);
             let mut wait_until = None;
             if backoff_until.is_none() {
                 let filled = match self.apply_flushes(&active).await {
-                    Ok(()) => self.fill(&mut tasks, &mut active, window, &shutdown),
+                    Ok(changed) => {
+                        if changed {
+                            self.shared.rescan.store(true, Ordering::Release);
+                        }
+                        let rescanned = if self.shared.rescan.swap(false, Ordering::AcqRel) {
+                            last_scan = Instant::now();
+                            self.rescan(&mut schedule, &active)
+                        } else {
+                            Ok(())
+                        };
+                        match rescanned {
+                            Ok(()) => {
+                                self.fill(&mut schedule, &mut tasks, &mut active, window, &shutdown)
+                            }
+                            Err(e) => {
+                                self.shared.rescan.store(true, Ordering::Release);
+                                Err(e)
+                            }
+                        }
+                    }
                     Err(e) => Err(e),
                 };
                 match filled {
@@ -449,7 +530,8 @@ impl QueueRunner {
             let mut deadline = backoff_until
                 .or(wait_until)
                 .unwrap_or(now + MAX_IDLE)
-                .min(now + MAX_IDLE);
+                .min(now + MAX_IDLE)
+                .min(last_scan + self.shared.rescan_every);
             if let Some(expiry) = self.shared.pool_expiry() {
                 deadline = deadline.min(expiry);
             }
@@ -457,7 +539,7 @@ impl QueueRunner {
                 _ = shutdown.cancelled() => break,
                 _ = self.shared.wake.notified() => {}
                 Some(joined) = tasks.join_next_with_id(), if !tasks.is_empty() => {
-                    if !finished(joined, &mut active) {
+                    if !self.finished(joined, &mut active, &mut schedule) {
                         backoff_until = Some(Instant::now() + ERROR_BACKOFF);
                     }
                 }
@@ -466,20 +548,21 @@ impl QueueRunner {
         }
         info!(in_flight = active.len(), "queue runner stopping");
         while let Some(joined) = tasks.join_next_with_id().await {
-            finished(joined, &mut active);
+            self.finished(joined, &mut active, &mut schedule);
         }
         self.shared.sweep_pool(true);
         info!("queue runner stopped");
     }
 
-    /// Makes the recipients asked for by [`RunnerHandle::flush`] due now.
+    /// Makes the recipients asked for by [`RunnerHandle::flush`] due now. Returns whether the
+    /// spool was changed (the schedule in memory is then out of date).
     async fn apply_flushes(
         &self,
         active: &HashMap<tokio::task::Id, QueueId>,
-    ) -> Result<(), SpoolError> {
+    ) -> Result<bool, SpoolError> {
         let requests: Vec<Option<String>> = match self.shared.flushes.lock() {
             Ok(mut f) => std::mem::take(&mut *f),
-            Err(_) => return Ok(()),
+            Err(_) => return Ok(false),
         };
         let busy = self
             .shared
@@ -492,9 +575,11 @@ impl QueueRunner {
         // to record a new retry time, which the request must still cut short.
         let ready = self.shared.take_late_flushes(&in_flight);
         if requests.is_empty() && ready.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         let now = self.shared.clock.now();
+        self.shared.scans.fetch_add(1, Ordering::Relaxed);
+        let mut any = false;
         for mut envelope in self.shared.spool.list()? {
             let mut wanted: Vec<Option<String>> = requests.clone();
             if let Some(more) = ready.get(&envelope.id) {
@@ -527,56 +612,145 @@ impl QueueRunner {
             }
             if changed {
                 self.shared.spool.update(&envelope).await?;
+                any = true;
             }
         }
+        Ok(any)
+    }
+
+    /// Rebuilds the schedule from the spool (the truth, DESIGN.md invariant 2): every message
+    /// not held and not in flight, with its due time; messages with nothing left to do (left
+    /// behind by a crash or a failed removal) are made ready, their task just removes them.
+    fn rescan(
+        &self,
+        schedule: &mut Schedule,
+        active: &HashMap<tokio::task::Id, QueueId>,
+    ) -> Result<(), SpoolError> {
+        // Whatever was submitted so far is in the spool already (submit follows commit).
+        if let Ok(mut inbox) = self.shared.inbox.lock() {
+            inbox.clear();
+        }
+        self.shared.scans.fetch_add(1, Ordering::Relaxed);
+        let listed = self.shared.spool.list()?;
+        schedule.clear();
+        let in_flight: HashSet<&QueueId> = active.values().collect();
+        for envelope in listed {
+            if in_flight.contains(&envelope.id) {
+                continue;
+            }
+            if envelope.is_finished() {
+                schedule.ready.push_back(envelope);
+            } else if !envelope.held
+                && let Some(due) = envelope.next_due()
+            {
+                schedule.at(envelope.id, due);
+            }
+        }
+        debug!(
+            scheduled = schedule.known.len(),
+            ready = schedule.ready.len(),
+            "schedule rebuilt from the spool"
+        );
         Ok(())
     }
 
-    /// Starts tasks for due messages not already in flight (up to `window` in flight), and says
-    /// when the next message not in flight falls due (`None`: nothing to wait for but a wake-up
-    /// or a task finishing).
+    /// Starts tasks for due messages (up to `window` in flight): first those handed over by
+    /// [`RunnerHandle::submit`] (as given, without reading the spool), then those whose time
+    /// came (read again from the spool first: it may have been held, deleted or changed).
+    /// Says when the next message falls due (`None`: nothing to wait for but a wake-up or a
+    /// task finishing).
     fn fill(
         &self,
-        tasks: &mut JoinSet<Result<(), SpoolError>>,
+        schedule: &mut Schedule,
+        tasks: &mut JoinSet<Result<Option<i64>, SpoolError>>,
         active: &mut HashMap<tokio::task::Id, QueueId>,
         window: usize,
         shutdown: &CancellationToken,
     ) -> Result<Option<Instant>, SpoolError> {
-        let spool = &self.shared.spool;
         let now = self.shared.clock.now();
+        let submitted: Vec<Envelope> = match self.shared.inbox.lock() {
+            Ok(mut inbox) => std::mem::take(&mut *inbox),
+            Err(_) => Vec::new(),
+        };
+        let in_flight: HashSet<QueueId> = active.values().cloned().collect();
+        for envelope in submitted {
+            schedule.known.remove(&envelope.id);
+            // Started already from a fresh read of the spool: its task reports what is left.
+            if envelope.held || in_flight.contains(&envelope.id) {
+                continue;
+            }
+            let due = envelope.next_due();
+            match due {
+                Some(due) if due > now => schedule.at(envelope.id, due),
+                _ if schedule.ready.len() >= READY_LIMIT => {
+                    schedule.at(envelope.id, due.unwrap_or(now))
+                }
+                _ => schedule.ready.push_back(envelope),
+            }
+        }
         let busy = self
             .shared
             .busy
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
-        if active.len() < window {
-            let in_flight: HashSet<&QueueId> = active.values().chain(busy.iter()).collect();
-            // Messages with nothing left to do (left behind by a crash or a failed removal)
-            // go through the same task, which just removes them.
-            let mut candidates = spool.finished(window)?;
-            candidates.extend(spool.due(now, window)?);
-            let start: Vec<Envelope> = candidates
-                .into_iter()
-                .filter(|e| !in_flight.contains(&e.id))
-                .take(window - active.len())
-                .collect();
-            for envelope in start {
-                let id = envelope.id.clone();
-                let shared = self.shared.clone();
-                let shutdown = shutdown.clone();
-                let handle = tasks.spawn(process(shared, envelope, shutdown));
-                active.insert(handle.id(), id);
+        let start = |envelope: Envelope,
+                     tasks: &mut JoinSet<Result<Option<i64>, SpoolError>>,
+                     active: &mut HashMap<tokio::task::Id, QueueId>| {
+            let id = envelope.id.clone();
+            let shared = self.shared.clone();
+            let handle = tasks.spawn(process(shared, envelope, shutdown.clone()));
+            active.insert(handle.id(), id);
+        };
+        let mut later = Vec::new();
+        while active.len() < window {
+            if let Some(envelope) = schedule.ready.pop_front() {
+                if busy.contains(&envelope.id) {
+                    later.push(envelope.id);
+                    continue;
+                }
+                start(envelope, tasks, active);
+                continue;
+            }
+            let Some(id) = schedule.pop_due(now) else {
+                break;
+            };
+            if busy.contains(&id) {
+                // A TURN session has it; look again shortly.
+                later.push(id);
+                continue;
+            }
+            let envelope = match self.shared.spool.load(&id) {
+                Ok(envelope) => envelope,
+                // Deleted meanwhile.
+                Err(SpoolError::NotFound(_)) => continue,
+                Err(e) => {
+                    schedule.at(id, now);
+                    return Err(e);
+                }
+            };
+            if envelope.is_finished() {
+                start(envelope, tasks, active);
+                continue;
+            }
+            if envelope.held {
+                // Released with a wake-up, which reads the spool again.
+                continue;
+            }
+            match envelope.next_due() {
+                Some(due) if due > now => schedule.at(id, due),
+                Some(_) => start(envelope, tasks, active),
+                None => {}
             }
         }
-        let in_flight: HashSet<&QueueId> = active.values().chain(busy.iter()).collect();
-        let next = spool
-            .due(i64::MAX, active.len() + 1)?
-            .iter()
-            .filter(|e| !in_flight.contains(&e.id))
-            .filter_map(Envelope::next_due)
-            .min();
-        Ok(match next {
+        for id in later {
+            schedule.at(id, now + 1);
+        }
+        if !schedule.ready.is_empty() {
+            // Ready already; a task must finish first.
+            return Ok(None);
+        }
+        Ok(match schedule.next() {
             Some(t) if t > now => {
                 let wait = u64::try_from(t - now).unwrap_or(u64::MAX);
                 Some(Instant::now() + Duration::from_secs(wait).min(MAX_IDLE))
@@ -586,28 +760,106 @@ impl QueueRunner {
             _ => None,
         })
     }
+
+    /// Bookkeeping for a finished message task: what is left of the message goes back on the
+    /// schedule. Returns false if it failed (the caller backs off).
+    fn finished(
+        &self,
+        joined: Result<(tokio::task::Id, Result<Option<i64>, SpoolError>), tokio::task::JoinError>,
+        active: &mut HashMap<tokio::task::Id, QueueId>,
+        schedule: &mut Schedule,
+    ) -> bool {
+        let retry_at = self.shared.clock.now() + ERROR_BACKOFF.as_secs() as i64;
+        match joined {
+            Ok((task, Ok(next))) => {
+                if let (Some(id), Some(due)) = (active.remove(&task), next) {
+                    schedule.at(id, due);
+                }
+                true
+            }
+            Ok((task, Err(e))) => {
+                let id = active.remove(&task);
+                error!(queue_id = ?id, error = %e, "cannot record delivery state; the message stays queued");
+                if let Some(id) = id {
+                    schedule.at(id, retry_at);
+                }
+                false
+            }
+            Err(e) => {
+                let id = active.remove(&e.id());
+                error!(queue_id = ?id, error = %e, "delivery task failed; the message stays queued");
+                if let Some(id) = id {
+                    schedule.at(id, retry_at);
+                }
+                false
+            }
+        }
+    }
 }
 
-/// Bookkeeping for a finished message task. Returns false if it failed (the caller backs off).
-fn finished(
-    joined: Result<(tokio::task::Id, Result<(), SpoolError>), tokio::task::JoinError>,
-    active: &mut HashMap<tokio::task::Id, QueueId>,
-) -> bool {
-    match joined {
-        Ok((task, Ok(()))) => {
-            active.remove(&task);
-            true
+/// The runner's schedule in memory: when each known message not in flight falls due, and
+/// the messages ready to start. Rebuilt from the spool at start, on a wake-up and
+/// periodically; in between it learns from submitted messages and finished tasks.
+#[derive(Default)]
+struct Schedule {
+    /// (due, id), earliest first; an entry is current only if `known` has the same time.
+    heap: BinaryHeap<Reverse<(i64, QueueId)>>,
+    known: HashMap<QueueId, i64>,
+    /// Envelopes to start as they are, in order.
+    ready: VecDeque<Envelope>,
+}
+
+impl Schedule {
+    fn clear(&mut self) {
+        self.heap.clear();
+        self.known.clear();
+        self.ready.clear();
+    }
+
+    /// Schedules `id` at `due` (replacing any earlier time).
+    fn at(&mut self, id: QueueId, due: i64) {
+        self.known.insert(id.clone(), due);
+        self.heap.push(Reverse((due, id)));
+        // Stale entries pile up only if messages are rescheduled without coming due.
+        if self.heap.len() > 2 * self.known.len() + 1024 {
+            self.heap = self
+                .known
+                .iter()
+                .map(|(id, due)| Reverse((*due, id.clone())))
+                .collect();
         }
-        Ok((task, Err(e))) => {
-            let id = active.remove(&task);
-            error!(queue_id = ?id, error = %e, "cannot record delivery state; the message stays queued");
-            false
+    }
+
+    fn is_current(&self, due: i64, id: &QueueId) -> bool {
+        self.known.get(id) == Some(&due)
+    }
+
+    /// Takes the earliest message due at `now`, if any.
+    fn pop_due(&mut self, now: i64) -> Option<QueueId> {
+        while let Some(Reverse((due, id))) = self.heap.peek() {
+            if !self.is_current(*due, id) {
+                self.heap.pop();
+                continue;
+            }
+            if *due > now {
+                return None;
+            }
+            let Reverse((_, id)) = self.heap.pop()?;
+            self.known.remove(&id);
+            return Some(id);
         }
-        Err(e) => {
-            let id = active.remove(&e.id());
-            error!(queue_id = ?id, error = %e, "delivery task failed; the message stays queued");
-            false
+        None
+    }
+
+    /// When the earliest known message falls due.
+    fn next(&mut self) -> Option<i64> {
+        while let Some(Reverse((due, id))) = self.heap.peek() {
+            if self.is_current(*due, id) {
+                return Some(*due);
+            }
+            self.heap.pop();
         }
+        None
     }
 }
 
@@ -749,15 +1001,16 @@ struct Owed {
 }
 
 /// Works through the due recipients of one message, recording each outcome before the next.
+/// Returns when what is left of the message falls due (`None`: removed).
 async fn process(
     shared: Arc<Shared>,
     mut envelope: Envelope,
     shutdown: CancellationToken,
-) -> Result<(), SpoolError> {
+) -> Result<Option<i64>, SpoolError> {
     let id = envelope.id.clone();
     let Some(_claim) = Claim::take(&shared, &id) else {
         debug!(queue_id = %id, "busy elsewhere (TURN); skipped");
-        return Ok(());
+        return Ok(envelope.next_due());
     };
     let now = shared.clock.now();
     let due: Vec<usize> = (0..envelope.recipients.len())
@@ -805,7 +1058,7 @@ async fn process(
         shared.spool.update(&envelope).await?;
     }
     if shutdown.is_cancelled() {
-        return Ok(());
+        return Ok(envelope.next_due());
     }
 
     // Remote recipients, grouped by destination: one transaction per group.
@@ -863,7 +1116,8 @@ async fn process(
         shared.spool.update(&envelope).await?;
     }
 
-    conclude(&shared, &mut envelope, &owed).await
+    conclude(&shared, &mut envelope, &owed).await?;
+    Ok(envelope.next_due())
 }
 
 /// Whether `address` is in a domain whose mail waits for TURN.
@@ -1450,7 +1704,13 @@ async fn commit_report(
         recipients,
         held: false,
     };
+    let mut stored = envelope.clone();
+    stored.size = incoming.size();
     let id = shared.spool.commit(incoming, envelope).await?;
+    stored.id = id.clone();
+    if let Ok(mut inbox) = shared.inbox.lock() {
+        inbox.push(stored);
+    }
     shared.wake.notify_one();
     Ok(id)
 }
@@ -1588,6 +1848,16 @@ mod tests {
             .unwrap()
     }
 
+    /// `Spool::update` from a blocking task, so that the paused clock stands still (see `commit`).
+    async fn update(spool: &Spool, envelope: &Envelope) {
+        let (spool, envelope) = (spool.clone(), envelope.clone());
+        let runtime = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || runtime.block_on(spool.update(&envelope)))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
     /// Waits in virtual time (paused clock) until `done` holds.
     async fn until(what: &str, mut done: impl FnMut() -> bool) {
         for _ in 0..100_000 {
@@ -1685,6 +1955,68 @@ mod tests {
             "delivered {}s after the commit",
             at - committed_at
         );
+        token.cancel();
+        task.await.unwrap();
+    }
+
+    /// A runner that reads the spool only at start (no periodic safety-net scan in the test).
+    fn start_without_rescans(
+        fx: &Fixture,
+        spool: &Spool,
+    ) -> (RunnerHandle, CancellationToken, tokio::task::JoinHandle<()>) {
+        let runner = fx
+            .runner(spool)
+            .with_rescan_interval(Duration::from_secs(365 * 24 * 3600));
+        let handle = runner.handle();
+        let token = CancellationToken::new();
+        let task = tokio::spawn(runner.run(token.clone()));
+        (handle, token, task)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_submitted_message_is_delivered_without_reading_the_spool() {
+        let fx = Fixture::new();
+        let spool = fx.spool();
+        let (handle, token, task) = start_without_rescans(&fx, &spool);
+        tokio::time::sleep(Duration::from_secs(1)).await; // the runner is idle now
+        assert_eq!(handle.spool_scans(), 1, "one scan at start");
+        let now = fx.clock.now();
+        let id = commit(&spool, now, vec![local("test.example", "alice", now)]).await;
+        handle.submit(spool.load(&id).unwrap());
+        until("the delivery and removal", || {
+            fx.inbox("test.example", "alice").len() == 1 && spool.list().unwrap().is_empty()
+        })
+        .await;
+        assert_delivered(&fx.inbox("test.example", "alice")[0]);
+        assert_eq!(handle.spool_scans(), 1, "no scan after the start");
+        token.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_message_held_before_its_turn_is_not_delivered() {
+        let fx = Fixture::new();
+        let spool = fx.spool();
+        let id = commit(&spool, T0, vec![local("test.example", "alice", T0 + 100)]).await;
+        let (handle, token, task) = start_without_rescans(&fx, &spool);
+        tokio::time::sleep(Duration::from_secs(1)).await; // scheduled in memory for T0+100
+        // Held through the spool alone (no wake-up): the schedule in memory is out of date.
+        let mut envelope = spool.load(&id).unwrap();
+        envelope.held = true;
+        update(&spool, &envelope).await;
+        assert!(fx.clock.now() < T0 + 100, "held before its turn");
+        tokio::time::sleep(Duration::from_secs(300)).await;
+        assert!(fx.inbox("test.example", "alice").is_empty());
+        assert!(recipient(&spool, &id, 0).is_pending());
+        assert_eq!(handle.spool_scans(), 1);
+        // Released (as the control socket does: spool, then wake-up): delivered.
+        envelope.held = false;
+        update(&spool, &envelope).await;
+        handle.wake();
+        until("the delivery", || {
+            fx.inbox("test.example", "alice").len() == 1
+        })
+        .await;
         token.cancel();
         task.await.unwrap();
     }
