@@ -593,14 +593,13 @@ impl Mailbox {
     }
 }
 
-/// Byte index of the last `@` that is outside a quoted string (with its `\` escapes) and
-/// outside `[...]`.
-fn last_at(s: &str) -> Option<usize> {
+/// The characters of `s` (with their byte index) that stand outside a quoted string (with its
+/// `\` escapes) and outside an address literal `[...]`: where `@` and `>` delimit addresses.
+pub(crate) fn structural_chars(s: &str) -> impl Iterator<Item = (usize, char)> + '_ {
     let mut in_quote = false;
     let mut in_bracket = false;
     let mut escaped = false;
-    let mut found = None;
-    for (i, c) in s.char_indices() {
+    s.char_indices().filter(move |&(_, c)| {
         if in_quote {
             if escaped {
                 escaped = false;
@@ -609,17 +608,24 @@ fn last_at(s: &str) -> Option<usize> {
             } else if c == '"' {
                 in_quote = false;
             }
-            continue;
+            return false;
         }
         match c {
             '"' if !in_bracket => in_quote = true,
             '[' => in_bracket = true,
             ']' => in_bracket = false,
-            '@' if !in_bracket => found = Some(i),
-            _ => {}
+            _ => return !in_bracket,
         }
-    }
-    found
+        false
+    })
+}
+
+/// Byte index of the last `@` that is outside a quoted string and outside `[...]`.
+fn last_at(s: &str) -> Option<usize> {
+    structural_chars(s)
+        .filter(|&(_, c)| c == '@')
+        .last()
+        .map(|(i, _)| i)
 }
 
 impl fmt::Display for Mailbox {

@@ -679,29 +679,9 @@ fn split_path(rest: &str, sender: bool) -> Result<(&str, Option<&str>), CommandE
 
 /// Byte index of the `>` closing the path that `s` starts with.
 fn path_end(s: &str) -> Option<usize> {
-    let mut in_quote = false;
-    let mut in_bracket = false;
-    let mut escaped = false;
-    for (i, c) in s.char_indices() {
-        if in_quote {
-            if escaped {
-                escaped = false;
-            } else if c == '\\' {
-                escaped = true;
-            } else if c == '"' {
-                in_quote = false;
-            }
-            continue;
-        }
-        match c {
-            '"' if !in_bracket => in_quote = true,
-            '[' => in_bracket = true,
-            ']' => in_bracket = false,
-            '>' if !in_bracket => return Some(i),
-            _ => {}
-        }
-    }
-    None
+    crate::address::structural_chars(s)
+        .find(|&(_, c)| c == '>')
+        .map(|(i, _)| i)
 }
 
 /// `MAIL FROM:<reverse-path> [SP Mail-parameters]` (RFC 5321 4.1.1.2, RFC 821 4.1.1 for
