@@ -9,14 +9,17 @@
 //! [`RunnerHandle::submit`] and started as given, and finished tasks report when what is left
 //! falls due; a message whose time comes is read again from the spool before it is worked on
 //! (it may have been held, deleted or changed). One task per message, at most
-//! `4 × concurrency` messages in flight.
-//! Deliveries themselves are bounded by a semaphore of `concurrency` permits, and remote ones
-//! also by `per_destination` permits per destination (MX domain or smarthost).
+//! `4 × concurrency` (and at least 256) messages in flight.
+//! Remote deliveries are bounded by a semaphore of `concurrency` permits, and also by
+//! `per_destination` permits per destination (MX domain or smarthost). Local deliveries are
+//! batched instead: the recipients of every message in flight queue up, and a batch of them is
+//! written and made durable together ([`Maildir::deliver_batch`], one `syncfs` per step
+//! instead of two flushes per file), while the next batch gathers.
 //!
 //! Per message task:
 //!
 //! 1. every due recipient is routed ([`yizhan_delivery::route`]): local ones go into their
-//!    Maildir one by one; remote ones are grouped by destination, and each group is one SMTP
+//!    Maildir in the next batch; remote ones are grouped by destination, and each group is one SMTP
 //!    transaction (RFC 5321 3.3) to the first MX host (RFC 5321 5.1) that takes it, over a
 //!    connection reused across messages to the same host;
 //! 2. each outcome is written to the spool before moving on (invariant 3): delivered, or "try
@@ -40,13 +43,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, Semaphore, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 use yizhan_delivery::dsn::{self, Action, RecipientReport, Report, Return};
-use yizhan_delivery::maildir::Maildir;
+use yizhan_delivery::maildir::{BatchJob, Maildir};
 use yizhan_delivery::mx::{self, HickoryResolver, Resolver};
 use yizhan_delivery::route::{self, Route, RoutingTable};
 use yizhan_delivery::smtp::{self, Connection, Outcome, Reason, SmtpSettings, TlsClient};
@@ -63,6 +66,13 @@ use crate::directory::{Directory, Resolution, Target as DirTarget};
 /// The longest the runner sleeps without looking at the spool again (guards against clock
 /// jumps and missed wake-ups).
 const MAX_IDLE: Duration = Duration::from_secs(60);
+
+/// Local deliveries written and synced together at most (see [`drain_local`]).
+const LOCAL_BATCH: usize = 256;
+
+/// Local delivery batches in progress at once: while one waits for the disk, the next one is
+/// being written.
+const LOCAL_DRAINERS: usize = 2;
 
 /// How long the runner waits after a spool error before it tries again.
 const ERROR_BACKOFF: Duration = Duration::from_secs(10);
@@ -212,6 +222,13 @@ impl RunnerHandle {
     /// after a flush, and periodically).
     pub fn spool_scans(&self) -> u64 {
         self.scans.load(Ordering::Relaxed)
+    }
+
+    /// How many Maildir batches the runner has written so far (see [`Maildir::deliver_batch`]).
+    pub fn local_batches(&self) -> u64 {
+        self.shared
+            .upgrade()
+            .map_or(0, |shared| shared.local_batches.load(Ordering::Relaxed))
     }
 
     /// Makes every pending remote recipient (of `domain`, or all with `None`) due now, as ETRN
@@ -373,6 +390,10 @@ struct Shared {
     busy: Mutex<HashSet<QueueId>>,
     /// Flush requests (ETRN) that met a message in flight, applied once it is done.
     late_flushes: Mutex<HashMap<QueueId, Vec<Option<String>>>>,
+    /// Local deliveries waiting for the next Maildir batch.
+    local: Mutex<LocalQueue>,
+    /// Maildir batches written so far.
+    local_batches: AtomicU64,
 }
 
 impl fmt::Debug for QueueRunner {
@@ -419,6 +440,8 @@ impl QueueRunner {
                 seed: AtomicU64::new(seed),
                 busy: Mutex::new(HashSet::new()),
                 late_flushes: Mutex::new(HashMap::new()),
+                local: Mutex::new(LocalQueue::default()),
+                local_batches: AtomicU64::new(0),
             }),
         }
     }
@@ -475,7 +498,15 @@ impl QueueRunner {
     /// Runs until `shutdown` is cancelled. Then it starts nothing new, lets the deliveries in
     /// flight finish and record their outcome, closes idle connections and returns.
     pub async fn run(self, shutdown: CancellationToken) {
-        let window = self.shared.settings.concurrency.max(1).saturating_mul(4);
+        // Local deliveries take no delivery permit (they are batched), so the window leaves
+        // room for a full batch of them whatever `concurrency` is.
+        let window = self
+            .shared
+            .settings
+            .concurrency
+            .max(1)
+            .saturating_mul(4)
+            .max(LOCAL_BATCH);
         let mut tasks: JoinSet<Result<Option<i64>, SpoolError>> = JoinSet::new();
         let mut active: HashMap<tokio::task::Id, QueueId> = HashMap::new();
         let mut schedule = Schedule::default();
@@ -564,6 +595,15 @@ impl QueueRunner {
             Ok(mut f) => std::mem::take(&mut *f),
             Err(_) => return Ok(false),
         };
+        let late = !self
+            .shared
+            .late_flushes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_empty();
+        if requests.is_empty() && !late {
+            return Ok(false);
+        }
         let busy = self
             .shared
             .busy
@@ -672,7 +712,11 @@ impl QueueRunner {
             Ok(mut inbox) => std::mem::take(&mut *inbox),
             Err(_) => Vec::new(),
         };
-        let in_flight: HashSet<QueueId> = active.values().cloned().collect();
+        let in_flight: HashSet<&QueueId> = if submitted.is_empty() {
+            HashSet::new()
+        } else {
+            active.values().collect()
+        };
         for envelope in submitted {
             schedule.known.remove(&envelope.id);
             // Started already from a fresh read of the spool: its task reports what is left.
@@ -688,12 +732,14 @@ impl QueueRunner {
                 _ => schedule.ready.push_back(envelope),
             }
         }
-        let busy = self
-            .shared
-            .busy
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
+        drop(in_flight);
+        let busy = |id: &QueueId| {
+            self.shared
+                .busy
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .contains(id)
+        };
         let start = |envelope: Envelope,
                      tasks: &mut JoinSet<Result<Option<i64>, SpoolError>>,
                      active: &mut HashMap<tokio::task::Id, QueueId>| {
@@ -705,7 +751,7 @@ impl QueueRunner {
         let mut later = Vec::new();
         while active.len() < window {
             if let Some(envelope) = schedule.ready.pop_front() {
-                if busy.contains(&envelope.id) {
+                if busy(&envelope.id) {
                     later.push(envelope.id);
                     continue;
                 }
@@ -715,7 +761,7 @@ impl QueueRunner {
             let Some(id) = schedule.pop_due(now) else {
                 break;
             };
-            if busy.contains(&id) {
+            if busy(&id) {
                 // A TURN session has it; look again shortly.
                 later.push(id);
                 continue;
@@ -892,6 +938,12 @@ impl Shared {
         late.entry(id.clone())
             .or_default()
             .extend(requests.iter().cloned());
+    }
+
+    fn lock_local(&self) -> std::sync::MutexGuard<'_, LocalQueue> {
+        self.local
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn resolver(&self) -> Option<Arc<dyn Resolver>> {
@@ -1170,7 +1222,7 @@ fn destination_key(route: &Route) -> String {
     }
 }
 
-/// One Maildir delivery on the blocking pool, under a delivery permit.
+/// One Maildir delivery, in the next batch ([`drain_local`]).
 async fn deliver_local(
     shared: &Arc<Shared>,
     id: QueueId,
@@ -1178,33 +1230,132 @@ async fn deliver_local(
     key: String,
     mailbox: LocalMailbox,
 ) -> Outcome {
-    let Ok(_permit) = shared.deliveries.clone().acquire_owned().await else {
-        return Outcome::Transient(Reason::local("4.3.0", "delivery semaphore closed"));
-    };
-    let spool = shared.spool.clone();
-    let maildir = shared.maildir.clone();
-    let job = tokio::task::spawn_blocking(move || {
-        let mut body = match spool.open_body(&id) {
-            Ok(body) => body,
-            Err(e) => return Outcome::Transient(Reason::local("4.3.0", e.to_string())),
-        };
-        match maildir.deliver_once(
-            &mailbox.domain,
-            &mailbox.local,
-            &key,
-            &return_path,
-            &mut body,
-        ) {
-            Ok((path, _fresh)) => {
-                Outcome::Delivered(Reason::local("2.0.0", path.display().to_string()))
-            }
-            Err(e) if e.is_transient() => Outcome::Transient(Reason::local("4.2.0", e.to_string())),
-            Err(e) => Outcome::Permanent(Reason::local("5.1.1", e.to_string())),
+    let (reply, outcome) = oneshot::channel();
+    let start = {
+        let mut queue = shared.lock_local();
+        queue.jobs.push(LocalJob {
+            id,
+            key,
+            return_path,
+            mailbox,
+            reply,
+        });
+        let start = queue.draining < LOCAL_DRAINERS;
+        if start {
+            queue.draining += 1;
         }
-    });
-    match job.await {
-        Ok(outcome) => outcome,
-        Err(e) => Outcome::Transient(Reason::local("4.3.0", format!("delivery task failed: {e}"))),
+        start
+    };
+    if start {
+        let shared = shared.clone();
+        tokio::task::spawn_blocking(move || drain_local(&shared));
+    }
+    outcome.await.unwrap_or_else(|_| {
+        Outcome::Transient(Reason::local("4.3.0", "local delivery batch failed"))
+    })
+}
+
+/// Delivers the waiting local jobs in batches until none is left (on the blocking pool).
+/// Everything that arrives while a batch is being written and synced goes into the next one:
+/// group commit for Maildirs, as the spool does for the queue.
+fn drain_local(shared: &Shared) {
+    // If a batch panics, its jobs (and those waiting) are answered by their dropped reply
+    // channel (a transient failure, retried later), and another drainer may start.
+    struct Draining<'a>(&'a Shared);
+    impl Drop for Draining<'_> {
+        fn drop(&mut self) {
+            let mut queue = self.0.lock_local();
+            queue.draining -= 1;
+            if std::thread::panicking() {
+                queue.jobs.clear();
+            }
+        }
+    }
+    let _draining = Draining(shared);
+    loop {
+        let batch: Vec<LocalJob> = {
+            let mut queue = shared.lock_local();
+            if queue.jobs.is_empty() {
+                return;
+            }
+            let n = queue.jobs.len().min(LOCAL_BATCH);
+            queue.jobs.drain(..n).collect()
+        };
+        let mut jobs = Vec::with_capacity(batch.len());
+        let mut replies = Vec::with_capacity(batch.len());
+        for job in batch {
+            jobs.push(BatchJob {
+                domain: job.mailbox.domain,
+                local: job.mailbox.local,
+                key: job.key,
+                return_path: job.return_path,
+                body: LazyBody {
+                    spool: &shared.spool,
+                    id: job.id,
+                    body: None,
+                },
+            });
+            replies.push(job.reply);
+        }
+        let results = shared.maildir.deliver_batch(&mut jobs);
+        shared.local_batches.fetch_add(1, Ordering::Relaxed);
+        debug!(deliveries = jobs.len(), "local delivery batch written");
+        for (reply, result) in replies.into_iter().zip(results) {
+            let outcome = match result {
+                Ok((path, _fresh)) => {
+                    Outcome::Delivered(Reason::local("2.0.0", path.display().to_string()))
+                }
+                Err(e) if e.is_transient() => {
+                    Outcome::Transient(Reason::local("4.2.0", e.to_string()))
+                }
+                Err(e) => Outcome::Permanent(Reason::local("5.1.1", e.to_string())),
+            };
+            // The message task may be gone (shutdown): its recipient stays pending.
+            let _ = reply.send(outcome);
+        }
+    }
+}
+
+/// Local deliveries waiting for the next batch.
+#[derive(Default)]
+struct LocalQueue {
+    jobs: Vec<LocalJob>,
+    /// Drainers running on the blocking pool (at most [`LOCAL_DRAINERS`]).
+    draining: usize,
+}
+
+/// One recipient's Maildir delivery, and where its outcome goes.
+struct LocalJob {
+    id: QueueId,
+    key: String,
+    return_path: String,
+    mailbox: LocalMailbox,
+    reply: oneshot::Sender<Outcome>,
+}
+
+/// A message body opened from the spool when the batch gets to it, and let go at its end,
+/// so that a batch holds one body in memory at a time.
+struct LazyBody<'a> {
+    spool: &'a Spool,
+    id: QueueId,
+    body: Option<yizhan_spool::Body>,
+}
+
+impl Read for LazyBody<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let body = match &mut self.body {
+            Some(body) => body,
+            None => self.body.insert(
+                self.spool
+                    .open_body(&self.id)
+                    .map_err(std::io::Error::other)?,
+            ),
+        };
+        let n = body.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            self.body = None;
+        }
+        Ok(n)
     }
 }
 
@@ -1989,6 +2140,49 @@ mod tests {
         .await;
         assert_delivered(&fx.inbox("test.example", "alice")[0]);
         assert_eq!(handle.spool_scans(), 1, "no scan after the start");
+        token.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_of_local_mail_is_written_in_batches() {
+        let fx = Fixture::new();
+        let spool = fx.spool();
+        let (handle, token, task) = start_without_rescans(&fx, &spool);
+        tokio::time::sleep(Duration::from_secs(1)).await; // the runner is idle now
+        let now = fx.clock.now();
+        const MESSAGES: usize = 60;
+        let mut envelopes = Vec::new();
+        for i in 0..MESSAGES {
+            let user = ["alice", "bob", "carol"][i % 3];
+            let id = commit(&spool, now, vec![local("test.example", user, now)]).await;
+            envelopes.push(spool.load(&id).unwrap());
+        }
+        // As from many connections finishing DATA at the same moment.
+        for envelope in envelopes {
+            handle.submit(envelope);
+        }
+        until("every delivery and removal", || {
+            ["alice", "bob", "carol"]
+                .iter()
+                .map(|u| fx.inbox("test.example", u).len())
+                .sum::<usize>()
+                == MESSAGES
+                && spool.list().unwrap().is_empty()
+        })
+        .await;
+        for user in ["alice", "bob", "carol"] {
+            let inbox = fx.inbox("test.example", user);
+            assert_eq!(inbox.len(), MESSAGES / 3, "{user}");
+            inbox.iter().for_each(|m| assert_delivered(m));
+        }
+        // Submitted together, they queue up behind the first batch: far fewer batches than
+        // messages (the exact count depends on thread timing).
+        let batches = handle.local_batches();
+        assert!(
+            (1..=MESSAGES as u64 / 2).contains(&batches),
+            "{batches} batches"
+        );
         token.cancel();
         task.await.unwrap();
     }
