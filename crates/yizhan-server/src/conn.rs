@@ -424,7 +424,9 @@ impl Connection {
                     (Some(_), None) => "ignored (treated as AUTH=<>)",
                     (None, _) => "none",
                 };
-                info!(from = %from, ?kind, size = ?params.size, auth_param, "mail");
+                // Accepted senders and recipients are logged at debug: the "queued" line names
+                // the sender and the runner's lines each recipient, as Postfix's do.
+                debug!(from = %from, ?kind, size = ?params.size, auth_param, "mail");
                 let decision = policy::mail(directory, &self.listener, &self.client(), &from);
                 if let Decision::Reply(reply) = &decision {
                     info!(from = %from, code = reply.code, "mail rejected");
@@ -450,7 +452,7 @@ impl Connection {
                     info!(route = ?path.route.iter().map(|d| d.to_string()).collect::<Vec<_>>(), "source route given; delivering to the mailbox");
                 }
                 match &decision {
-                    Decision::Accept => info!(to = %to, "rcpt accepted"),
+                    Decision::Accept => debug!(to = %to, "rcpt accepted"),
                     Decision::Reply(reply) | Decision::Close(reply) => {
                         info!(to = %to, code = reply.code, "rcpt {}", if reply.is_positive() { "accepted" } else { "rejected" })
                     }
@@ -539,7 +541,7 @@ impl Connection {
         stored.size = incoming.size();
         match self.shared.spool.commit(incoming, envelope).await {
             Ok(id) => {
-                info!(queue_id = %id, size, recipients, "queued");
+                info!(queue_id = %id, from = %transaction.from, size, recipients, "queued");
                 stored.id = id.clone();
                 self.shared.runner.submit(stored);
                 Decision::Reply(Reply::queued(id.as_str()))

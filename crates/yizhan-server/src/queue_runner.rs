@@ -1204,7 +1204,9 @@ async fn conclude(
         shared.spool.update(envelope).await?;
     }
     if envelope.is_finished() {
-        shared.spool.remove(&id).await?;
+        // Not waited for: everything in it is recorded or, for a Maildir delivery, found
+        // again by its file name if a crash undoes the removal.
+        shared.spool.remove_soon(&id);
         info!(queue_id = %id, "message done, removed from the spool");
     }
     Ok(())

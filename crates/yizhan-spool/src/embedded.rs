@@ -620,6 +620,25 @@ impl Spool {
         .await
     }
 
+    /// Deletes a message like [`remove`](Spool::remove), without waiting for the commit: for
+    /// a message whose every delivery can be recognised if it is tried again (the queue
+    /// runner's Maildir deliveries are idempotent per queue id and recipient). Should the
+    /// commit fail, the error is logged and the message is found again at the next scan.
+    pub fn remove_soon(&self, id: &QueueId) {
+        let Some(jobs) = self.inner.jobs.as_ref() else {
+            return;
+        };
+        let (reply, _) = oneshot::channel();
+        self.inner.stats.pending.fetch_add(1, Ordering::Relaxed);
+        let op = Op::Remove {
+            id: id.clone(),
+            body: self.body_path(id),
+        };
+        if jobs.send(Job { op, reply }).is_err() {
+            self.inner.stats.pending.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
     /// How many transactions the committer has committed. With concurrent commits this grows
     /// more slowly than the number of changes: that is group commit at work.
     pub fn commit_groups(&self) -> u64 {
@@ -1348,6 +1367,30 @@ mod tests {
             let want = format!("message {}\r\n", env.received_at);
             assert_eq!(body_of(&spool, id), want.as_bytes());
         }
+    }
+
+    #[tokio::test]
+    async fn remove_soon_is_committed_in_order_with_later_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(dir.path()).unwrap();
+        let small = put(&spool, b"body\r\n", envelope(10, &[10])).await;
+        let large = put(&spool, &big_body(), envelope(10, &[10])).await;
+        assert!(spool.body_path(&large).exists());
+        spool.remove_soon(&small);
+        spool.remove_soon(&large);
+        // The committer takes changes in order: once a later one is answered, both are done.
+        let later = put(&spool, b"later\r\n", envelope(11, &[11])).await;
+        for id in [&small, &large] {
+            assert!(matches!(spool.load(id), Err(SpoolError::NotFound(_))));
+        }
+        assert!(!spool.body_path(&large).exists());
+        assert_eq!(spool.list().unwrap().len(), 1);
+        assert_eq!(spool.pending_commits(), 0);
+        spool.remove_soon(&later);
+        drop(spool);
+        // Still committed when the spool is closed right after.
+        let (spool, _) = Spool::open(dir.path()).unwrap();
+        assert!(spool.list().unwrap().is_empty());
     }
 
     #[tokio::test]
