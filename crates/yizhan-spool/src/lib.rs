@@ -4,7 +4,7 @@
 //!
 //! - a message is acknowledged (`250` after DATA, RFC 5321 4.1.1.4) only once
 //!   [`Spool::commit`] has returned, i.e. its body file is `fdatasync`ed (a body of at most
-//!   [`INLINE_BODY_MAX`] bytes has no file: it is stored in the row) and its envelope row is
+//!   [`INLINE_BODY_MAX`] bytes has no file: it is stored in the index) and its envelope row is
 //!   committed in a `synchronous=FULL` SQLite transaction;
 //! - the queue runner's schedule is rebuilt from it at start ([`Spool::due`],
 //!   [`Spool::next_due`]);
