@@ -570,7 +570,13 @@ impl QueueRunner {
                 _ = shutdown.cancelled() => break,
                 _ = self.shared.wake.notified() => {}
                 Some(joined) = tasks.join_next_with_id(), if !tasks.is_empty() => {
-                    if !self.finished(joined, &mut active, &mut schedule) {
+                    let mut ok = self.finished(joined, &mut active, &mut schedule);
+                    // Everything else that finished meanwhile too: one round of the loop for
+                    // a whole batch of deliveries, not one per message.
+                    while let Some(joined) = tasks.try_join_next_with_id() {
+                        ok &= self.finished(joined, &mut active, &mut schedule);
+                    }
+                    if !ok {
                         backoff_until = Some(Instant::now() + ERROR_BACKOFF);
                     }
                 }
