@@ -349,8 +349,13 @@ enum Op {
     Insert { row: Row, body: NewBody },
     /// New recipient state for an existing message.
     Update { row: Row },
-    /// Delete the row, then (after the commit) the body file if it has one.
-    Remove { id: QueueId, body: PathBuf },
+    /// Delete the row, then (after the commit) the body file if it has one. `lazy`: the
+    /// deletion need not be durable at once (see [`Spool::remove_soon`]).
+    Remove {
+        id: QueueId,
+        body: PathBuf,
+        lazy: bool,
+    },
 }
 
 struct Job {
@@ -469,6 +474,8 @@ impl Spool {
             bodies: bodies.clone(),
             bodies_handle,
             stats: stats.clone(),
+            deferred_unlinks: Vec::new(),
+            relaxed: false,
         };
         let handle = std::thread::Builder::new()
             .name("yizhan-spool-committer".into())
@@ -645,14 +652,19 @@ impl Spool {
         self.submit(Op::Remove {
             id: id.clone(),
             body,
+            lazy: false,
         })
         .await
     }
 
-    /// Deletes a message like [`remove`](Spool::remove), without waiting for the commit: for
-    /// a message whose every delivery can be recognised if it is tried again (the queue
-    /// runner's Maildir deliveries are idempotent per queue id and recipient). Should the
-    /// commit fail, the error is logged and the message is found again at the next scan.
+    /// Deletes a message like [`remove`](Spool::remove), without waiting for the commit, and
+    /// without making the deletion durable at once: a group of nothing but such removals is
+    /// committed with `synchronous=NORMAL` (no WAL sync; the next durable commit covers it).
+    /// For a message whose every outcome is recorded, or can be recognised if it is tried
+    /// again (the queue runner's Maildir deliveries are idempotent per queue id and
+    /// recipient): a crash may bring it back, never lose anything. Should the commit fail, the
+    /// error is logged and the message is found again at the next scan. A body file is
+    /// unlinked only after a durable commit (else at the next start, as an orphan).
     pub fn remove_soon(&self, id: &QueueId) {
         let Some(jobs) = self.inner.jobs.as_ref() else {
             return;
@@ -662,6 +674,7 @@ impl Spool {
         let op = Op::Remove {
             id: id.clone(),
             body: self.body_path(id),
+            lazy: true,
         };
         if jobs.send(Job { op, reply }).is_err() {
             self.inner.stats.pending.fetch_sub(1, Ordering::Relaxed);
@@ -739,6 +752,11 @@ struct Committer {
     bodies: PathBuf,
     bodies_handle: File,
     stats: Arc<Stats>,
+    /// Body files of messages removed by a commit that was not synced yet: unlinked after the
+    /// next durable commit (a crash in between leaves orphans, which the next start removes).
+    deferred_unlinks: Vec<PathBuf>,
+    /// Whether the connection is at `synchronous=NORMAL` (for a group of lazy removals).
+    relaxed: bool,
 }
 
 impl Committer {
@@ -756,6 +774,19 @@ impl Committer {
     }
 
     fn commit_group(&mut self, group: Vec<Job>) {
+        let lazy = group
+            .iter()
+            .all(|job| matches!(job.op, Op::Remove { lazy: true, .. }));
+        if lazy != self.relaxed {
+            let mode = if lazy { "NORMAL" } else { "FULL" };
+            match self.conn.pragma_update(None, "synchronous", mode) {
+                Ok(()) => self.relaxed = lazy,
+                // Still FULL (or NORMAL, for the next group of lazy removals only): the
+                // commit stays correct either way; the next group tries again.
+                Err(e) => tracing::warn!(error = %e, mode, "cannot set spool sync mode"),
+            }
+        }
+        let mut durable = !self.relaxed;
         let results = match self.write_group(&group) {
             Ok(results) => {
                 self.stats.groups.fetch_add(1, Ordering::Relaxed);
@@ -763,6 +794,7 @@ impl Committer {
             }
             Err(reason) => {
                 tracing::error!(changes = group.len(), %reason, "spool group commit failed");
+                durable = false;
                 group
                     .iter()
                     .map(|job| {
@@ -779,9 +811,18 @@ impl Committer {
                     .collect()
             }
         };
+        if durable {
+            for body in self.deferred_unlinks.drain(..) {
+                remove_quietly(&body);
+            }
+        }
         for (job, (result, unlink)) in group.into_iter().zip(results) {
             if let (Op::Remove { body, .. }, true) = (&job.op, unlink) {
-                remove_quietly(body);
+                if !self.relaxed {
+                    remove_quietly(body);
+                } else {
+                    self.deferred_unlinks.push(body.clone());
+                }
             }
             self.stats.pending.fetch_sub(1, Ordering::Relaxed);
             // The waiter may have gone away (its future dropped); the change stands regardless.
@@ -1412,6 +1453,16 @@ mod tests {
         }
     }
 
+    async fn until_committed(spool: &Spool) {
+        for _ in 0..500 {
+            if spool.pending_commits() == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the committer did not catch up in 5 s");
+    }
+
     #[tokio::test]
     async fn remove_soon_is_committed_in_order_with_later_changes() {
         let dir = tempfile::tempdir().unwrap();
@@ -1421,6 +1472,11 @@ mod tests {
         assert!(spool.body_path(&large).exists());
         spool.remove_soon(&small);
         spool.remove_soon(&large);
+        // Alone, lazy removals are committed without a sync, so a body file stays until a
+        // durable commit follows (a crash in between would bring the row back).
+        until_committed(&spool).await;
+        assert!(matches!(spool.load(&large), Err(SpoolError::NotFound(_))));
+        assert!(spool.body_path(&large).exists());
         // The committer takes changes in order: once a later one is answered, both are done.
         let later = put(&spool, b"later\r\n", envelope(11, &[11])).await;
         for id in [&small, &large] {
