@@ -18,9 +18,10 @@
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -88,6 +89,10 @@ pub struct Maildir {
     sync: MaildirSync,
     /// Mailboxes whose directories exist, shared by the clones.
     known: Arc<Mutex<HashMap<PathBuf, Arc<MailboxDirs>>>>,
+    /// Whether files are staged without a name (`O_TMPFILE`, linked into `new/` through
+    /// `/proc/self/fd`): no `tmp/` entry to create and remove per delivery. Turned off for
+    /// good once the file system or kernel says it cannot.
+    anonymous: Arc<AtomicBool>,
 }
 
 impl Maildir {
@@ -119,6 +124,7 @@ impl Maildir {
             hostname: host,
             sync: MaildirSync::default(),
             known: Arc::default(),
+            anonymous: Arc::new(AtomicBool::new(Path::new("/proc/self/fd").is_dir())),
         }
     }
 
@@ -215,8 +221,8 @@ impl Maildir {
         let mut linked: Vec<(usize, Staged)> = Vec::with_capacity(staged.len());
         for (i, s) in staged {
             let outcome = match failed.iter().find(|(dev, _)| *dev == s.dev) {
-                Some((_, e)) => Err(MaildirError::io(&s.tmp, copy_error(e))),
-                None => match fs::hard_link(&s.tmp, &s.new) {
+                Some((_, e)) => Err(MaildirError::io(&s.new_dir, copy_error(e))),
+                None => match s.link() {
                     Ok(()) => {
                         linked.push((i, s));
                         continue;
@@ -228,8 +234,7 @@ impl Maildir {
                 },
             };
             results[i] = Some(outcome);
-            // The tmp name is only a staging link: remove it whatever happened.
-            let _ = fs::remove_file(&s.tmp);
+            s.remove_tmp();
         }
         // 3. The directory entries made in step 2.
         let mut dirs: Vec<(&Path, u64)> = Vec::new();
@@ -256,9 +261,9 @@ impl Maildir {
             results[i] = Some(match dir_failures.iter().find(|(d, _)| *d == s.new_dir) {
                 // Linked, but maybe not durably: the retry finds the name, or writes it again.
                 Some((dir, e)) => Err(MaildirError::io(dir, copy_error(e))),
-                None => Ok((s.new, true)),
+                None => Ok((s.new.clone(), true)),
             });
-            let _ = fs::remove_file(&s.tmp);
+            s.remove_tmp();
         }
         results
             .into_iter()
@@ -286,10 +291,15 @@ impl Maildir {
                 reason: "must be ASCII letters, digits, '.', '_' or '-'",
             });
         }
-        let (dirs, tmp_name, file) = self.open_tmp(&job.domain, &job.local, &job.return_path)?;
-        let tmp = dirs.tmp.join(&tmp_name);
-        if let Err(e) = write_message(&file, &tmp, &job.return_path, &mut job.body, buf) {
-            let _ = fs::remove_file(&tmp);
+        let anonymous = self.anonymous.load(Ordering::Relaxed);
+        let (dirs, tmp_name, file) =
+            self.open_tmp(&job.domain, &job.local, &job.return_path, anonymous)?;
+        let tmp = tmp_name.map(|name| dirs.tmp.join(name));
+        let shown = tmp.as_deref().unwrap_or(&dirs.tmp);
+        if let Err(e) = write_message(&file, shown, &job.return_path, &mut job.body, buf) {
+            if let Some(tmp) = &tmp {
+                let _ = fs::remove_file(tmp);
+            }
             return Err(e);
         }
         Ok(Staged {
@@ -313,7 +323,8 @@ impl Maildir {
         return_path: &str,
         body: &mut impl Read,
     ) -> Result<PathBuf, MaildirError> {
-        let (dirs, name, file) = self.open_tmp(domain, local, return_path)?;
+        let (dirs, name, file) = self.open_tmp(domain, local, return_path, false)?;
+        let name = name.unwrap_or_default();
         let tmp = dirs.tmp.join(&name);
         let mut buf = vec![0u8; COPY_BUFFER];
         let result = write_message(&file, &tmp, return_path, body, &mut buf)
@@ -342,7 +353,8 @@ impl Maildir {
         domain: &str,
         local: &str,
         return_path: &str,
-    ) -> Result<(Arc<MailboxDirs>, String, File), MaildirError> {
+        anonymous: bool,
+    ) -> Result<(Arc<MailboxDirs>, Option<String>, File), MaildirError> {
         if return_path.contains(['\r', '\n']) {
             return Err(MaildirError::InvalidName {
                 what: "return path",
@@ -353,7 +365,7 @@ impl Maildir {
         let mailbox = self.mailbox_path(domain, local)?;
         let known = self.known_mailbox(&mailbox);
         if let Some(dirs) = known {
-            match self.create_unique(&dirs.tmp) {
+            match self.create_tmp(&dirs.tmp, anonymous) {
                 Ok((name, file)) => return Ok((dirs, name, file)),
                 Err(MaildirError::Io { ref source, .. })
                     if source.kind() == io::ErrorKind::NotFound =>
@@ -364,8 +376,34 @@ impl Maildir {
             }
         }
         let dirs = self.prepare(&mailbox)?;
-        let (name, file) = self.create_unique(&dirs.tmp)?;
+        let (name, file) = self.create_tmp(&dirs.tmp, anonymous)?;
         Ok((dirs, name, file))
+    }
+
+    /// A new file in `tmp/`: without a name if `anonymous` (and the system can), else
+    /// [`create_unique`](Self::create_unique).
+    fn create_tmp(
+        &self,
+        tmp_dir: &Path,
+        anonymous: bool,
+    ) -> Result<(Option<String>, File), MaildirError> {
+        use rustix::fs::{Mode, OFlags};
+        if anonymous {
+            let flags = OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC;
+            match rustix::fs::open(tmp_dir, flags, Mode::from_raw_mode(0o666)) {
+                Ok(fd) => return Ok((None, File::from(fd))),
+                // No O_TMPFILE here (old kernel, or a file system without it): named files
+                // from now on.
+                Err(
+                    rustix::io::Errno::OPNOTSUPP
+                    | rustix::io::Errno::ISDIR
+                    | rustix::io::Errno::INVAL,
+                ) => self.anonymous.store(false, Ordering::Relaxed),
+                Err(e) => return Err(MaildirError::io(tmp_dir, e.into())),
+            }
+        }
+        let (name, file) = self.create_unique(tmp_dir)?;
+        Ok((Some(name), file))
     }
 
     fn lock_known(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, Arc<MailboxDirs>>> {
@@ -461,11 +499,40 @@ struct MailboxDirs {
 
 /// A message written into `tmp/`, not yet synced or linked.
 struct Staged {
-    tmp: PathBuf,
+    /// Its name in `tmp/`, or `None` for an anonymous file (`O_TMPFILE`).
+    tmp: Option<PathBuf>,
     new: PathBuf,
     new_dir: PathBuf,
     dev: u64,
     file: File,
+}
+
+impl Staged {
+    /// Gives the file its name in `new/`; fails with `AlreadyExists` if that name is taken.
+    fn link(&self) -> io::Result<()> {
+        match &self.tmp {
+            Some(tmp) => fs::hard_link(tmp, &self.new),
+            None => {
+                // linkat(2) of an O_TMPFILE file, as open(2) describes it.
+                let path = format!("/proc/self/fd/{}", self.file.as_raw_fd());
+                rustix::fs::linkat(
+                    rustix::fs::CWD,
+                    path.as_str(),
+                    rustix::fs::CWD,
+                    &self.new,
+                    rustix::fs::AtFlags::SYMLINK_FOLLOW,
+                )
+                .map_err(io::Error::from)
+            }
+        }
+    }
+
+    /// Removes the staging name in `tmp/`, if there is one: it was only a staging link.
+    fn remove_tmp(&self) {
+        if let Some(tmp) = &self.tmp {
+            let _ = fs::remove_file(tmp);
+        }
+    }
 }
 
 /// `syncfs(2)` once per file system among `files`; returns the file systems that failed.
@@ -824,9 +891,19 @@ mod tests {
 
     #[test]
     fn a_batch_delivers_each_job_once_in_either_sync_mode() {
-        for sync in [MaildirSync::Batch, MaildirSync::File] {
+        // Each sync mode, with anonymous (O_TMPFILE) and with named staging files.
+        let modes = [
+            (MaildirSync::Batch, true),
+            (MaildirSync::File, true),
+            (MaildirSync::Batch, false),
+            (MaildirSync::File, false),
+        ];
+        for (sync, anonymous) in modes {
             let dir = tempfile::tempdir().unwrap();
             let md = Maildir::with_hostname(dir.path(), "host").with_sync(sync);
+            if !anonymous {
+                md.anonymous.store(false, Ordering::Relaxed);
+            }
             let big = vec![b'x'; COPY_BUFFER * 2 + 7];
             let mut jobs = vec![
                 job("ann", "1.Yq1R0", b"one\r\n"),
