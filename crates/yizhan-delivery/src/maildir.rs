@@ -2,10 +2,11 @@
 //!
 //! Implements the delivery half of the Maildir format (<https://cr.yp.to/proto/maildir.html>):
 //! write into `tmp/<unique>`, sync, link (or rename) into `new/`, and sync `new/` so that the
-//! name itself is durable. Where the system allows, the file in `tmp/` has no name at all
-//! (`O_TMPFILE`, then `linkat(2)` through `/proc/self/fd`): the same guarantee with two
-//! directory operations fewer per delivery (the `maildir` crate skips that last step; see
+//! name itself is durable (the `maildir` crate skips that last step; see
 //! shared/research/ecosystem.md). A message is therefore in `new/` completely or not at all.
+//! Where the system allows, the file in `tmp/` has no name at all (`O_TMPFILE`, then
+//! `linkat(2)` through `/proc/self/fd`): the same guarantee with two directory operations
+//! fewer per delivery.
 //! [`Maildir::deliver_batch`] does the same for many messages at once with one sync per step
 //! and file system (`syncfs(2)`) instead of two per message: the queue runner's group commit
 //! for mailboxes.
