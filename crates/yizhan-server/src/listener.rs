@@ -138,7 +138,7 @@ impl Server {
         let queue = &settings.queue;
         let runner = QueueRunner::new(
             self.spool.clone(),
-            Maildir::new(settings.data_dir.join("mail")),
+            Maildir::new(settings.data_dir.join("mail")).with_sync(queue.maildir_sync),
             RunnerSettings {
                 concurrency: queue.concurrency,
                 retry: RetryPolicy {

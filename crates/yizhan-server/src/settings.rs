@@ -23,6 +23,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ipnet::IpNet;
+pub use yizhan_delivery::maildir::MaildirSync;
 pub use yizhan_delivery::route::{Smarthost, TlsPolicy};
 /// The user name and password a smarthost asks for (AUTH, RFC 4954).
 pub use yizhan_proto::client::Credentials as SmarthostCredentials;
@@ -425,6 +426,8 @@ pub struct QueueSettings {
     pub retry_max_backoff: Duration,
     /// After this long in the queue a message is bounced (RFC 5321 4.5.4.1: 4-5 days).
     pub give_up_after: Duration,
+    /// How a batch of Maildir deliveries is made durable (`[queue] maildir_sync`).
+    pub maildir_sync: MaildirSync,
 }
 
 impl Default for QueueSettings {
@@ -434,6 +437,7 @@ impl Default for QueueSettings {
             retry_initial: Duration::from_secs(300),
             retry_max_backoff: Duration::from_secs(4000),
             give_up_after: Duration::from_secs(5 * 24 * 3600),
+            maildir_sync: MaildirSync::Batch,
         }
     }
 }

@@ -22,8 +22,8 @@ use toml::Spanned;
 use yizhan_server::auth::{Credentials, Mechanism};
 use yizhan_server::directory::{Directory, DirectoryError, Entry};
 use yizhan_server::settings::{
-    ListenerKind, ListenerOverrides, ListenerSettings, MIN_LINE_LENGTH, Settings, Smarthost,
-    SmarthostCredentials, TlsPolicy, TlsSettings, VerifyPolicy,
+    ListenerKind, ListenerOverrides, ListenerSettings, MIN_LINE_LENGTH, MaildirSync, Settings,
+    Smarthost, SmarthostCredentials, TlsPolicy, TlsSettings, VerifyPolicy,
 };
 
 /// The environment variable naming the configuration file.
@@ -326,11 +326,15 @@ pub fn summary(settings: &Settings) -> Vec<String> {
     ));
     let q = &settings.queue;
     lines.push(format!(
-        "queue: concurrency {}, retry after {}s doubling up to {}s, give up after {}s; shutdown grace {}s",
+        "queue: concurrency {}, retry after {}s doubling up to {}s, give up after {}s, maildir sync {}; shutdown grace {}s",
         q.concurrency,
         secs(q.retry_initial),
         secs(q.retry_max_backoff),
         secs(q.give_up_after),
+        match q.maildir_sync {
+            MaildirSync::Batch => "batch",
+            MaildirSync::File => "file",
+        },
         secs(settings.shutdown_grace)
     ));
     let dl = &settings.delivery;
@@ -518,6 +522,7 @@ struct RawQueue {
     retry_initial: Option<Spanned<RawDuration>>,
     retry_max_backoff: Option<Spanned<RawDuration>>,
     give_up_after: Option<Spanned<RawDuration>>,
+    maildir_sync: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1415,6 +1420,17 @@ impl RawConfig {
             true,
             d.give_up_after,
         );
+        if let Some(value) = &raw.maildir_sync {
+            match value.get_ref().as_str() {
+                "batch" => q.maildir_sync = MaildirSync::Batch,
+                "file" => q.maildir_sync = MaildirSync::File,
+                other => v.problem(
+                    "queue.maildir_sync",
+                    Some(value.span().start),
+                    format!("unknown mode {other:?} (expected \"batch\" or \"file\")"),
+                ),
+            }
+        }
         if q.retry_max_backoff < q.retry_initial {
             let span = raw
                 .retry_max_backoff
@@ -1667,6 +1683,7 @@ concurrency = 2
 retry_initial = "10s"
 retry_max_backoff = "2h"
 give_up_after = "2d"
+maildir_sync = "file"
 
 [[domain]]
 name = "example.org"
@@ -1761,6 +1778,7 @@ password = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$LRbzYPWEbEkM0vJcZVB7
         assert_eq!(q.retry_initial, Duration::from_secs(10));
         assert_eq!(q.retry_max_backoff, Duration::from_secs(7200));
         assert_eq!(q.give_up_after, Duration::from_secs(172_800));
+        assert_eq!(q.maildir_sync, MaildirSync::File);
         assert_eq!(s.directory.postmaster(), "admin@example.org");
         assert_eq!(
             s.directory.mailboxes().collect::<Vec<_>>(),
@@ -1857,6 +1875,7 @@ password = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$LRbzYPWEbEkM0vJcZVB7
             ("[queue]\nconcurrency = 0".into(), "queue.concurrency", "below the minimum 1"),
             ("[queue]\nretry_initial = \"2h\"\nretry_max_backoff = \"1h\"".into(), "queue.retry_max_backoff", "shorter than queue.retry_initial"),
             ("[queue]\ngive_up_after = 0".into(), "queue.give_up_after", "more than 0"),
+            ("[queue]\nmaildir_sync = \"fsync\"".into(), "queue.maildir_sync", "unknown mode \"fsync\" (expected \"batch\" or \"file\")"),
             ("shutdown_grace = \"soon\"".into(), "shutdown_grace", "not a duration"),
             ("[[domain]]\nname = \"a_b.example\"".into(), "domain[0].name", "bad domain name"),
             ("[[domain]]\nname = \"a.example\"\n[[domain]]\nname = \"A.EXAMPLE\"".into(), "domain[1].name", "duplicate domain"),
