@@ -15,6 +15,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     for line in config::summary(&settings) {
         tracing::info!("{line}");
     }
+    raise_open_files_limit(settings.smtp.max_connections);
     // Install the handlers before saying "ready", so a signal sent after it is never lost.
     let mut signals = Signals::install()?;
     let data_dir = settings.data_dir.clone();
@@ -40,6 +41,41 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     shutdown.cancel();
     serving.await.context("server task failed")??;
     Ok(())
+}
+
+/// Descriptors needed besides the connections: a delivery batch's files, the spool, outbound
+/// connections, listeners, the control socket.
+const SPARE_FILES: u64 = 1024;
+
+/// Raises the soft limit on open files up to the hard limit if it is lower than
+/// `max_connections` needs (every connection is a descriptor; the usual soft limit is 1024),
+/// and says so; warns if even the hard limit is too low.
+fn raise_open_files_limit(max_connections: usize) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let wanted = max_connections as u64 + SPARE_FILES;
+    let limit = getrlimit(Resource::Nofile);
+    let current = limit.current.unwrap_or(u64::MAX);
+    if current >= wanted {
+        return;
+    }
+    let hard = limit.maximum.unwrap_or(u64::MAX);
+    let new = wanted.min(hard);
+    if new > current {
+        let raised = Rlimit {
+            current: Some(new),
+            maximum: limit.maximum,
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => tracing::info!("open files: soft limit raised from {current} to {new}"),
+            Err(e) => tracing::warn!("open files: cannot raise the soft limit from {current}: {e}"),
+        }
+    }
+    if new < wanted {
+        tracing::warn!(
+            "open files: the hard limit {hard} is below the {wanted} that max_connections = \
+             {max_connections} needs; raise it (LimitNOFILE= in systemd, ulimit -Hn)"
+        );
+    }
 }
 
 /// What a signal asks for.

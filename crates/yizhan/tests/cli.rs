@@ -164,7 +164,14 @@ fn serve_applies_overrides_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let file = write(dir.path(), "yizhan.toml", SAMPLE);
     let data = dir.path().join("data");
-    let mut child = yizhan()
+    // Started with a low soft limit on open files, which serve raises for max_connections.
+    let mut child = Command::new("sh");
+    child
+        .args(["-c", "ulimit -Sn 256 && exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_yizhan"))
+        .env_remove("YIZHAN_CONFIG")
+        .env_remove("RUST_LOG");
+    let mut child = child
         .arg("serve")
         .arg("--config")
         .arg(&file)
@@ -201,6 +208,10 @@ fn serve_applies_overrides_and_stops_on_sigterm() {
     assert!(log.contains("listener: 127.0.0.1:0 (smtp)"), "{log}");
     assert!(log.contains("listener: [::1]:0 (smtp)"), "{log}");
     assert!(!log.contains("127.0.0.1:2525"), "{log}");
+    assert!(
+        log.contains("open files: soft limit raised from 256 to"),
+        "{log}"
+    );
     assert!(
         log.contains(&format!("data_dir: {}", data.display())),
         "{log}"
