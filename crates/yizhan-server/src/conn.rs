@@ -58,11 +58,43 @@ enum Stream {
     Upgrading,
 }
 
+/// The most bytes one read takes from the socket (a TLS record at most).
+const READ_CHUNK: usize = 16 * 1024;
+
 impl Stream {
-    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+    /// Waits for input and hands it to `session`; returns how many bytes were read (0: the
+    /// peer closed the connection). Cancel-safe: nothing is lost if the future is dropped.
+    ///
+    /// Plain TCP waits for readability without a buffer, then reads into one on the stack, so
+    /// a connection holds no read buffer while it waits (an idle connection costs its task and
+    /// session only). TLS reads into `tls_buf`, allocated at the first TLS read.
+    async fn read_into(
+        &mut self,
+        session: &mut ServerSession,
+        tls_buf: &mut Vec<u8>,
+    ) -> std::io::Result<usize> {
         match self {
-            Stream::Plain(s) => s.read(buf).await,
-            Stream::Tls(s) => s.read(buf).await,
+            Stream::Plain(s) => loop {
+                s.readable().await?;
+                let mut buf = [0u8; READ_CHUNK];
+                match s.try_read(&mut buf) {
+                    Ok(n) => {
+                        session.receive(&buf[..n]);
+                        return Ok(n);
+                    }
+                    // A spurious wake-up: wait again.
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Err(e),
+                }
+            },
+            Stream::Tls(s) => {
+                if tls_buf.len() < READ_CHUNK {
+                    tls_buf.resize(READ_CHUNK, 0);
+                }
+                let n = s.read(tls_buf).await?;
+                session.receive(&tls_buf[..n]);
+                Ok(n)
+            }
             Stream::Upgrading => Ok(0),
         }
     }
@@ -108,7 +140,13 @@ pub async fn serve(
                 return;
             };
             let timeout = listener.smtp.timeouts.command;
-            match tokio::time::timeout(timeout, store.acceptor().accept(stream)).await {
+            // Boxed, like every rare and large future here, so that the task of every connection
+            // stays small (an idle connection costs its task).
+            let accept = Box::pin(tokio::time::timeout(
+                timeout,
+                store.acceptor().accept(stream),
+            ));
+            match accept.await {
                 Ok(Ok(tls_stream)) => {
                     let described = tls::describe(tls_stream.get_ref().1);
                     info!(tls = %described, "TLS established (implicit)");
@@ -188,7 +226,7 @@ struct Connection {
 impl Connection {
     /// Runs the session; returns why it ended, for the log.
     async fn run(&mut self) -> &'static str {
-        let mut buf = vec![0u8; 16 * 1024];
+        let mut tls_buf = Vec::new();
         let mut shutting_down = false;
         let mut grace = None;
         loop {
@@ -211,11 +249,11 @@ impl Connection {
                         self.write_failed = false;
                     }
                     Event::StartTls => {
-                        if let Err(reason) = self.start_tls().await {
+                        if let Err(reason) = Box::pin(self.start_tls()).await {
                             return reason;
                         }
                     }
-                    Event::Turn => return self.turn().await,
+                    Event::Turn => return Box::pin(self.turn()).await,
                     Event::Close => {
                         let _ = self.stream.shutdown().await;
                         return if shutting_down { "shutdown" } else { "closed" };
@@ -233,9 +271,12 @@ impl Connection {
                 _ => timeouts.command,
             };
             tokio::select! {
-                read = tokio::time::timeout(timeout, self.stream.read(&mut buf)) => match read {
+                read = tokio::time::timeout(
+                    timeout,
+                    self.stream.read_into(&mut self.session, &mut tls_buf),
+                ) => match read {
                     Ok(Ok(0)) => return "client closed the connection",
-                    Ok(Ok(n)) => self.session.receive(&buf[..n]),
+                    Ok(Ok(_)) => {}
                     Ok(Err(_)) => return "read failed",
                     Err(_) => {
                         warn!("timeout");
@@ -462,7 +503,9 @@ impl Connection {
             Question::Vrfy(query) => policy::vrfy(directory, self.listener.smtp.vrfy, &query),
             Question::Expn(query) => policy::expn(directory, self.listener.smtp.expn, &query),
             Question::Data => self.start_data(),
-            Question::EndOfData { transaction, size } => self.end_of_data(transaction, size).await,
+            Question::EndOfData { transaction, size } => {
+                Box::pin(self.end_of_data(transaction, size)).await
+            }
             Question::Auth { mechanism, initial } => {
                 let Some(mechanism) = Mechanism::from_name(&mechanism) else {
                     return Decision::Reply(Reply::auth_mechanism_unknown());

@@ -15,7 +15,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 use yizhan_delivery::maildir::Maildir;
 use yizhan_delivery::mx::{DnsError, HickoryResolver};
-use yizhan_delivery::route::RoutingTable;
+use yizhan_delivery::route::{RoutingTable, TlsPolicy};
 use yizhan_delivery::smtp::{SmtpSettings, TlsClient};
 use yizhan_proto::reply::Reply;
 use yizhan_spool::Spool;
@@ -136,6 +136,16 @@ impl Server {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServerError> {
         let settings = self.settings;
         let queue = &settings.queue;
+        let outbound = outbound_settings(&settings);
+        // The system's CA certificates (some hundred KiB parsed) only if a policy verifies.
+        let roots = if verifies_certificates(&outbound.routing) {
+            root_certificates()
+        } else {
+            debug!(
+                "no outbound TLS policy verifies certificates; system CA certificates not loaded"
+            );
+            rustls::RootCertStore::empty()
+        };
         let runner = QueueRunner::new(
             self.spool.clone(),
             Maildir::new(settings.data_dir.join("mail")).with_sync(queue.maildir_sync),
@@ -150,9 +160,9 @@ impl Server {
             },
             Arc::new(SystemClock),
         )
-        .with_outbound(outbound_settings(&settings))
+        .with_outbound(outbound)
         .with_directory(settings.directory.clone())
-        .with_tls(TlsClient::new(root_certificates())?);
+        .with_tls(TlsClient::new(roots)?);
         let delivery = &settings.delivery;
         let runner = if delivery.dns_servers.is_empty() {
             runner
@@ -248,6 +258,18 @@ pub fn outbound_settings(settings: &Settings) -> OutboundSettings {
         held_domains: settings.turn_domains.values().flatten().cloned().collect(),
         ..defaults
     }
+}
+
+/// Whether any outbound route can have [`TlsPolicy::Verify`] (the default or a domain's MX
+/// policy, or a smarthost's), i.e. whether the trusted roots are ever consulted.
+fn verifies_certificates(routing: &RoutingTable) -> bool {
+    routing.default_tls == TlsPolicy::Verify
+        || routing.tls.values().any(|t| *t == TlsPolicy::Verify)
+        || routing
+            .smarthosts
+            .values()
+            .chain(&routing.default_smarthost)
+            .any(|h| h.tls == TlsPolicy::Verify)
 }
 
 /// The certificate authorities trusted for `tls = "verify"`: the operating system's store
@@ -359,5 +381,78 @@ async fn accept_loop(
             conn::serve(stream, peer, id, shared, policy, shutdown).await;
             drop(slot);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use yizhan_delivery::route::Smarthost;
+
+    use super::*;
+
+    fn smarthost(tls: TlsPolicy) -> Smarthost {
+        Smarthost {
+            host: "smart.example".into(),
+            port: 587,
+            tls,
+            auth: None,
+        }
+    }
+
+    /// The system roots are loaded only when some route verifies certificates (RFC 3207
+    /// STARTTLS with `tls = "verify"`); every place a policy can come from is covered.
+    #[test]
+    fn verifies_certificates_when_any_route_does() {
+        type Setup = fn(&mut RoutingTable);
+        let cases: [(&str, Setup, bool); 7] = [
+            ("defaults (opportunistic MX)", |_| {}, false),
+            (
+                "default MX verify",
+                |t| t.default_tls = TlsPolicy::Verify,
+                true,
+            ),
+            (
+                "one domain's MX verify",
+                |t| {
+                    t.tls.insert("a.example".into(), TlsPolicy::Require);
+                    t.tls.insert("b.example".into(), TlsPolicy::Verify);
+                },
+                true,
+            ),
+            (
+                "domain MX require only",
+                |t| {
+                    t.tls.insert("a.example".into(), TlsPolicy::Require);
+                },
+                false,
+            ),
+            (
+                "domain smarthost verify",
+                |t| {
+                    let host = smarthost(TlsPolicy::Verify);
+                    t.smarthosts.insert("a.example".into(), host);
+                },
+                true,
+            ),
+            (
+                "default smarthost verify",
+                |t| t.default_smarthost = Some(smarthost(TlsPolicy::Verify)),
+                true,
+            ),
+            (
+                "smarthosts without verify",
+                |t| {
+                    t.default_smarthost = Some(smarthost(TlsPolicy::Opportunistic));
+                    let host = smarthost(TlsPolicy::None);
+                    t.smarthosts.insert("a.example".into(), host);
+                },
+                false,
+            ),
+        ];
+        for (name, setup, want) in cases {
+            let mut table = RoutingTable::default();
+            setup(&mut table);
+            assert_eq!(verifies_certificates(&table), want, "{name}");
+        }
     }
 }

@@ -67,6 +67,14 @@ const MAX_GROUP: usize = 1024;
 /// shell, say) before it fails.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// SQLite's page cache per connection, as `PRAGMA cache_size` (negative: KiB; SQLite's default
+/// is 2 MiB each, which a busy spool fills). The hot pages are the tail of the table (new ids
+/// are time-ordered) and the `next_due` index; the kernel's page cache holds the rest, so a
+/// small cache costs a `pread` now and then, not a disk read.
+const WRITER_CACHE_KIB: i64 = -512;
+/// See [`WRITER_CACHE_KIB`]; the reader loads envelopes and inline bodies by id.
+const READER_CACHE_KIB: i64 = -256;
+
 /// Bodies up to this size are stored in the index (the `body` table) instead of in a body
 /// file. Most mail, attachments included, is smaller; a session holds at most this much of a
 /// body in memory before it spills to a file.
@@ -430,6 +438,7 @@ impl Spool {
         }
         writer.pragma_update(None, "synchronous", "FULL")?;
         writer.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT)?;
+        writer.pragma_update(None, "cache_size", WRITER_CACHE_KIB)?;
         let version: i64 = writer.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         if version > SCHEMA_VERSION {
             return Err(SpoolError::Corrupt {
@@ -465,6 +474,7 @@ impl Spool {
         let reader = Connection::open(&index)?;
         reader.busy_timeout(BUSY_TIMEOUT)?;
         reader.pragma_update(None, "query_only", true)?;
+        reader.pragma_update(None, "cache_size", READER_CACHE_KIB)?;
 
         let bodies_handle = File::open(&bodies).map_err(|e| SpoolError::io(&bodies, e))?;
         let stats = Arc::new(Stats::default());

@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::config::{ConfigError, Overrides, Source};
 
@@ -139,17 +141,30 @@ fn hash_password() -> ExitCode {
 
 /// Logs to stderr with the filter from `--log-level`, else `RUST_LOG`, else `info`.
 fn init_logging(level: Option<&str>) -> anyhow::Result<()> {
-    let filter = match level {
-        Some(level) => EnvFilter::try_new(level)
-            .map_err(|e| anyhow::anyhow!("invalid --log-level {level:?}: {e}"))?,
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+    let filter = log_filter(level, std::env::var("RUST_LOG").ok().as_deref())?;
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal()),
+        )
+        .with(filter)
         .init();
     Ok(())
+}
+
+/// The log filter: comma-separated `target=level` directives and a bare default level, e.g.
+/// `debug` or `yizhan=debug,info` (a target matches its modules too). `Targets` rather than
+/// `EnvFilter`: no regex engine in the binary (less resident memory), no span or field filters.
+/// An invalid `--log-level` is an error; an invalid `RUST_LOG` falls back to `info`.
+fn log_filter(level: Option<&str>, env: Option<&str>) -> anyhow::Result<Targets> {
+    let default = || Targets::new().with_default(tracing::Level::INFO);
+    Ok(match level {
+        Some(level) => level
+            .parse()
+            .map_err(|e| anyhow::anyhow!("invalid --log-level {level:?}: {e}"))?,
+        None => env.and_then(|v| v.parse().ok()).unwrap_or_else(default),
+    })
 }
 
 /// Finds and loads the configuration, logging which one is used.
@@ -237,5 +252,68 @@ fn serve(args: ServeArgs) -> ExitCode {
             tracing::error!("{e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing::Level;
+
+    use super::*;
+
+    /// --log-level, RUST_LOG, target, level, enabled?
+    type Case = (
+        Option<&'static str>,
+        Option<&'static str>,
+        &'static str,
+        Level,
+        bool,
+    );
+
+    #[test]
+    fn log_filter_directives() {
+        let cases: [Case; 8] = [
+            (None, None, "yizhan_server::conn", Level::INFO, true),
+            (None, None, "yizhan_server::conn", Level::DEBUG, false),
+            (Some("debug"), None, "rustls", Level::DEBUG, true),
+            (
+                Some("yizhan=debug,info"),
+                None,
+                "yizhan_server::conn",
+                Level::DEBUG,
+                true,
+            ),
+            (
+                Some("yizhan=debug,info"),
+                None,
+                "hickory_proto",
+                Level::DEBUG,
+                false,
+            ),
+            (Some("warn"), Some("trace"), "yizhan", Level::INFO, false),
+            (
+                None,
+                Some("yizhan_spool=trace"),
+                "yizhan_spool::embedded",
+                Level::TRACE,
+                true,
+            ),
+            (
+                None,
+                Some("not a=filter=at all"),
+                "yizhan",
+                Level::INFO,
+                true,
+            ),
+        ];
+        for (level, env, target, at, want) in cases {
+            let filter = log_filter(level, env).expect("valid");
+            assert_eq!(
+                filter.would_enable(target, &at),
+                want,
+                "{level:?} {env:?} {target} {at}"
+            );
+        }
+        assert!(log_filter(Some("yizhan=loud"), None).is_err());
     }
 }
