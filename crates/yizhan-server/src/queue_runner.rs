@@ -72,7 +72,7 @@ const LOCAL_BATCH: usize = 256;
 
 /// Local delivery batches in progress at once: while one waits for the disk, the next one is
 /// being written.
-const LOCAL_DRAINERS: usize = 2;
+const LOCAL_DRAINERS: usize = 1;
 
 /// How long the runner waits after a spool error before it tries again.
 const ERROR_BACKOFF: Duration = Duration::from_secs(10);
