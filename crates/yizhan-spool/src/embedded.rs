@@ -84,9 +84,15 @@ pub const INLINE_BODY_MAX: u64 = 256 * 1024;
 /// an envelope update does not rewrite the body. Older indexes are upgraded at open.
 const SCHEMA_VERSION: i64 = 3;
 
-/// WAL pages between automatic checkpoints (SQLite's default is 1000, 4 MB): inline bodies
-/// make the WAL grow fast, and each checkpoint stalls the group commit while it runs.
-const WAL_AUTOCHECKPOINT: i64 = 4096;
+/// WAL pages after which the committer itself checkpoints (SQLite's default is 1000, 4 MB): a
+/// backstop only. Checkpoints are the checkpointer thread's job, so that copying the WAL back
+/// into the database (reading and writing every page again, inline bodies included) runs
+/// beside the group commit instead of stalling it.
+const WAL_AUTOCHECKPOINT: i64 = 65_536;
+
+/// Bytes written through the committer after which it asks the checkpointer for a (passive)
+/// checkpoint.
+const CHECKPOINT_EVERY: usize = 4 << 20;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS queue (
@@ -366,6 +372,82 @@ enum Op {
     },
 }
 
+impl Op {
+    /// Roughly what the change writes into the WAL.
+    fn bytes(&self) -> usize {
+        match self {
+            Op::Insert { row, body } => {
+                row.json.len()
+                    + match body {
+                        NewBody::Inline(bytes) => bytes.len(),
+                        NewBody::File(_) => 0,
+                    }
+            }
+            Op::Update { row } => row.json.len(),
+            Op::Remove { .. } => 64,
+        }
+    }
+}
+
+/// A thread that copies the WAL back into the database when the committer asks (SQLite
+/// `wal_checkpoint(PASSIVE)`: it never blocks the committer; once it has caught up, the next
+/// write starts the WAL from its beginning again).
+struct Checkpointer {
+    kick: mpsc::SyncSender<()>,
+    handle: JoinHandle<()>,
+}
+
+impl Checkpointer {
+    fn start(index: &Path) -> Option<Checkpointer> {
+        let conn = match Connection::open(index).and_then(|c| {
+            c.busy_timeout(BUSY_TIMEOUT)?;
+            Ok(c)
+        }) {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::warn!(error = %e, "spool checkpointer not started; the committer checkpoints");
+                return None;
+            }
+        };
+        let (kick, kicks) = mpsc::sync_channel::<()>(1);
+        let handle = std::thread::Builder::new()
+            .name("yizhan-spool-checkpointer".into())
+            .spawn(move || {
+                while kicks.recv().is_ok() {
+                    while kicks.try_recv().is_ok() {}
+                    let done = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                        Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+                    });
+                    match done {
+                        Ok((log, copied)) => {
+                            tracing::trace!(log, copied, "spool WAL checkpoint");
+                        }
+                        Err(e) => tracing::warn!(error = %e, "spool WAL checkpoint failed"),
+                    }
+                }
+            });
+        match handle {
+            Ok(handle) => Some(Checkpointer { kick, handle }),
+            Err(e) => {
+                tracing::warn!(error = %e, "spool checkpointer not started; the committer checkpoints");
+                None
+            }
+        }
+    }
+
+    /// Asks for a checkpoint (at most one waits; more asks while one runs are one).
+    fn kick(&self) {
+        let _ = self.kick.try_send(());
+    }
+
+    fn stop(self) {
+        drop(self.kick);
+        if self.handle.join().is_err() {
+            tracing::error!("spool checkpointer thread panicked");
+        }
+    }
+}
+
 struct Job {
     op: Op,
     reply: oneshot::Sender<Result<(), SpoolError>>,
@@ -479,7 +561,13 @@ impl Spool {
         let bodies_handle = File::open(&bodies).map_err(|e| SpoolError::io(&bodies, e))?;
         let stats = Arc::new(Stats::default());
         let (tx, rx) = mpsc::channel();
+        let checkpointer = Checkpointer::start(&index);
+        if checkpointer.is_none() {
+            writer.pragma_update(None, "wal_autocheckpoint", 1000)?;
+        }
         let committer = Committer {
+            checkpointer,
+            written: 0,
             conn: writer,
             bodies: bodies.clone(),
             bodies_handle,
@@ -758,6 +846,11 @@ type ChangeResult = (Result<(), SpoolError>, bool);
 
 /// The committer thread's state.
 struct Committer {
+    /// Checkpoints the WAL on its own thread; `None` if it could not start (then SQLite's
+    /// automatic checkpoints on this connection do it).
+    checkpointer: Option<Checkpointer>,
+    /// Bytes written since the checkpointer was last asked.
+    written: usize,
     conn: Connection,
     bodies: PathBuf,
     bodies_handle: File,
@@ -771,6 +864,13 @@ struct Committer {
 
 impl Committer {
     fn run(mut self, jobs: mpsc::Receiver<Job>) {
+        self.commit_all(jobs);
+        if let Some(checkpointer) = self.checkpointer.take() {
+            checkpointer.stop();
+        }
+    }
+
+    fn commit_all(&mut self, jobs: mpsc::Receiver<Job>) {
         while let Ok(first) = jobs.recv() {
             let mut group = vec![first];
             while group.len() < MAX_GROUP {
@@ -824,6 +924,13 @@ impl Committer {
         if durable {
             for body in self.deferred_unlinks.drain(..) {
                 remove_quietly(&body);
+            }
+        }
+        self.written += group.iter().map(|job| job.op.bytes()).sum::<usize>();
+        if self.written >= CHECKPOINT_EVERY {
+            self.written = 0;
+            if let Some(checkpointer) = &self.checkpointer {
+                checkpointer.kick();
             }
         }
         for (job, (result, unlink)) in group.into_iter().zip(results) {
@@ -1471,6 +1578,32 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         panic!("the committer did not catch up in 5 s");
+    }
+
+    #[tokio::test]
+    async fn the_checkpointer_copies_the_wal_into_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(dir.path()).unwrap();
+        let index = dir.path().join("index.sqlite");
+        let before = fs::metadata(&index).unwrap().len();
+        // More than CHECKPOINT_EVERY through the committer, in inline bodies.
+        let body = vec![b'x'; INLINE_BODY_MAX as usize];
+        let count = CHECKPOINT_EVERY / body.len() + 2;
+        for i in 0..count {
+            put(&spool, &body, envelope(i as i64, &[1])).await;
+        }
+        // Only a checkpoint moves pages from the WAL into the database file, and the
+        // committer's own automatic one is far away (WAL_AUTOCHECKPOINT pages).
+        let mut size = before;
+        for _ in 0..500 {
+            size = fs::metadata(&index).unwrap().len();
+            if size >= CHECKPOINT_EVERY as u64 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(size >= CHECKPOINT_EVERY as u64, "{before} -> {size} bytes");
+        assert_eq!(spool.list().unwrap().len(), count);
     }
 
     #[tokio::test]
