@@ -90,6 +90,9 @@ const SCHEMA_VERSION: i64 = 3;
 /// beside the group commit instead of stalling it.
 const WAL_AUTOCHECKPOINT: i64 = 65_536;
 
+/// The longest a lazy removal waits for a group to ride along with.
+const LAZY_FLUSH: Duration = Duration::from_millis(100);
+
 /// Bytes written through the committer after which it asks the checkpointer for a (passive)
 /// checkpoint.
 const CHECKPOINT_EVERY: usize = 4 << 20;
@@ -147,6 +150,8 @@ struct Inner {
     bodies: PathBuf,
     reader: Mutex<Connection>,
     jobs: Option<mpsc::Sender<Job>>,
+    /// Lazy removals ([`Spool::remove_soon`]) waiting to ride along with the next group.
+    lazy: Arc<Mutex<Vec<Job>>>,
     committer: Option<JoinHandle<()>>,
     stats: Arc<Stats>,
     // Held (and flock'ed) for as long as the spool is open; after the committer has stopped.
@@ -561,11 +566,13 @@ impl Spool {
         let bodies_handle = File::open(&bodies).map_err(|e| SpoolError::io(&bodies, e))?;
         let stats = Arc::new(Stats::default());
         let (tx, rx) = mpsc::channel();
+        let lazy = Arc::new(Mutex::new(Vec::new()));
         let checkpointer = Checkpointer::start(&index);
         if checkpointer.is_none() {
             writer.pragma_update(None, "wal_autocheckpoint", 1000)?;
         }
         let committer = Committer {
+            lazy: lazy.clone(),
             checkpointer,
             written: 0,
             conn: writer,
@@ -585,6 +592,7 @@ impl Spool {
                 dir: dir.to_path_buf(),
                 bodies,
                 reader: Mutex::new(reader),
+                lazy,
                 jobs: Some(tx),
                 committer: Some(handle),
                 stats,
@@ -756,8 +764,10 @@ impl Spool {
     }
 
     /// Deletes a message like [`remove`](Spool::remove), without waiting for the commit, and
-    /// without making the deletion durable at once: a group of nothing but such removals is
-    /// committed with `synchronous=NORMAL` (no WAL sync; the next durable commit covers it).
+    /// without making the deletion durable at once. It does not even wake the committer: it
+    /// joins the next group (within 100 ms at the latest), and a group of nothing but such
+    /// removals is committed with `synchronous=NORMAL` (no WAL sync; the next durable commit
+    /// covers it).
     /// For a message whose every outcome is recorded, or can be recognised if it is tried
     /// again (the queue runner's Maildir deliveries are idempotent per queue id and
     /// recipient): a crash may bring it back, never lose anything. Should the commit fail, the
@@ -769,13 +779,28 @@ impl Spool {
         };
         let (reply, _) = oneshot::channel();
         self.inner.stats.pending.fetch_add(1, Ordering::Relaxed);
-        let op = Op::Remove {
-            id: id.clone(),
-            body: self.body_path(id),
-            lazy: true,
+        let job = Job {
+            op: Op::Remove {
+                id: id.clone(),
+                body: self.body_path(id),
+                lazy: true,
+            },
+            reply,
         };
-        if jobs.send(Job { op, reply }).is_err() {
-            self.inner.stats.pending.fetch_sub(1, Ordering::Relaxed);
+        // Without waking the committer: the removal rides along with the next group (or goes
+        // within LAZY_FLUSH), unless enough of them wait to make a group of their own.
+        let full = {
+            let mut lazy = lock(&self.inner.lazy);
+            lazy.push(job);
+            lazy.len() >= MAX_GROUP
+        };
+        if full {
+            let batch = std::mem::take(&mut *lock(&self.inner.lazy));
+            for job in batch {
+                if jobs.send(job).is_err() {
+                    self.inner.stats.pending.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
         }
     }
 
@@ -846,6 +871,8 @@ type ChangeResult = (Result<(), SpoolError>, bool);
 
 /// The committer thread's state.
 struct Committer {
+    /// Lazy removals waiting for a group (shared with the spool handles).
+    lazy: Arc<Mutex<Vec<Job>>>,
     /// Checkpoints the WAL on its own thread; `None` if it could not start (then SQLite's
     /// automatic checkpoints on this connection do it).
     checkpointer: Option<Checkpointer>,
@@ -871,15 +898,29 @@ impl Committer {
     }
 
     fn commit_all(&mut self, jobs: mpsc::Receiver<Job>) {
-        while let Ok(first) = jobs.recv() {
-            let mut group = vec![first];
+        loop {
+            let mut group = match jobs.recv_timeout(LAZY_FLUSH) {
+                Ok(first) => vec![first],
+                Err(mpsc::RecvTimeoutError::Timeout) => Vec::new(),
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    // Closing: what is still waiting goes now.
+                    let group = std::mem::take(&mut *lock(&self.lazy));
+                    if !group.is_empty() {
+                        self.commit_group(group);
+                    }
+                    return;
+                }
+            };
             while group.len() < MAX_GROUP {
                 match jobs.try_recv() {
                     Ok(job) => group.push(job),
                     Err(_) => break,
                 }
             }
-            self.commit_group(group);
+            group.append(&mut lock(&self.lazy));
+            if !group.is_empty() {
+                self.commit_group(group);
+            }
         }
     }
 
@@ -1247,6 +1288,13 @@ fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| SpoolError::io(dir, e))
+}
+
+/// Locks a mutex whose holder may have panicked: the data (a list of jobs) stays usable.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn remove_quietly(path: &Path) {
