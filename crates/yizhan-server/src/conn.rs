@@ -30,7 +30,7 @@ use yizhan_spool::{
 use crate::auth::{self, Credentials, Exchange, Mechanism, Step};
 use crate::directory::{Resolution, Target};
 use crate::policy::{self, Client, ListenerPolicy};
-use crate::queue_runner::RunnerHandle;
+use crate::queue::RunnerHandle;
 use crate::settings::{ListenerKind, Settings};
 use crate::tls::{self, TlsStore};
 

@@ -48,7 +48,7 @@ use tracing::{error, info, warn};
 use yizhan_spool::{Envelope, QueueId, RecipientStatus, Spool, SpoolError};
 
 use crate::pickup::{self, Pickup, PickupHandle};
-use crate::queue_runner::RunnerHandle;
+use crate::queue::RunnerHandle;
 use crate::settings::Settings;
 
 /// The socket's file name inside the data directory.
@@ -746,7 +746,7 @@ mod tests {
     use yizhan_spool::{ClientInfo, Recipient};
 
     use super::*;
-    use crate::queue_runner::{QueueRunner, RunnerSettings, SystemClock};
+    use crate::queue::{QueueRunner, RunnerSettings, SystemClock};
 
     #[test]
     fn requests_round_trip_as_json_lines() {

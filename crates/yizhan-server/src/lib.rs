@@ -9,6 +9,6 @@ pub mod directory;
 pub mod listener;
 pub mod pickup;
 pub mod policy;
-pub mod queue_runner;
+pub mod queue;
 pub mod settings;
 pub mod tls;

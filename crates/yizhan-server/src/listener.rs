@@ -23,7 +23,7 @@ use yizhan_spool::schedule::RetryPolicy;
 
 use crate::conn::{self, Shared};
 use crate::policy::ListenerPolicy;
-use crate::queue_runner::{OutboundSettings, QueueRunner, RunnerSettings, SystemClock};
+use crate::queue::{OutboundSettings, QueueRunner, RunnerSettings, SystemClock};
 use crate::settings::{ListenerKind, Settings};
 use crate::tls::{TlsError, TlsStore};
 

@@ -30,7 +30,7 @@ use yizhan_proto::address::{Host, Mailbox};
 use yizhan_spool::{ClientInfo, Envelope, LocalMailbox, Recipient, RecipientStatus, Spool};
 
 use crate::directory::{Directory, Resolution, Target};
-use crate::queue_runner::RunnerHandle;
+use crate::queue::RunnerHandle;
 use crate::settings::Settings;
 
 /// How often the pickup looks into the maildrop without being woken.

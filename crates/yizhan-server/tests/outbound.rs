@@ -18,9 +18,7 @@ use tokio_util::sync::CancellationToken;
 use yizhan_delivery::maildir::Maildir;
 use yizhan_delivery::mx::FakeResolver;
 use yizhan_server::directory::Directory;
-use yizhan_server::queue_runner::{
-    Clock, OutboundSettings, QueueRunner, RunnerHandle, RunnerSettings,
-};
+use yizhan_server::queue::{Clock, OutboundSettings, QueueRunner, RunnerHandle, RunnerSettings};
 use yizhan_spool::{ClientInfo, Envelope, QueueId, Recipient, RecipientStatus, Spool};
 
 const T0: i64 = 1_700_000_000;

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use yizhan_delivery::maildir::Maildir;
 use yizhan_server::control::{self, MessageInfo};
 use yizhan_server::directory::Directory;
-use yizhan_server::queue_runner::{QueueRunner, RunnerSettings, SystemClock};
+use yizhan_server::queue::{QueueRunner, RunnerSettings, SystemClock};
 use yizhan_server::settings::Settings;
 use yizhan_spool::{ClientInfo, Envelope, LocalMailbox, QueueId, Recipient, Spool};
 

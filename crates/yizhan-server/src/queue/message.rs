@@ -1,0 +1,169 @@
+//! One message task: its due recipients are delivered, the outcomes recorded, reports queued.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+use yizhan_delivery::dsn::Action;
+use yizhan_delivery::route::{self};
+use yizhan_delivery::smtp::{Outcome, Reason};
+use yizhan_spool::{Envelope, RecipientStatus, SpoolError};
+
+use super::claim::Claim;
+use super::local::deliver_local;
+use super::outcome::{Owed, record};
+use super::remote::{Group, deliver_remote, destination_key, held_for_turn};
+use super::reports::send_reports;
+use super::shared::Shared;
+
+/// Works through the due recipients of one message, recording each outcome before the next.
+/// Returns when what is left of the message falls due (`None`: removed).
+pub(super) async fn process(
+    shared: Arc<Shared>,
+    mut envelope: Envelope,
+    shutdown: CancellationToken,
+) -> Result<Option<i64>, SpoolError> {
+    let id = envelope.id.clone();
+    let Some(_claim) = Claim::take(&shared, &id) else {
+        debug!(queue_id = %id, "busy elsewhere (TURN); skipped");
+        return Ok(envelope.next_due());
+    };
+    let now = shared.clock.now();
+    let due: Vec<usize> = (0..envelope.recipients.len())
+        .filter(|&i| {
+            let r = &envelope.recipients[i];
+            r.is_pending() && r.next_attempt <= now
+        })
+        .collect();
+    let mut owed: Vec<Owed> = Vec::new();
+
+    // Local recipients, concurrently (bounded by the delivery permits). Each Maildir file is
+    // named after the message and the recipient (`deliver_once`), so a crash before the
+    // outcomes below are recorded cannot deliver anything twice: the retry finds its own file.
+    // That is what lets one spool update cover the whole batch.
+    let mut local = tokio::task::JoinSet::new();
+    for &i in &due {
+        let Some(mailbox) = envelope.recipients[i].mailbox.clone() else {
+            continue;
+        };
+        let shared = shared.clone();
+        let key = format!("{}.Y{}R{i}", envelope.received_at, envelope.id);
+        let (id, return_path) = (envelope.id.clone(), envelope.reverse_path.clone());
+        local.spawn(async move {
+            (
+                i,
+                deliver_local(&shared, id, return_path, key, mailbox).await,
+            )
+        });
+    }
+    let mut delivered_local = false;
+    while let Some(joined) = local.join_next().await {
+        let (i, outcome) = match joined {
+            Ok(pair) => pair,
+            // A panicked delivery task: its recipient stays pending and is retried.
+            Err(e) => {
+                warn!(queue_id = %id, error = %e, "local delivery task failed");
+                continue;
+            }
+        };
+        record(&shared, &mut envelope, i, outcome, &mut owed, false);
+        delivered_local = true;
+    }
+    // A message that is now finished is removed below: one commit instead of two.
+    if delivered_local && !envelope.is_finished() {
+        shared.spool.update(&envelope).await?;
+    }
+    if shutdown.is_cancelled() {
+        return Ok(envelope.next_due());
+    }
+
+    // Remote recipients, grouped by destination: one transaction per group.
+    let mut groups: Vec<Group> = Vec::new();
+    let mut unroutable = false;
+    for &i in &due {
+        let r = &envelope.recipients[i];
+        if r.mailbox.is_some() {
+            continue;
+        }
+        if held_for_turn(&shared.outbound, &r.address) {
+            let outcome = Outcome::Transient(Reason::local(
+                "4.4.0",
+                "held for the domain's client to collect with TURN",
+            ));
+            record(&shared, &mut envelope, i, outcome, &mut owed, false);
+            unroutable = true;
+            continue;
+        }
+        match route::route(r, &shared.outbound.routing) {
+            Ok(routed) => {
+                let key = destination_key(&routed.route);
+                match groups
+                    .iter_mut()
+                    .find(|g| g.0 == key && !g.2 && !routed.source_routed)
+                {
+                    Some(g) => g.3.push((i, routed.forward_path)),
+                    None => groups.push((
+                        key,
+                        routed.route,
+                        routed.source_routed,
+                        vec![(i, routed.forward_path)],
+                    )),
+                }
+            }
+            Err(e) => {
+                let outcome = Outcome::Permanent(Reason::local("5.1.3", e.to_string()));
+                record(&shared, &mut envelope, i, outcome, &mut owed, false);
+                unroutable = true;
+            }
+        }
+    }
+    if unroutable {
+        shared.spool.update(&envelope).await?;
+    }
+    for (key, route, source_routed, members) in groups {
+        if shutdown.is_cancelled() {
+            break;
+        }
+        let results =
+            deliver_remote(&shared, &envelope, &key, &route, source_routed, &members).await;
+        for (i, outcome, dsn_relayed) in results {
+            record(&shared, &mut envelope, i, outcome, &mut owed, dsn_relayed);
+        }
+        shared.spool.update(&envelope).await?;
+    }
+
+    conclude(&shared, &mut envelope, &owed).await?;
+    Ok(envelope.next_due())
+}
+
+/// The end of a round on one message: the reports owed are queued, then the failures become
+/// final (invariant 3), and a message with nothing left to do is removed.
+pub(super) async fn conclude(
+    shared: &Arc<Shared>,
+    envelope: &mut Envelope,
+    owed: &[Owed],
+) -> Result<(), SpoolError> {
+    let id = envelope.id.clone();
+    if !owed.is_empty() {
+        send_reports(shared, envelope, owed).await?;
+        let now = shared.clock.now();
+        for o in owed {
+            if o.action == Action::Failed {
+                let r = &mut envelope.recipients[o.index];
+                warn!(queue_id = %id, to = %r.address, detail = %o.reason.text, "delivery failed permanently");
+                r.status = RecipientStatus::Failed {
+                    at: now,
+                    detail: o.reason.text.clone(),
+                };
+            }
+        }
+        shared.spool.update(envelope).await?;
+    }
+    if envelope.is_finished() {
+        // Not waited for: everything in it is recorded or, for a Maildir delivery, found
+        // again by its file name if a crash undoes the removal.
+        shared.spool.remove_soon(&id);
+        info!(queue_id = %id, "message done, removed from the spool");
+    }
+    Ok(())
+}

@@ -1,0 +1,121 @@
+//! The one place an attempt's result is written into a recipient.
+
+use tracing::{info, warn};
+use yizhan_delivery::dsn::{self, Action};
+use yizhan_delivery::smtp::{Outcome, Reason};
+use yizhan_spool::{Envelope, RecipientStatus};
+
+use super::shared::Shared;
+
+/// A report line owed for recipient `index`.
+pub(super) struct Owed {
+    pub(super) index: usize,
+    pub(super) action: Action,
+    pub(super) reason: Reason,
+}
+
+/// Writes an outcome into recipient `i` (in memory; the caller stores it). Permanent failures
+/// are not marked failed here: they go into `owed`, and become final once their report is
+/// queued.
+pub(super) fn record(
+    shared: &Shared,
+    envelope: &mut Envelope,
+    i: usize,
+    outcome: Outcome,
+    owed: &mut Vec<Owed>,
+    dsn_relayed: bool,
+) {
+    let now = shared.clock.now();
+    let id = envelope.id.clone();
+    let received_at = envelope.received_at;
+    let recipient = &mut envelope.recipients[i];
+    let due = recipient.next_attempt;
+    let attempts_before = recipient.attempts;
+    recipient.attempts = recipient.attempts.saturating_add(1);
+    match outcome {
+        Outcome::Delivered(reason) => {
+            info!(queue_id = %id, to = %recipient.address, detail = %reason.text, "delivered");
+            recipient.status = RecipientStatus::Delivered {
+                at: now,
+                detail: reason.text.clone(),
+            };
+            recipient.last_error = None;
+            // RFC 3461 6.2.2: a next hop with DSN takes over success reports; otherwise we
+            // say "delivered" (local) or "relayed".
+            let action = if recipient.mailbox.is_some() {
+                Action::Delivered
+            } else {
+                Action::Relayed
+            };
+            if !dsn_relayed && dsn::parse_notify(recipient.notify.as_deref()).wants(action) {
+                owed.push(Owed {
+                    index: i,
+                    action,
+                    reason,
+                });
+            }
+        }
+        Outcome::Transient(reason) => {
+            match shared
+                .settings
+                .retry
+                .next_attempt(recipient.attempts, received_at, now)
+            {
+                Some(at) => {
+                    // Never "again right now", even with a zero back-off configured.
+                    let at = at.max(now.saturating_add(1));
+                    warn!(
+                        queue_id = %id,
+                        to = %recipient.address,
+                        attempts = recipient.attempts,
+                        retry_in = at - now,
+                        error = %reason.text,
+                        "delivery deferred"
+                    );
+                    recipient.next_attempt = at;
+                    let warn_due = shared.outbound.delay_warning.is_some_and(|after| {
+                        shared.settings.retry.delay_warning_due(
+                            after,
+                            received_at,
+                            attempts_before,
+                            due,
+                            now,
+                        )
+                    });
+                    if warn_due
+                        && dsn::parse_notify(recipient.notify.as_deref()).wants(Action::Delayed)
+                    {
+                        owed.push(Owed {
+                            index: i,
+                            action: Action::Delayed,
+                            reason: reason.clone(),
+                        });
+                    }
+                }
+                None => {
+                    let mut reason = reason.clone();
+                    reason.text = format!(
+                        "gave up after {} attempts: {}",
+                        recipient.attempts, reason.text
+                    );
+                    // RFC 3463 X.4.7: delivery time expired.
+                    reason.status = "4.4.7".into();
+                    owed.push(Owed {
+                        index: i,
+                        action: Action::Failed,
+                        reason,
+                    });
+                }
+            }
+            recipient.last_error = Some(reason.text);
+        }
+        Outcome::Permanent(reason) => {
+            recipient.last_error = Some(reason.text.clone());
+            owed.push(Owed {
+                index: i,
+                action: Action::Failed,
+                reason,
+            });
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! Delivery status notifications (RFC 3464) queued as new messages.
+
+use std::io::Read;
+use std::sync::Arc;
+
+use tracing::{debug, info, warn};
+use yizhan_delivery::dsn::{self, Action, RecipientReport, Report, Return};
+use yizhan_spool::{ClientInfo, Envelope, LocalMailbox, QueueId, Recipient, SpoolError};
+
+use super::outcome::Owed;
+use super::shared::Shared;
+use crate::directory::{Resolution, Target as DirTarget};
+
+/// Commits the reports owed for this round: one per kind (failures, delays, successes), each
+/// listing only the recipients it is about, and only those whose NOTIFY asks for it. Nothing
+/// for a message with a null reverse-path (RFC 5321 4.5.5, RFC 3461 6.2: never a report about a
+/// report).
+pub(super) async fn send_reports(
+    shared: &Arc<Shared>,
+    envelope: &Envelope,
+    owed: &[Owed],
+) -> Result<(), SpoolError> {
+    if envelope.reverse_path.is_empty() {
+        debug!(queue_id = %envelope.id, "no report for a message with a null reverse-path");
+        return Ok(());
+    }
+    let now = shared.clock.now();
+    for (kind, actions) in [
+        ("failed", &[Action::Failed][..]),
+        ("delayed", &[Action::Delayed][..]),
+        ("success", &[Action::Delivered, Action::Relayed][..]),
+    ] {
+        let recipients: Vec<RecipientReport> = owed
+            .iter()
+            .filter(|o| actions.contains(&o.action))
+            .filter(|o| {
+                dsn::parse_notify(envelope.recipients[o.index].notify.as_deref()).wants(o.action)
+            })
+            .map(|o| {
+                let r = &envelope.recipients[o.index];
+                let give_up = envelope.received_at.saturating_add(
+                    i64::try_from(shared.settings.retry.give_up_after.as_secs())
+                        .unwrap_or(i64::MAX),
+                );
+                RecipientReport {
+                    final_recipient: r.address.clone(),
+                    original_recipient: r.orcpt.clone(),
+                    action: o.action,
+                    status: o.reason.status.clone(),
+                    remote_mta: o.reason.remote_mta.clone(),
+                    diagnostic: o.reason.reply.clone(),
+                    text: o.reason.text.clone(),
+                    last_attempt: Some(now),
+                    will_retry_until: (o.action == Action::Delayed).then_some(give_up),
+                }
+            })
+            .collect();
+        if recipients.is_empty() {
+            continue;
+        }
+        let full = kind == "failed"
+            && envelope
+                .ret
+                .as_deref()
+                .is_none_or(|r| !r.eq_ignore_ascii_case("HDRS"))
+            && envelope.size <= shared.outbound.report_original_limit;
+        let original = read_original(shared, &envelope.id, full).await?;
+        let unique = format!("{}.{kind}.{}", envelope.id, now);
+        let report = Report {
+            reporting_mta: &shared.settings.hostname,
+            to: &envelope.reverse_path,
+            envid: envelope.envid.as_deref(),
+            arrival: envelope.received_at,
+            date: now,
+            unique: &unique,
+            recipients,
+            original: &original,
+            ret: if full { Return::Full } else { Return::Headers },
+        };
+        let bytes = report.build();
+        let id = commit_report(shared, envelope, &bytes).await?;
+        info!(queue_id = %envelope.id, report = %id, kind, "delivery status notification queued");
+    }
+    Ok(())
+}
+
+/// The original message (all of it, or up to the end of its header section).
+pub(super) async fn read_original(
+    shared: &Arc<Shared>,
+    id: &QueueId,
+    full: bool,
+) -> Result<Vec<u8>, SpoolError> {
+    let spool = shared.spool.clone();
+    let id = id.clone();
+    let limit = shared.outbound.report_original_limit;
+    let read = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, SpoolError> {
+        let body = spool.open_body(&id)?;
+        let mut bytes = Vec::new();
+        let cap = if full {
+            limit.saturating_add(1)
+        } else {
+            256 * 1024
+        };
+        body.take(cap)
+            .read_to_end(&mut bytes)
+            .map_err(|source| SpoolError::Io {
+                path: spool.body_path(&id),
+                source,
+            })?;
+        Ok(if full {
+            bytes
+        } else {
+            dsn::header_section(&bytes).to_vec()
+        })
+    });
+    read.await.map_err(|e| SpoolError::CommitFailed {
+        reason: format!("reading the original failed: {e}"),
+    })?
+}
+
+/// Queues a report as a new message: null reverse-path, the original sender as recipient
+/// (into the Maildir when the sender is local, else outbound).
+pub(super) async fn commit_report(
+    shared: &Arc<Shared>,
+    original: &Envelope,
+    bytes: &[u8],
+) -> Result<QueueId, SpoolError> {
+    let now = shared.clock.now();
+    let sender = original.reverse_path.clone();
+    let mut recipients = Vec::new();
+    let local = shared.directory.as_ref().map(|d| {
+        let (local, domain) = sender.rsplit_once('@').unwrap_or((sender.as_str(), ""));
+        d.resolve(local, Some(domain))
+    });
+    match local {
+        Some(Resolution::Deliver(targets)) => {
+            for t in targets {
+                let (address, mailbox) = match t {
+                    DirTarget::Local(t) => {
+                        let mailbox = LocalMailbox {
+                            domain: t.domain,
+                            local: t.local,
+                        };
+                        (t.address, Some(mailbox))
+                    }
+                    DirTarget::Remote(address) => (address, None),
+                };
+                recipients.push(Recipient::pending(
+                    address,
+                    format!("<{sender}>"),
+                    mailbox,
+                    now,
+                ));
+            }
+        }
+        Some(Resolution::UnknownUser | Resolution::Relocated(_)) => {
+            warn!(queue_id = %original.id, to = %sender, "report not sent: the sender is no mailbox here");
+            return Ok(original.id.clone());
+        }
+        _ => recipients.push(Recipient::pending(
+            sender.clone(),
+            format!("<{sender}>"),
+            None,
+            now,
+        )),
+    }
+    let mut incoming = shared.spool.create()?;
+    incoming.write(bytes)?;
+    let envelope = Envelope {
+        id: incoming.id().clone(),
+        received_at: now,
+        size: 0,
+        reverse_path: String::new(),
+        reverse_route: Vec::new(),
+        envid: None,
+        ret: None,
+        body_type: Report::is_eight_bit(bytes).then(|| "8BITMIME".to_owned()),
+        smtputf8: !sender.is_ascii(),
+        client: ClientInfo {
+            helo: shared.settings.hostname.clone(),
+            address: "local".into(),
+            auth_user: None,
+            tls: None,
+        },
+        recipients,
+        held: false,
+    };
+    let mut stored = envelope.clone();
+    stored.size = incoming.size();
+    let id = shared.spool.commit(incoming, envelope).await?;
+    stored.id = id.clone();
+    if let Ok(mut inbox) = shared.inbox.lock() {
+        inbox.push(stored);
+    }
+    shared.wake.notify_one();
+    Ok(id)
+}

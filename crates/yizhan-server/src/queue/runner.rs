@@ -1,0 +1,499 @@
+//! The runner loop: its schedule, what it starts, and what it learns from finished tasks.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info};
+use yizhan_delivery::maildir::Maildir;
+use yizhan_delivery::mx::Resolver;
+use yizhan_delivery::smtp::TlsClient;
+use yizhan_spool::{Envelope, QueueId, Spool, SpoolError};
+
+use super::handle::RunnerHandle;
+use super::local::{LOCAL_BATCH, LocalQueue};
+use super::message::process;
+use super::schedule::Schedule;
+use super::settings::{Clock, OutboundSettings, RunnerSettings};
+use super::shared::Shared;
+use crate::directory::Directory;
+
+/// The longest the runner sleeps without looking at the spool again (guards against clock
+/// jumps and missed wake-ups).
+pub(super) const MAX_IDLE: Duration = Duration::from_secs(60);
+
+/// How long the runner waits after a spool error before it tries again.
+pub(super) const ERROR_BACKOFF: Duration = Duration::from_secs(10);
+
+/// How often the runner reads the whole spool again, as a safety net for changes it was not
+/// told about (default; see [`QueueRunner::with_rescan_interval`]).
+pub(super) const RESCAN_EVERY: Duration = Duration::from_secs(60);
+
+/// Submitted envelopes kept in memory while waiting for a free slot; past this, only their
+/// id and due time are kept and the envelope is read again from the spool when its turn comes.
+pub(super) const READY_LIMIT: usize = 10_000;
+
+/// The queue runner. Build it with [`QueueRunner::new`], keep a [`RunnerHandle`], then
+/// [`run`](QueueRunner::run) it on its own task.
+pub struct QueueRunner {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for QueueRunner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QueueRunner")
+            .field("spool", &self.shared.spool)
+            .field("maildir", &self.shared.maildir)
+            .field("settings", &self.shared.settings)
+            .field("outbound", &self.shared.outbound)
+            .finish_non_exhaustive()
+    }
+}
+
+impl QueueRunner {
+    /// A runner delivering from `spool` into `maildir`, and remotely with the default
+    /// [`OutboundSettings`] and the system resolver.
+    pub fn new(
+        spool: Spool,
+        maildir: Maildir,
+        settings: RunnerSettings,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let deliveries = Arc::new(Semaphore::new(settings.concurrency.max(1)));
+        let seed = clock.now() as u64 ^ 0x5DEE_CE66_D1CE_4E5B;
+        QueueRunner {
+            shared: Arc::new(Shared {
+                spool,
+                maildir: Arc::new(maildir),
+                settings,
+                outbound: OutboundSettings::default(),
+                clock,
+                deliveries,
+                destinations: Mutex::new(HashMap::new()),
+                resolver: OnceLock::new(),
+                tls: None,
+                directory: None,
+                pool: Mutex::new(HashMap::new()),
+                wake: Arc::new(Notify::new()),
+                flushes: Arc::new(Mutex::new(Vec::new())),
+                inbox: Arc::new(Mutex::new(Vec::new())),
+                rescan: Arc::new(AtomicBool::new(true)),
+                scans: Arc::new(AtomicU64::new(0)),
+                rescan_every: RESCAN_EVERY,
+                seed: AtomicU64::new(seed),
+                busy: Mutex::new(HashSet::new()),
+                late_flushes: Mutex::new(HashMap::new()),
+                local: Mutex::new(LocalQueue::default()),
+                local_batches: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    fn shared_mut(&mut self) -> &mut Shared {
+        Arc::get_mut(&mut self.shared).expect("configured before run() and handle()")
+    }
+
+    /// Sets how remote delivery and reports work.
+    pub fn with_outbound(mut self, outbound: OutboundSettings) -> Self {
+        self.shared_mut().outbound = outbound;
+        self
+    }
+
+    /// Uses this resolver instead of the system's (tests: a fake, or hickory pointed at a test
+    /// DNS server).
+    pub fn with_resolver(mut self, resolver: Arc<dyn Resolver>) -> Self {
+        let cell = OnceLock::new();
+        let _ = cell.set(Some(resolver));
+        self.shared_mut().resolver = cell;
+        self
+    }
+
+    /// Enables STARTTLS towards remote hosts with these client configurations.
+    pub fn with_tls(mut self, tls: TlsClient) -> Self {
+        self.shared_mut().tls = Some(tls);
+        self
+    }
+
+    /// The directory, to deliver reports to local senders into their Maildir.
+    pub fn with_directory(mut self, directory: Directory) -> Self {
+        self.shared_mut().directory = Some(directory);
+        self
+    }
+
+    /// How often the whole spool is read again as a safety net (default 60 s).
+    pub fn with_rescan_interval(mut self, every: Duration) -> Self {
+        self.shared_mut().rescan_every = every.max(Duration::from_secs(1));
+        self
+    }
+
+    /// A handle to wake the runner.
+    pub fn handle(&self) -> RunnerHandle {
+        RunnerHandle {
+            wake: self.shared.wake.clone(),
+            flushes: self.shared.flushes.clone(),
+            inbox: self.shared.inbox.clone(),
+            rescan: self.shared.rescan.clone(),
+            scans: self.shared.scans.clone(),
+            shared: Arc::downgrade(&self.shared),
+        }
+    }
+
+    /// Runs until `shutdown` is cancelled. Then it starts nothing new, lets the deliveries in
+    /// flight finish and record their outcome, closes idle connections and returns.
+    pub async fn run(self, shutdown: CancellationToken) {
+        // Local deliveries take no delivery permit (they are batched), so the window leaves
+        // room for a full batch of them whatever `concurrency` is.
+        let window = self
+            .shared
+            .settings
+            .concurrency
+            .max(1)
+            .saturating_mul(4)
+            .max(LOCAL_BATCH);
+        let mut tasks: JoinSet<Result<Option<i64>, SpoolError>> = JoinSet::new();
+        let mut active: HashMap<tokio::task::Id, QueueId> = HashMap::new();
+        let mut schedule = Schedule::default();
+        let mut backoff_until: Option<Instant> = None;
+        let mut last_scan = Instant::now();
+        info!("queue runner started");
+        loop {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            let now = Instant::now();
+            if backoff_until.is_some_and(|t| t <= now) {
+                backoff_until = None;
+            }
+            if now >= last_scan + self.shared.rescan_every {
+                self.shared.rescan.store(true, Ordering::Release);
+            }
+            self.shared.sweep_pool(false);
+            let mut wait_until = None;
+            if backoff_until.is_none() {
+                let filled = match self.apply_flushes(&active).await {
+                    Ok(changed) => {
+                        if changed {
+                            self.shared.rescan.store(true, Ordering::Release);
+                        }
+                        let rescanned = if self.shared.rescan.swap(false, Ordering::AcqRel) {
+                            last_scan = Instant::now();
+                            self.rescan(&mut schedule, &active)
+                        } else {
+                            Ok(())
+                        };
+                        match rescanned {
+                            Ok(()) => {
+                                self.fill(&mut schedule, &mut tasks, &mut active, window, &shutdown)
+                            }
+                            Err(e) => {
+                                self.shared.rescan.store(true, Ordering::Release);
+                                Err(e)
+                            }
+                        }
+                    }
+                    Err(e) => Err(e),
+                };
+                match filled {
+                    Ok(next) => wait_until = next,
+                    Err(e) => {
+                        error!(error = %e, "queue runner cannot read the spool; will retry");
+                        backoff_until = Some(now + ERROR_BACKOFF);
+                    }
+                }
+            }
+            let mut deadline = backoff_until
+                .or(wait_until)
+                .unwrap_or(now + MAX_IDLE)
+                .min(now + MAX_IDLE)
+                .min(last_scan + self.shared.rescan_every);
+            if let Some(expiry) = self.shared.pool_expiry() {
+                deadline = deadline.min(expiry);
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = self.shared.wake.notified() => {}
+                Some(joined) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                    let mut ok = self.finished(joined, &mut active, &mut schedule);
+                    // Everything else that finished meanwhile too: one round of the loop for
+                    // a whole batch of deliveries, not one per message.
+                    while let Some(joined) = tasks.try_join_next_with_id() {
+                        ok &= self.finished(joined, &mut active, &mut schedule);
+                    }
+                    if !ok {
+                        backoff_until = Some(Instant::now() + ERROR_BACKOFF);
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+        info!(in_flight = active.len(), "queue runner stopping");
+        while let Some(joined) = tasks.join_next_with_id().await {
+            self.finished(joined, &mut active, &mut schedule);
+        }
+        self.shared.sweep_pool(true);
+        info!("queue runner stopped");
+    }
+
+    /// Makes the recipients asked for by [`RunnerHandle::flush`] due now. Returns whether the
+    /// spool was changed (the schedule in memory is then out of date).
+    async fn apply_flushes(
+        &self,
+        active: &HashMap<tokio::task::Id, QueueId>,
+    ) -> Result<bool, SpoolError> {
+        let requests: Vec<Option<String>> = match self.shared.flushes.lock() {
+            Ok(mut f) => std::mem::take(&mut *f),
+            Err(_) => return Ok(false),
+        };
+        let late = !self
+            .shared
+            .late_flushes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_empty();
+        if requests.is_empty() && !late {
+            return Ok(false);
+        }
+        let busy = self
+            .shared
+            .busy
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let in_flight: HashSet<&QueueId> = active.values().chain(busy.iter()).collect();
+        // Requests that met a message in flight wait for it to finish: its task may be about
+        // to record a new retry time, which the request must still cut short.
+        let ready = self.shared.take_late_flushes(&in_flight);
+        if requests.is_empty() && ready.is_empty() {
+            return Ok(false);
+        }
+        let now = self.shared.clock.now();
+        self.shared.scans.fetch_add(1, Ordering::Relaxed);
+        let mut any = false;
+        for mut envelope in self.shared.spool.list()? {
+            let mut wanted: Vec<Option<String>> = requests.clone();
+            if let Some(more) = ready.get(&envelope.id) {
+                wanted.extend(more.iter().cloned());
+            }
+            let requests = &wanted;
+            if requests.is_empty() {
+                continue;
+            }
+            if in_flight.contains(&envelope.id) {
+                self.shared.keep_late_flush(&envelope.id, requests);
+                continue;
+            }
+            let mut changed = false;
+            for r in envelope.recipients.iter_mut() {
+                if !r.is_pending() || r.mailbox.is_some() || r.next_attempt <= now {
+                    continue;
+                }
+                let domain = r
+                    .address
+                    .rsplit_once('@')
+                    .map(|(_, d)| d.to_ascii_lowercase());
+                if requests
+                    .iter()
+                    .any(|want| want.is_none() || *want == domain)
+                {
+                    r.next_attempt = now;
+                    changed = true;
+                }
+            }
+            if changed {
+                self.shared.spool.update(&envelope).await?;
+                any = true;
+            }
+        }
+        Ok(any)
+    }
+
+    /// Rebuilds the schedule from the spool (the truth, DESIGN.md invariant 2): every message
+    /// not held and not in flight, with its due time; messages with nothing left to do (left
+    /// behind by a crash or a failed removal) are made ready, their task just removes them.
+    fn rescan(
+        &self,
+        schedule: &mut Schedule,
+        active: &HashMap<tokio::task::Id, QueueId>,
+    ) -> Result<(), SpoolError> {
+        // Whatever was submitted so far is in the spool already (submit follows commit).
+        if let Ok(mut inbox) = self.shared.inbox.lock() {
+            inbox.clear();
+        }
+        self.shared.scans.fetch_add(1, Ordering::Relaxed);
+        let listed = self.shared.spool.list()?;
+        schedule.clear();
+        let in_flight: HashSet<&QueueId> = active.values().collect();
+        for envelope in listed {
+            if in_flight.contains(&envelope.id) {
+                continue;
+            }
+            if envelope.is_finished() {
+                schedule.ready.push_back(envelope);
+            } else if !envelope.held
+                && let Some(due) = envelope.next_due()
+            {
+                schedule.at(envelope.id, due);
+            }
+        }
+        debug!(
+            scheduled = schedule.known.len(),
+            ready = schedule.ready.len(),
+            "schedule rebuilt from the spool"
+        );
+        Ok(())
+    }
+
+    /// Starts tasks for due messages (up to `window` in flight): first those handed over by
+    /// [`RunnerHandle::submit`] (as given, without reading the spool), then those whose time
+    /// came (read again from the spool first: it may have been held, deleted or changed).
+    /// Says when the next message falls due (`None`: nothing to wait for but a wake-up or a
+    /// task finishing).
+    fn fill(
+        &self,
+        schedule: &mut Schedule,
+        tasks: &mut JoinSet<Result<Option<i64>, SpoolError>>,
+        active: &mut HashMap<tokio::task::Id, QueueId>,
+        window: usize,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<Instant>, SpoolError> {
+        let now = self.shared.clock.now();
+        let submitted: Vec<Envelope> = match self.shared.inbox.lock() {
+            Ok(mut inbox) => std::mem::take(&mut *inbox),
+            Err(_) => Vec::new(),
+        };
+        let in_flight: HashSet<&QueueId> = if submitted.is_empty() {
+            HashSet::new()
+        } else {
+            active.values().collect()
+        };
+        for envelope in submitted {
+            schedule.known.remove(&envelope.id);
+            // Started already from a fresh read of the spool: its task reports what is left.
+            if envelope.held || in_flight.contains(&envelope.id) {
+                continue;
+            }
+            let due = envelope.next_due();
+            match due {
+                Some(due) if due > now => schedule.at(envelope.id, due),
+                _ if schedule.ready.len() >= READY_LIMIT => {
+                    schedule.at(envelope.id, due.unwrap_or(now))
+                }
+                _ => schedule.ready.push_back(envelope),
+            }
+        }
+        drop(in_flight);
+        let busy = |id: &QueueId| {
+            self.shared
+                .busy
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .contains(id)
+        };
+        let start = |envelope: Envelope,
+                     tasks: &mut JoinSet<Result<Option<i64>, SpoolError>>,
+                     active: &mut HashMap<tokio::task::Id, QueueId>| {
+            let id = envelope.id.clone();
+            let shared = self.shared.clone();
+            let handle = tasks.spawn(process(shared, envelope, shutdown.clone()));
+            active.insert(handle.id(), id);
+        };
+        let mut later = Vec::new();
+        while active.len() < window {
+            if let Some(envelope) = schedule.ready.pop_front() {
+                if busy(&envelope.id) {
+                    later.push(envelope.id);
+                    continue;
+                }
+                start(envelope, tasks, active);
+                continue;
+            }
+            let Some(id) = schedule.pop_due(now) else {
+                break;
+            };
+            if busy(&id) {
+                // A TURN session has it; look again shortly.
+                later.push(id);
+                continue;
+            }
+            let envelope = match self.shared.spool.load(&id) {
+                Ok(envelope) => envelope,
+                // Deleted meanwhile.
+                Err(SpoolError::NotFound(_)) => continue,
+                Err(e) => {
+                    schedule.at(id, now);
+                    return Err(e);
+                }
+            };
+            if envelope.is_finished() {
+                start(envelope, tasks, active);
+                continue;
+            }
+            if envelope.held {
+                // Released with a wake-up, which reads the spool again.
+                continue;
+            }
+            match envelope.next_due() {
+                Some(due) if due > now => schedule.at(id, due),
+                Some(_) => start(envelope, tasks, active),
+                None => {}
+            }
+        }
+        for id in later {
+            schedule.at(id, now + 1);
+        }
+        if !schedule.ready.is_empty() {
+            // Ready already; a task must finish first.
+            return Ok(None);
+        }
+        Ok(match schedule.next() {
+            Some(t) if t > now => {
+                let wait = u64::try_from(t - now).unwrap_or(u64::MAX);
+                Some(Instant::now() + Duration::from_secs(wait).min(MAX_IDLE))
+            }
+            // Due already: if there is room, look again at once; otherwise a task must finish.
+            Some(_) if active.len() < window => Some(Instant::now()),
+            _ => None,
+        })
+    }
+
+    /// Bookkeeping for a finished message task: what is left of the message goes back on the
+    /// schedule. Returns false if it failed (the caller backs off).
+    fn finished(
+        &self,
+        joined: Result<(tokio::task::Id, Result<Option<i64>, SpoolError>), tokio::task::JoinError>,
+        active: &mut HashMap<tokio::task::Id, QueueId>,
+        schedule: &mut Schedule,
+    ) -> bool {
+        let retry_at = self.shared.clock.now() + ERROR_BACKOFF.as_secs() as i64;
+        match joined {
+            Ok((task, Ok(next))) => {
+                if let (Some(id), Some(due)) = (active.remove(&task), next) {
+                    schedule.at(id, due);
+                }
+                true
+            }
+            Ok((task, Err(e))) => {
+                let id = active.remove(&task);
+                error!(queue_id = ?id, error = %e, "cannot record delivery state; the message stays queued");
+                if let Some(id) = id {
+                    schedule.at(id, retry_at);
+                }
+                false
+            }
+            Err(e) => {
+                let id = active.remove(&e.id());
+                error!(queue_id = ?id, error = %e, "delivery task failed; the message stays queued");
+                if let Some(id) = id {
+                    schedule.at(id, retry_at);
+                }
+                false
+            }
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! What the runner and its tasks share.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore};
+use tokio::time::Instant;
+use tracing::error;
+use yizhan_delivery::maildir::Maildir;
+use yizhan_delivery::mx::{HickoryResolver, Resolver};
+use yizhan_delivery::smtp::{Connection, TlsClient};
+use yizhan_spool::{Envelope, QueueId, Spool};
+
+use super::local::LocalQueue;
+use super::settings::{Clock, OutboundSettings, RunnerSettings};
+use crate::directory::Directory;
+
+pub(super) struct Shared {
+    pub(super) spool: Spool,
+    pub(super) maildir: Arc<Maildir>,
+    pub(super) settings: RunnerSettings,
+    pub(super) outbound: OutboundSettings,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) deliveries: Arc<Semaphore>,
+    pub(super) destinations: Mutex<HashMap<String, Arc<Semaphore>>>,
+    pub(super) resolver: OnceLock<Option<Arc<dyn Resolver>>>,
+    pub(super) tls: Option<TlsClient>,
+    pub(super) directory: Option<Directory>,
+    pub(super) pool: Mutex<HashMap<String, Vec<(Connection, Instant)>>>,
+    pub(super) wake: Arc<Notify>,
+    pub(super) flushes: Arc<Mutex<Vec<Option<String>>>>,
+    /// Messages handed over by [`RunnerHandle::submit`], not yet scheduled.
+    pub(super) inbox: Arc<Mutex<Vec<Envelope>>>,
+    /// Set by [`RunnerHandle::wake`]: read the spool again.
+    pub(super) rescan: Arc<AtomicBool>,
+    /// Whole-spool reads so far.
+    pub(super) scans: Arc<AtomicU64>,
+    /// How often the spool is read again regardless.
+    pub(super) rescan_every: Duration,
+    pub(super) seed: AtomicU64,
+    /// Messages being worked on (by a runner task or a TURN session).
+    pub(super) busy: Mutex<HashSet<QueueId>>,
+    /// Flush requests (ETRN) that met a message in flight, applied once it is done.
+    pub(super) late_flushes: Mutex<HashMap<QueueId, Vec<Option<String>>>>,
+    /// Local deliveries waiting for the next Maildir batch.
+    pub(super) local: Mutex<LocalQueue>,
+    /// Maildir batches written so far.
+    pub(super) local_batches: AtomicU64,
+}
+impl Shared {
+    /// The late flush requests of messages no longer in flight (removed from the waiting list).
+    pub(super) fn take_late_flushes(
+        &self,
+        in_flight: &HashSet<&QueueId>,
+    ) -> HashMap<QueueId, Vec<Option<String>>> {
+        let mut late = self
+            .late_flushes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let done: Vec<QueueId> = late
+            .keys()
+            .filter(|id| !in_flight.contains(id))
+            .cloned()
+            .collect();
+        done.into_iter()
+            .filter_map(|id| late.remove_entry(&id))
+            .collect()
+    }
+
+    /// Keeps flush requests for a message in flight until it is done.
+    pub(super) fn keep_late_flush(&self, id: &QueueId, requests: &[Option<String>]) {
+        let mut late = self
+            .late_flushes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        late.entry(id.clone())
+            .or_default()
+            .extend(requests.iter().cloned());
+    }
+
+    pub(super) fn lock_local(&self) -> std::sync::MutexGuard<'_, LocalQueue> {
+        self.local
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(super) fn resolver(&self) -> Option<Arc<dyn Resolver>> {
+        self.resolver
+            .get_or_init(|| match HickoryResolver::from_system() {
+                Ok(r) => Some(Arc::new(r) as Arc<dyn Resolver>),
+                Err(e) => {
+                    error!(error = %e, "no DNS resolver; remote delivery will be deferred");
+                    None
+                }
+            })
+            .clone()
+    }
+
+    pub(super) fn helo_name(&self) -> String {
+        if self.outbound.smtp.helo_name.is_empty() {
+            self.settings.hostname.clone()
+        } else {
+            self.outbound.smtp.helo_name.clone()
+        }
+    }
+
+    pub(super) fn next_seed(&self) -> u64 {
+        self.seed
+            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
+    }
+}

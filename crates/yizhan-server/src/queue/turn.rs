@@ -1,0 +1,111 @@
+//! TURN (RFC 821, with the ATRN meaning of RFC 2645): the mail queued for an authenticated
+//! client's domains, delivered over its own connection once the roles are turned.
+
+use tracing::warn;
+use yizhan_delivery::smtp::{self, Connection, Outcome, Reason};
+use yizhan_proto::address::ForwardPath;
+use yizhan_spool::{Recipient, SpoolError};
+
+use super::claim::Claim;
+use super::handle::RunnerHandle;
+use super::message::conclude;
+use super::outcome::record;
+use super::remote::{reverse_path, transaction};
+
+/// What a TURN session delivered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TurnSummary {
+    /// Messages offered (one transaction each).
+    pub messages: usize,
+    /// Recipients the client accepted.
+    pub delivered: usize,
+    /// Recipients left for later (transient failures, or messages busy elsewhere).
+    pub deferred: usize,
+    /// Recipients refused for good (reported to their sender).
+    pub failed: usize,
+}
+impl RunnerHandle {
+    /// Delivers, over `conn` (a connection whose roles were just turned, RFC 821 `TURN` with
+    /// the ATRN meaning of RFC 2645), every pending remote recipient in `domains`, whether due
+    /// or not: one transaction per message. Outcomes, reports and removal are recorded exactly
+    /// as the runner does. A message the runner is working on at that moment is skipped (and
+    /// counted as deferred); the runner and a TURN session never work on one message at once.
+    pub async fn deliver_turn(
+        &self,
+        conn: &mut Connection,
+        domains: &[String],
+    ) -> Result<TurnSummary, SpoolError> {
+        let Some(shared) = self.shared.upgrade() else {
+            warn!("TURN: the queue runner has stopped; nothing delivered");
+            return Ok(TurnSummary::default());
+        };
+        let shared = &shared;
+        let domains: Vec<String> = domains.iter().map(|d| d.to_ascii_lowercase()).collect();
+        let wanted = |r: &Recipient| {
+            r.is_pending()
+                && r.mailbox.is_none()
+                && r.address
+                    .rsplit_once('@')
+                    .is_some_and(|(_, d)| domains.contains(&d.to_ascii_lowercase()))
+        };
+        let mut summary = TurnSummary::default();
+        for listed in shared.spool.list()? {
+            if listed.held || !listed.recipients.iter().any(wanted) {
+                continue;
+            }
+            if !conn.is_usable() {
+                summary.deferred += listed.recipients.iter().filter(|r| wanted(r)).count();
+                continue;
+            }
+            let Some(_claim) = Claim::take(shared, &listed.id) else {
+                summary.deferred += listed.recipients.iter().filter(|r| wanted(r)).count();
+                continue;
+            };
+            // Read again under the claim: the runner may have changed it since the listing.
+            let mut envelope = shared.spool.load(&listed.id)?;
+            let members: Vec<(usize, ForwardPath)> = (0..envelope.recipients.len())
+                .filter(|&i| wanted(&envelope.recipients[i]))
+                .filter_map(|i| {
+                    let mailbox =
+                        yizhan_proto::address::Mailbox::parse(&envelope.recipients[i].address)
+                            .ok()?;
+                    Some((
+                        i,
+                        ForwardPath::Path(yizhan_proto::address::Path::new(mailbox)),
+                    ))
+                })
+                .collect();
+            if members.is_empty() {
+                continue;
+            }
+            let dsn = conn.offers_dsn();
+            let tx = transaction(&envelope, &reverse_path(&envelope), &members, dsn);
+            let mut body = shared.spool.open_body(&envelope.id)?.into_async();
+            summary.messages += 1;
+            let host = conn.target().host.clone();
+            let outcomes: Vec<Outcome> = match conn.send(tx, &mut body).await {
+                Ok(result) => smtp::outcomes(&host, &result, dsn),
+                Err(e) => {
+                    let reason = Reason::remote(&host, &e.reply());
+                    members
+                        .iter()
+                        .map(|_| Outcome::Transient(reason.clone()))
+                        .collect()
+                }
+            };
+            let mut owed = Vec::new();
+            for ((i, _), outcome) in members.iter().zip(outcomes) {
+                match &outcome {
+                    Outcome::Delivered(_) => summary.delivered += 1,
+                    Outcome::Transient(_) => summary.deferred += 1,
+                    Outcome::Permanent(_) => summary.failed += 1,
+                }
+                record(shared, &mut envelope, *i, outcome, &mut owed, dsn);
+            }
+            shared.spool.update(&envelope).await?;
+            conclude(shared, &mut envelope, &owed).await?;
+        }
+        self.wake();
+        Ok(summary)
+    }
+}
