@@ -39,21 +39,13 @@ pub(super) async fn deliver_local(
     mailbox: LocalMailbox,
 ) -> Outcome {
     let (reply, outcome) = oneshot::channel();
-    let start = {
-        let mut queue = shared.lock_local();
-        queue.jobs.push(LocalJob {
-            id,
-            key,
-            return_path,
-            mailbox,
-            reply,
-        });
-        let start = queue.draining < LOCAL_DRAINERS;
-        if start {
-            queue.draining += 1;
-        }
-        start
-    };
+    let start = shared.lock_local().push(LocalJob {
+        id,
+        key,
+        return_path,
+        mailbox,
+        reply,
+    });
     if start {
         let shared = shared.clone();
         tokio::task::spawn_blocking(move || drain_local(&shared));
@@ -72,9 +64,9 @@ pub(super) fn drain_local(shared: &Shared) {
     struct Draining<'a>(&'a Shared);
     impl Drop for Draining<'_> {
         fn drop(&mut self) {
-            let mut queue = self.0.lock_local();
-            queue.draining -= 1;
             if std::thread::panicking() {
+                let mut queue = self.0.lock_local();
+                queue.draining -= 1;
                 queue.jobs.clear();
             }
         }
@@ -82,21 +74,18 @@ pub(super) fn drain_local(shared: &Shared) {
     let _draining = Draining(shared);
     let mut lingered = false;
     loop {
-        let batch: Vec<LocalJob> = {
-            let mut queue = shared.lock_local();
-            if queue.jobs.is_empty() {
-                return;
-            }
-            if queue.jobs.len() < LOCAL_LINGER_JOBS && !lingered {
-                drop(queue);
+        // Not in the match: the lock must not be held while lingering.
+        let next = shared.lock_local().next_batch(lingered);
+        let batch = match next {
+            Next::Batch(batch) => batch,
+            Next::Linger => {
                 std::thread::sleep(LOCAL_LINGER);
                 lingered = true;
                 continue;
             }
-            lingered = false;
-            let n = queue.jobs.len().min(LOCAL_BATCH);
-            queue.jobs.drain(..n).collect()
+            Next::Leave => return,
         };
+        lingered = false;
         let mut jobs = Vec::with_capacity(batch.len());
         let mut replies = Vec::with_capacity(batch.len());
         for job in batch {
@@ -135,9 +124,45 @@ pub(super) fn drain_local(shared: &Shared) {
 /// Local deliveries waiting for the next batch.
 #[derive(Default)]
 pub(super) struct LocalQueue {
-    pub(super) jobs: Vec<LocalJob>,
+    jobs: Vec<LocalJob>,
     /// Drainers running on the blocking pool (at most [`LOCAL_DRAINERS`]).
-    pub(super) draining: usize,
+    draining: usize,
+}
+
+/// What a drainer does next.
+enum Next {
+    Batch(Vec<LocalJob>),
+    /// Few jobs: wait [`LOCAL_LINGER`] for more, once.
+    Linger,
+    /// Nothing left: the drainer has been counted out (under the same lock).
+    Leave,
+}
+
+impl LocalQueue {
+    /// Queues a job; true if the caller must start a drainer (none is running to take it).
+    fn push(&mut self, job: LocalJob) -> bool {
+        self.jobs.push(job);
+        let start = self.draining < LOCAL_DRAINERS;
+        if start {
+            self.draining += 1;
+        }
+        start
+    }
+
+    /// The next batch for a drainer. A drainer that finds nothing leaves in the same critical
+    /// section in which it saw the queue empty, so a job pushed after that starts a new one:
+    /// no job can be left behind by a drainer on its way out.
+    fn next_batch(&mut self, lingered: bool) -> Next {
+        if self.jobs.is_empty() {
+            self.draining -= 1;
+            return Next::Leave;
+        }
+        if self.jobs.len() < LOCAL_LINGER_JOBS && !lingered {
+            return Next::Linger;
+        }
+        let n = self.jobs.len().min(LOCAL_BATCH);
+        Next::Batch(self.jobs.drain(..n).collect())
+    }
 }
 
 /// One recipient's Maildir delivery, and where its outcome goes.
@@ -172,5 +197,48 @@ impl Read for LazyBody<'_> {
             self.body = None;
         }
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job() -> (LocalJob, oneshot::Receiver<Outcome>) {
+        let (reply, outcome) = oneshot::channel();
+        let job = LocalJob {
+            id: "0123456789abcdef0123456789abcdef".parse().unwrap(),
+            key: "k".into(),
+            return_path: String::new(),
+            mailbox: LocalMailbox {
+                domain: "example.org".into(),
+                local: "bob".into(),
+            },
+            reply,
+        };
+        (job, outcome)
+    }
+
+    /// The race of issue #12: a drainer that found the queue empty but had not yet counted
+    /// itself out made a new job wait for ever. Leaving is now part of finding it empty.
+    #[test]
+    fn a_job_pushed_after_the_drainer_saw_the_queue_empty_starts_a_new_drainer() {
+        let mut queue = LocalQueue::default();
+        let (first, _r1) = job();
+        assert!(queue.push(first), "the first job starts a drainer");
+        let (second, _r2) = job();
+        assert!(!queue.push(second), "one drainer at a time");
+        assert!(matches!(queue.next_batch(false), Next::Linger));
+        match queue.next_batch(true) {
+            Next::Batch(batch) => assert_eq!(batch.len(), 2),
+            _ => panic!("expected a batch"),
+        }
+        assert!(matches!(queue.next_batch(false), Next::Leave));
+        assert_eq!(queue.draining, 0);
+        let (third, _r3) = job();
+        assert!(
+            queue.push(third),
+            "nobody is draining: the pusher starts one"
+        );
     }
 }

@@ -83,11 +83,12 @@ pub(super) async fn deliver_remote(
             "semaphore closed",
         )));
     };
-    let Some(resolver) = shared.resolver() else {
-        return all(Outcome::Transient(Reason::local(
-            "4.4.3",
-            "no DNS resolver available",
-        )));
+    let resolver = match shared.resolver() {
+        Ok(resolver) => resolver,
+        Err(e) => {
+            let text = format!("no DNS resolver available: {e}");
+            return all(Outcome::Transient(Reason::local("4.4.3", text)));
+        }
     };
     let smtp_settings = SmtpSettings {
         helo_name: shared.helo_name(),

@@ -21,7 +21,7 @@ use super::local::{LOCAL_BATCH, LocalQueue};
 use super::message::process;
 use super::schedule::Schedule;
 use super::settings::{Clock, OutboundSettings, RunnerSettings};
-use super::shared::Shared;
+use super::shared::{Shared, system_resolver};
 use crate::directory::Directory;
 
 /// The longest the runner sleeps without looking at the spool again (guards against clock
@@ -77,6 +77,7 @@ impl QueueRunner {
                 deliveries,
                 destinations: Mutex::new(HashMap::new()),
                 resolver: OnceLock::new(),
+                new_resolver: Arc::new(system_resolver),
                 tls: None,
                 directory: None,
                 pool: Mutex::new(HashMap::new()),
@@ -108,9 +109,15 @@ impl QueueRunner {
     /// Uses this resolver instead of the system's (tests: a fake, or hickory pointed at a test
     /// DNS server).
     pub fn with_resolver(mut self, resolver: Arc<dyn Resolver>) -> Self {
-        let cell = OnceLock::new();
-        let _ = cell.set(Some(resolver));
-        self.shared_mut().resolver = cell;
+        self.shared_mut().new_resolver = Arc::new(move || Ok(resolver.clone()));
+        self
+    }
+
+    /// Makes the resolver with `factory` when it is first needed, and again at the next
+    /// attempt as long as it fails (tests: a resolver that cannot be made at first).
+    #[cfg(test)]
+    pub(super) fn with_resolver_factory(mut self, factory: super::shared::ResolverFactory) -> Self {
+        self.shared_mut().new_resolver = factory;
         self
     }
 

@@ -9,7 +9,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 use tracing::error;
 use yizhan_delivery::maildir::Maildir;
-use yizhan_delivery::mx::{HickoryResolver, Resolver};
+use yizhan_delivery::mx::{DnsError, HickoryResolver, Resolver};
 use yizhan_delivery::smtp::{Connection, TlsClient};
 use yizhan_spool::{Envelope, QueueId, Spool};
 
@@ -25,7 +25,10 @@ pub(super) struct Shared {
     pub(super) clock: Arc<dyn Clock>,
     pub(super) deliveries: Arc<Semaphore>,
     pub(super) destinations: Mutex<HashMap<String, Arc<Semaphore>>>,
-    pub(super) resolver: OnceLock<Option<Arc<dyn Resolver>>>,
+    /// The resolver, once one could be made.
+    pub(super) resolver: OnceLock<Arc<dyn Resolver>>,
+    /// Makes it (the system's); asked again at the next attempt when it fails.
+    pub(super) new_resolver: ResolverFactory,
     pub(super) tls: Option<TlsClient>,
     pub(super) directory: Option<Directory>,
     pub(super) pool: Mutex<HashMap<String, Vec<(Connection, Instant)>>>,
@@ -49,6 +52,15 @@ pub(super) struct Shared {
     /// Maildir batches written so far.
     pub(super) local_batches: AtomicU64,
 }
+/// Makes a resolver (see [`Shared::resolver`]).
+pub(super) type ResolverFactory =
+    Arc<dyn Fn() -> Result<Arc<dyn Resolver>, DnsError> + Send + Sync>;
+
+/// The system's resolver, from `/etc/resolv.conf`.
+pub(super) fn system_resolver() -> Result<Arc<dyn Resolver>, DnsError> {
+    HickoryResolver::from_system().map(|r| Arc::new(r) as Arc<dyn Resolver>)
+}
+
 impl Shared {
     /// The late flush requests of messages no longer in flight (removed from the waiting list).
     pub(super) fn take_late_flushes(
@@ -86,16 +98,19 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    pub(super) fn resolver(&self) -> Option<Arc<dyn Resolver>> {
-        self.resolver
-            .get_or_init(|| match HickoryResolver::from_system() {
-                Ok(r) => Some(Arc::new(r) as Arc<dyn Resolver>),
-                Err(e) => {
-                    error!(error = %e, "no DNS resolver; remote delivery will be deferred");
-                    None
-                }
-            })
-            .clone()
+    /// The resolver. One that cannot be made (no `/etc/resolv.conf` yet, say) is not
+    /// remembered as missing: the next attempt asks again.
+    pub(super) fn resolver(&self) -> Result<Arc<dyn Resolver>, DnsError> {
+        if let Some(resolver) = self.resolver.get() {
+            return Ok(resolver.clone());
+        }
+        match (self.new_resolver)() {
+            Ok(made) => Ok(self.resolver.get_or_init(|| made).clone()),
+            Err(e) => {
+                error!(error = %e, "no DNS resolver; remote delivery is deferred and the resolver asked for again at the next attempt");
+                Err(e)
+            }
+        }
     }
 
     pub(super) fn helo_name(&self) -> String {

@@ -542,3 +542,52 @@ async fn shutdown_stops_the_runner() {
     tokio::time::sleep(Duration::from_secs(3600)).await;
     assert!(spool.load(&id).unwrap().recipients[0].is_pending());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_resolver_that_cannot_be_made_is_asked_for_again_at_the_next_attempt() {
+    // Issue #12: a resolver that failed to start once was remembered as missing for the life
+    // of the process, and every remote recipient deferred until it bounced.
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use yizhan_delivery::mx::Resolver;
+
+    let fx = Fixture::new();
+    let spool = fx.spool();
+    let id = commit(&spool, T0, vec![remote(T0)]).await;
+    let made = Arc::new(AtomicUsize::new(0));
+    let calls = made.clone();
+    let runner = fx.runner(&spool).with_resolver_factory(Arc::new(move || {
+        if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+            Err(DnsError::Transient {
+                name: "/etc/resolv.conf".into(),
+                reason: "no name server yet".into(),
+            })
+        } else {
+            Ok(Arc::new(flaky_dns()) as Arc<dyn Resolver>)
+        }
+    }));
+    let token = CancellationToken::new();
+    let task = tokio::spawn(runner.run(token.clone()));
+    until("the first attempt", || {
+        spool.load(&id).unwrap().recipients[0].attempts == 1
+    })
+    .await;
+    let first = spool.load(&id).unwrap().recipients[0].last_error.clone();
+    assert!(
+        first
+            .as_deref()
+            .is_some_and(|e| e.contains("no DNS resolver")),
+        "{first:?}"
+    );
+    until("the second attempt", || {
+        spool.load(&id).unwrap().recipients[0].attempts == 2
+    })
+    .await;
+    let second = spool.load(&id).unwrap().recipients[0].last_error.clone();
+    assert!(
+        second.as_deref().is_some_and(|e| e.contains("SERVFAIL")),
+        "the second attempt used a resolver: {second:?}"
+    );
+    assert_eq!(made.load(Ordering::SeqCst), 2);
+    token.cancel();
+    task.await.unwrap();
+}
