@@ -682,3 +682,106 @@ async fn one_delay_warning_once_the_message_is_late() {
     token.cancel();
     task.await.unwrap();
 }
+
+/// A host that takes connections and never says a word (a tarpit), or, with `close`, closes
+/// each one at once. Counts the connections.
+async fn silent_host(ip: IpAddr, port: u16, close: bool) -> Arc<AtomicUsize> {
+    let listener = TcpListener::bind(SocketAddr::new(ip, port)).await.unwrap();
+    let count = Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            seen.fetch_add(1, Ordering::SeqCst);
+            if !close {
+                held.push(stream);
+            }
+        }
+    });
+    count
+}
+
+#[tokio::test]
+async fn a_tarpit_destination_does_not_delay_mail_for_others() {
+    // Issue #12: with 300 messages queued for a host that accepts TCP and never answers, mail
+    // for a healthy destination used to wait behind them (every slot waited for the dead
+    // destination's permits). Now a message that finds its destination full is parked.
+    let script = Script::new(false, &[]);
+    let mut fx = Fixture::new(&[(lo(2), "live.example", script.clone())]).await;
+    let tarpit = silent_host(lo(3), fx.port, false).await;
+    fx.dns.hosts.insert("dead.example".into(), vec![lo(3)]);
+    for _ in 0..300 {
+        fx.commit("sender@here.example", &[("x@dead.example", None)])
+            .await;
+    }
+    for n in 0..5 {
+        let to = format!("user{n}@live.example");
+        fx.commit("sender@here.example", &[(to.as_str(), None)])
+            .await;
+    }
+    let (_h, token, task) = fx.start(4);
+    until("the five messages to the live destination", || {
+        script.messages().len() == 5
+    })
+    .await;
+    // The tarpit got no more connections than its destination's permits.
+    let connections = tarpit.load(Ordering::SeqCst);
+    assert!((1..=4).contains(&connections), "{connections} connections");
+    // Nothing for the dead destination was given up or counted as tried.
+    until("the live messages removed", || {
+        fx.spool.list().unwrap().len() == 300
+    })
+    .await;
+    let stuck = fx.spool.list().unwrap();
+    assert!(stuck.iter().all(|e| e.recipients[0].is_pending()));
+    token.cancel();
+    task.abort();
+}
+
+#[tokio::test]
+async fn a_destination_that_is_down_is_tried_once_not_per_message() {
+    // Every connection closed before the greeting: the destination is down after the first
+    // attempts, and its other messages are deferred without connecting ("delivery
+    // temporarily suspended"), not before the destination's own back-off ends. A flush (ETRN)
+    // brings it back at once, as Postfix's flush resets dead destinations.
+    let script = Script::new(false, &[]);
+    let mut fx = Fixture::new(&[(lo(2), "live.example", script.clone())]).await;
+    let closer = silent_host(lo(4), fx.port, true).await;
+    fx.dns.hosts.insert("closed.example".into(), vec![lo(4)]);
+    let mut ids = Vec::new();
+    for _ in 0..40 {
+        ids.push(
+            fx.commit("sender@here.example", &[("x@closed.example", None)])
+                .await,
+        );
+    }
+    let (handle, token, task) = fx.start(4);
+    until("one attempt for every message", || {
+        ids.iter().all(|id| {
+            fx.spool
+                .load(id)
+                .is_ok_and(|e| e.recipients[0].attempts == 1)
+        })
+    })
+    .await;
+    let connections = closer.load(Ordering::SeqCst);
+    assert!((1..=4).contains(&connections), "{connections} connections");
+    let suspended = ids
+        .iter()
+        .map(|id| fx.spool.load(id).unwrap().recipients[0].clone())
+        .filter(|r| {
+            r.last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("delivery temporarily suspended"))
+        })
+        .inspect(|r| assert!(r.next_attempt >= T0 + 60, "not before the back-off"))
+        .count();
+    assert!(suspended >= 36, "{suspended} suspended");
+    handle.flush(Some("closed.example".into()));
+    until("a second round after the flush", || {
+        closer.load(Ordering::SeqCst) > connections
+    })
+    .await;
+    token.cancel();
+    task.await.unwrap();
+}

@@ -12,21 +12,39 @@ use yizhan_spool::{Envelope, RecipientStatus, SpoolError};
 use super::claim::Claim;
 use super::local::deliver_local;
 use super::outcome::{Owed, record};
-use super::remote::{Group, deliver_remote, destination_key, held_for_turn};
+use super::remote::{Group, GroupOutcome, deliver_remote, destination_key, held_for_turn};
 use super::reports::send_reports;
 use super::shared::Shared;
 
+/// What a message task leaves for the runner.
+#[derive(Debug, Default)]
+pub(super) struct Done {
+    /// When what is left of the message falls due (`None`: removed, or nothing due).
+    pub(super) next_due: Option<i64>,
+    /// Destinations that had no free permit: the message waits for one of them (and is not
+    /// due by time until then).
+    pub(super) parked: Vec<String>,
+}
+
+impl Done {
+    fn due(next_due: Option<i64>) -> Done {
+        Done {
+            next_due,
+            parked: Vec::new(),
+        }
+    }
+}
+
 /// Works through the due recipients of one message, recording each outcome before the next.
-/// Returns when what is left of the message falls due (`None`: removed).
 pub(super) async fn process(
     shared: Arc<Shared>,
     mut envelope: Envelope,
     shutdown: CancellationToken,
-) -> Result<Option<i64>, SpoolError> {
+) -> Result<Done, SpoolError> {
     let id = envelope.id.clone();
     let Some(_claim) = Claim::take(&shared, &id) else {
         debug!(queue_id = %id, "busy elsewhere (TURN); skipped");
-        return Ok(envelope.next_due());
+        return Ok(Done::due(envelope.next_due()));
     };
     let now = shared.clock.now();
     let due: Vec<usize> = (0..envelope.recipients.len())
@@ -74,7 +92,7 @@ pub(super) async fn process(
         shared.spool.update(&envelope).await?;
     }
     if shutdown.is_cancelled() {
-        return Ok(envelope.next_due());
+        return Ok(Done::due(envelope.next_due()));
     }
 
     // Remote recipients, grouped by destination: one transaction per group.
@@ -120,20 +138,41 @@ pub(super) async fn process(
     if unroutable {
         shared.spool.update(&envelope).await?;
     }
+    let mut parked = Vec::new();
     for (key, route, source_routed, members) in groups {
         if shutdown.is_cancelled() {
             break;
         }
-        let results =
-            deliver_remote(&shared, &envelope, &key, &route, source_routed, &members).await;
-        for (i, outcome, dsn_relayed) in results {
-            record(&shared, &mut envelope, i, outcome, &mut owed, dsn_relayed);
+        match deliver_remote(&shared, &envelope, &key, &route, source_routed, &members).await {
+            GroupOutcome::Done(results) => {
+                for (i, outcome, dsn_relayed) in results {
+                    record(&shared, &mut envelope, i, outcome, &mut owed, dsn_relayed);
+                }
+            }
+            GroupOutcome::Suspended { until, reason } => {
+                for (i, _) in &members {
+                    let outcome = Outcome::Transient(reason.clone());
+                    record(&shared, &mut envelope, *i, outcome, &mut owed, false);
+                    let r = &mut envelope.recipients[*i];
+                    if r.is_pending() {
+                        r.next_attempt = r.next_attempt.max(until);
+                    }
+                }
+            }
+            GroupOutcome::Parked => {
+                debug!(queue_id = %id, destination = %key, "destination busy; parked");
+                parked.push(key);
+                continue;
+            }
         }
         shared.spool.update(&envelope).await?;
     }
 
     conclude(&shared, &mut envelope, &owed).await?;
-    Ok(envelope.next_due())
+    Ok(Done {
+        next_due: envelope.next_due(),
+        parked,
+    })
 }
 
 /// The end of a round on one message: the reports owed are queued, then the failures become

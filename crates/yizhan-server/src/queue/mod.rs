@@ -44,13 +44,15 @@
 //! | `message` | one message task: route, deliver, record, conclude |
 //! | `local` | Maildir batches |
 //! | `remote` | SMTP transactions per destination |
-//! | `pool` | idle connections per host, permits per destination |
+//! | `destination` | permits per destination, parking, a destination's own back-off |
+//! | `pool` | idle connections per host |
 //! | `outcome` | the one place a result is written into a recipient |
 //! | `reports` | RFC 3464 reports queued as new messages |
 //! | `turn` | TURN / ATRN deliveries over a turned connection |
 //! | `handle` | [`RunnerHandle`], how the rest of the server reaches the runner |
 
 mod claim;
+mod destination;
 mod handle;
 mod local;
 mod message;

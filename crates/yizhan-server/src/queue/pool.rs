@@ -1,8 +1,5 @@
 //! Connections kept open per host, and the permits that bound deliveries per destination.
 
-use std::sync::Arc;
-
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tracing::debug;
 use yizhan_delivery::smtp::Connection;
@@ -10,16 +7,6 @@ use yizhan_delivery::smtp::Connection;
 use super::shared::Shared;
 
 impl Shared {
-    pub(super) fn destination_permits(&self, key: &str) -> Arc<Semaphore> {
-        let mut map = self
-            .destinations
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        map.entry(key.to_owned())
-            .or_insert_with(|| Arc::new(Semaphore::new(self.outbound.per_destination.max(1))))
-            .clone()
-    }
-
     /// An idle connection to this host with this policy, if one is kept.
     pub(super) fn take_connection(&self, key: &str) -> Option<Connection> {
         let mut pool = self

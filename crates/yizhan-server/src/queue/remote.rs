@@ -5,13 +5,14 @@ use std::sync::Arc;
 use tracing::{info, warn};
 use yizhan_delivery::dsn::{self};
 use yizhan_delivery::mx::{self};
-use yizhan_delivery::route::{self, Route};
-use yizhan_delivery::smtp::{self, Connection, Outcome, Reason, SmtpSettings};
+use yizhan_delivery::route::{self, Route, TlsPolicy};
+use yizhan_delivery::smtp::{self, Connection, Outcome, Reason, SmtpError, SmtpSettings};
 use yizhan_proto::address::{Domain, ForwardPath, ReversePath};
 use yizhan_proto::client::{Credentials, Transaction};
 use yizhan_proto::command::{MailParams, RcptParams, Ret};
 use yizhan_spool::Envelope;
 
+use super::destination::Slot;
 use super::settings::OutboundSettings;
 use super::shared::Shared;
 
@@ -53,9 +54,19 @@ pub(super) fn reverse_path(envelope: &Envelope) -> ReversePath {
     ReversePath::parse(&format!("<{route}{}>", envelope.reverse_path)).unwrap_or(ReversePath::Null)
 }
 
-/// One transaction for a group of remote recipients: the hosts of the destination are tried in
-/// order until one gives an answer about the message. Returns (index, outcome, next hop
-/// offered DSN) per member.
+/// What became of one group of recipients for one destination.
+pub(super) enum GroupOutcome {
+    /// An outcome per member: (index, outcome, next hop offered DSN).
+    Done(Vec<(usize, Outcome, bool)>),
+    /// The destination has no free permit: nothing was tried, the message waits for one.
+    Parked,
+    /// The destination is down: deferred without trying, not before `until` (Unix seconds).
+    Suspended { until: i64, reason: Reason },
+}
+
+/// One transaction for a group of remote recipients, if the destination has room for it:
+/// the hosts of the destination are tried in order until one gives an answer about the
+/// message.
 pub(super) async fn deliver_remote(
     shared: &Arc<Shared>,
     envelope: &Envelope,
@@ -63,19 +74,25 @@ pub(super) async fn deliver_remote(
     route: &Route,
     source_routed: bool,
     members: &[(usize, ForwardPath)],
-) -> Vec<(usize, Outcome, bool)> {
-    let all = |outcome: Outcome| -> Vec<(usize, Outcome, bool)> {
-        members
-            .iter()
-            .map(|(i, _)| (*i, outcome.clone(), false))
-            .collect()
+) -> GroupOutcome {
+    let all = |outcome: Outcome| {
+        GroupOutcome::Done(
+            members
+                .iter()
+                .map(|(i, _)| (*i, outcome.clone(), false))
+                .collect(),
+        )
     };
-    let per_dest = shared.destination_permits(key);
-    let Ok(_dest) = per_dest.acquire_owned().await else {
-        return all(Outcome::Transient(Reason::local(
-            "4.3.0",
-            "semaphore closed",
-        )));
+    let _dest = match shared.destination_slot(key, shared.clock.now()) {
+        Slot::Go(permit) => permit,
+        Slot::Busy => return GroupOutcome::Parked,
+        Slot::Down { until, reason } => {
+            let text = format!("delivery temporarily suspended: {reason}");
+            return GroupOutcome::Suspended {
+                until,
+                reason: Reason::local("4.4.1", text),
+            };
+        }
     };
     let Ok(_permit) = shared.deliveries.clone().acquire_owned().await else {
         return all(Outcome::Transient(Reason::local(
@@ -125,83 +142,165 @@ pub(super) async fn deliver_remote(
             });
         }
     };
-
     let mut from = reverse_path(envelope);
     if source_routed && let Ok(us) = Domain::parse(&shared.settings.hostname) {
         from = route::prepend_hop(&from, &us);
     }
-    let mut last_failure: Option<(Reason, bool)> = None;
-    let auth_user = auth
-        .as_ref()
-        .map(|c: &Credentials| c.username.clone())
-        .unwrap_or_default();
-    for target in &targets {
-        let pool_key = format!(
-            "{}|{}|{}|{}",
-            target.host,
-            target.address,
-            tls.as_str(),
-            auth_user
-        );
-        let mut conn = match shared.take_connection(&pool_key) {
-            Some(conn) => conn,
-            None => match Connection::open(
-                target,
-                tls,
-                auth.clone(),
-                &smtp_settings,
-                shared.tls.as_ref(),
-            )
-            .await
-            {
-                Ok(conn) => conn,
+    let attempt = Attempt {
+        shared,
+        envelope,
+        from: &from,
+        members,
+        tls,
+        auth,
+        settings: &smtp_settings,
+    };
+    match attempt.hosts(&targets).await {
+        Tried::Answered(outcomes) => {
+            shared.destination_answered(key);
+            GroupOutcome::Done(outcomes)
+        }
+        Tried::Failed {
+            reason,
+            permanent,
+            answered,
+        } => {
+            if answered {
+                shared.destination_answered(key);
+            } else if !targets.is_empty() {
+                shared.destination_failed(key, shared.clock.now(), &reason.text);
+            }
+            all(if permanent {
+                Outcome::Permanent(reason)
+            } else {
+                Outcome::Transient(reason)
+            })
+        }
+    }
+}
+
+/// One attempt at a group on the hosts of its destination.
+struct Attempt<'a> {
+    shared: &'a Arc<Shared>,
+    envelope: &'a Envelope,
+    from: &'a ReversePath,
+    members: &'a [(usize, ForwardPath)],
+    tls: TlsPolicy,
+    auth: Option<Credentials>,
+    settings: &'a SmtpSettings,
+}
+
+/// What trying the hosts came to.
+enum Tried {
+    /// A host gave an answer about the message: an outcome per member.
+    Answered(Vec<(usize, Outcome, bool)>),
+    /// No host did; `answered`: some host answered at all (the destination is not down).
+    Failed {
+        reason: Reason,
+        permanent: bool,
+        answered: bool,
+    },
+}
+
+impl Attempt<'_> {
+    /// Tries the hosts in order until one gives an answer about the message.
+    async fn hosts(&self, targets: &[mx::Target]) -> Tried {
+        let (shared, envelope) = (self.shared, self.envelope);
+        let mut last_failure: Option<(Reason, bool)> = None;
+        let mut answered = false;
+        let auth_user = self
+            .auth
+            .as_ref()
+            .map(|c| c.username.clone())
+            .unwrap_or_default();
+        for target in targets {
+            let pool_key = format!(
+                "{}|{}|{}|{}",
+                target.host,
+                target.address,
+                self.tls.as_str(),
+                auth_user
+            );
+            let mut conn = match shared.take_connection(&pool_key) {
+                Some(conn) => conn,
+                None => match Connection::open(
+                    target,
+                    self.tls,
+                    self.auth.clone(),
+                    self.settings,
+                    shared.tls.as_ref(),
+                )
+                .await
+                {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        warn!(queue_id = %envelope.id, host = %target.host, address = %target.address, error = %e, "cannot deliver to this host");
+                        answered |= !unreachable(&e);
+                        let reason = Reason::remote(&target.host, &e.reply());
+                        last_failure = Some((reason, e.is_permanent()));
+                        continue;
+                    }
+                },
+            };
+            answered = true;
+            let dsn = conn.offers_dsn();
+            let tx = transaction(envelope, self.from, self.members, dsn);
+            let mut body = match shared.spool.open_body(&envelope.id) {
+                Ok(body) => body.into_async(),
                 Err(e) => {
-                    warn!(queue_id = %envelope.id, host = %target.host, address = %target.address, error = %e, "cannot deliver to this host");
-                    let reason = Reason::remote(&target.host, &e.reply());
-                    last_failure = Some((reason, e.is_permanent()));
+                    shared.return_connection(pool_key, conn);
+                    let reason = Reason::local("4.3.0", e.to_string());
+                    return Tried::Failed {
+                        reason,
+                        permanent: false,
+                        answered,
+                    };
+                }
+            };
+            let result = conn.send(tx, &mut body).await;
+            let host = target.host.clone();
+            shared.return_connection(pool_key, conn);
+            let result = match result {
+                Ok(r) => r,
+                Err(e) => {
+                    last_failure = Some((Reason::remote(&host, &e.reply()), false));
                     continue;
                 }
-            },
-        };
-        let dsn = conn.offers_dsn();
-        let tx = transaction(envelope, &from, members, dsn);
-        let mut body = match shared.spool.open_body(&envelope.id) {
-            Ok(body) => body.into_async(),
-            Err(e) => {
-                shared.return_connection(pool_key, conn);
-                return all(Outcome::Transient(Reason::local("4.3.0", e.to_string())));
-            }
-        };
-        let result = conn.send(tx, &mut body).await;
-        let host = target.host.clone();
-        shared.return_connection(pool_key, conn);
-        let result = match result {
-            Ok(r) => r,
-            Err(e) => {
-                last_failure = Some((Reason::remote(&host, &e.reply()), false));
+            };
+            // The whole transaction failed for a reason of this host (MAIL refused with 4xx,
+            // the connection lost before any answer): the next host may do better.
+            let none_answered =
+                result.recipients.iter().all(|(_, r)| r.is_err()) && !result.mail.is_positive();
+            if none_answered && result.mail.is_transient() && result.error.is_none() {
+                last_failure = Some((Reason::remote(&host, &result.mail), false));
                 continue;
             }
-        };
-        // The whole transaction failed for a reason of this host (MAIL refused with 4xx, the
-        // connection lost before any answer): the next host may do better.
-        let none_answered =
-            result.recipients.iter().all(|(_, r)| r.is_err()) && !result.mail.is_positive();
-        if none_answered && result.mail.is_transient() && result.error.is_none() {
-            last_failure = Some((Reason::remote(&host, &result.mail), false));
-            continue;
+            info!(queue_id = %envelope.id, host = %host, address = %target.address, accepted = result.delivered_recipients().count(), "transaction done");
+            return Tried::Answered(
+                self.members
+                    .iter()
+                    .zip(smtp::outcomes(&host, &result, dsn))
+                    .map(|((i, _), o)| (*i, o, dsn))
+                    .collect(),
+            );
         }
-        info!(queue_id = %envelope.id, host = %host, address = %target.address, accepted = result.delivered_recipients().count(), "transaction done");
-        return members
-            .iter()
-            .zip(smtp::outcomes(&host, &result, dsn))
-            .map(|((i, _), o)| (*i, o, dsn))
-            .collect();
+        let (reason, permanent) =
+            last_failure.unwrap_or_else(|| (Reason::local("4.4.1", "no host to try"), false));
+        Tried::Failed {
+            reason,
+            permanent,
+            answered,
+        }
     }
-    match last_failure {
-        Some((reason, true)) => all(Outcome::Permanent(reason)),
-        Some((reason, false)) => all(Outcome::Transient(reason)),
-        None => all(Outcome::Transient(Reason::local("4.4.1", "no host to try"))),
-    }
+}
+
+/// Whether opening a connection failed without any answer from the host (refused, timed
+/// out, closed before the greeting): what makes a destination down when no host answers.
+fn unreachable(e: &SmtpError) -> bool {
+    matches!(
+        e,
+        SmtpError::Io { .. } | SmtpError::Timeout { .. } | SmtpError::Closed { .. }
+    )
 }
 
 /// The transaction for a group; DSN parameters go along when the next hop offers DSN

@@ -16,9 +16,10 @@ use yizhan_delivery::mx::Resolver;
 use yizhan_delivery::smtp::TlsClient;
 use yizhan_spool::{Envelope, QueueId, Spool, SpoolError};
 
+use super::destination::Destinations;
 use super::handle::RunnerHandle;
 use super::local::{LOCAL_BATCH, LocalQueue};
-use super::message::process;
+use super::message::{Done, process};
 use super::schedule::Schedule;
 use super::settings::{Clock, OutboundSettings, RunnerSettings};
 use super::shared::{Shared, system_resolver};
@@ -75,7 +76,7 @@ impl QueueRunner {
                 outbound: OutboundSettings::default(),
                 clock,
                 deliveries,
-                destinations: Mutex::new(HashMap::new()),
+                destinations: Destinations::default(),
                 resolver: OnceLock::new(),
                 new_resolver: Arc::new(system_resolver),
                 tls: None,
@@ -163,7 +164,7 @@ impl QueueRunner {
             .max(1)
             .saturating_mul(4)
             .max(LOCAL_BATCH);
-        let mut tasks: JoinSet<Result<Option<i64>, SpoolError>> = JoinSet::new();
+        let mut tasks: JoinSet<Result<Done, SpoolError>> = JoinSet::new();
         let mut active: HashMap<tokio::task::Id, QueueId> = HashMap::new();
         let mut schedule = Schedule::default();
         let mut backoff_until: Option<Instant> = None;
@@ -181,6 +182,7 @@ impl QueueRunner {
                 self.shared.rescan.store(true, Ordering::Release);
             }
             self.shared.sweep_pool(false);
+            self.unpark(&mut schedule);
             let mut wait_until = None;
             if backoff_until.is_none() {
                 let filled = match self.apply_flushes(&active).await {
@@ -247,6 +249,22 @@ impl QueueRunner {
         info!("queue runner stopped");
     }
 
+    /// Wakes messages parked on destinations that got a permit back (all of them for a
+    /// destination that is down: they are deferred without connecting).
+    fn unpark(&self, schedule: &mut Schedule) {
+        let freed = self.shared.destinations.take_freed();
+        if freed.is_empty() {
+            return;
+        }
+        let now = self.shared.clock.now();
+        for key in freed {
+            let room = self.shared.destination_room(&key, now);
+            for id in schedule.parked.wake(&key, room) {
+                schedule.at(id, now);
+            }
+        }
+    }
+
     /// Makes the recipients asked for by [`RunnerHandle::flush`] due now. Returns whether the
     /// spool was changed (the schedule in memory is then out of date).
     async fn apply_flushes(
@@ -278,6 +296,9 @@ impl QueueRunner {
         let ready = self.shared.take_late_flushes(&in_flight);
         if requests.is_empty() && ready.is_empty() {
             return Ok(false);
+        }
+        for domain in &requests {
+            self.shared.revive_destinations(domain.as_deref());
         }
         let now = self.shared.clock.now();
         self.shared.scans.fetch_add(1, Ordering::Relaxed);
@@ -337,7 +358,7 @@ impl QueueRunner {
         schedule.clear();
         let in_flight: HashSet<&QueueId> = active.values().collect();
         for envelope in listed {
-            if in_flight.contains(&envelope.id) {
+            if in_flight.contains(&envelope.id) || schedule.parked.contains(&envelope.id) {
                 continue;
             }
             if envelope.is_finished() {
@@ -351,6 +372,7 @@ impl QueueRunner {
         debug!(
             scheduled = schedule.known.len(),
             ready = schedule.ready.len(),
+            parked = schedule.parked.len(),
             "schedule rebuilt from the spool"
         );
         Ok(())
@@ -364,7 +386,7 @@ impl QueueRunner {
     fn fill(
         &self,
         schedule: &mut Schedule,
-        tasks: &mut JoinSet<Result<Option<i64>, SpoolError>>,
+        tasks: &mut JoinSet<Result<Done, SpoolError>>,
         active: &mut HashMap<tokio::task::Id, QueueId>,
         window: usize,
         shutdown: &CancellationToken,
@@ -403,7 +425,7 @@ impl QueueRunner {
                 .contains(id)
         };
         let start = |envelope: Envelope,
-                     tasks: &mut JoinSet<Result<Option<i64>, SpoolError>>,
+                     tasks: &mut JoinSet<Result<Done, SpoolError>>,
                      active: &mut HashMap<tokio::task::Id, QueueId>| {
             let id = envelope.id.clone();
             let shared = self.shared.clone();
@@ -473,15 +495,33 @@ impl QueueRunner {
     /// schedule. Returns false if it failed (the caller backs off).
     fn finished(
         &self,
-        joined: Result<(tokio::task::Id, Result<Option<i64>, SpoolError>), tokio::task::JoinError>,
+        joined: Result<(tokio::task::Id, Result<Done, SpoolError>), tokio::task::JoinError>,
         active: &mut HashMap<tokio::task::Id, QueueId>,
         schedule: &mut Schedule,
     ) -> bool {
         let retry_at = self.shared.clock.now() + ERROR_BACKOFF.as_secs() as i64;
         match joined {
-            Ok((task, Ok(next))) => {
-                if let (Some(id), Some(due)) = (active.remove(&task), next) {
-                    schedule.at(id, due);
+            Ok((task, Ok(done))) => {
+                let Some(id) = active.remove(&task) else {
+                    return true;
+                };
+                if done.parked.is_empty() {
+                    if let Some(due) = done.next_due {
+                        schedule.at(id, due);
+                    }
+                    return true;
+                }
+                // A permit given back while the task was on its way out has been heard of
+                // already: look again instead of waiting for the next one.
+                let now = self.shared.clock.now();
+                if done
+                    .parked
+                    .iter()
+                    .any(|key| self.shared.destination_room(key, now) > 0)
+                {
+                    schedule.at(id, now);
+                } else {
+                    schedule.parked.park(id, done.parked);
                 }
                 true
             }

@@ -13,6 +13,7 @@ use yizhan_delivery::mx::{DnsError, HickoryResolver, Resolver};
 use yizhan_delivery::smtp::{Connection, TlsClient};
 use yizhan_spool::{Envelope, QueueId, Spool};
 
+use super::destination::Destinations;
 use super::local::LocalQueue;
 use super::settings::{Clock, OutboundSettings, RunnerSettings};
 use crate::directory::Directory;
@@ -24,7 +25,7 @@ pub(super) struct Shared {
     pub(super) outbound: OutboundSettings,
     pub(super) clock: Arc<dyn Clock>,
     pub(super) deliveries: Arc<Semaphore>,
-    pub(super) destinations: Mutex<HashMap<String, Arc<Semaphore>>>,
+    pub(super) destinations: Destinations,
     /// The resolver, once one could be made.
     pub(super) resolver: OnceLock<Arc<dyn Resolver>>,
     /// Makes it (the system's); asked again at the next attempt when it fails.
