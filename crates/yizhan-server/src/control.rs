@@ -48,7 +48,7 @@ use tracing::{error, info, warn};
 use yizhan_spool::{Envelope, QueueId, RecipientStatus, Spool, SpoolError};
 
 use crate::pickup::{self, Pickup, PickupHandle};
-use crate::queue::RunnerHandle;
+use crate::queue::{Change, ChangeError, RunnerHandle};
 use crate::settings::Settings;
 
 /// The socket's file name inside the data directory.
@@ -260,6 +260,17 @@ impl From<SpoolError> for OpError {
     }
 }
 
+impl From<ChangeError> for OpError {
+    fn from(e: ChangeError) -> Self {
+        match e {
+            ChangeError::NotFound(id) => OpError::NotFound(id.to_string()),
+            ChangeError::Held(id) => OpError::Held(id),
+            ChangeError::Spool(e) => OpError::Spool(e),
+            ChangeError::Stopped => OpError::Unavailable("the queue runner is not running"),
+        }
+    }
+}
+
 impl OpError {
     fn into_response(self) -> Response {
         let kind = match &self {
@@ -338,35 +349,11 @@ impl Control {
                     headers,
                 })
             }
-            Request::Hold { id } => {
-                let id = self.find(&id).await?;
-                let mut envelope = self.spool.load(&id)?;
-                let recipients = pending(&envelope);
-                if !envelope.held {
-                    envelope.held = true;
-                    self.spool.update(&envelope).await?;
-                    // The runner may have it in memory (submitted, not yet started).
-                    self.runner.wake();
-                }
-                Ok(done(1, recipients))
-            }
-            Request::Release { id } => {
-                let id = self.find(&id).await?;
-                let mut envelope = self.spool.load(&id)?;
-                envelope.held = false;
-                let recipients = make_due(&mut envelope, None, now());
-                self.spool.update(&envelope).await?;
-                self.runner.wake();
-                Ok(done(1, recipients))
-            }
-            Request::Delete { id } => {
-                let id = self.find(&id).await?;
-                let envelope = self.spool.load(&id)?;
-                self.spool.remove(&id).await?;
-                // The runner may have it in memory (submitted, not yet started).
-                self.runner.wake();
-                Ok(done(1, pending(&envelope)))
-            }
+            // State changes go to the runner, the one owner of a queued message; it answers
+            // once the change is durable (see `queue::changes`).
+            Request::Hold { id } => self.change(&id, Change::Hold).await,
+            Request::Release { id } => self.change(&id, Change::Release).await,
+            Request::Delete { id } => self.change(&id, Change::Delete).await,
             Request::Flush { id, domain } => self.flush(id, domain).await,
             Request::Pickup => match &self.pickup {
                 Some(pickup) => {
@@ -383,44 +370,45 @@ impl Control {
         if domain.as_deref() == Some("") {
             return Err(OpError::BadRequest("empty domain".into()));
         }
-        let envelopes = match id {
-            Some(id) => {
-                let id = self.find(&id).await?;
-                let envelope = self.spool.load(&id)?;
-                if envelope.held {
-                    return Err(OpError::Held(id));
-                }
-                vec![envelope]
-            }
-            None => {
-                let spool = self.spool.clone();
-                blocking(move || spool.list())
-                    .await??
-                    .into_iter()
-                    .filter(|e| !e.held)
-                    .collect()
-            }
-        };
-        let now = now();
-        let (mut messages, mut recipients) = (0, 0);
-        for mut envelope in envelopes {
-            let n = make_due(&mut envelope, domain.as_deref(), now);
-            if n == 0 {
-                continue;
-            }
-            match self.spool.update(&envelope).await {
-                Ok(()) => {}
-                // Delivered and removed meanwhile: nothing left to flush.
-                Err(SpoolError::NotFound(_)) => continue,
-                Err(e) => return Err(e.into()),
-            }
-            messages += 1;
-            recipients += n;
+        let change = Change::Flush { domain };
+        if let Some(id) = id {
+            return self.change(&id, change).await;
         }
-        if messages > 0 {
-            self.runner.wake();
+        let spool = self.spool.clone();
+        let ids: Vec<QueueId> = blocking(move || spool.list())
+            .await??
+            .into_iter()
+            .filter(|e| !e.held)
+            .map(|e| e.id)
+            .collect();
+        // Asked for together: the runner applies them in one round (one group commit).
+        let mut asked = tokio::task::JoinSet::new();
+        for id in ids {
+            let (runner, change) = (self.runner.clone(), change.clone());
+            asked.spawn(async move { runner.change(id, change).await });
+        }
+        let (mut messages, mut recipients) = (0, 0);
+        while let Some(joined) = asked.join_next().await {
+            match joined {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => {
+                    messages += 1;
+                    recipients += n;
+                }
+                // Delivered and removed, or held, meanwhile: nothing to flush.
+                Ok(Err(ChangeError::NotFound(_) | ChangeError::Held(_))) => {}
+                Ok(Err(e)) => return Err(e.into()),
+                Err(_) => return Err(OpError::Unavailable("a flush task failed")),
+            }
         }
         Ok(done(messages, recipients))
+    }
+
+    /// One change of one message (id or unique prefix), made by the runner.
+    async fn change(&self, id: &str, change: Change) -> Result<Response, OpError> {
+        let id = self.find(id).await?;
+        let recipients = self.runner.change(id, change).await?;
+        Ok(done(1, recipients))
     }
 
     /// A queue id from a full id or a unique prefix.
@@ -455,33 +443,6 @@ fn done(messages: usize, recipients: usize) -> Response {
     }
 }
 
-fn pending(envelope: &Envelope) -> usize {
-    envelope
-        .recipients
-        .iter()
-        .filter(|r| r.is_pending())
-        .count()
-}
-
-/// Makes the pending recipients (in `domain`, if given) due at `now`; returns how many.
-fn make_due(envelope: &mut Envelope, domain: Option<&str>, now: i64) -> usize {
-    let mut n = 0;
-    for r in envelope.recipients.iter_mut().filter(|r| r.is_pending()) {
-        if let Some(domain) = domain {
-            let in_domain = r
-                .address
-                .rsplit_once('@')
-                .is_some_and(|(_, d)| d.eq_ignore_ascii_case(domain));
-            if !in_domain {
-                continue;
-            }
-        }
-        r.next_attempt = r.next_attempt.min(now);
-        n += 1;
-    }
-    n
-}
-
 /// The header section of a message: up to the first empty line, at most [`MAX_HEADERS`].
 fn read_headers(body: impl Read) -> String {
     let mut bytes = Vec::new();
@@ -500,10 +461,6 @@ fn read_headers(body: impl Read) -> String {
         }
     }
     String::from_utf8_lossy(&bytes).into_owned()
-}
-
-fn now() -> i64 {
-    jiff::Timestamp::now().as_second()
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, OpError> {
@@ -743,10 +700,15 @@ pub async fn run_operations(
 #[cfg(test)]
 mod tests {
     use yizhan_delivery::maildir::Maildir;
+    use yizhan_delivery::mx::{DnsError, FakeResolver};
     use yizhan_spool::{ClientInfo, Recipient};
 
     use super::*;
-    use crate::queue::{QueueRunner, RunnerSettings, SystemClock};
+    use crate::queue::{QueueRunner, RunnerSettings, SystemClock, make_due};
+
+    fn now() -> i64 {
+        jiff::Timestamp::now().as_second()
+    }
 
     #[test]
     fn requests_round_trip_as_json_lines() {
@@ -897,15 +859,26 @@ mod tests {
         async fn start() -> Live {
             let dir = tempfile::tempdir().unwrap();
             let (spool, _) = Spool::open(&dir.path().join("spool")).unwrap();
+            // Name servers that always fail: a flushed message is deferred, never bounced.
+            let mut dns = FakeResolver::default();
+            for domain in ["a.example", "b.example"] {
+                let failure = DnsError::Transient {
+                    name: domain.into(),
+                    reason: "SERVFAIL".into(),
+                };
+                dns.mx.insert(domain.into(), Err(failure));
+            }
             let runner = QueueRunner::new(
                 spool.clone(),
                 Maildir::new(dir.path().join("mail")),
                 RunnerSettings::default(),
                 Arc::new(SystemClock),
-            );
+            )
+            .with_resolver(Arc::new(dns));
             let control = Control::new(spool.clone(), runner.handle(), None);
             let socket = socket_path(dir.path());
             let shutdown = CancellationToken::new();
+            tokio::spawn(runner.run(shutdown.clone()));
             let task = tokio::spawn(serve_control(socket.clone(), control, shutdown.clone()));
             while !socket.exists() {
                 tokio::task::yield_now().await;
@@ -926,10 +899,9 @@ mod tests {
                 .iter()
                 .map(|a| Recipient::pending(*a, format!("<{a}>"), None, due))
                 .collect();
-            self.spool
-                .commit(incoming, envelope(recipients))
-                .await
-                .unwrap()
+            let mut envelope = envelope(recipients);
+            envelope.received_at = now();
+            self.spool.commit(incoming, envelope).await.unwrap()
         }
 
         async fn ask(&self, request: Request) -> Response {
@@ -1003,7 +975,9 @@ mod tests {
             done(1, 1)
         );
         assert_eq!(live.spool.load(&a).unwrap().recipients[0].next_attempt, far);
-        assert!(live.spool.load(&b).unwrap().recipients[0].next_attempt <= now());
+        let flushed = live.spool.load(&b).unwrap().recipients[0].clone();
+        // Due now, or already tried by the runner (and deferred again).
+        assert!(flushed.next_attempt <= now() || flushed.attempts > 0);
 
         // release: due now.
         assert_eq!(
@@ -1012,7 +986,11 @@ mod tests {
         );
         let env = live.spool.load(&a).unwrap();
         assert!(!env.held);
-        assert!(env.recipients.iter().all(|r| r.next_attempt <= now()));
+        assert!(
+            env.recipients
+                .iter()
+                .all(|r| r.next_attempt <= now() || r.attempts > 0)
+        );
 
         // show: envelope and headers.
         let Response::Message { message, headers } =

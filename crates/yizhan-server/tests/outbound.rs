@@ -14,11 +14,14 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use yizhan_delivery::maildir::Maildir;
 use yizhan_delivery::mx::FakeResolver;
 use yizhan_server::directory::Directory;
-use yizhan_server::queue::{Clock, OutboundSettings, QueueRunner, RunnerHandle, RunnerSettings};
+use yizhan_server::queue::{
+    Change, ChangeError, Clock, OutboundSettings, QueueRunner, RunnerHandle, RunnerSettings,
+};
 use yizhan_spool::{ClientInfo, Envelope, QueueId, Recipient, RecipientStatus, Spool};
 
 const T0: i64 = 1_700_000_000;
@@ -79,13 +82,25 @@ impl Script {
 }
 
 async fn serve(listener: TcpListener, script: Arc<Script>) {
+    serve_gated(listener, script, None).await;
+}
+
+/// Like `serve`; with a gate, each session waits for a permit of it before its greeting.
+async fn serve_gated(listener: TcpListener, script: Arc<Script>, gate: Option<Arc<Semaphore>>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             return;
         };
         script.seen.connections.fetch_add(1, Ordering::SeqCst);
         let script = script.clone();
+        let gate = gate.clone();
         tokio::spawn(async move {
+            if let Some(gate) = gate {
+                let Ok(permit) = gate.acquire().await else {
+                    return;
+                };
+                permit.forget();
+            }
             let (read, mut write) = stream.into_split();
             let mut lines = BufReader::new(read);
             let _ = write.write_all(b"220 mx.far.example ESMTP test\r\n").await;
@@ -782,6 +797,105 @@ async fn a_destination_that_is_down_is_tried_once_not_per_message() {
         closer.load(Ordering::SeqCst) > connections
     })
     .await;
+    token.cancel();
+    task.await.unwrap();
+}
+
+/// A scripted host on `ip` whose sessions wait at the greeting until the gate opens.
+async fn gated_host(fx: &mut Fixture, ip: IpAddr, domain: &str) -> (Arc<Script>, Arc<Semaphore>) {
+    let script = Script::new(false, &[]);
+    let gate = Arc::new(Semaphore::new(0));
+    let listener = TcpListener::bind(SocketAddr::new(ip, fx.port))
+        .await
+        .unwrap();
+    fx.port = listener.local_addr().unwrap().port();
+    tokio::spawn(serve_gated(listener, script.clone(), Some(gate.clone())));
+    fx.dns.hosts.insert(domain.into(), vec![ip]);
+    (script, gate)
+}
+
+#[tokio::test]
+async fn a_hold_during_an_attempt_is_honoured_after_it() {
+    // Issue #12: `yizhan queue hold` during an attempt used to be undone when the attempt
+    // recorded its outcome (both wrote the whole row). Now the runner applies it after the
+    // attempt, and answers once it is durable.
+    let script = Script::new(false, &[("later@live.example", &["450 4.2.0 try later"])]);
+    let mut fx = Fixture::new(&[(lo(2), "live.example", script.clone())]).await;
+    let (slow, gate) = gated_host(&mut fx, lo(5), "slow.example").await;
+    let id = fx
+        .commit(
+            "sender@here.example",
+            &[("a@slow.example", None), ("later@live.example", None)],
+        )
+        .await;
+    let (handle, token, task) = fx.start(4);
+    until("the attempt under way", || {
+        slow.seen.connections.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let hold = tokio::spawn({
+        let handle = handle.clone();
+        let id = id.clone();
+        async move { handle.change(id, Change::Hold).await }
+    });
+    // The attempt is still waiting for its greeting: the hold waits for it.
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!hold.is_finished(), "answered before the attempt ended");
+    gate.add_permits(1);
+    // Answered after the attempt: one recipient delivered, one deferred and still pending.
+    assert_eq!(hold.await.unwrap().unwrap(), 1);
+    let envelope = fx.spool.load(&id).unwrap();
+    assert!(envelope.held, "the attempt's outcome did not undo the hold");
+    assert!(matches!(
+        envelope.recipients[0].status,
+        RecipientStatus::Delivered { .. }
+    ));
+    assert_eq!(slow.messages().len(), 1);
+    token.cancel();
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_delete_during_an_attempt_stops_it_and_nothing_is_delivered_after() {
+    // Issue #12: a delete while a message was in flight made the runner's next write fail
+    // and stalled it; and the attempt went on. Now the delete stops the attempt (the peer
+    // never sees the end of the data) and is answered once the message is gone.
+    let mut fx = Fixture::new(&[]).await;
+    let (slow, gate) = gated_host(&mut fx, lo(6), "slow.example").await;
+    let id = fx
+        .commit("sender@here.example", &[("a@slow.example", None)])
+        .await;
+    let other = fx
+        .commit("sender@here.example", &[("b@slow.example", None)])
+        .await;
+    let (handle, token, task) = fx.start(1);
+    until("the attempt under way", || {
+        slow.seen.connections.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    // Which of the two is in flight is the runner's choice: delete both, in flight or not.
+    assert_eq!(handle.change(id.clone(), Change::Delete).await.unwrap(), 1);
+    assert_eq!(
+        handle.change(other.clone(), Change::Delete).await.unwrap(),
+        1
+    );
+    assert!(matches!(
+        handle.change(id.clone(), Change::Delete).await,
+        Err(ChangeError::NotFound(_))
+    ));
+    gate.add_permits(10);
+    // Let the peer's sessions run; nothing may arrive.
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(slow.messages().is_empty(), "delivered after the delete");
+    assert!(fx.spool.list().unwrap().is_empty());
+    assert!(
+        fx.sender_inbox().is_empty(),
+        "no report for a deleted message"
+    );
     token.cancel();
     task.await.unwrap();
 }

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 use tracing::debug;
 use yizhan_delivery::maildir::BatchJob;
 use yizhan_delivery::smtp::{Outcome, Reason};
@@ -31,21 +32,9 @@ pub(super) const LOCAL_LINGER_JOBS: usize = 32;
 pub(super) const LOCAL_LINGER: Duration = Duration::from_millis(2);
 
 /// One Maildir delivery, in the next batch ([`drain_local`]).
-pub(super) async fn deliver_local(
-    shared: &Arc<Shared>,
-    id: QueueId,
-    return_path: String,
-    key: String,
-    mailbox: LocalMailbox,
-) -> Outcome {
+pub(super) async fn deliver_local(shared: &Arc<Shared>, delivery: LocalDelivery) -> Outcome {
     let (reply, outcome) = oneshot::channel();
-    let start = shared.lock_local().push(LocalJob {
-        id,
-        key,
-        return_path,
-        mailbox,
-        reply,
-    });
+    let start = shared.lock_local().push(LocalJob { delivery, reply });
     if start {
         let shared = shared.clone();
         tokio::task::spawn_blocking(move || drain_local(&shared));
@@ -89,14 +78,21 @@ pub(super) fn drain_local(shared: &Shared) {
         let mut jobs = Vec::with_capacity(batch.len());
         let mut replies = Vec::with_capacity(batch.len());
         for job in batch {
+            let d = job.delivery;
+            // Deleted by the operator while it waited: not written.
+            if d.cancel.is_cancelled() {
+                let deleted = Reason::local("4.3.0", "the message was deleted during delivery");
+                let _ = job.reply.send(Outcome::Transient(deleted));
+                continue;
+            }
             jobs.push(BatchJob {
-                domain: job.mailbox.domain,
-                local: job.mailbox.local,
-                key: job.key,
-                return_path: job.return_path,
+                domain: d.mailbox.domain,
+                local: d.mailbox.local,
+                key: d.key,
+                return_path: d.return_path,
                 body: LazyBody {
                     spool: &shared.spool,
-                    id: job.id,
+                    id: d.id,
                     body: None,
                 },
             });
@@ -165,13 +161,21 @@ impl LocalQueue {
     }
 }
 
-/// One recipient's Maildir delivery, and where its outcome goes.
-pub(super) struct LocalJob {
+/// One recipient's Maildir delivery.
+pub(super) struct LocalDelivery {
     pub(super) id: QueueId,
+    /// The file name's unique part: message and recipient (see `Maildir::deliver_batch`).
     pub(super) key: String,
     pub(super) return_path: String,
     pub(super) mailbox: LocalMailbox,
-    pub(super) reply: oneshot::Sender<Outcome>,
+    /// The message was deleted: skip it if it has not been written yet.
+    pub(super) cancel: CancellationToken,
+}
+
+/// A delivery waiting for a batch, and where its outcome goes.
+struct LocalJob {
+    delivery: LocalDelivery,
+    reply: oneshot::Sender<Outcome>,
 }
 
 /// A message body opened from the spool when the batch gets to it, and let go at its end,
@@ -206,7 +210,7 @@ mod tests {
 
     fn job() -> (LocalJob, oneshot::Receiver<Outcome>) {
         let (reply, outcome) = oneshot::channel();
-        let job = LocalJob {
+        let delivery = LocalDelivery {
             id: "0123456789abcdef0123456789abcdef".parse().unwrap(),
             key: "k".into(),
             return_path: String::new(),
@@ -214,8 +218,9 @@ mod tests {
                 domain: "example.org".into(),
                 local: "bob".into(),
             },
-            reply,
+            cancel: CancellationToken::new(),
         };
+        let job = LocalJob { delivery, reply };
         (job, outcome)
     }
 

@@ -10,7 +10,7 @@ use yizhan_delivery::smtp::{Outcome, Reason};
 use yizhan_spool::{Envelope, RecipientStatus, SpoolError};
 
 use super::claim::Claim;
-use super::local::deliver_local;
+use super::local::{LocalDelivery, deliver_local};
 use super::outcome::{Owed, record};
 use super::remote::{Group, GroupOutcome, deliver_remote, destination_key, held_for_turn};
 use super::reports::send_reports;
@@ -42,7 +42,7 @@ pub(super) async fn process(
     shutdown: CancellationToken,
 ) -> Result<Done, SpoolError> {
     let id = envelope.id.clone();
-    let Some(_claim) = Claim::take(&shared, &id) else {
+    let Some(claim) = Claim::take(&shared, &id) else {
         debug!(queue_id = %id, "busy elsewhere (TURN); skipped");
         return Ok(Done::due(envelope.next_due()));
     };
@@ -67,12 +67,14 @@ pub(super) async fn process(
         let shared = shared.clone();
         let key = format!("{}.Y{}R{i}", envelope.received_at, envelope.id);
         let (id, return_path) = (envelope.id.clone(), envelope.reverse_path.clone());
-        local.spawn(async move {
-            (
-                i,
-                deliver_local(&shared, id, return_path, key, mailbox).await,
-            )
-        });
+        let delivery = LocalDelivery {
+            id,
+            key,
+            return_path,
+            mailbox,
+            cancel: claim.cancel.clone(),
+        };
+        local.spawn(async move { (i, deliver_local(&shared, delivery).await) });
     }
     let mut delivered_local = false;
     while let Some(joined) = local.join_next().await {
@@ -91,7 +93,7 @@ pub(super) async fn process(
     if delivered_local && !envelope.is_finished() {
         shared.spool.update(&envelope).await?;
     }
-    if shutdown.is_cancelled() {
+    if shutdown.is_cancelled() || claim.cancel.is_cancelled() {
         return Ok(Done::due(envelope.next_due()));
     }
 
@@ -140,10 +142,11 @@ pub(super) async fn process(
     }
     let mut parked = Vec::new();
     for (key, route, source_routed, members) in groups {
-        if shutdown.is_cancelled() {
+        if shutdown.is_cancelled() || claim.cancel.is_cancelled() {
             break;
         }
-        match deliver_remote(&shared, &envelope, &key, &route, source_routed, &members).await {
+        let group = (key.as_str(), &route, source_routed, members.as_slice());
+        match deliver_remote(&shared, &envelope, group, &claim.cancel).await {
             GroupOutcome::Done(results) => {
                 for (i, outcome, dsn_relayed) in results {
                     record(&shared, &mut envelope, i, outcome, &mut owed, dsn_relayed);
@@ -168,6 +171,11 @@ pub(super) async fn process(
         shared.spool.update(&envelope).await?;
     }
 
+    if claim.cancel.is_cancelled() {
+        // Deleted by the operator: what was recorded stays until the runner removes it; no
+        // report is owed for a message deleted without one.
+        return Ok(Done::default());
+    }
     conclude(&shared, &mut envelope, &owed).await?;
     Ok(Done {
         next_due: envelope.next_due(),

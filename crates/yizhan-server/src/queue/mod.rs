@@ -40,7 +40,8 @@
 //! | --- | --- |
 //! | `runner` | the loop: inbox, schedule rebuilds, starting message tasks, finished tasks |
 //! | `schedule` | due times in memory |
-//! | `claim` | one worker per message (runner task or TURN session) |
+//! | `claim` | one worker per message (runner task, TURN session, operator's change) |
+//! | `changes` | hold, release, delete, flush: applied by the runner, answered when durable |
 //! | `message` | one message task: route, deliver, record, conclude |
 //! | `local` | Maildir batches |
 //! | `remote` | SMTP transactions per destination |
@@ -51,6 +52,7 @@
 //! | `turn` | TURN / ATRN deliveries over a turned connection |
 //! | `handle` | [`RunnerHandle`], how the rest of the server reaches the runner |
 
+mod changes;
 mod claim;
 mod destination;
 mod handle;
@@ -69,6 +71,7 @@ mod turn;
 #[cfg(test)]
 mod tests;
 
+pub use changes::{Change, ChangeError, make_due};
 pub use handle::RunnerHandle;
 pub use runner::QueueRunner;
 pub use settings::{Clock, OutboundSettings, RunnerSettings, SystemClock};

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use yizhan_delivery::dsn::{self};
 use yizhan_delivery::mx::{self};
@@ -70,10 +71,8 @@ pub(super) enum GroupOutcome {
 pub(super) async fn deliver_remote(
     shared: &Arc<Shared>,
     envelope: &Envelope,
-    key: &str,
-    route: &Route,
-    source_routed: bool,
-    members: &[(usize, ForwardPath)],
+    (key, route, source_routed, members): (&str, &Route, bool, &[(usize, ForwardPath)]),
+    cancel: &CancellationToken,
 ) -> GroupOutcome {
     let all = |outcome: Outcome| {
         GroupOutcome::Done(
@@ -154,11 +153,16 @@ pub(super) async fn deliver_remote(
         tls,
         auth,
         settings: &smtp_settings,
+        cancel,
     };
     match attempt.hosts(&targets).await {
         Tried::Answered(outcomes) => {
             shared.destination_answered(key);
             GroupOutcome::Done(outcomes)
+        }
+        Tried::Deleted => {
+            let reason = Reason::local("4.3.0", "the message was deleted during delivery");
+            all(Outcome::Transient(reason))
         }
         Tried::Failed {
             reason,
@@ -188,12 +192,16 @@ struct Attempt<'a> {
     tls: TlsPolicy,
     auth: Option<Credentials>,
     settings: &'a SmtpSettings,
+    /// The operator deleted the message: stop, and cut a transaction under way short.
+    cancel: &'a CancellationToken,
 }
 
 /// What trying the hosts came to.
 enum Tried {
     /// A host gave an answer about the message: an outcome per member.
     Answered(Vec<(usize, Outcome, bool)>),
+    /// The operator deleted the message: stopped, says nothing about the destination.
+    Deleted,
     /// No host did; `answered`: some host answered at all (the destination is not down).
     Failed {
         reason: Reason,
@@ -214,6 +222,9 @@ impl Attempt<'_> {
             .map(|c| c.username.clone())
             .unwrap_or_default();
         for target in targets {
+            if self.cancel.is_cancelled() {
+                break;
+            }
             let pool_key = format!(
                 "{}|{}|{}|{}",
                 target.host,
@@ -221,26 +232,31 @@ impl Attempt<'_> {
                 self.tls.as_str(),
                 auth_user
             );
-            let mut conn = match shared.take_connection(&pool_key) {
-                Some(conn) => conn,
-                None => match Connection::open(
-                    target,
-                    self.tls,
-                    self.auth.clone(),
-                    self.settings,
-                    shared.tls.as_ref(),
-                )
-                .await
-                {
-                    Ok(conn) => conn,
-                    Err(e) => {
-                        warn!(queue_id = %envelope.id, host = %target.host, address = %target.address, error = %e, "cannot deliver to this host");
-                        answered |= !unreachable(&e);
-                        let reason = Reason::remote(&target.host, &e.reply());
-                        last_failure = Some((reason, e.is_permanent()));
-                        continue;
+            let opened = match shared.take_connection(&pool_key) {
+                Some(conn) => Ok(conn),
+                None => {
+                    let open = Connection::open(
+                        target,
+                        self.tls,
+                        self.auth.clone(),
+                        self.settings,
+                        shared.tls.as_ref(),
+                    );
+                    tokio::select! {
+                        opened = open => opened,
+                        () = self.cancel.cancelled() => return Tried::Deleted,
                     }
-                },
+                }
+            };
+            let mut conn = match opened {
+                Ok(conn) => conn,
+                Err(e) => {
+                    warn!(queue_id = %envelope.id, host = %target.host, address = %target.address, error = %e, "cannot deliver to this host");
+                    answered |= !unreachable(&e);
+                    let reason = Reason::remote(&target.host, &e.reply());
+                    last_failure = Some((reason, e.is_permanent()));
+                    continue;
+                }
             };
             answered = true;
             let dsn = conn.offers_dsn();
@@ -257,8 +273,16 @@ impl Attempt<'_> {
                     };
                 }
             };
-            let result = conn.send(tx, &mut body).await;
             let host = target.host.clone();
+            let result = tokio::select! {
+                result = conn.send(tx, &mut body) => result,
+                () = self.cancel.cancelled() => {
+                    // Dropped without QUIT: a peer that has not seen the end of the data
+                    // discards the message (RFC 5321 4.1.1.4).
+                    info!(queue_id = %envelope.id, host = %host, "transaction cut short: the message was deleted");
+                    return Tried::Deleted;
+                }
+            };
             shared.return_connection(pool_key, conn);
             let result = match result {
                 Ok(r) => r,

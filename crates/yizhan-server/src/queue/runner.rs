@@ -16,6 +16,7 @@ use yizhan_delivery::mx::Resolver;
 use yizhan_delivery::smtp::TlsClient;
 use yizhan_spool::{Envelope, QueueId, Spool, SpoolError};
 
+use super::changes::Waiting;
 use super::destination::Destinations;
 use super::handle::RunnerHandle;
 use super::local::{LOCAL_BATCH, LocalQueue};
@@ -43,7 +44,7 @@ pub(super) const READY_LIMIT: usize = 10_000;
 /// The queue runner. Build it with [`QueueRunner::new`], keep a [`RunnerHandle`], then
 /// [`run`](QueueRunner::run) it on its own task.
 pub struct QueueRunner {
-    shared: Arc<Shared>,
+    pub(super) shared: Arc<Shared>,
 }
 
 impl fmt::Debug for QueueRunner {
@@ -89,7 +90,9 @@ impl QueueRunner {
                 scans: Arc::new(AtomicU64::new(0)),
                 rescan_every: RESCAN_EVERY,
                 seed: AtomicU64::new(seed),
-                busy: Mutex::new(HashSet::new()),
+                busy: Mutex::new(HashMap::new()),
+                changes: Mutex::new(Vec::new()),
+                changes_waiting: AtomicBool::new(false),
                 late_flushes: Mutex::new(HashMap::new()),
                 local: Mutex::new(LocalQueue::default()),
                 local_batches: AtomicU64::new(0),
@@ -167,6 +170,7 @@ impl QueueRunner {
         let mut tasks: JoinSet<Result<Done, SpoolError>> = JoinSet::new();
         let mut active: HashMap<tokio::task::Id, QueueId> = HashMap::new();
         let mut schedule = Schedule::default();
+        let mut waiting = Waiting::new();
         let mut backoff_until: Option<Instant> = None;
         let mut last_scan = Instant::now();
         info!("queue runner started");
@@ -183,6 +187,7 @@ impl QueueRunner {
             }
             self.shared.sweep_pool(false);
             self.unpark(&mut schedule);
+            self.apply_changes(&mut schedule, &mut waiting).await;
             let mut wait_until = None;
             if backoff_until.is_none() {
                 let filled = match self.apply_flushes(&active).await {
@@ -290,7 +295,7 @@ impl QueueRunner {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
-        let in_flight: HashSet<&QueueId> = active.values().chain(busy.iter()).collect();
+        let in_flight: HashSet<&QueueId> = active.values().chain(busy.keys()).collect();
         // Requests that met a message in flight wait for it to finish: its task may be about
         // to record a new retry time, which the request must still cut short.
         let ready = self.shared.take_late_flushes(&in_flight);
@@ -422,7 +427,7 @@ impl QueueRunner {
                 .busy
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .contains(id)
+                .contains_key(id)
         };
         let start = |envelope: Envelope,
                      tasks: &mut JoinSet<Result<Done, SpoolError>>,
@@ -522,6 +527,13 @@ impl QueueRunner {
                     schedule.at(id, now);
                 } else {
                     schedule.parked.park(id, done.parked);
+                }
+                true
+            }
+            Ok((task, Err(SpoolError::NotFound(_)))) => {
+                // Removed while it was worked on: nothing left to schedule, nothing to wait for.
+                if let Some(id) = active.remove(&task) {
+                    info!(queue_id = %id, "message removed during its attempt");
                 }
                 true
             }

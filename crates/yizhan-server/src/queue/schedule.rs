@@ -76,6 +76,13 @@ impl Schedule {
         self.ready.clear();
     }
 
+    /// Forgets `id` (held or deleted): not due, not ready. A parked entry stays; when woken,
+    /// the message is read again and found held or gone.
+    pub(super) fn forget(&mut self, id: &QueueId) {
+        self.known.remove(id);
+        self.ready.retain(|envelope| envelope.id != *id);
+    }
+
     /// Schedules `id` at `due` (replacing any earlier time).
     pub(super) fn at(&mut self, id: QueueId, due: i64) {
         self.known.insert(id.clone(), due);

@@ -7,12 +7,14 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tracing::error;
 use yizhan_delivery::maildir::Maildir;
 use yizhan_delivery::mx::{DnsError, HickoryResolver, Resolver};
 use yizhan_delivery::smtp::{Connection, TlsClient};
 use yizhan_spool::{Envelope, QueueId, Spool};
 
+use super::changes::Request;
 use super::destination::Destinations;
 use super::local::LocalQueue;
 use super::settings::{Clock, OutboundSettings, RunnerSettings};
@@ -45,7 +47,11 @@ pub(super) struct Shared {
     pub(super) rescan_every: Duration,
     pub(super) seed: AtomicU64,
     /// Messages being worked on (by a runner task or a TURN session).
-    pub(super) busy: Mutex<HashSet<QueueId>>,
+    pub(super) busy: Mutex<HashMap<QueueId, CancellationToken>>,
+    /// Operators' changes not yet taken by the runner.
+    pub(super) changes: Mutex<Vec<Request>>,
+    /// Some change waits for a claim to be released.
+    pub(super) changes_waiting: AtomicBool,
     /// Flush requests (ETRN) that met a message in flight, applied once it is done.
     pub(super) late_flushes: Mutex<HashMap<QueueId, Vec<Option<String>>>>,
     /// Local deliveries waiting for the next Maildir batch.
