@@ -8,25 +8,19 @@
 //! destination is given back ([`DestinationPermit`]'s drop tells the runner which one).
 //!
 //! A destination none of whose hosts could be reached (refused, timed out, no greeting) is
-//! *down* for a back-off of its own (1 minute, doubling to at most 30 minutes): its mail is
+//! *down* for a back-off of its own (the retry schedule's, `[queue] retry_initial` doubling up
+//! to `retry_max_backoff`, counted in the destination's failures in a row): its mail is
 //! deferred at once ("delivery temporarily suspended", as Postfix says) with the next attempt no
 //! earlier than the end of the back-off, and when it ends one delivery probes the destination
 //! while the others stay parked. An answer from any host (even a refusal) brings it back up.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tracing::{info, warn};
 
 use super::shared::Shared;
-
-/// A destination's first back-off after it was found down.
-const BACKOFF_FIRST: Duration = Duration::from_secs(60);
-
-/// The longest back-off of a destination that stays down.
-const BACKOFF_MAX: Duration = Duration::from_secs(30 * 60);
 
 /// The destinations the runner has delivered to, by key (see `remote::destination_key`).
 #[derive(Default)]
@@ -145,11 +139,11 @@ impl Shared {
             return now;
         };
         let failures = dest.down.as_ref().map_or(0, |d| d.failures) + 1;
-        let backoff = backoff(failures);
-        let until = now.saturating_add(i64::try_from(backoff.as_secs()).unwrap_or(i64::MAX));
+        let backoff = self.settings.retry.wait(failures).max(1);
+        let until = now.saturating_add(backoff);
         warn!(
             destination = key,
-            retry_in = backoff.as_secs(),
+            retry_in = backoff,
             failures,
             error = reason,
             "destination is down; its mail is deferred until the back-off ends"
@@ -189,27 +183,8 @@ impl Shared {
     }
 }
 
-/// The back-off after `failures` failures in a row (1 or more).
-fn backoff(failures: u32) -> Duration {
-    BACKOFF_FIRST
-        .saturating_mul(1 << failures.saturating_sub(1).min(16))
-        .min(BACKOFF_MAX)
-}
-
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_and_is_capped() {
-        let steps: Vec<u64> = (1..=8).map(|f| backoff(f).as_secs()).collect();
-        assert_eq!(steps, [60, 120, 240, 480, 960, 1800, 1800, 1800]);
-        assert_eq!(backoff(u32::MAX), BACKOFF_MAX);
-    }
 }
