@@ -10,6 +10,7 @@
 //! [`Event::StartTls`], after which the session has discarded every plaintext byte it held
 //! and the client must EHLO again. AUTH (RFC 4954) payloads and passwords never reach a log.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,7 +29,7 @@ use yizhan_spool::{
 };
 
 use crate::auth::{self, Credentials, Exchange, Mechanism, Step};
-use crate::directory::{Resolution, Target};
+use crate::directory::Target;
 use crate::policy::{self, Client, ListenerPolicy};
 use crate::queue::RunnerHandle;
 use crate::settings::{ListenerKind, Settings};
@@ -182,6 +183,7 @@ pub async fn serve(
             auth: None,
             auth_failures: 0,
             user: None,
+            accepted: HashMap::new(),
         };
         let reason = conn.run().await;
         info!(reason, "disconnect");
@@ -221,6 +223,9 @@ struct Connection {
     auth_failures: u32,
     /// The authenticated user (canonical address).
     user: Option<String>,
+    /// What each recipient accepted in this transaction is queued as, decided at RCPT time
+    /// (by forward-path as given).
+    accepted: HashMap<String, Vec<Target>>,
 }
 
 impl Connection {
@@ -465,6 +470,8 @@ impl Connection {
                     (Some(_), None) => "ignored (treated as AUTH=<>)",
                     (None, _) => "none",
                 };
+                // A new transaction: what earlier RCPTs accepted is forgotten.
+                self.accepted.clear();
                 // Accepted senders and recipients are logged at debug: the "queued" line names
                 // the sender and the runner's lines each recipient, as Postfix's do.
                 debug!(from = %from, ?kind, size = ?params.size, auth_param, "mail");
@@ -481,12 +488,14 @@ impl Connection {
                     .map_or(MailKind::Mail, |tx| tx.kind);
                 let relay = self.client().may_relay();
                 let delivery = &settings.delivery;
-                let routed = if delivery.honour_source_routes {
-                    policy::source_route(&to, &delivery.our_names(&settings.hostname), relay)
-                } else {
-                    None
-                };
-                let decision = routed.unwrap_or_else(|| policy::rcpt(directory, kind, &to, relay));
+                let names = delivery
+                    .honour_source_routes
+                    .then(|| delivery.our_names(&settings.hostname));
+                let answer = policy::recipient(directory, kind, &to, relay, names.as_deref());
+                let decision = answer.decision;
+                if !answer.targets.is_empty() {
+                    self.accepted.insert(to.to_string(), answer.targets);
+                }
                 if let ForwardPath::Path(path) = &to
                     && !path.route.is_empty()
                 {
@@ -580,6 +589,11 @@ impl Connection {
         }
         let envelope = self.envelope(incoming.id().clone(), &transaction, size);
         let recipients = envelope.recipients.len();
+        if recipients == 0 {
+            // Never committed: a message nobody would get, acknowledged, would be lost.
+            warn!(from = %transaction.from, "no recipient to queue; message not accepted");
+            return Decision::Reply(Reply::local_error());
+        }
         let mut stored = envelope.clone();
         stored.size = incoming.size();
         match self.shared.spool.commit(incoming, envelope).await {
@@ -598,22 +612,14 @@ impl Connection {
 
     /// The spool envelope for a finished transaction: aliases expanded, duplicates removed.
     fn envelope(&self, id: QueueId, tx: &Transaction, size: u64) -> Envelope {
-        let directory = &self.shared.settings.directory;
         let received_at = jiff::Timestamp::now().as_second();
         let mut recipients: Vec<Recipient> = Vec::new();
         for (to, params) in &tx.recipients {
-            let targets = match policy::resolve(directory, to) {
-                Resolution::Deliver(targets) => targets,
-                // Accepted at RCPT time only for a client that may relay: queued for outbound
-                // delivery (`mailbox = None`).
-                Resolution::NotLocal => match to.mailbox() {
-                    Some(mailbox) => vec![Target::Remote(mailbox.to_string())],
-                    None => continue,
-                },
-                // The directory said yes at RCPT time; it is the same directory.
-                _ => continue,
+            let Some(targets) = self.accepted.get(&to.to_string()) else {
+                warn!(to = %to, "accepted recipient without a decision; not queued");
+                continue;
             };
-            for target in targets {
+            for target in targets.iter().cloned() {
                 let (address, mailbox) = match target {
                     Target::Local(t) => {
                         let mailbox = LocalMailbox {

@@ -158,6 +158,59 @@ pub fn rcpt(directory: &Directory, kind: MailKind, to: &ForwardPath, relay: bool
     }
 }
 
+/// The answer to RCPT and, when it is positive, what is queued for the recipient: RCPT and
+/// the envelope ask this one function, so what RCPT accepted is what is queued (issue #12: a
+/// source-routed path accepted for relaying was resolved again as a local mailbox at the end
+/// of data, found unknown and dropped, and the message committed without recipients).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RcptAnswer {
+    /// What to answer.
+    pub decision: Decision,
+    /// What to queue (empty unless the answer is positive).
+    pub targets: Vec<Target>,
+}
+
+/// See [`RcptAnswer`]. `our_names` (lower-case) when source routes are honoured.
+pub fn recipient(
+    directory: &Directory,
+    kind: MailKind,
+    to: &ForwardPath,
+    relay: bool,
+    our_names: Option<&[String]>,
+) -> RcptAnswer {
+    let positive = |d: &Decision| match d {
+        Decision::Accept => true,
+        Decision::Reply(reply) => reply.is_positive(),
+        Decision::Close(_) => false,
+    };
+    if let Some(names) = our_names
+        && let Some(decision) = source_route(to, names, relay)
+    {
+        // Relayed to the route's next hop: queued for outbound delivery with the path as
+        // given (the runner takes the route from it).
+        let targets = match (positive(&decision), to.mailbox()) {
+            (true, Some(mailbox)) => vec![Target::Remote(mailbox.to_string())],
+            _ => Vec::new(),
+        };
+        return RcptAnswer { decision, targets };
+    }
+    let decision = rcpt(directory, kind, to, relay);
+    let targets = if positive(&decision) {
+        match resolve(directory, to) {
+            Resolution::Deliver(targets) => targets,
+            // Queued for outbound delivery (`mailbox = None`).
+            Resolution::NotLocal => to
+                .mailbox()
+                .map(|m| vec![Target::Remote(m.to_string())])
+                .unwrap_or_default(),
+            Resolution::Relocated(_) | Resolution::UnknownUser => Vec::new(),
+        }
+    } else {
+        Vec::new()
+    };
+    RcptAnswer { decision, targets }
+}
+
 /// The answer to RCPT for a source-routed path when source routes are honoured (`our_names`
 /// lower-case), or `None` to answer as for the plain mailbox ([`rcpt`]):
 /// - a route whose first hop is not one of our names: `550 5.7.1` (RFC 821 3.6: the first host
@@ -314,6 +367,85 @@ mod tests {
                 Decision::Reply(r) | Decision::Close(r) => r.code,
             });
             assert_eq!(got, want, "{path} relay={relay}");
+        }
+    }
+
+    /// Issue #12: what RCPT accepts is what is queued, from one function. A source route that
+    /// relays on is queued for its next hop whatever the mailbox (before, the envelope looked
+    /// the mailbox up again, found no such user, dropped it and committed no recipient).
+    #[test]
+    fn what_rcpt_accepts_is_what_is_queued() {
+        let ours = ["mx.test.example".to_owned()];
+        let user = |a: &str| {
+            Target::Local(match directory().resolve(a, Some("test.example")) {
+                Resolution::Deliver(mut t) => match t.remove(0) {
+                    Target::Local(l) => l,
+                    Target::Remote(_) => unreachable!(),
+                },
+                _ => unreachable!(),
+            })
+        };
+        let remote = |a: &str| Target::Remote(a.to_owned());
+        /// (path, may relay, our names if routes are honoured, reply code, queued targets)
+        type Case<'a> = (&'a str, bool, Option<&'a [String]>, u16, Vec<Target>);
+        let table: [Case; 7] = [
+            (
+                "<@mx.test.example,@next.example:nobody@test.example>",
+                true,
+                Some(&ours),
+                250,
+                vec![remote("nobody@test.example")],
+            ),
+            (
+                "<@mx.test.example,@next.example:nobody@test.example>",
+                false,
+                Some(&ours),
+                550,
+                vec![],
+            ),
+            (
+                "<@mx.test.example:user@test.example>",
+                false,
+                Some(&ours),
+                250,
+                vec![user("user")],
+            ),
+            (
+                "<@mx.test.example:nobody@test.example>",
+                true,
+                Some(&ours),
+                550,
+                vec![],
+            ),
+            // Routes not honoured: the mailbox decides.
+            (
+                "<@next.example:user@test.example>",
+                false,
+                None,
+                250,
+                vec![user("user")],
+            ),
+            (
+                "<user@far.example>",
+                true,
+                None,
+                250,
+                vec![remote("user@far.example")],
+            ),
+            ("<user@far.example>", false, None, 550, vec![]),
+        ];
+        for (path, relay, names, code, targets) in table {
+            let to = ForwardPath::parse(path).unwrap();
+            let answer = recipient(&directory(), MailKind::Mail, &to, relay, names);
+            let got = match &answer.decision {
+                Decision::Accept => 250,
+                Decision::Reply(r) | Decision::Close(r) => r.code,
+            };
+            assert_eq!(
+                (got, answer.targets),
+                (code, targets),
+                "{path} relay={relay}"
+            );
         }
     }
 
