@@ -314,7 +314,7 @@ impl Pickup {
         let failed: Vec<&Recipient> = recipients.iter().filter(|r| !r.is_pending()).collect();
         for r in &failed {
             if let RecipientStatus::Failed { detail, .. } = &r.status {
-                warn!(queue_id = %id, to = %r.address, %detail, "maildrop recipient refused");
+                warn!(queue_id = %id, to = %r.address, %detail, "maildrop recipient refused; a report goes to the sender");
             }
         }
         let envelope = Envelope {
@@ -429,7 +429,7 @@ pub fn resolve_recipients(
         let mailbox = match Mailbox::parse(&full) {
             Ok(mailbox) => mailbox,
             Err(e) => {
-                push(failed(&full, format!("553 invalid address: {e}")));
+                push(failed(&full, format!("553 5.1.3 invalid address: {e}")));
                 continue;
             }
         };
@@ -457,11 +457,11 @@ pub fn resolve_recipients(
             }
             Resolution::Relocated(new) => push(failed(
                 &mailbox.to_string(),
-                format!("551 user not local; please try <{new}>"),
+                format!("551 5.1.6 user not local; please try <{new}>"),
             )),
             Resolution::UnknownUser => push(failed(
                 &mailbox.to_string(),
-                "550 no such user here".to_owned(),
+                "550 5.1.1 no such user here".to_owned(),
             )),
             Resolution::NotLocal => {
                 push(Recipient::pending(mailbox.to_string(), original, None, now));
@@ -582,7 +582,7 @@ mod tests {
             r[0].status,
             RecipientStatus::Failed {
                 at: 5,
-                detail: "551 user not local; please try <moved@elsewhere.example>".into()
+                detail: "551 5.1.6 user not local; please try <moved@elsewhere.example>".into()
             }
         );
     }

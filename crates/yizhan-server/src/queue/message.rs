@@ -13,7 +13,7 @@ use super::claim::Claim;
 use super::local::{LocalDelivery, deliver_local};
 use super::outcome::{Owed, record};
 use super::remote::{Group, GroupOutcome, deliver_remote, destination_key, held_for_turn};
-use super::reports::send_reports;
+use super::reports::{report_refused, send_reports};
 use super::shared::Shared;
 
 /// What a message task leaves for the runner.
@@ -46,6 +46,7 @@ pub(super) async fn process(
         debug!(queue_id = %id, "busy elsewhere (TURN); skipped");
         return Ok(Done::due(envelope.next_due()));
     };
+    report_refused(&shared, &mut envelope).await?;
     let now = shared.clock.now();
     let due: Vec<usize> = (0..envelope.recipients.len())
         .filter(|&i| {

@@ -5,7 +5,10 @@ use std::sync::Arc;
 
 use tracing::{debug, info, warn};
 use yizhan_delivery::dsn::{self, Action, RecipientReport, Report, Return};
-use yizhan_spool::{ClientInfo, Envelope, LocalMailbox, QueueId, Recipient, SpoolError};
+use yizhan_delivery::smtp::Reason;
+use yizhan_spool::{
+    ClientInfo, Envelope, LocalMailbox, QueueId, Recipient, RecipientStatus, SpoolError,
+};
 
 use super::outcome::Owed;
 use super::shared::Shared;
@@ -82,6 +85,49 @@ pub(super) async fn send_reports(
         info!(queue_id = %envelope.id, report = %id, kind, "delivery status notification queued");
     }
     Ok(())
+}
+
+/// Recipients refused when the message was submitted (`sendmail` to an address the directory
+/// rejects: unknown, relocated, invalid) are stored failed and never tried (`attempts == 0`):
+/// their report is owed to the sender, as Postfix bounces them. It is queued first, then they
+/// are counted as tried, so the report goes out once (twice after a crash in between, never
+/// zero times).
+pub(super) async fn report_refused(
+    shared: &Arc<Shared>,
+    envelope: &mut Envelope,
+) -> Result<(), SpoolError> {
+    let owed: Vec<Owed> = envelope
+        .recipients
+        .iter()
+        .enumerate()
+        .filter_map(|(index, r)| match (&r.status, r.attempts) {
+            (RecipientStatus::Failed { detail, .. }, 0) => Some(Owed {
+                index,
+                action: Action::Failed,
+                reason: refused(detail),
+            }),
+            _ => None,
+        })
+        .collect();
+    if owed.is_empty() {
+        return Ok(());
+    }
+    send_reports(shared, envelope, &owed).await?;
+    for o in &owed {
+        envelope.recipients[o.index].attempts = 1;
+    }
+    shared.spool.update(envelope).await
+}
+
+/// The reason of a recipient refused at submission, from its stored detail (`550 5.1.1 no
+/// such user here`): its enhanced status when it has one.
+fn refused(detail: &str) -> Reason {
+    let status = detail
+        .split_whitespace()
+        .nth(1)
+        .filter(|s| s.split('.').count() == 3 && s.starts_with('5'))
+        .unwrap_or("5.1.1");
+    Reason::local(status, detail)
 }
 
 /// The original message (all of it, or up to the end of its header section).

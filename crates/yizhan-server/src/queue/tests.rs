@@ -591,3 +591,48 @@ async fn a_resolver_that_cannot_be_made_is_asked_for_again_at_the_next_attempt()
     token.cancel();
     task.await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn recipients_refused_at_submission_are_reported_to_the_sender_once() {
+    // Issue #12: `sendmail` to an address the directory rejects stored it failed, and the
+    // message went without a word to the submitting user. Postfix bounces it; so do we.
+    let fx = Fixture::new();
+    let spool = fx.spool();
+    let mut refused = Recipient::pending("nobody@test.example", "<nobody@test.example>", None, T0);
+    refused.status = RecipientStatus::Failed {
+        at: T0,
+        detail: "550 5.1.1 no such user here".into(),
+    };
+    let id = commit(
+        &spool,
+        T0,
+        vec![local("test.example", "alice", T0), refused],
+    )
+    .await;
+    let mut directory = crate::directory::Directory::builder();
+    directory
+        .domain("client.example")
+        .mailbox("sender@client.example", None);
+    let runner = fx.runner(&spool).with_directory(directory.build().unwrap());
+    let token = CancellationToken::new();
+    let task = tokio::spawn(runner.run(token.clone()));
+    until("alice's copy and the sender's report", || {
+        fx.inbox("test.example", "alice").len() == 1
+            && fx.inbox("client.example", "sender").len() == 1
+    })
+    .await;
+    until("an empty spool", || spool.list().unwrap().is_empty()).await;
+    let report = String::from_utf8(fx.inbox("client.example", "sender").remove(0)).unwrap();
+    assert!(
+        report.contains("Final-Recipient: rfc822; nobody@test.example"),
+        "{report}"
+    );
+    assert!(report.contains("Status: 5.1.1"), "{report}");
+    assert!(matches!(
+        spool.load(&id),
+        Err(yizhan_spool::SpoolError::NotFound(_))
+    ));
+    assert_eq!(fx.inbox("client.example", "sender").len(), 1, "one report");
+    token.cancel();
+    task.await.unwrap();
+}
