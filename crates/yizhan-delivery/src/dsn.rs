@@ -14,10 +14,10 @@
 //! original must be attached byte for byte (an 8-bit original stays 8-bit, never re-encoded),
 //! and the field syntax is RFC 3464's own. The tests parse the result back with mail-parser.
 //!
-//! In the spool, `NOTIFY` is kept in its RFC 3461 text form (`NEVER`, `SUCCESS,FAILURE`, ...,
-//! see [`notify_text`]) and `ORCPT` as `addr-type;address` with the address xtext-decoded.
+//! `NOTIFY` and `ORCPT` come as the protocol parsed them (`yizhan-proto` types, stored so in
+//! the spool); [`NotifyOn::of`] says which reports a recipient asked for.
 
-use yizhan_proto::command::{Notify, Orcpt};
+use yizhan_proto::command::Notify;
 
 /// The `Action` of one recipient (RFC 3464 2.3.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -74,88 +74,27 @@ impl NotifyOn {
     }
 }
 
-/// The spool's text form of a `NOTIFY=` value: `NEVER`, or the words in the order
-/// `SUCCESS,FAILURE,DELAY` (RFC 3461 4.1). conn.rs stores this.
-pub fn notify_text(notify: &Notify) -> String {
-    match notify {
-        Notify::Never => "NEVER".into(),
-        Notify::On {
-            success,
-            failure,
-            delay,
-        } => {
-            let words: Vec<&str> = [
-                (*success, "SUCCESS"),
-                (*failure, "FAILURE"),
-                (*delay, "DELAY"),
-            ]
-            .into_iter()
-            .filter_map(|(on, w)| on.then_some(w))
-            .collect();
-            words.join(",")
+impl NotifyOn {
+    /// What a recipient's `NOTIFY=` asks for; none given is the default (RFC 3461 4.1).
+    pub fn of(notify: Option<&Notify>) -> NotifyOn {
+        match notify {
+            None => NotifyOn::DEFAULT,
+            Some(Notify::Never) => NotifyOn {
+                success: false,
+                failure: false,
+                delay: false,
+            },
+            Some(&Notify::On {
+                success,
+                failure,
+                delay,
+            }) => NotifyOn {
+                success,
+                failure,
+                delay,
+            },
         }
     }
-}
-
-/// Reads the spool's `notify` (see [`notify_text`]); `None` or an unreadable value is the
-/// default. The `Debug` form older versions stored (`On { success: true, .. }`) is read too.
-pub fn parse_notify(stored: Option<&str>) -> NotifyOn {
-    let Some(text) = stored.map(str::trim).filter(|t| !t.is_empty()) else {
-        return NotifyOn::DEFAULT;
-    };
-    let upper = text.to_ascii_uppercase();
-    if upper == "NEVER" {
-        return NotifyOn {
-            success: false,
-            failure: false,
-            delay: false,
-        };
-    }
-    if upper.starts_with("ON {") {
-        return NotifyOn {
-            success: upper.contains("SUCCESS: TRUE"),
-            failure: upper.contains("FAILURE: TRUE"),
-            delay: upper.contains("DELAY: TRUE"),
-        };
-    }
-    let mut on = NotifyOn {
-        success: false,
-        failure: false,
-        delay: false,
-    };
-    for word in upper.split(',') {
-        match word.trim() {
-            "SUCCESS" => on.success = true,
-            "FAILURE" => on.failure = true,
-            "DELAY" => on.delay = true,
-            _ => return NotifyOn::DEFAULT,
-        }
-    }
-    on
-}
-
-/// The `NOTIFY=` to pass to the next hop (RFC 3461 6.2), from the spool's value.
-pub fn notify_param(stored: Option<&str>) -> Option<Notify> {
-    stored?;
-    let on = parse_notify(stored);
-    Some(if !on.success && !on.failure && !on.delay {
-        Notify::Never
-    } else {
-        Notify::On {
-            success: on.success,
-            failure: on.failure,
-            delay: on.delay,
-        }
-    })
-}
-
-/// The `ORCPT=` to pass to the next hop, from the spool's `addr-type;address`.
-pub fn orcpt_param(stored: Option<&str>) -> Option<Orcpt> {
-    let (addr_type, addr) = stored?.split_once(';')?;
-    Some(Orcpt {
-        addr_type: addr_type.trim().to_owned(),
-        addr: addr.trim().to_owned(),
-    })
 }
 
 /// What to attach of the original message.
@@ -655,53 +594,22 @@ mod tests {
     }
 
     #[test]
-    fn notify_text_round_trip_and_defaults() {
-        // RFC 3461 4.1.
-        let cases = [
-            (Notify::Never, "NEVER"),
-            (
-                Notify::On {
-                    success: true,
-                    failure: true,
-                    delay: false,
-                },
-                "SUCCESS,FAILURE",
-            ),
-            (
-                Notify::On {
-                    success: false,
-                    failure: false,
-                    delay: true,
-                },
-                "DELAY",
-            ),
-        ];
-        for (notify, text) in cases {
-            assert_eq!(notify_text(&notify), text);
-            assert_eq!(notify_param(Some(text)), Some(notify));
-            // The Debug form older spools hold reads the same.
-            assert_eq!(
-                parse_notify(Some(&format!("{notify:?}"))),
-                parse_notify(Some(text))
-            );
-        }
-        assert_eq!(parse_notify(None), NotifyOn::DEFAULT);
-        assert_eq!(parse_notify(Some("garbage")), NotifyOn::DEFAULT);
-        assert_eq!(notify_param(None), None);
-        let never = parse_notify(Some("NEVER"));
+    fn notify_decides_which_reports_go_out() {
+        // RFC 3461 4.1: none given means FAILURE,DELAY; NEVER means none.
+        let never = NotifyOn::of(Some(&Notify::Never));
         for action in [Action::Failed, Action::Delayed, Action::Delivered] {
             assert!(!never.wants(action));
         }
-        assert!(NotifyOn::DEFAULT.wants(Action::Failed));
-        assert!(NotifyOn::DEFAULT.wants(Action::Delayed));
-        assert!(!NotifyOn::DEFAULT.wants(Action::Delivered));
-        assert_eq!(
-            orcpt_param(Some("rfc822;a@b.example")),
-            Some(Orcpt {
-                addr_type: "rfc822".into(),
-                addr: "a@b.example".into()
-            })
-        );
-        assert_eq!(orcpt_param(Some("no-semicolon")), None);
+        let default = NotifyOn::of(None);
+        assert_eq!(default, NotifyOn::DEFAULT);
+        assert!(default.wants(Action::Failed) && default.wants(Action::Delayed));
+        assert!(!default.wants(Action::Delivered));
+        let success = NotifyOn::of(Some(&Notify::On {
+            success: true,
+            failure: false,
+            delay: false,
+        }));
+        assert!(success.wants(Action::Delivered) && success.wants(Action::Relayed));
+        assert!(!success.wants(Action::Failed));
     }
 }

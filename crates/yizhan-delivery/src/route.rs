@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 
-use yizhan_proto::address::{Domain, ForwardPath, Host, Mailbox, Path, ReversePath};
+use yizhan_proto::address::{Domain, ForwardPath, Host, Path, ReversePath};
 use yizhan_proto::client::Credentials;
 use yizhan_spool::{LocalMailbox, Recipient};
 
@@ -121,9 +121,6 @@ pub struct Routed {
 /// Why a recipient cannot be routed. Always permanent: the address is what it is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RouteError {
-    /// The stored address does not parse as a mailbox.
-    #[error("invalid recipient address {0:?}")]
-    BadAddress(String),
     /// An address literal of a kind we cannot connect to (`[tag:content]`).
     #[error("cannot deliver to the address literal {0}")]
     UnsupportedLiteral(String),
@@ -131,8 +128,7 @@ pub enum RouteError {
 
 /// Routes one spool recipient (RFC 5321 5.1; source routes per RFC 821 3.6 when enabled).
 pub fn route(recipient: &Recipient, table: &RoutingTable) -> Result<Routed, RouteError> {
-    let mailbox = Mailbox::parse(&recipient.address)
-        .map_err(|_| RouteError::BadAddress(recipient.address.clone()))?;
+    let mailbox = recipient.address.clone();
     if let Some(local) = &recipient.mailbox {
         return Ok(Routed {
             route: Route::Local(local.clone()),
@@ -143,13 +139,14 @@ pub fn route(recipient: &Recipient, table: &RoutingTable) -> Result<Routed, Rout
     // A source route is only honoured for the path the client gave for this very mailbox (an
     // alias expansion replaces the address, and with it any route).
     if table.honour_source_routes
-        && let Ok(ForwardPath::Path(original)) = ForwardPath::parse(&recipient.original)
+        && let ForwardPath::Path(original) = &recipient.original
         && original.mailbox == mailbox
     {
         let route: Vec<Domain> = original
             .route
-            .into_iter()
+            .iter()
             .skip_while(|hop| is_local_name(table, hop))
+            .cloned()
             .collect();
         if let Some(next) = route.first() {
             let next = next.as_str().to_ascii_lowercase();
@@ -260,7 +257,11 @@ mod tests {
     use super::*;
 
     fn remote(address: &str, original: &str) -> Recipient {
-        Recipient::pending(address, original, None, 0)
+        let address: yizhan_proto::address::Mailbox = address.parse().unwrap();
+        match original {
+            "" => Recipient::to(address, None, 0),
+            given => Recipient::pending(address, given.parse().unwrap(), None, 0),
+        }
     }
 
     fn smarthost(host: &str) -> Smarthost {
@@ -335,20 +336,10 @@ mod tests {
     }
 
     #[test]
-    fn bad_addresses_are_permanent_errors() {
+    fn unsupported_literals_are_permanent_errors() {
         let table = RoutingTable::default();
-        for (address, want) in [
-            (
-                "not an address",
-                RouteError::BadAddress("not an address".into()),
-            ),
-            (
-                "x@[tag:stuff]",
-                RouteError::UnsupportedLiteral("[tag:stuff]".into()),
-            ),
-        ] {
-            assert_eq!(route(&remote(address, ""), &table), Err(want));
-        }
+        let want = RouteError::UnsupportedLiteral("[tag:stuff]".into());
+        assert_eq!(route(&remote("x@[tag:stuff]", ""), &table), Err(want));
     }
 
     #[test]

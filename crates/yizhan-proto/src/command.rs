@@ -272,6 +272,13 @@ impl MailKind {
 }
 
 impl Body {
+    /// The value as written on the wire, case-insensitively.
+    pub fn parse(v: &str) -> Option<Body> {
+        [Body::SevenBit, Body::EightBitMime, Body::BinaryMime]
+            .into_iter()
+            .find(|b| b.as_str().eq_ignore_ascii_case(v))
+    }
+
     /// The value as written on the wire.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -283,12 +290,26 @@ impl Body {
 }
 
 impl Ret {
+    /// The value as written on the wire, case-insensitively.
+    pub fn parse(v: &str) -> Option<Ret> {
+        [Ret::Full, Ret::Hdrs]
+            .into_iter()
+            .find(|r| r.as_str().eq_ignore_ascii_case(v))
+    }
+
     /// The value as written on the wire.
     pub fn as_str(self) -> &'static str {
         match self {
             Ret::Full => "FULL",
             Ret::Hdrs => "HDRS",
         }
+    }
+}
+
+impl Notify {
+    /// `NEVER` or a comma list of distinct `SUCCESS`, `FAILURE`, `DELAY`, case-insensitively.
+    pub fn parse(v: &str) -> Option<Notify> {
+        parse_notify(v)
     }
 }
 
@@ -393,10 +414,7 @@ impl MailParams {
                 // RFC 6152 2, RFC 3030 3
                 "BODY" => {
                     let v = required(value, key)?;
-                    let body = [Body::SevenBit, Body::EightBitMime, Body::BinaryMime]
-                        .into_iter()
-                        .find(|b| b.as_str().eq_ignore_ascii_case(v))
-                        .ok_or_else(|| bad(key))?;
+                    let body = Body::parse(v).ok_or_else(|| bad(key))?;
                     set_once(&mut p.body, body, key)?;
                 }
                 // RFC 6531 3.4
@@ -404,10 +422,7 @@ impl MailParams {
                 // RFC 3461 4.3
                 "RET" => {
                     let v = required(value, key)?;
-                    let ret = [Ret::Full, Ret::Hdrs]
-                        .into_iter()
-                        .find(|r| r.as_str().eq_ignore_ascii_case(v))
-                        .ok_or_else(|| bad(key))?;
+                    let ret = Ret::parse(v).ok_or_else(|| bad(key))?;
                     set_once(&mut p.ret, ret, key)?;
                 }
                 // RFC 3461 4.4

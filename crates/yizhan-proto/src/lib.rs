@@ -24,6 +24,8 @@ pub mod data;
 pub mod ehlo;
 pub mod line;
 pub mod reply;
+#[cfg(feature = "serde")]
+mod serde_impls;
 pub mod server;
 
 pub use address::{

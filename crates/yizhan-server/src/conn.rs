@@ -20,13 +20,11 @@ use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
-use yizhan_proto::address::{ForwardPath, Host, ReversePath};
-use yizhan_proto::command::{Body, MailKind, Ret};
+use yizhan_proto::address::{ForwardPath, Host};
+use yizhan_proto::command::MailKind;
 use yizhan_proto::reply::Reply;
 use yizhan_proto::server::{Decision, Event, Phase, Question, ServerSession, Transaction};
-use yizhan_spool::{
-    ClientInfo, Envelope, Incoming, LocalMailbox, QueueId, Recipient, RecipientStatus, Spool,
-};
+use yizhan_spool::{ClientInfo, Envelope, Incoming, QueueId, Recipient, Spool};
 
 use crate::auth::{self, Credentials, Exchange, Mechanism, Step};
 use crate::directory::Target;
@@ -620,61 +618,25 @@ impl Connection {
                 continue;
             };
             for target in targets.iter().cloned() {
-                let (address, mailbox) = match target {
-                    Target::Local(t) => {
-                        let mailbox = LocalMailbox {
-                            domain: t.domain,
-                            local: t.local,
-                        };
-                        (t.address, Some(mailbox))
-                    }
-                    Target::Remote(address) => (address, None),
+                let Some(mut recipient) = policy::queued(target, to.clone(), received_at) else {
+                    continue;
                 };
-                if recipients.iter().any(|r| r.address == address) {
+                if recipients.iter().any(|r| r.address == recipient.address) {
                     continue;
                 }
-                recipients.push(Recipient {
-                    address,
-                    original: to.to_string(),
-                    mailbox,
-                    notify: params
-                        .notify
-                        .as_ref()
-                        .map(yizhan_delivery::dsn::notify_text),
-                    orcpt: params
-                        .orcpt
-                        .as_ref()
-                        .map(|o| format!("{};{}", o.addr_type, o.addr)),
-                    status: RecipientStatus::Pending,
-                    attempts: 0,
-                    next_attempt: received_at,
-                    last_error: None,
-                });
+                recipient.notify = params.notify;
+                recipient.orcpt.clone_from(&params.orcpt);
+                recipients.push(recipient);
             }
         }
-        let (reverse_path, reverse_route) = match &tx.from {
-            ReversePath::Null => (String::new(), Vec::new()),
-            ReversePath::Path(path) => (
-                path.mailbox.to_string(),
-                path.route.iter().map(|d| d.to_string()).collect(),
-            ),
-        };
         Envelope {
             id,
             received_at,
             size,
-            reverse_path,
-            reverse_route,
+            reverse_path: tx.from.clone(),
             envid: tx.params.envid.clone(),
-            ret: tx.params.ret.map(|r| match r {
-                Ret::Full => "FULL".to_string(),
-                Ret::Hdrs => "HDRS".to_string(),
-            }),
-            body_type: tx.params.body.map(|b| match b {
-                Body::SevenBit => "7BIT".to_string(),
-                Body::EightBitMime => "8BITMIME".to_string(),
-                Body::BinaryMime => "BINARYMIME".to_string(),
-            }),
+            ret: tx.params.ret,
+            body: tx.params.body,
             smtputf8: tx.params.smtputf8,
             client: ClientInfo {
                 helo: self

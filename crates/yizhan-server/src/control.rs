@@ -207,7 +207,11 @@ impl From<&Envelope> for MessageInfo {
             id: envelope.id.to_string(),
             received_at: envelope.received_at,
             size: envelope.size,
-            sender: envelope.reverse_path.clone(),
+            sender: envelope
+                .reverse_path
+                .mailbox()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
             held: envelope.held,
             recipients: envelope
                 .recipients
@@ -221,8 +225,8 @@ impl From<&Envelope> for MessageInfo {
                         RecipientStatus::Failed { detail, .. } => ("failed", Some(detail.clone())),
                     };
                     RecipientInfo {
-                        address: r.address.clone(),
-                        original: r.original.clone(),
+                        address: r.address.to_string(),
+                        original: r.original.to_string(),
                         local: r.mailbox.is_some(),
                         state: state.to_owned(),
                         attempts: r.attempts,
@@ -790,11 +794,10 @@ mod tests {
             id: "00000000000000000000000000000000".parse().unwrap(),
             received_at: 100,
             size: 0,
-            reverse_path: "sender@test.example".into(),
-            reverse_route: vec![],
+            reverse_path: "<sender@test.example>".parse().unwrap(),
             envid: None,
             ret: None,
-            body_type: None,
+            body: None,
             smtputf8: false,
             client: ClientInfo::default(),
             recipients,
@@ -805,15 +808,20 @@ mod tests {
     #[test]
     fn make_due_moves_pending_recipients_of_the_domain_forward() {
         let later = 10_000;
-        let mut delivered = Recipient::pending("c@a.example", "<c@a.example>", None, later);
+        let mut delivered = Recipient::to("c@a.example".parse().unwrap(), None, later);
         delivered.status = RecipientStatus::Delivered {
             at: 1,
             detail: "x".into(),
         };
         let recipients = vec![
-            Recipient::pending("a@A.example", "<a@a.example>", None, later),
-            Recipient::pending("b@b.example", "<b@b.example>", None, later),
-            Recipient::pending("early@a.example", "<early@a.example>", None, 50),
+            Recipient::pending(
+                "a@A.example".parse().unwrap(),
+                "<a@a.example>".parse().unwrap(),
+                None,
+                later,
+            ),
+            Recipient::to("b@b.example".parse().unwrap(), None, later),
+            Recipient::to("early@a.example".parse().unwrap(), None, 50),
             delivered,
         ];
         let cases: [(Option<&str>, usize, [i64; 3]); 3] = [
@@ -897,7 +905,7 @@ mod tests {
             incoming.write(b"Subject: test\r\n\r\nbody\r\n").unwrap();
             let recipients = to
                 .iter()
-                .map(|a| Recipient::pending(*a, format!("<{a}>"), None, due))
+                .map(|a| Recipient::to(a.parse().unwrap(), None, due))
                 .collect();
             let mut envelope = envelope(recipients);
             envelope.received_at = now();

@@ -26,10 +26,12 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
-use yizhan_proto::address::{Host, Mailbox};
-use yizhan_spool::{ClientInfo, Envelope, LocalMailbox, Recipient, RecipientStatus, Spool};
+use yizhan_proto::address::{ForwardPath, Mailbox, Path as SmtpPath, ReversePath};
+use yizhan_proto::command::Body;
+use yizhan_spool::{ClientInfo, Envelope, Recipient, RecipientStatus, Spool};
 
-use crate::directory::{Directory, Resolution, Target};
+use crate::directory::{Directory, Resolution};
+use crate::policy;
 use crate::queue::RunnerHandle;
 use crate::settings::Settings;
 
@@ -296,9 +298,9 @@ impl Pickup {
             return Err(ImportError::Bad("no recipients".into()));
         }
         let sender = match submission.sender.trim().trim_matches(['<', '>']) {
-            "" => String::new(),
+            "" => ReversePath::Null,
             s => Mailbox::parse(s)
-                .map(|m| m.to_string())
+                .map(|m| ReversePath::Path(SmtpPath::new(m)))
                 .map_err(|e| ImportError::Bad(format!("invalid sender {s:?}: {e}")))?,
         };
         let mut incoming = self
@@ -322,10 +324,9 @@ impl Pickup {
             received_at: now,
             size: 0,
             reverse_path: sender,
-            reverse_route: Vec::new(),
             envid: None,
             ret: None,
-            body_type: Some("8BITMIME".into()),
+            body: Some(Body::EightBitMime),
             smtputf8: !message.is_ascii(),
             client: ClientInfo {
                 helo: String::new(),
@@ -414,9 +415,9 @@ pub fn resolve_recipients(
             out.push(r);
         }
     };
-    let failed = |address: &str, detail: String| Recipient {
+    let failed = |address: Mailbox, detail: String| Recipient {
         status: RecipientStatus::Failed { at: now, detail },
-        ..Recipient::pending(address, format!("<{address}>"), None, now)
+        ..Recipient::to(address, None, now)
     };
     for given in addresses {
         let given = given.trim().trim_start_matches('<').trim_end_matches('>');
@@ -425,47 +426,32 @@ pub fn resolve_recipients(
         } else {
             format!("{given}@{primary}")
         };
-        let original = format!("<{full}>");
         let mailbox = match Mailbox::parse(&full) {
             Ok(mailbox) => mailbox,
             Err(e) => {
-                push(failed(&full, format!("553 5.1.3 invalid address: {e}")));
+                // `sendmail` checks every address before it drops a message: this drop was
+                // made by something else. There is no address to report on.
+                error!(address = %full, error = %e, "maildrop recipient is no address; skipped");
                 continue;
             }
         };
-        let resolution = match mailbox.host() {
-            Host::Domain(domain) => {
-                directory.resolve(mailbox.local_part().as_str(), Some(domain.as_str()))
-            }
-            Host::Literal(_) => Resolution::NotLocal,
-        };
-        match resolution {
+        let original = ForwardPath::Path(SmtpPath::new(mailbox.clone()));
+        match policy::resolve(directory, &original) {
             Resolution::Deliver(targets) => {
                 for target in targets {
-                    let (address, mailbox) = match target {
-                        Target::Local(t) => (
-                            t.address,
-                            Some(LocalMailbox {
-                                domain: t.domain,
-                                local: t.local,
-                            }),
-                        ),
-                        Target::Remote(address) => (address, None),
-                    };
-                    push(Recipient::pending(address, original.clone(), mailbox, now));
+                    if let Some(r) = policy::queued(target, original.clone(), now) {
+                        push(r);
+                    }
                 }
             }
             Resolution::Relocated(new) => push(failed(
-                &mailbox.to_string(),
+                mailbox,
                 format!("551 5.1.6 user not local; please try <{new}>"),
             )),
-            Resolution::UnknownUser => push(failed(
-                &mailbox.to_string(),
-                "550 5.1.1 no such user here".to_owned(),
-            )),
-            Resolution::NotLocal => {
-                push(Recipient::pending(mailbox.to_string(), original, None, now));
+            Resolution::UnknownUser => {
+                push(failed(mailbox, "550 5.1.1 no such user here".to_owned()))
             }
+            Resolution::NotLocal => push(Recipient::to(mailbox, None, now)),
         }
     }
     out
@@ -512,7 +498,7 @@ mod tests {
             RecipientStatus::Delivered { .. } => "delivered",
             RecipientStatus::Failed { .. } => "failed",
         };
-        (r.address.clone(), r.mailbox.is_some(), state)
+        (r.address.to_string(), r.mailbox.is_some(), state)
     }
 
     /// Recipients resolve as SMTP RCPT does (RFC 5321 3.4: aliases, 251 forward, 551, 550).
@@ -556,8 +542,9 @@ mod tests {
                 &[("nobody@test.example", false, "failed")],
             ),
             (
+                // No address at all (sendmail refuses it before dropping): skipped, logged.
                 &["a b@test.example"],
-                &[("a b@test.example", false, "failed")],
+                &[],
             ),
             (&["postmaster"], &[("user@test.example", true, "pending")]),
         ];
@@ -653,7 +640,7 @@ mod tests {
     /// RFC 5321 4.4: by, id, for (one recipient), date.
     #[test]
     fn received_line_shape() {
-        let r = [Recipient::pending("u@d", "<u@d>", None, 0)];
+        let r = [Recipient::to("u@d".parse().unwrap(), None, 0)];
         let line = received_line("mx.test.example", 1000, "abc", &r);
         assert!(
             line.starts_with(

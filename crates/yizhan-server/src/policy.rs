@@ -20,6 +20,7 @@ use yizhan_proto::address::{ForwardPath, Host, Mailbox, ReversePath};
 use yizhan_proto::command::MailKind;
 use yizhan_proto::reply::Reply;
 use yizhan_proto::server::{Decision, Extensions, ServerConfig, Verbs};
+use yizhan_spool::{LocalMailbox, Recipient};
 
 use crate::auth::Credentials;
 use crate::directory::{Directory, Lookup, Resolution, Target, canonical_address};
@@ -155,6 +156,29 @@ pub fn rcpt(directory: &Directory, kind: MailKind, to: &ForwardPath, relay: bool
         // Queued for outbound delivery (the spool's `mailbox = None`).
         Resolution::NotLocal if relay && kind != MailKind::Send => Decision::Accept,
         Resolution::NotLocal => Decision::Reply(Reply::relay_denied(&shown)),
+    }
+}
+
+/// The spool recipient for a directory target, given by the client as `original`. The
+/// directory's addresses are checked when the configuration is read, so one that is no mailbox
+/// is a bug: logged, and not queued.
+pub fn queued(target: Target, original: ForwardPath, due: i64) -> Option<Recipient> {
+    let (address, mailbox) = match target {
+        Target::Local(t) => (
+            t.address,
+            Some(LocalMailbox {
+                domain: t.domain,
+                local: t.local,
+            }),
+        ),
+        Target::Remote(address) => (address, None),
+    };
+    match Mailbox::parse(&address) {
+        Ok(address) => Some(Recipient::pending(address, original, mailbox, due)),
+        Err(e) => {
+            tracing::error!(%address, error = %e, "directory target is no mailbox; not queued");
+            None
+        }
     }
 }
 

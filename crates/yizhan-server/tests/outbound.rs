@@ -271,19 +271,21 @@ impl Fixture {
             id: incoming.id().clone(),
             received_at: T0,
             size: 0,
-            reverse_path: from.into(),
-            reverse_route: vec![],
+            reverse_path: format!("<{from}>").parse().unwrap(),
             envid: Some("ENV-1".into()),
             ret: None,
-            body_type: None,
+            body: None,
             smtputf8: false,
             client: ClientInfo::default(),
             recipients: to
                 .iter()
                 .map(|(a, notify)| {
-                    let mut r = Recipient::pending(*a, format!("<{a}>"), None, T0);
-                    r.notify = notify.map(String::from);
-                    r.orcpt = Some(format!("rfc822;{a}"));
+                    let mut r = Recipient::to(a.parse().unwrap(), None, T0);
+                    r.notify = notify.map(|n| yizhan_proto::command::Notify::parse(n).unwrap());
+                    r.orcpt = Some(yizhan_proto::command::Orcpt {
+                        addr_type: "rfc822".into(),
+                        addr: a.to_string(),
+                    });
                     r
                 })
                 .collect(),
@@ -606,21 +608,22 @@ async fn source_route_goes_to_its_next_hop_with_paths_rewritten() {
     let mut incoming = fx.spool.create().unwrap();
     incoming.write(BODY).unwrap();
     let mut rcpt = Recipient::pending(
-        "userc@hostd.example",
-        "<@mx.here.example,@hostb.example:userc@hostd.example>".to_string(),
+        "userc@hostd.example".parse().unwrap(),
+        "<@mx.here.example,@hostb.example:userc@hostd.example>"
+            .parse()
+            .unwrap(),
         None,
         T0,
     );
-    rcpt.notify = Some("NEVER".into());
+    rcpt.notify = Some(yizhan_proto::command::Notify::Never);
     let envelope = Envelope {
         id: incoming.id().clone(),
         received_at: T0,
         size: 0,
-        reverse_path: "userx@hosty.example".into(),
-        reverse_route: vec![],
+        reverse_path: "<userx@hosty.example>".parse().unwrap(),
         envid: None,
         ret: None,
-        body_type: None,
+        body: None,
         smtputf8: false,
         client: ClientInfo::default(),
         recipients: vec![rcpt],

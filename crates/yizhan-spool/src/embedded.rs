@@ -81,8 +81,9 @@ const READER_CACHE_KIB: i64 = -256;
 pub const INLINE_BODY_MAX: u64 = 256 * 1024;
 
 /// 2: the `body` columns (inline bodies); 3: inline bodies in their own `body` table, so that
-/// an envelope update does not rewrite the body. Older indexes are upgraded at open.
-const SCHEMA_VERSION: i64 = 3;
+/// an envelope update does not rewrite the body; 4: envelopes in `yizhan-proto`'s types
+/// (paths in their SMTP form, typed DSN parameters). Older indexes are upgraded at open.
+const SCHEMA_VERSION: i64 = 4;
 
 /// WAL pages after which the committer itself checkpoints (SQLite's default is 1000, 4 MB): a
 /// backstop only. Checkpoints are the checkpointer thread's job, so that copying the WAL back
@@ -551,8 +552,11 @@ impl Spool {
                      SELECT id, body FROM queue WHERE typeof(body) = 'blob';
                  UPDATE queue SET body = NULL WHERE typeof(body) = 'blob';",
             )?;
-            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+            tx.pragma_update(None, "user_version", 3)?;
             tx.commit()?;
+        }
+        if version < 4 {
+            upgrade_envelopes(&mut writer)?;
         }
         writer.pragma_update(None, "user_version", SCHEMA_VERSION)?;
 
@@ -1249,6 +1253,54 @@ fn check_row(
     }
 }
 
+/// Schema 3 to 4: every envelope row rewritten with typed fields, in one transaction. A row
+/// that does not upgrade is left as it is; the recovery that follows moves it aside.
+fn upgrade_envelopes(conn: &mut Connection) -> Result<(), SpoolError> {
+    let tx = conn.transaction()?;
+    let rows: Vec<(String, Vec<u8>)> = {
+        let mut select = tx.prepare("SELECT id, envelope FROM queue")?;
+        select
+            .query_map([], |r| {
+                Ok((
+                    text_of(r.get_ref(0)?),
+                    bytes_of(r.get_ref(1)?).unwrap_or_default(),
+                ))
+            })?
+            .collect::<Result<_, _>>()?
+    };
+    let (mut upgraded, mut left) = (0usize, 0usize);
+    {
+        let mut update = tx.prepare("UPDATE queue SET envelope = ?2 WHERE id = ?1")?;
+        for (id, json) in rows {
+            let envelope = serde_json::from_slice::<crate::legacy::EnvelopeV3>(&json)
+                .map_err(|e| e.to_string())
+                .and_then(crate::legacy::EnvelopeV3::upgrade);
+            match envelope {
+                Ok(envelope) => {
+                    let json =
+                        serde_json::to_string(&envelope).map_err(|e| SpoolError::CommitFailed {
+                            reason: format!("upgrading {id}: {e}"),
+                        })?;
+                    update.execute(rusqlite::params![id, json])?;
+                    upgraded += 1;
+                }
+                Err(reason) => {
+                    tracing::warn!(queue_id = %id, %reason, "envelope cannot be upgraded to schema 4; it will be moved aside");
+                    left += 1;
+                }
+            }
+        }
+    }
+    tx.pragma_update(None, "user_version", 4)?;
+    tx.commit()?;
+    tracing::info!(
+        upgraded,
+        left,
+        "spool index upgraded to schema 4 (typed envelopes)"
+    );
+    Ok(())
+}
+
 fn parse_envelope(id: &str, json: &[u8]) -> Result<Envelope, SpoolError> {
     serde_json::from_slice(json).map_err(|e| SpoolError::Corrupt {
         id: id.to_owned(),
@@ -1324,11 +1376,10 @@ mod tests {
             id: "00000000000000000000000000000000".parse().unwrap(),
             received_at,
             size: 0,
-            reverse_path: "sender@client.example".into(),
-            reverse_route: vec![],
+            reverse_path: "<sender@client.example>".parse().unwrap(),
             envid: Some("env-1".into()),
             ret: None,
-            body_type: Some("8BITMIME".into()),
+            body: Some(yizhan_proto::command::Body::EightBitMime),
             smtputf8: false,
             client: ClientInfo {
                 helo: "client.example".into(),
@@ -1340,9 +1391,8 @@ mod tests {
                 .iter()
                 .enumerate()
                 .map(|(i, &at)| {
-                    Recipient::pending(
-                        format!("user{i}@test.example"),
-                        format!("<user{i}@test.example>"),
+                    Recipient::to(
+                        format!("user{i}@test.example").parse().unwrap(),
                         Some(LocalMailbox {
                             domain: "test.example".into(),
                             local: format!("user{i}"),

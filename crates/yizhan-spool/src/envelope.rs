@@ -6,10 +6,13 @@
 //! before it moves on (DESIGN.md invariant 3). It is stored as JSON in the index row.
 
 use serde::{Deserialize, Serialize};
+use yizhan_proto::address::{ForwardPath, Mailbox, ReversePath};
+use yizhan_proto::command::{Body, Notify, Orcpt, Ret};
 
 use crate::QueueId;
 
-/// One message in the spool, minus its body.
+/// One message in the spool, minus its body. Addresses and parameters are `yizhan-proto`'s
+/// types, parsed once when the message came in and stored in their SMTP form (schema 4).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct Envelope {
     /// The queue id; [`Spool::commit`](crate::Spool::commit) sets it from the `Incoming`.
@@ -18,21 +21,18 @@ pub struct Envelope {
     pub received_at: i64,
     /// Size of the body file in bytes; [`Spool::commit`](crate::Spool::commit) sets it.
     pub size: u64,
-    /// The reverse-path mailbox without angle brackets; `""` for the null path `<>`
-    /// (RFC 5321 4.5.5: a bounce, never to be bounced again).
-    pub reverse_path: String,
-    /// The RFC 821 source route of the reverse-path (`@a,@b:`), without the `@`; usually empty.
-    #[serde(default)]
-    pub reverse_route: Vec<String>,
-    /// `ENVID=` of MAIL (RFC 3461 4.4), as given (xtext-decoded).
+    /// The reverse-path with its RFC 821 source route, if any; `<>` (RFC 5321 4.5.5: a report,
+    /// never to be reported on again).
+    pub reverse_path: ReversePath,
+    /// `ENVID=` of MAIL (RFC 3461 4.4), xtext-decoded.
     #[serde(default)]
     pub envid: Option<String>,
-    /// `RET=` of MAIL (RFC 3461 4.3): `FULL` or `HDRS`.
+    /// `RET=` of MAIL (RFC 3461 4.3).
     #[serde(default)]
-    pub ret: Option<String>,
-    /// `BODY=` of MAIL (RFC 6152, RFC 3030): `7BIT`, `8BITMIME` or `BINARYMIME`.
+    pub ret: Option<Ret>,
+    /// `BODY=` of MAIL (RFC 6152, RFC 3030).
     #[serde(default)]
-    pub body_type: Option<String>,
+    pub body: Option<Body>,
     /// Whether MAIL carried `SMTPUTF8` (RFC 6531 3.4).
     #[serde(default)]
     pub smtputf8: bool,
@@ -63,19 +63,19 @@ pub struct ClientInfo {
 /// One recipient of a message and its delivery state.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct Recipient {
-    /// The address to deliver to, after alias expansion, e.g. `user@test.example`.
-    pub address: String,
-    /// The forward-path as the client gave it, e.g. `<list@test.example>` (kept for reports and
-    /// for `ORCPT` when relaying).
-    pub original: String,
+    /// The mailbox to deliver to, after alias expansion, e.g. `user@test.example`.
+    pub address: Mailbox,
+    /// The forward-path as the client gave it, e.g. `<list@test.example>` (for reports, for
+    /// `ORCPT` when relaying, and for its source route).
+    pub original: ForwardPath,
     /// `Some` for local delivery into this mailbox; `None` for a remote recipient.
     pub mailbox: Option<LocalMailbox>,
-    /// `NOTIFY=` of RCPT (RFC 3461 4.1), as given.
+    /// `NOTIFY=` of RCPT (RFC 3461 4.1).
     #[serde(default)]
-    pub notify: Option<String>,
-    /// `ORCPT=` of RCPT (RFC 3461 4.2), as given.
+    pub notify: Option<Notify>,
+    /// `ORCPT=` of RCPT (RFC 3461 4.2).
     #[serde(default)]
-    pub orcpt: Option<String>,
+    pub orcpt: Option<Orcpt>,
     /// Where delivery stands.
     #[serde(default)]
     pub status: RecipientStatus,
@@ -94,14 +94,14 @@ impl Recipient {
     /// A recipient that is due at once: `Pending`, no attempts, `next_attempt = due`
     /// (use the message's `received_at`).
     pub fn pending(
-        address: impl Into<String>,
-        original: impl Into<String>,
+        address: Mailbox,
+        original: ForwardPath,
         mailbox: Option<LocalMailbox>,
         due: i64,
     ) -> Self {
         Recipient {
-            address: address.into(),
-            original: original.into(),
+            address,
+            original,
             mailbox,
             notify: None,
             orcpt: None,
@@ -110,6 +110,12 @@ impl Recipient {
             next_attempt: due,
             last_error: None,
         }
+    }
+
+    /// A pending recipient given as `<address>` (no route, no alias), due at `due`.
+    pub fn to(address: Mailbox, mailbox: Option<LocalMailbox>, due: i64) -> Self {
+        let original = ForwardPath::Path(yizhan_proto::address::Path::new(address.clone()));
+        Recipient::pending(address, original, mailbox, due)
     }
 
     /// Whether the recipient still waits for delivery.
@@ -171,22 +177,22 @@ impl Envelope {
 mod tests {
     use super::*;
 
+    fn recipient(address: &str, due: i64) -> Recipient {
+        Recipient::to(address.parse().unwrap(), None, due)
+    }
+
     fn envelope() -> Envelope {
         Envelope {
             id: "0123456789abcdef0123456789abcdef".parse().unwrap(),
             received_at: 1000,
             size: 10,
-            reverse_path: String::new(),
-            reverse_route: vec![],
+            reverse_path: ReversePath::Null,
             envid: None,
             ret: None,
-            body_type: None,
+            body: None,
             smtputf8: false,
             client: ClientInfo::default(),
-            recipients: vec![
-                Recipient::pending("a@x", "<a@x>", None, 1500),
-                Recipient::pending("b@x", "<b@x>", None, 1200),
-            ],
+            recipients: vec![recipient("a@x", 1500), recipient("b@x", 1200)],
             held: false,
         }
     }
@@ -220,7 +226,7 @@ mod tests {
         assert_eq!(serde_json::from_str::<Envelope>(&json).unwrap(), env);
         // Optional fields may be absent (older or hand-written rows).
         let minimal = r#"{"id":"0123456789abcdef0123456789abcdef","received_at":1,"size":2,
-            "reverse_path":"","client":{"helo":"h","address":"a"},
+            "reverse_path":"<>","client":{"helo":"h","address":"a"},
             "recipients":[{"address":"u@d","original":"<u@d>","mailbox":{"domain":"d","local":"u"}}]}"#;
         let env: Envelope = serde_json::from_str(minimal).unwrap();
         assert_eq!(env.recipients[0].status, RecipientStatus::Pending);

@@ -14,7 +14,8 @@
 //! | module | what | RFCs |
 //! | --- | --- | --- |
 //! | [`embedded`] | the embedded backend: inline bodies or body files + SQLite index + group-commit thread, recovery | 5321 4.1.1.4, 6.1 |
-//! | [`envelope`] | envelope and per-recipient state, stored as JSON | 5321 4.1.1.2-3, 3461, 6152, 6531 |
+//! | [`envelope`] | envelope and per-recipient state in `yizhan-proto`'s types, stored as JSON | 5321 4.1.1.2-3, 3461, 6152, 6531 |
+//! | `legacy` | schema-3 envelopes (strings) and their upgrade | |
 //! | [`id`] | [`QueueId`]: UUID v7 as 32 hex digits | 9562 5.7 |
 //! | [`schedule`] | the pure retry schedule | 5321 4.5.4.1 |
 //! | [`error`] | [`SpoolError`] | |
@@ -27,6 +28,7 @@ pub mod embedded;
 pub mod envelope;
 pub mod error;
 pub mod id;
+mod legacy;
 pub mod schedule;
 
 pub use embedded::{AsyncBody, Body, INLINE_BODY_MAX, Incoming, Recovery, Spool};

@@ -139,19 +139,13 @@ impl Live {
             id: "00000000000000000000000000000000".parse().unwrap(),
             received_at: now(),
             size: 0,
-            reverse_path: "sender@remote.example".into(),
-            reverse_route: vec![],
+            reverse_path: "<sender@remote.example>".parse().unwrap(),
             envid: None,
             ret: None,
-            body_type: None,
+            body: None,
             smtputf8: false,
             client: ClientInfo::default(),
-            recipients: vec![Recipient::pending(
-                address.clone(),
-                format!("<{address}>"),
-                Some(mailbox),
-                due,
-            )],
+            recipients: vec![Recipient::to(address.parse().unwrap(), Some(mailbox), due)],
             held,
         };
         self.spool.commit(incoming, envelope).await.unwrap()

@@ -211,15 +211,13 @@ enum Write {
     Remove(QueueId),
 }
 
-/// Makes the pending recipients (in `domain`, if given) due at `now`; returns how many.
+/// Makes the pending recipients (in `domain`, lower-case, if given) due at `now`; returns how
+/// many.
 pub fn make_due(envelope: &mut Envelope, domain: Option<&str>, now: i64) -> usize {
     let mut n = 0;
     for r in envelope.recipients.iter_mut().filter(|r| r.is_pending()) {
         if let Some(domain) = domain {
-            let in_domain = r
-                .address
-                .rsplit_once('@')
-                .is_some_and(|(_, d)| d.eq_ignore_ascii_case(domain));
+            let in_domain = super::domain_of(&r.address).is_some_and(|d| d == domain);
             if !in_domain {
                 continue;
             }

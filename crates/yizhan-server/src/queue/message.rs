@@ -67,7 +67,13 @@ pub(super) async fn process(
         };
         let shared = shared.clone();
         let key = format!("{}.Y{}R{i}", envelope.received_at, envelope.id);
-        let (id, return_path) = (envelope.id.clone(), envelope.reverse_path.clone());
+        let id = envelope.id.clone();
+        // RFC 5321 4.4: the reverse-path's mailbox (`<>` for a report), without its route.
+        let return_path = envelope
+            .reverse_path
+            .mailbox()
+            .map(ToString::to_string)
+            .unwrap_or_default();
         let delivery = LocalDelivery {
             id,
             key,

@@ -76,3 +76,10 @@ pub use handle::RunnerHandle;
 pub use runner::QueueRunner;
 pub use settings::{Clock, OutboundSettings, RunnerSettings, SystemClock};
 pub use turn::TurnSummary;
+
+use yizhan_proto::address::Mailbox;
+
+/// The lower-case domain of a mailbox (`None` for an address literal).
+fn domain_of(mailbox: &Mailbox) -> Option<String> {
+    mailbox.domain().map(|d| d.as_str().to_ascii_lowercase())
+}

@@ -1,7 +1,7 @@
 //! The one place an attempt's result is written into a recipient.
 
 use tracing::{info, warn};
-use yizhan_delivery::dsn::{self, Action};
+use yizhan_delivery::dsn::{Action, NotifyOn};
 use yizhan_delivery::smtp::{Outcome, Reason};
 use yizhan_spool::{Envelope, RecipientStatus};
 
@@ -47,7 +47,7 @@ pub(super) fn record(
             } else {
                 Action::Relayed
             };
-            if !dsn_relayed && dsn::parse_notify(recipient.notify.as_deref()).wants(action) {
+            if !dsn_relayed && NotifyOn::of(recipient.notify.as_ref()).wants(action) {
                 owed.push(Owed {
                     index: i,
                     action,
@@ -82,9 +82,7 @@ pub(super) fn record(
                             now,
                         )
                     });
-                    if warn_due
-                        && dsn::parse_notify(recipient.notify.as_deref()).wants(Action::Delayed)
-                    {
+                    if warn_due && NotifyOn::of(recipient.notify.as_ref()).wants(Action::Delayed) {
                         owed.push(Owed {
                             index: i,
                             action: Action::Delayed,

@@ -4,13 +4,12 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
-use yizhan_delivery::dsn::{self};
 use yizhan_delivery::mx::{self};
 use yizhan_delivery::route::{self, Route, TlsPolicy};
 use yizhan_delivery::smtp::{self, Connection, Outcome, Reason, SmtpError, SmtpSettings};
-use yizhan_proto::address::{Domain, ForwardPath, ReversePath};
+use yizhan_proto::address::{Domain, ForwardPath, Mailbox, ReversePath};
 use yizhan_proto::client::{Credentials, Transaction};
-use yizhan_proto::command::{MailParams, RcptParams, Ret};
+use yizhan_proto::command::{Body, MailParams, RcptParams};
 use yizhan_spool::Envelope;
 
 use super::destination::Slot;
@@ -18,11 +17,9 @@ use super::settings::OutboundSettings;
 use super::shared::Shared;
 
 /// Whether `address` is in a domain whose mail waits for TURN.
-pub(super) fn held_for_turn(outbound: &OutboundSettings, address: &str) -> bool {
+pub(super) fn held_for_turn(outbound: &OutboundSettings, address: &Mailbox) -> bool {
     !outbound.held_domains.is_empty()
-        && address
-            .rsplit_once('@')
-            .is_some_and(|(_, d)| outbound.held_domains.contains(&d.to_ascii_lowercase()))
+        && super::domain_of(address).is_some_and(|d| outbound.held_domains.contains(&d))
 }
 
 /// Recipients for one transaction: (destination key, route, source-routed, (index, RCPT path)).
@@ -35,24 +32,6 @@ pub(super) fn destination_key(route: &Route) -> String {
         Route::Smarthost(h) => format!("smarthost:{}:{}", h.host.to_ascii_lowercase(), h.port),
         Route::Mx { domain, .. } => format!("mx:{domain}"),
     }
-}
-
-/// The reverse-path of the stored envelope.
-pub(super) fn reverse_path(envelope: &Envelope) -> ReversePath {
-    if envelope.reverse_path.is_empty() {
-        return ReversePath::Null;
-    }
-    let route = if envelope.reverse_route.is_empty() {
-        String::new()
-    } else {
-        let hops: Vec<String> = envelope
-            .reverse_route
-            .iter()
-            .map(|d| format!("@{d}"))
-            .collect();
-        format!("{}:", hops.join(","))
-    };
-    ReversePath::parse(&format!("<{route}{}>", envelope.reverse_path)).unwrap_or(ReversePath::Null)
 }
 
 /// What became of one group of recipients for one destination.
@@ -141,7 +120,7 @@ pub(super) async fn deliver_remote(
             });
         }
     };
-    let mut from = reverse_path(envelope);
+    let mut from = envelope.reverse_path.clone();
     if source_routed && let Ok(us) = Domain::parse(&shared.settings.hostname) {
         from = route::prepend_hop(&from, &us);
     }
@@ -335,20 +314,10 @@ pub(super) fn transaction(
     members: &[(usize, ForwardPath)],
     dsn: bool,
 ) -> Transaction {
-    let body = envelope.body_type.as_deref().map(str::to_ascii_uppercase);
     let mut params = MailParams::default();
     if dsn {
         params.envid = envelope.envid.clone();
-        params.ret = match envelope
-            .ret
-            .as_deref()
-            .map(str::to_ascii_uppercase)
-            .as_deref()
-        {
-            Some("FULL") => Some(Ret::Full),
-            Some("HDRS") => Some(Ret::Hdrs),
-            _ => None,
-        };
+        params.ret = envelope.ret;
     }
     Transaction {
         from: from.clone(),
@@ -359,8 +328,8 @@ pub(super) fn transaction(
                 let r = &envelope.recipients[*i];
                 let rcpt = if dsn {
                     RcptParams {
-                        notify: dsn::notify_param(r.notify.as_deref()),
-                        orcpt: dsn::orcpt_param(r.orcpt.as_deref()),
+                        notify: r.notify,
+                        orcpt: r.orcpt.clone(),
                     }
                 } else {
                     RcptParams::default()
@@ -369,8 +338,8 @@ pub(super) fn transaction(
             })
             .collect(),
         size: envelope.size,
-        eight_bit: body.as_deref() == Some("8BITMIME"),
+        eight_bit: envelope.body == Some(Body::EightBitMime),
         needs_smtputf8: envelope.smtputf8,
-        binary: body.as_deref() == Some("BINARYMIME"),
+        binary: envelope.body == Some(Body::BinaryMime),
     }
 }

@@ -4,15 +4,16 @@ use std::io::Read;
 use std::sync::Arc;
 
 use tracing::{debug, info, warn};
-use yizhan_delivery::dsn::{self, Action, RecipientReport, Report, Return};
+use yizhan_delivery::dsn::{self, Action, NotifyOn, RecipientReport, Report, Return};
 use yizhan_delivery::smtp::Reason;
-use yizhan_spool::{
-    ClientInfo, Envelope, LocalMailbox, QueueId, Recipient, RecipientStatus, SpoolError,
-};
+use yizhan_proto::address::{ForwardPath, Path, ReversePath};
+use yizhan_proto::command::{Body, Ret};
+use yizhan_spool::{ClientInfo, Envelope, QueueId, Recipient, RecipientStatus, SpoolError};
 
 use super::outcome::Owed;
 use super::shared::Shared;
-use crate::directory::{Resolution, Target as DirTarget};
+use crate::directory::Resolution;
+use crate::policy;
 
 /// Commits the reports owed for this round: one per kind (failures, delays, successes), each
 /// listing only the recipients it is about, and only those whose NOTIFY asks for it. Nothing
@@ -23,10 +24,11 @@ pub(super) async fn send_reports(
     envelope: &Envelope,
     owed: &[Owed],
 ) -> Result<(), SpoolError> {
-    if envelope.reverse_path.is_empty() {
+    let Some(sender) = envelope.reverse_path.mailbox() else {
         debug!(queue_id = %envelope.id, "no report for a message with a null reverse-path");
         return Ok(());
-    }
+    };
+    let sender = sender.to_string();
     let now = shared.clock.now();
     for (kind, actions) in [
         ("failed", &[Action::Failed][..]),
@@ -36,9 +38,7 @@ pub(super) async fn send_reports(
         let recipients: Vec<RecipientReport> = owed
             .iter()
             .filter(|o| actions.contains(&o.action))
-            .filter(|o| {
-                dsn::parse_notify(envelope.recipients[o.index].notify.as_deref()).wants(o.action)
-            })
+            .filter(|o| NotifyOn::of(envelope.recipients[o.index].notify.as_ref()).wants(o.action))
             .map(|o| {
                 let r = &envelope.recipients[o.index];
                 let give_up = envelope.received_at.saturating_add(
@@ -46,8 +46,11 @@ pub(super) async fn send_reports(
                         .unwrap_or(i64::MAX),
                 );
                 RecipientReport {
-                    final_recipient: r.address.clone(),
-                    original_recipient: r.orcpt.clone(),
+                    final_recipient: r.address.to_string(),
+                    original_recipient: r
+                        .orcpt
+                        .as_ref()
+                        .map(|o| format!("{};{}", o.addr_type, o.addr)),
                     action: o.action,
                     status: o.reason.status.clone(),
                     remote_mta: o.reason.remote_mta.clone(),
@@ -62,16 +65,13 @@ pub(super) async fn send_reports(
             continue;
         }
         let full = kind == "failed"
-            && envelope
-                .ret
-                .as_deref()
-                .is_none_or(|r| !r.eq_ignore_ascii_case("HDRS"))
+            && envelope.ret != Some(Ret::Hdrs)
             && envelope.size <= shared.outbound.report_original_limit;
         let original = read_original(shared, &envelope.id, full).await?;
         let unique = format!("{}.{kind}.{}", envelope.id, now);
         let report = Report {
             reporting_mta: &shared.settings.hostname,
-            to: &envelope.reverse_path,
+            to: &sender,
             envid: envelope.envid.as_deref(),
             arrival: envelope.received_at,
             date: now,
@@ -172,43 +172,24 @@ pub(super) async fn commit_report(
     bytes: &[u8],
 ) -> Result<QueueId, SpoolError> {
     let now = shared.clock.now();
-    let sender = original.reverse_path.clone();
+    let Some(sender) = original.reverse_path.mailbox().cloned() else {
+        return Ok(original.id.clone());
+    };
+    let path = ForwardPath::Path(Path::new(sender.clone()));
     let mut recipients = Vec::new();
-    let local = shared.directory.as_ref().map(|d| {
-        let (local, domain) = sender.rsplit_once('@').unwrap_or((sender.as_str(), ""));
-        d.resolve(local, Some(domain))
-    });
-    match local {
+    match shared.directory.as_ref().map(|d| policy::resolve(d, &path)) {
         Some(Resolution::Deliver(targets)) => {
-            for t in targets {
-                let (address, mailbox) = match t {
-                    DirTarget::Local(t) => {
-                        let mailbox = LocalMailbox {
-                            domain: t.domain,
-                            local: t.local,
-                        };
-                        (t.address, Some(mailbox))
-                    }
-                    DirTarget::Remote(address) => (address, None),
-                };
-                recipients.push(Recipient::pending(
-                    address,
-                    format!("<{sender}>"),
-                    mailbox,
-                    now,
-                ));
-            }
+            recipients.extend(
+                targets
+                    .into_iter()
+                    .filter_map(|t| policy::queued(t, path.clone(), now)),
+            );
         }
         Some(Resolution::UnknownUser | Resolution::Relocated(_)) => {
             warn!(queue_id = %original.id, to = %sender, "report not sent: the sender is no mailbox here");
             return Ok(original.id.clone());
         }
-        _ => recipients.push(Recipient::pending(
-            sender.clone(),
-            format!("<{sender}>"),
-            None,
-            now,
-        )),
+        _ => recipients.push(Recipient::to(sender.clone(), None, now)),
     }
     let mut incoming = shared.spool.create()?;
     incoming.write(bytes)?;
@@ -216,11 +197,10 @@ pub(super) async fn commit_report(
         id: incoming.id().clone(),
         received_at: now,
         size: 0,
-        reverse_path: String::new(),
-        reverse_route: Vec::new(),
+        reverse_path: ReversePath::Null,
         envid: None,
         ret: None,
-        body_type: Report::is_eight_bit(bytes).then(|| "8BITMIME".to_owned()),
+        body: Report::is_eight_bit(bytes).then_some(Body::EightBitMime),
         smtputf8: !sender.is_ascii(),
         client: ClientInfo {
             helo: shared.settings.hostname.clone(),

@@ -326,10 +326,7 @@ impl QueueRunner {
                 if !r.is_pending() || r.mailbox.is_some() || r.next_attempt <= now {
                     continue;
                 }
-                let domain = r
-                    .address
-                    .rsplit_once('@')
-                    .map(|(_, d)| d.to_ascii_lowercase());
+                let domain = super::domain_of(&r.address);
                 if requests
                     .iter()
                     .any(|want| want.is_none() || *want == domain)

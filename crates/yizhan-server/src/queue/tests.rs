@@ -103,9 +103,8 @@ impl Fixture {
 }
 
 fn local(domain: &str, user: &str, due: i64) -> Recipient {
-    Recipient::pending(
-        format!("{user}@{domain}"),
-        format!("<{user}@{domain}>"),
+    Recipient::to(
+        format!("{user}@{domain}").parse().unwrap(),
         Some(LocalMailbox {
             domain: domain.into(),
             local: user.into(),
@@ -121,11 +120,10 @@ async fn commit(spool: &Spool, received_at: i64, recipients: Vec<Recipient>) -> 
         id: incoming.id().clone(),
         received_at,
         size: 0,
-        reverse_path: "sender@client.example".into(),
-        reverse_route: vec![],
+        reverse_path: "<sender@client.example>".parse().unwrap(),
         envid: None,
         ret: None,
-        body_type: None,
+        body: None,
         smtputf8: false,
         client: ClientInfo::default(),
         recipients,
@@ -181,7 +179,7 @@ fn block_domain(root: &Path, domain: &str) -> PathBuf {
 }
 
 fn remote(due: i64) -> Recipient {
-    Recipient::pending("x@remote.example", "<x@remote.example>", None, due)
+    Recipient::to("x@remote.example".parse().unwrap(), None, due)
 }
 
 /// When recipient `i` was delivered, if it was.
@@ -447,8 +445,10 @@ async fn failures_that_cannot_be_retried_end_the_message() {
     let five_days = 5 * 24 * 3600;
     // (received_at, recipient): an invalid mailbox name is permanent; a transient error after
     // the give-up time is final too (RFC 5321 4.5.4.1).
+    let mut unusable = local("test.example", "user", T0);
+    unusable.mailbox.as_mut().unwrap().local = String::new();
     let cases = [
-        (T0, local("test.example", "", T0)),
+        (T0, unusable),
         (T0 - five_days, local("blocked.example", "user", T0)),
     ];
     let mut ids = vec![];
@@ -598,7 +598,7 @@ async fn recipients_refused_at_submission_are_reported_to_the_sender_once() {
     // message went without a word to the submitting user. Postfix bounces it; so do we.
     let fx = Fixture::new();
     let spool = fx.spool();
-    let mut refused = Recipient::pending("nobody@test.example", "<nobody@test.example>", None, T0);
+    let mut refused = Recipient::to("nobody@test.example".parse().unwrap(), None, T0);
     refused.status = RecipientStatus::Failed {
         at: T0,
         detail: "550 5.1.1 no such user here".into(),

@@ -10,7 +10,7 @@ use super::claim::Claim;
 use super::handle::RunnerHandle;
 use super::message::conclude;
 use super::outcome::record;
-use super::remote::{reverse_path, transaction};
+use super::remote::transaction;
 
 /// What a TURN session delivered.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -44,9 +44,7 @@ impl RunnerHandle {
         let wanted = |r: &Recipient| {
             r.is_pending()
                 && r.mailbox.is_none()
-                && r.address
-                    .rsplit_once('@')
-                    .is_some_and(|(_, d)| domains.contains(&d.to_ascii_lowercase()))
+                && super::domain_of(&r.address).is_some_and(|d| domains.contains(&d))
         };
         let mut summary = TurnSummary::default();
         for listed in shared.spool.list()? {
@@ -65,21 +63,19 @@ impl RunnerHandle {
             let mut envelope = shared.spool.load(&listed.id)?;
             let members: Vec<(usize, ForwardPath)> = (0..envelope.recipients.len())
                 .filter(|&i| wanted(&envelope.recipients[i]))
-                .filter_map(|i| {
-                    let mailbox =
-                        yizhan_proto::address::Mailbox::parse(&envelope.recipients[i].address)
-                            .ok()?;
-                    Some((
+                .map(|i| {
+                    let mailbox = envelope.recipients[i].address.clone();
+                    (
                         i,
                         ForwardPath::Path(yizhan_proto::address::Path::new(mailbox)),
-                    ))
+                    )
                 })
                 .collect();
             if members.is_empty() {
                 continue;
             }
             let dsn = conn.offers_dsn();
-            let tx = transaction(&envelope, &reverse_path(&envelope), &members, dsn);
+            let tx = transaction(&envelope, &envelope.reverse_path, &members, dsn);
             let mut body = shared.spool.open_body(&envelope.id)?.into_async();
             summary.messages += 1;
             let host = conn.target().host.clone();
