@@ -636,3 +636,49 @@ async fn recipients_refused_at_submission_are_reported_to_the_sender_once() {
     token.cancel();
     task.await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_spool_from_the_schema_3_release_is_delivered_after_the_upgrade() {
+    // crates/yizhan-spool/tests/fixtures/spool-v3 (see its README): bob@test.example, local,
+    // is due; the upgrade keeps him and the runner delivers him.
+    fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            let target = to.join(entry.file_name());
+            if entry.file_type().unwrap().is_dir() {
+                copy_dir(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), target).unwrap();
+            }
+        }
+    }
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../yizhan-spool/tests/fixtures/spool-v3");
+    let fx = Fixture::new();
+    copy_dir(&fixture, &fx.dir.path().join("spool"));
+    let spool = fx.spool();
+    // The fixture's messages arrived at 1_750_000_000 and after.
+    let clock = Arc::new(TestClock {
+        base: 1_750_001_000,
+        start: Instant::now(),
+    });
+    let runner = QueueRunner::new(
+        spool.clone(),
+        Maildir::with_hostname(fx.mail_root(), "mx.test.example"),
+        RunnerSettings::default(),
+        clock,
+    )
+    .with_resolver(Arc::new(flaky_dns()));
+    let token = CancellationToken::new();
+    let task = tokio::spawn(runner.run(token.clone()));
+    until("bob's copy", || fx.inbox("test.example", "bob").len() == 1).await;
+    let file = String::from_utf8(fx.inbox("test.example", "bob").remove(0)).unwrap();
+    assert!(
+        file.starts_with("Return-Path: <alice@example.org>"),
+        "{file}"
+    );
+    assert!(file.contains("First message."), "{file}");
+    token.cancel();
+    task.await.unwrap();
+}
