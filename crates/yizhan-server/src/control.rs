@@ -78,8 +78,16 @@ pub fn socket_path(data_dir: &Path) -> PathBuf {
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
-    /// Every message in the queue.
-    List,
+    /// The messages in the queue, oldest first: all of them, or a page of `limit` after the
+    /// id `after` (`queue list` pages through a large queue so).
+    List {
+        /// Only messages after this id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<String>,
+        /// At most this many.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<usize>,
+    },
     /// One message with its header section.
     Show {
         /// Queue id or unique prefix.
@@ -332,9 +340,15 @@ impl Control {
 
     async fn apply(&self, request: Request) -> Result<Response, OpError> {
         match request {
-            Request::List => {
+            Request::List { after, limit } => {
+                let after = match after.as_deref().map(str::parse::<QueueId>) {
+                    None => None,
+                    Some(Ok(id)) => Some(id),
+                    Some(Err(e)) => return Err(OpError::BadRequest(e.to_string())),
+                };
                 let spool = self.spool.clone();
-                let messages = blocking(move || spool.list()).await??;
+                let limit = limit.unwrap_or(usize::MAX);
+                let messages = blocking(move || spool.list_page(after.as_ref(), limit)).await??;
                 Ok(Response::Queue {
                     messages: messages.iter().map(MessageInfo::from).collect(),
                 })
@@ -379,11 +393,12 @@ impl Control {
             return self.change(&id, change).await;
         }
         let spool = self.spool.clone();
-        let ids: Vec<QueueId> = blocking(move || spool.list())
+        // From the index alone: not held, something pending.
+        let ids: Vec<QueueId> = blocking(move || spool.schedule_index())
             .await??
             .into_iter()
-            .filter(|e| !e.held)
-            .map(|e| e.id)
+            .filter(|(_, next_due, held)| next_due.is_some() && !held)
+            .map(|(id, _, _)| id)
             .collect();
         // Asked for together: the runner applies them in one round (one group commit).
         let mut asked = tokio::task::JoinSet::new();
@@ -428,10 +443,11 @@ impl Control {
             )));
         }
         let spool = self.spool.clone();
-        let all = blocking(move || spool.list()).await??;
-        let mut matching = all.into_iter().filter(|e| e.id.as_str().starts_with(&text));
+        let prefix = text.clone();
+        let found = blocking(move || spool.ids_with_prefix(&prefix, 2)).await??;
+        let mut matching = found.into_iter();
         match (matching.next(), matching.next()) {
-            (Some(e), None) => Ok(e.id),
+            (Some(id), None) => Ok(id),
             (None, _) => Err(OpError::NotFound(text)),
             (Some(_), Some(_)) => Err(OpError::BadRequest(format!(
                 "queue id prefix {text:?} is ambiguous"
@@ -718,7 +734,13 @@ mod tests {
     fn requests_round_trip_as_json_lines() {
         let id = "0190f2c4a1b27c3d8e9f00112233aabb".to_string();
         let cases = [
-            (Request::List, r#"{"op":"list"}"#),
+            (
+                Request::List {
+                    after: None,
+                    limit: None,
+                },
+                r#"{"op":"list"}"#,
+            ),
             (
                 Request::Show { id: id.clone() },
                 r#"{"op":"show","id":"0190f2c4a1b27c3d8e9f00112233aabb"}"#,
@@ -945,7 +967,13 @@ mod tests {
         let a = live.queue(&["x@a.example", "y@b.example"], far).await;
         let b = live.queue(&["z@b.example"], far).await;
 
-        let Response::Queue { messages } = live.ask(Request::List).await else {
+        let Response::Queue { messages } = live
+            .ask(Request::List {
+                after: None,
+                limit: None,
+            })
+            .await
+        else {
             panic!()
         };
         let ids: Vec<&str> = messages.iter().map(|m| m.id.as_str()).collect();
@@ -1076,12 +1104,28 @@ mod tests {
     fn client_says_when_the_server_is_not_running() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("control.sock");
-        let err = request(&missing, &Request::List, Duration::from_secs(1)).unwrap_err();
+        let err = request(
+            &missing,
+            &Request::List {
+                after: None,
+                limit: None,
+            },
+            Duration::from_secs(1),
+        )
+        .unwrap_err();
         assert!(matches!(err, ClientError::NotRunning { .. }));
         assert!(err.to_string().contains(&missing.display().to_string()));
         // A stale socket file nobody listens on: connection refused, same answer.
         drop(std::os::unix::net::UnixListener::bind(&missing).unwrap());
-        let err = request(&missing, &Request::List, Duration::from_secs(1)).unwrap_err();
+        let err = request(
+            &missing,
+            &Request::List {
+                after: None,
+                limit: None,
+            },
+            Duration::from_secs(1),
+        )
+        .unwrap_err();
         assert!(matches!(err, ClientError::NotRunning { .. }), "{err}");
     }
 }

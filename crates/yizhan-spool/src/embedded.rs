@@ -694,6 +694,62 @@ impl Spool {
         self.query_envelopes("SELECT id, envelope FROM queue ORDER BY id", [])
     }
 
+    /// What the runner's schedule needs of every message, from the index columns alone (no
+    /// envelope is read or parsed, so a large backlog is cheap to schedule): its id, the
+    /// earliest attempt of a pending recipient (`None`: nothing pending, the message is done),
+    /// and whether it is held.
+    pub fn schedule_index(&self) -> Result<Vec<(QueueId, Option<i64>, bool)>, SpoolError> {
+        let reader = self.reader();
+        let mut stmt = reader.prepare_cached("SELECT id, next_due, held FROM queue")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                text_of(r.get_ref(0)?),
+                r.get::<_, Option<i64>>(1)?,
+                r.get::<_, bool>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, next_due, held) = row?;
+            match id.parse() {
+                Ok(id) => out.push((id, next_due, held)),
+                Err(e) => tracing::warn!(queue_id = %id, error = %e, "skipping damaged spool row"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Up to `limit` messages after `after` (all from the first with `None`), in id order,
+    /// which is arrival order: a listing pages through a large queue with this instead of
+    /// reading it whole.
+    pub fn list_page(
+        &self,
+        after: Option<&QueueId>,
+        limit: usize,
+    ) -> Result<Vec<Envelope>, SpoolError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let after = after.map_or("", QueueId::as_str);
+        self.query_envelopes(
+            "SELECT id, envelope FROM queue WHERE id > ?1 ORDER BY id LIMIT ?2",
+            params![after, limit],
+        )
+    }
+
+    /// The ids that start with `prefix` (lower-case hex), at most `limit` of them.
+    pub fn ids_with_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<QueueId>, SpoolError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let reader = self.reader();
+        let mut stmt = reader.prepare_cached(
+            "SELECT id FROM queue WHERE id >= ?1 AND substr(id, 1, length(?1)) = ?1
+             ORDER BY id LIMIT ?2",
+        )?;
+        let ids = stmt
+            .query_map(params![prefix, limit], |r| Ok(text_of(r.get_ref(0)?)))?
+            .filter_map(|id| id.ok()?.parse().ok())
+            .collect();
+        Ok(ids)
+    }
+
     /// Up to `limit` messages that are not held and have a `Pending` recipient with
     /// `next_attempt <= now`, the longest-due first.
     pub fn due(&self, now: i64, limit: usize) -> Result<Vec<Envelope>, SpoolError> {
@@ -1113,7 +1169,7 @@ fn recover(
     let mut damaged = Vec::new();
     {
         let mut stmt = conn.prepare(
-            "SELECT queue.rowid, queue.id, queue.envelope, body.data
+            "SELECT queue.rowid, queue.id, queue.envelope, octet_length(body.data), typeof(body.data)
              FROM queue LEFT JOIN body ON body.id = queue.id",
         )?;
         let mut rows = stmt.query([])?;
@@ -1121,12 +1177,13 @@ fn recover(
             let rowid: i64 = row.get(0)?;
             let id = text_of(row.get_ref(1)?);
             let envelope = bytes_of(row.get_ref(2)?);
-            let body = row.get_ref(3)?;
-            let inline = bytes_of(body);
-            let checked = if matches!(body, ValueRef::Integer(_) | ValueRef::Real(_)) {
+            // The inline body's length, not the body: a large backlog opens without reading it.
+            let inline: Option<i64> = row.get(3)?;
+            let kind = text_of(row.get_ref(4)?);
+            let checked = if kind == "integer" || kind == "real" {
                 Err("body column is neither a blob nor NULL".to_owned())
             } else {
-                check_row(&id, envelope.as_deref(), inline.as_deref(), bodies)
+                check_row(&id, envelope.as_deref(), inline, bodies)
             };
             match checked {
                 Ok(()) => {
@@ -1140,12 +1197,21 @@ fn recover(
                     id,
                     reason,
                     envelope,
-                    body: inline,
+                    body: None,
                 }),
             }
         }
     }
 
+    for d in &mut damaged {
+        // Kept with the row in the corrupt table.
+        d.body = conn
+            .query_row("SELECT data FROM body WHERE id = ?1", [&d.id], |r| {
+                Ok(bytes_of(r.get_ref(0)?))
+            })
+            .optional()?
+            .flatten();
+    }
     if !damaged.is_empty() {
         // Move the bodies first: if we crash before the rows move, the next start finds the
         // rows without bodies and moves them then.
@@ -1220,7 +1286,7 @@ fn recover(
 fn check_row(
     id: &str,
     envelope: Option<&[u8]>,
-    inline: Option<&[u8]>,
+    inline: Option<i64>,
     bodies: &Path,
 ) -> Result<(), String> {
     let qid: QueueId = id.parse().map_err(|e| format!("{e}"))?;
@@ -1230,12 +1296,11 @@ fn check_row(
         return Err(format!("envelope says it is {}", env.id));
     }
     if let Some(inline) = inline {
-        return if inline.len() as u64 == env.size {
+        return if u64::try_from(inline).is_ok_and(|n| n == env.size) {
             Ok(())
         } else {
             Err(format!(
-                "inline body is {} bytes, envelope says {}",
-                inline.len(),
+                "inline body is {inline} bytes, envelope says {}",
                 env.size
             ))
         };
@@ -1804,6 +1869,40 @@ mod tests {
         assert_eq!(spool.list().unwrap().len(), 5);
         assert_eq!(ids(spool.finished(10).unwrap()), vec![done.clone()]);
         assert!(spool.finished(0).unwrap().is_empty());
+
+        // The schedule's view, from the index columns only.
+        let mut index = spool.schedule_index().unwrap();
+        index.sort();
+        let mut all = ids(spool.list().unwrap());
+        all.sort();
+        assert_eq!(index.iter().map(|e| e.0.clone()).collect::<Vec<_>>(), all);
+        let of = |id: &QueueId| index.iter().find(|e| e.0 == *id).map(|e| (e.1, e.2));
+        assert_eq!(of(&early), Some((Some(20), false)));
+        assert_eq!(of(&done), Some((None, false)));
+        assert_eq!(index.iter().filter(|e| e.2).count(), 1, "one held");
+
+        // Pages in id order, each after the last id of the one before.
+        let mut paged = Vec::new();
+        let mut after: Option<QueueId> = None;
+        for _ in 0..10 {
+            let page = ids(spool.list_page(after.as_ref(), 2).unwrap());
+            if page.is_empty() {
+                break;
+            }
+            assert!(page.len() <= 2);
+            after = page.last().cloned();
+            paged.extend(page);
+        }
+        assert_eq!(paged, all);
+
+        // Unique prefixes find one id; a common one finds them all (up to the limit).
+        let prefix = &early.as_str()[..31];
+        assert_eq!(
+            spool.ids_with_prefix(prefix, 2).unwrap(),
+            vec![early.clone()]
+        );
+        assert_eq!(spool.ids_with_prefix("", 2).unwrap().len(), 2);
+        assert!(spool.ids_with_prefix("zz", 2).unwrap().is_empty());
     }
 
     #[tokio::test]

@@ -150,15 +150,27 @@ pub fn run(
     };
     match command {
         QueueCommand::List { json } => {
-            let Response::Queue { messages } = ask(Request::List)? else {
-                return Err(QueueError::Unexpected);
-            };
-            if *json {
-                serde_json::to_writer_pretty(&mut *out, &messages).map_err(io::Error::from)?;
-                writeln!(out)?;
-            } else {
-                out.write_all(format_list(&messages, tz).as_bytes())?;
+            // Page by page: a backlog of a million messages is printed as it is read, never
+            // held in memory here or in the server.
+            let mut printer = ListPrinter::new(*json);
+            let mut after = None;
+            loop {
+                let request = Request::List {
+                    after: after.take(),
+                    limit: Some(LIST_PAGE),
+                };
+                let Response::Queue { messages } = ask(request)? else {
+                    return Err(QueueError::Unexpected);
+                };
+                for m in &messages {
+                    printer.entry(m, tz, out)?;
+                }
+                match messages.last() {
+                    Some(last) if messages.len() == LIST_PAGE => after = Some(last.id.clone()),
+                    _ => break,
+                }
             }
+            printer.finish(out)?;
         }
         QueueCommand::Show { id, json } => {
             let Response::Message { message, headers } = ask(Request::Show { id: id.clone() })?
@@ -249,41 +261,84 @@ fn sender(message: &MessageInfo) -> &str {
 }
 
 /// The `mailq` table (in the manner of Postfix's `postqueue -p`).
-pub fn format_list(messages: &[MessageInfo], tz: &TimeZone) -> String {
-    if messages.is_empty() {
-        return "Mail queue is empty\n".to_owned();
-    }
-    let indent = " ".repeat(32 + 1 + 9 + 1 + 20 + 2);
-    let mut out = format!(
-        "{:<33}{:>9} {:<20}  {}\n",
-        "-Queue ID-", "--Size--", "----Arrival Time----", "-Sender/Recipient-------"
-    );
-    let mut total = 0u64;
+#[cfg(test)]
+fn format_list(messages: &[MessageInfo], tz: &TimeZone) -> String {
+    let mut out = Vec::new();
+    let mut printer = ListPrinter::new(false);
     for m in messages {
-        total += m.size;
+        let _ = printer.entry(m, tz, &mut out);
+    }
+    let _ = printer.finish(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Messages asked for at once by `queue list`.
+const LIST_PAGE: usize = 1000;
+
+/// `queue list`, one message at a time: the `mailq` table, or a JSON array.
+struct ListPrinter {
+    json: bool,
+    count: usize,
+    total: u64,
+}
+
+impl ListPrinter {
+    fn new(json: bool) -> Self {
+        ListPrinter {
+            json,
+            count: 0,
+            total: 0,
+        }
+    }
+
+    fn entry(&mut self, m: &MessageInfo, tz: &TimeZone, out: &mut dyn Write) -> io::Result<()> {
+        let first = self.count == 0;
+        self.count += 1;
+        self.total += m.size;
+        if self.json {
+            out.write_all(if first { b"[\n" } else { b",\n" })?;
+            serde_json::to_writer_pretty(&mut *out, m).map_err(io::Error::from)?;
+            return Ok(());
+        }
+        if first {
+            writeln!(
+                out,
+                "{:<33}{:>9} {:<20}  -Sender/Recipient-------",
+                "-Queue ID-", "--Size--", "----Arrival Time----"
+            )?;
+        }
+        let indent = " ".repeat(32 + 1 + 9 + 1 + 20 + 2);
         let mark = if m.held { '!' } else { ' ' };
-        out.push_str(&format!(
-            "{:<32}{mark}{:>9} {:<20}  {}\n",
+        writeln!(
+            out,
+            "{:<32}{mark}{:>9} {:<20}  {}",
             m.id,
             m.size,
             time(m.received_at, tz, "%a %b %e %H:%M:%S"),
             sender(m)
-        ));
+        )?;
         for r in m.recipients.iter().filter(|r| r.state == "pending") {
             if let Some(error) = &r.last_error {
-                out.push_str(&format!("{indent}({})\n", error.replace(['\r', '\n'], " ")));
+                writeln!(out, "{indent}({})", error.replace(['\r', '\n'], " "))?;
             }
-            out.push_str(&format!("{indent}{}\n", r.address));
+            writeln!(out, "{indent}{}", r.address)?;
         }
-        out.push('\n');
+        writeln!(out)
     }
-    let n = messages.len();
-    out.push_str(&format!(
-        "-- {} Kbytes in {n} Request{}.\n",
-        total.div_ceil(1024),
-        plural(n)
-    ));
-    out
+
+    fn finish(&self, out: &mut dyn Write) -> io::Result<()> {
+        match (self.json, self.count) {
+            (true, 0) => writeln!(out, "[]"),
+            (true, _) => writeln!(out, "\n]"),
+            (false, 0) => writeln!(out, "Mail queue is empty"),
+            (false, n) => writeln!(
+                out,
+                "-- {} Kbytes in {n} Request{}.",
+                self.total.div_ceil(1024),
+                plural(n)
+            ),
+        }
+    }
 }
 
 /// `queue show`: the envelope, each recipient's state and the header section.

@@ -30,6 +30,9 @@ use crate::directory::Directory;
 /// jumps and missed wake-ups).
 pub(super) const MAX_IDLE: Duration = Duration::from_secs(60);
 
+/// Messages read at a time by a flush (ETRN) that goes through the whole queue.
+const FLUSH_PAGE: usize = 1000;
+
 /// How long the runner waits after a spool error before it tries again.
 pub(super) const ERROR_BACKOFF: Duration = Duration::from_secs(10);
 
@@ -197,7 +200,7 @@ impl QueueRunner {
                         }
                         let rescanned = if self.shared.rescan.swap(false, Ordering::AcqRel) {
                             last_scan = Instant::now();
-                            self.rescan(&mut schedule, &active)
+                            self.rescan(&mut schedule, &active).await
                         } else {
                             Ok(())
                         };
@@ -308,36 +311,31 @@ impl QueueRunner {
         let now = self.shared.clock.now();
         self.shared.scans.fetch_add(1, Ordering::Relaxed);
         let mut any = false;
-        for mut envelope in self.shared.spool.list()? {
-            let mut wanted: Vec<Option<String>> = requests.clone();
-            if let Some(more) = ready.get(&envelope.id) {
-                wanted.extend(more.iter().cloned());
-            }
-            let requests = &wanted;
-            if requests.is_empty() {
-                continue;
-            }
-            if in_flight.contains(&envelope.id) {
-                self.shared.keep_late_flush(&envelope.id, requests);
-                continue;
-            }
-            let mut changed = false;
-            for r in envelope.recipients.iter_mut() {
-                if !r.is_pending() || r.mailbox.is_some() || r.next_attempt <= now {
+        // Page by page: a large backlog is never read whole.
+        let mut after: Option<QueueId> = None;
+        loop {
+            let page = self.shared.spool.list_page(after.as_ref(), FLUSH_PAGE)?;
+            let full = page.len() == FLUSH_PAGE;
+            after = page.last().map(|e| e.id.clone());
+            for mut envelope in page {
+                let mut wanted: Vec<Option<String>> = requests.clone();
+                if let Some(more) = ready.get(&envelope.id) {
+                    wanted.extend(more.iter().cloned());
+                }
+                if wanted.is_empty() {
                     continue;
                 }
-                let domain = super::domain_of(&r.address);
-                if requests
-                    .iter()
-                    .any(|want| want.is_none() || *want == domain)
-                {
-                    r.next_attempt = now;
-                    changed = true;
+                if in_flight.contains(&envelope.id) {
+                    self.shared.keep_late_flush(&envelope.id, &wanted);
+                    continue;
+                }
+                if flush_remote(&mut envelope, &wanted, now) {
+                    self.shared.spool.update(&envelope).await?;
+                    any = true;
                 }
             }
-            if changed {
-                self.shared.spool.update(&envelope).await?;
-                any = true;
+            if !full {
+                break;
             }
         }
         Ok(any)
@@ -345,8 +343,10 @@ impl QueueRunner {
 
     /// Rebuilds the schedule from the spool (the truth, DESIGN.md invariant 2): every message
     /// not held and not in flight, with its due time; messages with nothing left to do (left
-    /// behind by a crash or a failed removal) are made ready, their task just removes them.
-    fn rescan(
+    /// behind by a crash or a failed removal) are due now, their task just removes them. Only
+    /// the index columns are read (no envelope is parsed), on the blocking pool: a backlog of a
+    /// million messages is scheduled in about a second without stalling anything else.
+    async fn rescan(
         &self,
         schedule: &mut Schedule,
         active: &HashMap<tokio::task::Id, QueueId>,
@@ -356,19 +356,23 @@ impl QueueRunner {
             inbox.clear();
         }
         self.shared.scans.fetch_add(1, Ordering::Relaxed);
-        let listed = self.shared.spool.list()?;
+        let spool = self.shared.spool.clone();
+        let index = tokio::task::spawn_blocking(move || spool.schedule_index())
+            .await
+            .map_err(|e| SpoolError::CommitFailed {
+                reason: format!("reading the spool index failed: {e}"),
+            })??;
         schedule.clear();
+        let now = self.shared.clock.now();
         let in_flight: HashSet<&QueueId> = active.values().collect();
-        for envelope in listed {
-            if in_flight.contains(&envelope.id) || schedule.parked.contains(&envelope.id) {
+        for (id, next_due, held) in index {
+            if in_flight.contains(&id) || schedule.parked.contains(&id) {
                 continue;
             }
-            if envelope.is_finished() {
-                schedule.ready.push_back(envelope);
-            } else if !envelope.held
-                && let Some(due) = envelope.next_due()
-            {
-                schedule.at(envelope.id, due);
+            match next_due {
+                None => schedule.at(id, now),
+                Some(due) if !held => schedule.at(id, due),
+                Some(_) => {}
             }
         }
         debug!(
@@ -552,4 +556,24 @@ impl QueueRunner {
             }
         }
     }
+}
+
+/// Makes the pending remote recipients asked for (by domain, or all with `None`) due `now`;
+/// whether any was.
+fn flush_remote(envelope: &mut Envelope, requests: &[Option<String>], now: i64) -> bool {
+    let mut changed = false;
+    for r in envelope.recipients.iter_mut() {
+        if !r.is_pending() || r.mailbox.is_some() || r.next_attempt <= now {
+            continue;
+        }
+        let domain = super::domain_of(&r.address);
+        if requests
+            .iter()
+            .any(|want| want.is_none() || *want == domain)
+        {
+            r.next_attempt = now;
+            changed = true;
+        }
+    }
+    changed
 }
