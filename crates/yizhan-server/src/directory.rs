@@ -147,6 +147,18 @@ pub enum AddressError {
     /// RFC 5321 4.1.2 `sub-domain`: labels start and end with a letter or digit.
     #[error("domain label starts or ends with '-'")]
     HyphenAtEdge,
+    /// Not a valid internationalized domain name (UTS 46 processing fails, e.g. a bad
+    /// `xn--` label or a disallowed character).
+    #[error("not a valid internationalized domain name (UTS 46)")]
+    Idna,
+}
+
+/// The one form in which domains are compared: UTS 46 mapping (case folded, `xn--` labels
+/// decoded, NFC), so `Bücher.example`, `bücher.example` and `xn--bcher-kva.example` are one
+/// domain, as they are one in the DNS. `None` if the name is not a valid IDN.
+pub fn domain_key(domain: &str) -> Option<String> {
+    let (mapped, checked) = idna::domain_to_unicode(domain);
+    checked.is_ok().then_some(mapped)
 }
 
 /// Checks a domain name and returns it in canonical lower-case.
@@ -171,7 +183,7 @@ pub fn canonical_domain(domain: &str) -> Result<String, AddressError> {
             return Err(AddressError::HyphenAtEdge);
         }
     }
-    Ok(domain.to_lowercase())
+    domain_key(domain).ok_or(AddressError::Idna)
 }
 
 /// Checks a dot-atom local part and returns it in canonical lower-case.
@@ -627,14 +639,14 @@ impl Directory {
 
     /// Whether `domain` (any case) is one of ours.
     pub fn is_local_domain(&self, domain: &str) -> bool {
-        let domain = domain.to_lowercase();
-        self.domains.contains(&domain)
+        domain_key(domain).is_some_and(|domain| self.domains.contains(&domain))
     }
 
     /// Whether `domain` is local and accepts every local part (no mailbox listed in it).
     pub fn is_catch_all(&self, domain: &str) -> bool {
-        let domain = domain.to_lowercase();
-        self.domains.contains(&domain) && !self.strict_domains.contains(&domain)
+        domain_key(domain).is_some_and(|domain| {
+            self.domains.contains(&domain) && !self.strict_domains.contains(&domain)
+        })
     }
 
     /// The local domains, canonical, in configuration order (the first is the primary).
@@ -675,10 +687,9 @@ impl Directory {
                 Resolution::UnknownUser
             };
         };
-        let domain = domain.to_lowercase();
-        if !self.domains.contains(&domain) {
+        let Some(domain) = domain_key(domain).filter(|d| self.domains.contains(d)) else {
             return Resolution::NotLocal;
-        }
+        };
         let address = format!("{local}@{domain}");
         if self.aliases.contains_key(&address) || self.mailboxes.contains_key(&address) {
             return Resolution::Deliver(self.expand(&address));
@@ -777,10 +788,9 @@ impl Directory {
             query = inner[start + 1..].trim();
         }
         if let Some((local, domain)) = query.rsplit_once('@') {
-            let domain = domain.to_lowercase();
-            if !self.domains.contains(&domain) {
+            let Some(domain) = domain_key(domain).filter(|d| self.domains.contains(d)) else {
                 return Found::NotLocal;
-            }
+            };
             return self.find_address(&format!("{}@{domain}", local.to_lowercase()));
         }
         let query = query.to_lowercase();
@@ -1141,12 +1151,37 @@ mod tests {
         }
     }
 
+    /// Issue #12: domains are compared after UTS 46 mapping, so mail for an A-label, a
+    /// U-label or another case of a local domain reaches the same mailbox.
+    #[test]
+    fn a_local_domain_is_found_however_it_is_written() {
+        let mut b = Directory::builder();
+        b.domain("Bücher.example")
+            .mailbox("user@xn--bcher-kva.example", None);
+        let d = b.build().unwrap();
+        for domain in ["bücher.example", "BÜCHER.EXAMPLE", "xn--bcher-kva.example"] {
+            assert!(d.is_local_domain(domain), "{domain}");
+            match d.resolve("User", Some(domain)) {
+                Resolution::Deliver(targets) => assert_eq!(targets.len(), 1, "{domain}"),
+                other => panic!("{domain}: {other:?}"),
+            }
+        }
+        assert_eq!(
+            d.resolve("user", Some("xn--zz.example")),
+            Resolution::NotLocal
+        );
+    }
+
     #[test]
     fn address_syntax() {
         let cases: &[(&str, Result<&str, AddressError>)] = &[
             ("User@Example.COM", Ok("user@example.com")),
             ("a.b+tag@x-y.example", Ok("a.b+tag@x-y.example")),
             ("üser@bücher.example", Ok("üser@bücher.example")), // RFC 6531
+            // UTS 46: one domain, however it is written.
+            ("user@BÜCHER.example", Ok("user@bücher.example")),
+            ("user@xn--bcher-kva.example", Ok("user@bücher.example")),
+            ("user@xn--zz.example", Err(AddressError::Idna)),
             ("user", Err(AddressError::MissingAt)),
             ("@example.com", Err(AddressError::EmptyLocal)),
             ("user@", Err(AddressError::EmptyDomain)),
