@@ -359,18 +359,25 @@ class RawClient:
             pass
 
 
+def on_disk(wire: bytes) -> bytes:
+    """A message as a Maildir file holds it: CRLF on the wire, LF on disk (issue #12)."""
+    return wire.replace(b"\r\n", b"\n")
+
+
 def split_delivery(data: bytes) -> tuple[bytes, bytes, bytes]:
     """Splits a delivered file into (Return-Path line, Received header, the message as received).
 
-    The server prepends exactly `Return-Path: <sender>\\r\\n` and one folded `Received:` header.
+    The server prepends exactly `Return-Path: <sender>\\n` and one folded `Received:` header;
+    every line ends with LF alone.
     """
     assert data.startswith(b"Return-Path: <"), data[:200]
-    i = data.index(b"\r\n") + 2
+    assert b"\r\n" not in data, "CRLF in a Maildir file"
+    i = data.index(b"\n") + 1
     rp = data[:i]
     assert data[i:].startswith(b"Received: "), data[:400]
     j = i
     for _ in range(100):
-        k = data.index(b"\r\n", j) + 2
+        k = data.index(b"\n", j) + 1
         j = k
         if not data[j:j + 1] in (b"\t", b" "):
             break
@@ -381,11 +388,12 @@ def assert_delivered(path: Path, sender: str, message: bytes, rcpt: str | None =
     """Asserts that a Maildir file is the message, byte for byte, after the trace lines."""
     data = path.read_bytes()
     rp, received, rest = split_delivery(data)
-    assert rp == b"Return-Path: <" + sender.encode("utf-8") + b">\r\n"
+    assert rp == b"Return-Path: <" + sender.encode("utf-8") + b">\n"
     assert HOSTNAME.encode() in received
     if rcpt is not None:
         assert b"for <" + rcpt.encode("utf-8") + b">" in received, received
-    assert rest == message, f"delivered body differs:\n{rest[:500]!r}\n!=\n{message[:500]!r}"
+    want = on_disk(message)
+    assert rest == want, f"delivered body differs:\n{rest[:500]!r}\n!=\n{want[:500]!r}"
     return received
 
 

@@ -8,7 +8,7 @@ import smtplib
 
 import pytest
 
-from conftest import assert_delivered
+from conftest import assert_delivered, on_disk
 
 SENDER = "sender@client.example"
 
@@ -252,8 +252,8 @@ def test_pipelined_batch(server):
     assert c.at_eof()
     files = server.wait_mail("user@test.example", 2)
     files2 = server.wait_mail("user2@test.example", 2)
-    assert sorted(f.read_bytes().endswith(msg) for f in files) == [False, True]
-    assert sorted(f.read_bytes().endswith(msg) for f in files2) == [False, True]
+    assert sorted(f.read_bytes().endswith(on_disk(msg)) for f in files) == [False, True]
+    assert sorted(f.read_bytes().endswith(on_disk(msg)) for f in files2) == [False, True]
     for f in files + files2:
         data = f.read_bytes()
-        assert data.endswith(msg) or data.endswith(msg2)
+        assert data.endswith(on_disk(msg)) or data.endswith(on_disk(msg2))

@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from conftest import Server, split_delivery, wait_until
+from conftest import Server, on_disk, split_delivery, wait_until
 
 SENDER = "sender@client.example"
 RCPTS = ("user@test.example", "user2@test.example")
@@ -48,7 +48,7 @@ def stuff(message: bytes) -> bytes:
     return b"".join((b"." + l if l.startswith(b".") else l) for l in message.splitlines(keepends=True))
 
 
-SUBJECT = re.compile(rb"^Subject: durable (\S+)\r$", re.M)
+SUBJECT = re.compile(rb"^Subject: durable (\S+)$", re.M)
 
 
 def inventory(srv: Server, sent: dict[str, bytes]) -> dict[tuple[str, str], int]:
@@ -57,12 +57,12 @@ def inventory(srv: Server, sent: dict[str, bytes]) -> dict[tuple[str, str], int]
     for path in srv.all_delivered():
         data = path.read_bytes()
         rp, _received, rest = split_delivery(data)
-        assert rp == f"Return-Path: <{SENDER}>\r\n".encode(), (path, rp)
+        assert rp == f"Return-Path: <{SENDER}>\n".encode(), (path, rp)
         m = SUBJECT.search(rest)
         assert m, f"{path}: no known Subject in {rest[:200]!r}"
         tag = m.group(1).decode()
         assert tag in sent, f"{path}: unknown message {tag}"
-        assert rest == sent[tag], f"{path}: partial or altered message {tag} ({len(rest)} of {len(sent[tag])} octets)"
+        assert rest == on_disk(sent[tag]), f"{path}: partial or altered message {tag} ({len(rest)} of {len(on_disk(sent[tag]))} octets)"
         box = path.parent.parent.name + "@" + path.parent.parent.parent.name
         counts[(tag, box)] = counts.get((tag, box), 0) + 1
     return counts

@@ -124,5 +124,5 @@ def test_messages_acknowledged_before_shutdown_survive_it(server_factory):
     files = srv.wait_mail("user2@test.example", 5)
     wait_until(srv.spool_empty, 10, "an empty spool")
     assert len(srv.maildir("user2@test.example")) == 5
-    subjects = sorted(f.read_bytes().split(b"Subject: ")[1].split(b"\r\n")[0] for f in files)
+    subjects = sorted(f.read_bytes().split(b"Subject: ")[1].split(b"\n")[0] for f in files)
     assert subjects == [b"before stop %d" % i for i in range(5)]

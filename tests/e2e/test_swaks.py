@@ -65,9 +65,9 @@ def test_swaks_pipelined_two_recipients_and_a_refusal(server):
     for rcpt in ("user@test.example", "user2@test.example"):
         [path] = server.wait_mail(rcpt)
         data = path.read_bytes()
-        assert b"Subject: swaks pipeline\r\n" in data
+        assert b"Subject: swaks pipeline\n" in data
         assert b"pipelined body" in data
-        assert data.startswith(f"Return-Path: <{SENDER}>\r\n".encode())
+        assert data.startswith(f"Return-Path: <{SENDER}>\n".encode())
     assert server.maildir("nobody@test.example") == []
 
 
@@ -86,7 +86,7 @@ def test_swaks_null_sender(server):
     r = swaks(server, "--to", "postmaster@test.example", "--from", "<>", "--header", "Subject: bounce")
     assert r.returncode == 0, r.stdout.decode(errors="replace")
     [path] = server.wait_mail("postmaster@test.example")
-    assert path.read_bytes().startswith(b"Return-Path: <>\r\n")
+    assert path.read_bytes().startswith(b"Return-Path: <>\n")
 
 
 @pytest.mark.parametrize("rcpt,reply", [

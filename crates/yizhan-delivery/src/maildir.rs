@@ -12,8 +12,10 @@
 //! for mailboxes.
 //!
 //! RFC 5321 4.4: the final delivery adds `Return-Path: <reverse-path>` as the first line
-//! (`<>` for the null reverse-path). The body is written unchanged after it, CRLF line ends
-//! included.
+//! (`<>` for the null reverse-path). The message is written in the local convention every
+//! Maildir reader expects (Dovecot, Courier, mutt, notmuch; Postfix's `local` and `virtual`
+//! write it so): CRLF on the wire, LF on disk. A CR that is not part of a CRLF is kept as it
+//! is (the server refuses bare CR and LF at DATA, so none should come).
 //!
 //! Layout: `<root>/<domain>/<local>/{tmp,new,cur}`. Domain and local part are made safe as
 //! file names ([`safe_name`]): they can never name `.`, `..`, or a path with `/` in it.
@@ -36,6 +38,9 @@ const MAX_NAME: usize = 255;
 
 /// Bytes copied per `write(2)`: a message up to this size is written in one.
 const COPY_BUFFER: usize = 64 * 1024;
+
+/// Bytes read from the body at a time.
+const READ_CHUNK: usize = 16 * 1024;
 
 /// Mailboxes remembered as existing; past this the memory starts again from empty.
 const KNOWN_MAILBOXES: usize = 65_536;
@@ -203,7 +208,7 @@ impl Maildir {
         let mut results: Vec<Option<Result<(PathBuf, bool), MaildirError>>> =
             jobs.iter().map(|_| None).collect();
         let mut staged: Vec<(usize, Staged)> = Vec::with_capacity(jobs.len());
-        let mut buf = vec![0u8; COPY_BUFFER];
+        let mut buf = Vec::with_capacity(COPY_BUFFER + READ_CHUNK);
         for (i, job) in jobs.iter_mut().enumerate() {
             match self.stage(job, &mut buf) {
                 Ok(s) => staged.push((i, s)),
@@ -280,7 +285,7 @@ impl Maildir {
     fn stage<R: Read>(
         &self,
         job: &mut BatchJob<R>,
-        buf: &mut [u8],
+        buf: &mut Vec<u8>,
     ) -> Result<Staged, MaildirError> {
         if job.key.is_empty()
             || !job
@@ -329,7 +334,7 @@ impl Maildir {
         let (dirs, name, file) = self.open_tmp(domain, local, return_path, false)?;
         let name = name.unwrap_or_default();
         let tmp = dirs.tmp.join(&name);
-        let mut buf = vec![0u8; COPY_BUFFER];
+        let mut buf = Vec::with_capacity(COPY_BUFFER + READ_CHUNK);
         let result = write_message(&file, &tmp, return_path, body, &mut buf)
             .and_then(|()| file.sync_data().map_err(|e| MaildirError::io(&tmp, e)))
             .and_then(|()| {
@@ -562,39 +567,80 @@ fn copy_error(e: &io::Error) -> io::Error {
     }
 }
 
-/// Writes the Return-Path line and the body through `buf` (one `write` for a message that
-/// fits in it). Does not sync.
+/// Writes the Return-Path line and the body, CRLF turned into LF, through `buf` (one `write`
+/// for a message that fits in [`COPY_BUFFER`]). Does not sync.
 fn write_message(
     mut file: &File,
     path: &Path,
     return_path: &str,
     body: &mut impl Read,
-    buf: &mut [u8],
+    buf: &mut Vec<u8>,
 ) -> Result<(), MaildirError> {
-    let header = format!("Return-Path: <{return_path}>\r\n");
-    let mut filled = 0;
-    if header.len() * 2 > buf.len() {
-        file.write_all(header.as_bytes())
-            .map_err(|e| MaildirError::io(path, e))?;
-    } else {
-        buf[..header.len()].copy_from_slice(header.as_bytes());
-        filled = header.len();
-    }
+    buf.clear();
+    buf.extend_from_slice(format!("Return-Path: <{return_path}>\n").as_bytes());
+    let mut lf = CrlfToLf::default();
+    let mut chunk = [0u8; READ_CHUNK];
     loop {
-        let n = match body.read(&mut buf[filled..]) {
+        let n = match body.read(&mut chunk) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             // A read error is the spool's, a write error the mailbox's.
             Err(e) => return Err(MaildirError::Body(e)),
         };
-        filled += n;
-        if n == 0 || filled == buf.len() {
-            file.write_all(&buf[..filled])
-                .map_err(|e| MaildirError::io(path, e))?;
-            filled = 0;
+        if n == 0 {
+            lf.finish(buf);
+        } else {
+            lf.convert(&chunk[..n], buf);
+        }
+        if n == 0 || buf.len() >= COPY_BUFFER {
+            file.write_all(buf).map_err(|e| MaildirError::io(path, e))?;
+            buf.clear();
         }
         if n == 0 {
             return Ok(());
+        }
+    }
+}
+
+/// CRLF to LF as the bytes pass, chunk by chunk: a CR at the end of one chunk waits for the
+/// first byte of the next. A CR not followed by LF is kept.
+#[derive(Debug, Default)]
+struct CrlfToLf {
+    /// The last chunk ended with a CR not written yet.
+    cr: bool,
+}
+
+impl CrlfToLf {
+    /// Appends `input`, converted, to `out`.
+    fn convert(&mut self, mut input: &[u8], out: &mut Vec<u8>) {
+        if self.cr {
+            match input.first() {
+                None => return,
+                Some(b'\n') => {}
+                Some(_) => out.push(b'\r'),
+            }
+            self.cr = false;
+        }
+        while let Some(i) = memchr::memchr(b'\r', input) {
+            out.extend_from_slice(&input[..i]);
+            match input.get(i + 1) {
+                // The CR of a CRLF: dropped, the LF is copied with what follows.
+                Some(b'\n') => {}
+                Some(_) => out.push(b'\r'),
+                None => {
+                    self.cr = true;
+                    return;
+                }
+            }
+            input = &input[i + 1..];
+        }
+        out.extend_from_slice(input);
+    }
+
+    /// The end of the input: a CR still waiting is kept.
+    fn finish(&mut self, out: &mut Vec<u8>) {
+        if std::mem::take(&mut self.cr) {
+            out.push(b'\r');
         }
     }
 }
@@ -666,6 +712,40 @@ mod tests {
 
     use super::*;
 
+    fn lf(chunks: &[&[u8]]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut c = CrlfToLf::default();
+        for chunk in chunks {
+            c.convert(chunk, &mut out);
+        }
+        c.finish(&mut out);
+        out
+    }
+
+    /// CRLF on the wire, LF on disk, whatever the chunks (every split point of every input);
+    /// a CR that is not part of a CRLF stays.
+    #[test]
+    fn crlf_becomes_lf_at_every_split_point() {
+        let cases: &[(&[u8], &[u8])] = &[
+            (b"a\r\nb\r\n", b"a\nb\n"),
+            (b"\r\n\r\n.\r\n", b"\n\n.\n"),
+            (b"lone\rcr\r\n", b"lone\rcr\n"),
+            (b"\r\r\n", b"\r\n"),
+            (b"ends with cr\r", b"ends with cr\r"),
+            (b"\n\nbare lf\n", b"\n\nbare lf\n"),
+            (b"", b""),
+        ];
+        for (input, want) in cases {
+            assert_eq!(lf(&[input]), *want, "{input:?} whole");
+            for cut in 0..=input.len() {
+                let (a, b) = input.split_at(cut);
+                assert_eq!(lf(&[a, b]), *want, "{input:?} split at {cut}");
+            }
+            let bytes: Vec<&[u8]> = input.chunks(1).collect();
+            assert_eq!(lf(&bytes), *want, "{input:?} byte by byte");
+        }
+    }
+
     fn maildir() -> (tempfile::TempDir, Maildir) {
         let dir = tempfile::tempdir().unwrap();
         let md = Maildir::with_hostname(dir.path().join("mail"), "mx.test.example");
@@ -680,23 +760,26 @@ mod tests {
     }
 
     #[test]
-    fn delivers_byte_exact_with_return_path() {
+    fn delivers_with_return_path_and_lf_line_ends() {
         // RFC 5321 4.4: Return-Path added at final delivery; `<>` for the null reverse-path.
         let body = b"Received: from x\r\nSubject: t\r\n\r\nbare\nLF and \xff bytes kept\r\n.\r\n";
         let cases = [
             (
                 "sender@client.example",
-                "Return-Path: <sender@client.example>\r\n",
+                "Return-Path: <sender@client.example>\n",
             ),
-            ("", "Return-Path: <>\r\n"),
+            ("", "Return-Path: <>\n"),
         ];
         for (return_path, header) in cases {
             let (_dir, md) = maildir();
             let path = md
                 .deliver("test.example", "user", return_path, &mut &body[..])
                 .unwrap();
+            // LF on disk; the bare LF and the other bytes as they came.
             let mut want = header.as_bytes().to_vec();
-            want.extend_from_slice(body);
+            want.extend_from_slice(
+                b"Received: from x\nSubject: t\n\nbare\nLF and \xff bytes kept\n.\n",
+            );
             assert_eq!(fs::read(&path).unwrap(), want);
             let mailbox = md.root().join("test.example").join("user");
             assert_eq!(path.parent().unwrap(), mailbox.join("new"));
@@ -704,6 +787,36 @@ mod tests {
             assert!(entries(&mailbox.join("tmp")).is_empty());
             assert!(mailbox.join("cur").is_dir());
         }
+    }
+
+    /// A body larger than the copy buffer, read in odd chunks: LF line ends throughout.
+    #[test]
+    fn a_large_body_read_in_odd_chunks_has_lf_line_ends() {
+        struct Odd<'a>(&'a [u8]);
+        impl Read for Odd<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                let n = self.0.len().min(buf.len()).min(4093);
+                buf[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let line = b"0123456789abcdefghijklmnopqrstuvwxyz\r\n";
+        let body: Vec<u8> = line
+            .iter()
+            .copied()
+            .cycle()
+            .take(line.len() * 6000)
+            .collect();
+        let (_dir, md) = maildir();
+        let path = md
+            .deliver("test.example", "user", "a@b", &mut Odd(&body))
+            .unwrap();
+        let mut want = b"Return-Path: <a@b>\n".to_vec();
+        for _ in 0..6000 {
+            want.extend_from_slice(b"0123456789abcdefghijklmnopqrstuvwxyz\n");
+        }
+        assert_eq!(fs::read(&path).unwrap(), want);
     }
 
     #[test]
@@ -858,7 +971,7 @@ mod tests {
                 .count(),
             0
         );
-        assert_eq!(fs::read(&first).unwrap(), b"Return-Path: <a@b>\r\none\r\n");
+        assert_eq!(fs::read(&first).unwrap(), b"Return-Path: <a@b>\none\n");
         // Another key is another message.
         let (_, fresh) = maildir
             .deliver_once(
@@ -931,9 +1044,9 @@ mod tests {
             let read = |r: &Result<(PathBuf, bool), MaildirError>| {
                 fs::read(&r.as_ref().unwrap().0).unwrap()
             };
-            assert_eq!(read(&results[0]), b"Return-Path: <a@b>\r\none\r\n");
-            assert_eq!(read(&results[1]), b"Return-Path: <a@b>\r\ntwo\r\n");
-            let mut want = b"Return-Path: <a@b>\r\n".to_vec();
+            assert_eq!(read(&results[0]), b"Return-Path: <a@b>\none\n");
+            assert_eq!(read(&results[1]), b"Return-Path: <a@b>\ntwo\n");
+            let mut want = b"Return-Path: <a@b>\n".to_vec();
             want.extend_from_slice(&big);
             assert_eq!(read(&results[4]), want);
             for user in ["ann", "bob", "cat"] {
@@ -994,7 +1107,7 @@ mod tests {
             .deliver_once("test.example", "user", "k", "", &mut &b"2\r\n"[..])
             .unwrap();
         assert!(fresh);
-        assert_eq!(fs::read(&second).unwrap(), b"Return-Path: <>\r\n2\r\n");
+        assert_eq!(fs::read(&second).unwrap(), b"Return-Path: <>\n2\n");
         assert!(mailbox.join("cur").is_dir());
     }
 }

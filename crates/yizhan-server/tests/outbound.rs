@@ -310,11 +310,12 @@ fn lo(n: u8) -> IpAddr {
     IpAddr::from([127, 0, 0, n])
 }
 
-/// The delivery-status fields of a report, for one recipient.
+/// The delivery-status fields of a report, for one recipient (in a Maildir file: LF line
+/// ends).
 fn recipient_block<'a>(report: &'a str, address: &str) -> Option<&'a str> {
     report
-        .split("\r\n\r\n")
-        .find(|b| b.contains(&format!("Final-Recipient: rfc822; {address}\r\n")))
+        .split("\n\n")
+        .find(|b| b.contains(&format!("Final-Recipient: rfc822; {address}\n")))
 }
 
 #[tokio::test]
@@ -355,21 +356,21 @@ async fn mixed_recipients_one_report_lists_only_the_failed() {
     let inbox = fx.sender_inbox();
     assert_eq!(inbox.len(), 1);
     let report = &inbox[0];
-    assert!(report.starts_with("Return-Path: <>\r\n"), "{report}");
+    assert!(report.starts_with("Return-Path: <>\n"), "{report}");
     assert!(report.contains("report-type=delivery-status"));
-    assert!(report.contains("Original-Envelope-Id: ENV-1\r\n"));
+    assert!(report.contains("Original-Envelope-Id: ENV-1\n"));
     let bad = recipient_block(report, "bad@far.example").expect("bad listed");
-    assert!(bad.contains("Action: failed\r\n"));
-    assert!(bad.contains("Status: 5.1.1\r\n"));
-    assert!(bad.contains("Remote-MTA: dns; far.example\r\n"));
+    assert!(bad.contains("Action: failed\n"));
+    assert!(bad.contains("Status: 5.1.1\n"));
+    assert!(bad.contains("Remote-MTA: dns; far.example\n"));
     assert!(bad.contains("Diagnostic-Code: smtp; 550 5.1.1 no such user here"));
     assert!(bad.contains("Original-Recipient: rfc822; bad@far.example"));
     let gone = recipient_block(report, "gone@far.example").expect("gone listed");
-    assert!(gone.contains("Status: 5.1.2\r\n"));
+    assert!(gone.contains("Status: 5.1.2\n"));
     assert!(recipient_block(report, "ok@far.example").is_none());
     // RET absent: the whole original comes back.
-    assert!(report.contains("Subject: outbound test\r\n"));
-    assert!(report.contains("Hello.\r\n"));
+    assert!(report.contains("Subject: outbound test\n"));
+    assert!(report.contains("Hello.\n"));
     token.cancel();
     task.await.unwrap();
 }
@@ -484,7 +485,7 @@ async fn notify_success_is_relayed_or_reported() {
     let inbox = fx.sender_inbox();
     assert_eq!(inbox.len(), 1);
     let b = recipient_block(&inbox[0], "b@plain.example").expect("b reported");
-    assert!(b.contains("Action: relayed\r\n"));
+    assert!(b.contains("Action: relayed\n"));
     assert!(recipient_block(&inbox[0], "a@dsn.example").is_none());
     // A success report carries the headers only.
     assert!(inbox[0].contains("text/rfc822-headers"));

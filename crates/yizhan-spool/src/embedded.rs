@@ -558,7 +558,8 @@ impl Spool {
             tx.pragma_update(None, "user_version", 3)?;
             tx.commit()?;
         }
-        if version < 4 {
+        // (0 is a new index: nothing to upgrade.)
+        if (1..4).contains(&version) {
             upgrade_envelopes(&mut writer)?;
         }
         writer.pragma_update(None, "user_version", SCHEMA_VERSION)?;

@@ -315,11 +315,11 @@ async fn sendmail_t_is_picked_up_and_delivered() {
         "{message}"
     );
     assert!(
-        message.contains("To: Team <list@test.example>\r\n"),
+        message.contains("To: Team <list@test.example>\n"),
         "{message}"
     );
     assert!(
-        message.contains("From: cron@mx.test.example\r\n"),
+        message.contains("From: cron@mx.test.example\n"),
         "{message}"
     );
     assert!(
@@ -327,7 +327,7 @@ async fn sendmail_t_is_picked_up_and_delivered() {
         "{message}"
     );
     assert!(
-        message.contains("\r\n\r\nreport\r\n.\r\nstill the report\r\n"),
+        message.contains("\n\nreport\n.\nstill the report\n"),
         "{message}"
     );
     until("the maildrop emptied", || !dropped.exists()).await;

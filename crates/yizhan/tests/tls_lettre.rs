@@ -189,8 +189,8 @@ async fn lettre_submits_over_starttls_and_implicit_tls() {
     for (_, _, _, name) in cases {
         let found = delivered.iter().find(|m| {
             let text = String::from_utf8_lossy(m);
-            text.contains(&format!("Subject: {name}\r\n"))
-                && text.contains(&format!("Body of {name}.\r\n"))
+            text.contains(&format!("Subject: {name}\n"))
+                && text.contains(&format!("Body of {name}.\n"))
         });
         let text = String::from_utf8_lossy(found.unwrap_or_else(|| panic!("{name} missing")));
         assert!(text.contains("with ESMTPSA id"), "{text}");

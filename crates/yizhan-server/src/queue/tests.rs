@@ -160,10 +160,14 @@ async fn until(what: &str, mut done: impl FnMut() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
-/// RFC 5321 4.4: Return-Path first, then the body byte for byte.
+/// RFC 5321 4.4: Return-Path first, then the body, with LF line ends on disk.
 fn assert_delivered(file: &[u8]) {
-    let mut want = b"Return-Path: <sender@client.example>\r\n".to_vec();
-    want.extend_from_slice(BODY);
+    let mut want = b"Return-Path: <sender@client.example>\n".to_vec();
+    want.extend_from_slice(
+        &String::from_utf8_lossy(BODY)
+            .replace("\r\n", "\n")
+            .into_bytes(),
+    );
     assert_eq!(file, want);
 }
 
