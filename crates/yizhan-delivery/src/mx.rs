@@ -98,13 +98,17 @@ pub enum MxError {
     /// A DNS failure (permanent or not, see [`DnsError::is_permanent`]).
     #[error(transparent)]
     Dns(#[from] DnsError),
+    /// This server is the best host for the domain (RFC 5321 5.1): delivering would send the
+    /// mail back to ourselves.
+    #[error("mail for {0} loops back to myself")]
+    LoopsBack(String),
 }
 
 impl MxError {
     /// Whether retrying is pointless.
     pub fn is_permanent(&self) -> bool {
         match self {
-            MxError::NullMx(_) => true,
+            MxError::NullMx(_) | MxError::LoopsBack(_) => true,
             MxError::Dns(e) => e.is_permanent(),
         }
     }
@@ -113,6 +117,8 @@ impl MxError {
     pub fn status(&self) -> &'static str {
         match self {
             MxError::NullMx(_) => "5.1.10",
+            // RFC 3463 5.4.6: routing loop detected.
+            MxError::LoopsBack(_) => "5.4.6",
             MxError::Dns(DnsError::NxDomain(_) | DnsError::NoRecords(_)) => "5.4.4",
             MxError::Dns(DnsError::Transient { .. }) => "4.4.3",
         }
@@ -127,9 +133,21 @@ pub fn order_hosts(
     cap: usize,
     seed: u64,
 ) -> Result<Vec<String>, MxError> {
+    let mut hosts: Vec<String> = rank_hosts(answer, domain, seed)?
+        .into_iter()
+        .map(|(_, host)| host)
+        .collect();
+    hosts.truncate(cap.max(1));
+    Ok(hosts)
+}
+
+/// Every host of `domain` with its preference, in the order to try them: by preference, equal
+/// preferences shuffled (a seeded `fastrand` generator), each host once, lower-cased. An
+/// implicit MX (no records) is the domain itself at preference 0.
+fn rank_hosts(answer: &MxAnswer, domain: &str, seed: u64) -> Result<Vec<(u16, String)>, MxError> {
     let records = match answer {
         MxAnswer::Null => return Err(MxError::NullMx(domain.to_owned())),
-        MxAnswer::NoRecords => return Ok(vec![domain.to_owned()]),
+        MxAnswer::NoRecords => return Ok(vec![(0, domain.to_ascii_lowercase())]),
         MxAnswer::Records(records) => records,
     };
     let mut records: Vec<&MxRecord> = records.iter().filter(|r| !r.exchange.is_empty()).collect();
@@ -138,44 +156,52 @@ pub fn order_hosts(
         return Err(MxError::NullMx(domain.to_owned()));
     }
     records.sort_by_key(|r| r.preference);
-    let mut rng = SplitMix64(seed);
-    let mut start = 0;
-    while start < records.len() {
-        let pref = records[start].preference;
-        let end = records[start..]
-            .iter()
-            .position(|r| r.preference != pref)
-            .map_or(records.len(), |k| start + k);
-        // Fisher-Yates within the group of equal preference.
-        for i in (start + 1..end).rev() {
-            let span = (i - start + 1) as u64;
-            let j = start + (rng.next() % span) as usize;
-            records.swap(i, j);
-        }
-        start = end;
+    let mut rng = fastrand::Rng::with_seed(seed);
+    for group in records.chunk_by_mut(|a, b| a.preference == b.preference) {
+        rng.shuffle(group);
     }
-    let mut hosts: Vec<String> = Vec::new();
+    let mut ranked: Vec<(u16, String)> = Vec::new();
     for r in records {
         let host = r.exchange.to_ascii_lowercase();
-        if !hosts.contains(&host) {
-            hosts.push(host);
+        if !ranked.iter().any(|(_, h)| *h == host) {
+            ranked.push((r.preference, host));
         }
     }
-    hosts.truncate(cap.max(1));
-    Ok(hosts)
+    Ok(ranked)
 }
 
-/// A tiny seedable generator (SplitMix64); shuffling MX hosts needs no more.
-struct SplitMix64(u64);
+/// How this server recognises itself in an MX list (RFC 5321 5.1: "if the SMTP client's own
+/// host name is found among the MX records, all records with a preference equal to or
+/// greater than its own are discarded"): by name, or by the address and port it listens on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ourselves {
+    /// Our host names, lower-case, without a trailing dot.
+    pub names: Vec<String>,
+    /// The sockets our SMTP listeners are bound to (an unspecified address stands for every
+    /// address of this machine).
+    pub listeners: Vec<SocketAddr>,
+}
 
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+impl Ourselves {
+    /// Whether connecting to `host` at `address` would reach this server.
+    pub fn is_self(&self, host: &str, address: Option<SocketAddr>) -> bool {
+        let host = host.trim_end_matches('.');
+        if self.names.iter().any(|n| n.eq_ignore_ascii_case(host)) {
+            return true;
+        }
+        let Some(address) = address else {
+            return false;
+        };
+        self.listeners.iter().any(|l| {
+            l.port() == address.port()
+                && (l.ip() == address.ip() || l.ip().is_unspecified() && is_local(address.ip()))
+        })
     }
+}
+
+/// Whether `ip` is an address of this machine: the kernel lets a socket bind to it.
+fn is_local(ip: IpAddr) -> bool {
+    std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
 }
 
 /// One host to connect to: its name (for TLS and logs) and address.
@@ -189,23 +215,56 @@ pub struct Target {
 
 /// Resolves `domain` into the addresses to try, in order: MX (or implicit MX, or the address
 /// of an address literal), then A/AAAA of each host. Hosts without addresses are skipped; when
-/// none is left the error is transient if any lookup was, else permanent.
+/// none is left the error is transient if any lookup was, else permanent. If this server is
+/// among the hosts (`ourselves`), it and every host of equal or lower preference are dropped;
+/// when nothing is left, the mail loops back to us ([`MxError::LoopsBack`]).
 pub async fn targets(
     resolver: &dyn Resolver,
     domain: &str,
     port: u16,
     cap: usize,
     seed: u64,
+    ourselves: &Ourselves,
 ) -> Result<Vec<Target>, MxError> {
     if let Some(ip) = literal_address(domain) {
+        let address = SocketAddr::new(ip, port);
+        if ourselves.is_self(domain, Some(address)) {
+            return Err(MxError::LoopsBack(domain.to_owned()));
+        }
         return Ok(vec![Target {
             host: domain.to_owned(),
-            address: SocketAddr::new(ip, port),
+            address,
         }]);
     }
     let answer = resolver.mx(domain).await?;
-    let hosts = order_hosts(&answer, domain, cap, seed)?;
-    host_targets(resolver, &hosts, port).await
+    let mut ranked = rank_hosts(&answer, domain, seed)?;
+    ranked.truncate(cap.max(1));
+    let mut resolved = Vec::with_capacity(ranked.len());
+    for (preference, host) in ranked {
+        let addresses = host_addresses(resolver, &host).await;
+        resolved.push((preference, host, addresses));
+    }
+    let own = resolved
+        .iter()
+        .filter(|(_, host, addresses)| {
+            let mut sockets = addresses
+                .iter()
+                .flatten()
+                .map(|ip| SocketAddr::new(*ip, port));
+            ourselves.is_self(host, None) || sockets.any(|s| ourselves.is_self(host, Some(s)))
+        })
+        .map(|(preference, _, _)| *preference)
+        .min();
+    if let Some(own) = own {
+        resolved.retain(|(preference, _, _)| *preference < own);
+        if resolved.is_empty() {
+            return Err(MxError::LoopsBack(domain.to_owned()));
+        }
+    }
+    collect_targets(
+        resolved.into_iter().map(|(_, host, addrs)| (host, addrs)),
+        port,
+    )
 }
 
 /// The addresses of `hosts`, in order (for smarthosts and MX hosts alike).
@@ -214,18 +273,33 @@ pub async fn host_targets(
     hosts: &[String],
     port: u16,
 ) -> Result<Vec<Target>, MxError> {
+    let mut resolved = Vec::with_capacity(hosts.len());
+    for host in hosts {
+        resolved.push((host.clone(), host_addresses(resolver, host).await));
+    }
+    collect_targets(resolved.into_iter(), port)
+}
+
+/// The addresses of one host: itself if it is an IP address, else its A/AAAA records.
+async fn host_addresses(resolver: &dyn Resolver, host: &str) -> Result<Vec<IpAddr>, DnsError> {
+    match host.parse::<IpAddr>() {
+        Ok(ip) => Ok(vec![ip]),
+        Err(_) => resolver.addresses(host).await,
+    }
+}
+
+/// Targets from hosts and their lookups, in order; when none has an address, the error is
+/// transient if any lookup was, else permanent.
+fn collect_targets(
+    resolved: impl Iterator<Item = (String, Result<Vec<IpAddr>, DnsError>)>,
+    port: u16,
+) -> Result<Vec<Target>, MxError> {
     let mut out = Vec::new();
     let mut last_error = None;
     let mut transient = None;
-    for host in hosts {
-        if let Ok(ip) = host.parse::<IpAddr>() {
-            out.push(Target {
-                host: host.clone(),
-                address: SocketAddr::new(ip, port),
-            });
-            continue;
-        }
-        match resolver.addresses(host).await {
+    let mut names = Vec::new();
+    for (host, addresses) in resolved {
+        match addresses {
             Ok(ips) => out.extend(ips.into_iter().map(|ip| Target {
                 host: host.clone(),
                 address: SocketAddr::new(ip, port),
@@ -233,11 +307,12 @@ pub async fn host_targets(
             Err(e) if !e.is_permanent() => transient = Some(e),
             Err(e) => last_error = Some(e),
         }
+        names.push(host);
     }
     if out.is_empty() {
         let e = transient
             .or(last_error)
-            .unwrap_or_else(|| DnsError::NoRecords(hosts.join(", ")));
+            .unwrap_or_else(|| DnsError::NoRecords(names.join(", ")));
         return Err(MxError::Dns(e));
     }
     Ok(out)
@@ -441,6 +516,65 @@ mod tests {
         );
     }
 
+    fn dns(records: &[(u16, &str, [u8; 4])]) -> FakeResolver {
+        let mut dns = FakeResolver::default();
+        let mx = records.iter().map(|(p, h, _)| rec(*p, h)).collect();
+        dns.mx.insert("d.example".into(), Ok(MxAnswer::Records(mx)));
+        for (_, host, ip) in records {
+            dns.hosts.insert((*host).into(), vec![IpAddr::from(*ip)]);
+        }
+        dns
+    }
+
+    /// RFC 5321 5.1: this host and every MX of equal or lower preference (higher number) are
+    /// dropped; if none is left, the mail loops back (5.4.6, as Postfix says it).
+    #[tokio::test]
+    async fn an_mx_list_that_points_back_to_us_is_cut_before_us() {
+        let us = Ourselves {
+            names: vec!["mx.us.example".into()],
+            listeners: vec!["127.0.0.9:25".parse().unwrap()],
+        };
+        let hosts = |t: Result<Vec<Target>, MxError>| {
+            t.map(|t| t.into_iter().map(|t| t.host).collect::<Vec<_>>())
+        };
+        // By address: the better host stays, we and the worse one go.
+        let r = dns(&[
+            (10, "backup.example", [127, 0, 0, 2]),
+            (20, "alias-of-us.example", [127, 0, 0, 9]),
+            (30, "worse.example", [127, 0, 0, 3]),
+        ]);
+        let t = targets(&r, "d.example", 25, 5, 1, &us).await;
+        assert_eq!(hosts(t), Ok(vec!["backup.example".to_owned()]));
+        // The same address on another port is somebody else.
+        let t = targets(&r, "d.example", 2525, 5, 1, &us).await;
+        assert_eq!(hosts(t).unwrap().len(), 3);
+        // By name, and equal preferences go with us.
+        let r = dns(&[
+            (10, "MX.us.example.", [192, 0, 2, 1]),
+            (10, "peer.example", [127, 0, 0, 2]),
+        ]);
+        let e = targets(&r, "d.example", 25, 5, 1, &us).await.unwrap_err();
+        assert_eq!(e, MxError::LoopsBack("d.example".into()));
+        assert!(e.is_permanent());
+        assert_eq!(e.status(), "5.4.6");
+        assert_eq!(e.to_string(), "mail for d.example loops back to myself");
+        // An address literal of ours.
+        let e = targets(&r, "[127.0.0.9]", 25, 5, 1, &us).await.unwrap_err();
+        assert_eq!(e, MxError::LoopsBack("[127.0.0.9]".into()));
+    }
+
+    #[test]
+    fn a_listener_on_every_address_is_every_local_address() {
+        let us = Ourselves {
+            names: vec![],
+            listeners: vec!["0.0.0.0:25".parse().unwrap()],
+        };
+        assert!(us.is_self("x", Some("127.0.0.1:25".parse().unwrap())));
+        assert!(!us.is_self("x", Some("127.0.0.1:26".parse().unwrap())));
+        // TEST-NET-1 is no address of this machine.
+        assert!(!us.is_self("x", Some("192.0.2.1:25".parse().unwrap())));
+    }
+
     #[test]
     fn implicit_null_cap_and_duplicates() {
         type Case = (MxAnswer, usize, Result<Vec<&'static str>, MxError>);
@@ -505,14 +639,20 @@ mod tests {
         );
         fake.hosts.insert("mx2.example".into(), vec![lo(2), lo(3)]);
         fake.hosts.insert("implicit.example".into(), vec![lo(4)]);
-        let t = targets(&fake, "mx.example", 2525, 5, 0).await.unwrap();
+        let t = targets(&fake, "mx.example", 2525, 5, 0, &Ourselves::default())
+            .await
+            .unwrap();
         let addrs: Vec<String> = t.iter().map(|t| t.address.to_string()).collect();
         assert_eq!(addrs, ["127.0.0.2:2525", "127.0.0.3:2525"]);
-        let t = targets(&fake, "implicit.example", 25, 5, 0).await.unwrap();
+        let t = targets(&fake, "implicit.example", 25, 5, 0, &Ourselves::default())
+            .await
+            .unwrap();
         assert_eq!(t[0].host, "implicit.example");
-        let t = targets(&fake, "[127.0.0.9]", 25, 5, 0).await.unwrap();
+        let t = targets(&fake, "[127.0.0.9]", 25, 5, 0, &Ourselves::default())
+            .await
+            .unwrap();
         assert_eq!(t[0].address.to_string(), "127.0.0.9:25");
-        let e = targets(&fake, "nowhere.example", 25, 5, 0)
+        let e = targets(&fake, "nowhere.example", 25, 5, 0, &Ourselves::default())
             .await
             .unwrap_err();
         assert!(e.is_permanent());
@@ -523,7 +663,7 @@ mod tests {
                 reason: "SERVFAIL".into(),
             }),
         );
-        let e = targets(&fake, "broken.example", 25, 5, 0)
+        let e = targets(&fake, "broken.example", 25, 5, 0, &Ourselves::default())
             .await
             .unwrap_err();
         assert!(!e.is_permanent());

@@ -9,7 +9,9 @@ use hickory_proto::op::{Message, MessageType, ResponseCode};
 use hickory_proto::rr::rdata::{A, MX};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use tokio::net::UdpSocket;
-use yizhan_delivery::mx::{self, DnsError, HickoryResolver, MxAnswer, MxError, Resolver};
+use yizhan_delivery::mx::{
+    self, DnsError, HickoryResolver, MxAnswer, MxError, Ourselves, Resolver,
+};
 
 /// Answers from a fixed table, the way chasquid's minidns does:
 /// - `mx.test.`: MX 10 mx1.test., MX 20 mx2.test.; `mx1.test.`/`mx2.test.` have A records;
@@ -83,21 +85,23 @@ async fn hickory_resolver_classifies_every_case() {
         panic!("MX records expected");
     };
     assert_eq!(records.len(), 2);
-    let targets = mx::targets(&resolver, "mx.test", 2525, 5, 1).await.unwrap();
+    let targets = mx::targets(&resolver, "mx.test", 2525, 5, 1, &Ourselves::default())
+        .await
+        .unwrap();
     let addrs: Vec<String> = targets.iter().map(|t| t.address.to_string()).collect();
     assert_eq!(addrs, ["127.0.0.2:2525", "127.0.0.3:2525"]);
     assert_eq!(targets[0].host, "mx1.test");
 
     // RFC 5321 5.1: no MX, so the domain's own address (implicit MX).
     assert_eq!(resolver.mx("implicit.test").await, Ok(MxAnswer::NoRecords));
-    let targets = mx::targets(&resolver, "implicit.test", 25, 5, 1)
+    let targets = mx::targets(&resolver, "implicit.test", 25, 5, 1, &Ourselves::default())
         .await
         .unwrap();
     assert_eq!(targets[0].address.ip(), IpAddr::from([127, 0, 0, 7]));
 
     // RFC 7505: null MX is a permanent failure.
     assert_eq!(resolver.mx("nullmx.test").await, Ok(MxAnswer::Null));
-    let e = mx::targets(&resolver, "nullmx.test", 25, 5, 1)
+    let e = mx::targets(&resolver, "nullmx.test", 25, 5, 1, &Ourselves::default())
         .await
         .unwrap_err();
     assert_eq!(e, MxError::NullMx("nullmx.test".into()));
@@ -111,7 +115,7 @@ async fn hickory_resolver_classifies_every_case() {
     // SERVFAIL: transient (could not decide).
     let e = resolver.mx("servfail.test").await.unwrap_err();
     assert!(!e.is_permanent(), "{e:?}");
-    let e = mx::targets(&resolver, "servfail.test", 25, 5, 1)
+    let e = mx::targets(&resolver, "servfail.test", 25, 5, 1, &Ourselves::default())
         .await
         .unwrap_err();
     assert!(!e.is_permanent());

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 use yizhan_delivery::maildir::Maildir;
-use yizhan_delivery::mx::{DnsError, HickoryResolver};
+use yizhan_delivery::mx::{DnsError, HickoryResolver, Ourselves};
 use yizhan_delivery::route::{RoutingTable, TlsPolicy};
 use yizhan_delivery::smtp::{SmtpSettings, TlsClient};
 use yizhan_proto::reply::Reply;
@@ -134,9 +134,11 @@ impl Server {
     /// Serves until `shutdown` is cancelled, then stops accepting, lets sessions finish (or
     /// answers 421 after the grace period), stops the queue runner and returns.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServerError> {
+        let bound = self.local_addrs();
         let settings = self.settings;
         let queue = &settings.queue;
-        let outbound = outbound_settings(&settings);
+        let mut outbound = outbound_settings(&settings);
+        outbound.ourselves.listeners = bound;
         // The system's CA certificates (some hundred KiB parsed) only if a policy verifies.
         let roots = if verifies_certificates(&outbound.routing) {
             root_certificates()
@@ -256,6 +258,11 @@ pub fn outbound_settings(settings: &Settings) -> OutboundSettings {
         connection_idle: d.connection_idle,
         delay_warning: d.delay_warning,
         held_domains: settings.turn_domains.values().flatten().cloned().collect(),
+        ourselves: Ourselves {
+            names: d.our_names(&settings.hostname),
+            // The listeners' sockets are known once they are bound (`Server::run`).
+            listeners: Vec::new(),
+        },
         ..defaults
     }
 }

@@ -101,7 +101,8 @@ pub(super) async fn deliver_remote(
                 domain,
                 smtp_settings.port,
                 smtp_settings.max_hosts,
-                shared.next_seed(),
+                fastrand::u64(..),
+                &shared.outbound.ourselves,
             )
             .await,
             *tls,
@@ -109,6 +110,16 @@ pub(super) async fn deliver_remote(
         ),
         Route::Local(_) => return all(Outcome::Transient(Reason::local("4.3.0", "misrouted"))),
     };
+    // A smarthost that is ourselves loops as surely as an MX that is (RFC 5321 5.1).
+    let targets = targets.and_then(|t| {
+        let ours = |t: &mx::Target| shared.outbound.ourselves.is_self(&t.host, Some(t.address));
+        match route {
+            Route::Smarthost(h) if t.iter().all(ours) => {
+                Err(mx::MxError::LoopsBack(h.host.clone()))
+            }
+            _ => Ok(t),
+        }
+    });
     let targets = match targets {
         Ok(t) => t,
         Err(e) => {

@@ -71,7 +71,6 @@ impl QueueRunner {
         clock: Arc<dyn Clock>,
     ) -> Self {
         let deliveries = Arc::new(Semaphore::new(settings.concurrency.max(1)));
-        let seed = clock.now() as u64 ^ 0x5DEE_CE66_D1CE_4E5B;
         QueueRunner {
             shared: Arc::new(Shared {
                 spool,
@@ -92,7 +91,6 @@ impl QueueRunner {
                 rescan: Arc::new(AtomicBool::new(true)),
                 scans: Arc::new(AtomicU64::new(0)),
                 rescan_every: RESCAN_EVERY,
-                seed: AtomicU64::new(seed),
                 busy: Mutex::new(HashMap::new()),
                 changes: Mutex::new(Vec::new()),
                 changes_waiting: AtomicBool::new(false),

@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use yizhan_delivery::mx::Ourselves;
 use yizhan_delivery::route::RoutingTable;
 use yizhan_delivery::smtp::SmtpSettings;
 use yizhan_spool::RetryPolicy;
@@ -71,6 +72,9 @@ pub struct OutboundSettings {
     /// `TURN` ([`RunnerHandle::deliver_turn`], ATRN semantics of RFC 2645): never sent by MX
     /// or smarthost; retried (so they expire and get delay warnings) like any deferred mail.
     pub held_domains: HashSet<String>,
+    /// How this server recognises itself among MX hosts and smarthosts (RFC 5321 5.1): mail
+    /// that would go back to us fails with "loops back to myself".
+    pub ourselves: Ourselves,
 }
 
 impl Default for OutboundSettings {
@@ -87,6 +91,7 @@ impl Default for OutboundSettings {
             delay_warning: Some(Duration::from_secs(4 * 3600)),
             report_original_limit: 1024 * 1024,
             held_domains: HashSet::new(),
+            ourselves: Ourselves::default(),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! What the runner and its tasks share.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -45,7 +45,6 @@ pub(super) struct Shared {
     pub(super) scans: Arc<AtomicU64>,
     /// How often the spool is read again regardless.
     pub(super) rescan_every: Duration,
-    pub(super) seed: AtomicU64,
     /// Messages being worked on (by a runner task or a TURN session).
     pub(super) busy: Mutex<HashMap<QueueId, CancellationToken>>,
     /// Operators' changes not yet taken by the runner.
@@ -126,10 +125,5 @@ impl Shared {
         } else {
             self.outbound.smtp.helo_name.clone()
         }
-    }
-
-    pub(super) fn next_seed(&self) -> u64 {
-        self.seed
-            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
     }
 }
