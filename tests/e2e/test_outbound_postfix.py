@@ -61,7 +61,7 @@ postlog   unix-dgram n - n - 1 postlogd
 
 
 class Postfix:
-    def __init__(self, root: Path, tls: bool):
+    def __init__(self, root: Path, tls: bool, broken_tls: bool = False):
         self.root = root
         self.port = free_port("127.0.0.1")
         self.conf = root / "etc"
@@ -121,6 +121,16 @@ class Postfix:
                 f"smtpd_tls_key_file = {key}",
                 "smtpd_tls_received_header = yes",
             ]
+            if broken_tls:
+                # STARTTLS offered, but only TLS 1.2 with RSA key exchange and CBC ciphers,
+                # none of which rustls speaks: every handshake from yizhan fails.
+                lines += [
+                    "smtpd_tls_protocols = !SSLv2, !SSLv3, !TLSv1, !TLSv1.1, !TLSv1.3",
+                    "smtpd_tls_mandatory_protocols = !SSLv2, !SSLv3, !TLSv1, !TLSv1.1, !TLSv1.3",
+                    "smtpd_tls_ciphers = high",
+                    "smtpd_tls_mandatory_ciphers = high",
+                    "tls_high_cipherlist = AES256-SHA:AES128-SHA",
+                ]
         else:
             lines.append("smtpd_tls_security_level = none")
         (self.conf / "main.cf").write_text("\n".join(lines) + "\n")
@@ -160,8 +170,9 @@ class Postfix:
 def postfix_factory(tmp_path):
     started = []
 
-    def make(tls: bool) -> Postfix:
-        pf = Postfix(tmp_path / ("postfix-tls" if tls else "postfix"), tls)
+    def make(tls: bool, broken_tls: bool = False) -> Postfix:
+        name = "postfix-broken-tls" if broken_tls else "postfix-tls" if tls else "postfix"
+        pf = Postfix(tmp_path / name, tls, broken_tls)
         started.append(pf)
         pf.start()
         return pf
@@ -204,3 +215,43 @@ tls = "{policy}"
     head = raw.split(b"\r\n\r\n", 1)[0]
     assert (b"using TLS" in head) == tls, head
     wait_until(lambda: srv.spool_empty() or None, DELIVERY_TIMEOUT, "yizhan's spool to empty")
+
+
+@pytest.mark.parametrize("policy", ["opportunistic", "require"])
+def test_a_peer_whose_tls_fails(server_factory, postfix_factory, policy):
+    """Issue #12: a peer whose STARTTLS handshake fails was never reached. Opportunistic TLS
+    (RFC 7435, Postfix's `may`) tries again in clear text at once; `require` defers."""
+    pf = postfix_factory(True, broken_tls=True)
+    probe = subprocess.run(
+        ["openssl", "s_client", "-starttls", "smtp", "-connect", f"127.0.0.1:{pf.port}",
+         "-brief", "-cipher", "AES128-SHA", "-tls1_2"],
+        input=b"QUIT\n", capture_output=True, timeout=30)
+    assert b"AES128-SHA" in probe.stdout + probe.stderr, "the peer speaks TLS, with CBC only"
+    srv = server_factory(
+        smtp={"relay_networks": ["127.0.0.0/8"]},
+        extra=f"""
+[[smarthost]]
+domain = "pf.example"
+host = "127.0.0.1"
+port = {pf.port}
+tls = "{policy}"
+""",
+    )
+    body = (b"From: <user@test.example>\r\nTo: <someone@pf.example>\r\n"
+            b"Subject: broken tls\r\n\r\nHello.\r\n")
+    with srv.smtp() as s:
+        assert s.sendmail("user@test.example", ["someone@pf.example"], body) == {}
+    if policy == "opportunistic":
+        [path] = wait_until(lambda: pf.delivered() or None, DELIVERY_TIMEOUT,
+                            "Postfix to deliver into its Maildir")
+        raw = path.read_bytes()
+        assert b"Subject: broken tls" in raw
+        assert b"using TLS" not in raw, "delivered in clear text"
+        assert "TLS failed; delivering without TLS" in srv.log()
+        wait_until(lambda: srv.spool_empty() or None, DELIVERY_TIMEOUT, "yizhan's spool to empty")
+    else:
+        wait_until(lambda: "delivery deferred" in srv.log() or None, DELIVERY_TIMEOUT,
+                   "the delivery to be deferred")
+        assert "TLS handshake failed" in srv.log()
+        assert not pf.delivered(), "never in clear text with tls = require"
+        assert not srv.spool_empty(), "still queued"

@@ -426,7 +426,30 @@ enum Until {
 impl Connection {
     /// Connects to `target`, reads the greeting, says EHLO, upgrades to TLS per `tls` and
     /// authenticates with `auth`, until the session is ready for a transaction.
+    ///
+    /// With the opportunistic policy, a TLS handshake that fails (no common protocol or cipher,
+    /// a broken peer, a handshake that never ends) is followed at once by a new connection in
+    /// clear text (RFC 7435; Postfix's `smtp_tls_security_level = may` does the same): a peer
+    /// whose TLS is broken is still reached, as it would be if it offered no TLS at all. With
+    /// `require` or `verify` the failure stands (a transient error: the mail is deferred).
     pub async fn open(
+        target: &Target,
+        tls: TlsPolicy,
+        auth: Option<Credentials>,
+        settings: &SmtpSettings,
+        tls_client: Option<&TlsClient>,
+    ) -> Result<Connection, SmtpError> {
+        match Self::open_once(target, tls, auth.clone(), settings, tls_client).await {
+            Err(e @ SmtpError::Tls { .. }) if tls == TlsPolicy::Opportunistic => {
+                tracing::warn!(host = %target.host, address = %target.address, error = %e, "TLS failed; delivering without TLS (opportunistic policy)");
+                Self::open_once(target, TlsPolicy::None, auth, settings, tls_client).await
+            }
+            other => other,
+        }
+    }
+
+    /// One connection attempt of [`Connection::open`].
+    async fn open_once(
         target: &Target,
         tls: TlsPolicy,
         auth: Option<Credentials>,
@@ -841,7 +864,9 @@ impl Connection {
         match tokio::time::timeout(self.settings.command_timeout, connector.connect(name, tcp))
             .await
         {
-            Err(_) => Err(self.timeout("in the TLS handshake")),
+            // The host answered (it offered STARTTLS): a handshake that does not end is a TLS
+            // failure, not an unreachable host.
+            Err(_) => Err(self.tls_failed("timed out in the handshake")),
             Ok(Err(e)) => Err(self.tls_failed(&e.to_string())),
             Ok(Ok(tls)) => {
                 self.stream = Stream::Tls(Box::new(tls));
