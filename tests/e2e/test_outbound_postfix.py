@@ -14,6 +14,8 @@ with the reason.
 
 from __future__ import annotations
 
+import email
+import email.policy
 import os
 import pwd
 import grp
@@ -255,3 +257,42 @@ tls = "{policy}"
         assert "TLS handshake failed" in srv.log()
         assert not pf.delivered(), "never in clear text with tls = require"
         assert not srv.spool_empty(), "still queued"
+
+
+def test_a_utf8_recipient_a_peer_cannot_take_gets_an_rfc6533_report(server_factory, postfix_factory):
+    """Issue #12, RFC 6531 3.5 and RFC 6533: this Postfix has `smtputf8_enable = no`, so a
+    message for a UTF-8 address cannot go to it (yizhan never downgrades an address). The
+    sender gets a global report: `utf-8;` address type, message/global-delivery-status."""
+    pf = postfix_factory(False)
+    srv = server_factory(
+        smtp={"relay_networks": ["127.0.0.0/8"]},
+        extra=f"""
+[[smarthost]]
+domain = "pf.example"
+host = "127.0.0.1"
+port = {pf.port}
+tls = "none"
+""",
+    )
+    rcpt = "δοκιμή@pf.example"
+    c = srv.raw()
+    c.expect("EHLO client.test.example", 250)
+    c.expect("MAIL FROM:<user@test.example> SMTPUTF8", 250)
+    c.send(f"RCPT TO:<{rcpt}>\r\n".encode())
+    assert c.reply()[0] == 250
+    c.expect("DATA", 354)
+    c.send("From: <user@test.example>\r\nTo: <δοκιμή@pf.example>\r\nSubject: Γειά\r\n\r\nhello\r\n.\r\n".encode())
+    assert c.reply()[0] == 250
+    c.close()
+    [path] = srv.wait_mail("user@test.example")
+    raw = path.read_bytes()
+    report = email.message_from_bytes(raw, policy=email.policy.default)
+    assert report.get_content_type() == "multipart/report"
+    assert report.get_param("report-type") == "global-delivery-status"
+    parts = list(report.iter_parts())
+    assert parts[1].get_content_type() == "message/global-delivery-status", raw.decode(errors="replace")
+    text = raw.decode("utf-8")
+    assert f"Final-Recipient: utf-8; {rcpt}" in text, text
+    assert "Status: 5." in text
+    assert not pf.delivered()
+    wait_until(lambda: srv.spool_empty() or None, DELIVERY_TIMEOUT, "yizhan's spool to empty")

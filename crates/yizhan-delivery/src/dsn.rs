@@ -196,6 +196,14 @@ impl Report<'_> {
         };
         let boundary = boundary(self.unique, attached);
         let mta = clean(self.reporting_mta);
+        // RFC 6533: a report about internationalized addresses or an SMTPUTF8 message is a
+        // global one, and carries its addresses with the utf-8 type.
+        let global = self.is_global(attached);
+        let report_type = if global {
+            "global-delivery-status"
+        } else {
+            "delivery-status"
+        };
         let mut out = String::new();
         let mut h = |name: &str, value: &str| push_field(&mut out, name, value);
         h(
@@ -210,7 +218,7 @@ impl Report<'_> {
         h("MIME-Version", "1.0");
         h(
             "Content-Type",
-            &format!("multipart/report; report-type=delivery-status; boundary=\"{boundary}\""),
+            &format!("multipart/report; report-type={report_type}; boundary=\"{boundary}\""),
         );
         out.push_str("\r\nThis is a MIME-encapsulated delivery status notification.\r\n");
 
@@ -228,7 +236,10 @@ impl Report<'_> {
 
         // Part 2: for machines (RFC 3464 2.1).
         out.push_str(&format!("\r\n--{boundary}\r\n"));
-        out.push_str("Content-Type: message/delivery-status\r\n");
+        out.push_str(&format!("Content-Type: message/{report_type}\r\n"));
+        if global {
+            out.push_str("Content-Transfer-Encoding: 8bit\r\n");
+        }
         out.push_str("Content-Description: Delivery report\r\n\r\n");
         let mut h = |name: &str, value: &str| push_field(&mut out, name, value);
         h("Reporting-MTA", &format!("dns; {mta}"));
@@ -241,14 +252,14 @@ impl Report<'_> {
             let mut h = |name: &str, value: &str| push_field(&mut out, name, value);
             h(
                 "Final-Recipient",
-                &format!("rfc822; {}", clean(&r.final_recipient)),
+                &address_field("rfc822", &r.final_recipient),
             );
             if let Some(orcpt) = &r.original_recipient
                 && let Some((kind, addr)) = orcpt.split_once(';')
             {
                 h(
                     "Original-Recipient",
-                    &format!("{}; {}", clean(kind.trim()), clean(addr.trim())),
+                    &address_field(kind.trim(), addr.trim()),
                 );
             }
             h("Action", r.action.as_str());
@@ -270,9 +281,13 @@ impl Report<'_> {
         // Part 3: the original (RFC 3464 2: message/rfc822 or text/rfc822-headers).
         out.push_str(&format!("\r\n--{boundary}\r\n"));
         let mut bytes = out.into_bytes();
-        let kind = match self.ret {
-            Return::Full => "message/rfc822",
-            Return::Headers => "text/rfc822-headers",
+        // RFC 6533 6.3, 6.4: an original whose header section has UTF-8 in it.
+        let utf8_headers = !header_section(attached).is_ascii();
+        let kind = match (self.ret, utf8_headers) {
+            (Return::Full, false) => "message/rfc822",
+            (Return::Full, true) => "message/global",
+            (Return::Headers, false) => "text/rfc822-headers",
+            (Return::Headers, true) => "message/global-headers",
         };
         bytes.extend_from_slice(format!("Content-Type: {kind}\r\n").as_bytes());
         if Report::is_eight_bit(attached) {
@@ -285,6 +300,24 @@ impl Report<'_> {
         }
         bytes.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
         bytes
+    }
+
+    /// Whether this is a global report (RFC 6533): an address in it is not ASCII, or the
+    /// original's header section is not.
+    fn is_global(&self, attached: &[u8]) -> bool {
+        let utf8_orcpt = |r: &RecipientReport| {
+            r.original_recipient.as_deref().is_some_and(|o| {
+                !o.is_ascii()
+                    || o.split_once(';')
+                        .is_some_and(|(k, _)| k.trim().eq_ignore_ascii_case("utf-8"))
+            })
+        };
+        !self.to.is_ascii()
+            || self
+                .recipients
+                .iter()
+                .any(|r| !r.final_recipient.is_ascii() || utf8_orcpt(r))
+            || !header_section(attached).is_ascii()
     }
 
     fn human_text(&self) -> String {
@@ -348,6 +381,17 @@ impl Report<'_> {
         }
         t
     }
+}
+
+/// `type; address` for Final-Recipient and Original-Recipient: an address that is not ASCII
+/// (or was given with the utf-8 type) is of type `utf-8` (RFC 6533 3), any other keeps `kind`.
+fn address_field(kind: &str, address: &str) -> String {
+    let kind = if !address.is_ascii() || kind.eq_ignore_ascii_case("utf-8") {
+        "utf-8"
+    } else {
+        kind
+    };
+    format!("{}; {}", clean(kind), clean(address))
 }
 
 /// A field, folded at spaces so that lines stay under 78 characters where possible.
@@ -555,6 +599,121 @@ mod tests {
         };
         assert_eq!(inner.subject(), Some("hello"));
         assert!(raw.windows(ORIGINAL.len()).any(|w| w == ORIGINAL));
+    }
+
+    /// The Content-Type of each part of a report, and the status part's text.
+    fn shape(raw: &[u8]) -> (Vec<String>, String) {
+        let msg = MessageParser::default().parse(raw).expect("parses");
+        let types = msg
+            .parts
+            .iter()
+            .map(|p| {
+                let ct = p.content_type().unwrap();
+                let report = ct
+                    .attribute("report-type")
+                    .map_or(String::new(), |t| format!(";{t}"));
+                format!("{}/{}{report}", ct.ctype(), ct.subtype().unwrap_or(""))
+            })
+            .collect();
+        let text = String::from_utf8_lossy(raw).into_owned();
+        (types, text)
+    }
+
+    fn report_about(to: &str, recipient: RecipientReport, original: &[u8], ret: Return) -> Vec<u8> {
+        Report {
+            reporting_mta: "mx.here.example",
+            to,
+            envid: None,
+            arrival: 1_700_000_000,
+            date: 1_700_000_200,
+            unique: "q2",
+            recipients: vec![recipient],
+            original,
+            ret,
+        }
+        .build()
+    }
+
+    /// RFC 6533: a report about a UTF-8 address, or about an original with UTF-8 headers, is
+    /// a global one (message/global-delivery-status, utf-8 address type, message/global or
+    /// message/global-headers); an ASCII one stays as RFC 3464 has it.
+    #[test]
+    fn reports_about_internationalized_mail_follow_rfc_6533() {
+        const UTF8_ORIGINAL: &[u8] =
+            "From: <用户@例子.example>\r\nSubject: 八月\r\n\r\nbody\r\n".as_bytes();
+        let mut utf8_rcpt = failed("δοκιμή@far.example");
+        utf8_rcpt.original_recipient = Some("utf-8;δοκιμή@far.example".into());
+        let cases = [
+            // (to, recipient, original, ret, part types, fields that must be there)
+            (
+                "sender@client.example",
+                failed("nobody@far.example"),
+                ORIGINAL,
+                Return::Full,
+                vec![
+                    "multipart/report;delivery-status",
+                    "text/plain",
+                    "message/delivery-status",
+                    "message/rfc822",
+                ],
+                vec!["Final-Recipient: rfc822; nobody@far.example"],
+            ),
+            (
+                "sender@client.example",
+                utf8_rcpt.clone(),
+                ORIGINAL,
+                Return::Full,
+                vec![
+                    "multipart/report;global-delivery-status",
+                    "text/plain",
+                    "message/global-delivery-status",
+                    "message/rfc822",
+                ],
+                vec![
+                    "Final-Recipient: utf-8; δοκιμή@far.example",
+                    "Original-Recipient: utf-8; δοκιμή@far.example",
+                ],
+            ),
+            (
+                "用户@例子.example",
+                failed("nobody@far.example"),
+                UTF8_ORIGINAL,
+                Return::Full,
+                vec![
+                    "multipart/report;global-delivery-status",
+                    "text/plain",
+                    "message/global-delivery-status",
+                    "message/global",
+                ],
+                vec![
+                    "Final-Recipient: rfc822; nobody@far.example",
+                    "To: <用户@例子.example>",
+                ],
+            ),
+            (
+                "用户@例子.example",
+                utf8_rcpt,
+                UTF8_ORIGINAL,
+                Return::Headers,
+                vec![
+                    "multipart/report;global-delivery-status",
+                    "text/plain",
+                    "message/global-delivery-status",
+                    "message/global-headers",
+                ],
+                vec!["Final-Recipient: utf-8; δοκιμή@far.example"],
+            ),
+        ];
+        for (to, recipient, original, ret, want_types, want_fields) in cases {
+            let raw = report_about(to, recipient, original, ret);
+            let (types, text) = shape(&raw);
+            // mail-parser lists the attached message's own parts after ours: compare ours.
+            assert_eq!(&types[..4], want_types.as_slice(), "{text}");
+            for want in want_fields {
+                assert!(text.contains(want), "{want:?} missing from:\n{text}");
+            }
+            assert_eq!(Report::is_eight_bit(&raw), !raw.is_ascii());
+        }
     }
 
     #[test]
