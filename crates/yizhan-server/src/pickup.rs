@@ -77,12 +77,30 @@ pub enum DropError {
     /// The envelope cannot be encoded.
     #[error("cannot encode the envelope: {0}")]
     Encode(String),
+    /// No server has ever used this data directory: a message dropped here would never be
+    /// read. Nothing was written.
+    #[error(
+        "no yizhan server uses {}: {} does not exist; start `yizhan serve` with the same \
+         configuration first, or give the server's configuration with --config (or \
+         --data-dir)",
+        data_dir.display(),
+        maildrop.display()
+    )]
+    NoServer {
+        /// The data directory looked in.
+        data_dir: PathBuf,
+        /// The maildrop that is missing.
+        maildrop: PathBuf,
+    },
 }
 
 static DROP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// Durably writes `message` with its `submission` envelope into the maildrop `dir` (creating
-/// `tmp/` and `new/` if needed) and returns the file's path in `new/`.
+/// Durably writes `message` with its `submission` envelope into the maildrop `dir` and returns
+/// the file's path in `new/`. The maildrop must exist: the server makes it when it starts, and
+/// one that does not exist belongs to no server ([`DropError::NoServer`]; a message left there
+/// would never be read, so nothing is written). A server that is not running now reads it
+/// when it starts, as Postfix's maildrop.
 ///
 /// The file is written in `tmp/`, synced, renamed into `new/` and the directory synced: when
 /// this returns `Ok`, the message survives a crash. Files are created mode `0640`.
@@ -97,8 +115,11 @@ pub fn drop_message(
     };
     let tmp_dir = dir.join("tmp");
     let new_dir = dir.join("new");
-    for d in [&tmp_dir, &new_dir] {
-        fs::create_dir_all(d).map_err(io_err(d))?;
+    if !tmp_dir.is_dir() || !new_dir.is_dir() {
+        return Err(DropError::NoServer {
+            data_dir: dir.parent().unwrap_or(dir).to_path_buf(),
+            maildrop: dir.to_path_buf(),
+        });
     }
     let mut line = serde_json::to_vec(submission).map_err(|e| DropError::Encode(e.to_string()))?;
     line.push(b'\n');
@@ -598,6 +619,16 @@ mod tests {
             recipients: vec!["user@test.example".into()],
         };
         let message = b"Subject: hi\r\n\r\nbody\r\n";
+        // No maildrop: no server uses this directory, nothing is written.
+        let missing = drop_message(&dir.path().join("maildrop"), &submission, message);
+        assert!(
+            matches!(missing, Err(DropError::NoServer { .. })),
+            "{missing:?}"
+        );
+        assert!(!dir.path().join("maildrop").exists());
+        for sub in ["tmp", "new"] {
+            fs::create_dir_all(dir.path().join(sub)).unwrap();
+        }
         let path = drop_message(dir.path(), &submission, message).unwrap();
         assert_eq!(path.parent().unwrap(), dir.path().join("new"));
         assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);

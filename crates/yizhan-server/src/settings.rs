@@ -39,7 +39,9 @@ pub const MIN_LINE_LENGTH: usize = 512;
 pub struct Settings {
     /// The name this server uses for itself in the greeting, `EHLO` reply and `Received:` lines.
     pub hostname: String,
-    /// The directory holding the spool and the local mailboxes.
+    /// The directory holding the spool and the local mailboxes. Empty in the default: where
+    /// it is when the configuration does not say depends on who runs the program, so the
+    /// binary decides (`yizhan::config::default_data_dir`), never the current directory.
     pub data_dir: PathBuf,
     /// The sockets to listen on.
     pub listeners: Vec<ListenerSettings>,
@@ -68,7 +70,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             hostname: "localhost".to_owned(),
-            data_dir: PathBuf::from("./yizhan-data"),
+            data_dir: PathBuf::new(),
             listeners: vec![ListenerSettings::default()],
             smtp: SmtpSettings::default(),
             directory: Directory::default(),
@@ -532,7 +534,7 @@ mod tests {
     fn defaults_match_the_documented_values() {
         let s = Settings::default();
         assert_eq!(s.hostname, "localhost");
-        assert_eq!(s.data_dir, PathBuf::from("./yizhan-data"));
+        assert_eq!(s.data_dir, PathBuf::new());
         assert_eq!(
             s.listeners,
             vec![ListenerSettings::new(

@@ -163,18 +163,81 @@ impl ConfigError {
     }
 }
 
-/// Reads and validates the configuration from `source`.
+/// Reads and validates the configuration from `source`. Where the data lives is settled
+/// here: the file's `data_dir` (a relative one is relative to the file's directory, never to
+/// the current one), else [`default_data_dir`] for the user running the program.
 pub fn load(source: &Source) -> Result<Settings, ConfigError> {
-    match source {
-        Source::Embedded => parse(&source.name(), EMBEDDED_DEFAULT),
+    let (mut settings, dir) = match source {
+        Source::Embedded => (parse(&source.name(), EMBEDDED_DEFAULT)?, None),
         Source::Flag(path) | Source::Env(path) | Source::System(path) => {
             let file = source.name();
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                 file: file.clone(),
                 source,
             })?;
-            parse(&file, &text)
+            let dir = std::path::absolute(path)
+                .ok()
+                .and_then(|p| p.parent().map(Path::to_path_buf));
+            (parse(&file, &text)?, dir)
         }
+    };
+    settings.data_dir = resolve_data_dir(&settings.data_dir, dir.as_deref(), &Account::current());
+    Ok(settings)
+}
+
+/// Who runs the program, as far as the default data directory is concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// The real user id.
+    pub uid: u32,
+    /// `$HOME`.
+    pub home: Option<PathBuf>,
+    /// `$XDG_DATA_HOME`.
+    pub xdg_data_home: Option<PathBuf>,
+}
+
+impl Account {
+    /// The account of this process.
+    pub fn current() -> Account {
+        let var = |name| std::env::var_os(name).map(PathBuf::from);
+        Account {
+            uid: rustix::process::getuid().as_raw(),
+            home: var("HOME"),
+            xdg_data_home: var("XDG_DATA_HOME"),
+        }
+    }
+}
+
+/// Where the data lives when the configuration does not say: `/var/lib/yizhan` for root;
+/// for anyone else `$XDG_DATA_HOME/yizhan` (if that is absolute, as the XDG base directory
+/// specification asks), else `~/.local/share/yizhan`. Never the current directory, so that
+/// `serve`, `sendmail`, `mailq` and `queue` started anywhere agree.
+pub fn default_data_dir(account: &Account) -> PathBuf {
+    if account.uid == 0 {
+        return PathBuf::from(SYSTEM_DATA_DIR);
+    }
+    if let Some(xdg) = account.xdg_data_home.as_ref().filter(|p| p.is_absolute()) {
+        return xdg.join("yizhan");
+    }
+    match account.home.as_ref().filter(|p| p.is_absolute()) {
+        Some(home) => home.join(".local/share/yizhan"),
+        // No home at all (a service account): the system place, as for root.
+        None => PathBuf::from(SYSTEM_DATA_DIR),
+    }
+}
+
+/// The data directory of a system-wide installation.
+pub const SYSTEM_DATA_DIR: &str = "/var/lib/yizhan";
+
+/// The data directory to use: `given` by the file (empty: none), made absolute against the
+/// file's directory `base`, else the default for `account`.
+fn resolve_data_dir(given: &Path, base: Option<&Path>, account: &Account) -> PathBuf {
+    if given.as_os_str().is_empty() {
+        return default_data_dir(account);
+    }
+    match base {
+        Some(base) if given.is_relative() => base.join(given),
+        _ => given.to_path_buf(),
     }
 }
 
@@ -1602,6 +1665,54 @@ new_address = "moved@elsewhere.example"
         assert!(
             doc.contains(&body),
             "docs/configuration.md must show the embedded default"
+        );
+    }
+
+    /// Issue #12: never the current directory; root, XDG, HOME, in that order.
+    #[test]
+    fn the_default_data_dir_depends_on_the_account_not_the_directory() {
+        let account = |uid, home: Option<&str>, xdg: Option<&str>| Account {
+            uid,
+            home: home.map(PathBuf::from),
+            xdg_data_home: xdg.map(PathBuf::from),
+        };
+        let cases = [
+            (account(0, Some("/root"), Some("/x")), "/var/lib/yizhan"),
+            (
+                account(1000, Some("/home/ann"), None),
+                "/home/ann/.local/share/yizhan",
+            ),
+            (
+                account(1000, Some("/home/ann"), Some("/data/ann")),
+                "/data/ann/yizhan",
+            ),
+            // A relative XDG_DATA_HOME is to be ignored (XDG base directory specification).
+            (
+                account(1000, Some("/home/ann"), Some("rel")),
+                "/home/ann/.local/share/yizhan",
+            ),
+            (account(1000, None, None), "/var/lib/yizhan"),
+        ];
+        for (account, want) in cases {
+            assert_eq!(
+                default_data_dir(&account),
+                PathBuf::from(want),
+                "{account:?}"
+            );
+        }
+        let ann = account(1000, Some("/home/ann"), None);
+        assert_eq!(
+            resolve_data_dir(Path::new(""), Some(Path::new("/etc/yizhan")), &ann),
+            PathBuf::from("/home/ann/.local/share/yizhan")
+        );
+        // A relative data_dir is relative to the file, not to the current directory.
+        assert_eq!(
+            resolve_data_dir(Path::new("data"), Some(Path::new("/etc/yizhan")), &ann),
+            PathBuf::from("/etc/yizhan/data")
+        );
+        assert_eq!(
+            resolve_data_dir(Path::new("/srv/mail"), Some(Path::new("/etc/yizhan")), &ann),
+            PathBuf::from("/srv/mail")
         );
     }
 

@@ -23,7 +23,15 @@ use crate::config::{ConfigError, Overrides, Source};
 
 /// yizhan, a mail transfer agent.
 #[derive(Debug, Parser)]
-#[command(name = "yizhan", version, about)]
+#[command(
+    name = "yizhan",
+    version,
+    about,
+    after_help = "Data directory (spool, maildrop, control socket, mailboxes): the configuration's \
+                  data_dir; without one, /var/lib/yizhan when run as root, else \
+                  $XDG_DATA_HOME/yizhan or ~/.local/share/yizhan. The same for serve, \
+                  sendmail, mailq and queue, wherever they are started."
+)]
 struct Cli {
     /// Log filter, e.g. `debug` or `yizhan=debug,info` (default: $RUST_LOG, else `info`).
     #[arg(long, global = true, value_name = "FILTER")]
@@ -65,7 +73,8 @@ struct ServeArgs {
     /// Listen for SMTP on ADDR (repeatable); replaces the file's listeners.
     #[arg(long = "listen", value_name = "ADDR")]
     listen: Vec<SocketAddr>,
-    /// Keep the spool and mailboxes in DIR; replaces the file's `data_dir`.
+    /// Keep the spool and mailboxes in DIR; replaces the file's `data_dir` (default:
+    /// /var/lib/yizhan for root, else $XDG_DATA_HOME/yizhan or ~/.local/share/yizhan).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
 }

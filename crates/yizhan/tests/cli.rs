@@ -1,6 +1,6 @@
 //! The `yizhan` binary driven as a process: version, check-config, serve and its signals.
 
-use std::io::{BufRead as _, BufReader};
+use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -239,4 +239,62 @@ fn serve_refuses_a_bad_config() {
     let (code, _, err) = run(yizhan().arg("serve").arg("--config").arg(&file));
     assert_eq!(code, Some(1));
     assert!(err.contains("smtp.max_line_length"), "{err}");
+}
+
+/// Issue #12: with no configuration file the data directory does not depend on the current
+/// directory (root: /var/lib/yizhan; anyone else: $XDG_DATA_HOME/yizhan), and `sendmail`
+/// refuses, with the directory in its message and nothing written, when no server uses it.
+#[test]
+fn the_default_data_dir_is_the_same_from_anywhere() {
+    if Path::new("/etc/yizhan/yizhan.toml").exists() {
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let xdg = home.path().join("xdg");
+    let root = rustix::process::getuid().is_root();
+    let want = if root {
+        PathBuf::from("/var/lib/yizhan")
+    } else {
+        xdg.join("yizhan")
+    };
+    let from = |cwd: &Path| {
+        let (code, out, err) = run(yizhan()
+            .arg("check-config")
+            .current_dir(cwd)
+            .env("HOME", home.path())
+            .env("XDG_DATA_HOME", &xdg));
+        assert_eq!(code, Some(0), "{err}");
+        out.lines()
+            .find_map(|l| l.strip_prefix("data_dir: "))
+            .map(PathBuf::from)
+            .expect("a data_dir line")
+    };
+    assert_eq!(from(home.path()), want);
+    assert_eq!(from(elsewhere.path()), want);
+
+    // No server has used it (on a machine where none ever ran as root): refused, exit 75.
+    if !want.join("maildrop").exists() {
+        let mut child = yizhan()
+            .args(["sendmail", "anyone@localhost"])
+            .current_dir(elsewhere.path())
+            .env("HOME", home.path())
+            .env("XDG_DATA_HOME", &xdg)
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"Subject: lost?\n\nno\n")
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(75), "{err}");
+        assert!(err.contains(&want.display().to_string()), "{err}");
+        assert!(!want.join("maildrop").exists());
+        assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0);
+    }
 }

@@ -414,7 +414,32 @@ fn binary_sendmail_t_then_queue_commands() {
     )
     .unwrap();
 
-    // sendmail works with the server down: the message waits in the maildrop.
+    // Issue #12: a data directory no server has used is refused (exit 75), and nothing is
+    // written where no server would ever read it.
+    let sendmail = |input: &[u8]| {
+        let mut child = yizhan("sendmail", dir.path())
+            .args(["-t", "-oi"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let refused = sendmail(b"To: user@test.example\nSubject: nowhere\n\nhi\n");
+    assert_eq!(refused.status.code(), Some(75));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("no yizhan server uses") && err.contains(&data.display().to_string()),
+        "{err}"
+    );
+    assert!(!data.join("maildrop").exists(), "nothing written");
+
+    // A server used it before (it made the maildrop): sendmail works with the server down,
+    // the message waits in the maildrop.
+    for sub in ["tmp", "new"] {
+        std::fs::create_dir_all(data.join("maildrop").join(sub)).unwrap();
+    }
     let mut child = yizhan("sendmail", dir.path())
         .args(["-t", "-oi"])
         .stdin(Stdio::piped())
