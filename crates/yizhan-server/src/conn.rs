@@ -11,11 +11,12 @@
 //! and the client must EHLO again. AUTH (RFC 4954) payloads and passwords never reach a log.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
@@ -48,44 +49,69 @@ pub struct Shared {
     pub credentials: Arc<Credentials>,
 }
 
-/// The client socket, before or after TLS.
+/// A byte stream a session runs on: a TCP socket from a listener, or an in-memory pipe
+/// (`tokio::io::duplex`, for tests that run dialogues on the real session, policy and spool).
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Waits for input and hands it to `session`; returns how many bytes were read (0: the
+    /// peer closed the connection). Cancel-safe: nothing is lost if the future is dropped.
+    fn read_into(
+        &mut self,
+        session: &mut ServerSession,
+    ) -> impl Future<Output = std::io::Result<usize>> + Send;
+}
+
+impl Transport for TcpStream {
+    /// Waits for readability without a buffer, then reads into one on the stack, so a
+    /// connection holds no read buffer while it waits (an idle connection costs its task and
+    /// session only).
+    async fn read_into(&mut self, session: &mut ServerSession) -> std::io::Result<usize> {
+        loop {
+            self.readable().await?;
+            let mut buf = [0u8; READ_CHUNK];
+            match self.try_read(&mut buf) {
+                Ok(n) => {
+                    session.receive(&buf[..n]);
+                    return Ok(n);
+                }
+                // A spurious wake-up: wait again.
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl Transport for DuplexStream {
+    async fn read_into(&mut self, session: &mut ServerSession) -> std::io::Result<usize> {
+        let mut buf = [0u8; READ_CHUNK];
+        let n = self.read(&mut buf).await?;
+        session.receive(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// The client stream, before or after TLS.
 #[derive(Debug)]
-enum Stream {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-    /// Only during the STARTTLS handshake, while the TCP stream is moved into it.
+enum Stream<T> {
+    Plain(T),
+    Tls(Box<TlsStream<T>>),
+    /// Only during the STARTTLS handshake, while the stream is moved into it.
     Upgrading,
 }
 
 /// The most bytes one read takes from the socket (a TLS record at most).
 const READ_CHUNK: usize = 16 * 1024;
 
-impl Stream {
-    /// Waits for input and hands it to `session`; returns how many bytes were read (0: the
-    /// peer closed the connection). Cancel-safe: nothing is lost if the future is dropped.
-    ///
-    /// Plain TCP waits for readability without a buffer, then reads into one on the stack, so
-    /// a connection holds no read buffer while it waits (an idle connection costs its task and
-    /// session only). TLS reads into `tls_buf`, allocated at the first TLS read.
+impl<T: Transport> Stream<T> {
+    /// Waits for input and hands it to `session` (see [`Transport::read_into`]). TLS reads
+    /// into `tls_buf`, allocated at the first TLS read.
     async fn read_into(
         &mut self,
         session: &mut ServerSession,
         tls_buf: &mut Vec<u8>,
     ) -> std::io::Result<usize> {
         match self {
-            Stream::Plain(s) => loop {
-                s.readable().await?;
-                let mut buf = [0u8; READ_CHUNK];
-                match s.try_read(&mut buf) {
-                    Ok(n) => {
-                        session.receive(&buf[..n]);
-                        return Ok(n);
-                    }
-                    // A spurious wake-up: wait again.
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                    Err(e) => return Err(e),
-                }
-            },
+            Stream::Plain(s) => s.read_into(session).await,
             Stream::Tls(s) => {
                 if tls_buf.len() < READ_CHUNK {
                     tls_buf.resize(READ_CHUNK, 0);
@@ -119,8 +145,8 @@ impl Stream {
 }
 
 /// Serves one accepted connection on a listener until it closes.
-pub async fn serve(
-    stream: TcpStream,
+pub async fn serve<T: Transport>(
+    stream: T,
     peer: SocketAddr,
     session_id: u64,
     shared: Arc<Shared>,
@@ -200,8 +226,8 @@ pub async fn refuse(mut stream: TcpStream, reply: Reply) {
     let _ = stream.shutdown().await;
 }
 
-struct Connection {
-    stream: Stream,
+struct Connection<T> {
+    stream: Stream<T>,
     peer: SocketAddr,
     session: ServerSession,
     shared: Arc<Shared>,
@@ -226,7 +252,7 @@ struct Connection {
     accepted: HashMap<String, Vec<Target>>,
 }
 
-impl Connection {
+impl<T: Transport> Connection<T> {
     /// Runs the session; returns why it ended, for the log.
     async fn run(&mut self) -> &'static str {
         let mut tls_buf = Vec::new();

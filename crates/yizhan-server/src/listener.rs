@@ -134,6 +134,18 @@ impl Server {
     /// Serves until `shutdown` is cancelled, then stops accepting, lets sessions finish (or
     /// answers 421 after the grace period), stops the queue runner and returns.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServerError> {
+        self.run_with(shutdown, None).await
+    }
+
+    /// [`Server::run`], and also serves the connections that arrive on `memory`: in-memory
+    /// streams (`tokio::io::duplex`) served exactly as a connection to the first listener
+    /// from the given peer. Tests run golden dialogues this way on the real session, policy,
+    /// directory and spool.
+    pub async fn run_with(
+        self,
+        shutdown: CancellationToken,
+        memory: Option<MemoryConnections>,
+    ) -> Result<(), ServerError> {
         let bound = self.local_addrs();
         let settings = self.settings;
         let queue = &settings.queue;
@@ -197,6 +209,16 @@ impl Server {
         let tracker = TaskTracker::new();
         let limits = Arc::new(Limits::new(settings.smtp.max_connections));
         let ids = Arc::new(AtomicU64::new(1));
+        if let (Some(memory), Some((_, policy))) = (memory, self.listeners.first()) {
+            tracker.spawn(memory_loop(
+                memory,
+                policy.clone(),
+                shared.clone(),
+                ids.clone(),
+                tracker.clone(),
+                shutdown.clone(),
+            ));
+        }
         for (listener, policy) in self.listeners {
             if let Ok(address) = listener.local_addr() {
                 info!(%address, kind = %policy.kind, "listening");
@@ -342,6 +364,37 @@ impl Limits {
             ip,
             limits: self.clone(),
         })
+    }
+}
+
+/// In-memory connections for [`Server::run_with`]: a stream and the peer it stands for.
+pub type MemoryConnections = tokio::sync::mpsc::Receiver<(tokio::io::DuplexStream, SocketAddr)>;
+
+async fn memory_loop(
+    mut memory: MemoryConnections,
+    policy: Arc<ListenerPolicy>,
+    shared: Arc<Shared>,
+    ids: Arc<AtomicU64>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            next = memory.recv() => match next {
+                Some(pair) => pair,
+                None => return,
+            },
+            _ = shutdown.cancelled() => return,
+        };
+        let id = ids.fetch_add(1, Ordering::Relaxed);
+        tracker.spawn(conn::serve(
+            stream,
+            peer,
+            id,
+            shared.clone(),
+            policy.clone(),
+            shutdown.clone(),
+        ));
     }
 }
 
