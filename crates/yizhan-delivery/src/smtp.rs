@@ -92,6 +92,16 @@ impl fmt::Debug for TlsClient {
 }
 
 impl TlsClient {
+    /// The client configuration that checks the certificate against the roots (`verify`), or
+    /// the one that accepts any certificate but still checks the handshake's signatures.
+    pub fn config(&self, verify: bool) -> Arc<rustls::ClientConfig> {
+        if verify {
+            self.verified.clone()
+        } else {
+            self.unverified.clone()
+        }
+    }
+
     /// Verifies certificates against `roots` (for [`TlsPolicy::Verify`]); the lead wires in the
     /// system roots (e.g. rustls-platform-verifier or webpki-roots) in production.
     pub fn new(roots: RootCertStore) -> Result<TlsClient, rustls::Error> {

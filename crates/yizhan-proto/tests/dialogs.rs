@@ -1,5 +1,7 @@
 //! Tier T1: every golden dialogue in `tests/dialogs/` (at the repository root) runs against a
-//! `ServerSession` in memory, answered by the testkit's `FakePolicy`.
+//! `ServerSession` in memory, answered by the testkit's `FakePolicy`. The same dialogues run
+//! on the real server in `crates/yizhan-server/tests/dialogs.rs` (all but the two whose
+//! extensions the server does not offer yet).
 
 use std::path::PathBuf;
 

@@ -1,4 +1,10 @@
-//! The fake policy the golden dialogues are written against, and an in-memory server.
+//! The fake policy the golden dialogues were first written against, and an in-memory server.
+//!
+//! The dialogues run on the real server now (`crates/yizhan-server/tests/dialogs.rs`: the real
+//! session, policy, directory and spool). This fake still runs every dialogue on the pure
+//! [`ServerSession`] (`crates/yizhan-proto/tests/dialogs.rs`, and the fuzz harness), and is the
+//! only runner of the two the server cannot take yet (`dsn_parameters`, `binarymime`); it must
+//! answer as the server does.
 //!
 //! [`FakePolicy`] answers a [`ServerSession`]'s questions the way the real server answers them
 //! with the test configuration the TCP runner uses, so one `.dialog` file holds for both:
@@ -227,7 +233,8 @@ impl FakePolicy {
             Question::EndOfData { .. } => Decision::Reply(Reply::queued(&self.next_queue_id())),
             Question::Auth { mechanism, initial } => self.auth(&mechanism, initial),
             Question::AuthResponse(bytes) => self.auth_response(bytes),
-            Question::Etrn(node) => Decision::Reply(Reply::etrn_no_messages(&node)),
+            // As the server answers (RFC 1985 5.1 allows 250 whatever is waiting).
+            Question::Etrn(node) => Decision::Reply(Reply::etrn_started(&node)),
             Question::Turn => Decision::Reply(Reply::turn_needs_auth()),
         }
     }
@@ -265,14 +272,18 @@ impl FakePolicy {
             None => (bare, None),
         };
         let reply = match lookup_local(local, domain) {
-            Lookup::Mailbox(address) if !expn => Reply::vrfy_user(&address, None),
+            // The test configuration's `user` has the full name "Test User". EXPN of a mailbox
+            // gives the mailbox (a list of one), as the server's directory does.
+            Lookup::Mailbox(address) => {
+                let name = (address == "user@test.example").then_some("Test User");
+                Reply::vrfy_user(&address, name)
+            }
             Lookup::List(members) if expn => {
                 let members: Vec<String> = members.iter().map(|m| format!("<{m}>")).collect();
                 Reply::expn_members(&members)
             }
-            Lookup::List(_) | Lookup::Mailbox(_) if expn => Reply::no_such_list(query),
             Lookup::List(_) => Reply::vrfy_cannot_verify(),
-            Lookup::Mailbox(_) | Lookup::Unknown => Reply::no_such_user(query),
+            Lookup::Unknown => Reply::no_such_user(query),
             Lookup::Relocated(new) => Reply::user_not_local(&format!("<{new}>")),
             Lookup::NotLocal => Reply::vrfy_cannot_verify(),
         };
