@@ -3,7 +3,7 @@
 use std::io::Read;
 use std::sync::Arc;
 
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 use yizhan_delivery::dsn::{self, Action, NotifyOn, RecipientReport, Report, Return};
 use yizhan_delivery::smtp::Reason;
 use yizhan_proto::address::{ForwardPath, Path, ReversePath};
@@ -25,7 +25,12 @@ pub(super) async fn send_reports(
     owed: &[Owed],
 ) -> Result<(), SpoolError> {
     let Some(sender) = envelope.reverse_path.mailbox() else {
-        debug!(queue_id = %envelope.id, "no report for a message with a null reverse-path");
+        // The one way an accepted message ends without delivery or report: said in the log,
+        // with what is dropped and why.
+        for o in owed.iter().filter(|o| o.action == Action::Failed) {
+            let to = &envelope.recipients[o.index].address;
+            info!(queue_id = %envelope.id, %to, reason = %o.reason.text, "dropped: a message with a null reverse-path gets no report (RFC 5321 4.5.5)");
+        }
         return Ok(());
     };
     let sender = sender.to_string();
