@@ -30,6 +30,12 @@ impl QueueId {
         QueueId(id)
     }
 
+    /// The all-zero id, for an envelope not stored yet (the store gives it its id:
+    /// [`QueueStore::enqueue`](crate::QueueStore::enqueue)).
+    pub fn nil() -> Self {
+        QueueId([b'0'; 32])
+    }
+
     /// The id as text (32 lowercase hex digits).
     pub fn as_str(&self) -> &str {
         // Only ever made from 32 checked ASCII hex digits.

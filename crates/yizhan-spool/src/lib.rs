@@ -18,10 +18,11 @@
 //! | `legacy` | schema-3 envelopes (strings) and their upgrade | |
 //! | [`id`] | [`QueueId`]: UUID v7 as 32 hex digits | 9562 5.7 |
 //! | [`schedule`] | the pure retry schedule | 5321 4.5.4.1 |
+//! | [`store`] | [`QueueStore`]: what the queue runner needs of a store, implemented by [`Spool`] | |
 //! | [`error`] | [`SpoolError`] | |
 //!
-//! The API of [`Spool`] is the one every backend keeps; a shared PostgreSQL backend can be
-//! added behind it later.
+//! The queue runner sees a store only through [`QueueStore`]; a shared PostgreSQL store can be
+//! added behind it (ARCHITECTURE.md, "The queue store").
 #![forbid(unsafe_code)]
 
 pub mod embedded;
@@ -30,9 +31,11 @@ pub mod error;
 pub mod id;
 mod legacy;
 pub mod schedule;
+pub mod store;
 
 pub use embedded::{AsyncBody, Body, INLINE_BODY_MAX, Incoming, Recovery, Spool};
 pub use envelope::{ClientInfo, Envelope, LocalMailbox, Recipient, RecipientStatus};
 pub use error::SpoolError;
 pub use id::{InvalidQueueId, QueueId};
 pub use schedule::RetryPolicy;
+pub use store::{QueueStore, StoreFuture};

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 use yizhan_delivery::maildir::BatchJob;
 use yizhan_delivery::smtp::{Outcome, Reason};
-use yizhan_spool::{LocalMailbox, QueueId, Spool};
+use yizhan_spool::{LocalMailbox, QueueId, QueueStore};
 
 use super::shared::Shared;
 
@@ -91,7 +91,7 @@ pub(super) fn drain_local(shared: &Shared) {
                 key: d.key,
                 return_path: d.return_path,
                 body: LazyBody {
-                    spool: &shared.spool,
+                    spool: shared.spool.as_ref(),
                     id: d.id,
                     body: None,
                 },
@@ -181,7 +181,7 @@ struct LocalJob {
 /// A message body opened from the spool when the batch gets to it, and let go at its end,
 /// so that a batch holds one body in memory at a time.
 pub(super) struct LazyBody<'a> {
-    pub(super) spool: &'a Spool,
+    pub(super) spool: &'a dyn QueueStore,
     pub(super) id: QueueId,
     pub(super) body: Option<yizhan_spool::Body>,
 }

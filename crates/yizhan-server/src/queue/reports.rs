@@ -154,9 +154,9 @@ pub(super) async fn read_original(
         };
         body.take(cap)
             .read_to_end(&mut bytes)
-            .map_err(|source| SpoolError::Io {
-                path: spool.body_path(&id),
-                source,
+            .map_err(|e| SpoolError::Corrupt {
+                id: id.to_string(),
+                reason: format!("cannot read the body: {e}"),
             })?;
         Ok(if full {
             bytes
@@ -196,10 +196,8 @@ pub(super) async fn commit_report(
         }
         _ => recipients.push(Recipient::to(sender.clone(), None, now)),
     }
-    let mut incoming = shared.spool.create()?;
-    incoming.write(bytes)?;
     let envelope = Envelope {
-        id: incoming.id().clone(),
+        id: QueueId::nil(),
         received_at: now,
         size: 0,
         reverse_path: ReversePath::Null,
@@ -216,10 +214,8 @@ pub(super) async fn commit_report(
         recipients,
         held: false,
     };
-    let mut stored = envelope.clone();
-    stored.size = incoming.size();
-    let id = shared.spool.commit(incoming, envelope).await?;
-    stored.id = id.clone();
+    let stored = shared.spool.enqueue(bytes, envelope).await?;
+    let id = stored.id.clone();
     if let Ok(mut inbox) = shared.inbox.lock() {
         inbox.push(stored);
     }

@@ -14,7 +14,7 @@ use tracing::{debug, error, info};
 use yizhan_delivery::maildir::Maildir;
 use yizhan_delivery::mx::Resolver;
 use yizhan_delivery::smtp::TlsClient;
-use yizhan_spool::{Envelope, QueueId, Spool, SpoolError};
+use yizhan_spool::{Envelope, QueueId, QueueStore, SpoolError};
 
 use super::changes::Waiting;
 use super::destination::Destinations;
@@ -62,10 +62,11 @@ impl fmt::Debug for QueueRunner {
 }
 
 impl QueueRunner {
-    /// A runner delivering from `spool` into `maildir`, and remotely with the default
-    /// [`OutboundSettings`] and the system resolver.
+    /// A runner delivering from `spool` (the embedded [`yizhan_spool::Spool`], or any other
+    /// [`QueueStore`]) into `maildir`, and remotely with the default [`OutboundSettings`] and
+    /// the system resolver.
     pub fn new(
-        spool: Spool,
+        spool: impl QueueStore,
         maildir: Maildir,
         settings: RunnerSettings,
         clock: Arc<dyn Clock>,
@@ -73,7 +74,7 @@ impl QueueRunner {
         let deliveries = Arc::new(Semaphore::new(settings.concurrency.max(1)));
         QueueRunner {
             shared: Arc::new(Shared {
-                spool,
+                spool: Arc::new(spool),
                 maildir: Arc::new(maildir),
                 settings,
                 outbound: OutboundSettings::default(),

@@ -12,7 +12,7 @@ use tracing::error;
 use yizhan_delivery::maildir::Maildir;
 use yizhan_delivery::mx::{DnsError, HickoryResolver, Resolver};
 use yizhan_delivery::smtp::{Connection, TlsClient};
-use yizhan_spool::{Envelope, QueueId, Spool};
+use yizhan_spool::{Envelope, QueueId, QueueStore};
 
 use super::changes::Request;
 use super::destination::Destinations;
@@ -21,7 +21,8 @@ use super::settings::{Clock, OutboundSettings, RunnerSettings};
 use crate::directory::Directory;
 
 pub(super) struct Shared {
-    pub(super) spool: Spool,
+    /// The store: the embedded spool, or any other [`QueueStore`].
+    pub(super) spool: Arc<dyn QueueStore>,
     pub(super) maildir: Arc<Maildir>,
     pub(super) settings: RunnerSettings,
     pub(super) outbound: OutboundSettings,

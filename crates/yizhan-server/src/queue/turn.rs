@@ -4,13 +4,14 @@
 use tracing::warn;
 use yizhan_delivery::smtp::{self, Connection, Outcome, Reason};
 use yizhan_proto::address::ForwardPath;
-use yizhan_spool::{Recipient, SpoolError};
+use yizhan_spool::{Envelope, QueueId, Recipient, SpoolError};
 
 use super::claim::Claim;
 use super::handle::RunnerHandle;
 use super::message::conclude;
 use super::outcome::record;
 use super::remote::transaction;
+use super::shared::Shared;
 
 /// What a TURN session delivered.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -47,10 +48,7 @@ impl RunnerHandle {
                 && super::domain_of(&r.address).is_some_and(|d| domains.contains(&d))
         };
         let mut summary = TurnSummary::default();
-        for listed in shared.spool.list()? {
-            if listed.held || !listed.recipients.iter().any(wanted) {
-                continue;
-            }
+        for listed in candidates(shared, &wanted)? {
             if !conn.is_usable() {
                 summary.deferred += listed.recipients.iter().filter(|r| wanted(r)).count();
                 continue;
@@ -103,5 +101,28 @@ impl RunnerHandle {
         }
         self.wake();
         Ok(summary)
+    }
+}
+
+/// The messages with recipients a TURN session wants, not held, read page by page (the
+/// queue may be large; the candidates are the domain's mail only).
+fn candidates(
+    shared: &Shared,
+    wanted: &impl Fn(&Recipient) -> bool,
+) -> Result<Vec<Envelope>, SpoolError> {
+    const PAGE: usize = 1000;
+    let mut found = Vec::new();
+    let mut after: Option<QueueId> = None;
+    loop {
+        let page = shared.spool.list_page(after.as_ref(), PAGE)?;
+        let full = page.len() == PAGE;
+        after = page.last().map(|e| e.id.clone());
+        found.extend(
+            page.into_iter()
+                .filter(|e| !e.held && e.recipients.iter().any(wanted)),
+        );
+        if !full {
+            return Ok(found);
+        }
     }
 }

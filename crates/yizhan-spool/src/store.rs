@@ -1,0 +1,92 @@
+//! [`QueueStore`]: what the queue runner needs of a store, so that a second store (a shared
+//! one on PostgreSQL, ARCHITECTURE.md "The queue store") can stand where the embedded
+//! [`Spool`] stands today.
+//!
+//! The receiving side streams a message into the embedded spool through [`Spool::create`] and
+//! [`Spool::commit`] (the 250 promise, group-committed); everything the queue does after that
+//! goes through this trait: the schedule it reads, the envelopes it loads and records, the
+//! bodies it delivers, the reports it enqueues and the messages it removes.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::{Body, Envelope, QueueId, Spool, SpoolError};
+
+/// A boxed, sendable future (the trait is used as `dyn QueueStore`).
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, SpoolError>> + Send + 'a>>;
+
+/// The queue's view of a store. Each write answers once it is durable.
+pub trait QueueStore: Send + Sync + fmt::Debug + 'static {
+    /// Every message's id, earliest pending attempt (`None`: nothing pending) and hold, from
+    /// the index alone (the schedule is rebuilt from it).
+    fn schedule_index(&self) -> Result<Vec<(QueueId, Option<i64>, bool)>, SpoolError>;
+
+    /// One message's envelope.
+    fn load(&self, id: &QueueId) -> Result<Envelope, SpoolError>;
+
+    /// Up to `limit` envelopes after `after`, in id (arrival) order.
+    fn list_page(&self, after: Option<&QueueId>, limit: usize)
+    -> Result<Vec<Envelope>, SpoolError>;
+
+    /// A message's body, to read from the start.
+    fn open_body(&self, id: &QueueId) -> Result<Body, SpoolError>;
+
+    /// Records a message's new state (outcomes, hold, due times).
+    fn update<'a>(&'a self, envelope: &'a Envelope) -> StoreFuture<'a, ()>;
+
+    /// Removes a message, durably.
+    fn remove<'a>(&'a self, id: &'a QueueId) -> StoreFuture<'a, ()>;
+
+    /// Removes a finished message, not waited for (a crash may leave it; it is removed again).
+    fn remove_soon(&self, id: &QueueId);
+
+    /// Queues a new message made here (a report): `body` whole, `envelope` as given (its id
+    /// and size are set by the store). Returns the stored envelope.
+    fn enqueue<'a>(&'a self, body: &'a [u8], envelope: Envelope) -> StoreFuture<'a, Envelope>;
+}
+
+impl QueueStore for Spool {
+    fn schedule_index(&self) -> Result<Vec<(QueueId, Option<i64>, bool)>, SpoolError> {
+        Spool::schedule_index(self)
+    }
+
+    fn load(&self, id: &QueueId) -> Result<Envelope, SpoolError> {
+        Spool::load(self, id)
+    }
+
+    fn list_page(
+        &self,
+        after: Option<&QueueId>,
+        limit: usize,
+    ) -> Result<Vec<Envelope>, SpoolError> {
+        Spool::list_page(self, after, limit)
+    }
+
+    fn open_body(&self, id: &QueueId) -> Result<Body, SpoolError> {
+        Spool::open_body(self, id)
+    }
+
+    fn update<'a>(&'a self, envelope: &'a Envelope) -> StoreFuture<'a, ()> {
+        Box::pin(Spool::update(self, envelope))
+    }
+
+    fn remove<'a>(&'a self, id: &'a QueueId) -> StoreFuture<'a, ()> {
+        Box::pin(Spool::remove(self, id))
+    }
+
+    fn remove_soon(&self, id: &QueueId) {
+        Spool::remove_soon(self, id);
+    }
+
+    fn enqueue<'a>(&'a self, body: &'a [u8], envelope: Envelope) -> StoreFuture<'a, Envelope> {
+        Box::pin(async move {
+            let mut incoming = self.create()?;
+            incoming.write(body)?;
+            let mut stored = envelope.clone();
+            stored.size = incoming.size();
+            stored.id = self.commit(incoming, envelope).await?;
+            Ok(stored)
+        })
+    }
+}
