@@ -184,11 +184,9 @@ def postfix_factory(tmp_path):
         pf.stop()
 
 
-@pytest.mark.parametrize("tls", [False, True], ids=["plain", "starttls"])
-def test_postfix_receives_from_yizhan(server_factory, postfix_factory, tls):
-    pf = postfix_factory(tls)
-    policy = "require" if tls else "none"
-    srv = server_factory(
+def relay_to(server_factory, pf: Postfix, policy: str):
+    """A yizhan that relays for 127.0.0.0/8 and sends pf.example to `pf` with TLS `policy`."""
+    return server_factory(
         smtp={"relay_networks": ["127.0.0.0/8"]},
         extra=f"""
 [[smarthost]]
@@ -198,6 +196,13 @@ port = {pf.port}
 tls = "{policy}"
 """,
     )
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "starttls"])
+def test_postfix_receives_from_yizhan(server_factory, postfix_factory, tls):
+    pf = postfix_factory(tls)
+    policy = "require" if tls else "none"
+    srv = relay_to(server_factory, pf, policy)
     body = (b"From: <user@test.example>\r\nTo: <someone@pf.example>\r\n"
             b"Subject: to postfix\r\n\r\n.leading dot\r\nHello, Postfix.\r\n")
     with srv.smtp() as s:
@@ -229,16 +234,7 @@ def test_a_peer_whose_tls_fails(server_factory, postfix_factory, policy):
          "-brief", "-cipher", "AES128-SHA", "-tls1_2"],
         input=b"QUIT\n", capture_output=True, timeout=30)
     assert b"AES128-SHA" in probe.stdout + probe.stderr, "the peer speaks TLS, with CBC only"
-    srv = server_factory(
-        smtp={"relay_networks": ["127.0.0.0/8"]},
-        extra=f"""
-[[smarthost]]
-domain = "pf.example"
-host = "127.0.0.1"
-port = {pf.port}
-tls = "{policy}"
-""",
-    )
+    srv = relay_to(server_factory, pf, policy)
     body = (b"From: <user@test.example>\r\nTo: <someone@pf.example>\r\n"
             b"Subject: broken tls\r\n\r\nHello.\r\n")
     with srv.smtp() as s:
@@ -264,16 +260,7 @@ def test_a_utf8_recipient_a_peer_cannot_take_gets_an_rfc6533_report(server_facto
     message for a UTF-8 address cannot go to it (yizhan never downgrades an address). The
     sender gets a global report: `utf-8;` address type, message/global-delivery-status."""
     pf = postfix_factory(False)
-    srv = server_factory(
-        smtp={"relay_networks": ["127.0.0.0/8"]},
-        extra=f"""
-[[smarthost]]
-domain = "pf.example"
-host = "127.0.0.1"
-port = {pf.port}
-tls = "none"
-""",
-    )
+    srv = relay_to(server_factory, pf, "none")
     rcpt = "δοκιμή@pf.example"
     c = srv.raw()
     c.expect("EHLO client.test.example", 250)

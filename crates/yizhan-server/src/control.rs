@@ -1104,28 +1104,16 @@ mod tests {
     fn client_says_when_the_server_is_not_running() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("control.sock");
-        let err = request(
-            &missing,
-            &Request::List {
-                after: None,
-                limit: None,
-            },
-            Duration::from_secs(1),
-        )
-        .unwrap_err();
+        let list = Request::List {
+            after: None,
+            limit: None,
+        };
+        let err = request(&missing, &list, Duration::from_secs(1)).unwrap_err();
         assert!(matches!(err, ClientError::NotRunning { .. }));
         assert!(err.to_string().contains(&missing.display().to_string()));
         // A stale socket file nobody listens on: connection refused, same answer.
         drop(std::os::unix::net::UnixListener::bind(&missing).unwrap());
-        let err = request(
-            &missing,
-            &Request::List {
-                after: None,
-                limit: None,
-            },
-            Duration::from_secs(1),
-        )
-        .unwrap_err();
+        let err = request(&missing, &list, Duration::from_secs(1)).unwrap_err();
         assert!(matches!(err, ClientError::NotRunning { .. }), "{err}");
     }
 }
