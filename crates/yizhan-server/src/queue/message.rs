@@ -54,140 +54,181 @@ pub(super) async fn process(
             r.is_pending() && r.next_attempt <= now
         })
         .collect();
-    let mut owed: Vec<Owed> = Vec::new();
+    let mut round = Round {
+        shared: &shared,
+        envelope,
+        owed: Vec::new(),
+        cancel: &claim.cancel,
+    };
+    round.local(&due).await?;
+    if shutdown.is_cancelled() || claim.cancel.is_cancelled() {
+        return Ok(Done::due(round.envelope.next_due()));
+    }
+    let groups = round.route(&due).await?;
+    let parked = round.remote(groups, &shutdown).await?;
+    if claim.cancel.is_cancelled() {
+        // Deleted by the operator: what was recorded stays until the runner removes it; no
+        // report is owed for a message deleted without one.
+        return Ok(Done::default());
+    }
+    let mut envelope = round.envelope;
+    conclude(&shared, &mut envelope, &round.owed).await?;
+    Ok(Done {
+        next_due: envelope.next_due(),
+        parked,
+    })
+}
 
-    // Local recipients, concurrently (bounded by the delivery permits). Each Maildir file is
-    // named after the message and the recipient (`deliver_once`), so a crash before the
-    // outcomes below are recorded cannot deliver anything twice: the retry finds its own file.
-    // That is what lets one spool update cover the whole batch.
-    let mut local = tokio::task::JoinSet::new();
-    for &i in &due {
-        let Some(mailbox) = envelope.recipients[i].mailbox.clone() else {
-            continue;
-        };
-        let shared = shared.clone();
-        let key = format!("{}.Y{}R{i}", envelope.received_at, envelope.id);
-        let id = envelope.id.clone();
+/// One round of work on a claimed message: its envelope as recorded so far, and the reports
+/// owed by what happened in the round.
+struct Round<'a> {
+    shared: &'a Arc<Shared>,
+    envelope: Envelope,
+    owed: Vec<Owed>,
+    /// The operator deleted the message: stop.
+    cancel: &'a CancellationToken,
+}
+
+impl Round<'_> {
+    fn record(&mut self, i: usize, outcome: Outcome, dsn_relayed: bool) {
+        record(
+            self.shared,
+            &mut self.envelope,
+            i,
+            outcome,
+            &mut self.owed,
+            dsn_relayed,
+        );
+    }
+
+    /// The local recipients among `due`, in the next Maildir batch. Each Maildir file is
+    /// named after the message and the recipient (`deliver_once`), so a crash before the
+    /// outcomes are recorded cannot deliver anything twice: the retry finds its own file.
+    /// That is what lets one spool update cover the whole batch.
+    async fn local(&mut self, due: &[usize]) -> Result<(), SpoolError> {
+        let envelope = &self.envelope;
         // RFC 5321 4.4: the reverse-path's mailbox (`<>` for a report), without its route.
         let return_path = envelope
             .reverse_path
             .mailbox()
             .map(ToString::to_string)
             .unwrap_or_default();
-        let delivery = LocalDelivery {
-            id,
-            key,
-            return_path,
-            mailbox,
-            cancel: claim.cancel.clone(),
-        };
-        local.spawn(async move { (i, deliver_local(&shared, delivery).await) });
-    }
-    let mut delivered_local = false;
-    while let Some(joined) = local.join_next().await {
-        let (i, outcome) = match joined {
-            Ok(pair) => pair,
-            // A panicked delivery task: its recipient stays pending and is retried.
-            Err(e) => {
-                warn!(queue_id = %id, error = %e, "local delivery task failed");
+        let mut local = tokio::task::JoinSet::new();
+        for &i in due {
+            let Some(mailbox) = envelope.recipients[i].mailbox.clone() else {
                 continue;
+            };
+            let shared = self.shared.clone();
+            let delivery = LocalDelivery {
+                id: envelope.id.clone(),
+                key: format!("{}.Y{}R{i}", envelope.received_at, envelope.id),
+                return_path: return_path.clone(),
+                mailbox,
+                cancel: self.cancel.clone(),
+            };
+            local.spawn(async move { (i, deliver_local(&shared, delivery).await) });
+        }
+        let mut delivered = false;
+        while let Some(joined) = local.join_next().await {
+            match joined {
+                Ok((i, outcome)) => {
+                    self.record(i, outcome, false);
+                    delivered = true;
+                }
+                // A panicked delivery task: its recipient stays pending and is retried.
+                Err(e) => {
+                    warn!(queue_id = %self.envelope.id, error = %e, "local delivery task failed")
+                }
             }
-        };
-        record(&shared, &mut envelope, i, outcome, &mut owed, false);
-        delivered_local = true;
-    }
-    // A message that is now finished is removed below: one commit instead of two.
-    if delivered_local && !envelope.is_finished() {
-        shared.spool.update(&envelope).await?;
-    }
-    if shutdown.is_cancelled() || claim.cancel.is_cancelled() {
-        return Ok(Done::due(envelope.next_due()));
+        }
+        // A message that is now finished is removed at its end: one commit instead of two.
+        if delivered && !self.envelope.is_finished() {
+            self.shared.spool.update(&self.envelope).await?;
+        }
+        Ok(())
     }
 
-    // Remote recipients, grouped by destination: one transaction per group.
-    let mut groups: Vec<Group> = Vec::new();
-    let mut unroutable = false;
-    for &i in &due {
-        let r = &envelope.recipients[i];
-        if r.mailbox.is_some() {
-            continue;
-        }
-        if held_for_turn(&shared.outbound, &r.address) {
-            let outcome = Outcome::Transient(Reason::local(
-                "4.4.0",
-                "held for the domain's client to collect with TURN",
-            ));
-            record(&shared, &mut envelope, i, outcome, &mut owed, false);
-            unroutable = true;
-            continue;
-        }
-        match route::route(r, &shared.outbound.routing) {
-            Ok(routed) => {
-                let key = destination_key(&routed.route);
-                match groups
-                    .iter_mut()
-                    .find(|g| g.0 == key && !g.2 && !routed.source_routed)
-                {
-                    Some(g) => g.3.push((i, routed.forward_path)),
-                    None => groups.push((
-                        key,
-                        routed.route,
-                        routed.source_routed,
-                        vec![(i, routed.forward_path)],
-                    )),
-                }
+    /// The remote recipients among `due`, grouped by destination (one transaction per group);
+    /// those held for TURN or that cannot be routed are recorded here.
+    async fn route(&mut self, due: &[usize]) -> Result<Vec<Group>, SpoolError> {
+        let mut groups: Vec<Group> = Vec::new();
+        let mut recorded = false;
+        for &i in due {
+            let r = &self.envelope.recipients[i];
+            if r.mailbox.is_some() {
+                continue;
             }
-            Err(e) => {
-                let outcome = Outcome::Permanent(Reason::local("5.1.3", e.to_string()));
-                record(&shared, &mut envelope, i, outcome, &mut owed, false);
-                unroutable = true;
+            if held_for_turn(&self.shared.outbound, &r.address) {
+                let text = "held for the domain's client to collect with TURN";
+                self.record(i, Outcome::Transient(Reason::local("4.4.0", text)), false);
+                recorded = true;
+                continue;
             }
-        }
-    }
-    if unroutable {
-        shared.spool.update(&envelope).await?;
-    }
-    let mut parked = Vec::new();
-    for (key, route, source_routed, members) in groups {
-        if shutdown.is_cancelled() || claim.cancel.is_cancelled() {
-            break;
-        }
-        let group = (key.as_str(), &route, source_routed, members.as_slice());
-        match deliver_remote(&shared, &envelope, group, &claim.cancel).await {
-            GroupOutcome::Done(results) => {
-                for (i, outcome, dsn_relayed) in results {
-                    record(&shared, &mut envelope, i, outcome, &mut owed, dsn_relayed);
-                }
-            }
-            GroupOutcome::Suspended { until, reason } => {
-                for (i, _) in &members {
-                    let outcome = Outcome::Transient(reason.clone());
-                    record(&shared, &mut envelope, *i, outcome, &mut owed, false);
-                    let r = &mut envelope.recipients[*i];
-                    if r.is_pending() {
-                        r.next_attempt = r.next_attempt.max(until);
+            match route::route(r, &self.shared.outbound.routing) {
+                Ok(routed) => {
+                    let key = destination_key(&routed.route);
+                    let joins = |g: &&mut Group| g.0 == key && !g.2 && !routed.source_routed;
+                    match groups.iter_mut().find(joins) {
+                        Some(g) => g.3.push((i, routed.forward_path)),
+                        None => groups.push((
+                            key,
+                            routed.route,
+                            routed.source_routed,
+                            vec![(i, routed.forward_path)],
+                        )),
                     }
                 }
-            }
-            GroupOutcome::Parked => {
-                debug!(queue_id = %id, destination = %key, "destination busy; parked");
-                parked.push(key);
-                continue;
+                Err(e) => {
+                    let reason = Reason::local("5.1.3", e.to_string());
+                    self.record(i, Outcome::Permanent(reason), false);
+                    recorded = true;
+                }
             }
         }
-        shared.spool.update(&envelope).await?;
+        if recorded {
+            self.shared.spool.update(&self.envelope).await?;
+        }
+        Ok(groups)
     }
 
-    if claim.cancel.is_cancelled() {
-        // Deleted by the operator: what was recorded stays until the runner removes it; no
-        // report is owed for a message deleted without one.
-        return Ok(Done::default());
+    /// One transaction per group, each outcome recorded before the next; returns the
+    /// destinations that had no free slot (the message is parked on them).
+    async fn remote(
+        &mut self,
+        groups: Vec<Group>,
+        shutdown: &CancellationToken,
+    ) -> Result<Vec<String>, SpoolError> {
+        let mut parked = Vec::new();
+        for (key, route, source_routed, members) in groups {
+            if shutdown.is_cancelled() || self.cancel.is_cancelled() {
+                break;
+            }
+            let group = (key.as_str(), &route, source_routed, members.as_slice());
+            match deliver_remote(self.shared, &self.envelope, group, self.cancel).await {
+                GroupOutcome::Done(results) => {
+                    for (i, outcome, dsn_relayed) in results {
+                        self.record(i, outcome, dsn_relayed);
+                    }
+                }
+                GroupOutcome::Suspended { until, reason } => {
+                    for (i, _) in &members {
+                        self.record(*i, Outcome::Transient(reason.clone()), false);
+                        let r = &mut self.envelope.recipients[*i];
+                        if r.is_pending() {
+                            r.next_attempt = r.next_attempt.max(until);
+                        }
+                    }
+                }
+                GroupOutcome::Parked => {
+                    debug!(queue_id = %self.envelope.id, destination = %key, "destination busy; parked");
+                    parked.push(key);
+                    continue;
+                }
+            }
+            self.shared.spool.update(&self.envelope).await?;
+        }
+        Ok(parked)
     }
-    conclude(&shared, &mut envelope, &owed).await?;
-    Ok(Done {
-        next_due: envelope.next_due(),
-        parked,
-    })
 }
 
 /// The end of a round on one message: the reports owed are queued, then the failures become
