@@ -78,58 +78,13 @@ pub(super) async fn deliver_remote(
             "semaphore closed",
         )));
     };
-    let resolver = match shared.resolver() {
-        Ok(resolver) => resolver,
-        Err(e) => {
-            let text = format!("no DNS resolver available: {e}");
-            return all(Outcome::Transient(Reason::local("4.4.3", text)));
-        }
-    };
     let smtp_settings = SmtpSettings {
         helo_name: shared.helo_name(),
         ..shared.outbound.smtp.clone()
     };
-    let (targets, tls, auth) = match route {
-        Route::Smarthost(h) => (
-            mx::host_targets(resolver.as_ref(), std::slice::from_ref(&h.host), h.port).await,
-            h.tls,
-            h.auth.clone(),
-        ),
-        Route::Mx { domain, tls } => (
-            mx::targets(
-                resolver.as_ref(),
-                domain,
-                smtp_settings.port,
-                smtp_settings.max_hosts,
-                fastrand::u64(..),
-                &shared.outbound.ourselves,
-            )
-            .await,
-            *tls,
-            None,
-        ),
-        Route::Local(_) => return all(Outcome::Transient(Reason::local("4.3.0", "misrouted"))),
-    };
-    // A smarthost that is ourselves loops as surely as an MX that is (RFC 5321 5.1).
-    let targets = targets.and_then(|t| {
-        let ours = |t: &mx::Target| shared.outbound.ourselves.is_self(&t.host, Some(t.address));
-        match route {
-            Route::Smarthost(h) if t.iter().all(ours) => {
-                Err(mx::MxError::LoopsBack(h.host.clone()))
-            }
-            _ => Ok(t),
-        }
-    });
-    let targets = match targets {
-        Ok(t) => t,
-        Err(e) => {
-            let reason = Reason::local(e.status(), e.to_string());
-            return all(if e.is_permanent() {
-                Outcome::Permanent(reason)
-            } else {
-                Outcome::Transient(reason)
-            });
-        }
+    let hosts = match hosts_of(shared, route, &smtp_settings).await {
+        Ok(hosts) => hosts,
+        Err(outcome) => return all(outcome),
     };
     let mut from = envelope.reverse_path.clone();
     if source_routed && let Ok(us) = Domain::parse(&shared.settings.hostname) {
@@ -140,12 +95,12 @@ pub(super) async fn deliver_remote(
         envelope,
         from: &from,
         members,
-        tls,
-        auth,
+        tls: hosts.tls,
+        auth: hosts.auth,
         settings: &smtp_settings,
         cancel,
     };
-    match attempt.hosts(&targets).await {
+    match attempt.hosts(&hosts.targets).await {
         Tried::Answered(outcomes) => {
             shared.destination_answered(key);
             GroupOutcome::Done(outcomes)
@@ -161,15 +116,71 @@ pub(super) async fn deliver_remote(
         } => {
             if answered {
                 shared.destination_answered(key);
-            } else if !targets.is_empty() {
+            } else if !hosts.targets.is_empty() {
                 shared.destination_failed(key, shared.clock.now(), &reason.text);
             }
-            all(if permanent {
-                Outcome::Permanent(reason)
-            } else {
-                Outcome::Transient(reason)
-            })
+            all(failure(reason, permanent))
         }
+    }
+}
+
+/// The hosts of a route, in order, with the TLS policy and credentials to use with them.
+struct Hosts {
+    targets: Vec<mx::Target>,
+    tls: TlsPolicy,
+    auth: Option<Credentials>,
+}
+
+/// Resolves a route into its hosts (MX, or a smarthost's addresses), without ourselves; the
+/// outcome for every member when that fails.
+async fn hosts_of(
+    shared: &Arc<Shared>,
+    route: &Route,
+    settings: &SmtpSettings,
+) -> Result<Hosts, Outcome> {
+    let resolver = shared.resolver().map_err(|e| {
+        let text = format!("no DNS resolver available: {e}");
+        Outcome::Transient(Reason::local("4.4.3", text))
+    })?;
+    let ourselves = &shared.outbound.ourselves;
+    let (targets, tls, auth) = match route {
+        Route::Smarthost(h) => {
+            let targets =
+                mx::host_targets(resolver.as_ref(), std::slice::from_ref(&h.host), h.port).await;
+            // A smarthost that is ourselves loops as surely as an MX that is (RFC 5321 5.1).
+            let ours = |t: &mx::Target| ourselves.is_self(&t.host, Some(t.address));
+            let targets = targets.and_then(|t| {
+                if t.iter().all(ours) {
+                    Err(mx::MxError::LoopsBack(h.host.clone()))
+                } else {
+                    Ok(t)
+                }
+            });
+            (targets, h.tls, h.auth.clone())
+        }
+        Route::Mx { domain, tls } => {
+            let seed = fastrand::u64(..);
+            let (port, cap) = (settings.port, settings.max_hosts);
+            let targets = mx::targets(resolver.as_ref(), domain, port, cap, seed, ourselves).await;
+            (targets, *tls, None)
+        }
+        Route::Local(_) => return Err(Outcome::Transient(Reason::local("4.3.0", "misrouted"))),
+    };
+    match targets {
+        Ok(targets) => Ok(Hosts { targets, tls, auth }),
+        Err(e) => Err(failure(
+            Reason::local(e.status(), e.to_string()),
+            e.is_permanent(),
+        )),
+    }
+}
+
+/// A failure, permanent or not.
+fn failure(reason: Reason, permanent: bool) -> Outcome {
+    if permanent {
+        Outcome::Permanent(reason)
+    } else {
+        Outcome::Transient(reason)
     }
 }
 
