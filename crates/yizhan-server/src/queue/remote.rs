@@ -214,100 +214,16 @@ enum Tried {
 impl Attempt<'_> {
     /// Tries the hosts in order until one gives an answer about the message.
     async fn hosts(&self, targets: &[mx::Target]) -> Tried {
-        let (shared, envelope) = (self.shared, self.envelope);
         let mut last_failure: Option<(Reason, bool)> = None;
         let mut answered = false;
-        let auth_user = self
-            .auth
-            .as_ref()
-            .map(|c| c.username.clone())
-            .unwrap_or_default();
         for target in targets {
             if self.cancel.is_cancelled() {
                 break;
             }
-            let pool_key = format!(
-                "{}|{}|{}|{}",
-                target.host,
-                target.address,
-                self.tls.as_str(),
-                auth_user
-            );
-            let opened = match shared.take_connection(&pool_key) {
-                Some(conn) => Ok(conn),
-                None => {
-                    let open = Connection::open(
-                        target,
-                        self.tls,
-                        self.auth.clone(),
-                        self.settings,
-                        shared.tls.as_ref(),
-                    );
-                    tokio::select! {
-                        opened = open => opened,
-                        () = self.cancel.cancelled() => return Tried::Deleted,
-                    }
-                }
-            };
-            let mut conn = match opened {
-                Ok(conn) => conn,
-                Err(e) => {
-                    warn!(queue_id = %envelope.id, host = %target.host, address = %target.address, error = %e, "cannot deliver to this host");
-                    answered |= !unreachable(&e);
-                    let reason = Reason::remote(&target.host, &e.reply());
-                    last_failure = Some((reason, e.is_permanent()));
-                    continue;
-                }
-            };
-            answered = true;
-            let dsn = conn.offers_dsn();
-            let tx = transaction(envelope, self.from, self.members, dsn);
-            let mut body = match shared.spool.open_body(&envelope.id) {
-                Ok(body) => body.into_async(),
-                Err(e) => {
-                    shared.return_connection(pool_key, conn);
-                    let reason = Reason::local("4.3.0", e.to_string());
-                    return Tried::Failed {
-                        reason,
-                        permanent: false,
-                        answered,
-                    };
-                }
-            };
-            let host = target.host.clone();
-            let result = tokio::select! {
-                result = conn.send(tx, &mut body) => result,
-                () = self.cancel.cancelled() => {
-                    // Dropped without QUIT: a peer that has not seen the end of the data
-                    // discards the message (RFC 5321 4.1.1.4).
-                    info!(queue_id = %envelope.id, host = %host, "transaction cut short: the message was deleted");
-                    return Tried::Deleted;
-                }
-            };
-            shared.return_connection(pool_key, conn);
-            let result = match result {
-                Ok(r) => r,
-                Err(e) => {
-                    last_failure = Some((Reason::remote(&host, &e.reply()), false));
-                    continue;
-                }
-            };
-            // The whole transaction failed for a reason of this host (MAIL refused with 4xx,
-            // the connection lost before any answer): the next host may do better.
-            let none_answered =
-                result.recipients.iter().all(|(_, r)| r.is_err()) && !result.mail.is_positive();
-            if none_answered && result.mail.is_transient() && result.error.is_none() {
-                last_failure = Some((Reason::remote(&host, &result.mail), false));
-                continue;
+            match self.on_host(target, &mut answered).await {
+                OnHost::Done(tried) => return tried,
+                OnHost::Next { reason, permanent } => last_failure = Some((reason, permanent)),
             }
-            info!(queue_id = %envelope.id, host = %host, address = %target.address, accepted = result.delivered_recipients().count(), "transaction done");
-            return Tried::Answered(
-                self.members
-                    .iter()
-                    .zip(smtp::outcomes(&host, &result, dsn))
-                    .map(|((i, _), o)| (*i, o, dsn))
-                    .collect(),
-            );
         }
         let (reason, permanent) =
             last_failure.unwrap_or_else(|| (Reason::local("4.4.1", "no host to try"), false));
@@ -317,6 +233,117 @@ impl Attempt<'_> {
             answered,
         }
     }
+
+    /// One host: a connection (kept or new), then the transaction; `answered` is set once the
+    /// host has said anything.
+    async fn on_host(&self, target: &mx::Target, answered: &mut bool) -> OnHost {
+        let (shared, envelope) = (self.shared, self.envelope);
+        let pool_key = self.pool_key(target);
+        let mut conn = match self.connect(target, &pool_key).await {
+            Ok(conn) => conn,
+            Err(Some(e)) => {
+                warn!(queue_id = %envelope.id, host = %target.host, address = %target.address, error = %e, "cannot deliver to this host");
+                *answered |= !unreachable(&e);
+                let reason = Reason::remote(&target.host, &e.reply());
+                let permanent = e.is_permanent();
+                return OnHost::Next { reason, permanent };
+            }
+            Err(None) => return OnHost::Done(Tried::Deleted),
+        };
+        *answered = true;
+        let dsn = conn.offers_dsn();
+        let tx = transaction(envelope, self.from, self.members, dsn);
+        let mut body = match shared.spool.open_body(&envelope.id) {
+            Ok(body) => body.into_async(),
+            Err(e) => {
+                shared.return_connection(pool_key, conn);
+                let reason = Reason::local("4.3.0", e.to_string());
+                let (permanent, answered) = (false, true);
+                return OnHost::Done(Tried::Failed {
+                    reason,
+                    permanent,
+                    answered,
+                });
+            }
+        };
+        let host = target.host.clone();
+        let result = tokio::select! {
+            result = conn.send(tx, &mut body) => result,
+            () = self.cancel.cancelled() => {
+                // Dropped without QUIT: a peer that has not seen the end of the data
+                // discards the message (RFC 5321 4.1.1.4).
+                info!(queue_id = %envelope.id, host = %host, "transaction cut short: the message was deleted");
+                return OnHost::Done(Tried::Deleted);
+            }
+        };
+        shared.return_connection(pool_key, conn);
+        let result = match result {
+            Ok(r) => r,
+            Err(e) => {
+                let reason = Reason::remote(&host, &e.reply());
+                return OnHost::Next {
+                    reason,
+                    permanent: false,
+                };
+            }
+        };
+        // The whole transaction failed for a reason of this host (MAIL refused with 4xx, the
+        // connection lost before any answer): the next host may do better.
+        let none_answered =
+            result.recipients.iter().all(|(_, r)| r.is_err()) && !result.mail.is_positive();
+        if none_answered && result.mail.is_transient() && result.error.is_none() {
+            let reason = Reason::remote(&host, &result.mail);
+            return OnHost::Next {
+                reason,
+                permanent: false,
+            };
+        }
+        info!(queue_id = %envelope.id, host = %host, address = %target.address, accepted = result.delivered_recipients().count(), "transaction done");
+        let outcomes = smtp::outcomes(&host, &result, dsn);
+        OnHost::Done(Tried::Answered(
+            self.members
+                .iter()
+                .zip(outcomes)
+                .map(|((i, _), o)| (*i, o, dsn))
+                .collect(),
+        ))
+    }
+
+    /// The key of the connections kept for this host, policy and user.
+    fn pool_key(&self, target: &mx::Target) -> String {
+        let user = self.auth.as_ref().map_or("", |c| c.username.as_str());
+        let tls = self.tls.as_str();
+        format!("{}|{}|{tls}|{user}", target.host, target.address)
+    }
+
+    /// A kept connection to the host, or a new one; `Err(None)` if the message was deleted
+    /// meanwhile.
+    async fn connect(
+        &self,
+        target: &mx::Target,
+        pool_key: &str,
+    ) -> Result<Connection, Option<SmtpError>> {
+        if let Some(conn) = self.shared.take_connection(pool_key) {
+            return Ok(conn);
+        }
+        let open = Connection::open(
+            target,
+            self.tls,
+            self.auth.clone(),
+            self.settings,
+            self.shared.tls.as_ref(),
+        );
+        tokio::select! {
+            opened = open => opened.map_err(Some),
+            () = self.cancel.cancelled() => Err(None),
+        }
+    }
+}
+
+/// What one host came to: an end for the group, or on to the next host.
+enum OnHost {
+    Done(Tried),
+    Next { reason: Reason, permanent: bool },
 }
 
 /// Whether opening a connection failed without any answer from the host (refused, timed
