@@ -32,6 +32,11 @@ pub(super) fn record(
     let due = recipient.next_attempt;
     let attempts_before = recipient.attempts;
     recipient.attempts = recipient.attempts.saturating_add(1);
+    let owe = |action, reason| Owed {
+        index: i,
+        action,
+        reason,
+    };
     match outcome {
         Outcome::Delivered(reason) => {
             info!(queue_id = %id, to = %recipient.address, detail = %reason.text, "delivered");
@@ -48,72 +53,40 @@ pub(super) fn record(
                 Action::Relayed
             };
             if !dsn_relayed && NotifyOn::of(recipient.notify.as_ref()).wants(action) {
-                owed.push(Owed {
-                    index: i,
-                    action,
-                    reason,
-                });
+                owed.push(owe(action, reason));
             }
         }
         Outcome::Transient(reason) => {
-            match shared
-                .settings
-                .retry
-                .next_attempt(recipient.attempts, received_at, now)
-            {
+            let retry = &shared.settings.retry;
+            match retry.next_attempt(recipient.attempts, received_at, now) {
                 Some(at) => {
                     // Never "again right now", even with a zero back-off configured.
                     let at = at.max(now.saturating_add(1));
-                    warn!(
-                        queue_id = %id,
-                        to = %recipient.address,
-                        attempts = recipient.attempts,
-                        retry_in = at - now,
-                        error = %reason.text,
-                        "delivery deferred"
-                    );
+                    warn!(queue_id = %id, to = %recipient.address, attempts = recipient.attempts, retry_in = at - now, error = %reason.text, "delivery deferred");
                     recipient.next_attempt = at;
                     let warn_due = shared.outbound.delay_warning.is_some_and(|after| {
-                        shared.settings.retry.delay_warning_due(
-                            after,
-                            received_at,
-                            attempts_before,
-                            due,
-                            now,
-                        )
+                        retry.delay_warning_due(after, received_at, attempts_before, due, now)
                     });
                     if warn_due && NotifyOn::of(recipient.notify.as_ref()).wants(Action::Delayed) {
-                        owed.push(Owed {
-                            index: i,
-                            action: Action::Delayed,
-                            reason: reason.clone(),
-                        });
+                        owed.push(owe(Action::Delayed, reason.clone()));
                     }
                 }
-                None => {
-                    let mut reason = reason.clone();
-                    reason.text = format!(
-                        "gave up after {} attempts: {}",
-                        recipient.attempts, reason.text
-                    );
-                    // RFC 3463 X.4.7: delivery time expired.
-                    reason.status = "4.4.7".into();
-                    owed.push(Owed {
-                        index: i,
-                        action: Action::Failed,
-                        reason,
-                    });
-                }
+                None => owed.push(owe(Action::Failed, expired(&reason, recipient.attempts))),
             }
             recipient.last_error = Some(reason.text);
         }
         Outcome::Permanent(reason) => {
             recipient.last_error = Some(reason.text.clone());
-            owed.push(Owed {
-                index: i,
-                action: Action::Failed,
-                reason,
-            });
+            owed.push(owe(Action::Failed, reason));
         }
     }
+}
+
+/// The reason of a recipient given up on after `attempts` (RFC 3463 X.4.7: delivery time
+/// expired).
+fn expired(last: &Reason, attempts: u32) -> Reason {
+    let mut reason = last.clone();
+    reason.text = format!("gave up after {attempts} attempts: {}", last.text);
+    reason.status = "4.4.7".into();
+    reason
 }
