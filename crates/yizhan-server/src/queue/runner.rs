@@ -192,29 +192,16 @@ impl QueueRunner {
             self.apply_changes(&mut schedule, &mut waiting).await;
             let mut wait_until = None;
             if backoff_until.is_none() {
-                let filled = match self.apply_flushes(&active).await {
-                    Ok(changed) => {
-                        if changed {
-                            self.shared.rescan.store(true, Ordering::Release);
-                        }
-                        let rescanned = if self.shared.rescan.swap(false, Ordering::AcqRel) {
-                            last_scan = Instant::now();
-                            self.rescan(&mut schedule, &active).await
-                        } else {
-                            Ok(())
-                        };
-                        match rescanned {
-                            Ok(()) => {
-                                self.fill(&mut schedule, &mut tasks, &mut active, window, &shutdown)
-                            }
-                            Err(e) => {
-                                self.shared.rescan.store(true, Ordering::Release);
-                                Err(e)
-                            }
-                        }
-                    }
-                    Err(e) => Err(e),
-                };
+                let filled = self
+                    .start_due(
+                        &mut schedule,
+                        &mut tasks,
+                        &mut active,
+                        window,
+                        &shutdown,
+                        &mut last_scan,
+                    )
+                    .await;
                 match filled {
                     Ok(next) => wait_until = next,
                     Err(e) => {
@@ -254,6 +241,30 @@ impl QueueRunner {
         }
         self.shared.sweep_pool(true);
         info!("queue runner stopped");
+    }
+
+    /// Starts what is due: flushes applied, the schedule rebuilt from the spool if asked for,
+    /// then tasks for due messages ([`QueueRunner::fill`]). Says when to look again.
+    async fn start_due(
+        &self,
+        schedule: &mut Schedule,
+        tasks: &mut JoinSet<Result<Done, SpoolError>>,
+        active: &mut HashMap<tokio::task::Id, QueueId>,
+        window: usize,
+        shutdown: &CancellationToken,
+        last_scan: &mut Instant,
+    ) -> Result<Option<Instant>, SpoolError> {
+        if self.apply_flushes(active).await? {
+            self.shared.rescan.store(true, Ordering::Release);
+        }
+        if self.shared.rescan.swap(false, Ordering::AcqRel) {
+            *last_scan = Instant::now();
+            if let Err(e) = self.rescan(schedule, active).await {
+                self.shared.rescan.store(true, Ordering::Release);
+                return Err(e);
+            }
+        }
+        self.fill(schedule, tasks, active, window, shutdown)
     }
 
     /// Wakes messages parked on destinations that got a permit back (all of them for a
@@ -397,31 +408,7 @@ impl QueueRunner {
         shutdown: &CancellationToken,
     ) -> Result<Option<Instant>, SpoolError> {
         let now = self.shared.clock.now();
-        let submitted: Vec<Envelope> = match self.shared.inbox.lock() {
-            Ok(mut inbox) => std::mem::take(&mut *inbox),
-            Err(_) => Vec::new(),
-        };
-        let in_flight: HashSet<&QueueId> = if submitted.is_empty() {
-            HashSet::new()
-        } else {
-            active.values().collect()
-        };
-        for envelope in submitted {
-            schedule.known.remove(&envelope.id);
-            // Started already from a fresh read of the spool: its task reports what is left.
-            if envelope.held || in_flight.contains(&envelope.id) {
-                continue;
-            }
-            let due = envelope.next_due();
-            match due {
-                Some(due) if due > now => schedule.at(envelope.id, due),
-                _ if schedule.ready.len() >= READY_LIMIT => {
-                    schedule.at(envelope.id, due.unwrap_or(now))
-                }
-                _ => schedule.ready.push_back(envelope),
-            }
-        }
-        drop(in_flight);
+        self.take_submitted(schedule, active, now);
         let busy = |id: &QueueId| {
             self.shared
                 .busy
@@ -481,19 +468,40 @@ impl QueueRunner {
         for id in later {
             schedule.at(id, now + 1);
         }
-        if !schedule.ready.is_empty() {
-            // Ready already; a task must finish first.
-            return Ok(None);
+        Ok(next_wake(schedule, active.len() < window, now))
+    }
+
+    /// Takes the envelopes handed over by [`RunnerHandle::submit`] into the schedule (as
+    /// given, without reading the spool; past [`READY_LIMIT`] only their due time is kept).
+    fn take_submitted(
+        &self,
+        schedule: &mut Schedule,
+        active: &HashMap<tokio::task::Id, QueueId>,
+        now: i64,
+    ) {
+        let submitted: Vec<Envelope> = match self.shared.inbox.lock() {
+            Ok(mut inbox) => std::mem::take(&mut *inbox),
+            Err(_) => return,
+        };
+        if submitted.is_empty() {
+            return;
         }
-        Ok(match schedule.next() {
-            Some(t) if t > now => {
-                let wait = u64::try_from(t - now).unwrap_or(u64::MAX);
-                Some(Instant::now() + Duration::from_secs(wait).min(MAX_IDLE))
+        let in_flight: HashSet<&QueueId> = active.values().collect();
+        for envelope in submitted {
+            schedule.known.remove(&envelope.id);
+            // Started already from a fresh read of the spool: its task reports what is left.
+            if envelope.held || in_flight.contains(&envelope.id) {
+                continue;
             }
-            // Due already: if there is room, look again at once; otherwise a task must finish.
-            Some(_) if active.len() < window => Some(Instant::now()),
-            _ => None,
-        })
+            let due = envelope.next_due();
+            match due {
+                Some(due) if due > now => schedule.at(envelope.id, due),
+                _ if schedule.ready.len() >= READY_LIMIT => {
+                    schedule.at(envelope.id, due.unwrap_or(now))
+                }
+                _ => schedule.ready.push_back(envelope),
+            }
+        }
     }
 
     /// Bookkeeping for a finished message task: what is left of the message goes back on the
@@ -575,4 +583,22 @@ fn flush_remote(envelope: &mut Envelope, requests: &[Option<String>], now: i64) 
         }
     }
     changed
+}
+
+/// When the runner must look at the schedule again (`None`: only when a task finishes or
+/// something wakes it); `room`: the window has room for another task.
+fn next_wake(schedule: &mut Schedule, room: bool, now: i64) -> Option<Instant> {
+    if !schedule.ready.is_empty() {
+        // Ready already; a task must finish first.
+        return None;
+    }
+    match schedule.next() {
+        Some(t) if t > now => {
+            let wait = u64::try_from(t - now).unwrap_or(u64::MAX);
+            Some(Instant::now() + Duration::from_secs(wait).min(MAX_IDLE))
+        }
+        // Due already: if there is room, look again at once; otherwise a task must finish.
+        Some(_) if room => Some(Instant::now()),
+        _ => None,
+    }
 }
