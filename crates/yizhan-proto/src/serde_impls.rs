@@ -6,7 +6,7 @@
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::address::{Domain, ForwardPath, Mailbox, ReversePath};
+use crate::address::{Domain, ForwardPath, Host, Mailbox, ReversePath};
 use crate::command::{Body, Notify, Orcpt, Ret};
 
 /// Serialize as `Display`, deserialize with the type's own parser.
@@ -29,6 +29,7 @@ macro_rules! via_text {
 }
 
 via_text!(Domain, "domain", |s| Domain::parse(s).ok());
+via_text!(Host, "host", |s| Host::parse(s).ok());
 via_text!(Mailbox, "mailbox", |s| Mailbox::parse(s).ok());
 via_text!(ReversePath, "reverse-path", |s| ReversePath::parse(s).ok());
 via_text!(ForwardPath, "forward-path", |s| ForwardPath::parse(s).ok());

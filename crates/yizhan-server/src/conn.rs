@@ -21,11 +21,11 @@ use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
-use yizhan_proto::address::{ForwardPath, Host};
+use yizhan_proto::address::{ForwardPath, Host, Mailbox};
 use yizhan_proto::command::MailKind;
 use yizhan_proto::reply::Reply;
 use yizhan_proto::server::{Decision, Event, Phase, Question, ServerSession, Transaction};
-use yizhan_spool::{ClientInfo, Envelope, Incoming, QueueId, Recipient, Spool};
+use yizhan_spool::{ClientInfo, Envelope, Incoming, Origin, QueueId, Recipient, Spool};
 
 use crate::auth::{self, Credentials, Exchange, Mechanism, Step};
 use crate::directory::Target;
@@ -665,13 +665,9 @@ impl<T: Transport> Connection<T> {
             body: tx.params.body,
             smtputf8: tx.params.smtputf8,
             client: ClientInfo {
-                helo: self
-                    .session
-                    .helo()
-                    .map(|h| h.to_string())
-                    .unwrap_or_default(),
-                address: self.peer.to_string(),
-                auth_user: self.user.clone(),
+                helo: self.session.helo().cloned(),
+                origin: Origin::Network { address: self.peer },
+                auth_user: self.user.as_deref().and_then(|u| Mailbox::parse(u).ok()),
                 tls: self.tls_info.clone(),
             },
             recipients,

@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use yizhan_proto::address::{ForwardPath, Mailbox, Path as SmtpPath, ReversePath};
 use yizhan_proto::command::Body;
-use yizhan_spool::{ClientInfo, Envelope, Recipient, RecipientStatus, Spool};
+use yizhan_spool::{ClientInfo, Envelope, Origin, Recipient, RecipientStatus, Spool};
 
 use crate::directory::{Directory, Resolution};
 use crate::policy;
@@ -350,10 +350,8 @@ impl Pickup {
             body: Some(Body::EightBitMime),
             smtputf8: !message.is_ascii(),
             client: ClientInfo {
-                helo: String::new(),
-                address: format!("local (uid {uid})"),
-                auth_user: None,
-                tls: None,
+                origin: Origin::Local { uid: Some(uid) },
+                ..ClientInfo::default()
             },
             recipients,
             held: false,

@@ -1463,8 +1463,10 @@ mod tests {
             body: Some(yizhan_proto::command::Body::EightBitMime),
             smtputf8: false,
             client: ClientInfo {
-                helo: "client.example".into(),
-                address: "192.0.2.1:40000".into(),
+                helo: "client.example".parse().ok(),
+                origin: crate::Origin::Network {
+                    address: "192.0.2.1:40000".parse().unwrap(),
+                },
                 auth_user: None,
                 tls: None,
             },

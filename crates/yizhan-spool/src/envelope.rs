@@ -6,7 +6,7 @@
 //! before it moves on (DESIGN.md invariant 3). It is stored as JSON in the index row.
 
 use serde::{Deserialize, Serialize};
-use yizhan_proto::address::{ForwardPath, Mailbox, ReversePath};
+use yizhan_proto::address::{ForwardPath, Host, Mailbox, ReversePath};
 use yizhan_proto::command::{Body, Notify, Orcpt, Ret};
 
 use crate::QueueId;
@@ -48,16 +48,40 @@ pub struct Envelope {
 /// What we know about the client that handed us the message.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 pub struct ClientInfo {
-    /// The HELO/EHLO argument.
-    pub helo: String,
-    /// The peer address (`ip:port`).
-    pub address: String,
+    /// The HELO/EHLO argument (`None` for a message made here or dropped by `sendmail`).
+    #[serde(default)]
+    pub helo: Option<Host>,
+    /// Where it came from.
+    pub origin: Origin,
     /// The authenticated user (RFC 4954), if any.
     #[serde(default)]
-    pub auth_user: Option<String>,
+    pub auth_user: Option<Mailbox>,
     /// The TLS version and cipher, if the session used STARTTLS (RFC 3207) or implicit TLS.
     #[serde(default)]
     pub tls: Option<String>,
+}
+
+/// Where a message came from.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Origin {
+    /// An SMTP client at this address.
+    Network {
+        /// Its address and port.
+        address: std::net::SocketAddr,
+    },
+    /// This host: `sendmail` run by `uid`, or the server itself (a report) with none.
+    Local {
+        /// The user id of the submitting process.
+        #[serde(default)]
+        uid: Option<u32>,
+    },
+}
+
+impl Default for Origin {
+    fn default() -> Self {
+        Origin::Local { uid: None }
+    }
 }
 
 /// One recipient of a message and its delivery state.
@@ -226,7 +250,7 @@ mod tests {
         assert_eq!(serde_json::from_str::<Envelope>(&json).unwrap(), env);
         // Optional fields may be absent (older or hand-written rows).
         let minimal = r#"{"id":"0123456789abcdef0123456789abcdef","received_at":1,"size":2,
-            "reverse_path":"<>","client":{"helo":"h","address":"a"},
+            "reverse_path":"<>","client":{"origin":{"kind":"local"}},
             "recipients":[{"address":"u@d","original":"<u@d>","mailbox":{"domain":"d","local":"u"}}]}"#;
         let env: Envelope = serde_json::from_str(minimal).unwrap();
         assert_eq!(env.recipients[0].status, RecipientStatus::Pending);

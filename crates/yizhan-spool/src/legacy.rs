@@ -6,11 +6,11 @@
 //! [`Spool::open`]: crate::Spool::open
 
 use serde::Deserialize;
-use yizhan_proto::address::{ForwardPath, Mailbox, ReversePath};
+use yizhan_proto::address::{ForwardPath, Host, Mailbox, ReversePath};
 use yizhan_proto::command::{Body, Notify, Orcpt, Ret};
 
 use crate::QueueId;
-use crate::envelope::{ClientInfo, Envelope, LocalMailbox, Recipient, RecipientStatus};
+use crate::envelope::{ClientInfo, Envelope, LocalMailbox, Origin, Recipient, RecipientStatus};
 
 /// A schema-3 envelope row.
 #[derive(Deserialize)]
@@ -31,10 +31,43 @@ pub(crate) struct EnvelopeV3 {
     body_type: Option<String>,
     #[serde(default)]
     smtputf8: bool,
-    client: ClientInfo,
+    client: ClientInfoV3,
     recipients: Vec<RecipientV3>,
     #[serde(default)]
     held: bool,
+}
+
+#[derive(Deserialize)]
+struct ClientInfoV3 {
+    helo: String,
+    /// `ip:port`, `local (uid N)` or `local`.
+    address: String,
+    #[serde(default)]
+    auth_user: Option<String>,
+    #[serde(default)]
+    tls: Option<String>,
+}
+
+impl ClientInfoV3 {
+    /// The typed client; what no longer parses is dropped (it is information, not routing).
+    fn upgrade(self) -> ClientInfo {
+        let origin = match self.address.parse() {
+            Ok(address) => Origin::Network { address },
+            Err(_) => Origin::Local {
+                uid: self
+                    .address
+                    .strip_prefix("local (uid ")
+                    .and_then(|r| r.strip_suffix(')'))
+                    .and_then(|n| n.parse().ok()),
+            },
+        };
+        ClientInfo {
+            helo: Host::parse(&self.helo).ok(),
+            origin,
+            auth_user: self.auth_user.and_then(|u| Mailbox::parse(&u).ok()),
+            tls: self.tls,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -92,7 +125,7 @@ impl EnvelopeV3 {
             ret: self.ret.as_deref().and_then(Ret::parse),
             body: self.body_type.as_deref().and_then(Body::parse),
             smtputf8: self.smtputf8,
-            client: self.client,
+            client: self.client.upgrade(),
             recipients,
             held: self.held,
         })

@@ -34,7 +34,7 @@ pub mod schedule;
 pub mod store;
 
 pub use embedded::{AsyncBody, Body, INLINE_BODY_MAX, Incoming, Recovery, Spool};
-pub use envelope::{ClientInfo, Envelope, LocalMailbox, Recipient, RecipientStatus};
+pub use envelope::{ClientInfo, Envelope, LocalMailbox, Origin, Recipient, RecipientStatus};
 pub use error::SpoolError;
 pub use id::{InvalidQueueId, QueueId};
 pub use schedule::RetryPolicy;

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use yizhan_proto::address::{ForwardPath, ReversePath};
 use yizhan_proto::command::{Body, Notify, Ret};
-use yizhan_spool::{RecipientStatus, Spool};
+use yizhan_spool::{Origin, RecipientStatus, Spool};
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -47,6 +47,21 @@ async fn a_schema_3_spool_is_upgraded_and_every_message_kept() {
     assert_eq!(first.envid.as_deref(), Some("ENV-1"));
     assert_eq!(first.ret, Some(Ret::Hdrs));
     assert_eq!(first.body, Some(Body::EightBitMime));
+    // The client, typed: HELO, address, authenticated user.
+    assert_eq!(
+        first.client.helo.as_ref().unwrap().to_string(),
+        "client.example.org"
+    );
+    assert_eq!(
+        first.client.origin,
+        Origin::Network {
+            address: "192.0.2.7:41000".parse().unwrap()
+        }
+    );
+    assert_eq!(
+        first.client.auth_user.as_ref().unwrap().to_string(),
+        "alice@example.org"
+    );
     let [bob, carol, dave] = &first.recipients[..] else {
         panic!()
     };
@@ -73,6 +88,7 @@ async fn a_schema_3_spool_is_upgraded_and_every_message_kept() {
     assert!(matches!(dave.status, RecipientStatus::Delivered { .. }));
 
     assert_eq!(report.reverse_path, ReversePath::Null);
+    assert_eq!(report.client.origin, Origin::Local { uid: None });
     assert!(report.held);
 
     assert!(utf8.smtputf8);

@@ -205,12 +205,8 @@ pub(super) async fn commit_report(
         ret: None,
         body: Report::is_eight_bit(bytes).then_some(Body::EightBitMime),
         smtputf8: !sender.is_ascii(),
-        client: ClientInfo {
-            helo: shared.settings.hostname.clone(),
-            address: "local".into(),
-            auth_user: None,
-            tls: None,
-        },
+        // Made here: no client, no HELO.
+        client: ClientInfo::default(),
         recipients,
         held: false,
     };
