@@ -111,42 +111,20 @@ pub enum Lookup {
     NotLocal,
 }
 
-/// Why an address or domain name is not acceptable in the directory.
+/// Why a configured address or domain is not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AddressError {
     /// No `@` separates local part and domain.
     #[error("missing '@' between local part and domain")]
     MissingAt,
-    /// Nothing before the `@`.
-    #[error("empty local part")]
-    EmptyLocal,
-    /// RFC 5321 4.5.3.1.1.
-    #[error("local part longer than 64 octets (RFC 5321 4.5.3.1.1)")]
-    LocalTooLong,
-    /// A character outside the dot-atom grammar.
-    #[error("character {0:?} not allowed in a local part (quoted local parts are not supported)")]
-    BadLocalChar(char),
-    /// A leading, trailing or doubled dot in the local part.
-    #[error("misplaced '.' in local part")]
-    MisplacedDot,
-    /// Nothing after the `@`.
-    #[error("empty domain")]
-    EmptyDomain,
-    /// RFC 5321 4.5.3.1.2.
-    #[error("domain longer than 255 octets (RFC 5321 4.5.3.1.2)")]
-    DomainTooLong,
-    /// RFC 1035 2.3.4.
-    #[error("domain label longer than 63 octets")]
-    LabelTooLong,
-    /// A leading, trailing or doubled dot in the domain.
-    #[error("empty label in domain (misplaced '.')")]
-    EmptyLabel,
-    /// A character that is not a letter, digit or hyphen.
-    #[error("character {0:?} not allowed in a domain name")]
-    BadDomainChar(char),
-    /// RFC 5321 4.1.2 `sub-domain`: labels start and end with a letter or digit.
-    #[error("domain label starts or ends with '-'")]
-    HyphenAtEdge,
+    /// Not an RFC 5321 / RFC 6531 local part or domain (the protocol's own grammar, the one
+    /// RCPT is parsed with).
+    #[error(transparent)]
+    Syntax(#[from] yizhan_proto::AddressError),
+    /// A quoted local part (`"a b"@...`): a mailbox here must be a dot-string, as it names a
+    /// Maildir folder.
+    #[error("quoted local parts are not supported here")]
+    Quoted,
     /// Not a valid internationalized domain name (UTS 46 processing fails, e.g. a bad
     /// `xn--` label or a disallowed character).
     #[error("not a valid internationalized domain name (UTS 46)")]
@@ -161,52 +139,21 @@ pub fn domain_key(domain: &str) -> Option<String> {
     checked.is_ok().then_some(mapped)
 }
 
-/// Checks a domain name and returns it in canonical lower-case.
+/// Checks a domain name with the protocol's grammar and returns its canonical form
+/// ([`domain_key`]).
 pub fn canonical_domain(domain: &str) -> Result<String, AddressError> {
-    if domain.is_empty() {
-        return Err(AddressError::EmptyDomain);
-    }
-    if domain.len() > 255 {
-        return Err(AddressError::DomainTooLong);
-    }
-    for label in domain.split('.') {
-        if label.is_empty() {
-            return Err(AddressError::EmptyLabel);
-        }
-        if label.len() > 63 {
-            return Err(AddressError::LabelTooLong);
-        }
-        if let Some(c) = label.chars().find(|c| !(c.is_alphanumeric() || *c == '-')) {
-            return Err(AddressError::BadDomainChar(c));
-        }
-        if label.starts_with('-') || label.ends_with('-') {
-            return Err(AddressError::HyphenAtEdge);
-        }
-    }
+    yizhan_proto::address::Domain::parse(domain)?;
     domain_key(domain).ok_or(AddressError::Idna)
 }
 
-/// Checks a dot-atom local part and returns it in canonical lower-case.
+/// Checks a local part with the protocol's grammar (a dot-string: no quoting) and returns it
+/// in canonical lower-case.
 pub fn canonical_local_part(local: &str) -> Result<String, AddressError> {
-    if local.is_empty() {
-        return Err(AddressError::EmptyLocal);
+    let parsed = yizhan_proto::address::LocalPart::parse(local)?;
+    if local.starts_with('"') {
+        return Err(AddressError::Quoted);
     }
-    if local.len() > 64 {
-        return Err(AddressError::LocalTooLong);
-    }
-    // RFC 5322 3.2.3 atext, extended with UTF-8 by RFC 6531 3.3.
-    let atext = |c: char| {
-        c.is_ascii_alphanumeric()
-            || "!#$%&'*+-/=?^_`{|}~".contains(c)
-            || !c.is_ascii() && !c.is_control() && !c.is_whitespace()
-    };
-    if let Some(c) = local.chars().find(|c| *c != '.' && !atext(*c)) {
-        return Err(AddressError::BadLocalChar(c));
-    }
-    if local.split('.').any(str::is_empty) {
-        return Err(AddressError::MisplacedDot);
-    }
-    Ok(local.to_lowercase())
+    Ok(parsed.as_str().to_lowercase())
 }
 
 /// Checks `local@domain` and returns it in canonical lower-case.
@@ -1174,6 +1121,8 @@ mod tests {
 
     #[test]
     fn address_syntax() {
+        use yizhan_proto::AddressError as Syntax;
+        let syntax = |e| Err(AddressError::Syntax(e));
         let cases: &[(&str, Result<&str, AddressError>)] = &[
             ("User@Example.COM", Ok("user@example.com")),
             ("a.b+tag@x-y.example", Ok("a.b+tag@x-y.example")),
@@ -1183,17 +1132,29 @@ mod tests {
             ("user@xn--bcher-kva.example", Ok("user@bücher.example")),
             ("user@xn--zz.example", Err(AddressError::Idna)),
             ("user", Err(AddressError::MissingAt)),
-            ("@example.com", Err(AddressError::EmptyLocal)),
-            ("user@", Err(AddressError::EmptyDomain)),
-            (".user@example.com", Err(AddressError::MisplacedDot)),
-            ("a..b@example.com", Err(AddressError::MisplacedDot)),
-            ("a b@example.com", Err(AddressError::BadLocalChar(' '))),
-            ("\"ab\"@example.com", Err(AddressError::BadLocalChar('"'))),
-            ("user@exa_mple.com", Err(AddressError::BadDomainChar('_'))),
-            ("user@example..com", Err(AddressError::EmptyLabel)),
-            ("user@example.com.", Err(AddressError::EmptyLabel)),
-            ("user@-example.com", Err(AddressError::HyphenAtEdge)),
-            ("user@[127.0.0.1]", Err(AddressError::BadDomainChar('['))),
+            ("@example.com", syntax(Syntax::LocalPart("empty"))),
+            ("user@", syntax(Syntax::Domain("empty"))),
+            (".user@example.com", syntax(Syntax::LocalPart("empty atom"))),
+            ("a..b@example.com", syntax(Syntax::LocalPart("empty atom"))),
+            (
+                "a b@example.com",
+                syntax(Syntax::LocalPart("invalid character")),
+            ),
+            ("\"ab\"@example.com", Err(AddressError::Quoted)),
+            (
+                "user@exa_mple.com",
+                syntax(Syntax::Domain("invalid character")),
+            ),
+            ("user@example..com", syntax(Syntax::Domain("empty label"))),
+            ("user@example.com.", syntax(Syntax::Domain("trailing dot"))),
+            (
+                "user@-example.com",
+                syntax(Syntax::Domain("label starts or ends with a hyphen")),
+            ),
+            (
+                "user@[127.0.0.1]",
+                syntax(Syntax::Domain("invalid character")),
+            ),
         ];
         for (input, want) in cases {
             assert_eq!(
@@ -1205,16 +1166,16 @@ mod tests {
         // RFC 5321 4.5.3.1.1 / 4.5.3.1.2
         assert_eq!(
             canonical_address(&format!("{}@x.example", "a".repeat(65))),
-            Err(AddressError::LocalTooLong)
+            Err(AddressError::Syntax(Syntax::TooLong("local part")))
         );
         assert!(canonical_address(&format!("{}@x.example", "a".repeat(64))).is_ok());
         assert_eq!(
             canonical_domain(&format!("{}.example", "a".repeat(64))),
-            Err(AddressError::LabelTooLong)
+            Err(AddressError::Syntax(Syntax::TooLong("domain label")))
         );
         assert_eq!(
             canonical_domain(&["abcdefghi"; 26].join(".")),
-            Err(AddressError::DomainTooLong)
+            Err(AddressError::Syntax(Syntax::TooLong("domain")))
         );
     }
 
@@ -1229,7 +1190,9 @@ mod tests {
                 },
                 vec![DirectoryError {
                     entry: Entry::Domain(0),
-                    problem: Problem::Domain(AddressError::EmptyLabel),
+                    problem: Problem::Domain(AddressError::Syntax(
+                        yizhan_proto::AddressError::Domain("empty label"),
+                    )),
                 }],
             ),
             (
@@ -1429,7 +1392,9 @@ mod tests {
                 },
                 vec![DirectoryError {
                     entry: Entry::RelocatedNewAddress(0),
-                    problem: Problem::Address(AddressError::EmptyDomain),
+                    problem: Problem::Address(AddressError::Syntax(
+                        yizhan_proto::AddressError::Domain("empty"),
+                    )),
                 }],
             ),
             (
