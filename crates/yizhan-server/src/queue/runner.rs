@@ -44,6 +44,20 @@ pub(super) const RESCAN_EVERY: Duration = Duration::from_secs(60);
 /// id and due time are kept and the envelope is read again from the spool when its turn comes.
 pub(super) const READY_LIMIT: usize = 10_000;
 
+/// The message tasks in flight: at most `window` of them, each with its message.
+struct Flight {
+    tasks: JoinSet<Result<Done, SpoolError>>,
+    active: HashMap<tokio::task::Id, QueueId>,
+    window: usize,
+}
+
+impl Flight {
+    /// Whether another task may start.
+    fn has_room(&self) -> bool {
+        self.active.len() < self.window
+    }
+}
+
 /// The queue runner. Build it with [`QueueRunner::new`], keep a [`RunnerHandle`], then
 /// [`run`](QueueRunner::run) it on its own task.
 pub struct QueueRunner {
@@ -169,8 +183,11 @@ impl QueueRunner {
             .max(1)
             .saturating_mul(4)
             .max(LOCAL_BATCH);
-        let mut tasks: JoinSet<Result<Done, SpoolError>> = JoinSet::new();
-        let mut active: HashMap<tokio::task::Id, QueueId> = HashMap::new();
+        let mut flight = Flight {
+            tasks: JoinSet::new(),
+            active: HashMap::new(),
+            window,
+        };
         let mut schedule = Schedule::default();
         let mut waiting = Waiting::new();
         let mut backoff_until: Option<Instant> = None;
@@ -193,14 +210,7 @@ impl QueueRunner {
             let mut wait_until = None;
             if backoff_until.is_none() {
                 let filled = self
-                    .start_due(
-                        &mut schedule,
-                        &mut tasks,
-                        &mut active,
-                        window,
-                        &shutdown,
-                        &mut last_scan,
-                    )
+                    .start_due(&mut schedule, &mut flight, &shutdown, &mut last_scan)
                     .await;
                 match filled {
                     Ok(next) => wait_until = next,
@@ -221,12 +231,12 @@ impl QueueRunner {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = self.shared.wake.notified() => {}
-                Some(joined) = tasks.join_next_with_id(), if !tasks.is_empty() => {
-                    let mut ok = self.finished(joined, &mut active, &mut schedule);
+                Some(joined) = flight.tasks.join_next_with_id(), if !flight.tasks.is_empty() => {
+                    let mut ok = self.finished(joined, &mut flight.active, &mut schedule);
                     // Everything else that finished meanwhile too: one round of the loop for
                     // a whole batch of deliveries, not one per message.
-                    while let Some(joined) = tasks.try_join_next_with_id() {
-                        ok &= self.finished(joined, &mut active, &mut schedule);
+                    while let Some(joined) = flight.tasks.try_join_next_with_id() {
+                        ok &= self.finished(joined, &mut flight.active, &mut schedule);
                     }
                     if !ok {
                         backoff_until = Some(Instant::now() + ERROR_BACKOFF);
@@ -235,9 +245,9 @@ impl QueueRunner {
                 _ = tokio::time::sleep_until(deadline) => {}
             }
         }
-        info!(in_flight = active.len(), "queue runner stopping");
-        while let Some(joined) = tasks.join_next_with_id().await {
-            self.finished(joined, &mut active, &mut schedule);
+        info!(in_flight = flight.active.len(), "queue runner stopping");
+        while let Some(joined) = flight.tasks.join_next_with_id().await {
+            self.finished(joined, &mut flight.active, &mut schedule);
         }
         self.shared.sweep_pool(true);
         info!("queue runner stopped");
@@ -248,23 +258,21 @@ impl QueueRunner {
     async fn start_due(
         &self,
         schedule: &mut Schedule,
-        tasks: &mut JoinSet<Result<Done, SpoolError>>,
-        active: &mut HashMap<tokio::task::Id, QueueId>,
-        window: usize,
+        flight: &mut Flight,
         shutdown: &CancellationToken,
         last_scan: &mut Instant,
     ) -> Result<Option<Instant>, SpoolError> {
-        if self.apply_flushes(active).await? {
+        if self.apply_flushes(&flight.active).await? {
             self.shared.rescan.store(true, Ordering::Release);
         }
         if self.shared.rescan.swap(false, Ordering::AcqRel) {
             *last_scan = Instant::now();
-            if let Err(e) = self.rescan(schedule, active).await {
+            if let Err(e) = self.rescan(schedule, &flight.active).await {
                 self.shared.rescan.store(true, Ordering::Release);
                 return Err(e);
             }
         }
-        self.fill(schedule, tasks, active, window, shutdown)
+        self.fill(schedule, flight, shutdown)
     }
 
     /// Wakes messages parked on destinations that got a permit back (all of them for a
@@ -402,13 +410,11 @@ impl QueueRunner {
     fn fill(
         &self,
         schedule: &mut Schedule,
-        tasks: &mut JoinSet<Result<Done, SpoolError>>,
-        active: &mut HashMap<tokio::task::Id, QueueId>,
-        window: usize,
+        flight: &mut Flight,
         shutdown: &CancellationToken,
     ) -> Result<Option<Instant>, SpoolError> {
         let now = self.shared.clock.now();
-        self.take_submitted(schedule, active, now);
+        self.take_submitted(schedule, &flight.active, now);
         let busy = |id: &QueueId| {
             self.shared
                 .busy
@@ -416,22 +422,22 @@ impl QueueRunner {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .contains_key(id)
         };
-        let start = |envelope: Envelope,
-                     tasks: &mut JoinSet<Result<Done, SpoolError>>,
-                     active: &mut HashMap<tokio::task::Id, QueueId>| {
+        let start = |envelope: Envelope, flight: &mut Flight| {
             let id = envelope.id.clone();
             let shared = self.shared.clone();
-            let handle = tasks.spawn(process(shared, envelope, shutdown.clone()));
-            active.insert(handle.id(), id);
+            let handle = flight
+                .tasks
+                .spawn(process(shared, envelope, shutdown.clone()));
+            flight.active.insert(handle.id(), id);
         };
         let mut later = Vec::new();
-        while active.len() < window {
+        while flight.has_room() {
             if let Some(envelope) = schedule.ready.pop_front() {
                 if busy(&envelope.id) {
                     later.push(envelope.id);
                     continue;
                 }
-                start(envelope, tasks, active);
+                start(envelope, flight);
                 continue;
             }
             let Some(id) = schedule.pop_due(now) else {
@@ -452,7 +458,7 @@ impl QueueRunner {
                 }
             };
             if envelope.is_finished() {
-                start(envelope, tasks, active);
+                start(envelope, flight);
                 continue;
             }
             if envelope.held {
@@ -461,14 +467,14 @@ impl QueueRunner {
             }
             match envelope.next_due() {
                 Some(due) if due > now => schedule.at(id, due),
-                Some(_) => start(envelope, tasks, active),
+                Some(_) => start(envelope, flight),
                 None => {}
             }
         }
         for id in later {
             schedule.at(id, now + 1);
         }
-        Ok(next_wake(schedule, active.len() < window, now))
+        Ok(next_wake(schedule, flight.has_room(), now))
     }
 
     /// Takes the envelopes handed over by [`RunnerHandle::submit`] into the schedule (as
