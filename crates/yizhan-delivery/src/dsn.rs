@@ -9,6 +9,8 @@
 //! | 3461 4.1 | `NOTIFY`: NEVER, or any of SUCCESS, FAILURE, DELAY; absent means FAILURE,DELAY |
 //! | 3461 4.2, 4.3, 4.4 | `ORCPT` becomes `Original-Recipient`; `RET=HDRS` returns the headers only (`text/rfc822-headers`); `ENVID` is echoed |
 //! | 5321 4.5.5, 3834 | reports go out with a null reverse-path and `Auto-Submitted: auto-replied`; a message with a null reverse-path never gets one |
+//! | 6533 3 | the `utf-8` address type: a non-ASCII Final-Recipient or Original-Recipient, and an ORCPT given as `utf-8` |
+//! | 6533 6.1, 6.3, 6.4 | a report with UTF-8 in its addresses, to a UTF-8 sender, or about an original with a UTF-8 header section is `report-type=global-delivery-status` with `message/global-delivery-status`, and returns `message/global` or `message/global-headers` when that header section is UTF-8 |
 //!
 //! The report is assembled by hand rather than with mail-builder: its shape is fixed, the
 //! original must be attached byte for byte (an 8-bit original stays 8-bit, never re-encoded),
@@ -196,9 +198,11 @@ impl Report<'_> {
         };
         let boundary = boundary(self.unique, attached);
         let mta = clean(self.reporting_mta);
-        // RFC 6533: a report about internationalized addresses or an SMTPUTF8 message is a
-        // global one, and carries its addresses with the utf-8 type.
-        let global = self.is_global(attached);
+        let (status, utf8_address) = self.status_fields(&mta);
+        // RFC 6533: a report with an address of the utf-8 type, to a UTF-8 sender, or about a
+        // message whose header section is UTF-8 (one that needed SMTPUTF8) is a global one.
+        let utf8_original = !header_section(attached).is_ascii();
+        let global = utf8_address || !self.to.is_ascii() || utf8_original;
         let report_type = if global {
             "global-delivery-status"
         } else {
@@ -234,56 +238,20 @@ impl Report<'_> {
         out.push_str("Content-Description: Notification\r\n\r\n");
         out.push_str(&human);
 
-        // Part 2: for machines (RFC 3464 2.1).
+        // Part 2: for machines (RFC 3464 2.1; RFC 6533 6.1 when global, 8-bit).
         out.push_str(&format!("\r\n--{boundary}\r\n"));
         out.push_str(&format!("Content-Type: message/{report_type}\r\n"));
         if global {
             out.push_str("Content-Transfer-Encoding: 8bit\r\n");
         }
         out.push_str("Content-Description: Delivery report\r\n\r\n");
-        let mut h = |name: &str, value: &str| push_field(&mut out, name, value);
-        h("Reporting-MTA", &format!("dns; {mta}"));
-        if let Some(envid) = self.envid {
-            h("Original-Envelope-Id", &clean(envid));
-        }
-        h("Arrival-Date", &rfc2822(self.arrival));
-        for r in &self.recipients {
-            out.push_str("\r\n");
-            let mut h = |name: &str, value: &str| push_field(&mut out, name, value);
-            h(
-                "Final-Recipient",
-                &address_field("rfc822", &r.final_recipient),
-            );
-            if let Some(orcpt) = &r.original_recipient
-                && let Some((kind, addr)) = orcpt.split_once(';')
-            {
-                h(
-                    "Original-Recipient",
-                    &address_field(kind.trim(), addr.trim()),
-                );
-            }
-            h("Action", r.action.as_str());
-            h("Status", &clean(&r.status));
-            if let Some(mta) = &r.remote_mta {
-                h("Remote-MTA", &format!("dns; {}", clean(mta)));
-            }
-            if let Some(diag) = &r.diagnostic {
-                h("Diagnostic-Code", &format!("smtp; {}", clean(diag)));
-            }
-            if let Some(t) = r.last_attempt {
-                h("Last-Attempt-Date", &rfc2822(t));
-            }
-            if let Some(t) = r.will_retry_until {
-                h("Will-Retry-Until", &rfc2822(t));
-            }
-        }
+        out.push_str(&status);
 
-        // Part 3: the original (RFC 3464 2: message/rfc822 or text/rfc822-headers).
+        // Part 3: the original (RFC 3464 2: message/rfc822 or text/rfc822-headers; RFC 6533
+        // 6.3, 6.4: message/global or message/global-headers when its header section is UTF-8).
         out.push_str(&format!("\r\n--{boundary}\r\n"));
         let mut bytes = out.into_bytes();
-        // RFC 6533 6.3, 6.4: an original whose header section has UTF-8 in it.
-        let utf8_headers = !header_section(attached).is_ascii();
-        let kind = match (self.ret, utf8_headers) {
+        let kind = match (self.ret, utf8_original) {
             (Return::Full, false) => "message/rfc822",
             (Return::Full, true) => "message/global",
             (Return::Headers, false) => "text/rfc822-headers",
@@ -302,22 +270,48 @@ impl Report<'_> {
         bytes
     }
 
-    /// Whether this is a global report (RFC 6533): an address in it is not ASCII, or the
-    /// original's header section is not.
-    fn is_global(&self, attached: &[u8]) -> bool {
-        let utf8_orcpt = |r: &RecipientReport| {
-            r.original_recipient.as_deref().is_some_and(|o| {
-                !o.is_ascii()
-                    || o.split_once(';')
-                        .is_some_and(|(k, _)| k.trim().eq_ignore_ascii_case("utf-8"))
-            })
-        };
-        !self.to.is_ascii()
-            || self
-                .recipients
-                .iter()
-                .any(|r| !r.final_recipient.is_ascii() || utf8_orcpt(r))
-            || !header_section(attached).is_ascii()
+    /// The fields of the status part (RFC 3464 2.2, 2.3), and whether an address among them
+    /// has the `utf-8` type (RFC 6533 3).
+    fn status_fields(&self, mta: &str) -> (String, bool) {
+        let mut out = String::new();
+        let mut utf8_address = false;
+        let mut h = |name: &str, value: &str| push_field(&mut out, name, value);
+        h("Reporting-MTA", &format!("dns; {mta}"));
+        if let Some(envid) = self.envid {
+            h("Original-Envelope-Id", &clean(envid));
+        }
+        h("Arrival-Date", &rfc2822(self.arrival));
+        for r in &self.recipients {
+            out.push_str("\r\n");
+            let mut h = |name: &str, value: &str| push_field(&mut out, name, value);
+            let (value, utf8) = address_field("rfc822", &r.final_recipient);
+            utf8_address |= utf8;
+            h("Final-Recipient", &value);
+            if let Some((kind, addr)) = r
+                .original_recipient
+                .as_deref()
+                .and_then(|o| o.split_once(';'))
+            {
+                let (value, utf8) = address_field(kind.trim(), addr.trim());
+                utf8_address |= utf8;
+                h("Original-Recipient", &value);
+            }
+            h("Action", r.action.as_str());
+            h("Status", &clean(&r.status));
+            if let Some(mta) = &r.remote_mta {
+                h("Remote-MTA", &format!("dns; {}", clean(mta)));
+            }
+            if let Some(diag) = &r.diagnostic {
+                h("Diagnostic-Code", &format!("smtp; {}", clean(diag)));
+            }
+            if let Some(t) = r.last_attempt {
+                h("Last-Attempt-Date", &rfc2822(t));
+            }
+            if let Some(t) = r.will_retry_until {
+                h("Will-Retry-Until", &rfc2822(t));
+            }
+        }
+        (out, utf8_address)
     }
 
     fn human_text(&self) -> String {
@@ -383,15 +377,13 @@ impl Report<'_> {
     }
 }
 
-/// `type; address` for Final-Recipient and Original-Recipient: an address that is not ASCII
-/// (or was given with the utf-8 type) is of type `utf-8` (RFC 6533 3), any other keeps `kind`.
-fn address_field(kind: &str, address: &str) -> String {
-    let kind = if !address.is_ascii() || kind.eq_ignore_ascii_case("utf-8") {
-        "utf-8"
-    } else {
-        kind
-    };
-    format!("{}; {}", clean(kind), clean(address))
+/// `type; address` for Final-Recipient and Original-Recipient, and whether the type is
+/// `utf-8`: an address that is not ASCII (or was given with the utf-8 type) is of type `utf-8`
+/// (RFC 6533 3), any other keeps `kind`.
+fn address_field(kind: &str, address: &str) -> (String, bool) {
+    let utf8 = !address.is_ascii() || kind.eq_ignore_ascii_case("utf-8");
+    let kind = if utf8 { "utf-8" } else { kind };
+    (format!("{}; {}", clean(kind), clean(address)), utf8)
 }
 
 /// A field, folded at spaces so that lines stay under 78 characters where possible.
