@@ -10,7 +10,7 @@
 //! | 3461 4.2, 4.3, 4.4 | `ORCPT` becomes `Original-Recipient`; `RET=HDRS` returns the headers only (`text/rfc822-headers`); `ENVID` is echoed |
 //! | 5321 4.5.5, 3834 | reports go out with a null reverse-path and `Auto-Submitted: auto-replied`; a message with a null reverse-path never gets one |
 //! | 6533 3 | the `utf-8` address type: a non-ASCII Final-Recipient or Original-Recipient, and an ORCPT given as `utf-8` |
-//! | 6533 6.1, 6.3, 6.4 | a report with UTF-8 in its addresses, to a UTF-8 sender, or about an original with a UTF-8 header section is `report-type=global-delivery-status` with `message/global-delivery-status`, and returns `message/global` or `message/global-headers` when that header section is UTF-8 |
+//! | 6533 6.1, 6.3, 6.4 | a report with UTF-8 in its addresses or fields, to a UTF-8 sender, or about an original with a UTF-8 header section is `report-type=global-delivery-status` with `message/global-delivery-status`, and returns `message/global` or `message/global-headers` when that header section is UTF-8 |
 //!
 //! The report is assembled by hand rather than with mail-builder: its shape is fixed, the
 //! original must be attached byte for byte (an 8-bit original stays 8-bit, never re-encoded),
@@ -189,6 +189,15 @@ impl Report<'_> {
         bytes.iter().any(|b| *b >= 0x80)
     }
 
+    /// Whether the report needs SMTPUTF8 to be relayed (RFC 6531 3.4): its own header section
+    /// has UTF-8 in it (a `To:` with a UTF-8 address). The global parts of a report
+    /// (`message/global-delivery-status`, `message/global`, `message/global-headers`) are body
+    /// parts with an 8-bit transfer encoding: they need 8BITMIME ([`Report::is_eight_bit`]),
+    /// not SMTPUTF8 (RFC 6532 3.7, RFC 6533 6).
+    pub fn needs_smtputf8(bytes: &[u8]) -> bool {
+        !header_section(bytes).is_ascii()
+    }
+
     /// The whole report as a message (CRLF line ends), ready to be spooled with a null
     /// reverse-path and [`Report::to`] as its recipient.
     pub fn build(&self) -> Vec<u8> {
@@ -199,10 +208,11 @@ impl Report<'_> {
         let boundary = boundary(self.unique, attached);
         let mta = clean(self.reporting_mta);
         let (status, utf8_address) = self.status_fields(&mta);
-        // RFC 6533: a report with an address of the utf-8 type, to a UTF-8 sender, or about a
-        // message whose header section is UTF-8 (one that needed SMTPUTF8) is a global one.
+        // RFC 6533: a report with an address of the utf-8 type, any other UTF-8 of its own
+        // (a diagnostic, an envelope id), to a UTF-8 sender, or about a message whose header
+        // section is UTF-8 (one that needed SMTPUTF8) is a global one.
         let utf8_original = !header_section(attached).is_ascii();
-        let global = utf8_address || !self.to.is_ascii() || utf8_original;
+        let global = utf8_address || !status.is_ascii() || !self.to.is_ascii() || utf8_original;
         let report_type = if global {
             "global-delivery-status"
         } else {
@@ -537,13 +547,7 @@ mod tests {
             (sct.ctype(), sct.subtype()),
             ("message", Some("delivery-status"))
         );
-        let raw_status = match &status_part.body {
-            PartType::Text(t) => t.to_string(),
-            PartType::Binary(b) | PartType::InlineBinary(b) => {
-                String::from_utf8(b.to_vec()).unwrap()
-            }
-            other => panic!("unexpected status body {other:?}"),
-        };
+        let raw_status = body_text(status_part);
         let groups = status_groups(&raw_status);
         assert_eq!(groups.len(), 3, "per-message + 2 recipients: {raw_status}");
         // RFC 3464 2.2: per-message fields.
@@ -593,8 +597,17 @@ mod tests {
         assert!(raw.windows(ORIGINAL.len()).any(|w| w == ORIGINAL));
     }
 
-    /// The Content-Type of each part of a report, and the status part's text.
-    fn shape(raw: &[u8]) -> (Vec<String>, String) {
+    /// A report parsed back with mail-parser: its own header, the Content-Type (with the
+    /// report-type, if any) and Content-Transfer-Encoding of each part, root first, and the
+    /// status part's fields group by group.
+    struct Parsed<'a> {
+        msg: mail_parser::Message<'a>,
+        types: Vec<String>,
+        encodings: Vec<Option<String>>,
+        groups: Vec<Vec<(String, String)>>,
+    }
+
+    fn parse(raw: &[u8]) -> Parsed<'_> {
         let msg = MessageParser::default().parse(raw).expect("parses");
         let types = msg
             .parts
@@ -607,9 +620,33 @@ mod tests {
                 format!("{}/{}{report}", ct.ctype(), ct.subtype().unwrap_or(""))
             })
             .collect();
-        let text = String::from_utf8_lossy(raw).into_owned();
-        (types, text)
+        let encodings = msg
+            .parts
+            .iter()
+            .map(|p| p.content_transfer_encoding().map(str::to_owned))
+            .collect();
+        let groups = status_groups(&body_text(&msg.parts[2]));
+        Parsed {
+            msg,
+            types,
+            encodings,
+            groups,
+        }
     }
+
+    /// The body of a part that is not a message, as text.
+    fn body_text(part: &mail_parser::MessagePart<'_>) -> String {
+        match &part.body {
+            PartType::Text(t) => t.to_string(),
+            PartType::Binary(b) | PartType::InlineBinary(b) => {
+                String::from_utf8(b.to_vec()).unwrap()
+            }
+            other => panic!("unexpected body {other:?}"),
+        }
+    }
+
+    const UTF8_ORIGINAL: &[u8] =
+        "From: <用户@例子.example>\r\nSubject: 八月\r\n\r\nbody\r\n".as_bytes();
 
     fn report_about(to: &str, recipient: RecipientReport, original: &[u8], ret: Return) -> Vec<u8> {
         Report {
@@ -626,86 +663,183 @@ mod tests {
         .build()
     }
 
-    /// RFC 6533: a report about a UTF-8 address, or about an original with UTF-8 headers, is
-    /// a global one (message/global-delivery-status, utf-8 address type, message/global or
-    /// message/global-headers); an ASCII one stays as RFC 3464 has it.
+    /// An all-ASCII report is exactly RFC 3464's, even when the returned body is 8-bit.
     #[test]
-    fn reports_about_internationalized_mail_follow_rfc_6533() {
-        const UTF8_ORIGINAL: &[u8] =
-            "From: <用户@例子.example>\r\nSubject: 八月\r\n\r\nbody\r\n".as_bytes();
-        let mut utf8_rcpt = failed("δοκιμή@far.example");
-        utf8_rcpt.original_recipient = Some("utf-8;δοκιμή@far.example".into());
-        let cases = [
-            // (to, recipient, original, ret, part types, fields that must be there)
-            (
+    fn an_ascii_report_stays_rfc_3464() {
+        let eight_bit_body = b"Subject: hello\r\n\r\nGr\xc3\xbc\xc3\x9fe\r\n";
+        for (original, eight_bit) in [(ORIGINAL, false), (&eight_bit_body[..], true)] {
+            let raw = report_about(
                 "sender@client.example",
                 failed("nobody@far.example"),
-                ORIGINAL,
+                original,
                 Return::Full,
-                vec![
+            );
+            let p = parse(&raw);
+            // mail-parser lists the returned message's own parts after ours: compare ours.
+            assert_eq!(
+                p.types[..4],
+                [
                     "multipart/report;delivery-status",
                     "text/plain",
                     "message/delivery-status",
                     "message/rfc822",
-                ],
-                vec!["Final-Recipient: rfc822; nobody@far.example"],
-            ),
-            (
+                ]
+            );
+            assert_eq!(p.encodings[2], None, "the status part is 7-bit");
+            assert_eq!(p.encodings[3].as_deref(), eight_bit.then_some("8bit"));
+            let r = &p.groups[1];
+            assert_eq!(
+                field(r, "Final-Recipient"),
+                Some("rfc822; nobody@far.example")
+            );
+            assert_eq!(
+                field(r, "Original-Recipient"),
+                Some("rfc822; nobody@far.example")
+            );
+            assert_eq!(Report::is_eight_bit(&raw), eight_bit);
+            assert!(!Report::needs_smtputf8(&raw));
+        }
+    }
+
+    /// RFC 6533 3, 6.1: a UTF-8 recipient makes the report global, its addresses of the utf-8
+    /// type. The ASCII original stays message/rfc822.
+    #[test]
+    fn a_utf8_recipient_gets_a_global_report() {
+        let mut r = failed("δοκιμή@far.example");
+        r.original_recipient = Some("utf-8;δοκιμή@far.example".into());
+        let raw = report_about("sender@client.example", r, ORIGINAL, Return::Full);
+        let p = parse(&raw);
+        assert_eq!(
+            p.types[..4],
+            [
+                "multipart/report;global-delivery-status",
+                "text/plain",
+                "message/global-delivery-status",
+                "message/rfc822",
+            ]
+        );
+        assert_eq!(p.encodings[2].as_deref(), Some("8bit"));
+        assert_eq!(
+            field(&p.groups[0], "Reporting-MTA"),
+            Some("dns; mx.here.example")
+        );
+        let g = &p.groups[1];
+        assert_eq!(
+            field(g, "Final-Recipient"),
+            Some("utf-8; δοκιμή@far.example")
+        );
+        assert_eq!(
+            field(g, "Original-Recipient"),
+            Some("utf-8; δοκιμή@far.example")
+        );
+        assert_eq!(field(g, "Action"), Some("failed"));
+        assert_eq!(field(g, "Status"), Some("5.1.1"));
+        assert!(p.msg.body_text(0).unwrap().contains("<δοκιμή@far.example>"));
+        // Only the status part is UTF-8: 8BITMIME, not SMTPUTF8, to send it on.
+        assert!(Report::is_eight_bit(&raw));
+        assert!(!Report::needs_smtputf8(&raw));
+    }
+
+    /// A UTF-8 sender: the report's own header has the UTF-8 address, so it needs SMTPUTF8,
+    /// and is global; the ASCII recipient keeps the rfc822 type.
+    #[test]
+    fn a_utf8_sender_gets_a_global_report() {
+        let raw = report_about(
+            "用户@例子.example",
+            failed("nobody@far.example"),
+            ORIGINAL,
+            Return::Full,
+        );
+        let p = parse(&raw);
+        assert_eq!(
+            p.types[..4],
+            [
+                "multipart/report;global-delivery-status",
+                "text/plain",
+                "message/global-delivery-status",
+                "message/rfc822",
+            ]
+        );
+        let to = p.msg.to().and_then(|a| a.first()).and_then(|a| a.address());
+        assert_eq!(to, Some("用户@例子.example"));
+        let g = &p.groups[1];
+        assert_eq!(
+            field(g, "Final-Recipient"),
+            Some("rfc822; nobody@far.example")
+        );
+        assert_eq!(
+            field(g, "Original-Recipient"),
+            Some("rfc822; nobody@far.example")
+        );
+        assert!(Report::is_eight_bit(&raw));
+        assert!(Report::needs_smtputf8(&raw));
+    }
+
+    /// RFC 6533 6.3, 6.4: an original whose header section is UTF-8 (it needed SMTPUTF8)
+    /// makes the report global, and comes back as message/global when whole, as
+    /// message/global-headers when only its header section is returned.
+    #[test]
+    fn an_original_with_utf8_headers_comes_back_as_message_global() {
+        for ret in [Return::Full, Return::Headers] {
+            let raw = report_about(
                 "sender@client.example",
-                utf8_rcpt.clone(),
-                ORIGINAL,
-                Return::Full,
-                vec![
-                    "multipart/report;global-delivery-status",
-                    "text/plain",
-                    "message/global-delivery-status",
-                    "message/rfc822",
-                ],
-                vec![
-                    "Final-Recipient: utf-8; δοκιμή@far.example",
-                    "Original-Recipient: utf-8; δοκιμή@far.example",
-                ],
-            ),
-            (
-                "用户@例子.example",
                 failed("nobody@far.example"),
                 UTF8_ORIGINAL,
-                Return::Full,
-                vec![
+                ret,
+            );
+            let p = parse(&raw);
+            let returned = match ret {
+                Return::Full => "message/global",
+                Return::Headers => "message/global-headers",
+            };
+            assert_eq!(
+                p.types[..4],
+                [
                     "multipart/report;global-delivery-status",
                     "text/plain",
                     "message/global-delivery-status",
-                    "message/global",
-                ],
-                vec![
-                    "Final-Recipient: rfc822; nobody@far.example",
-                    "To: <用户@例子.example>",
-                ],
-            ),
-            (
-                "用户@例子.example",
-                utf8_rcpt,
-                UTF8_ORIGINAL,
-                Return::Headers,
-                vec![
-                    "multipart/report;global-delivery-status",
-                    "text/plain",
-                    "message/global-delivery-status",
-                    "message/global-headers",
-                ],
-                vec!["Final-Recipient: utf-8; δοκιμή@far.example"],
-            ),
-        ];
-        for (to, recipient, original, ret, want_types, want_fields) in cases {
-            let raw = report_about(to, recipient, original, ret);
-            let (types, text) = shape(&raw);
-            // mail-parser lists the attached message's own parts after ours: compare ours.
-            assert_eq!(&types[..4], want_types.as_slice(), "{text}");
-            for want in want_fields {
-                assert!(text.contains(want), "{want:?} missing from:\n{text}");
+                    returned,
+                ]
+            );
+            assert_eq!(p.encodings[3].as_deref(), Some("8bit"));
+            assert_eq!(
+                field(&p.groups[1], "Final-Recipient"),
+                Some("rfc822; nobody@far.example")
+            );
+            match (&p.msg.parts[3].body, ret) {
+                (PartType::Message(inner), Return::Full) => {
+                    assert_eq!(inner.subject(), Some("八月"));
+                    assert_eq!(inner.body_text(0).as_deref(), Some("body\r\n"));
+                }
+                (_, Return::Headers) => {
+                    let headers = body_text(&p.msg.parts[3]);
+                    assert!(headers.contains("Subject: 八月\r\n"), "{headers}");
+                    assert!(!headers.contains("body"), "{headers}");
+                }
+                (other, _) => panic!("not a message: {other:?}"),
             }
-            assert_eq!(Report::is_eight_bit(&raw), !raw.is_ascii());
+            assert!(!Report::needs_smtputf8(&raw));
         }
+    }
+
+    /// The report's own data: a UTF-8 reply from the peer cannot go into message/delivery-status
+    /// (US-ASCII); the report is global and carries it as it came.
+    #[test]
+    fn a_utf8_diagnostic_makes_the_report_global() {
+        let mut r = failed("nobody@far.example");
+        r.diagnostic = Some("550 5.1.1 用户不存在".into());
+        let raw = report_about("sender@client.example", r, ORIGINAL, Return::Full);
+        let p = parse(&raw);
+        assert_eq!(p.types[2], "message/global-delivery-status");
+        let g = &p.groups[1];
+        assert_eq!(
+            field(g, "Diagnostic-Code"),
+            Some("smtp; 550 5.1.1 用户不存在")
+        );
+        assert_eq!(
+            field(g, "Final-Recipient"),
+            Some("rfc822; nobody@far.example")
+        );
     }
 
     #[test]
