@@ -9,7 +9,7 @@
 //! | 3461 4.1 | `NOTIFY`: NEVER, or any of SUCCESS, FAILURE, DELAY; absent means FAILURE,DELAY |
 //! | 3461 4.2, 4.3, 4.4 | `ORCPT` becomes `Original-Recipient`; `RET=HDRS` returns the headers only (`text/rfc822-headers`); `ENVID` is echoed |
 //! | 5321 4.5.5, 3834 | reports go out with a null reverse-path and `Auto-Submitted: auto-replied`; a message with a null reverse-path never gets one |
-//! | 6533 3 | the `utf-8` address type: a non-ASCII Final-Recipient or Original-Recipient, and an ORCPT given as `utf-8` |
+//! | 6533 3 | the `utf-8` address type: a non-ASCII Final-Recipient or Original-Recipient, and an ORCPT given as `utf-8` (its `\x{HEXPOINT}` decoded) |
 //! | 6533 6.1, 6.3, 6.4 | a report with UTF-8 in its addresses or fields, to a UTF-8 sender, or about an original with a UTF-8 header section is `report-type=global-delivery-status` with `message/global-delivery-status`, and returns `message/global` or `message/global-headers` when that header section is UTF-8 |
 //!
 //! The report is assembled by hand rather than with mail-builder: its shape is fixed, the
@@ -297,12 +297,8 @@ impl Report<'_> {
             let (value, utf8) = address_field("rfc822", &r.final_recipient);
             utf8_address |= utf8;
             h("Final-Recipient", &value);
-            if let Some((kind, addr)) = r
-                .original_recipient
-                .as_deref()
-                .and_then(|o| o.split_once(';'))
-            {
-                let (value, utf8) = address_field(kind.trim(), addr.trim());
+            if let Some((kind, addr)) = r.original_recipient.as_deref().and_then(orcpt_field) {
+                let (value, utf8) = address_field(kind, &addr);
                 utf8_address |= utf8;
                 h("Original-Recipient", &value);
             }
@@ -394,6 +390,52 @@ fn address_field(kind: &str, address: &str) -> (String, bool) {
     let utf8 = !address.is_ascii() || kind.eq_ignore_ascii_case("utf-8");
     let kind = if utf8 { "utf-8" } else { kind };
     (format!("{}; {}", clean(kind), clean(address)), utf8)
+}
+
+/// An ORCPT as stored (`type;address`, the xtext already decoded; RFC 3461 4.2) as the type
+/// and the address to show in Original-Recipient. An address of the `utf-8` type is in the
+/// utf-8-addr-xtext or utf-8-addr-unitext form of RFC 6533 3, where a character may be written
+/// `\x{HEXPOINT}`: it is shown decoded (utf-8-address), or as given when it does not decode.
+fn orcpt_field(orcpt: &str) -> Option<(&str, String)> {
+    let (kind, addr) = orcpt.split_once(';')?;
+    let (kind, addr) = (kind.trim(), addr.trim());
+    let shown = if kind.eq_ignore_ascii_case("utf-8") {
+        utf8_addr_decode(addr).unwrap_or_else(|| addr.to_owned())
+    } else {
+        addr.to_owned()
+    };
+    Some((kind, shown))
+}
+
+/// Decodes every `\x{HEXPOINT}` (RFC 6533 3, EmbeddedUnicodeChar) in `s`. `None` when a
+/// backslash does not start a well-formed one (2 to 6 hex digits, no leading zero beyond two
+/// digits, no surrogate, at most U+10FFFF), or one names a control character: the address is
+/// then better shown as it was given.
+fn utf8_addr_decode(s: &str) -> Option<String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('\\') {
+        out.push_str(&rest[..i]);
+        let tail = rest[i..].strip_prefix("\\x{")?;
+        let end = tail.find('}')?;
+        let hex = &tail[..end];
+        let minimal = match hex.len() {
+            2 => true,
+            3..=6 => !hex.starts_with('0'),
+            _ => false,
+        };
+        if !minimal || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let c = u32::from_str_radix(hex, 16)
+            .ok()
+            .and_then(char::from_u32)
+            .filter(|c| !c.is_control())?;
+        out.push(c);
+        rest = &tail[end + 1..];
+    }
+    out.push_str(rest);
+    Some(out)
 }
 
 /// A field, folded at spaces so that lines stay under 78 characters where possible.
@@ -702,11 +744,12 @@ mod tests {
     }
 
     /// RFC 6533 3, 6.1: a UTF-8 recipient makes the report global, its addresses of the utf-8
-    /// type. The ASCII original stays message/rfc822.
+    /// type; an ORCPT given as utf-8 is shown decoded. The ASCII original stays message/rfc822.
     #[test]
     fn a_utf8_recipient_gets_a_global_report() {
         let mut r = failed("δοκιμή@far.example");
-        r.original_recipient = Some("utf-8;δοκιμή@far.example".into());
+        // utf-8-addr-xtext (RFC 6533 3), as a client without SMTPUTF8 sends it.
+        r.original_recipient = Some("utf-8;\\x{3B4}\\x{3BF}κιμή@far.example".into());
         let raw = report_about("sender@client.example", r, ORIGINAL, Return::Full);
         let p = parse(&raw);
         assert_eq!(
@@ -840,6 +883,38 @@ mod tests {
             field(g, "Final-Recipient"),
             Some("rfc822; nobody@far.example")
         );
+    }
+
+    /// RFC 6533 3: `\x{HEXPOINT}` in an ORCPT of the utf-8 type; what does not decode is shown
+    /// as given, and other types are never decoded.
+    #[test]
+    fn orcpt_of_the_utf8_type_is_decoded() {
+        let cases: &[(&str, Option<(&str, &str)>)] = &[
+            ("utf-8;\\x{7528}\\x{6237}@x", Some(("utf-8", "用户@x"))),
+            ("UTF-8; a\\x{2B}b@x", Some(("UTF-8", "a+b@x"))),
+            ("utf-8;用户@x", Some(("utf-8", "用户@x"))),
+            ("utf-8;\\x{1F600}@x", Some(("utf-8", "😀@x"))),
+            ("utf-8;\\x{10FFFF}@x", Some(("utf-8", "\u{10FFFF}@x"))),
+            // Not well-formed, or not a character to show: as given.
+            ("utf-8;\\x{0041}@x", Some(("utf-8", "\\x{0041}@x"))),
+            ("utf-8;\\x{D800}@x", Some(("utf-8", "\\x{D800}@x"))),
+            ("utf-8;\\x{110000}@x", Some(("utf-8", "\\x{110000}@x"))),
+            ("utf-8;\\x{0A}@x", Some(("utf-8", "\\x{0A}@x"))),
+            ("utf-8;\\x{}@x", Some(("utf-8", "\\x{}@x"))),
+            ("utf-8;\\x{7528@x", Some(("utf-8", "\\x{7528@x"))),
+            ("utf-8;\\x{+7528}@x", Some(("utf-8", "\\x{+7528}@x"))),
+            ("utf-8;a\\b@x", Some(("utf-8", "a\\b@x"))),
+            ("rfc822;\\x{7528}@x", Some(("rfc822", "\\x{7528}@x"))),
+            ("no type", None),
+        ];
+        for (orcpt, want) in cases {
+            let got = orcpt_field(orcpt);
+            assert_eq!(
+                got.as_ref().map(|(k, a)| (*k, a.as_str())),
+                *want,
+                "{orcpt:?}"
+            );
+        }
     }
 
     #[test]
