@@ -15,7 +15,8 @@
 //! (`<>` for the null reverse-path). The message is written in the local convention every
 //! Maildir reader expects (Dovecot, Courier, mutt, notmuch; Postfix's `local` and `virtual`
 //! write it so): CRLF on the wire, LF on disk. A CR that is not part of a CRLF is kept as it
-//! is (the server refuses bare CR and LF at DATA, so none should come).
+//! is (the server refuses bare CR and LF at DATA, so none should come). No file name records a
+//! size (no `,S=<size>` as some writers add), so the only size there is is the file's own.
 //!
 //! Layout: `<root>/<domain>/<local>/{tmp,new,cur}`. Domain and local part are made safe as
 //! file names ([`safe_name`]): they can never name `.`, `..`, or a path with `/` in it.
@@ -744,6 +745,84 @@ mod tests {
             let bytes: Vec<&[u8]> = input.chunks(1).collect();
             assert_eq!(lf(&bytes), *want, "{input:?} byte by byte");
         }
+    }
+
+    /// A body handed out in the pieces given, one piece per `read` (a piece larger than the
+    /// buffer over several).
+    struct Pieces<'a>(std::collections::VecDeque<&'a [u8]>);
+
+    impl Read for Pieces<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let Some(piece) = self.0.front_mut() else {
+                return Ok(0);
+            };
+            let n = piece.len().min(buf.len());
+            buf[..n].copy_from_slice(&piece[..n]);
+            *piece = &piece[n..];
+            if piece.is_empty() {
+                self.0.pop_front();
+            }
+            Ok(n)
+        }
+    }
+
+    /// The pieces without the empty ones (an empty read is the end of the body).
+    fn pieces<'a>(parts: &[&'a [u8]]) -> Pieces<'a> {
+        Pieces(parts.iter().copied().filter(|p| !p.is_empty()).collect())
+    }
+
+    /// The same through real deliveries: a body read one byte at a time, and one split in two
+    /// at every position, give the same file (the Return-Path line with LF too).
+    #[test]
+    fn a_delivered_file_is_the_same_however_the_body_is_read() {
+        let body: &[u8] = b"Received: from x\r\nSubject: t\r\n\r\nlone\rcr\r\n\r\r\nends with cr\r";
+        let want: &[u8] =
+            b"Return-Path: <a@b>\nReceived: from x\nSubject: t\n\nlone\rcr\n\r\nends with cr\r";
+        let (_dir, md) = maildir();
+        let deliver = |key: &str, reader: &mut Pieces<'_>| {
+            let (path, fresh) = md
+                .deliver_once("test.example", "user", key, "a@b", reader)
+                .unwrap();
+            assert!(fresh, "{key}");
+            assert_eq!(fs::metadata(&path).unwrap().len(), want.len() as u64);
+            fs::read(path).unwrap()
+        };
+        let bytes: Vec<&[u8]> = body.chunks(1).collect();
+        assert_eq!(deliver("bytes", &mut pieces(&bytes)), want, "byte by byte");
+        for cut in 0..=body.len() {
+            let (a, b) = body.split_at(cut);
+            let got = deliver(&format!("cut{cut}"), &mut pieces(&[a, b]));
+            assert_eq!(got, want, "split at {cut}");
+        }
+    }
+
+    /// A large body in which every CR is the last byte of a read and its LF the first of the
+    /// next, written in several writes: LF on disk throughout.
+    #[test]
+    fn a_large_body_with_every_crlf_across_two_reads_has_lf_line_ends() {
+        let mut body = vec![b'x'; READ_CHUNK - 1];
+        body.push(b'\r');
+        for _ in 0..7 {
+            body.push(b'\n');
+            body.extend(std::iter::repeat_n(b'y', READ_CHUNK - 2));
+            body.push(b'\r');
+        }
+        body.push(b'\n');
+        assert!(body.len() > 2 * COPY_BUFFER);
+        let (_dir, md) = maildir();
+        // A slice reader fills each READ_CHUNK read: every CR ends one.
+        let (path, _) = md
+            .deliver_once("test.example", "user", "big", "a@b", &mut &body[..])
+            .unwrap();
+        let mut want = b"Return-Path: <a@b>\n".to_vec();
+        want.extend(std::iter::repeat_n(b'x', READ_CHUNK - 1));
+        for _ in 0..7 {
+            want.push(b'\n');
+            want.extend(std::iter::repeat_n(b'y', READ_CHUNK - 2));
+        }
+        want.push(b'\n');
+        let got = fs::read(&path).unwrap();
+        assert!(got == want, "{} bytes, want {}", got.len(), want.len());
     }
 
     fn maildir() -> (tempfile::TempDir, Maildir) {
