@@ -19,6 +19,7 @@ import email.policy
 import os
 import pwd
 import grp
+import re
 import shutil
 import subprocess
 import time
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DELIVERY_TIMEOUT, wait_until
+from conftest import DELIVERY_TIMEOUT, HOSTNAME, wait_until
 from outbound_helpers import free_port
 
 POSTFIX = shutil.which("postfix") or "/usr/sbin/postfix"
@@ -276,10 +277,25 @@ def test_a_utf8_recipient_a_peer_cannot_take_gets_an_rfc6533_report(server_facto
     report = email.message_from_bytes(raw, policy=email.policy.default)
     assert report.get_content_type() == "multipart/report"
     assert report.get_param("report-type") == "global-delivery-status"
+    # The sender is ASCII: the report's own header is too.
+    assert report["To"].addresses[0].addr_spec == "user@test.example"
     parts = list(report.iter_parts())
-    assert parts[1].get_content_type() == "message/global-delivery-status", raw.decode(errors="replace")
-    text = raw.decode("utf-8")
-    assert f"Final-Recipient: utf-8; {rcpt}" in text, text
-    assert "Status: 5." in text
+    assert [p.get_content_type() for p in parts] == [
+        "text/plain", "message/global-delivery-status", "message/global"], raw.decode(errors="replace")
+    assert rcpt in parts[0].get_content()
+    # RFC 6533 6.1: the status part is 8-bit UTF-8; its groups of fields, one by one.
+    assert parts[1]["Content-Transfer-Encoding"] == "8bit"
+    status = parts[1].get_content().decode("utf-8")
+    groups = [email.message_from_string(g, policy=email.policy.default)
+              for g in re.split(r"\r?\n\r?\n", status.strip())]
+    assert groups[0]["Reporting-MTA"] == f"dns; {HOSTNAME}", status
+    [fields] = groups[1:]
+    assert fields["Final-Recipient"] == f"utf-8; {rcpt}", status
+    assert fields["Action"] == "failed", status
+    # RFC 6531 3.7.4.1: the peer does not offer SMTPUTF8; never downgraded, a permanent failure.
+    assert fields["Status"] == "5.6.7", status
+    # RFC 6533 6.3: the original, whose header section is UTF-8, comes back as message/global.
+    [original] = parts[2].get_payload()
+    assert original["Subject"] == "Γειά"
     assert not pf.delivered()
     wait_until(lambda: srv.spool_empty() or None, DELIVERY_TIMEOUT, "yizhan's spool to empty")

@@ -124,4 +124,4 @@ def test_swaks_attachment(server):
     parts = [p for p in msg.walk() if p.get_filename() == "blob.bin"]
     assert len(parts) == 1
     assert parts[0].get_payload(decode=True) == payload
-    assert base64.b64encode(payload)[:40] in path.read_bytes().replace(b"\r\n", b"")
+    assert base64.b64encode(payload)[:40] in path.read_bytes().replace(b"\n", b"")
