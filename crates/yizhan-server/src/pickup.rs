@@ -49,6 +49,16 @@ pub fn maildrop_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("maildrop")
 }
 
+/// Makes the maildrop `dir` (`tmp/`, `new/`, `bad/`) if it is missing. The server does this when
+/// it opens its spool, before it says it is ready: a maildrop that exists is what tells
+/// `sendmail` that a server reads this data directory ([`drop_message`]).
+pub fn make_maildrop(dir: &Path) -> io::Result<()> {
+    for sub in ["tmp", "new", "bad"] {
+        fs::create_dir_all(dir.join(sub))?;
+    }
+    Ok(())
+}
+
 /// The envelope of a dropped message: the first line of a maildrop file, as JSON.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -237,11 +247,9 @@ impl Pickup {
 
     /// Looks into the maildrop every [`POLL_INTERVAL`] and when woken, until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) {
-        for sub in ["tmp", "new", "bad"] {
-            let d = self.dir.join(sub);
-            if let Err(e) = fs::create_dir_all(&d) {
-                warn!(dir = %d.display(), error = %e, "cannot create the maildrop directory");
-            }
+        // Made at bind already; again here for a pickup run on its own (tests).
+        if let Err(e) = make_maildrop(&self.dir) {
+            warn!(dir = %self.dir.display(), error = %e, "cannot create the maildrop directory");
         }
         info!(dir = %self.dir.display(), "maildrop pickup started");
         loop {
