@@ -175,7 +175,7 @@ fn rank_hosts(answer: &MxAnswer, domain: &str, seed: u64) -> Result<Vec<(u16, St
 /// greater than its own are discarded"): by name, or by the address and port it listens on.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Ourselves {
-    /// Our host names, lower-case, without a trailing dot.
+    /// Our host names (the host name and `local_names`); case and a trailing dot do not matter.
     pub names: Vec<String>,
     /// The sockets our SMTP listeners are bound to (an unspecified address stands for every
     /// address of this machine).
@@ -183,18 +183,31 @@ pub struct Ourselves {
 }
 
 impl Ourselves {
-    /// Whether connecting to `host` at `address` would reach this server.
+    /// Whether connecting to `host` at `address` would reach this server: `host` is one of our
+    /// names (case and a trailing dot aside), or `address` is a listener's socket. A listener
+    /// on `0.0.0.0` stands for every IPv4 address of this machine, one on `[::]` for every
+    /// address (a dual-stack socket, Linux's default); an IPv4-mapped IPv6 address is its IPv4
+    /// address.
     pub fn is_self(&self, host: &str, address: Option<SocketAddr>) -> bool {
         let host = host.trim_end_matches('.');
-        if self.names.iter().any(|n| n.eq_ignore_ascii_case(host)) {
+        if self
+            .names
+            .iter()
+            .any(|n| n.trim_end_matches('.').eq_ignore_ascii_case(host))
+        {
             return true;
         }
         let Some(address) = address else {
             return false;
         };
+        let ip = address.ip().to_canonical();
         self.listeners.iter().any(|l| {
             l.port() == address.port()
-                && (l.ip() == address.ip() || l.ip().is_unspecified() && is_local(address.ip()))
+                && match l.ip().to_canonical() {
+                    IpAddr::V4(any) if any.is_unspecified() => ip.is_ipv4() && is_local(ip),
+                    IpAddr::V6(any) if any.is_unspecified() => is_local(ip),
+                    listening => listening == ip,
+                }
         })
     }
 }
@@ -573,6 +586,37 @@ mod tests {
         assert!(!us.is_self("x", Some("127.0.0.1:26".parse().unwrap())));
         // TEST-NET-1 is no address of this machine.
         assert!(!us.is_self("x", Some("192.0.2.1:25".parse().unwrap())));
+        // 0.0.0.0 takes no IPv6 connection; an IPv4-mapped address is the IPv4 one.
+        assert!(!us.is_self("x", Some("[::1]:25".parse().unwrap())));
+        assert!(us.is_self("x", Some("[::ffff:127.0.0.1]:25".parse().unwrap())));
+        // [::] is dual-stack: IPv4 too.
+        let us = Ourselves {
+            names: vec![],
+            listeners: vec!["[::]:25".parse().unwrap()],
+        };
+        assert!(us.is_self("x", Some("127.0.0.1:25".parse().unwrap())));
+        assert!(!us.is_self("x", Some("127.0.0.1:26".parse().unwrap())));
+        if std::net::UdpSocket::bind("[::1]:0").is_ok() {
+            assert!(us.is_self("x", Some("[::1]:25".parse().unwrap())));
+        }
+        assert!(!us.is_self("x", Some("[2001:db8::1]:25".parse().unwrap())));
+    }
+
+    #[test]
+    fn a_name_or_a_listener_of_ours() {
+        let us = Ourselves {
+            names: vec!["mx.us.example.".into()],
+            listeners: vec!["127.0.0.9:25".parse().unwrap()],
+        };
+        // Names: case and a trailing dot (on either side) aside; no address needed.
+        assert!(us.is_self("MX.Us.Example", None));
+        assert!(us.is_self("mx.us.example.", Some("192.0.2.1:25".parse().unwrap())));
+        assert!(!us.is_self("mx2.us.example", None));
+        // A specific listener: that address and port only.
+        assert!(us.is_self("other", Some("127.0.0.9:25".parse().unwrap())));
+        assert!(us.is_self("other", Some("[::ffff:127.0.0.9]:25".parse().unwrap())));
+        assert!(!us.is_self("other", Some("127.0.0.8:25".parse().unwrap())));
+        assert!(!us.is_self("other", Some("127.0.0.9:2525".parse().unwrap())));
     }
 
     #[test]

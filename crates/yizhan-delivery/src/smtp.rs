@@ -411,6 +411,8 @@ pub struct Connection {
     buf: Vec<u8>,
     usable: bool,
     messages: usize,
+    /// Why TLS was given up before this clear-text connection was opened (opportunistic).
+    tls_fallback: Option<String>,
 }
 
 impl fmt::Debug for Connection {
@@ -418,6 +420,7 @@ impl fmt::Debug for Connection {
         f.debug_struct("Connection")
             .field("target", &self.target)
             .field("tls", &self.session.tls_active())
+            .field("tls_fallback", &self.tls_fallback)
             .field("usable", &self.usable)
             .field("messages", &self.messages)
             .finish_non_exhaustive()
@@ -440,8 +443,10 @@ impl Connection {
     /// With the opportunistic policy, a TLS handshake that fails (no common protocol or cipher,
     /// a broken peer, a handshake that never ends) is followed at once by a new connection in
     /// clear text (RFC 7435; Postfix's `smtp_tls_security_level = may` does the same): a peer
-    /// whose TLS is broken is still reached, as it would be if it offered no TLS at all. With
-    /// `require` or `verify` the failure stands (a transient error: the mail is deferred).
+    /// whose TLS is broken is still reached, as it would be if it offered no TLS at all. The
+    /// fallback is logged at warn with the reason, which [`Connection::tls_fallback`] keeps.
+    /// With `require` or `verify` the failure stands: [`SmtpError::Tls`], transient (the mail
+    /// is deferred), and nothing is sent in clear text.
     pub async fn open(
         target: &Target,
         tls: TlsPolicy,
@@ -450,9 +455,12 @@ impl Connection {
         tls_client: Option<&TlsClient>,
     ) -> Result<Connection, SmtpError> {
         match Self::open_once(target, tls, auth.clone(), settings, tls_client).await {
-            Err(e @ SmtpError::Tls { .. }) if tls == TlsPolicy::Opportunistic => {
-                tracing::warn!(host = %target.host, address = %target.address, error = %e, "TLS failed; delivering without TLS (opportunistic policy)");
-                Self::open_once(target, TlsPolicy::None, auth, settings, tls_client).await
+            Err(SmtpError::Tls { reason, .. }) if tls == TlsPolicy::Opportunistic => {
+                tracing::warn!(host = %target.host, address = %target.address, reason = %reason, "TLS failed; delivering without TLS (opportunistic policy)");
+                let mut conn =
+                    Self::open_once(target, TlsPolicy::None, auth, settings, tls_client).await?;
+                conn.tls_fallback = Some(reason);
+                Ok(conn)
             }
             other => other,
         }
@@ -513,6 +521,7 @@ impl Connection {
             buf: vec![0; 16 * 1024],
             usable: true,
             messages: 0,
+            tls_fallback: None,
         };
         let mut no_body = tokio::io::empty();
         let mut result = None;
@@ -547,6 +556,7 @@ impl Connection {
             buf: vec![0; 16 * 1024],
             usable: true,
             messages: 0,
+            tls_fallback: None,
         };
         let mut no_body = tokio::io::empty();
         let mut result = None;
@@ -567,6 +577,14 @@ impl Connection {
     /// Whether the session is over TLS.
     pub fn tls_active(&self) -> bool {
         self.session.tls_active()
+    }
+
+    /// Why TLS was given up for this connection, if it was: the opportunistic policy's TLS
+    /// handshake failed on a first connection (the reason), and this one is its clear-text
+    /// successor ([`Connection::open`]). `None` for a connection that never tried TLS, or
+    /// whose STARTTLS the server refused (RFC 3207 4: it carries on in clear text itself).
+    pub fn tls_fallback(&self) -> Option<&str> {
+        self.tls_fallback.as_deref()
     }
 
     /// Whether the server offers DSN (RFC 3461), so NOTIFY/ORCPT/RET/ENVID are passed on.

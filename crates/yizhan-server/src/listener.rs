@@ -83,6 +83,12 @@ impl Server {
             .await
             .map_err(|e| ServerError::Task(e.to_string()))??;
         info!(?recovery, "spool opened");
+        // The maildrop before anyone is told the server is ready: `sendmail` run just after
+        // must find it (a missing maildrop means no server uses this data directory).
+        let maildrop = crate::pickup::maildrop_dir(&settings.data_dir);
+        if let Err(e) = crate::pickup::make_maildrop(&maildrop) {
+            warn!(dir = %maildrop.display(), error = %e, "cannot create the maildrop directory; `sendmail` will not work");
+        }
         let mut listeners = Vec::new();
         for listener in &settings.listeners {
             if listener.kind == ListenerKind::Submissions && tls.is_none() {

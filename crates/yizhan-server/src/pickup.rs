@@ -49,6 +49,16 @@ pub fn maildrop_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("maildrop")
 }
 
+/// Makes the maildrop `dir` (`tmp/`, `new/`, `bad/`) if it is missing. The server does this when
+/// it opens its spool, before it says it is ready: a maildrop that exists is what tells
+/// `sendmail` that a server reads this data directory ([`drop_message`]).
+pub fn make_maildrop(dir: &Path) -> io::Result<()> {
+    for sub in ["tmp", "new", "bad"] {
+        fs::create_dir_all(dir.join(sub))?;
+    }
+    Ok(())
+}
+
 /// The envelope of a dropped message: the first line of a maildrop file, as JSON.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -78,11 +88,10 @@ pub enum DropError {
     #[error("cannot encode the envelope: {0}")]
     Encode(String),
     /// No server has ever used this data directory: a message dropped here would never be
-    /// read. Nothing was written.
+    /// read. Nothing was written. (How to fix it depends on the program; `sendmail` says.)
     #[error(
-        "no yizhan server uses {}: {} does not exist; start `yizhan serve` with the same \
-         configuration first, or give the server's configuration with --config (or \
-         --data-dir)",
+        "no yizhan server uses the data directory {}: its maildrop {} does not exist (a \
+         server makes it when it starts)",
         data_dir.display(),
         maildrop.display()
     )]
@@ -113,14 +122,9 @@ pub fn drop_message(
         let path = path.to_path_buf();
         move |source| DropError::Io { path, source }
     };
+    check_maildrop(dir)?;
     let tmp_dir = dir.join("tmp");
     let new_dir = dir.join("new");
-    if !tmp_dir.is_dir() || !new_dir.is_dir() {
-        return Err(DropError::NoServer {
-            data_dir: dir.parent().unwrap_or(dir).to_path_buf(),
-            maildrop: dir.to_path_buf(),
-        });
-    }
     let mut line = serde_json::to_vec(submission).map_err(|e| DropError::Encode(e.to_string()))?;
     line.push(b'\n');
     let (name, mut file, tmp) = loop {
@@ -156,6 +160,19 @@ pub fn drop_message(
         .and_then(|d| d.sync_all())
         .map_err(io_err(&new_dir))?;
     Ok(target)
+}
+
+/// Checks that the maildrop `dir` belongs to a server: it exists, with its `tmp/` and `new/`,
+/// which only a server makes ([`make_maildrop`]). [`drop_message`] checks it too; `sendmail`
+/// calls it before reading its input, so that it refuses at once.
+pub fn check_maildrop(dir: &Path) -> Result<(), DropError> {
+    if dir.join("tmp").is_dir() && dir.join("new").is_dir() {
+        return Ok(());
+    }
+    Err(DropError::NoServer {
+        data_dir: dir.parent().unwrap_or(dir).to_path_buf(),
+        maildrop: dir.to_path_buf(),
+    })
 }
 
 /// Checks an address given to `sendmail` (`user@domain` or a bare local part); returns it
@@ -237,11 +254,9 @@ impl Pickup {
 
     /// Looks into the maildrop every [`POLL_INTERVAL`] and when woken, until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) {
-        for sub in ["tmp", "new", "bad"] {
-            let d = self.dir.join(sub);
-            if let Err(e) = fs::create_dir_all(&d) {
-                warn!(dir = %d.display(), error = %e, "cannot create the maildrop directory");
-            }
+        // Made at bind already; again here for a pickup run on its own (tests).
+        if let Err(e) = make_maildrop(&self.dir) {
+            warn!(dir = %self.dir.display(), error = %e, "cannot create the maildrop directory");
         }
         info!(dir = %self.dir.display(), "maildrop pickup started");
         loop {
@@ -624,9 +639,9 @@ mod tests {
             "{missing:?}"
         );
         assert!(!dir.path().join("maildrop").exists());
-        for sub in ["tmp", "new"] {
-            fs::create_dir_all(dir.path().join(sub)).unwrap();
-        }
+        // What a server makes when it starts.
+        make_maildrop(dir.path()).unwrap();
+        check_maildrop(dir.path()).unwrap();
         let path = drop_message(dir.path(), &submission, message).unwrap();
         assert_eq!(path.parent().unwrap(), dir.path().join("new"));
         assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);

@@ -226,6 +226,20 @@ pub fn default_data_dir(account: &Account) -> PathBuf {
     }
 }
 
+/// The data directory's paragraph of `--help`, with the default for `account` spelled out.
+pub fn data_dir_help(account: &Account) -> String {
+    format!(
+        "Data directory (spool, maildrop, control socket, mailboxes): the configuration's \
+         data_dir, a relative one being relative to the configuration file's directory. \
+         Without one: {} for you (uid {}). The rule: {SYSTEM_DATA_DIR} when run as root, \
+         else $XDG_DATA_HOME/yizhan if that is absolute, else ~/.local/share/yizhan; never \
+         the current directory, so serve, sendmail, mailq and queue agree wherever they are \
+         started. `yizhan check-config` prints the one in use.",
+        default_data_dir(account).display(),
+        account.uid
+    )
+}
+
 /// The data directory of a system-wide installation.
 pub const SYSTEM_DATA_DIR: &str = "/var/lib/yizhan";
 
@@ -1691,7 +1705,15 @@ new_address = "moved@elsewhere.example"
                 account(1000, Some("/home/ann"), Some("rel")),
                 "/home/ann/.local/share/yizhan",
             ),
+            // Set but empty (as `XDG_DATA_HOME= yizhan ...`): not absolute, ignored too.
+            (
+                account(1000, Some("/home/ann"), Some("")),
+                "/home/ann/.local/share/yizhan",
+            ),
+            (account(0, None, None), "/var/lib/yizhan"),
+            // No usable home (a service account): the system place.
             (account(1000, None, None), "/var/lib/yizhan"),
+            (account(1000, Some("ann"), None), "/var/lib/yizhan"),
         ];
         for (account, want) in cases {
             assert_eq!(
@@ -1701,6 +1723,11 @@ new_address = "moved@elsewhere.example"
             );
         }
         let ann = account(1000, Some("/home/ann"), None);
+        assert!(
+            data_dir_help(&ann).contains("/home/ann/.local/share/yizhan for you (uid 1000)"),
+            "{}",
+            data_dir_help(&ann)
+        );
         assert_eq!(
             resolve_data_dir(Path::new(""), Some(Path::new("/etc/yizhan")), &ann),
             PathBuf::from("/home/ann/.local/share/yizhan")

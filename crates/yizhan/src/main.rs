@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
@@ -23,15 +23,7 @@ use crate::config::{ConfigError, Overrides, Source};
 
 /// yizhan, a mail transfer agent.
 #[derive(Debug, Parser)]
-#[command(
-    name = "yizhan",
-    version,
-    about,
-    after_help = "Data directory (spool, maildrop, control socket, mailboxes): the configuration's \
-                  data_dir; without one, /var/lib/yizhan when run as root, else \
-                  $XDG_DATA_HOME/yizhan or ~/.local/share/yizhan. The same for serve, \
-                  sendmail, mailq and queue, wherever they are started."
-)]
+#[command(name = "yizhan", version, about)]
 struct Cli {
     /// Log filter, e.g. `debug` or `yizhan=debug,info` (default: $RUST_LOG, else `info`).
     #[arg(long, global = true, value_name = "FILTER")]
@@ -73,8 +65,8 @@ struct ServeArgs {
     /// Listen for SMTP on ADDR (repeatable); replaces the file's listeners.
     #[arg(long = "listen", value_name = "ADDR")]
     listen: Vec<SocketAddr>,
-    /// Keep the spool and mailboxes in DIR; replaces the file's `data_dir` (default:
-    /// /var/lib/yizhan for root, else $XDG_DATA_HOME/yizhan or ~/.local/share/yizhan).
+    /// Keep the spool and mailboxes in DIR; replaces the file's `data_dir` (the default is
+    /// below).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
 }
@@ -89,9 +81,20 @@ fn main() -> ExitCode {
     {
         let _ = init_logging(Some("warn"));
         let args = argv.split_off(1);
+        if personality == sendmail::Personality::Sendmail && asks_help(&args) {
+            return sendmail_help();
+        }
         return sendmail::run_personality(personality, args, &load_for_client);
     }
-    let cli = Cli::parse();
+    let cli = match Cli::from_arg_matches(&command().get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    if let Command::Sendmail(args) = &cli.command
+        && asks_help(&args.args)
+    {
+        return sendmail_help();
+    }
     // Client commands stay quiet unless asked.
     let quiet = matches!(cli.command, Command::Queue(_) | Command::Sendmail(_));
     let level = cli.log_level.as_deref().or(quiet.then_some("warn"));
@@ -107,6 +110,39 @@ fn main() -> ExitCode {
         Command::Sendmail(args) => {
             sendmail::run_personality(sendmail::Personality::Sendmail, args.args, &load_for_client)
         }
+    }
+}
+
+/// The command line, with the data directory's paragraph (this user's default spelled out)
+/// after the help of yizhan and of every subcommand that uses it.
+fn command() -> clap::Command {
+    let help = config::data_dir_help(&config::Account::current());
+    let mut command = Cli::command().after_help(help.clone());
+    for name in ["serve", "check-config", "queue", "sendmail"] {
+        command = command.mut_subcommand(name, |sub| sub.after_help(help.clone()));
+    }
+    command
+}
+
+/// `--help` among sendmail's flags (which clap takes raw): before `--`, it cannot be anything
+/// else.
+fn asks_help(args: &[std::ffi::OsString]) -> bool {
+    args.iter()
+        .take_while(|a| *a != "--")
+        .any(|a| a == "--help")
+}
+
+/// `yizhan sendmail --help` (or `sendmail --help`).
+fn sendmail_help() -> ExitCode {
+    let mut command = command();
+    command.build();
+    let printed = command
+        .find_subcommand_mut("sendmail")
+        .is_some_and(|sub| sub.print_long_help().is_ok());
+    if printed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

@@ -8,7 +8,8 @@
 //! and `Message-ID:` which it should have, 3.6.4), stripped of `Bcc:` (3.6.3) and written into
 //! the server's maildrop ([`yizhan_server::pickup::drop_message`]), so the server does not have
 //! to be running. A running server is then woken through the control socket; otherwise it picks
-//! the message up when it starts.
+//! the message up when it starts. A maildrop that does not exist belongs to no server: the
+//! message is refused (exit 75) before the input is read, and nothing is written.
 //!
 //! Flags: `-t` (recipients from `To:`, `Cc:`, `Bcc:`, or from the `Resent-` fields if there are
 //! any, RFC 5322 3.6.6; added to those on the command line), `-f ADDR` / `-r ADDR` (envelope
@@ -146,9 +147,22 @@ pub enum SendmailError {
     /// Reading the message failed (EX_IOERR, 74).
     #[error("cannot read the message: {0}")]
     Read(io::Error),
-    /// The maildrop cannot be written (EX_TEMPFAIL, 75: try again later).
-    #[error("{0}")]
+    /// The maildrop cannot be written, or belongs to no server (EX_TEMPFAIL, 75: try again
+    /// later). Nothing was queued.
+    #[error("{0}; nothing was queued{hint}", hint = drop_hint(.0))]
     Drop(#[from] pickup::DropError),
+}
+
+/// What to do about a maildrop that belongs to no server, in sendmail's own terms.
+fn drop_hint(e: &pickup::DropError) -> &'static str {
+    match e {
+        pickup::DropError::NoServer { .. } => {
+            ". Start `yizhan serve` with the same configuration (messages then wait in the \
+             maildrop whenever the server is down), or give sendmail the server's \
+             configuration with -C FILE (or $YIZHAN_CONFIG)"
+        }
+        _ => "",
+    }
 }
 
 impl SendmailError {
@@ -633,6 +647,9 @@ pub fn submit(
     input: impl BufRead,
     context: &Context,
 ) -> Result<PathBuf, SendmailError> {
+    // Refused before the input is read when no server would ever read the message.
+    let maildrop = pickup::maildrop_dir(&settings.data_dir);
+    pickup::check_maildrop(&maildrop)?;
     let max = settings.smtp.max_message_size;
     let message = read_message(input, options.ignore_dots, max)?;
     let prepared = prepare(&message, options, context)?;
@@ -644,11 +661,7 @@ pub fn submit(
         sender: prepared.sender,
         recipients: prepared.recipients,
     };
-    let path = pickup::drop_message(
-        &pickup::maildrop_dir(&settings.data_dir),
-        &submission,
-        &prepared.message,
-    )?;
+    let path = pickup::drop_message(&maildrop, &submission, &prepared.message)?;
     // A running server picks it up at once; otherwise within a second, or when it starts.
     let _ = control::request(
         &control::socket_path(&settings.data_dir),

@@ -241,60 +241,249 @@ fn serve_refuses_a_bad_config() {
     assert!(err.contains("smtp.max_line_length"), "{err}");
 }
 
-/// Issue #12: with no configuration file the data directory does not depend on the current
-/// directory (root: /var/lib/yizhan; anyone else: $XDG_DATA_HOME/yizhan), and `sendmail`
-/// refuses, with the directory in its message and nothing written, when no server uses it.
-#[test]
-fn the_default_data_dir_is_the_same_from_anywhere() {
-    if Path::new("/etc/yizhan/yizhan.toml").exists() {
-        return;
-    }
-    let home = tempfile::tempdir().unwrap();
-    let elsewhere = tempfile::tempdir().unwrap();
-    let xdg = home.path().join("xdg");
-    let root = rustix::process::getuid().is_root();
-    let want = if root {
-        PathBuf::from("/var/lib/yizhan")
-    } else {
-        xdg.join("yizhan")
-    };
-    let from = |cwd: &Path| {
-        let (code, out, err) = run(yizhan()
-            .arg("check-config")
-            .current_dir(cwd)
-            .env("HOME", home.path())
-            .env("XDG_DATA_HOME", &xdg));
-        assert_eq!(code, Some(0), "{err}");
-        out.lines()
-            .find_map(|l| l.strip_prefix("data_dir: "))
-            .map(PathBuf::from)
-            .expect("a data_dir line")
-    };
-    assert_eq!(from(home.path()), want);
-    assert_eq!(from(elsewhere.path()), want);
+/// Issue #12: a user's world with no configuration file: a HOME (and maybe an
+/// XDG_DATA_HOME) in a temp dir, and directories to start commands from. When the tests run
+/// as root the commands run as `nobody` (the default for root is /var/lib/yizhan, which a test
+/// must not touch), so the per-user default is what is tested either way.
+struct User {
+    base: tempfile::TempDir,
+    uid: Option<u32>,
+}
 
-    // No server has used it (on a machine where none ever ran as root): refused, exit 75.
-    if !want.join("maildrop").exists() {
-        let mut child = yizhan()
-            .args(["sendmail", "anyone@localhost"])
-            .current_dir(elsewhere.path())
-            .env("HOME", home.path())
-            .env("XDG_DATA_HOME", &xdg)
-            .stdin(Stdio::piped())
+/// The uid and gid the commands run as when the tests run as root.
+const NOBODY: u32 = 65534;
+
+impl User {
+    fn new() -> Option<User> {
+        if Path::new("/etc/yizhan/yizhan.toml").exists() {
+            return None; // a system configuration would be found first
+        }
+        let uid = rustix::process::getuid().is_root().then_some(NOBODY);
+        let user = User {
+            base: tempfile::tempdir().unwrap(),
+            uid,
+        };
+        user.chown(user.base.path());
+        // As root: the binary must be reachable by `nobody` (a target directory under a
+        // private home is not); if not, there is no unprivileged user to test with.
+        let home = user.base.path();
+        match user.yizhan(home, home, None).arg("--version").output() {
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                eprintln!("skipped: uid {NOBODY} cannot run the binary: {e}");
+                None
+            }
+            _ => Some(user),
+        }
+    }
+
+    fn chown(&self, path: &Path) {
+        if let Some(uid) = self.uid {
+            std::os::unix::fs::chown(path, Some(uid), Some(uid)).unwrap();
+        }
+    }
+
+    /// A directory of this user's, made now.
+    fn dir(&self, name: &str) -> PathBuf {
+        let dir = self.base.path().join(name);
+        std::fs::create_dir(&dir).unwrap();
+        self.chown(&dir);
+        dir
+    }
+
+    /// `yizhan` as this user, started in `cwd`, with `HOME` and `xdg` as XDG_DATA_HOME.
+    fn yizhan(&self, cwd: &Path, home: &Path, xdg: Option<&Path>) -> Command {
+        self.program(Path::new(env!("CARGO_BIN_EXE_yizhan")), cwd, home, xdg)
+    }
+
+    /// [`User::yizhan`] under another name (a `mailq` link).
+    fn program(&self, program: &Path, cwd: &Path, home: &Path, xdg: Option<&Path>) -> Command {
+        use std::os::unix::process::CommandExt as _;
+        let mut cmd = Command::new(program);
+        cmd.env_remove("YIZHAN_CONFIG").env_remove("RUST_LOG");
+        cmd.current_dir(cwd).env("HOME", home);
+        match xdg {
+            Some(xdg) => cmd.env("XDG_DATA_HOME", xdg),
+            None => cmd.env_remove("XDG_DATA_HOME"),
+        };
+        if let Some(uid) = self.uid {
+            cmd.uid(uid).gid(uid);
+        }
+        cmd
+    }
+}
+
+/// A child process killed when dropped, so that a failed assertion leaves no server behind.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Every file and directory under `dir`, recursively, sorted.
+fn tree(dir: &Path) -> Vec<PathBuf> {
+    let mut all = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            all.extend(tree(&path));
+        }
+        all.push(path);
+    }
+    all.sort();
+    all
+}
+
+/// Issue #12: with no configuration file and no server ever started, `sendmail` from another
+/// directory refuses (exit 75) before reading its input, names the data directory
+/// (`~/.local/share/yizhan`, from HOME) and writes nothing anywhere.
+#[test]
+fn sendmail_refuses_a_data_dir_no_server_uses() {
+    let Some(user) = User::new() else { return };
+    let home = user.dir("home");
+    let elsewhere = user.dir("elsewhere");
+    let want = home.join(".local/share/yizhan");
+
+    let (code, out, err) = run(user.yizhan(&elsewhere, &home, None).arg("check-config"));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains(&format!("data_dir: {}\n", want.display())),
+        "{out}"
+    );
+    let (code, out, _) = run(user
+        .yizhan(&elsewhere, &home, None)
+        .args(["sendmail", "--help"]));
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains(&format!("Without one: {} for you", want.display())),
+        "{out}"
+    );
+
+    let mut child = user
+        .yizhan(&elsewhere, &home, None)
+        .args(["sendmail", "anyone@localhost"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Refused before the input is read: the pipe may be closed already.
+    let _ = child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"Subject: lost?\n\nno\n");
+    let out = child.wait_with_output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(75), "{err}");
+    assert!(
+        err.contains(&format!(
+            "no yizhan server uses the data directory {}",
+            want.display()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("nothing was queued"), "{err}");
+    assert!(
+        err.contains("yizhan serve") && err.contains("-C FILE"),
+        "{err}"
+    );
+    assert_eq!(tree(user.base.path()), [elsewhere, home], "nothing written");
+}
+
+/// Issue #12: `serve`, `check-config`, `sendmail`, `queue` and `mailq`, each started from a
+/// different directory with no configuration file, use one data directory
+/// (`$XDG_DATA_HOME/yizhan`): the message sent is delivered there, the queue is listed through
+/// the server's control socket there.
+#[test]
+fn serve_sendmail_and_queue_agree_from_anywhere() {
+    let Some(user) = User::new() else { return };
+    let home = user.dir("home");
+    let xdg = user.dir("xdg");
+    let want = xdg.join("yizhan");
+    let mut server = Running(
+        user.yizhan(&user.dir("a"), &home, Some(&xdg))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(b"Subject: lost?\n\nno\n")
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(75), "{err}");
-        assert!(err.contains(&want.display().to_string()), "{err}");
-        assert!(!want.join("maildrop").exists());
-        assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0);
+            .unwrap(),
+    );
+    let stderr = server.0.stderr.take().unwrap();
+    let (lines, log) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let ready = loop {
+        match log.recv_timeout(std::time::Duration::from_secs(30)) {
+            Ok(line) if line.contains(" ready listen=") => break line,
+            Ok(_) => {}
+            Err(e) => panic!("no ready line from serve: {e}"),
+        }
+    };
+    assert!(
+        ready.ends_with(&format!("data_dir={}", want.display())),
+        "{ready}"
+    );
+    // The maildrop exists once the server says ready (sendmail relies on it).
+    assert!(want.join("maildrop/new").is_dir());
+
+    let (code, out, err) = run(user
+        .yizhan(&user.dir("b"), &home, Some(&xdg))
+        .arg("check-config"));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains(&format!("data_dir: {}\n", want.display())),
+        "{out}"
+    );
+
+    let c = user.dir("c");
+    let mut child = user
+        .yizhan(&c, &home, Some(&xdg))
+        .args(["sendmail", "anyone@localhost"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"Subject: found\n\nhere\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mailbox = want.join("mail/localhost/anyone/new");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::fs::read_dir(&mailbox).map_or(true, |mut d| d.next().is_none()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the message never reached {}",
+            mailbox.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
+
+    let (code, out, err) = run(user.yizhan(&c, &home, Some(&xdg)).args(["queue", "list"]));
+    assert_eq!(code, Some(0), "queue list: {out}{err}");
+    let mailq = c.join("mailq");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_yizhan"), &mailq).unwrap();
+    let (code, out, err) = run(&mut user.program(&mailq, &c, &home, Some(&xdg)));
+    assert_eq!(code, Some(0), "mailq: {out}{err}");
+    // Nothing of yizhan's in the directories the commands were started from.
+    assert_eq!(tree(&c), [mailq]);
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &server.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert!(server.0.wait().unwrap().success());
 }
