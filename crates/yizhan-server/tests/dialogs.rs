@@ -1,5 +1,5 @@
 //! The golden dialogues of `tests/dialogs/` run in memory on the real server: the real
-//! session code (`conn::serve` over a `tokio::io::duplex` pipe), the real policy, directory
+//! session code (a `tokio::io::duplex` pipe handed to the listener's `Connector`), the real policy, directory
 //! and a temporary spool with its queue runner, configured as the end-to-end tests configure
 //! the binary (`tests/e2e/conftest.py`, `sample_config`: `mx.test.example`, the domain
 //! `test.example` with `user`, `user2`, `jösé`, the alias `list`, the relocated `moved`).
@@ -15,7 +15,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use yizhan_delivery::smtp::TlsClient;
 use yizhan_server::auth::{Mechanism, hash_password};
@@ -245,15 +244,14 @@ async fn every_golden_dialogue_runs_on_the_real_server() {
         }
         let server = Server::bind(settings).await.unwrap();
         let shutdown = CancellationToken::new();
-        let (connect, connections) = mpsc::channel(1);
-        let task = tokio::spawn(server.run_with(shutdown.clone(), Some(connections)));
+        let running = server.start(shutdown.clone()).unwrap();
         let (client, server_end) = tokio::io::duplex(64 * 1024);
-        connect.send((server_end, peer)).await.unwrap();
+        running.connectors()[0].serve(server_end, peer);
         if let Err(e) = run(&dialog, Box::new(client)).await {
             failures.push(format!("{name}: {e}"));
         }
         shutdown.cancel();
-        task.await.unwrap().unwrap();
+        running.wait().await.unwrap();
         ran += 1;
     }
     assert!(
