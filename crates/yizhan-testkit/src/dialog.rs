@@ -261,6 +261,17 @@ pub fn parse_dialog(text: &str) -> Result<Dialog, DialogError> {
     Ok(dialog)
 }
 
+/// Reads and parses one `.dialog` file; errors name the file.
+pub fn read_dialog(path: impl AsRef<Path>) -> Result<Dialog, DialogError> {
+    let path = path.as_ref();
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| DialogError::Io {
+        file: name.clone(),
+        source,
+    })?;
+    parse_dialog(&text).map_err(|e| e.in_file(&name))
+}
+
 /// Decodes the quoted string of an `R:` line.
 fn unescape(text: &str) -> Result<Vec<u8>, String> {
     let text = text.trim();
@@ -314,13 +325,8 @@ pub fn settings_for(dialog: &Dialog) -> FakeSettings {
 /// Reads, parses and runs one `.dialog` file against a [`crate::fake::InMemoryServer`].
 pub fn run_dialog_in_memory(path: impl AsRef<Path>) -> Result<(), DialogError> {
     let path = path.as_ref();
-    let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| DialogError::Io {
-        file: name.clone(),
-        source,
-    })?;
-    let dialog = parse_dialog(&text).map_err(|e| e.in_file(&name))?;
-    run_dialog(&dialog, &name)
+    let dialog = read_dialog(path)?;
+    run_dialog(&dialog, &path.display().to_string())
 }
 
 /// Runs a parsed dialogue in memory; `name` is used in error messages.
