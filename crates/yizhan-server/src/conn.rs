@@ -1,23 +1,28 @@
-//! One connection: the socket on one side, a [`ServerSession`] on the other.
+//! One connection: the client's byte stream on one side, a [`ServerSession`] on the other.
 //!
-//! This is the only place that writes to a client socket. It reads with the RFC 5321 4.5.3.2
+//! This is the only place that writes to a client. It reads with the RFC 5321 4.5.3.2
 //! timeouts, feeds the session, answers its questions through [`crate::policy`] and
 //! [`crate::auth`], streams message data into the spool and sends `250` after DATA only once
 //! [`Spool::commit`] has made the message durable.
 //!
-//! The socket is plain TCP or TLS ([`Stream`]): implicit TLS (RFC 8314) shakes hands before the
-//! greeting; STARTTLS (RFC 3207) upgrades the same socket when the session emits
-//! [`Event::StartTls`], after which the session has discarded every plaintext byte it held
-//! and the client must EHLO again. AUTH (RFC 4954) payloads and passwords never reach a log.
+//! The code is generic over the stream (`AsyncRead + AsyncWrite`): a TCP socket from
+//! [`crate::listener`], or an in-memory pipe in tests, with the peer's and the listener's
+//! addresses passed in as values. The stream is plain or TLS (`Stream`): implicit TLS
+//! (RFC 8314) shakes hands before the greeting; STARTTLS (RFC 3207) upgrades the same stream
+//! when the session emits [`Event::StartTls`], after which the session has discarded every
+//! plaintext byte it held and the client must EHLO again. AUTH (RFC 4954) payloads and
+//! passwords never reach a log.
 
 use std::collections::HashMap;
-use std::future::Future;
+use std::io;
+use std::mem::MaybeUninit;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Poll, ready};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
@@ -49,89 +54,54 @@ pub struct Shared {
     pub credentials: Arc<Credentials>,
 }
 
-/// A byte stream a session runs on: a TCP socket from a listener, or an in-memory pipe
-/// (`tokio::io::duplex`, for tests that run dialogues on the real session, policy and spool).
-pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
-    /// Waits for input and hands it to `session`; returns how many bytes were read (0: the
-    /// peer closed the connection). Cancel-safe: nothing is lost if the future is dropped.
-    fn read_into(
-        &mut self,
-        session: &mut ServerSession,
-    ) -> impl Future<Output = std::io::Result<usize>> + Send;
-}
-
-impl Transport for TcpStream {
-    /// Waits for readability without a buffer, then reads into one on the stack, so a
-    /// connection holds no read buffer while it waits (an idle connection costs its task and
-    /// session only).
-    async fn read_into(&mut self, session: &mut ServerSession) -> std::io::Result<usize> {
-        loop {
-            self.readable().await?;
-            let mut buf = [0u8; READ_CHUNK];
-            match self.try_read(&mut buf) {
-                Ok(n) => {
-                    session.receive(&buf[..n]);
-                    return Ok(n);
-                }
-                // A spurious wake-up: wait again.
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e),
-            }
-        }
-    }
-}
-
-impl Transport for DuplexStream {
-    async fn read_into(&mut self, session: &mut ServerSession) -> std::io::Result<usize> {
-        let mut buf = [0u8; READ_CHUNK];
-        let n = self.read(&mut buf).await?;
-        session.receive(&buf[..n]);
-        Ok(n)
-    }
-}
-
-/// The client stream, before or after TLS.
+/// The client stream, before or after TLS. `S` is any byte stream: a TCP socket from a
+/// listener, or an in-memory pipe (`tokio::io::duplex`) in the tests that run the golden
+/// dialogues on the real session, policy and spool.
 #[derive(Debug)]
-enum Stream<T> {
-    Plain(T),
-    Tls(Box<TlsStream<T>>),
+enum Stream<S> {
+    Plain(S),
+    Tls(Box<TlsStream<S>>),
     /// Only during the STARTTLS handshake, while the stream is moved into it.
     Upgrading,
 }
 
-/// The most bytes one read takes from the socket (a TLS record at most).
+/// The most bytes one read takes from the stream (a TLS record at most).
 const READ_CHUNK: usize = 16 * 1024;
 
-impl<T: Transport> Stream<T> {
-    /// Waits for input and hands it to `session` (see [`Transport::read_into`]). TLS reads
-    /// into `tls_buf`, allocated at the first TLS read.
-    async fn read_into(
-        &mut self,
-        session: &mut ServerSession,
-        tls_buf: &mut Vec<u8>,
-    ) -> std::io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.read_into(session).await,
-            Stream::Tls(s) => {
-                if tls_buf.len() < READ_CHUNK {
-                    tls_buf.resize(READ_CHUNK, 0);
-                }
-                let n = s.read(tls_buf).await?;
-                session.receive(&tls_buf[..n]);
-                Ok(n)
-            }
-            Stream::Upgrading => Ok(0),
-        }
+impl<S: AsyncRead + AsyncWrite + Unpin> Stream<S> {
+    /// Waits for input and hands it to `session`; returns how many bytes were read (0: the
+    /// peer closed the connection).
+    ///
+    /// The read buffer lives on the stack of one poll, never in the future: a connection
+    /// waiting for input holds no buffer (an idle connection costs its task and session only,
+    /// plain or TLS). Cancel-safe: a poll that returns `Pending` has read nothing.
+    async fn read_into(&mut self, session: &mut ServerSession) -> io::Result<usize> {
+        std::future::poll_fn(|cx| {
+            let mut buf = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+            let mut buf = ReadBuf::uninit(&mut buf);
+            let polled = match self {
+                Stream::Plain(s) => Pin::new(s).poll_read(cx, &mut buf),
+                Stream::Tls(s) => Pin::new(s).poll_read(cx, &mut buf),
+                Stream::Upgrading => return Poll::Ready(Ok(0)),
+            };
+            ready!(polled)?;
+            session.receive(buf.filled());
+            Poll::Ready(Ok(buf.filled().len()))
+        })
+        .await
     }
 
-    async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+    async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
         match self {
-            Stream::Plain(s) => s.write_all(bytes).await,
+            Stream::Plain(s) => {
+                s.write_all(bytes).await?;
+                s.flush().await
+            }
             Stream::Tls(s) => {
                 s.write_all(bytes).await?;
                 s.flush().await
             }
-            Stream::Upgrading => Err(std::io::ErrorKind::NotConnected.into()),
+            Stream::Upgrading => Err(io::ErrorKind::NotConnected.into()),
         }
     }
 
@@ -144,17 +114,27 @@ impl<T: Transport> Stream<T> {
     }
 }
 
-/// Serves one accepted connection on a listener until it closes.
-pub async fn serve<T: Transport>(
-    stream: T,
+/// Serves one connection to a listener until it closes: `stream` is any byte stream (a TCP
+/// socket the listener accepted, or an in-memory pipe), `peer` the client's address and `local`
+/// the listener's, given as values since the stream need not be a socket.
+pub async fn serve<S>(
+    stream: S,
     peer: SocketAddr,
+    local: SocketAddr,
     session_id: u64,
     shared: Arc<Shared>,
     listener: Arc<ListenerPolicy>,
     shutdown: CancellationToken,
-) {
-    let span =
-        tracing::info_span!("session", id = session_id, peer = %peer, listener = %listener.kind);
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let span = tracing::info_span!(
+        "session",
+        id = session_id,
+        peer = %peer,
+        local = %local,
+        listener = %listener.kind
+    );
     async move {
         info!("connect");
         let mut tls_info = None;
@@ -217,7 +197,7 @@ pub async fn serve<T: Transport>(
 }
 
 /// Answers `421` to a connection refused before a session starts (too many connections).
-pub async fn refuse(mut stream: TcpStream, reply: Reply) {
+pub async fn refuse<S: AsyncWrite + Unpin>(mut stream: S, reply: Reply) {
     let mut bytes = Vec::new();
     // With its enhanced code (421 4.7.0): the client has not said EHLO, but RFC 2034 does not
     // forbid it and an administrator reading a client's log learns more.
@@ -226,8 +206,8 @@ pub async fn refuse(mut stream: TcpStream, reply: Reply) {
     let _ = stream.shutdown().await;
 }
 
-struct Connection<T> {
-    stream: Stream<T>,
+struct Connection<S> {
+    stream: Stream<S>,
     peer: SocketAddr,
     session: ServerSession,
     shared: Arc<Shared>,
@@ -252,10 +232,12 @@ struct Connection<T> {
     accepted: HashMap<String, Vec<Target>>,
 }
 
-impl<T: Transport> Connection<T> {
+impl<S> Connection<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     /// Runs the session; returns why it ended, for the log.
     async fn run(&mut self) -> &'static str {
-        let mut tls_buf = Vec::new();
         let mut shutting_down = false;
         let mut grace = None;
         loop {
@@ -302,7 +284,7 @@ impl<T: Transport> Connection<T> {
             tokio::select! {
                 read = tokio::time::timeout(
                     timeout,
-                    self.stream.read_into(&mut self.session, &mut tls_buf),
+                    self.stream.read_into(&mut self.session),
                 ) => match read {
                     Ok(Ok(0)) => return "client closed the connection",
                     Ok(Ok(_)) => {}
@@ -332,11 +314,11 @@ impl<T: Transport> Connection<T> {
         let Some(store) = self.shared.tls.clone() else {
             return Err("STARTTLS without a certificate");
         };
-        let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Upgrading) else {
+        let Stream::Plain(plain) = std::mem::replace(&mut self.stream, Stream::Upgrading) else {
             return Err("STARTTLS on a TLS stream");
         };
         let timeout = self.listener.smtp.timeouts.command;
-        match tokio::time::timeout(timeout, store.acceptor().accept(tcp)).await {
+        match tokio::time::timeout(timeout, store.acceptor().accept(plain)).await {
             Ok(Ok(tls_stream)) => {
                 let described = tls::describe(tls_stream.get_ref().1);
                 info!(tls = %described, "TLS established (STARTTLS)");

@@ -8,8 +8,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
@@ -62,11 +64,12 @@ pub enum ServerError {
 }
 
 /// A server whose listeners are bound (so tests and the CLI know the real addresses) but which
-/// does not serve until [`Server::run`].
+/// does not serve until [`Server::run`] (or [`Server::start`]).
 #[derive(Debug)]
 pub struct Server {
     settings: Arc<Settings>,
-    listeners: Vec<(TcpListener, Arc<ListenerPolicy>)>,
+    /// Each listener with the address it is bound to and its policy.
+    listeners: Vec<(TcpListener, SocketAddr, Arc<ListenerPolicy>)>,
     spool: Spool,
     tls: Option<Arc<TlsStore>>,
 }
@@ -108,13 +111,15 @@ impl Server {
             {
                 warn!(address = %listener.address, "submission listener where AUTH cannot succeed (no passwords, or no TLS while auth.require_tls)");
             }
+            let bind_error = |source| ServerError::Bind {
+                address: listener.address,
+                source,
+            };
             let bound = TcpListener::bind(listener.address)
                 .await
-                .map_err(|source| ServerError::Bind {
-                    address: listener.address,
-                    source,
-                })?;
-            listeners.push((bound, policy));
+                .map_err(bind_error)?;
+            let local = bound.local_addr().map_err(bind_error)?;
+            listeners.push((bound, local, policy));
         }
         Ok(Server {
             settings: Arc::new(settings),
@@ -131,32 +136,25 @@ impl Server {
 
     /// The addresses actually bound (port 0 in the settings becomes a real port).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners
-            .iter()
-            .filter_map(|(l, _)| l.local_addr().ok())
-            .collect()
+        self.listeners.iter().map(|(_, local, _)| *local).collect()
     }
 
     /// Serves until `shutdown` is cancelled, then stops accepting, lets sessions finish (or
     /// answers 421 after the grace period), stops the queue runner and returns.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServerError> {
-        self.run_with(shutdown, None).await
+        self.start(shutdown)?.wait().await
     }
 
-    /// [`Server::run`], and also serves the connections that arrive on `memory`: in-memory
-    /// streams (`tokio::io::duplex`) served exactly as a connection to the first listener
-    /// from the given peer. Tests run golden dialogues this way on the real session, policy,
-    /// directory and spool.
-    pub async fn run_with(
-        self,
-        shutdown: CancellationToken,
-        memory: Option<MemoryConnections>,
-    ) -> Result<(), ServerError> {
-        let bound = self.local_addrs();
+    /// Starts serving (call it inside the tokio runtime): the queue runner, the control socket
+    /// and the maildrop pickup, the certificate watcher and one accept loop per listener. Each
+    /// listener's [`Connector`] also serves streams that did not come from its socket, so tests
+    /// run dialogues over in-memory pipes on the same server the binary runs; there is no other
+    /// way to build one.
+    pub fn start(self, shutdown: CancellationToken) -> Result<Running, ServerError> {
         let settings = self.settings;
         let queue = &settings.queue;
         let mut outbound = outbound_settings(&settings);
-        outbound.ourselves.listeners = bound;
+        outbound.ourselves.listeners = self.listeners.iter().map(|(_, a, _)| *a).collect();
         // The system's CA certificates (some hundred KiB parsed) only if a policy verifies.
         let roots = if verifies_certificates(&outbound.routing) {
             root_certificates()
@@ -215,43 +213,109 @@ impl Server {
         let tracker = TaskTracker::new();
         let limits = Arc::new(Limits::new(settings.smtp.max_connections));
         let ids = Arc::new(AtomicU64::new(1));
-        if let (Some(memory), Some((_, policy))) = (memory, self.listeners.first()) {
-            tracker.spawn(memory_loop(
-                memory,
-                policy.clone(),
-                shared.clone(),
-                ids.clone(),
-                tracker.clone(),
-                shutdown.clone(),
-            ));
-        }
-        for (listener, policy) in self.listeners {
-            if let Ok(address) = listener.local_addr() {
-                info!(%address, kind = %policy.kind, "listening");
-            }
-            tracker.spawn(accept_loop(
-                listener,
+        let mut connectors = Vec::new();
+        for (listener, local, policy) in self.listeners {
+            info!(address = %local, kind = %policy.kind, "listening");
+            let connector = Connector {
+                shared: shared.clone(),
                 policy,
-                shared.clone(),
-                limits.clone(),
-                ids.clone(),
-                tracker.clone(),
-                shutdown.clone(),
-            ));
+                local,
+                ids: ids.clone(),
+                tracker: tracker.clone(),
+                shutdown: shutdown.clone(),
+            };
+            tracker.spawn(accept_loop(listener, connector.clone(), limits.clone()));
+            connectors.push(connector);
         }
-        shutdown.cancelled().await;
+        Ok(Running {
+            connectors,
+            shutdown,
+            tracker,
+            operations,
+            runner_stop,
+            runner_task,
+        })
+    }
+}
+
+/// A server that serves ([`Server::start`]) until its shutdown token is cancelled.
+#[derive(Debug)]
+pub struct Running {
+    connectors: Vec<Connector>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    operations: JoinHandle<()>,
+    runner_stop: CancellationToken,
+    runner_task: JoinHandle<()>,
+}
+
+impl Running {
+    /// One connector per listener, in the order of [`Server::local_addrs`].
+    pub fn connectors(&self) -> &[Connector] {
+        &self.connectors
+    }
+
+    /// Waits until the shutdown token is cancelled, then stops accepting, lets sessions finish
+    /// (or answers 421 after the grace period), stops the queue runner and returns.
+    pub async fn wait(self) -> Result<(), ServerError> {
+        self.shutdown.cancelled().await;
         info!("shutting down: no new connections; waiting for sessions in flight");
-        tracker.close();
-        tracker.wait().await;
-        if let Err(e) = operations.await {
+        self.tracker.close();
+        self.tracker.wait().await;
+        if let Err(e) = self.operations.await {
             error!(error = %e, "queue operations task failed");
         }
-        runner_stop.cancel();
-        if let Err(e) = runner_task.await {
+        self.runner_stop.cancel();
+        if let Err(e) = self.runner_task.await {
             error!(error = %e, "queue runner task failed");
         }
         info!("shutdown complete");
         Ok(())
+    }
+}
+
+/// Serves the connections of one listener: the sockets its accept loop takes and any stream
+/// handed to [`Connector::serve`], with the same settings, spool, queue and shutdown.
+#[derive(Debug, Clone)]
+pub struct Connector {
+    shared: Arc<Shared>,
+    policy: Arc<ListenerPolicy>,
+    local: SocketAddr,
+    ids: Arc<AtomicU64>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+impl Connector {
+    /// The listener's address, which the sessions served here are told they arrived on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Serves `stream` as a connection from `peer` to this listener, in a task of the server
+    /// (shutdown waits for it); e.g. one end of a `tokio::io::duplex` pipe in a test. The
+    /// connection limits count only accepted sockets.
+    pub fn serve<S>(&self, stream: S, peer: SocketAddr)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        self.spawn(stream, peer, None);
+    }
+
+    /// Serves `stream` in a task; `slot` (its place in the limits) is released at the end.
+    fn spawn<S>(&self, stream: S, peer: SocketAddr, slot: Option<Slot>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let id = self.ids.fetch_add(1, Ordering::Relaxed);
+        let shared = self.shared.clone();
+        let policy = self.policy.clone();
+        let shutdown = self.shutdown.clone();
+        let local = self.local;
+        self.tracker.spawn(async move {
+            conn::serve(stream, peer, local, id, shared, policy, shutdown).await;
+            drop(slot);
+        });
     }
 }
 
@@ -373,51 +437,12 @@ impl Limits {
     }
 }
 
-/// In-memory connections for [`Server::run_with`]: a stream and the peer it stands for.
-pub type MemoryConnections = tokio::sync::mpsc::Receiver<(tokio::io::DuplexStream, SocketAddr)>;
-
-async fn memory_loop(
-    mut memory: MemoryConnections,
-    policy: Arc<ListenerPolicy>,
-    shared: Arc<Shared>,
-    ids: Arc<AtomicU64>,
-    tracker: TaskTracker,
-    shutdown: CancellationToken,
-) {
-    loop {
-        let (stream, peer) = tokio::select! {
-            next = memory.recv() => match next {
-                Some(pair) => pair,
-                None => return,
-            },
-            _ = shutdown.cancelled() => return,
-        };
-        let id = ids.fetch_add(1, Ordering::Relaxed);
-        tracker.spawn(conn::serve(
-            stream,
-            peer,
-            id,
-            shared.clone(),
-            policy.clone(),
-            shutdown.clone(),
-        ));
-    }
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    policy: Arc<ListenerPolicy>,
-    shared: Arc<Shared>,
-    limits: Arc<Limits>,
-    ids: Arc<AtomicU64>,
-    tracker: TaskTracker,
-    shutdown: CancellationToken,
-) {
+async fn accept_loop(listener: TcpListener, connector: Connector, limits: Arc<Limits>) {
     let mut backoff = Duration::from_millis(5);
     loop {
         let accepted: std::io::Result<(TcpStream, SocketAddr)> = tokio::select! {
             accepted = listener.accept() => accepted,
-            _ = shutdown.cancelled() => return,
+            _ = connector.shutdown.cancelled() => return,
         };
         let (stream, peer) = match accepted {
             Ok(pair) => {
@@ -433,20 +458,14 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
-        let Some(slot) = limits.acquire(peer.ip(), policy.smtp.max_connections_per_ip) else {
+        let max_per_ip = connector.policy.smtp.max_connections_per_ip;
+        let Some(slot) = limits.acquire(peer.ip(), max_per_ip) else {
             warn!(%peer, "connection refused: too many connections");
-            let reply = Reply::too_many_connections(&shared.settings.hostname);
-            tracker.spawn(conn::refuse(stream, reply));
+            let reply = Reply::too_many_connections(&connector.shared.settings.hostname);
+            connector.tracker.spawn(conn::refuse(stream, reply));
             continue;
         };
-        let id = ids.fetch_add(1, Ordering::Relaxed);
-        let shared = shared.clone();
-        let shutdown = shutdown.clone();
-        let policy = policy.clone();
-        tracker.spawn(async move {
-            conn::serve(stream, peer, id, shared, policy, shutdown).await;
-            drop(slot);
-        });
+        connector.spawn(stream, peer, Some(slot));
     }
 }
 

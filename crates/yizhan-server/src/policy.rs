@@ -94,6 +94,9 @@ pub fn server_config(hostname: &str, listener: &ListenerPolicy, tls_active: bool
             enhanced_status_codes: smtp.enhanced_status_codes,
             smtputf8: smtp.smtputf8,
             chunking: smtp.chunking,
+            // RFC 3030 3: BINARYMIME is sent with BDAT only.
+            binarymime: smtp.binarymime && smtp.chunking,
+            dsn: smtp.dsn,
             starttls: listener.tls_available && listener.kind != ListenerKind::Submissions,
             auth_mechanisms,
             auth_requires_tls: listener.auth.require_tls,
@@ -581,5 +584,20 @@ mod tests {
         none.tls_available = false;
         let c = server_config("h", &none, false);
         assert!(c.extensions.auth_mechanisms.is_empty() && !c.extensions.starttls);
+    }
+
+    /// DSN (RFC 3461) and BINARYMIME (RFC 3030) when configured; BINARYMIME only with CHUNKING
+    /// (RFC 3030 3), however the settings were made.
+    #[test]
+    fn dsn_and_binarymime_are_offered_when_configured() {
+        let ext = |dsn, binarymime, chunking| {
+            let mut l = listener(ListenerKind::Smtp);
+            (l.smtp.dsn, l.smtp.binarymime, l.smtp.chunking) = (dsn, binarymime, chunking);
+            let e = server_config("h", &l, false).extensions;
+            (e.dsn, e.binarymime, e.chunking)
+        };
+        assert_eq!(ext(false, false, true), (false, false, true));
+        assert_eq!(ext(true, true, true), (true, true, true));
+        assert_eq!(ext(false, true, false), (false, false, false));
     }
 }

@@ -322,6 +322,11 @@ pub struct SmtpSettings {
     pub chunking: bool,
     /// Offer `ENHANCEDSTATUSCODES` (RFC 2034).
     pub enhanced_status_codes: bool,
+    /// Offer `DSN` (RFC 3461): `RET`, `ENVID`, `NOTIFY` and `ORCPT` are accepted, kept in the
+    /// envelope and honoured by the queue's reports.
+    pub dsn: bool,
+    /// Offer `BINARYMIME` (RFC 3030), only together with `CHUNKING`.
+    pub binarymime: bool,
     /// Accept `TURN` (RFC 821); still refused to unauthenticated clients.
     pub turn: bool,
     /// Offer `ETRN` (RFC 1985).
@@ -351,6 +356,8 @@ impl Default for SmtpSettings {
             smtputf8: true,
             chunking: true,
             enhanced_status_codes: true,
+            dsn: false,
+            binarymime: false,
             turn: false,
             etrn: false,
             relay_networks: Vec::new(),

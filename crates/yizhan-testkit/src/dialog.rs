@@ -1,9 +1,9 @@
-//! Golden SMTP dialogues: the `.dialog` format, its parser and the in-memory runner.
+//! Golden SMTP dialogues: the `.dialog` format and its parser.
 //!
 //! ```text
 //! # comment (also: blank lines)
 //! ! memory-only                 directives, before the first step
-//! ! max_recipients 2            (a config directive requires `! memory-only`)
+//! ! max_recipients 100          (a configuration directive requires `! memory-only`)
 //! C: EHLO client.test           a client line; CRLF is appended
 //! R: "MAIL FROM:<>\r\nRSET\r\n" raw client bytes; escapes \r \n \t \\ \" \xNN; nothing appended
 //! S: 250 2.1.0 Sender OK        the next server line, exactly; `{*}` matches one or more
@@ -13,19 +13,19 @@
 //! ```
 //!
 //! The server's output is checked line by line, in order; after the last step nothing else may
-//! be left. [`parse_dialog`] is shared with the TCP runner, which sends the client steps over a
-//! socket and matches the lines it reads with [`Expect::matches`].
+//! come. The runner is `crates/yizhan/tests/dialogs.rs`: it runs every dialogue on the real
+//! server, in memory and (those without directives) over TCP against the binary, sending the
+//! client steps and matching the lines it reads with [`Expect::matches`]. A directive is a
+//! change of the server's configuration (`tests/dialogs/yizhan.toml`); the runner's `apply`
+//! lists them. A dialogue with directives needs a server of its own, hence `! memory-only`.
 
-use std::collections::VecDeque;
-use std::fmt::Write as _;
 use std::path::Path;
-
-use crate::fake::{FakeSettings, InMemoryServer};
 
 /// A parsed dialogue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dialog {
-    /// `! memory-only`: the TCP runner skips this dialogue.
+    /// `! memory-only`: the dialogue needs a server configured for it, so it runs in memory
+    /// only (the TCP tier runs one server with the base configuration).
     pub memory_only: bool,
     /// The configuration directives (`!` lines other than `memory-only`), with their line
     /// numbers.
@@ -188,7 +188,7 @@ impl DialogError {
     }
 }
 
-/// Parses a dialogue. Errors name the line (the file name is filled in by the runners).
+/// Parses a dialogue. Errors name the line ([`read_dialog`] adds the file).
 pub fn parse_dialog(text: &str) -> Result<Dialog, DialogError> {
     let mut dialog = Dialog {
         memory_only: false,
@@ -213,11 +213,9 @@ pub fn parse_dialog(text: &str) -> Result<Dialog, DialogError> {
             let directive = directive.trim();
             if directive == "memory-only" {
                 dialog.memory_only = true;
+            } else if directive.is_empty() {
+                return Err(error("an empty directive".into()));
             } else {
-                // Checked here so a typo fails at parse time, in every runner.
-                FakeSettings::default()
-                    .apply_directive(directive)
-                    .map_err(error)?;
                 dialog.directives.push((line, directive.to_string()));
             }
             continue;
@@ -254,11 +252,22 @@ pub fn parse_dialog(text: &str) -> Result<Dialog, DialogError> {
             file: "<dialog>".to_string(),
             line,
             message:
-                "configuration directives need `! memory-only` (the TCP runner cannot apply them)"
+                "configuration directives need `! memory-only` (the TCP tier runs the base configuration)"
                     .to_string(),
         });
     }
     Ok(dialog)
+}
+
+/// Reads and parses one `.dialog` file; errors name the file.
+pub fn read_dialog(path: impl AsRef<Path>) -> Result<Dialog, DialogError> {
+    let path = path.as_ref();
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| DialogError::Io {
+        file: name.clone(),
+        source,
+    })?;
+    parse_dialog(&text).map_err(|e| e.in_file(&name))
 }
 
 /// Decodes the quoted string of an `R:` line.
@@ -301,118 +310,6 @@ fn unescape(text: &str) -> Result<Vec<u8>, String> {
     Err("missing closing quote".to_string())
 }
 
-/// The settings a dialogue runs with in memory: the test configuration plus its directives.
-pub fn settings_for(dialog: &Dialog) -> FakeSettings {
-    let mut settings = FakeSettings::default();
-    for (_, directive) in &dialog.directives {
-        // Validated by parse_dialog.
-        let _ = settings.apply_directive(directive);
-    }
-    settings
-}
-
-/// Reads, parses and runs one `.dialog` file against a [`crate::fake::InMemoryServer`].
-pub fn run_dialog_in_memory(path: impl AsRef<Path>) -> Result<(), DialogError> {
-    let path = path.as_ref();
-    let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| DialogError::Io {
-        file: name.clone(),
-        source,
-    })?;
-    let dialog = parse_dialog(&text).map_err(|e| e.in_file(&name))?;
-    run_dialog(&dialog, &name)
-}
-
-/// Runs a parsed dialogue in memory; `name` is used in error messages.
-pub fn run_dialog(dialog: &Dialog, name: &str) -> Result<(), DialogError> {
-    let mut server = InMemoryServer::new(settings_for(dialog));
-    let mut lines = Output::default();
-    lines.push(&server.drive());
-    for step in &dialog.steps {
-        match &step.kind {
-            StepKind::Client(bytes) => {
-                if server.is_finished() {
-                    return Err(DialogError::Mismatch {
-                        file: name.to_string(),
-                        line: step.line,
-                        expected: "an open connection".to_string(),
-                        got: "a closed one (the client step cannot be sent)".to_string(),
-                        transcript: lines.transcript,
-                    });
-                }
-                lines.client(bytes);
-                let out = server.receive(bytes);
-                lines.push(&out);
-            }
-            StepKind::Server(expect) => loop {
-                let Some(line) = lines.pending.pop_front() else {
-                    return Err(DialogError::Mismatch {
-                        file: name.to_string(),
-                        line: step.line,
-                        expected: expect.to_string(),
-                        got: "nothing (the server waits for input)".to_string(),
-                        transcript: lines.transcript,
-                    });
-                };
-                let _ = writeln!(lines.transcript, "S: {line}");
-                match expect.matches(&line) {
-                    LineMatch::Done => break,
-                    LineMatch::Continue => {}
-                    LineMatch::Mismatch => {
-                        return Err(DialogError::Mismatch {
-                            file: name.to_string(),
-                            line: step.line,
-                            expected: expect.to_string(),
-                            got: format!("`{line}`"),
-                            transcript: lines.transcript,
-                        });
-                    }
-                }
-            },
-        }
-    }
-    if !lines.pending.is_empty() || !lines.partial.is_empty() {
-        let mut got: Vec<String> = lines.pending.iter().map(|l| format!("`{l}`")).collect();
-        if !lines.partial.is_empty() {
-            got.push(format!(
-                "an unterminated line `{}`",
-                String::from_utf8_lossy(&lines.partial)
-            ));
-        }
-        return Err(DialogError::Unexpected {
-            file: name.to_string(),
-            got: got.join(", "),
-            transcript: lines.transcript,
-        });
-    }
-    Ok(())
-}
-
-/// The server's output split into lines, and the transcript so far.
-#[derive(Debug, Default)]
-struct Output {
-    pending: VecDeque<String>,
-    partial: Vec<u8>,
-    transcript: String,
-}
-
-impl Output {
-    fn push(&mut self, bytes: &[u8]) {
-        self.partial.extend_from_slice(bytes);
-        while let Some(end) = self.partial.windows(2).position(|w| w == b"\r\n") {
-            let line: Vec<u8> = self.partial.drain(..end + 2).collect();
-            self.pending
-                .push_back(String::from_utf8_lossy(&line[..end]).into_owned());
-        }
-    }
-
-    fn client(&mut self, bytes: &[u8]) {
-        let text = String::from_utf8_lossy(bytes);
-        let escaped = text.escape_debug().to_string();
-        let _ = writeln!(self.transcript, "C: {escaped}");
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -442,7 +339,7 @@ mod tests {
             ("X: foo\n", 1),
             ("C: a\n! starttls\n", 2),
             ("! starttls\nC: a\n", 1),
-            ("! no-such-thing\n", 1),
+            ("!\n", 1),
             ("R: \"abc\n", 1),
             ("R: abc\n", 1),
             ("R: \"\\q\"\n", 1),
@@ -492,31 +389,5 @@ mod tests {
         for (expect, line, want) in cases {
             assert_eq!(expect.matches(line), want, "{expect} vs {line}");
         }
-    }
-
-    #[test]
-    fn runner_reports_mismatch_missing_and_extra_output() {
-        let ok = "S~ 220\nC: NOOP\nS: 250 OK\n";
-        run_dialog(&parse_dialog(ok).unwrap(), "ok").unwrap();
-        let wrong = "S~ 220\nC: NOOP\nS: 250 2.0.0 OK\n";
-        assert!(matches!(
-            run_dialog(&parse_dialog(wrong).unwrap(), "w"),
-            Err(DialogError::Mismatch { line: 3, .. })
-        ));
-        let missing = "S~ 220\nC: NOOP\nS~ 250\nS~ 250\n";
-        assert!(matches!(
-            run_dialog(&parse_dialog(missing).unwrap(), "m"),
-            Err(DialogError::Mismatch { line: 4, .. })
-        ));
-        let extra = "S~ 220\nC: NOOP\n";
-        assert!(matches!(
-            run_dialog(&parse_dialog(extra).unwrap(), "e"),
-            Err(DialogError::Unexpected { .. })
-        ));
-        let after_close = "S~ 220\nC: QUIT\nS~ 221\nC: NOOP\n";
-        assert!(matches!(
-            run_dialog(&parse_dialog(after_close).unwrap(), "c"),
-            Err(DialogError::Mismatch { line: 4, .. })
-        ));
     }
 }

@@ -1,15 +1,13 @@
-//! Test helpers for yizhan (dev-only; nothing here ships in the binary).
+//! Test helpers for yizhan (dev-only; nothing here ships in the binary). Sans-I/O like the
+//! protocol core: the runners that use them live with the tests.
 //!
 //! | module | what |
 //! | --- | --- |
-//! | [`fake`] | [`fake::FakePolicy`], the answers the golden dialogues expect (it mirrors the test configuration of the real server), and [`fake::InMemoryServer`], a `ServerSession` driven in memory by it |
-//! | [`dialog`] | the `.dialog` transcript format: [`dialog::parse_dialog`] (shared with the TCP runner) and [`dialog::run_dialog_in_memory`] |
+//! | [`dialog`] | the `.dialog` transcript format of the golden dialogues and its one parser ([`dialog::parse_dialog`], [`dialog::read_dialog`]); the runner is `crates/yizhan/tests/dialogs.rs` (the real server, in memory and over TCP) |
 //! | [`harness`] | the fuzz harnesses (parser, readers, whole session), shared by `fuzz/` and the regression test that replays crashers |
 #![forbid(unsafe_code)]
 
 pub mod dialog;
-pub mod fake;
 pub mod harness;
 
-pub use dialog::{Dialog, DialogError, parse_dialog, run_dialog, run_dialog_in_memory};
-pub use fake::{FakePolicy, FakeSettings, InMemoryServer};
+pub use dialog::{Dialog, DialogError, parse_dialog, read_dialog};

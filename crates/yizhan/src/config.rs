@@ -394,12 +394,14 @@ pub fn summary(settings: &Settings) -> Vec<String> {
         on(s.etrn)
     ));
     lines.push(format!(
-        "extensions: PIPELINING {}, 8BITMIME {}, SMTPUTF8 {}, CHUNKING {}, ENHANCEDSTATUSCODES {}",
+        "extensions: PIPELINING {}, 8BITMIME {}, SMTPUTF8 {}, CHUNKING {}, ENHANCEDSTATUSCODES {}, DSN {}, BINARYMIME {}",
         on(s.pipelining),
         on(s.eight_bit_mime),
         on(s.smtputf8),
         on(s.chunking),
-        on(s.enhanced_status_codes)
+        on(s.enhanced_status_codes),
+        on(s.dsn),
+        on(s.binarymime)
     ));
     let q = &settings.queue;
     lines.push(format!(
@@ -587,6 +589,8 @@ struct RawSmtp {
     smtputf8: Option<bool>,
     chunking: Option<bool>,
     enhanced_status_codes: Option<bool>,
+    dsn: Option<bool>,
+    binarymime: Option<Spanned<bool>>,
     turn: Option<bool>,
     etrn: Option<bool>,
     relay_networks: Option<Spanned<Vec<Spanned<String>>>>,
@@ -1467,6 +1471,21 @@ impl RawConfig {
         s.smtputf8 = raw.smtputf8.unwrap_or(d.smtputf8);
         s.chunking = raw.chunking.unwrap_or(d.chunking);
         s.enhanced_status_codes = raw.enhanced_status_codes.unwrap_or(d.enhanced_status_codes);
+        s.dsn = raw.dsn.unwrap_or(d.dsn);
+        s.binarymime = raw
+            .binarymime
+            .as_ref()
+            .map_or(d.binarymime, |b| *b.get_ref());
+        if let Some(binarymime) = &raw.binarymime
+            && s.binarymime
+            && !s.chunking
+        {
+            v.problem(
+                "smtp.binarymime",
+                Some(binarymime.span().start),
+                "needs smtp.chunking (RFC 3030 3: a BINARYMIME body is sent with BDAT)",
+            );
+        }
         s.turn = raw.turn.unwrap_or(d.turn);
         s.etrn = raw.etrn.unwrap_or(d.etrn);
         if let Some(networks) = v.networks("smtp.relay_networks", &raw.relay_networks) {
@@ -1799,6 +1818,8 @@ eight_bit_mime = false
 smtputf8 = false
 chunking = false
 enhanced_status_codes = false
+dsn = true
+binarymime = false
 turn = true
 etrn = true
 relay_networks = ["10.0.0.0/8"]
@@ -1864,7 +1885,7 @@ password = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$LRbzYPWEbEkM0vJcZVB7
             (a.failure_delay, a.failure_delay_max, a.max_failures),
             (Duration::from_secs(2), Duration::from_secs(4), 5)
         );
-        assert!(s.smtp.turn && s.smtp.etrn);
+        assert!(s.smtp.turn && s.smtp.etrn && s.smtp.dsn && !s.smtp.binarymime);
         assert_eq!(s.smtp.relay_networks.len(), 1);
         assert_eq!(s.credentials.users().count(), 1);
         assert_eq!(s.hostname, "MX.Example.org");
@@ -2010,6 +2031,8 @@ password = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$LRbzYPWEbEkM0vJcZVB7
             ("[smtp]\ndata_termination_timeout = \"10\"".into(), "smtp.data_termination_timeout", "no unit"),
             ("[smtp]\ncommand_timeout = \"5w\"".into(), "smtp.command_timeout", "not a duration"),
             ("[smtp]\nexpn = \"on\"".into(), "smtp.expn", "unknown policy \"on\""),
+            // RFC 3030 3
+            ("[smtp]\nchunking = false\nbinarymime = true".into(), "smtp.binarymime", "needs smtp.chunking"),
             ("[queue]\nconcurrency = 0".into(), "queue.concurrency", "below the minimum 1"),
             ("[queue]\nretry_initial = \"2h\"\nretry_max_backoff = \"1h\"".into(), "queue.retry_max_backoff", "shorter than queue.retry_initial"),
             ("[queue]\ngive_up_after = 0".into(), "queue.give_up_after", "more than 0"),

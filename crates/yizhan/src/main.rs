@@ -1,10 +1,10 @@
 //! The `yizhan` binary: a mail transfer agent.
 //!
 //! The binary parses the command line and the configuration file and hands typed
-//! [`yizhan_server::settings::Settings`] to the server; the library never reads files itself.
+//! [`yizhan_server::settings::Settings`] to the server; the server library never reads files
+//! itself. The configuration file is read by this crate's library half (`yizhan::config`).
 #![forbid(unsafe_code)]
 
-mod config;
 mod queue_cmd;
 mod sendmail;
 mod serve;
@@ -19,7 +19,7 @@ use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
-use crate::config::{ConfigError, Overrides, Source};
+use yizhan::config::{self, ConfigError, Overrides, Source};
 
 /// yizhan, a mail transfer agent.
 #[derive(Debug, Parser)]

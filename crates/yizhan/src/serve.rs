@@ -5,7 +5,7 @@ use tokio_util::sync::CancellationToken;
 use yizhan_server::listener::Server;
 use yizhan_server::settings::Settings;
 
-use crate::config;
+use yizhan::config;
 
 /// Opens the spool, binds the listeners and serves until SIGTERM or SIGINT, then shuts down
 /// gracefully (sessions in flight get `shutdown_grace` to finish, then 421).
