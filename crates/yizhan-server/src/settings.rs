@@ -479,7 +479,7 @@ pub struct DeliverySettings {
     pub connection_idle: Duration,
     /// After how long an undelivered recipient's sender gets a delay report; `None`: never.
     pub delay_warning: Option<Duration>,
-    /// Honour RFC 821 source routes that start with one of [`Self::local_names`].
+    /// Honour RFC 821 source routes that start with one of our names ([`Self::our_names`]).
     pub honour_source_routes: bool,
     /// Our own names (lower-case): the hostname and any other name hosts use for us.
     pub local_names: Vec<String>,
@@ -519,23 +519,31 @@ impl Default for DeliverySettings {
 }
 
 impl DeliverySettings {
-    /// Our names for source routes: [`Self::local_names`], or the hostname when none are
-    /// listed, lower-cased.
+    /// Our names for source routes and MX loops: the hostname and every one of
+    /// [`Self::local_names`], lower-cased, each once.
     pub fn our_names(&self, hostname: &str) -> Vec<String> {
-        if self.local_names.is_empty() {
-            vec![hostname.to_ascii_lowercase()]
-        } else {
-            self.local_names
-                .iter()
-                .map(|n| n.to_ascii_lowercase())
-                .collect()
+        let mut names = vec![hostname.to_ascii_lowercase()];
+        for name in &self.local_names {
+            let name = name.to_ascii_lowercase();
+            if !names.contains(&name) {
+                names.push(name);
+            }
         }
+        names
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn our_names_are_the_hostname_and_the_local_names() {
+        let mut d = DeliverySettings::default();
+        assert_eq!(d.our_names("MX.Example"), ["mx.example"]);
+        d.local_names = vec!["relay.example".into(), "mx.example".into()];
+        assert_eq!(d.our_names("MX.Example"), ["mx.example", "relay.example"]);
+    }
 
     #[test]
     fn defaults_match_the_documented_values() {

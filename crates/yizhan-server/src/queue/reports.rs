@@ -204,7 +204,8 @@ pub(super) async fn commit_report(
         envid: None,
         ret: None,
         body: Report::is_eight_bit(bytes).then_some(Body::EightBitMime),
-        smtputf8: !sender.is_ascii(),
+        // RFC 6531 3.4: a UTF-8 recipient or UTF-8 in the report's own header section.
+        smtputf8: !sender.is_ascii() || Report::needs_smtputf8(bytes),
         // Made here: no client, no HELO.
         client: ClientInfo::default(),
         recipients,
