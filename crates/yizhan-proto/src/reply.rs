@@ -362,6 +362,18 @@ impl Reply {
         )
     }
 
+    /// The client sent more input without waiting for a reply it had to wait for (RFC 2920
+    /// 3.1): after a refused DATA, or any command when PIPELINING was not offered (no EHLO
+    /// yet, HELO, or PIPELINING switched off). What it sent is never run as commands: this
+    /// is sent and the connection closed (Postfix's `smtpd_forbid_unauth_pipelining`).
+    pub fn improper_pipelining(host: &str) -> Reply {
+        Reply::new(
+            554,
+            enh(5, 5, 0),
+            format!("{host} Protocol error: improper command pipelining"),
+        )
+    }
+
     // ---- HELO / EHLO (RFC 5321 4.1.1.1, RFC 821 4.1.1, RFC 1869) ----
 
     /// The answer to HELO: the plain RFC 821 form, `250 domain`, no enhanced code (RFC 2034 3).

@@ -719,9 +719,45 @@ impl ServerSession {
             self.auth_line(line);
             return;
         }
-        match Command::parse(line) {
+        let command = Command::parse(line);
+        // RFC 2920 3.1: without PIPELINING offered, a client waits for every reply. A BDAT
+        // chunk is not a command: it follows its BDAT by definition.
+        let bdat = matches!(command, Ok(Command::Bdat { .. }));
+        if !bdat && self.input_behind() && !self.pipelining_offered() {
+            return self.refuse_pipelining();
+        }
+        match command {
             Ok(command) => self.command(command),
             Err(error) => self.reply_error(Some(error.reply())),
+        }
+    }
+
+    /// Whether PIPELINING was offered to this client (it said EHLO and the extension is on).
+    fn pipelining_offered(&self) -> bool {
+        self.extended && self.config.extensions.pipelining
+    }
+
+    /// Whether the client has sent more than what is being processed.
+    fn input_behind(&self) -> bool {
+        self.pos < self.input.len()
+    }
+
+    /// 554 5.5.0 and close: what the client sent without waiting is never run as commands.
+    fn refuse_pipelining(&mut self) {
+        self.input.clear();
+        self.pos = 0;
+        let host = self.config.hostname.clone();
+        self.close_with(Reply::improper_pipelining(&host));
+    }
+
+    /// A refused DATA: with input already behind it (the message text, sent without waiting
+    /// for the 354), that input must not be read as commands (RFC 2920 3.1), so the session
+    /// ends; otherwise the refusal is an ordinary error reply.
+    fn refuse_data(&mut self, reply: Option<Reply>) {
+        if self.input_behind() {
+            self.refuse_pipelining();
+        } else {
+            self.reply_error(reply);
         }
     }
 
@@ -936,14 +972,14 @@ impl ServerSession {
 
     fn data(&mut self) {
         if let Err(reply) = self.data_ready() {
-            return self.reply_error(Some(reply));
+            return self.refuse_data(Some(reply));
         }
         let tx = self.transaction.as_ref();
         if tx.is_some_and(|tx| tx.bdat) {
-            return self.reply_error(Some(Reply::mixed_data_bdat()));
+            return self.refuse_data(Some(Reply::mixed_data_bdat()));
         }
         if tx.is_some_and(|tx| tx.params.body == Some(Body::BinaryMime)) {
-            return self.reply_error(Some(Reply::binarymime_needs_bdat()));
+            return self.refuse_data(Some(Reply::binarymime_needs_bdat()));
         }
         self.ask(Pending::Data { bdat: None }, Question::Data);
     }
@@ -1035,7 +1071,7 @@ impl ServerSession {
                 self.reply(&reply.unwrap_or_else(Reply::start_data));
                 self.state = State::Data(DataReader::new(self.config.max_message_size));
             }
-            (None, false) => self.reply_error(reply),
+            (None, false) => self.refuse_data(reply),
             (Some((size, last)), true) => self.start_chunk(size, last),
             (Some((size, last)), false) => {
                 // The transaction cannot take data: consume the chunk, answer, and end it.
@@ -1595,6 +1631,63 @@ mod tests {
                 "451 4.3.0 Local error in processing, try again later\r\n"
             )]
         );
+        assert_eq!(session.phase(), Phase::Command);
+        assert!(session.transaction().is_some());
+    }
+
+    #[test]
+    fn text_sent_behind_a_refused_data_is_never_run() {
+        // RFC 2920 3.1: the client sent its message without waiting for the 354; the driver
+        // refuses DATA meanwhile. The text (here a second transaction) must not be commands.
+        let mut session = greeted(config());
+        session.receive(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\n");
+        drive(&mut session);
+        session.receive(b"DATA\r\n");
+        assert_eq!(session.next_event(), Some(Event::Ask(Question::Data)));
+        session.receive(b"MAIL FROM:<x@y.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\n");
+        session.decide(Decision::Reply(Reply::local_error()));
+        let seen = events(&mut session);
+        assert_eq!(
+            seen,
+            vec![
+                send("554 5.5.0 mx.test Protocol error: improper command pipelining\r\n"),
+                Event::Close
+            ]
+        );
+        session.receive(b"RSET\r\n");
+        assert_eq!(session.next_event(), None);
+    }
+
+    #[test]
+    fn pipelining_is_forbidden_until_offered() {
+        let mut off = config();
+        off.extensions.pipelining = false;
+        for (config, hello) in [
+            (config(), &b"HELO c.test\r\n"[..]),
+            (off, &b"EHLO c.test\r\n"[..]),
+        ] {
+            let mut session = ServerSession::new(config);
+            drive(&mut session);
+            session.receive(hello);
+            drive(&mut session);
+            session.receive(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\n");
+            let seen = events(&mut session);
+            assert!(
+                matches!(&seen[..], [Event::Send(s), Event::Close] if s.starts_with(b"554 ")),
+                "{seen:?}"
+            );
+        }
+        // One command at a time after HELO is fine.
+        let mut session = ServerSession::new(config());
+        drive(&mut session);
+        for line in [
+            &b"HELO c.test\r\n"[..],
+            b"MAIL FROM:<a@b.test>\r\n",
+            b"NOOP\r\n",
+        ] {
+            session.receive(line);
+            drive(&mut session);
+        }
         assert_eq!(session.phase(), Phase::Command);
         assert!(session.transaction().is_some());
     }
