@@ -584,6 +584,16 @@ impl Reply {
         Reply::new(554, enh(5, 5, 1), "No valid recipients")
     }
 
+    /// The message has more trace fields than `max` (RFC 5321 6.3): it is probably looping
+    /// (`5.4.6`, routing loop detected, RFC 3463).
+    pub fn too_many_hops(max: usize) -> Reply {
+        Reply::new(
+            554,
+            enh(5, 4, 6),
+            format!("Too many hops (more than {max} Received: fields): mail loop"),
+        )
+    }
+
     /// The transaction failed for a reason given in `detail` (RFC 5321 4.2.2 `554`).
     pub fn transaction_failed(detail: &str) -> Reply {
         Reply::new(554, enh(5, 0, 0), format!("Transaction failed: {detail}"))
@@ -1488,6 +1498,7 @@ mod tests {
             Reply::mixed_data_bdat(),
             Reply::no_valid_recipients(),
             Reply::transaction_failed("x"),
+            Reply::too_many_hops(100),
             Reply::need_helo(),
             Reply::need_mail(),
             Reply::need_rcpt(),

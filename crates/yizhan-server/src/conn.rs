@@ -38,6 +38,7 @@ use crate::policy::{self, Client, ListenerPolicy};
 use crate::queue::RunnerHandle;
 use crate::settings::{ListenerKind, Settings};
 use crate::tls::{self, TlsStore};
+use crate::trace::HopCounter;
 
 /// What every connection shares.
 #[derive(Debug)]
@@ -181,6 +182,7 @@ pub async fn serve<S>(
             listener,
             incoming: None,
             write_failed: false,
+            hops: HopCounter::new(),
             shutdown,
             tls_info,
             trusted,
@@ -216,6 +218,8 @@ struct Connection<S> {
     incoming: Option<Incoming>,
     /// Writing the body to the spool failed: the end of data answers 451.
     write_failed: bool,
+    /// The `Received:` fields of the message being received (RFC 5321 6.3).
+    hops: HopCounter,
     shutdown: CancellationToken,
     /// TLS version and cipher once TLS is active.
     tls_info: Option<String>,
@@ -452,6 +456,7 @@ where
         if self.write_failed {
             return;
         }
+        self.hops.feed(chunk);
         if let Some(incoming) = self.incoming.as_mut()
             && let Err(error) = incoming.write(chunk)
         {
@@ -570,6 +575,7 @@ where
     /// Opens the spool writer and writes the `Received:` line (RFC 5321 4.4) first.
     fn start_data(&mut self) -> Decision {
         self.write_failed = false;
+        self.hops = HopCounter::new();
         let mut incoming = match self.shared.spool.create() {
             Ok(incoming) => incoming,
             Err(error) => {
@@ -592,6 +598,13 @@ where
         };
         if std::mem::take(&mut self.write_failed) {
             return Decision::Reply(Reply::local_error());
+        }
+        // RFC 5321 6.3: our own `Received:` line counts as one more hop.
+        let hops = self.hops.hops() + 1;
+        let max_hops = self.shared.settings.smtp.max_hops;
+        if hops > max_hops {
+            warn!(from = %transaction.from, hops, max_hops, "message refused: too many hops (a mail loop?)");
+            return Decision::Reply(Reply::too_many_hops(max_hops));
         }
         let envelope = self.envelope(incoming.id().clone(), &transaction, size);
         let recipients = envelope.recipients.len();
@@ -679,9 +692,13 @@ where
             Some(described) => format!("\r\n\t(using {described})"),
             None => String::new(),
         };
+        // RFC 5321 4.1.3: an IPv6 address literal has the `IPv6:` tag.
+        let ip = match self.peer.ip().to_canonical() {
+            std::net::IpAddr::V4(v4) => format!("[{v4}]"),
+            std::net::IpAddr::V6(v6) => format!("[IPv6:{v6}]"),
+        };
         let mut line = format!(
-            "Received: from {helo} ([{ip}]){tls}\r\n\tby {host} (yizhan) with {protocol} id {id}",
-            ip = self.peer.ip(),
+            "Received: from {helo} ({ip}){tls}\r\n\tby {host} (yizhan) with {protocol} id {id}",
             host = self.shared.settings.hostname,
         );
         if let Some(tx) = tx

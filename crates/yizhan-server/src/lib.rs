@@ -12,3 +12,4 @@ pub mod policy;
 pub mod queue;
 pub mod settings;
 pub mod tls;
+pub mod trace;

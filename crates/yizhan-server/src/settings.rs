@@ -298,6 +298,9 @@ pub struct SmtpSettings {
     pub max_line_length: usize,
     /// After this many error replies in one session the server answers 421 and closes.
     pub max_errors: u32,
+    /// The most `Received:` fields a message may have, ours included (RFC 5321 6.3: at least
+    /// 100 should be allowed); more is refused at the end of data with `554 5.4.6`.
+    pub max_hops: usize,
     /// The most simultaneous connections over all listeners.
     pub max_connections: usize,
     /// The most simultaneous connections from one IP address.
@@ -342,6 +345,7 @@ impl Default for SmtpSettings {
             max_recipients: 1000,
             max_line_length: 2048,
             max_errors: 20,
+            max_hops: 100,
             max_connections: 1000,
             max_connections_per_ip: 50,
             timeouts: Timeouts::default(),

@@ -575,6 +575,7 @@ struct RawSmtp {
     max_recipients: Option<Spanned<i64>>,
     max_line_length: Option<Spanned<i64>>,
     max_errors: Option<Spanned<i64>>,
+    max_hops: Option<Spanned<i64>>,
     max_connections: Option<Spanned<i64>>,
     max_connections_per_ip: Option<Spanned<i64>>,
     command_timeout: Option<Spanned<RawDuration>>,
@@ -1418,6 +1419,7 @@ impl RawConfig {
             d.max_line_length,
         );
         s.max_errors = v.integer("smtp.max_errors", &raw.max_errors, 1, "", d.max_errors);
+        s.max_hops = v.integer("smtp.max_hops", &raw.max_hops, 1, "", d.max_hops);
         s.max_connections = v.integer(
             "smtp.max_connections",
             &raw.max_connections,
