@@ -3,6 +3,7 @@
 """
 
 import smtplib
+import time
 
 import pytest
 
@@ -118,6 +119,37 @@ def test_too_many_errors_closes_with_421(server_factory):
             break
     assert codes[-1] == 421 and 2 <= len(codes) <= 4, codes
     assert c.at_eof()
+
+
+def test_data_termination_timeout_ends_a_trickling_message(server_factory):
+    """A client sending its message a byte at a time (each byte well within the data block
+    timeout) is cut off once the whole message has taken `data_termination_timeout`: 421, the
+    connection closed, nothing queued."""
+    srv = server_factory(smtp={"data_termination_timeout": "2s", "data_block_timeout": "30s"})
+    c = srv.raw()
+    c.expect("EHLO client.test.example", 250)
+    c.expect(f"MAIL FROM:<{SENDER}>", 250)
+    c.expect("RCPT TO:<user@test.example>", 250)
+    c.expect("DATA", 354)
+    started = time.monotonic()
+    c.sock.settimeout(0.3)
+    reply = b""
+    for byte in (b"Subject: slow\r\n\r\n" + b"x" * 200)[:40]:  # bounded: 40 bytes, ~12 s
+        try:
+            c.sock.sendall(bytes([byte]))
+        except OSError:
+            break
+        try:
+            reply = c.sock.recv(4096)
+        except TimeoutError:
+            continue
+        break
+    elapsed = time.monotonic() - started
+    assert reply.startswith(b"421 "), reply
+    assert 1.5 <= elapsed <= 6, elapsed
+    assert "the message data took too long" in srv.log()
+    wait_until(srv.spool_empty, 10, "an empty spool")
+    assert srv.all_delivered() == []
 
 
 # ---- connection limits ----

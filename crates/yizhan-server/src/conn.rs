@@ -183,6 +183,7 @@ pub async fn serve<S>(
             incoming: None,
             write_failed: false,
             hops: HopCounter::new(),
+            data_deadline: None,
             shutdown,
             tls_info,
             trusted,
@@ -220,6 +221,9 @@ struct Connection<S> {
     write_failed: bool,
     /// The `Received:` fields of the message being received (RFC 5321 6.3).
     hops: HopCounter,
+    /// When the message data (DATA, or all BDAT chunks together) must have ended:
+    /// `data_termination_timeout` after it started.
+    data_deadline: Option<tokio::time::Instant>,
     shutdown: CancellationToken,
     /// TLS version and cipher once TLS is active.
     tls_info: Option<String>,
@@ -262,6 +266,7 @@ where
                     Event::DataAborted => {
                         self.incoming = None;
                         self.write_failed = false;
+                        self.data_deadline = None;
                     }
                     Event::StartTls => {
                         if let Err(reason) = Box::pin(self.start_tls()).await {
@@ -280,11 +285,7 @@ where
                 self.session.close_with(Reply::shutting_down(&host));
                 continue;
             }
-            let timeouts = &self.listener.smtp.timeouts;
-            let timeout = match self.session.phase() {
-                Phase::Data => timeouts.data_block,
-                _ => timeouts.command,
-            };
+            let (timeout, whole_data) = self.read_timeout();
             tokio::select! {
                 read = tokio::time::timeout(
                     timeout,
@@ -294,7 +295,11 @@ where
                     Ok(Ok(_)) => {}
                     Ok(Err(_)) => return "read failed",
                     Err(_) => {
-                        warn!("timeout");
+                        if whole_data {
+                            warn!(limit = ?self.listener.smtp.timeouts.data_termination, "timeout: the message data took too long");
+                        } else {
+                            warn!("timeout");
+                        }
                         let host = self.shared.settings.hostname.clone();
                         self.session.close_with(Reply::timeout(&host));
                     }
@@ -309,6 +314,27 @@ where
                     grace = None;
                 }
             }
+        }
+    }
+
+    /// How long to wait for the client's next bytes, and whether that is the end of the
+    /// `data_termination_timeout` (the whole message) rather than one read's timeout.
+    fn read_timeout(&self) -> (Duration, bool) {
+        let timeouts = &self.listener.smtp.timeouts;
+        let read = match self.session.phase() {
+            Phase::Data => timeouts.data_block,
+            _ => timeouts.command,
+        };
+        match self.data_deadline {
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                if left < read {
+                    (left, true)
+                } else {
+                    (read, false)
+                }
+            }
+            None => (read, false),
         }
     }
 
@@ -576,6 +602,8 @@ where
     fn start_data(&mut self) -> Decision {
         self.write_failed = false;
         self.hops = HopCounter::new();
+        self.data_deadline =
+            Some(tokio::time::Instant::now() + self.listener.smtp.timeouts.data_termination);
         let mut incoming = match self.shared.spool.create() {
             Ok(incoming) => incoming,
             Err(error) => {
@@ -593,6 +621,7 @@ where
     }
 
     async fn end_of_data(&mut self, transaction: Transaction, size: u64) -> Decision {
+        self.data_deadline = None;
         let Some(incoming) = self.incoming.take() else {
             return Decision::Reply(Reply::local_error());
         };
