@@ -152,6 +152,46 @@ def test_data_termination_timeout_ends_a_trickling_message(server_factory):
     assert srv.all_delivered() == []
 
 
+def test_a_noop_flood_ends_with_421(server_factory):
+    """Postfix's junk-command model: past `junk_command_limit` NOOPs each one is an error;
+    past `soft_error_limit` errors replies are slowed down; at `max_errors` 421 and close.
+    (Before, 5,000 NOOPs were answered at full speed for ever.)"""
+    srv = server_factory(smtp={"junk_command_limit": 10, "soft_error_limit": 3,
+                               "error_sleep": "200ms", "max_errors": 5})
+    c = srv.raw()
+    c.expect("EHLO client.test.example", 250)
+    codes = []
+    started = time.monotonic()
+    for _ in range(200):  # bounded: 10 free + 5 errors is the most it can take
+        code, _lines = c.cmd("NOOP")
+        codes.append(code)
+        if code == 421:
+            break
+    elapsed = time.monotonic() - started
+    assert codes == [250] * 14 + [421], codes
+    # Errors 3 and 4 (and the 421) waited 200 ms each.
+    assert elapsed >= 0.5, elapsed
+    assert c.at_eof()
+
+
+def test_recipients_far_past_the_limit_end_with_421(server_factory):
+    srv = server_factory(smtp={"max_recipients": 100, "recipient_overshoot_limit": 20,
+                               "max_errors": 3, "soft_error_limit": 3}, extra=CATCH_ALL)
+    c = srv.raw()
+    c.expect("EHLO client.test.example", 250)
+    c.expect(f"MAIL FROM:<{SENDER}>", 250)
+    codes = []
+    for i in range(1000):  # bounded: 100 + 20 + 3 is the most it can take
+        code, _lines = c.cmd(f"RCPT TO:<r{i}@many.example>")
+        codes.append(code)
+        if code == 421 or code is None:
+            break
+    assert codes[:100] == [250] * 100, codes[:100]
+    # 20 free, then three counted errors; the third 452 is followed by the 421.
+    assert codes[100:] == [452] * 23 + [421], codes[100:]
+    assert c.at_eof()
+
+
 # ---- connection limits ----
 
 def test_max_connections_extra_gets_421_and_others_still_work(server_factory):

@@ -126,6 +126,13 @@ impl Default for Verbs {
     }
 }
 
+/// See [`ServerConfig::max_errors`] (Postfix's `smtpd_hard_error_limit` is 20 too).
+pub const DEFAULT_MAX_ERRORS: u32 = 20;
+/// See [`ServerConfig::junk_command_limit`].
+pub const DEFAULT_JUNK_COMMAND_LIMIT: u32 = 100;
+/// See [`ServerConfig::recipient_overshoot_limit`].
+pub const DEFAULT_RECIPIENT_OVERSHOOT_LIMIT: usize = 1000;
+
 /// The settings one session runs with (a snapshot taken at accept).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
@@ -139,6 +146,12 @@ pub struct ServerConfig {
     pub max_recipients: usize,
     /// Error replies tolerated before the session answers 421 and closes.
     pub max_errors: u32,
+    /// NOOP, RSET, VRFY, EXPN, HELP and ETRN commands a session may send before each further
+    /// one counts as an error (Postfix's `smtpd_junk_command_limit`).
+    pub junk_command_limit: u32,
+    /// Recipients a transaction may send past `max_recipients` (each answered 452) before each
+    /// further one counts as an error (Postfix's `smtpd_recipient_overshoot_limit`).
+    pub recipient_overshoot_limit: usize,
     /// TLS is already active (implicit TLS, RFC 8314).
     pub tls_active: bool,
     /// Extensions offered.
@@ -154,7 +167,9 @@ impl Default for ServerConfig {
             max_line_length: 2048,
             max_message_size: 10 * 1024 * 1024,
             max_recipients: 1000,
-            max_errors: 20,
+            max_errors: DEFAULT_MAX_ERRORS,
+            junk_command_limit: DEFAULT_JUNK_COMMAND_LIMIT,
+            recipient_overshoot_limit: DEFAULT_RECIPIENT_OVERSHOOT_LIMIT,
             tls_active: false,
             extensions: Extensions::default(),
             verbs: Verbs::default(),
@@ -402,6 +417,10 @@ pub struct ServerSession {
     authenticated: bool,
     transaction: Option<Transaction>,
     errors: u32,
+    /// Junk commands so far ([`ServerConfig::junk_command_limit`]).
+    junk: u32,
+    /// RCPT commands of this transaction past `max_recipients`.
+    overshoot: usize,
 }
 
 impl ServerSession {
@@ -432,6 +451,8 @@ impl ServerSession {
             authenticated: false,
             transaction: None,
             errors: 0,
+            junk: 0,
+            overshoot: 0,
         };
         let refuse = !greeting.is_positive();
         session.reply(&greeting);
@@ -508,6 +529,7 @@ impl ServerSession {
             }
             Pending::Mail { kind, from, params } => {
                 if accepted {
+                    self.overshoot = 0;
                     self.transaction = Some(Transaction {
                         kind,
                         from,
@@ -762,6 +784,21 @@ impl ServerSession {
     }
 
     fn command(&mut self, command: Command) {
+        let junk = matches!(
+            command,
+            Command::Noop(_)
+                | Command::Rset
+                | Command::Vrfy(_)
+                | Command::Expn(_)
+                | Command::Help(_)
+                | Command::Etrn(_)
+        );
+        if junk {
+            self.junk = self.junk.saturating_add(1);
+            if self.junk > self.config.junk_command_limit && self.count_error() {
+                return;
+            }
+        }
         match command {
             Command::Helo(host) => self.ask(
                 Pending::Helo {
@@ -924,8 +961,13 @@ impl ServerSession {
         }
         if tx.recipients.len() >= self.config.max_recipients {
             // 452 is not counted as a client error: RFC 5321 4.5.3.1.10 expects clients to
-            // send the rest in another transaction.
-            return self.reply(&Reply::too_many_recipients());
+            // send the rest in another transaction. Far past the limit, each one is.
+            self.reply(&Reply::too_many_recipients());
+            self.overshoot += 1;
+            if self.overshoot > self.config.recipient_overshoot_limit {
+                self.count_error();
+            }
+            return;
         }
         if (params.notify.is_some() || params.orcpt.is_some())
             && !(self.extended && self.config.extensions.dsn)
@@ -1306,12 +1348,25 @@ impl ServerSession {
         let reply = reply.unwrap_or_else(Reply::local_error);
         self.reply(&reply);
         if reply.is_permanent() {
-            self.errors += 1;
-            if self.errors >= self.config.max_errors && self.final_event.is_none() {
-                let host = self.config.hostname.clone();
-                self.close_with(Reply::too_many_errors(&host));
-            }
+            self.count_error();
         }
+    }
+
+    /// Counts one client error; at `max_errors` the session answers 421 and closes (returns
+    /// true then).
+    fn count_error(&mut self) -> bool {
+        self.errors = self.errors.saturating_add(1);
+        if self.errors >= self.config.max_errors && self.final_event.is_none() {
+            let host = self.config.hostname.clone();
+            self.close_with(Reply::too_many_errors(&host));
+        }
+        self.final_event.is_some()
+    }
+
+    /// The client errors counted so far (the driver slows its replies down past a soft
+    /// limit, as Postfix's `smtpd_soft_error_limit` does).
+    pub fn errors(&self) -> u32 {
+        self.errors
     }
 
     /// Clears the transaction (RSET, HELO, EHLO, QUIT); tells the driver if data had started.
@@ -1656,6 +1711,57 @@ mod tests {
         );
         session.receive(b"RSET\r\n");
         assert_eq!(session.next_event(), None);
+    }
+
+    #[test]
+    fn junk_commands_past_the_limit_count_as_errors() {
+        let mut cfg = config();
+        cfg.junk_command_limit = 5;
+        cfg.max_errors = 3;
+        let mut session = greeted(cfg);
+        let mut replies = Vec::new();
+        for _ in 0..20 {
+            session.receive(b"NOOP\r\n");
+            let (out, _) = drive(&mut session);
+            replies.push(out);
+            if session.phase() == Phase::Finished {
+                break;
+            }
+        }
+        // Five free, then errors 1 and 2 still answered, the third closes the session.
+        assert_eq!(replies.len(), 8, "{replies:?}");
+        assert!(
+            replies[..7].iter().all(|r| r.starts_with("250 ")),
+            "{replies:?}"
+        );
+        assert!(replies[7].starts_with("421 4.7.0"), "{replies:?}");
+    }
+
+    #[test]
+    fn recipients_far_past_the_limit_count_as_errors() {
+        let mut cfg = config();
+        cfg.max_recipients = 2;
+        cfg.recipient_overshoot_limit = 3;
+        cfg.max_errors = 2;
+        let mut session = greeted(cfg);
+        session.receive(b"MAIL FROM:<a@b.test>\r\n");
+        drive(&mut session);
+        let mut replies = Vec::new();
+        for i in 0..50 {
+            session.receive(format!("RCPT TO:<r{i}@d.test>\r\n").as_bytes());
+            replies.push(drive(&mut session).0);
+            if session.phase() == Phase::Finished {
+                break;
+            }
+        }
+        // 2 accepted, 3 overshoot (452, free), then 2 counted errors: the second closes.
+        assert_eq!(replies.len(), 7, "{replies:?}");
+        assert!(
+            replies[2..6].iter().all(|r| r.starts_with("452 ")),
+            "{replies:?}"
+        );
+        assert!(replies[6].contains("421 4.7.0"), "{replies:?}");
+        assert_eq!(session.errors(), 2);
     }
 
     #[test]

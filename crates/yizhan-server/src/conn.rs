@@ -252,6 +252,12 @@ where
             while let Some(event) = self.session.next_event() {
                 match event {
                     Event::Send(bytes) => {
+                        let smtp = &self.listener.smtp;
+                        if self.session.errors() >= smtp.soft_error_limit {
+                            // A client making many errors is slowed down (Postfix's
+                            // smtpd_error_sleep_time), not served at full speed.
+                            tokio::time::sleep(smtp.error_sleep).await;
+                        }
                         let timeout = self.listener.smtp.timeouts.command;
                         match tokio::time::timeout(timeout, self.stream.write_all(&bytes)).await {
                             Ok(Ok(())) => {}

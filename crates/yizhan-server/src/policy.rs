@@ -86,6 +86,8 @@ pub fn server_config(hostname: &str, listener: &ListenerPolicy, tls_active: bool
         max_message_size: smtp.max_message_size,
         max_recipients: smtp.max_recipients,
         max_errors: smtp.max_errors,
+        junk_command_limit: smtp.junk_command_limit,
+        recipient_overshoot_limit: smtp.recipient_overshoot_limit,
         tls_active,
         extensions: Extensions {
             pipelining: smtp.pipelining,

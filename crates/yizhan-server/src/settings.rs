@@ -298,6 +298,15 @@ pub struct SmtpSettings {
     pub max_line_length: usize,
     /// After this many error replies in one session the server answers 421 and closes.
     pub max_errors: u32,
+    /// From this many errors on, every reply of the session waits [`Self::error_sleep`] first
+    /// (Postfix's `smtpd_soft_error_limit` and `smtpd_error_sleep_time`).
+    pub soft_error_limit: u32,
+    /// See [`Self::soft_error_limit`].
+    pub error_sleep: Duration,
+    /// See [`yizhan_proto::server::ServerConfig::junk_command_limit`].
+    pub junk_command_limit: u32,
+    /// See [`yizhan_proto::server::ServerConfig::recipient_overshoot_limit`].
+    pub recipient_overshoot_limit: usize,
     /// The most `Received:` fields a message may have, ours included (RFC 5321 6.3: at least
     /// 100 should be allowed); more is refused at the end of data with `554 5.4.6`.
     pub max_hops: usize,
@@ -344,7 +353,11 @@ impl Default for SmtpSettings {
             max_message_size: 10 * 1024 * 1024,
             max_recipients: 1000,
             max_line_length: 2048,
-            max_errors: 20,
+            max_errors: yizhan_proto::server::DEFAULT_MAX_ERRORS,
+            soft_error_limit: 10,
+            error_sleep: Duration::from_secs(1),
+            junk_command_limit: yizhan_proto::server::DEFAULT_JUNK_COMMAND_LIMIT,
+            recipient_overshoot_limit: yizhan_proto::server::DEFAULT_RECIPIENT_OVERSHOOT_LIMIT,
             max_hops: 100,
             max_connections: 1000,
             max_connections_per_ip: 50,

@@ -576,6 +576,10 @@ struct RawSmtp {
     max_line_length: Option<Spanned<i64>>,
     max_errors: Option<Spanned<i64>>,
     max_hops: Option<Spanned<i64>>,
+    soft_error_limit: Option<Spanned<i64>>,
+    error_sleep: Option<Spanned<RawDuration>>,
+    junk_command_limit: Option<Spanned<i64>>,
+    recipient_overshoot_limit: Option<Spanned<i64>>,
     max_connections: Option<Spanned<i64>>,
     max_connections_per_ip: Option<Spanned<i64>>,
     command_timeout: Option<Spanned<RawDuration>>,
@@ -1420,6 +1424,28 @@ impl RawConfig {
         );
         s.max_errors = v.integer("smtp.max_errors", &raw.max_errors, 1, "", d.max_errors);
         s.max_hops = v.integer("smtp.max_hops", &raw.max_hops, 1, "", d.max_hops);
+        s.soft_error_limit = v.integer(
+            "smtp.soft_error_limit",
+            &raw.soft_error_limit,
+            1,
+            "",
+            d.soft_error_limit,
+        );
+        s.error_sleep = v.duration("smtp.error_sleep", &raw.error_sleep, false, d.error_sleep);
+        s.junk_command_limit = v.integer(
+            "smtp.junk_command_limit",
+            &raw.junk_command_limit,
+            0,
+            "",
+            d.junk_command_limit,
+        );
+        s.recipient_overshoot_limit = v.integer(
+            "smtp.recipient_overshoot_limit",
+            &raw.recipient_overshoot_limit,
+            0,
+            "",
+            d.recipient_overshoot_limit,
+        );
         s.max_connections = v.integer(
             "smtp.max_connections",
             &raw.max_connections,
