@@ -5,6 +5,7 @@
 //! itself. The configuration file is read by this crate's library half (`yizhan::config`).
 #![forbid(unsafe_code)]
 
+mod private;
 mod queue_cmd;
 mod sendmail;
 mod serve;

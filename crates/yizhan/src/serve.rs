@@ -7,6 +7,8 @@ use yizhan_server::settings::Settings;
 
 use yizhan::config;
 
+use crate::private;
+
 /// Opens the spool, binds the listeners and serves until SIGTERM or SIGINT, then shuts down
 /// gracefully (sessions in flight get `shutdown_grace` to finish, then 421).
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
@@ -19,9 +21,19 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     // Install the handlers before saying "ready", so a signal sent after it is never lost.
     let mut signals = Signals::install()?;
     let data_dir = settings.data_dir.clone();
+    private::restrict_umask();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
     let server = Server::bind(settings).await?;
+    match private::tighten(&data_dir) {
+        Ok(changed) if !changed.is_empty() => tracing::warn!(
+            paths = changed.len(),
+            first = %changed[0].display(),
+            "made files in the data directory private (no access for group or others)"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot make the data directory private"),
+    }
     let addresses: Vec<String> = server.local_addrs().iter().map(|a| a.to_string()).collect();
     tracing::info!(listen = %addresses.join(" "), data_dir = %data_dir.display(), "ready");
     tracing::info!("ready; waiting for SIGTERM (stop) or SIGHUP (reload TLS)");
