@@ -43,3 +43,27 @@ def test_delivered_mail_and_the_spool_are_private(server_factory):
             assert mode(p) == 0o700, (p, oct(mode(p)))
     wait_until(srv.spool_empty, 10, "an empty spool")
     assert "made files in the data directory private" in srv.log()
+
+
+def test_a_fifo_or_link_in_the_maildrop_is_set_aside_and_never_blocks(server_factory, yizhan_bin):
+    """A FIFO dropped into the maildrop once wedged the pickup and SIGTERM with it. Now a FIFO,
+    a symbolic link or a directory there is moved to maildrop/bad with a logged error; mail
+    dropped after it is still picked up, and SIGTERM ends the server at once."""
+    import subprocess
+    srv = server_factory()
+    new = srv.data_dir / "maildrop" / "new"
+    os.mkfifo(new / "0.fifo")
+    os.symlink("/etc/passwd", new / "1.link")
+    (new / "2.dir").mkdir()
+    out = subprocess.run(
+        [str(yizhan_bin), "sendmail", "--config", str(srv.config), "user@test.example"],
+        input=b"Subject: after the fifo\r\n\r\nStill delivered.\r\n",
+        capture_output=True, timeout=30)
+    assert out.returncode == 0, out
+    [path] = srv.wait_mail("user@test.example")
+    assert b"after the fifo" in path.read_bytes()
+    bad = srv.data_dir / "maildrop" / "bad"
+    wait_until(lambda: len(list(bad.iterdir())) == 3 or None, 10, "three entries set aside")
+    log = srv.log()
+    assert "not a regular file (a FIFO)" in log and "a symbolic link" in log, log
+    assert srv.stop(timeout=10) == 0

@@ -22,6 +22,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use rustix::fs::OFlags;
+use rustix::io::Errno;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -394,14 +396,30 @@ impl Pickup {
 
 /// Reads one maildrop file: its envelope, message and owner.
 fn read_drop(path: &Path, max_size: u64) -> Result<(Submission, Vec<u8>, u32), ImportError> {
-    let file = match File::open(path) {
+    // Never follow a link, never wait on a FIFO or a device: open without blocking, then
+    // look at what was opened (a FIFO dropped into the maildrop once wedged the pickup and
+    // SIGTERM with it).
+    let opened = OpenOptions::new()
+        .read(true)
+        .custom_flags((OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY).bits() as i32)
+        .open(path);
+    let file = match opened {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(ImportError::Gone),
+        Err(e) if e.raw_os_error() == Some(Errno::LOOP.raw_os_error()) => {
+            return Err(ImportError::Bad("a symbolic link, not a file".into()));
+        }
         Err(e) => return Err(ImportError::Transient(e.to_string())),
     };
     let meta = file
         .metadata()
         .map_err(|e| ImportError::Transient(e.to_string()))?;
+    if !meta.file_type().is_file() {
+        return Err(ImportError::Bad(format!(
+            "not a regular file ({})",
+            describe(meta.file_type())
+        )));
+    }
     let limit = max_size.saturating_add(MAX_ENVELOPE_LINE as u64);
     if meta.len() > limit {
         return Err(ImportError::Bad(format!(
@@ -430,6 +448,22 @@ fn read_drop(path: &Path, max_size: u64) -> Result<(Submission, Vec<u8>, u32), I
         )));
     }
     Ok((submission, message, meta.uid()))
+}
+
+/// What a maildrop entry that is not a regular file is, for the log.
+fn describe(kind: fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt as _;
+    if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_block_device() || kind.is_char_device() {
+        "a device"
+    } else if kind.is_dir() {
+        "a directory"
+    } else {
+        "not a file"
+    }
 }
 
 /// The spool recipients for addresses given to `sendmail`, resolved as SMTP recipients are:
@@ -679,6 +713,39 @@ mod tests {
             read_drop(&dir.path().join("missing"), 1000),
             Err(ImportError::Gone)
         ));
+    }
+
+    #[test]
+    fn fifos_links_and_devices_are_refused_without_blocking() {
+        // Before, `File::open` on a FIFO waited for a writer for ever (pickup and SIGTERM
+        // with it). Each must be recognised at once as not importable (moved aside).
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target");
+        fs::write(&target, b"{\"version\":1,\"sender\":\"\",\"recipients\":[]}\nx").unwrap();
+        let fifo = dir.path().join("fifo");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let sub = dir.path().join("sub");
+        fs::create_dir(&sub).unwrap();
+        for (path, what) in [
+            (&fifo, "a FIFO"),
+            (&link, "a symbolic link"),
+            (&sub, "a directory"),
+            (&PathBuf::from("/dev/null"), "a device"),
+        ] {
+            match read_drop(path, 1000) {
+                Err(ImportError::Bad(e)) => assert!(e.contains(what), "{e}"),
+                other => panic!("{path:?}: {other:?}"),
+            }
+        }
     }
 
     /// RFC 5321 4.4: by, id, for (one recipient), date.
