@@ -73,6 +73,16 @@ pub enum MaildirError {
     /// Reading the message body (from the spool) failed. Transient.
     #[error("cannot read the message body: {0}")]
     Body(#[source] io::Error),
+    /// A folder of the mailbox is a symbolic link, not a directory, or not owned by the user
+    /// yizhan runs as: nothing is written through it. Transient (the queue retries, and the
+    /// log says which path), so that the operator can repair it without losing the mail.
+    #[error("unsafe mailbox path {}: {reason}", path.display())]
+    Unsafe {
+        /// The offending path.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 impl MaildirError {
@@ -429,8 +439,13 @@ impl Maildir {
     fn prepare(&self, mailbox: &Path) -> Result<Arc<MailboxDirs>, MaildirError> {
         let tmp = mailbox.join("tmp");
         let new = mailbox.join("new");
-        for dir in [&tmp, &new, &mailbox.join("cur")] {
-            ensure_dir(dir)?;
+        ensure_dir(&self.root)?;
+        // Below the root, every folder is checked (and made) without following a link: a
+        // symlinked domain, mailbox or `new/` would let a delivery write anywhere.
+        let owner = rustix::process::geteuid().as_raw();
+        let domain = mailbox.parent().unwrap_or(mailbox);
+        for dir in [domain, mailbox, &tmp, &new, &mailbox.join("cur")] {
+            ensure_private_dir(dir, owner)?;
         }
         let dev = fs::metadata(&new)
             .map_err(|e| MaildirError::io(&new, e))?
@@ -667,6 +682,39 @@ fn ensure_dir(dir: &Path) -> Result<(), MaildirError> {
             sync_dir(parent).map_err(|e| MaildirError::io(parent, e))
         }
         _ => sync_dir(Path::new(".")).map_err(|e| MaildirError::io(dir, e)),
+    }
+}
+
+/// Makes sure `dir` is a real directory owned by `owner` (uid), creating it (its parent must
+/// exist) if missing. Never follows a symbolic link.
+fn ensure_private_dir(dir: &Path, owner: u32) -> Result<(), MaildirError> {
+    let unsafe_path = |reason: String| MaildirError::Unsafe {
+        path: dir.to_path_buf(),
+        reason,
+    };
+    match fs::symlink_metadata(dir) {
+        Ok(meta) if meta.file_type().is_symlink() => {
+            Err(unsafe_path("a symbolic link, not a directory".into()))
+        }
+        Ok(meta) if !meta.is_dir() => Err(unsafe_path("not a directory".into())),
+        Ok(meta) if meta.uid() != owner => Err(unsafe_path(format!(
+            "owned by uid {}, not by the user yizhan runs as (uid {owner})",
+            meta.uid()
+        ))),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            match fs::create_dir(dir) {
+                Ok(()) => {}
+                // Another delivery made it meanwhile: checked again below.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    return ensure_private_dir(dir, owner);
+                }
+                Err(e) => return Err(MaildirError::io(dir, e)),
+            }
+            let parent = dir.parent().unwrap_or(Path::new("."));
+            sync_dir(parent).map_err(|e| MaildirError::io(parent, e))
+        }
+        Err(e) => Err(MaildirError::io(dir, e)),
     }
 }
 
@@ -955,6 +1003,33 @@ mod tests {
         assert!(safe_name(&"a".repeat(255)).is_ok());
         assert!(safe_name(&"a".repeat(256)).is_err());
         assert!(safe_name(&"/".repeat(86)).is_err()); // 258 bytes once escaped
+    }
+
+    #[test]
+    fn symbolic_links_in_a_mailbox_are_never_followed() {
+        // A link at each level of the mailbox: delivery is deferred (transient), the error
+        // names the link, and nothing is written where it points.
+        let outside = tempfile::tempdir().unwrap();
+        for level in ["d", "d/u", "d/u/new", "d/u/tmp"] {
+            let (_dir, md) = maildir();
+            let link = md.root().join(level);
+            fs::create_dir_all(link.parent().unwrap()).unwrap();
+            std::os::unix::fs::symlink(outside.path(), &link).unwrap();
+            let err = md.deliver("d", "u", "", &mut &b"x\r\n"[..]).unwrap_err();
+            assert!(err.is_transient(), "{level}: {err}");
+            assert!(
+                matches!(&err, MaildirError::Unsafe { path, .. } if *path == link),
+                "{level}: {err}"
+            );
+            assert!(err.to_string().contains("symbolic link"), "{err}");
+            assert_eq!(entries(outside.path()), Vec::<PathBuf>::new(), "{level}");
+        }
+        // A file where a folder should be.
+        let (_dir, md) = maildir();
+        fs::create_dir_all(md.root().join("d")).unwrap();
+        fs::write(md.root().join("d/u"), b"").unwrap();
+        let err = md.deliver("d", "u", "", &mut &b"x\r\n"[..]).unwrap_err();
+        assert!(err.to_string().contains("not a directory"), "{err}");
     }
 
     #[test]

@@ -721,7 +721,11 @@ mod tests {
         // with it). Each must be recognised at once as not importable (moved aside).
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("target");
-        fs::write(&target, b"{\"version\":1,\"sender\":\"\",\"recipients\":[]}\nx").unwrap();
+        fs::write(
+            &target,
+            b"{\"version\":1,\"sender\":\"\",\"recipients\":[]}\nx",
+        )
+        .unwrap();
         let fifo = dir.path().join("fifo");
         rustix::fs::mknodat(
             rustix::fs::CWD,
