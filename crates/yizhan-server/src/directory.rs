@@ -146,14 +146,24 @@ pub fn canonical_domain(domain: &str) -> Result<String, AddressError> {
     domain_key(domain).ok_or(AddressError::Idna)
 }
 
+/// The form local parts are compared and stored in: Unicode NFC (so `café` typed with a
+/// combining accent and with a precomposed `é` is one mailbox, RFC 6530 10.1), then lower-case.
+pub fn local_key(local: &str) -> String {
+    use unicode_normalization::UnicodeNormalization as _;
+    if local.is_ascii() {
+        return local.to_lowercase();
+    }
+    local.nfc().collect::<String>().to_lowercase()
+}
+
 /// Checks a local part with the protocol's grammar (a dot-string: no quoting) and returns it
-/// in canonical lower-case.
+/// in canonical form ([`local_key`]).
 pub fn canonical_local_part(local: &str) -> Result<String, AddressError> {
     let parsed = yizhan_proto::address::LocalPart::parse(local)?;
     if local.starts_with('"') {
         return Err(AddressError::Quoted);
     }
-    Ok(parsed.as_str().to_lowercase())
+    Ok(local_key(parsed.as_str()))
 }
 
 /// Checks `local@domain` and returns it in canonical lower-case.
@@ -626,7 +636,7 @@ impl Directory {
     /// Where mail for `local@domain` goes; `domain` is `None` for the bare `<postmaster>`
     /// form (RFC 5321 4.1.1.3, 4.5.1).
     pub fn resolve(&self, local: &str, domain: Option<&str>) -> Resolution {
-        let local = local.to_lowercase();
+        let local = local_key(local);
         let Some(domain) = domain else {
             return if local == POSTMASTER {
                 Resolution::Deliver(self.expand(&self.postmaster))
@@ -738,9 +748,9 @@ impl Directory {
             let Some(domain) = domain_key(domain).filter(|d| self.domains.contains(d)) else {
                 return Found::NotLocal;
             };
-            return self.find_address(&format!("{}@{domain}", local.to_lowercase()));
+            return self.find_address(&format!("{}@{domain}", local_key(local)));
         }
-        let query = query.to_lowercase();
+        let query = local_key(query);
         if query.is_empty() {
             return Found::Unknown;
         }
@@ -854,6 +864,26 @@ mod tests {
         match b.build() {
             Ok(d) => d,
             Err(e) => panic!("sample directory rejected: {e:?}"),
+        }
+    }
+
+    #[test]
+    fn local_parts_are_one_mailbox_in_any_unicode_form() {
+        let nfc = "caf\u{e9}";
+        let nfd = "cafe\u{301}";
+        assert_eq!(local_key(nfd), nfc);
+        assert_eq!(local_key("CAF\u{c9}"), nfc);
+        assert_eq!(canonical_local_part(nfd).unwrap(), nfc);
+        let mut b = DirectoryBuilder::default();
+        b.domain("test.example")
+            .mailbox(format!("{nfd}@test.example"), None);
+        let d = b.build().unwrap();
+        for given in [nfc, nfd, "CAFE\u{301}"] {
+            assert_eq!(
+                d.resolve(given, Some("test.example")),
+                deliver(&[local(&format!("{nfc}@test.example"))]),
+                "{given:?}"
+            );
         }
     }
 
