@@ -225,7 +225,9 @@ def test_max_connections_extra_gets_421_and_others_still_work(server_factory):
 
 
 def test_max_connections_per_ip(server_factory):
-    srv = server_factory(smtp={"max_connections": 10, "max_connections_per_ip": 2})
+    # Loopback is exempt by default (see the next test): no exceptions here.
+    srv = server_factory(smtp={"max_connections": 10, "max_connections_per_ip": 2,
+                               "limit_exceptions": []})
     held = [srv.raw() for _ in range(2)]
     extra = srv.raw(greet=False)
     code, lines = extra.reply()
@@ -255,7 +257,7 @@ def test_max_connections_per_ip(server_factory):
 
 @pytest.mark.parametrize("limits", [
     {"max_connections": 1, "max_connections_per_ip": 1},
-    {"max_connections": 5, "max_connections_per_ip": 1},
+    {"max_connections": 5, "max_connections_per_ip": 1, "limit_exceptions": []},
 ])
 def test_connection_limit_reply_has_enhanced_code_4_7_0(server_factory, limits):
     srv = server_factory(smtp=limits)
@@ -264,3 +266,22 @@ def test_connection_limit_reply_has_enhanced_code_4_7_0(server_factory, limits):
     code, lines = extra.reply()
     assert lines[0].startswith("421 4.7.0 "), lines
     held.close()
+
+
+def test_loopback_and_relay_networks_are_exempt_from_the_per_address_limit(server_factory):
+    """Like Postfix's smtpd_client_event_limit_exceptions = $mynetworks: an application on
+    the same host that opens many connections at once is served, not refused with 421."""
+    srv = server_factory(smtp={"max_connections": 50, "max_connections_per_ip": 2})
+    held = [srv.raw() for _ in range(20)]  # raw() waits for each 220
+    for c in held:
+        c.expect("NOOP", 250)
+    for c in held:
+        c.close()
+    # The global limit still holds for everyone.
+    srv2 = server_factory(smtp={"max_connections": 3, "max_connections_per_ip": 2})
+    kept = [srv2.raw() for _ in range(3)]
+    extra = srv2.raw(greet=False)
+    assert extra.reply()[0] == 421
+    for c in kept:
+        c.close()
+

@@ -574,6 +574,11 @@ where
                 }
                 None => Decision::Reply(Reply::auth_failed()),
             },
+            Question::Etrn(_) if !self.trusted && self.user.is_none() => {
+                // Issue #13: a queue run costs work and connections; strangers cannot ask.
+                info!("ETRN refused: client neither in relay_networks nor authenticated");
+                Decision::Reply(Reply::auth_required())
+            }
             Question::Etrn(node) => {
                 // RFC 1985 3: "domain", "@domain" (and its subdomains; we flush the domain) or
                 // "#queue" (we have one queue: everything).

@@ -458,7 +458,12 @@ async fn accept_loop(listener: TcpListener, connector: Connector, limits: Arc<Li
             }
         };
         let _ = stream.set_nodelay(true);
-        let max_per_ip = connector.policy.smtp.max_connections_per_ip;
+        let smtp = &connector.policy.smtp;
+        let max_per_ip = if crate::policy::is_limit_exempt(smtp, peer.ip()) {
+            usize::MAX
+        } else {
+            smtp.max_connections_per_ip
+        };
         let Some(slot) = limits.acquire(peer.ip(), max_per_ip) else {
             warn!(%peer, "connection refused: too many connections");
             let reply = Reply::too_many_connections(&connector.shared.settings.hostname);

@@ -67,6 +67,16 @@ pub fn is_trusted(smtp: &SmtpSettings, ip: IpAddr) -> bool {
     smtp.relay_networks.iter().any(|net| net.contains(&ip))
 }
 
+/// Whether a client is exempt from the per-address connection limit
+/// ([`SmtpSettings::limit_exceptions`]).
+pub fn is_limit_exempt(smtp: &SmtpSettings, ip: IpAddr) -> bool {
+    let ip = ip.to_canonical();
+    match &smtp.limit_exceptions {
+        Some(networks) => networks.iter().any(|net| net.contains(&ip)),
+        None => ip.is_loopback() || is_trusted(smtp, ip),
+    }
+}
+
 /// The protocol settings a session on this listener starts with; `tls_active` for implicit TLS.
 pub fn server_config(hostname: &str, listener: &ListenerPolicy, tls_active: bool) -> ServerConfig {
     let smtp = &listener.smtp;

@@ -345,6 +345,10 @@ pub struct SmtpSettings {
     pub etrn: bool,
     /// Client networks that may relay without AUTH (CIDR); empty by default: no open relay.
     pub relay_networks: Vec<IpNet>,
+    /// Clients exempt from `max_connections_per_ip` (not from `max_connections`); `None`:
+    /// [`Self::relay_networks`] and the loopback addresses, as Postfix exempts `$mynetworks`
+    /// (`smtpd_client_event_limit_exceptions`).
+    pub limit_exceptions: Option<Vec<IpNet>>,
 }
 
 impl Default for SmtpSettings {
@@ -378,6 +382,7 @@ impl Default for SmtpSettings {
             turn: false,
             etrn: false,
             relay_networks: Vec::new(),
+            limit_exceptions: None,
         }
     }
 }

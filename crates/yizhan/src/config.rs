@@ -599,6 +599,7 @@ struct RawSmtp {
     turn: Option<bool>,
     etrn: Option<bool>,
     relay_networks: Option<Spanned<Vec<Spanned<String>>>>,
+    limit_exceptions: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1518,6 +1519,9 @@ impl RawConfig {
         s.etrn = raw.etrn.unwrap_or(d.etrn);
         if let Some(networks) = v.networks("smtp.relay_networks", &raw.relay_networks) {
             s.relay_networks = networks;
+        }
+        if let Some(networks) = v.networks("smtp.limit_exceptions", &raw.limit_exceptions) {
+            s.limit_exceptions = Some(networks);
         }
     }
 

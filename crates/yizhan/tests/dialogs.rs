@@ -130,6 +130,14 @@ fn apply(doc: &mut Table, directive: &str, files: &Path) -> Result<(), String> {
             user.insert("password".into(), hash.into());
         }
         ("insecure-auth", []) => set(doc, "auth", "require_tls", false.into()),
+        ("relay-networks", [net]) => {
+            set(
+                doc,
+                "smtp",
+                "relay_networks",
+                Value::Array(vec![(*net).into()]),
+            );
+        }
         ("max_recipients" | "max_errors" | "max_message_size" | "max_line_length", [n]) => {
             let n: i64 = n
                 .parse()
