@@ -151,11 +151,16 @@ fn dummy_hash() -> &'static str {
 /// Checks `password` for `user` on the blocking thread pool. Returns the canonical user on
 /// success, `Ok(None)` for wrong credentials and `Err` when the check itself failed.
 pub async fn verify(
+    checks: &PasswordChecks,
     credentials: Arc<Credentials>,
     user: String,
     password: Vec<u8>,
-) -> Result<Option<String>, tokio::task::JoinError> {
-    tokio::task::spawn_blocking(move || {
+) -> Result<Option<String>, VerifyError> {
+    let permit = tokio::time::timeout(checks.wait, checks.slots.acquire())
+        .await
+        .map_err(|_| VerifyError::Busy)?
+        .map_err(|_| VerifyError::Busy)?;
+    let checked = tokio::task::spawn_blocking(move || {
         let known = credentials.hash_of(&user);
         let ok = match known {
             Some(hash) => Argon2::default().verify_password(&password, hash).is_ok(),
@@ -170,7 +175,48 @@ pub async fn verify(
             None
         }
     })
-    .await
+    .await;
+    drop(permit);
+    checked.map_err(VerifyError::Failed)
+}
+
+/// How long an AUTH attempt waits for a free password check before it gets `454 4.7.0`.
+pub const CHECK_QUEUE_WAIT: Duration = Duration::from_secs(10);
+
+/// A bound on the password checks running at once (one per core): argon2 takes tens of
+/// milliseconds of CPU and about 19 MiB of memory per check, so a flood of AUTH attempts must
+/// queue for a slot rather than start hundreds of checks on the blocking pool.
+#[derive(Debug)]
+pub struct PasswordChecks {
+    slots: tokio::sync::Semaphore,
+    wait: Duration,
+}
+
+impl PasswordChecks {
+    /// `slots` checks at once; an attempt waits at most `wait` for one.
+    pub fn new(slots: usize, wait: Duration) -> Self {
+        Self {
+            slots: tokio::sync::Semaphore::new(slots.max(1)),
+            wait,
+        }
+    }
+
+    /// One check per core, [`CHECK_QUEUE_WAIT`].
+    pub fn per_core() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        Self::new(cores, CHECK_QUEUE_WAIT)
+    }
+}
+
+/// Why a password could not be checked (the client gets `454 4.7.0`, RFC 4954 6).
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// Every check slot stayed busy for [`PasswordChecks`]'s wait.
+    #[error("too many password checks at once; no free slot within the wait")]
+    Busy,
+    /// The check's blocking task failed.
+    #[error("password check task failed: {0}")]
+    Failed(tokio::task::JoinError),
 }
 
 /// The delay after the `failures`-th failed attempt (1-based): `base`, doubling with each
@@ -395,12 +441,31 @@ mod tests {
         credentials.insert("User@Test.Example", &hash).unwrap();
         assert!(!format!("{credentials:?}").contains("argon2"));
         let c = Arc::new(credentials);
-        let ok = verify(c.clone(), "user@test.example".into(), b"right".to_vec()).await;
+        let checks = PasswordChecks::per_core();
+        let user = || "user@test.example".to_string();
+        let ok = verify(&checks, c.clone(), user(), b"right".to_vec()).await;
         assert_eq!(ok.unwrap().as_deref(), Some("user@test.example"));
-        let bad = verify(c.clone(), "user@test.example".into(), b"wrong".to_vec()).await;
+        let bad = verify(&checks, c.clone(), user(), b"wrong".to_vec()).await;
         assert_eq!(bad.unwrap(), None);
-        let unknown = verify(c, "nobody@test.example".into(), b"right".to_vec()).await;
+        let nobody = "nobody@test.example".to_string();
+        let unknown = verify(&checks, c, nobody, b"right".to_vec()).await;
         assert_eq!(unknown.unwrap(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_check_waits_for_a_slot_then_gives_up() {
+        let c = Arc::new(Credentials::default());
+        let checks = PasswordChecks::new(1, Duration::from_secs(10));
+        // The only slot is taken (a check in progress): the next attempt waits its 10 s of
+        // (paused) time, then is refused as busy, without running argon2.
+        let held = checks.slots.acquire().await.unwrap();
+        let started = tokio::time::Instant::now();
+        let busy = verify(&checks, c.clone(), "u@t.example".into(), b"x".to_vec()).await;
+        assert!(matches!(busy, Err(VerifyError::Busy)), "{busy:?}");
+        assert_eq!(started.elapsed(), Duration::from_secs(10));
+        drop(held);
+        let free = verify(&checks, c, "u@t.example".into(), b"x".to_vec()).await;
+        assert_eq!(free.unwrap(), None);
     }
 
     #[test]

@@ -53,6 +53,8 @@ pub struct Shared {
     pub tls: Option<Arc<TlsStore>>,
     /// The password hashes, shared with the blocking verifier threads.
     pub credentials: Arc<Credentials>,
+    /// The bound on password checks running at once.
+    pub password_checks: auth::PasswordChecks,
 }
 
 /// The client stream, before or after TLS. `S` is any byte stream: a TCP socket from a
@@ -443,7 +445,8 @@ where
             Step::Verify { user, password } => {
                 self.auth = None;
                 let credentials = self.shared.credentials.clone();
-                match auth::verify(credentials, user.clone(), password).await {
+                let checks = &self.shared.password_checks;
+                match auth::verify(checks, credentials, user.clone(), password).await {
                     Ok(Some(canonical)) => {
                         info!(user = %canonical, "authenticated");
                         self.user = Some(canonical);

@@ -196,6 +196,7 @@ impl Server {
             runner: runner.handle(),
             tls: self.tls.clone(),
             credentials: Arc::new(settings.credentials.clone()),
+            password_checks: crate::auth::PasswordChecks::per_core(),
         });
         if let Some(store) = &self.tls {
             tokio::spawn(store.clone().watch(shutdown.clone()));
