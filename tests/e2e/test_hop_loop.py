@@ -79,3 +79,24 @@ def test_a_forwarding_loop_ends_with_one_report(servers):
     assert "too many hops" in a.log() + b.log()
     # Still exactly one report a little later: the loop is over.
     assert len(a.maildir("alice@a.example")) == 1
+
+
+def test_sendmail_with_too_many_hops_is_bounced_not_sent(server_factory, yizhan_bin):
+    """The same limit for local submission: a message that already has 100 Received: fields
+    (the pickup adds one more) is bounced to its sender with 5.4.6, never delivered."""
+    import subprocess
+    srv = server_factory()
+    trace = b"".join(b"Received: from hop%d.test by hop%d.test; Sat, 5 Dec 2026 09:00:00 +0000\r\n"
+                     % (i, i + 1) for i in range(100))
+    out = subprocess.run(
+        [str(yizhan_bin), "sendmail", "--config", str(srv.config), "-f", "user@test.example",
+         "user2@test.example"],
+        input=trace + b"Subject: looping\r\n\r\nround and round\r\n", capture_output=True,
+        timeout=30)
+    assert out.returncode == 0, out
+    [path] = srv.wait_mail("user@test.example")
+    report = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+    [block] = report.get_payload()[1].get_payload()[1:]
+    assert block["Status"] == "5.4.6", block["Status"]
+    wait_until(srv.spool_empty, DELIVERY_TIMEOUT, "an empty spool")
+    assert srv.maildir("user2@test.example") == []

@@ -30,12 +30,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use yizhan_proto::address::{ForwardPath, Mailbox, Path as SmtpPath, ReversePath};
 use yizhan_proto::command::Body;
+use yizhan_proto::reply::Reply;
 use yizhan_spool::{ClientInfo, Envelope, Origin, Recipient, RecipientStatus, Spool};
 
 use crate::directory::{Directory, Resolution};
 use crate::policy;
 use crate::queue::RunnerHandle;
 use crate::settings::Settings;
+use crate::trace::HopCounter;
 
 /// How often the pickup looks into the maildrop without being woken.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -326,7 +328,7 @@ impl Pickup {
                 .await
                 .map_err(|e| ImportError::Transient(e.to_string()))??;
         let now = jiff::Timestamp::now().as_second();
-        let recipients = resolve_recipients(
+        let mut recipients = resolve_recipients(
             &self.settings.directory,
             &self.settings.hostname,
             &submission.recipients,
@@ -334,6 +336,20 @@ impl Pickup {
         );
         if recipients.is_empty() {
             return Err(ImportError::Bad("no recipients".into()));
+        }
+        // RFC 5321 6.3, as at the end of SMTP data (our own Received: line counts): a looping
+        // message is bounced to its sender, never sent on.
+        let mut hops = HopCounter::new();
+        hops.feed(&message);
+        let max_hops = self.settings.smtp.max_hops;
+        if hops.hops() + 1 > max_hops {
+            let detail = Reply::too_many_hops(max_hops).to_string();
+            for r in recipients.iter_mut().filter(|r| r.is_pending()) {
+                r.status = RecipientStatus::Failed {
+                    at: now,
+                    detail: detail.trim_end().to_owned(),
+                };
+            }
         }
         let sender = match submission.sender.trim().trim_matches(['<', '>']) {
             "" => ReversePath::Null,
