@@ -263,6 +263,24 @@ pub fn parse_args(args: &[String]) -> Result<Options, SendmailError> {
     Ok(options)
 }
 
+/// The `From:` field added for `address`, with the `-F` full name as its display name: a
+/// quoted string, or RFC 2047 encoded words when it is not plain ASCII (written by
+/// mail-builder, folded as RFC 5322 2.2.3 allows).
+fn from_field(full_name: Option<&str>, address: &str) -> String {
+    use mail_builder::headers::Header as _;
+    use mail_builder::headers::address::Address;
+    match full_name.map(str::trim).filter(|n| !n.is_empty()) {
+        Some(name) => {
+            let mut out = b"From: ".to_vec();
+            Address::new_address(Some(name), address).write_header(&mut out, "From: ".len());
+            String::from_utf8_lossy(&out)
+                .trim_end_matches("\r\n")
+                .to_owned()
+        }
+        None => format!("From: {address}"),
+    }
+}
+
 fn take_next(args: &[String], i: &mut usize, flag: &str) -> Result<String, SendmailError> {
     let value = args
         .get(*i)
@@ -275,6 +293,13 @@ fn take_next(args: &[String], i: &mut usize, flag: &str) -> Result<String, Sendm
 fn apply_valued(options: &mut Options, flag: char, value: String) -> Result<(), SendmailError> {
     match flag {
         'f' | 'r' => options.sender = Some(value),
+        // One line of text: a line break would add a header field of the user's choosing.
+        'F' if value.chars().any(char::is_control) => {
+            return Err(SendmailError::Usage(
+                "-F: the full name must be one line of text (no line breaks or control characters)"
+                    .into(),
+            ));
+        }
         'F' => options.full_name = Some(value),
         'C' => options.config = Some(PathBuf::from(value)),
         // -oi (and -oitrue); every other -o option is a sendmail.cf knob we do not have.
@@ -598,13 +623,7 @@ pub fn prepare(
         } else {
             &sender
         };
-        added.push(match options.full_name.as_deref() {
-            Some(name) if !name.trim().is_empty() => {
-                let quoted = name.trim().replace('\\', "\\\\").replace('"', "\\\"");
-                format!("From: \"{quoted}\" <{address}>")
-            }
-            _ => format!("From: {address}"),
-        });
+        added.push(from_field(options.full_name.as_deref(), address));
     }
     if !fields.iter().any(|f| f.is("Date")) {
         let date =
@@ -918,6 +937,23 @@ mod tests {
         let p = prepare(message, &options, &context()).unwrap();
         assert_eq!(p.recipients, ["new@test.example", "hidden@test.example"]);
         assert!(!text(&p.message).contains("hidden"));
+    }
+
+    #[test]
+    fn full_names_are_encoded_and_never_add_a_field() {
+        // RFC 2047: a non-ASCII name becomes encoded words; the field stays one field.
+        let field = from_field(Some("Jos\u{e9} Mart\u{ed}nez"), "jose@test.example");
+        assert!(field.starts_with("From: =?utf-8?"), "{field}");
+        assert!(field.ends_with("<jose@test.example>"), "{field}");
+        assert!(field.is_ascii(), "{field}");
+        assert_eq!(from_field(Some("  "), "a@b"), "From: a@b");
+        // A line break in -F is refused outright.
+        for name in ["Evil\r\nBcc: victim@example.com", "tab\there", "x\ny"] {
+            let mut options = Options::default();
+            let refused = apply_valued(&mut options, 'F', name.into());
+            assert!(matches!(refused, Err(SendmailError::Usage(_))), "{name:?}");
+            assert_eq!(options.full_name, None);
+        }
     }
 
     #[test]
