@@ -397,6 +397,33 @@ def assert_delivered(path: Path, sender: str, message: bytes, rcpt: str | None =
     return received
 
 
+def _service_account() -> None:
+    """The account `yizhan serve` drops to when started as root (issue #13), made by
+    scripts/test (CI), or here when missing."""
+    import pwd
+    try:
+        pwd.getpwnam("yizhan")
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--home-dir", "/nonexistent",
+                        "--shell", "/usr/sbin/nologin", "yizhan"], check=True)
+
+
+@pytest.fixture(autouse=True)
+def service_account_can_reach_tmp(tmp_path):
+    """Started as root, `yizhan serve` drops to its service account, which must be able to
+    pass through the directories above each test's data directory. pytest makes them 0700:
+    open them to searching (o+x), as an administrator would for a data directory."""
+    if os.geteuid() != 0:
+        return
+    _service_account()
+    for d in [tmp_path, *tmp_path.parents]:
+        if d == Path("/"):
+            break
+        mode = d.stat().st_mode
+        if not mode & 0o001:
+            os.chmod(d, (mode & 0o7777) | 0o011)
+
+
 @pytest.fixture(scope="session")
 def yizhan_bin() -> Path:
     return find_binary()

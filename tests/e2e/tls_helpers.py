@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import smtplib
 import ssl
+import os
 import subprocess
 from pathlib import Path
 
@@ -35,6 +36,16 @@ def make_cert(directory: Path, common_name: str) -> tuple[Path, Path]:
          "-subj", f"/CN={common_name}", "-addext", f"subjectAltName=DNS:{common_name}"],
         check=True, capture_output=True, timeout=30,
     )
+    # Started as root, the server reads its key as root, then runs as `yizhan`: a key it must
+    # re-read on renewal (SIGHUP, file watch) is given to its group, as a certbot deploy hook
+    # does (`chgrp yizhan key.pem; chmod 0640 key.pem`).
+    if os.geteuid() == 0:
+        import grp
+        try:
+            os.chown(tmp_key, -1, grp.getgrnam("yizhan").gr_gid)
+            os.chmod(tmp_key, 0o640)
+        except KeyError:
+            pass
     # Renewal tools replace files by rename; so do we.
     tmp_key.replace(key)
     tmp_cert.replace(cert)

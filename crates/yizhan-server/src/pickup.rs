@@ -150,8 +150,8 @@ pub fn drop_message(
             Err(e) => return Err(io_err(&tmp)(e)),
         }
     };
-    let written = file
-        .write_all(&line)
+    let written = give_to_maildrop_owner(&file, dir)
+        .and_then(|()| file.write_all(&line))
         .and_then(|()| file.write_all(message))
         .and_then(|()| file.sync_all());
     drop(file);
@@ -164,6 +164,20 @@ pub fn drop_message(
         .and_then(|d| d.sync_all())
         .map_err(io_err(&new_dir))?;
     Ok(target)
+}
+
+/// Run by root (`sendmail` from cron, say), the file is given to the maildrop's owner, the
+/// account the server runs as, so that it can read it (its mode is 0640). The submitter is
+/// then recorded as that account; root may submit as anyone anyway.
+fn give_to_maildrop_owner(file: &File, dir: &Path) -> io::Result<()> {
+    if !rustix::process::geteuid().is_root() {
+        return Ok(());
+    }
+    let owner = fs::metadata(dir)?;
+    if owner.uid() == 0 {
+        return Ok(());
+    }
+    std::os::unix::fs::fchown(file, Some(owner.uid()), Some(owner.gid()))
 }
 
 /// Checks that the maildrop `dir` belongs to a server: it exists, with its `tmp/` and `new/`,
@@ -219,6 +233,9 @@ pub struct Pickup {
     runner: RunnerHandle,
     settings: Arc<Settings>,
     wake: Arc<Notify>,
+    /// Bad entries that could be neither moved aside nor removed (a directory or FIFO owned
+    /// by someone else): skipped from then on, so they are logged once, not every second.
+    stuck: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
 }
 
 /// Why one maildrop file was not imported.
@@ -246,6 +263,7 @@ impl Pickup {
             runner,
             settings,
             wake: Arc::new(Notify::new()),
+            stuck: std::sync::Mutex::default(),
         }
     }
 
@@ -290,6 +308,9 @@ impl Pickup {
             }
         };
         names.sort();
+        if let Ok(stuck) = self.stuck.lock() {
+            names.retain(|n| !stuck.contains(n));
+        }
         let mut queued = 0;
         for path in names {
             match self.import(&path).await {
@@ -315,8 +336,14 @@ impl Pickup {
         if let Some(name) = path.file_name()
             && let Err(e) = fs::rename(path, bad.join(name))
         {
-            error!(file = %path.display(), error = %e, "cannot move a bad maildrop file aside; removing it");
-            let _ = fs::remove_file(path);
+            if fs::remove_file(path).is_ok() {
+                error!(file = %path.display(), error = %e, "cannot move a bad maildrop file aside; removed it");
+            } else {
+                error!(file = %path.display(), error = %e, "cannot move a bad maildrop entry aside nor remove it; ignoring it until restart (remove it by hand)");
+                if let Ok(mut stuck) = self.stuck.lock() {
+                    stuck.insert(path.to_path_buf());
+                }
+            }
         }
     }
 

@@ -45,6 +45,12 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// The sockets to listen on.
     pub listeners: Vec<ListenerSettings>,
+    /// The account `serve` runs as when started as root (Postfix's `mail_owner`): it binds the
+    /// listeners and reads the keys as root, then gives the data directory to this user and
+    /// drops every privilege. Never `root`.
+    pub user: String,
+    /// The group it runs as; `None`: the user's primary group.
+    pub group: Option<String>,
     /// SMTP session limits and extensions.
     pub smtp: SmtpSettings,
     /// Local domains, mailboxes, aliases and relocated users.
@@ -72,6 +78,8 @@ impl Default for Settings {
             hostname: "localhost".to_owned(),
             data_dir: PathBuf::new(),
             listeners: vec![ListenerSettings::default()],
+            user: "yizhan".to_owned(),
+            group: None,
             smtp: SmtpSettings::default(),
             directory: Directory::default(),
             queue: QueueSettings::default(),

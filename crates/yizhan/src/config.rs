@@ -475,6 +475,8 @@ struct RawConfig {
     data_dir: Option<Spanned<String>>,
     postmaster: Option<Spanned<String>>,
     shutdown_grace: Option<Spanned<RawDuration>>,
+    user: Option<Spanned<String>>,
+    group: Option<Spanned<String>>,
     listener: Option<Spanned<Vec<RawListener>>>,
     #[serde(default)]
     smtp: RawSmtp,
@@ -861,6 +863,25 @@ impl RawConfig {
             false,
             defaults.shutdown_grace,
         );
+        if let Some(user) = &self.user {
+            match user.get_ref().as_str() {
+                "" => v.problem("user", Some(user.span().start), "must not be empty"),
+                "root" | "0" => v.problem(
+                    "user",
+                    Some(user.span().start),
+                    "must not be root: the server would keep every privilege (create an \
+                     account for it, see the default)",
+                ),
+                name => settings.user = name.to_owned(),
+            }
+        }
+        if let Some(group) = &self.group {
+            match group.get_ref().as_str() {
+                "" => v.problem("group", Some(group.span().start), "must not be empty"),
+                "root" | "0" => v.problem("group", Some(group.span().start), "must not be root"),
+                name => settings.group = Some(name.to_owned()),
+            }
+        }
 
         if let Some(listeners) = &self.listener {
             settings.listeners = self.listeners(v, listeners);

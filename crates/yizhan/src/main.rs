@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod private;
+mod privileges;
 mod queue_cmd;
 mod sendmail;
 mod serve;

@@ -7,7 +7,7 @@ use yizhan_server::settings::Settings;
 
 use yizhan::config;
 
-use crate::private;
+use crate::{private, privileges};
 
 /// Opens the spool, binds the listeners and serves until SIGTERM or SIGINT, then shuts down
 /// gracefully (sessions in flight get `shutdown_grace` to finish, then 421).
@@ -21,10 +21,28 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     // Install the handlers before saying "ready", so a signal sent after it is never lost.
     let mut signals = Signals::install()?;
     let data_dir = settings.data_dir.clone();
+    // Who to become, checked before anything is made (a missing account is an error now,
+    // not after the spool exists).
+    let account = privileges::account(&settings.user, settings.group.as_deref())?;
+    if let Some(account) = &account {
+        privileges::check_reachable(&data_dir, account)?;
+    }
     private::restrict_umask();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
     let server = Server::bind(settings).await?;
+    // Listeners bound and keys read as root: from here on, the service account.
+    if let Some(account) = &account {
+        let changed = privileges::give(&data_dir, account)?;
+        privileges::drop_to(account)?;
+        tracing::info!(
+            user = %account.name,
+            uid = account.uid,
+            gid = account.gid,
+            data_dir_entries_given = changed,
+            "privileges dropped"
+        );
+    }
     match private::tighten(&data_dir) {
         Ok(changed) if !changed.is_empty() => tracing::warn!(
             paths = changed.len(),
