@@ -55,22 +55,43 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let addresses: Vec<String> = server.local_addrs().iter().map(|a| a.to_string()).collect();
     tracing::info!(listen = %addresses.join(" "), data_dir = %data_dir.display(), "ready");
     tracing::info!("ready; waiting for SIGTERM (stop) or SIGHUP (reload TLS)");
+    // Type=notify (dist/yizhan.service): ready once the listeners are bound and privileges
+    // dropped. Nothing is sent when not started by systemd ($NOTIFY_SOCKET unset).
+    systemd(&[sd_notify::NotifyState::Ready]);
     let tls = server.tls();
     let shutdown = CancellationToken::new();
     let serving = tokio::spawn(server.run(shutdown.clone()));
     let signal = loop {
         match signals.recv().await {
             Signal::Stop(name) => break name,
-            Signal::Reload => match &tls {
-                Some(store) => store.reload_and_log("SIGHUP"),
-                None => tracing::info!("SIGHUP received; no [tls] to reload"),
-            },
+            Signal::Reload => {
+                systemd(&[sd_notify::NotifyState::Reloading, monotonic_now()]);
+                match &tls {
+                    Some(store) => store.reload_and_log("SIGHUP"),
+                    None => tracing::info!("SIGHUP received; no [tls] to reload"),
+                }
+                systemd(&[sd_notify::NotifyState::Ready]);
+            }
         }
     };
     tracing::info!("{signal} received, shutting down");
+    systemd(&[sd_notify::NotifyState::Stopping]);
     shutdown.cancel();
     serving.await.context("server task failed")??;
     Ok(())
+}
+
+/// Tells systemd about a state change (a no-op outside systemd); a failure is only logged.
+fn systemd(states: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::warn!(error = %e, "cannot notify systemd");
+    }
+}
+
+/// `MONOTONIC_USEC`, which systemd 253 and later want with `RELOADING=1`.
+fn monotonic_now() -> sd_notify::NotifyState<'static> {
+    sd_notify::NotifyState::monotonic_usec_now()
+        .unwrap_or(sd_notify::NotifyState::Status("reloading"))
 }
 
 /// Descriptors needed besides the connections: a delivery batch's files, the spool, outbound
