@@ -72,3 +72,24 @@ def test_a_fifo_or_link_in_the_maildrop_is_set_aside_and_never_blocks(server_fac
     if moved == 2:
         assert log.count("nor remove it") == 1, log
     assert srv.stop(timeout=10) == 0
+
+
+def test_a_start_that_fails_on_a_listener_leaves_nothing_and_says_it_once(server_factory):
+    """Issue #13 (6): the listeners are bound before the spool is made, and the cause of a
+    fatal error is printed once (it was `Address already in use ...: Address already in use`)."""
+    import socket
+    import subprocess
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    srv = server_factory(start=False)
+    out = subprocess.run([str(srv.binary), "serve", "--config", str(srv.config),
+                          "--listen", f"127.0.0.1:{port}"],
+                         capture_output=True, text=True, timeout=30)
+    busy.close()
+    assert out.returncode != 0, out
+    [line] = [l for l in out.stderr.splitlines() if "ERROR" in l]
+    assert f"cannot listen on 127.0.0.1:{port}" in line, line
+    assert line.count("Address already in use") == 1, line
+    assert not srv.data_dir.exists(), "nothing left behind"

@@ -81,17 +81,6 @@ impl Server {
             Some(tls) => Some(TlsStore::load(tls.clone())?),
             None => None,
         };
-        let spool_dir = settings.data_dir.join("spool");
-        let (spool, recovery) = tokio::task::spawn_blocking(move || Spool::open(&spool_dir))
-            .await
-            .map_err(|e| ServerError::Task(e.to_string()))??;
-        info!(?recovery, "spool opened");
-        // The maildrop before anyone is told the server is ready: `sendmail` run just after
-        // must find it (a missing maildrop means no server uses this data directory).
-        let maildrop = crate::pickup::maildrop_dir(&settings.data_dir);
-        if let Err(e) = crate::pickup::make_maildrop(&maildrop) {
-            warn!(dir = %maildrop.display(), error = %e, "cannot create the maildrop directory; `sendmail` will not work");
-        }
         let mut listeners = Vec::new();
         for listener in &settings.listeners {
             if listener.kind == ListenerKind::Submissions && tls.is_none() {
@@ -120,6 +109,18 @@ impl Server {
                 .map_err(bind_error)?;
             let local = bound.local_addr().map_err(bind_error)?;
             listeners.push((bound, local, policy));
+        }
+        // Only once every listener is bound: a start that fails leaves no spool behind.
+        let spool_dir = settings.data_dir.join("spool");
+        let (spool, recovery) = tokio::task::spawn_blocking(move || Spool::open(&spool_dir))
+            .await
+            .map_err(|e| ServerError::Task(e.to_string()))??;
+        info!(?recovery, "spool opened");
+        // The maildrop before anyone is told the server is ready: `sendmail` run just after
+        // must find it (a missing maildrop means no server uses this data directory).
+        let maildrop = crate::pickup::maildrop_dir(&settings.data_dir);
+        if let Err(e) = crate::pickup::make_maildrop(&maildrop) {
+            warn!(dir = %maildrop.display(), error = %e, "cannot create the maildrop directory; `sendmail` will not work");
         }
         Ok(Server {
             settings: Arc::new(settings),

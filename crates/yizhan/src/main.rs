@@ -115,6 +115,20 @@ fn main() -> ExitCode {
     }
 }
 
+/// An error with its causes, each said once: a cause whose text the message already holds
+/// (thiserror messages often include their source) is not repeated.
+fn describe(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
+}
+
 /// The command line, with the data directory's paragraph (this user's default spelled out)
 /// after the help of yizhan and of every subcommand that uses it.
 fn command() -> clap::Command {
@@ -296,7 +310,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     match runtime.block_on(serve::run(settings)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
+            tracing::error!("{}", describe(&e));
             ExitCode::FAILURE
         }
     }

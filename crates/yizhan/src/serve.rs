@@ -28,8 +28,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         privileges::check_reachable(&data_dir, account)?;
     }
     private::restrict_umask();
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    // Binds first, then opens (and creates) the spool in data_dir: a start that fails on a
+    // listener leaves nothing behind.
     let server = Server::bind(settings).await?;
     // Listeners bound and keys read as root: from here on, the service account.
     if let Some(account) = &account {
