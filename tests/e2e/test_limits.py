@@ -285,3 +285,29 @@ def test_loopback_and_relay_networks_are_exempt_from_the_per_address_limit(serve
     for c in kept:
         c.close()
 
+
+
+def test_rate_limits_per_address(server_factory):
+    """Issue #13: connections, VRFY/EXPN and ETRN per minute per client address (governor);
+    loopback is exempt by default, so the test clears the exceptions."""
+    srv = server_factory(smtp={"limit_exceptions": [], "connection_rate_limit": 3,
+                               "verify_rate_limit": 2, "etrn": True, "etrn_rate_limit": 1,
+                               "relay_networks": ["127.0.0.1/32"]})
+    c = srv.raw()  # connection 1
+    c.expect("EHLO client.test.example", 250)
+    codes = [c.cmd("VRFY user")[0] for _ in range(3)]
+    assert codes[:2] != [450, 450] and codes[2] == 450, codes
+    code, lines = c.cmd("VRFY user")
+    assert code == 450 and lines[0].startswith("450 4.7.1"), lines
+    assert c.cmd("ETRN test.example")[0] == 250
+    assert c.cmd("ETRN test.example")[0] == 458
+    for _ in range(2):  # connections 2 and 3
+        srv.raw().close()
+    extra = srv.raw(greet=False)  # connection 4 within the minute
+    code, lines = extra.reply()
+    assert code == 421 and "Too many connections from your address" in lines[0], lines
+    assert extra.at_eof()
+    # Another address is another budget.
+    other = srv.raw(source="127.0.0.2", greet=False)
+    assert other.reply()[0] == 220
+    assert "connection rate limit" in srv.log()

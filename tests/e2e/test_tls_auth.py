@@ -141,6 +141,26 @@ def test_wrong_password_delay_and_disconnect(tls_factory):
         assert secret not in log, secret
 
 
+def test_failed_auth_across_connections_is_rate_limited_per_address(tls_factory):
+    """Issue #13: `max_failures` ends one connection; `auth_failure_rate_limit` stops a client
+    that reconnects to guess again (failed attempts per minute per address)."""
+    srv = tls_factory(auth={"max_failures": 10},
+                      smtp={"limit_exceptions": [], "auth_failure_rate_limit": 3})
+    codes = []
+    for _ in range(3):  # bounded: 3 within the limit, the 4th over it
+        s = srv.secure_client("submission")
+        code, _ = s.docmd("AUTH", "PLAIN " + b64(b"\0" + USER.encode() + b"\0wrong"))
+        codes.append(code)
+        s.close()
+    s = srv.secure_client("submission")
+    code, text = s.docmd("AUTH", "PLAIN " + b64(b"\0" + USER.encode() + b"\0wrong"))
+    assert codes == [535, 535, 535] and code == 421, (codes, code, text)
+    assert b"Too many failed AUTH attempts from your address" in text, text
+    with pytest.raises(smtplib.SMTPServerDisconnected):
+        s.noop()
+    assert "too many failed AUTH attempts from this address" in srv.log()
+
+
 def test_cancel_with_star_answers_501(tls_server):
     s = tls_server.secure_client("submission")
     code, _ = s.docmd("AUTH", "LOGIN")

@@ -333,6 +333,25 @@ impl Reply {
         )
     }
 
+    /// The client's address went over a rate limit (issue #13: connections or failed AUTH
+    /// attempts per minute); sent before closing.
+    pub fn rate_limited(host: &str, what: &str) -> Reply {
+        Reply::new(
+            421,
+            enh(4, 7, 0),
+            format!("{host} Too many {what} from your address, try again later"),
+        )
+    }
+
+    /// Too many VRFY or EXPN commands from this address in a minute (issue #13).
+    pub fn verify_rate_limited() -> Reply {
+        Reply::new(
+            450,
+            enh(4, 7, 1),
+            "Too many VRFY/EXPN requests from your address, try again later",
+        )
+    }
+
     /// The client was idle longer than the command or data timeout (RFC 5321 4.5.3.2; 4.4.2 is
     /// "bad connection").
     pub fn timeout(host: &str) -> Reply {
@@ -1499,6 +1518,8 @@ mod tests {
             Reply::no_valid_recipients(),
             Reply::transaction_failed("x"),
             Reply::too_many_hops(100),
+            Reply::rate_limited("h", "connections"),
+            Reply::verify_rate_limited(),
             Reply::need_helo(),
             Reply::need_mail(),
             Reply::need_rcpt(),

@@ -34,6 +34,7 @@ use yizhan_spool::{ClientInfo, Envelope, Incoming, Origin, QueueId, Recipient, S
 
 use crate::auth::{self, Credentials, Exchange, Mechanism, Step};
 use crate::directory::Target;
+use crate::limits::Event as Limited;
 use crate::policy::{self, Client, ListenerPolicy};
 use crate::queue::RunnerHandle;
 use crate::settings::{ListenerKind, Settings};
@@ -55,6 +56,8 @@ pub struct Shared {
     pub credentials: Arc<Credentials>,
     /// The bound on password checks running at once.
     pub password_checks: auth::PasswordChecks,
+    /// Rate limits per client address.
+    pub limits: crate::limits::RateLimits,
 }
 
 /// The client stream, before or after TLS. `S` is any byte stream: a TCP socket from a
@@ -462,10 +465,22 @@ where
         }
     }
 
+    /// Counts one `event` against the client address's rate limit; true if within it (or the
+    /// client is exempt).
+    fn allow(&self, event: Limited) -> bool {
+        let ip = self.peer.ip();
+        policy::is_limit_exempt(&self.listener.smtp, ip) || self.shared.limits.allow(event, ip)
+    }
+
     /// A failed attempt: logged (never with the password), then a growing delay, and after
     /// `max_failures` the connection is closed with 421.
     async fn auth_failed(&mut self, user: Option<&str>, reply: Reply) -> Decision {
         self.auth_failures += 1;
+        if !self.allow(Limited::AuthFailure) {
+            warn!(client = %self.peer.ip(), "too many failed AUTH attempts from this address; closing");
+            let host = self.shared.settings.hostname.clone();
+            return Decision::Close(Reply::rate_limited(&host, "failed AUTH attempts"));
+        }
         let policy = &self.listener.auth;
         warn!(
             client = %self.peer.ip(),
@@ -555,6 +570,10 @@ where
                 }
                 decision
             }
+            Question::Vrfy(_) | Question::Expn(_) if !self.allow(Limited::Verify) => {
+                info!("VRFY/EXPN refused: rate limit of the client address");
+                Decision::Reply(Reply::verify_rate_limited())
+            }
             Question::Vrfy(query) => policy::vrfy(directory, self.listener.smtp.vrfy, &query),
             Question::Expn(query) => policy::expn(directory, self.listener.smtp.expn, &query),
             Question::Data => self.start_data(),
@@ -581,6 +600,10 @@ where
                 // Issue #13: a queue run costs work and connections; strangers cannot ask.
                 info!("ETRN refused: client neither in relay_networks nor authenticated");
                 Decision::Reply(Reply::auth_required())
+            }
+            Question::Etrn(node) if !self.allow(Limited::Etrn) => {
+                info!(%node, "ETRN refused: rate limit of the client address");
+                Decision::Reply(Reply::etrn_refused(&node))
             }
             Question::Etrn(node) => {
                 // RFC 1985 3: "domain", "@domain" (and its subdomains; we flush the domain) or

@@ -198,6 +198,7 @@ impl Server {
             tls: self.tls.clone(),
             credentials: Arc::new(settings.credentials.clone()),
             password_checks: crate::auth::PasswordChecks::per_core(),
+            limits: crate::limits::RateLimits::new(&settings.smtp.rate_limits),
         });
         if let Some(store) = &self.tls {
             tokio::spawn(store.clone().watch(shutdown.clone()));
@@ -461,7 +462,15 @@ async fn accept_loop(listener: TcpListener, connector: Connector, limits: Arc<Li
         };
         let _ = stream.set_nodelay(true);
         let smtp = &connector.policy.smtp;
-        let max_per_ip = if crate::policy::is_limit_exempt(smtp, peer.ip()) {
+        let exempt = crate::policy::is_limit_exempt(smtp, peer.ip());
+        let rates = &connector.shared.limits;
+        if !exempt && !rates.allow(crate::limits::Event::Connection, peer.ip()) {
+            warn!(%peer, "connection refused: connection rate limit of the address");
+            let reply = Reply::rate_limited(&connector.shared.settings.hostname, "connections");
+            connector.tracker.spawn(conn::refuse(stream, reply));
+            continue;
+        }
+        let max_per_ip = if exempt {
             usize::MAX
         } else {
             smtp.max_connections_per_ip

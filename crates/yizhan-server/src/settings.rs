@@ -357,6 +357,33 @@ pub struct SmtpSettings {
     /// [`Self::relay_networks`] and the loopback addresses, as Postfix exempts `$mynetworks`
     /// (`smtpd_client_event_limit_exceptions`).
     pub limit_exceptions: Option<Vec<IpNet>>,
+    /// Rate limits per client address.
+    pub rate_limits: RateLimitSettings,
+}
+
+/// Rate limits per client address, each in events per minute (0: off); see
+/// [`crate::limits`]. Clients in [`SmtpSettings::limit_exceptions`] are exempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitSettings {
+    /// New connections (refused with `421 4.7.0` at the greeting).
+    pub connections_per_minute: u32,
+    /// Failed AUTH attempts (past it, `421 4.7.0` and the connection is closed).
+    pub auth_failures_per_minute: u32,
+    /// VRFY and EXPN commands (past it, `450 4.7.1`).
+    pub verify_per_minute: u32,
+    /// ETRN commands (past it, `458`).
+    pub etrn_per_minute: u32,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        Self {
+            connections_per_minute: 300,
+            auth_failures_per_minute: 10,
+            verify_per_minute: 60,
+            etrn_per_minute: 10,
+        }
+    }
 }
 
 impl Default for SmtpSettings {
@@ -391,6 +418,7 @@ impl Default for SmtpSettings {
             etrn: false,
             relay_networks: Vec::new(),
             limit_exceptions: None,
+            rate_limits: RateLimitSettings::default(),
         }
     }
 }

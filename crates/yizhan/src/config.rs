@@ -602,6 +602,10 @@ struct RawSmtp {
     etrn: Option<bool>,
     relay_networks: Option<Spanned<Vec<Spanned<String>>>>,
     limit_exceptions: Option<Spanned<Vec<Spanned<String>>>>,
+    connection_rate_limit: Option<Spanned<i64>>,
+    auth_failure_rate_limit: Option<Spanned<i64>>,
+    verify_rate_limit: Option<Spanned<i64>>,
+    etrn_rate_limit: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1543,6 +1547,36 @@ impl RawConfig {
         }
         if let Some(networks) = v.networks("smtp.limit_exceptions", &raw.limit_exceptions) {
             s.limit_exceptions = Some(networks);
+        }
+        let r = &mut s.rate_limits;
+        let dr = &d.rate_limits;
+        for (key, raw, value, default) in [
+            (
+                "smtp.connection_rate_limit",
+                &raw.connection_rate_limit,
+                &mut r.connections_per_minute,
+                dr.connections_per_minute,
+            ),
+            (
+                "smtp.auth_failure_rate_limit",
+                &raw.auth_failure_rate_limit,
+                &mut r.auth_failures_per_minute,
+                dr.auth_failures_per_minute,
+            ),
+            (
+                "smtp.verify_rate_limit",
+                &raw.verify_rate_limit,
+                &mut r.verify_per_minute,
+                dr.verify_per_minute,
+            ),
+            (
+                "smtp.etrn_rate_limit",
+                &raw.etrn_rate_limit,
+                &mut r.etrn_per_minute,
+                dr.etrn_per_minute,
+            ),
+        ] {
+            *value = v.integer(key, raw, 0, " (per minute; 0: off)", default);
         }
     }
 
