@@ -378,7 +378,9 @@ pub struct RateLimitSettings {
 impl Default for RateLimitSettings {
     fn default() -> Self {
         Self {
-            connections_per_minute: 300,
+            // Off, as Postfix's smtpd_client_connection_rate_limit: a bulk sender or a load
+            // test from one address opens a connection per message. Set it on a public MX.
+            connections_per_minute: 0,
             auth_failures_per_minute: 10,
             verify_per_minute: 60,
             etrn_per_minute: 10,
