@@ -311,3 +311,39 @@ def test_rate_limits_per_address(server_factory):
     other = srv.raw(source="127.0.0.2", greet=False)
     assert other.reply()[0] == 220
     assert "connection rate limit" in srv.log()
+
+
+def test_session_lifetime_and_byte_quota_end_with_421(server_factory):
+    """Issue #13: a session cannot last or send without bound: `session_lifetime` and
+    `max_session_bytes` end it with 421, and a message cut off by them is not queued."""
+    srv = server_factory(smtp={"session_lifetime": "1s"})
+    c = srv.raw()
+    c.expect("EHLO client.test.example", 250)
+    started = time.monotonic()
+    c.sock.settimeout(0.3)
+    reply = b""
+    for _ in range(20):  # bounded: 20 NOOPs, one every 0.3 s at most
+        try:
+            c.sock.sendall(b"NOOP\r\n")
+            reply = c.sock.recv(4096)
+        except (TimeoutError, OSError):
+            continue
+        if reply.startswith(b"421"):
+            break
+        time.sleep(0.2)
+    assert reply.startswith(b"421 4.7.0") and b"Session time limit" in reply, reply
+    assert 0.8 <= time.monotonic() - started <= 5
+    assert "session lifetime reached" in srv.log()
+
+    srv = server_factory(smtp={"max_session_bytes": 5000})
+    c = srv.raw()
+    c.expect("EHLO client.test.example", 250)
+    c.expect(f"MAIL FROM:<{SENDER}>", 250)
+    c.expect("RCPT TO:<user@test.example>", 250)
+    c.expect("DATA", 354)
+    c.send(b"Subject: big\r\n\r\n" + (b"y" * 78 + b"\r\n") * 100)
+    code, lines = c.reply()
+    assert code == 421 and "Session size limit" in lines[0], lines
+    assert c.at_eof()
+    wait_until(srv.spool_empty, 10, "an empty spool")
+    assert srv.all_delivered() == []

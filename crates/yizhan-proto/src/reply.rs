@@ -343,6 +343,15 @@ impl Reply {
         )
     }
 
+    /// The session reached its lifetime or its byte quota (issue #13); sent before closing.
+    pub fn session_limit(host: &str, what: &str) -> Reply {
+        Reply::new(
+            421,
+            enh(4, 7, 0),
+            format!("{host} Session {what} limit reached, closing transmission channel"),
+        )
+    }
+
     /// Too many VRFY or EXPN commands from this address in a minute (issue #13).
     pub fn verify_rate_limited() -> Reply {
         Reply::new(
@@ -1520,6 +1529,7 @@ mod tests {
             Reply::too_many_hops(100),
             Reply::rate_limited("h", "connections"),
             Reply::verify_rate_limited(),
+            Reply::session_limit("h", "time"),
             Reply::need_helo(),
             Reply::need_mail(),
             Reply::need_rcpt(),

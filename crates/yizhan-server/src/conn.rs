@@ -189,6 +189,8 @@ pub async fn serve<S>(
             write_failed: false,
             hops: HopCounter::new(),
             data_deadline: None,
+            started: tokio::time::Instant::now(),
+            bytes_in: 0,
             shutdown,
             tls_info,
             trusted,
@@ -202,6 +204,17 @@ pub async fn serve<S>(
     }
     .instrument(span)
     .await
+}
+
+/// Which limit ends a wait for the client ([`Connection::read_timeout`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expiry {
+    /// The command or data block timeout.
+    Read,
+    /// `data_termination_timeout`.
+    WholeData,
+    /// `session_lifetime`.
+    Session,
 }
 
 /// Answers `421` to a connection refused before a session starts (too many connections).
@@ -229,6 +242,10 @@ struct Connection<S> {
     /// When the message data (DATA, or all BDAT chunks together) must have ended:
     /// `data_termination_timeout` after it started.
     data_deadline: Option<tokio::time::Instant>,
+    /// When the session began (`session_lifetime`).
+    started: tokio::time::Instant,
+    /// Bytes read from the client so far (`max_session_bytes`).
+    bytes_in: u64,
     shutdown: CancellationToken,
     /// TLS version and cipher once TLS is active.
     tls_info: Option<String>,
@@ -296,24 +313,16 @@ where
                 self.session.close_with(Reply::shutting_down(&host));
                 continue;
             }
-            let (timeout, whole_data) = self.read_timeout();
+            let (timeout, expiry) = self.read_timeout();
             tokio::select! {
                 read = tokio::time::timeout(
                     timeout,
                     self.stream.read_into(&mut self.session),
                 ) => match read {
                     Ok(Ok(0)) => return "client closed the connection",
-                    Ok(Ok(_)) => {}
+                    Ok(Ok(n)) => self.count_bytes(n),
                     Ok(Err(_)) => return "read failed",
-                    Err(_) => {
-                        if whole_data {
-                            warn!(limit = ?self.listener.smtp.timeouts.data_termination, "timeout: the message data took too long");
-                        } else {
-                            warn!("timeout");
-                        }
-                        let host = self.shared.settings.hostname.clone();
-                        self.session.close_with(Reply::timeout(&host));
-                    }
+                    Err(_) => self.expired(expiry),
                 },
                 _ = self.shutdown.cancelled(), if !shutting_down => {
                     shutting_down = true;
@@ -328,24 +337,62 @@ where
         }
     }
 
-    /// How long to wait for the client's next bytes, and whether that is the end of the
-    /// `data_termination_timeout` (the whole message) rather than one read's timeout.
-    fn read_timeout(&self) -> (Duration, bool) {
-        let timeouts = &self.listener.smtp.timeouts;
+    /// How long to wait for the client's next bytes, and which limit ends that wait: one
+    /// read's timeout, the `data_termination_timeout` (the whole message), or the session's
+    /// lifetime.
+    fn read_timeout(&self) -> (Duration, Expiry) {
+        let smtp = &self.listener.smtp;
         let read = match self.session.phase() {
-            Phase::Data => timeouts.data_block,
-            _ => timeouts.command,
+            Phase::Data => smtp.timeouts.data_block,
+            _ => smtp.timeouts.command,
         };
-        match self.data_deadline {
-            Some(deadline) => {
-                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                if left < read {
-                    (left, true)
-                } else {
-                    (read, false)
-                }
+        let now = tokio::time::Instant::now();
+        let mut wait = (read, Expiry::Read);
+        if let Some(deadline) = self.data_deadline {
+            let left = deadline.saturating_duration_since(now);
+            if left < wait.0 {
+                wait = (left, Expiry::WholeData);
             }
-            None => (read, false),
+        }
+        let left = (self.started + smtp.session_lifetime).saturating_duration_since(now);
+        if left < wait.0 {
+            wait = (left, Expiry::Session);
+        }
+        wait
+    }
+
+    /// A wait for the client ran out: 421 and close, with the reason logged.
+    fn expired(&mut self, expiry: Expiry) {
+        let smtp = &self.listener.smtp;
+        let host = self.shared.settings.hostname.clone();
+        let reply = match expiry {
+            Expiry::Read => {
+                warn!("timeout");
+                Reply::timeout(&host)
+            }
+            Expiry::WholeData => {
+                warn!(limit = ?smtp.timeouts.data_termination, "timeout: the message data took too long");
+                Reply::timeout(&host)
+            }
+            Expiry::Session => {
+                warn!(limit = ?smtp.session_lifetime, "session lifetime reached; closing");
+                Reply::session_limit(&host, "time")
+            }
+        };
+        self.session.close_with(reply);
+    }
+
+    /// Counts bytes read from the client against `max_session_bytes`.
+    fn count_bytes(&mut self, n: usize) {
+        self.bytes_in = self.bytes_in.saturating_add(n as u64);
+        let quota = self.listener.smtp.max_session_bytes;
+        if self.bytes_in > quota {
+            warn!(
+                bytes = self.bytes_in,
+                quota, "session byte quota reached; closing"
+            );
+            let host = self.shared.settings.hostname.clone();
+            self.session.close_with(Reply::session_limit(&host, "size"));
         }
     }
 

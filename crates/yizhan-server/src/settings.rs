@@ -359,6 +359,10 @@ pub struct SmtpSettings {
     pub limit_exceptions: Option<Vec<IpNet>>,
     /// Rate limits per client address.
     pub rate_limits: RateLimitSettings,
+    /// The longest a session may last, whatever it does (then 421).
+    pub session_lifetime: Duration,
+    /// The most bytes a session may send, all messages and commands together (then 421).
+    pub max_session_bytes: u64,
 }
 
 /// Rate limits per client address, each in events per minute (0: off); see
@@ -421,6 +425,8 @@ impl Default for SmtpSettings {
             relay_networks: Vec::new(),
             limit_exceptions: None,
             rate_limits: RateLimitSettings::default(),
+            session_lifetime: Duration::from_secs(3600),
+            max_session_bytes: 1 << 30,
         }
     }
 }

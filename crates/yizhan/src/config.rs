@@ -603,6 +603,8 @@ struct RawSmtp {
     relay_networks: Option<Spanned<Vec<Spanned<String>>>>,
     limit_exceptions: Option<Spanned<Vec<Spanned<String>>>>,
     connection_rate_limit: Option<Spanned<i64>>,
+    session_lifetime: Option<Spanned<RawDuration>>,
+    max_session_bytes: Option<Spanned<i64>>,
     auth_failure_rate_limit: Option<Spanned<i64>>,
     verify_rate_limit: Option<Spanned<i64>>,
     etrn_rate_limit: Option<Spanned<i64>>,
@@ -1548,6 +1550,19 @@ impl RawConfig {
         if let Some(networks) = v.networks("smtp.limit_exceptions", &raw.limit_exceptions) {
             s.limit_exceptions = Some(networks);
         }
+        s.session_lifetime = v.duration(
+            "smtp.session_lifetime",
+            &raw.session_lifetime,
+            true,
+            d.session_lifetime,
+        );
+        s.max_session_bytes = v.integer(
+            "smtp.max_session_bytes",
+            &raw.max_session_bytes,
+            1,
+            "",
+            d.max_session_bytes,
+        );
         let r = &mut s.rate_limits;
         let dr = &d.rate_limits;
         for (key, raw, value, default) in [
