@@ -179,6 +179,7 @@ pub async fn serve<S>(
         let config =
             policy::server_config(&shared.settings.hostname, &listener, tls_info.is_some());
         let trusted = policy::is_trusted(&listener.smtp, peer.ip());
+        let exempt = policy::is_limit_exempt(&listener.smtp, peer.ip());
         let mut conn = Connection {
             stream,
             peer,
@@ -191,6 +192,7 @@ pub async fn serve<S>(
             data_deadline: None,
             started: tokio::time::Instant::now(),
             bytes_in: 0,
+            exempt,
             shutdown,
             tls_info,
             trusted,
@@ -246,6 +248,8 @@ struct Connection<S> {
     started: tokio::time::Instant,
     /// Bytes read from the client so far (`max_session_bytes`).
     bytes_in: u64,
+    /// The client is in `limit_exceptions`: no session lifetime or byte quota.
+    exempt: bool,
     shutdown: CancellationToken,
     /// TLS version and cipher once TLS is active.
     tls_info: Option<String>,
@@ -355,7 +359,7 @@ where
             }
         }
         let left = (self.started + smtp.session_lifetime).saturating_duration_since(now);
-        if left < wait.0 {
+        if left < wait.0 && !self.exempt {
             wait = (left, Expiry::Session);
         }
         wait
@@ -386,7 +390,7 @@ where
     fn count_bytes(&mut self, n: usize) {
         self.bytes_in = self.bytes_in.saturating_add(n as u64);
         let quota = self.listener.smtp.max_session_bytes;
-        if self.bytes_in > quota {
+        if self.bytes_in > quota && !self.exempt {
             warn!(
                 bytes = self.bytes_in,
                 quota, "session byte quota reached; closing"
@@ -515,8 +519,7 @@ where
     /// Counts one `event` against the client address's rate limit; true if within it (or the
     /// client is exempt).
     fn allow(&self, event: Limited) -> bool {
-        let ip = self.peer.ip();
-        policy::is_limit_exempt(&self.listener.smtp, ip) || self.shared.limits.allow(event, ip)
+        self.exempt || self.shared.limits.allow(event, self.peer.ip())
     }
 
     /// A failed attempt: logged (never with the password), then a growing delay, and after
