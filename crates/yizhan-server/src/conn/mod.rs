@@ -13,6 +13,9 @@
 //! plaintext byte it held and the client must EHLO again. AUTH (RFC 4954) payloads and
 //! passwords never reach a log.
 
+mod data;
+mod session_auth;
+
 use std::collections::HashMap;
 use std::io;
 use std::mem::MaybeUninit;
@@ -488,83 +491,6 @@ where
         }
     }
 
-    /// Carries an AUTH exchange one step further (RFC 4954 4).
-    async fn auth_step(&mut self, step: Step) -> Decision {
-        match step {
-            Step::Challenge(reply) => Decision::Reply(reply),
-            Step::Fail(reply) => {
-                self.auth = None;
-                self.auth_failed(None, reply).await
-            }
-            Step::Verify { user, password } => {
-                self.auth = None;
-                let credentials = self.shared.credentials.clone();
-                let checks = &self.shared.password_checks;
-                match auth::verify(checks, credentials, user.clone(), password).await {
-                    Ok(Some(canonical)) => {
-                        info!(user = %canonical, "authenticated");
-                        self.user = Some(canonical);
-                        Decision::Reply(Reply::auth_ok())
-                    }
-                    Ok(None) => self.auth_failed(Some(&user), Reply::auth_failed()).await,
-                    Err(error) => {
-                        warn!(%error, "password check failed");
-                        Decision::Reply(Reply::auth_temp_failure())
-                    }
-                }
-            }
-        }
-    }
-
-    /// Counts one `event` against the client address's rate limit; true if within it (or the
-    /// client is exempt).
-    fn allow(&self, event: Limited) -> bool {
-        self.exempt || self.shared.limits.allow(event, self.peer.ip())
-    }
-
-    /// A failed attempt: logged (never with the password), then a growing delay, and after
-    /// `max_failures` the connection is closed with 421.
-    async fn auth_failed(&mut self, user: Option<&str>, reply: Reply) -> Decision {
-        self.auth_failures += 1;
-        if !self.allow(Limited::AuthFailure) {
-            warn!(client = %self.peer.ip(), "too many failed AUTH attempts from this address; closing");
-            let host = self.shared.settings.hostname.clone();
-            return Decision::Close(Reply::rate_limited(&host, "failed AUTH attempts"));
-        }
-        let policy = &self.listener.auth;
-        warn!(
-            client = %self.peer.ip(),
-            user = user.unwrap_or("<malformed>"),
-            failures = self.auth_failures,
-            "authentication failed"
-        );
-        if self.auth_failures >= policy.max_failures {
-            warn!(client = %self.peer.ip(), "too many authentication failures; closing");
-            let host = self.shared.settings.hostname.clone();
-            return Decision::Close(Reply::auth_too_many_failures(&host));
-        }
-        let delay = auth::failure_delay(
-            self.auth_failures,
-            policy.failure_delay,
-            policy.failure_delay_max,
-        );
-        tokio::time::sleep(delay).await;
-        Decision::Reply(reply)
-    }
-
-    fn body(&mut self, chunk: &[u8]) {
-        if self.write_failed {
-            return;
-        }
-        self.hops.feed(chunk);
-        if let Some(incoming) = self.incoming.as_mut()
-            && let Err(error) = incoming.write(chunk)
-        {
-            warn!(%error, "spool write failed");
-            self.write_failed = true;
-        }
-    }
-
     async fn answer(&mut self, question: Question) -> Decision {
         let settings = &self.shared.settings;
         let directory = &settings.directory;
@@ -684,192 +610,11 @@ where
             },
         }
     }
-
-    /// Opens the spool writer and writes the `Received:` line (RFC 5321 4.4) first.
-    fn start_data(&mut self) -> Decision {
-        self.write_failed = false;
-        self.hops = HopCounter::new();
-        self.data_deadline =
-            Some(tokio::time::Instant::now() + self.listener.smtp.timeouts.data_termination);
-        let mut incoming = match self.shared.spool.create() {
-            Ok(incoming) => incoming,
-            Err(error) => {
-                warn!(%error, "cannot create a spool file");
-                return Decision::Reply(Reply::local_error());
-            }
-        };
-        let received = self.received_line(incoming.id().as_str());
-        if let Err(error) = incoming.write(received.as_bytes()) {
-            warn!(%error, "spool write failed");
-            return Decision::Reply(Reply::local_error());
-        }
-        self.incoming = Some(incoming);
-        Decision::Accept
-    }
-
-    async fn end_of_data(&mut self, transaction: Transaction, size: u64) -> Decision {
-        self.data_deadline = None;
-        let Some(incoming) = self.incoming.take() else {
-            return Decision::Reply(Reply::local_error());
-        };
-        if std::mem::take(&mut self.write_failed) {
-            return Decision::Reply(Reply::local_error());
-        }
-        // RFC 5321 6.3: our own `Received:` line counts as one more hop.
-        let hops = self.hops.hops() + 1;
-        let max_hops = self.shared.settings.smtp.max_hops;
-        if hops > max_hops {
-            warn!(from = %transaction.from, hops, max_hops, "message refused: too many hops (a mail loop?)");
-            return Decision::Reply(Reply::too_many_hops(max_hops));
-        }
-        let envelope = self.envelope(incoming.id().clone(), &transaction, size);
-        let recipients = envelope.recipients.len();
-        if recipients == 0 {
-            // Never committed: a message nobody would get, acknowledged, would be lost.
-            warn!(from = %transaction.from, "no recipient to queue; message not accepted");
-            return Decision::Reply(Reply::local_error());
-        }
-        let mut stored = envelope.clone();
-        stored.size = incoming.size();
-        match self.shared.spool.commit(incoming, envelope).await {
-            Ok(id) => {
-                info!(queue_id = %id, from = %transaction.from, size, recipients, "queued");
-                stored.id = id.clone();
-                self.shared.runner.submit(stored);
-                Decision::Reply(Reply::queued(id.as_str()))
-            }
-            Err(error) => {
-                warn!(%error, "commit failed; answering 451");
-                Decision::Reply(Reply::local_error())
-            }
-        }
-    }
-
-    /// The spool envelope for a finished transaction: aliases expanded, duplicates removed.
-    fn envelope(&self, id: QueueId, tx: &Transaction, size: u64) -> Envelope {
-        let received_at = jiff::Timestamp::now().as_second();
-        let mut recipients: Vec<Recipient> = Vec::new();
-        for (to, params) in &tx.recipients {
-            let Some(targets) = self.accepted.get(&to.to_string()) else {
-                warn!(to = %to, "accepted recipient without a decision; not queued");
-                continue;
-            };
-            for target in targets.iter().cloned() {
-                let Some(mut recipient) = policy::queued(target, to.clone(), received_at) else {
-                    continue;
-                };
-                if recipients.iter().any(|r| r.address == recipient.address) {
-                    continue;
-                }
-                recipient.notify = params.notify;
-                recipient.orcpt.clone_from(&params.orcpt);
-                recipients.push(recipient);
-            }
-        }
-        Envelope {
-            id,
-            received_at,
-            size,
-            reverse_path: tx.from.clone(),
-            envid: tx.params.envid.clone(),
-            ret: tx.params.ret,
-            body: tx.params.body,
-            smtputf8: tx.params.smtputf8,
-            client: ClientInfo {
-                helo: self.session.helo().cloned(),
-                origin: Origin::Network { address: self.peer },
-                auth_user: self.user.as_deref().and_then(|u| Mailbox::parse(u).ok()),
-                tls: self.tls_info.clone(),
-            },
-            recipients,
-            held: false,
-        }
-    }
-
-    /// The trace line (RFC 5321 4.4): from (HELO name and address) (the TLS version and cipher)
-    /// by (us) with (protocol: SMTP, ESMTP, ESMTPS, ESMTPA, ESMTPSA of RFC 3848, or the
-    /// UTF8SMTP forms of RFC 6531) id (queue id) for (the recipient when there is exactly one);
-    /// date.
-    fn received_line(&self, id: &str) -> String {
-        let helo = match self.session.helo() {
-            Some(Host::Domain(d)) => d.to_string(),
-            Some(host @ Host::Literal(_)) => host.to_string(),
-            None => "unknown".to_string(),
-        };
-        let tx = self.session.transaction();
-        let utf8 = tx.is_some_and(|tx| tx.params.smtputf8);
-        let protocol = protocol_name(
-            utf8,
-            self.session.is_extended(),
-            self.session.is_tls(),
-            self.user.is_some(),
-        );
-        let tls = match &self.tls_info {
-            Some(described) => format!("\r\n\t(using {described})"),
-            None => String::new(),
-        };
-        // RFC 5321 4.1.3: an IPv6 address literal has the `IPv6:` tag.
-        let ip = match self.peer.ip().to_canonical() {
-            std::net::IpAddr::V4(v4) => format!("[{v4}]"),
-            std::net::IpAddr::V6(v6) => format!("[IPv6:{v6}]"),
-        };
-        let mut line = format!(
-            "Received: from {helo} ({ip}){tls}\r\n\tby {host} (yizhan) with {protocol} id {id}",
-            host = self.shared.settings.hostname,
-        );
-        if let Some(tx) = tx
-            && tx.recipients.len() == 1
-        {
-            line.push_str(&format!("\r\n\tfor {}", tx.recipients[0].0));
-        }
-        let now = jiff::ZonedDateTime::now();
-        let date = jiff::fmt::rfc2822::to_string(&now).unwrap_or_else(|_| now.to_string());
-        line.push_str(&format!(";\r\n\t{date}\r\n"));
-        line
-    }
-}
-
-/// The `with` protocol name of RFC 3848 (and RFC 6531 3.7.3 for SMTPUTF8): `S` for TLS, `A` for
-/// an authenticated client.
-fn protocol_name(utf8: bool, extended: bool, tls: bool, authenticated: bool) -> String {
-    let base = match (utf8, extended) {
-        (true, _) => "UTF8SMTP",
-        (false, true) => "ESMTP",
-        (false, false) => return "SMTP".to_owned(),
-    };
-    let suffix = match (tls, authenticated) {
-        (false, false) => "",
-        (true, false) => "S",
-        (false, true) => "A",
-        (true, true) => "SA",
-    };
-    format!("{base}{suffix}")
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn protocol_names_follow_rfc_3848() {
-        let table = [
-            ((false, false, false, false), "SMTP"),
-            ((false, true, false, false), "ESMTP"),
-            ((false, true, true, false), "ESMTPS"),
-            ((false, true, false, true), "ESMTPA"),
-            ((false, true, true, true), "ESMTPSA"),
-            ((true, true, true, true), "UTF8SMTPSA"),
-            ((true, true, false, false), "UTF8SMTP"),
-        ];
-        for ((utf8, ext, tls, auth), want) in table {
-            assert_eq!(protocol_name(utf8, ext, tls, auth), want);
-        }
     }
 }
