@@ -70,3 +70,12 @@ def test_a_data_directory_the_account_cannot_reach_is_refused(server_factory, tm
     assert out.returncode != 0, out
     assert f"user yizhan cannot reach the data directory {closed}/data" in out.stderr, out.stderr
     assert f"chmod o+x {closed}" in out.stderr, out.stderr
+
+
+def test_check_config_says_what_serve_would_refuse(server_factory):
+    srv = server_factory(top={"user": "no-such-yizhan"}, start=False)
+    out = subprocess.run([str(srv.binary), "check-config", "--config", str(srv.config)],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1, out
+    assert 'user "no-such-yizhan" does not exist' in out.stderr, out.stderr
+    assert "user: no-such-yizhan" in out.stdout, out.stdout

@@ -307,6 +307,11 @@ pub fn summary(settings: &Settings) -> Vec<String> {
     let mut lines = vec![
         format!("hostname: {}", settings.hostname),
         format!("data_dir: {}", settings.data_dir.display()),
+        format!(
+            "user: {}, group {} (when started as root)",
+            settings.user,
+            settings.group.as_deref().unwrap_or("the user's own")
+        ),
     ];
     for l in &settings.listeners {
         if l.overrides == ListenerOverrides::default() {

@@ -274,6 +274,18 @@ fn check_config(args: &ConfigArgs) -> ExitCode {
                     }
                 }
             }
+            // As root, what `serve` would refuse about its account (issue #13).
+            let account = privileges::account(&settings.user, settings.group.as_deref()).and_then(
+                |account| match account {
+                    Some(a) => privileges::check_reachable(&settings.data_dir, &a),
+                    None => Ok(()),
+                },
+            );
+            if let Err(e) = account {
+                eprintln!("{e}");
+                eprintln!("configuration has 1 problem");
+                return ExitCode::FAILURE;
+            }
             println!("configuration OK");
             ExitCode::SUCCESS
         }
