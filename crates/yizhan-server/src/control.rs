@@ -503,6 +503,23 @@ pub async fn serve_control(
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let listener = bind_private(&path)?;
+    serve_control_on(listener, path, control, shutdown).await
+}
+
+/// Binds the control socket at `path` (see [`serve_control`]) without serving it yet: the
+/// server binds it before it says it is ready, so that `yizhan queue` works from then on.
+pub fn bind_control(path: &Path) -> io::Result<UnixListener> {
+    bind_private(path)
+}
+
+/// Serves an already bound control socket ([`bind_control`]) until `shutdown`, then removes
+/// `path`.
+pub async fn serve_control_on(
+    listener: UnixListener,
+    path: PathBuf,
+    control: Control,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
     info!(path = %path.display(), "control socket listening");
     let tracker = TaskTracker::new();
     let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
@@ -697,6 +714,7 @@ pub async fn run_operations(
     settings: Arc<Settings>,
     spool: Spool,
     runner: RunnerHandle,
+    bound: Option<UnixListener>,
     shutdown: CancellationToken,
 ) {
     let pickup = Pickup::new(
@@ -708,7 +726,11 @@ pub async fn run_operations(
     let control = Control::new(spool, runner, Some(pickup.handle()));
     let path = socket_path(&settings.data_dir);
     let pickup_task = tokio::spawn(pickup.run(shutdown.clone()));
-    if let Err(e) = serve_control(path.clone(), control, shutdown.clone()).await {
+    let served = match bound {
+        Some(listener) => serve_control_on(listener, path.clone(), control, shutdown.clone()).await,
+        None => serve_control(path.clone(), control, shutdown.clone()).await,
+    };
+    if let Err(e) = served {
         error!(path = %path.display(), error = %e, "cannot serve the control socket; `yizhan queue` will not work");
         shutdown.cancelled().await;
     }

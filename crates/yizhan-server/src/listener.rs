@@ -72,6 +72,9 @@ pub struct Server {
     listeners: Vec<(TcpListener, SocketAddr, Arc<ListenerPolicy>)>,
     spool: Spool,
     tls: Option<Arc<TlsStore>>,
+    /// The control socket, bound before the server says it is ready (`None`: it could not
+    /// be, logged; mail service goes on without it).
+    control: Option<tokio::net::UnixListener>,
 }
 
 impl Server {
@@ -122,11 +125,22 @@ impl Server {
         if let Err(e) = crate::pickup::make_maildrop(&maildrop) {
             warn!(dir = %maildrop.display(), error = %e, "cannot create the maildrop directory; `sendmail` will not work");
         }
+        // The control socket too, so that `yizhan queue` works as soon as the server is ready
+        // (binding it later, in a task, raced with a client started right after "ready").
+        let socket = crate::control::socket_path(&settings.data_dir);
+        let control = match crate::control::bind_control(&socket) {
+            Ok(listener) => Some(listener),
+            Err(e) => {
+                warn!(path = %socket.display(), error = %e, "cannot bind the control socket; `yizhan queue` will not work");
+                None
+            }
+        };
         Ok(Server {
             settings: Arc::new(settings),
             listeners,
             spool,
             tls,
+            control,
         })
     }
 
@@ -210,6 +224,7 @@ impl Server {
             settings.clone(),
             self.spool.clone(),
             shared.runner.clone(),
+            self.control,
             shutdown.clone(),
         ));
 

@@ -92,6 +92,7 @@ impl Live {
                 settings,
                 spool.clone(),
                 handle,
+                None,
                 stop.clone(),
             )),
         ];
