@@ -374,7 +374,7 @@ impl Pickup {
             for r in recipients.iter_mut().filter(|r| r.is_pending()) {
                 r.status = RecipientStatus::Failed {
                     at: now,
-                    detail: detail.trim_end().to_owned(),
+                    detail: detail.clone(),
                 };
             }
         }

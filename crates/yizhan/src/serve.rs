@@ -31,27 +31,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     // Binds first, then opens (and creates) the spool in data_dir: a start that fails on a
     // listener leaves nothing behind.
     let server = Server::bind(settings).await?;
-    // Listeners bound and keys read as root: from here on, the service account.
-    if let Some(account) = &account {
-        let changed = privileges::give(&data_dir, account)?;
-        privileges::drop_to(account)?;
-        tracing::info!(
-            user = %account.name,
-            uid = account.uid,
-            gid = account.gid,
-            data_dir_entries_given = changed,
-            "privileges dropped"
-        );
-    }
-    match private::tighten(&data_dir) {
-        Ok(changed) if !changed.is_empty() => tracing::warn!(
-            paths = changed.len(),
-            first = %changed[0].display(),
-            "made files in the data directory private (no access for group or others)"
-        ),
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "cannot make the data directory private"),
-    }
+    become_service(&data_dir, account.as_ref())?;
     let addresses: Vec<String> = server.local_addrs().iter().map(|a| a.to_string()).collect();
     tracing::info!(listen = %addresses.join(" "), data_dir = %data_dir.display(), "ready");
     tracing::info!("ready; waiting for SIGTERM (stop) or SIGHUP (reload TLS)");
@@ -78,6 +58,36 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     systemd(&[sd_notify::NotifyState::Stopping]);
     shutdown.cancel();
     serving.await.context("server task failed")??;
+    Ok(())
+}
+
+/// Once the listeners are bound and the keys read (as root): the data directory goes to the
+/// service account, every privilege is dropped, and what an earlier umask left open in the
+/// data directory is made private.
+fn become_service(
+    data_dir: &std::path::Path,
+    account: Option<&privileges::Account>,
+) -> Result<(), privileges::PrivilegeError> {
+    if let Some(account) = account {
+        let changed = privileges::give(data_dir, account)?;
+        privileges::drop_to(account)?;
+        tracing::info!(
+            user = %account.name,
+            uid = account.uid,
+            gid = account.gid,
+            data_dir_entries_given = changed,
+            "privileges dropped"
+        );
+    }
+    match private::tighten(data_dir) {
+        Ok(changed) if !changed.is_empty() => tracing::warn!(
+            paths = changed.len(),
+            first = %changed[0].display(),
+            "made files in the data directory private (no access for group or others)"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot make the data directory private"),
+    }
     Ok(())
 }
 
