@@ -21,7 +21,6 @@ use yizhan_delivery::route::{RoutingTable, TlsPolicy};
 use yizhan_delivery::smtp::{SmtpSettings, TlsClient};
 use yizhan_proto::reply::Reply;
 use yizhan_spool::Spool;
-use yizhan_spool::schedule::RetryPolicy;
 
 use crate::conn::{self, Shared};
 use crate::policy::ListenerPolicy;
@@ -184,11 +183,7 @@ impl Server {
             Maildir::new(settings.data_dir.join("mail")).with_sync(queue.maildir_sync),
             RunnerSettings {
                 concurrency: queue.concurrency,
-                retry: RetryPolicy {
-                    initial: queue.retry_initial,
-                    max_backoff: queue.retry_max_backoff,
-                    give_up_after: queue.give_up_after,
-                },
+                retry: queue.retry,
                 hostname: settings.hostname.clone(),
             },
             Arc::new(SystemClock),

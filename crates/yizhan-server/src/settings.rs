@@ -28,6 +28,9 @@ pub use yizhan_delivery::route::{Smarthost, TlsPolicy};
 /// The user name and password a smarthost asks for (AUTH, RFC 4954).
 pub use yizhan_proto::client::Credentials as SmarthostCredentials;
 
+use yizhan_proto::server::ServerConfig;
+use yizhan_spool::RetryPolicy;
+
 use crate::auth::{Credentials, Mechanism};
 use crate::directory::Directory;
 
@@ -75,7 +78,7 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Self {
-            hostname: "localhost".to_owned(),
+            hostname: ServerConfig::default().hostname,
             data_dir: PathBuf::new(),
             listeners: vec![ListenerSettings::default()],
             user: "yizhan".to_owned(),
@@ -224,6 +227,11 @@ pub struct TlsSettings {
     /// How often the files are checked for a change (a renewed certificate is picked up
     /// without a restart; SIGHUP reloads at once).
     pub reload_interval: Duration,
+}
+
+impl TlsSettings {
+    /// [`Self::reload_interval`] when the configuration does not say.
+    pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(60);
 }
 
 /// AUTH (RFC 4954) policy.
@@ -393,16 +401,20 @@ impl Default for RateLimitSettings {
 }
 
 impl Default for SmtpSettings {
+    /// Where the protocol core has a default (limits, extensions, verbs), it is the one: each
+    /// number is written once.
     fn default() -> Self {
+        let proto = ServerConfig::default();
+        let ext = &proto.extensions;
         Self {
-            max_message_size: 10 * 1024 * 1024,
-            max_recipients: 1000,
-            max_line_length: 2048,
-            max_errors: yizhan_proto::server::DEFAULT_MAX_ERRORS,
+            max_message_size: proto.max_message_size,
+            max_recipients: proto.max_recipients,
+            max_line_length: proto.max_line_length,
+            max_errors: proto.max_errors,
             soft_error_limit: 10,
             error_sleep: Duration::from_secs(1),
-            junk_command_limit: yizhan_proto::server::DEFAULT_JUNK_COMMAND_LIMIT,
-            recipient_overshoot_limit: yizhan_proto::server::DEFAULT_RECIPIENT_OVERSHOOT_LIMIT,
+            junk_command_limit: proto.junk_command_limit,
+            recipient_overshoot_limit: proto.recipient_overshoot_limit,
             max_hops: 100,
             max_connections: 1000,
             max_connections_per_ip: 50,
@@ -411,17 +423,17 @@ impl Default for SmtpSettings {
             // directory to anonymous clients (RFC 5321 7.3), and 252 keeps naive senders happy.
             vrfy: VerifyPolicy::CannotVerify,
             expn: VerifyPolicy::Disabled,
-            send_soml_saml: true,
-            help: true,
-            pipelining: true,
-            eight_bit_mime: true,
-            smtputf8: true,
-            chunking: true,
-            enhanced_status_codes: true,
-            dsn: false,
-            binarymime: false,
-            turn: false,
-            etrn: false,
+            send_soml_saml: proto.verbs.send,
+            help: proto.verbs.help,
+            pipelining: ext.pipelining,
+            eight_bit_mime: ext.eight_bit_mime,
+            smtputf8: ext.smtputf8,
+            chunking: ext.chunking,
+            enhanced_status_codes: ext.enhanced_status_codes,
+            dsn: ext.dsn,
+            binarymime: ext.binarymime,
+            turn: proto.verbs.turn,
+            etrn: ext.etrn,
             relay_networks: Vec::new(),
             limit_exceptions: None,
             rate_limits: RateLimitSettings::default(),
@@ -495,23 +507,19 @@ impl std::fmt::Display for VerifyPolicy {
 pub struct QueueSettings {
     /// The most deliveries in flight at once.
     pub concurrency: usize,
-    /// The delay before the first retry after a temporary failure.
-    pub retry_initial: Duration,
-    /// The longest delay between two retries (the backoff stops growing here).
-    pub retry_max_backoff: Duration,
-    /// After this long in the queue a message is bounced (RFC 5321 4.5.4.1: 4-5 days).
-    pub give_up_after: Duration,
+    /// When to retry after a temporary failure, how the wait grows, and when to give up
+    /// (RFC 5321 4.5.4.1: 4-5 days).
+    pub retry: RetryPolicy,
     /// How a batch of Maildir deliveries is made durable (`[queue] maildir_sync`).
     pub maildir_sync: MaildirSync,
 }
 
 impl Default for QueueSettings {
+    /// The runner's and the spool's own defaults.
     fn default() -> Self {
         Self {
-            concurrency: 8,
-            retry_initial: Duration::from_secs(300),
-            retry_max_backoff: Duration::from_secs(4000),
-            give_up_after: Duration::from_secs(5 * 24 * 3600),
+            concurrency: crate::queue::RunnerSettings::default().concurrency,
+            retry: RetryPolicy::default(),
             maildir_sync: MaildirSync::Batch,
         }
     }
@@ -560,20 +568,23 @@ pub struct DeliverySettings {
 }
 
 impl Default for DeliverySettings {
+    /// The SMTP client's and the runner's own defaults, so that each number is written once.
     fn default() -> Self {
+        let client = yizhan_delivery::smtp::SmtpSettings::default();
+        let outbound = crate::queue::OutboundSettings::default();
         Self {
-            remote_port: 25,
+            remote_port: client.port,
             dns_servers: Vec::new(),
             dns_timeout: Duration::from_secs(5),
-            connect_timeout: Duration::from_secs(30),
-            greeting_timeout: Duration::from_secs(300),
-            command_timeout: Duration::from_secs(300),
-            data_block_timeout: Duration::from_secs(180),
-            data_end_timeout: Duration::from_secs(600),
-            max_mx_hosts: 5,
-            per_destination: 4,
-            connection_idle: Duration::from_secs(5),
-            delay_warning: Some(Duration::from_secs(4 * 3600)),
+            connect_timeout: client.connect_timeout,
+            greeting_timeout: client.greeting_timeout,
+            command_timeout: client.command_timeout,
+            data_block_timeout: client.data_block_timeout,
+            data_end_timeout: client.data_end_timeout,
+            max_mx_hosts: client.max_hosts,
+            per_destination: outbound.per_destination,
+            connection_idle: outbound.connection_idle,
+            delay_warning: outbound.delay_warning,
             honour_source_routes: false,
             local_names: Vec::new(),
             tls: TlsPolicy::Opportunistic,
@@ -639,7 +650,7 @@ mod tests {
         assert_eq!(s.smtp.timeouts.data_termination, Duration::from_secs(600));
         assert_eq!(s.smtp.vrfy, VerifyPolicy::CannotVerify);
         assert_eq!(s.smtp.expn, VerifyPolicy::Disabled);
-        assert_eq!(s.queue.give_up_after, Duration::from_secs(432_000));
+        assert_eq!(s.queue.retry.give_up_after, Duration::from_secs(432_000));
         assert!(s.directory.is_local_domain("localhost"));
     }
 

@@ -43,7 +43,7 @@ impl Default for RunnerSettings {
         RunnerSettings {
             concurrency: 8,
             retry: RetryPolicy::default(),
-            hostname: "localhost".into(),
+            hostname: yizhan_proto::server::ServerConfig::default().hostname,
         }
     }
 }

@@ -1,0 +1,176 @@
+//! The human summary of the settings, one line each (for `check-config` and the start-up log).
+
+use std::time::Duration;
+
+use yizhan_server::settings::{ListenerOverrides, MaildirSync, Settings};
+
+/// A human summary of the settings, one line each (for `check-config` and the start-up log).
+pub fn summary(settings: &Settings) -> Vec<String> {
+    let d = &settings.directory;
+    let s = &settings.smtp;
+    let secs = |d: Duration| d.as_secs();
+    let mut lines = vec![
+        format!("hostname: {}", settings.hostname),
+        format!("data_dir: {}", settings.data_dir.display()),
+        format!(
+            "user: {}, group {} (when started as root)",
+            settings.user,
+            settings.group.as_deref().unwrap_or("the user's own")
+        ),
+    ];
+    for l in &settings.listeners {
+        if l.overrides == ListenerOverrides::default() {
+            lines.push(format!("listener: {} ({})", l.address, l.kind));
+        } else {
+            lines.push(format!(
+                "listener: {} ({}) with overrides {:?}",
+                l.address, l.kind, l.overrides
+            ));
+        }
+    }
+    match &settings.tls {
+        Some(tls) => lines.push(format!(
+            "tls: cert {}, key {}, checked for changes every {}s (SIGHUP reloads at once)",
+            tls.cert.display(),
+            tls.key.display(),
+            tls.reload_interval.as_secs()
+        )),
+        None => lines.push("tls: off (no [tls] section)".to_owned()),
+    }
+    let a = &settings.auth;
+    let mechanisms: Vec<&str> = a.mechanisms.iter().map(|m| m.as_str()).collect();
+    lines.push(format!(
+        "auth: {} ({} users with a password), require_tls {}, max_failures {}, failure delay {}ms doubling up to {}ms, sender_must_match {}",
+        if mechanisms.is_empty() { "off".to_owned() } else { mechanisms.join(" ") },
+        settings.credentials.users().count(),
+        a.require_tls,
+        a.max_failures,
+        a.failure_delay.as_millis(),
+        a.failure_delay_max.as_millis(),
+        a.sender_must_match
+    ));
+    let networks: Vec<String> = s.relay_networks.iter().map(ToString::to_string).collect();
+    lines.push(format!(
+        "relay: authenticated users{}",
+        if networks.is_empty() {
+            String::new()
+        } else {
+            format!(" and networks {}", networks.join(", "))
+        }
+    ));
+    let domains: Vec<String> = d
+        .domains()
+        .iter()
+        .map(|name| {
+            if d.is_catch_all(name) {
+                format!("{name} (catch-all)")
+            } else {
+                let n = d
+                    .mailboxes()
+                    .filter(|(a, _)| a.ends_with(&format!("@{name}")))
+                    .count();
+                format!("{name} ({n} mailboxes)")
+            }
+        })
+        .collect();
+    lines.push(format!("domains: {}", domains.join(", ")));
+    lines.push(format!(
+        "directory: {} mailboxes, {} aliases, {} relocated; postmaster {}",
+        d.mailboxes().count(),
+        d.aliases().count(),
+        d.relocated().count(),
+        d.postmaster()
+    ));
+    lines.push(format!(
+        "smtp: max_message_size {} bytes, max_recipients {}, max_line_length {}, max_errors {}",
+        s.max_message_size, s.max_recipients, s.max_line_length, s.max_errors
+    ));
+    lines.push(format!(
+        "connections: max {} (max {} per IP); timeouts: command {}s, data block {}s, data termination {}s",
+        s.max_connections,
+        s.max_connections_per_ip,
+        secs(s.timeouts.command),
+        secs(s.timeouts.data_block),
+        secs(s.timeouts.data_termination)
+    ));
+    let on = |b: bool| if b { "on" } else { "off" };
+    lines.push(format!(
+        "commands: VRFY {}, EXPN {}, SEND/SOML/SAML {}, HELP {}, TURN {}, ETRN {}",
+        s.vrfy,
+        s.expn,
+        on(s.send_soml_saml),
+        on(s.help),
+        on(s.turn),
+        on(s.etrn)
+    ));
+    lines.push(format!(
+        "extensions: PIPELINING {}, 8BITMIME {}, SMTPUTF8 {}, CHUNKING {}, ENHANCEDSTATUSCODES {}, DSN {}, BINARYMIME {}",
+        on(s.pipelining),
+        on(s.eight_bit_mime),
+        on(s.smtputf8),
+        on(s.chunking),
+        on(s.enhanced_status_codes),
+        on(s.dsn),
+        on(s.binarymime)
+    ));
+    let q = &settings.queue;
+    lines.push(format!(
+        "queue: concurrency {}, retry after {}s doubling up to {}s, give up after {}s, maildir sync {}; shutdown grace {}s",
+        q.concurrency,
+        secs(q.retry.initial),
+        secs(q.retry.max_backoff),
+        secs(q.retry.give_up_after),
+        match q.maildir_sync {
+            MaildirSync::Batch => "batch",
+            MaildirSync::File => "file",
+        },
+        secs(settings.shutdown_grace)
+    ));
+    let dl = &settings.delivery;
+    lines.push(format!(
+        "delivery: port {}, DNS {}, TLS {}{}, max_mx_hosts {}, per_destination {}, delay warning {}, source routes {}",
+        dl.remote_port,
+        if dl.dns_servers.is_empty() {
+            "system".to_owned()
+        } else {
+            dl.dns_servers.iter().map(ToString::to_string).collect::<Vec<_>>().join(" ")
+        },
+        dl.tls.as_str(),
+        if dl.domain_tls.is_empty() {
+            String::new()
+        } else {
+            format!(" ({} per-domain policies)", dl.domain_tls.len())
+        },
+        dl.max_mx_hosts,
+        dl.per_destination,
+        dl.delay_warning.map_or("never".to_owned(), |d| format!("{}s", d.as_secs())),
+        if dl.honour_source_routes { "honoured" } else { "ignored" },
+    ));
+    let relays: Vec<String> = dl
+        .smarthosts
+        .iter()
+        .map(|(domain, h)| format!("{domain} via {}:{}", h.host, h.port))
+        .chain(
+            dl.default_smarthost
+                .iter()
+                .map(|h| format!("everything else via {}:{}", h.host, h.port)),
+        )
+        .collect();
+    lines.push(format!(
+        "smarthosts: {}",
+        if relays.is_empty() {
+            "none (MX)".to_owned()
+        } else {
+            relays.join(", ")
+        }
+    ));
+    if !settings.turn_domains.is_empty() {
+        let turn: Vec<String> = settings
+            .turn_domains
+            .iter()
+            .map(|(user, domains)| format!("{user} owns {}", domains.join(" ")))
+            .collect();
+        lines.push(format!("turn: {}", turn.join("; ")));
+    }
+    lines
+}
