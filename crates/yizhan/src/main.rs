@@ -5,6 +5,7 @@
 //! itself. The configuration file is read by this crate's library half (`yizhan::config`).
 #![forbid(unsafe_code)]
 
+mod preflight;
 mod private;
 mod privileges;
 mod queue_cmd;
@@ -249,51 +250,76 @@ fn report(e: &ConfigError) {
 }
 
 fn check_config(args: &ConfigArgs) -> ExitCode {
-    match load(args) {
-        Ok(settings) => {
-            for line in config::summary(&settings) {
-                println!("{line}");
-            }
-            if let Some(tls) = &settings.tls {
-                // The files must load as they will at start, and the expiry is worth a look.
-                let checked = yizhan_server::tls::load_config(&tls.cert, &tls.key)
-                    .and_then(|_| yizhan_server::tls::cert_info(&tls.cert));
-                match checked {
-                    Ok(info) => {
-                        let now = jiff::Timestamp::now().as_second();
-                        println!("tls certificate: {}", info.describe(now));
-                        if info.seconds_left(now) < 0 {
-                            eprintln!("the TLS certificate has expired");
-                            return ExitCode::FAILURE;
-                        }
-                    }
-                    Err(e) => {
-                        eprintln!("tls: {e}");
-                        eprintln!("configuration has 1 problem");
-                        return ExitCode::FAILURE;
-                    }
-                }
-            }
-            // As root, what `serve` would refuse about its account (issue #13).
-            let account = privileges::account(&settings.user, settings.group.as_deref()).and_then(
-                |account| match account {
-                    Some(a) => privileges::check_reachable(&settings.data_dir, &a),
-                    None => Ok(()),
-                },
-            );
-            if let Err(e) = account {
-                eprintln!("{e}");
-                eprintln!("configuration has 1 problem");
-                return ExitCode::FAILURE;
-            }
+    let settings = match load(args) {
+        Ok(settings) => settings,
+        Err(e) => {
+            report(&e);
+            return ExitCode::FAILURE;
+        }
+    };
+    for line in config::summary(&settings) {
+        println!("{line}");
+    }
+    let problems = start_problems(&settings);
+    for problem in &problems {
+        eprintln!("{problem}");
+    }
+    match problems.len() {
+        0 => {
             println!("configuration OK");
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            report(&e);
+        n => {
+            eprintln!(
+                "configuration has {n} problem{}",
+                if n == 1 { "" } else { "s" }
+            );
             ExitCode::FAILURE
         }
     }
+}
+
+/// What `serve` would refuse with these settings, beyond the file itself: the TLS files (loaded
+/// as at start; an expired certificate too), the service account as root, the data directory
+/// and the listeners' addresses.
+fn start_problems(settings: &yizhan_server::settings::Settings) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Some(tls) = &settings.tls {
+        let checked = yizhan_server::tls::load_config(&tls.cert, &tls.key)
+            .and_then(|_| yizhan_server::tls::cert_info(&tls.cert));
+        match checked {
+            Ok(info) => {
+                let now = jiff::Timestamp::now().as_second();
+                println!("tls certificate: {}", info.describe(now));
+                if info.seconds_left(now) < 0 {
+                    problems.push("tls: the certificate has expired".to_owned());
+                }
+            }
+            Err(e) => problems.push(format!("tls: {e}")),
+        }
+    }
+    let root = rustix::process::geteuid().is_root();
+    let account =
+        privileges::account(&settings.user, settings.group.as_deref()).and_then(|account| {
+            match account {
+                Some(a) => privileges::check_reachable(&settings.data_dir, &a),
+                None => Ok(()),
+            }
+        });
+    if let Err(e) = account {
+        problems.push(e.to_string());
+    }
+    if let Err(e) = preflight::data_dir(&settings.data_dir, root) {
+        problems.push(e);
+    }
+    let socket = yizhan_server::control::socket_path(&settings.data_dir);
+    let running = std::os::unix::net::UnixStream::connect(socket).is_ok();
+    if running {
+        println!("a server is running on this data directory; addresses it holds are not checked");
+    }
+    let addresses: Vec<_> = settings.listeners.iter().map(|l| l.address).collect();
+    problems.extend(preflight::listeners(&addresses, running));
+    problems
 }
 
 fn serve(args: ServeArgs) -> ExitCode {

@@ -118,6 +118,59 @@ fn check_config_reports_every_problem_with_file_and_key() {
     assert!(err.contains("configuration has 3 problems"), "{err}");
 }
 
+/// Issue #13: check-config refuses what serve would refuse at start: a data directory that is
+/// a file, an address another program holds, a key that does not belong to the certificate.
+#[test]
+fn check_config_checks_what_serve_would_refuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_a_dir = write(dir.path(), "data", "");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap();
+    let one = rcgen::generate_simple_self_signed(vec!["mx.test.example".into()]).unwrap();
+    let other = rcgen::generate_simple_self_signed(vec!["mx.test.example".into()]).unwrap();
+    let cert = write(dir.path(), "cert.pem", &one.cert.pem());
+    let key = write(dir.path(), "key.pem", &other.signing_key.serialize_pem());
+    let text = format!(
+        "data_dir = {:?}\n[[listener]]\naddress = \"{address}\"\n[tls]\ncert = {:?}\nkey = {:?}\n",
+        not_a_dir.display().to_string(),
+        cert.display().to_string(),
+        key.display().to_string()
+    );
+    let file = write(dir.path(), "c.toml", &text);
+    let (code, out, err) = run(yizhan().arg("check-config").arg("-c").arg(&file));
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(!out.contains("configuration OK"), "{out}");
+    assert!(err.contains("tls: "), "{err}");
+    assert!(
+        err.contains(&format!(
+            "data_dir {}: not a directory",
+            not_a_dir.display()
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("listener {address}: the address is in use")),
+        "{err}"
+    );
+    assert!(err.contains("configuration has 3 problems"), "{err}");
+
+    // Fixed, all three: OK.
+    drop(taken);
+    let key = write(dir.path(), "key.pem", &one.signing_key.serialize_pem());
+    let data = dir.path().join("new-data");
+    let text = format!(
+        "data_dir = {:?}\n[[listener]]\naddress = \"{address}\"\n[tls]\ncert = {:?}\nkey = {:?}\n",
+        data.display().to_string(),
+        cert.display().to_string(),
+        key.display().to_string()
+    );
+    let file = write(dir.path(), "c.toml", &text);
+    let (code, out, err) = run(yizhan().arg("check-config").arg("-c").arg(&file));
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.ends_with("configuration OK\n"), "{out}");
+    assert!(!data.exists(), "check-config creates nothing");
+}
+
 #[test]
 fn check_config_rejects_unknown_keys_and_missing_files() {
     let dir = tempfile::tempdir().unwrap();

@@ -970,5 +970,9 @@ fn durations_and_sizes_take_units() {
     let found = problems("[smtp]\nmax_message_size = \"huge\"\n");
     assert_eq!(found[0].key, "smtp.max_message_size");
     assert_eq!(found[0].location, Some((2, 20)));
-    assert!(found[0].reason.contains("not a size"), "{}", found[0].reason);
+    assert!(
+        found[0].reason.contains("not a size"),
+        "{}",
+        found[0].reason
+    );
 }
