@@ -49,7 +49,7 @@ use yizhan_spool::{Envelope, QueueId, RecipientStatus, Spool, SpoolError};
 
 use crate::pickup::{self, Pickup, PickupHandle};
 use crate::queue::{Change, ChangeError, RunnerHandle};
-use crate::settings::Settings;
+use crate::settings::LiveSettings;
 
 /// The socket's file name inside the data directory.
 pub const SOCKET_NAME: &str = "control.sock";
@@ -120,6 +120,8 @@ pub enum Request {
     },
     /// Look into the maildrop now.
     Pickup,
+    /// Read the configuration file again and apply it (as SIGHUP does).
+    Reload,
 }
 
 /// One response line.
@@ -145,6 +147,11 @@ pub enum Response {
         /// Pending recipients in them.
         recipients: usize,
     },
+    /// Answer to `reload`: the new configuration is in force.
+    Reloaded {
+        /// Settings that differ in the file but need a restart (kept as they were).
+        needs_restart: Vec<String>,
+    },
     /// The request failed; nothing was changed.
     Error {
         /// What kind of failure.
@@ -168,6 +175,8 @@ pub enum ErrorKind {
     Spool,
     /// The server does not offer this (e.g. no pickup task running).
     Unavailable,
+    /// The configuration file has problems (`reload`); the old one stays in force.
+    Config,
 }
 
 /// A message as the control protocol shows it: a stable view of the spool [`Envelope`]
@@ -261,6 +270,8 @@ enum OpError {
     Spool(SpoolError),
     #[error("{0}")]
     Unavailable(&'static str),
+    #[error("{0}")]
+    Config(String),
 }
 
 impl From<SpoolError> for OpError {
@@ -291,6 +302,7 @@ impl OpError {
             OpError::Held(_) => ErrorKind::Held,
             OpError::Spool(_) => ErrorKind::Spool,
             OpError::Unavailable(_) => ErrorKind::Unavailable,
+            OpError::Config(_) => ErrorKind::Config,
         };
         Response::Error {
             kind,
@@ -306,7 +318,15 @@ pub struct Control {
     spool: Spool,
     runner: RunnerHandle,
     pickup: Option<PickupHandle>,
+    reload: Option<ReloadRequests>,
 }
+
+/// Where `reload` requests go: to whoever loads the configuration file (`yizhan serve`), with
+/// a channel for the outcome (the settings needing a restart, or why the file was refused).
+pub type ReloadRequests = tokio::sync::mpsc::Sender<ReloadAnswer>;
+
+/// The channel a `reload` request is answered on.
+pub type ReloadAnswer = tokio::sync::oneshot::Sender<Result<Vec<String>, String>>;
 
 impl Control {
     /// Operations on `spool`; `runner` is woken when something becomes due; `pickup` (if
@@ -316,7 +336,14 @@ impl Control {
             spool,
             runner,
             pickup,
+            reload: None,
         }
+    }
+
+    /// Sends `reload` requests to `requests`.
+    pub fn with_reload(mut self, requests: ReloadRequests) -> Self {
+        self.reload = Some(requests);
+        self
     }
 
     /// Applies one request and says how it went. Never panics on bad input.
@@ -380,6 +407,18 @@ impl Control {
                 }
                 None => Err(OpError::Unavailable("the maildrop pickup is not running")),
             },
+            Request::Reload => self.reload().await,
+        }
+    }
+
+    async fn reload(&self) -> Result<Response, OpError> {
+        let gone = || OpError::Unavailable("this server does not reload (it is shutting down)");
+        let requests = self.reload.as_ref().ok_or_else(gone)?;
+        let (answer, outcome) = tokio::sync::oneshot::channel();
+        requests.send(answer).await.map_err(|_| gone())?;
+        match outcome.await.map_err(|_| gone())? {
+            Ok(needs_restart) => Ok(Response::Reloaded { needs_restart }),
+            Err(problems) => Err(OpError::Config(problems)),
         }
     }
 
@@ -711,20 +750,25 @@ pub fn request(
 /// runner until `shutdown`, for the server whose data directory is `settings.data_dir`.
 /// A control socket that cannot be bound is logged; mail service goes on without it.
 pub async fn run_operations(
-    settings: Arc<Settings>,
+    settings: LiveSettings,
     spool: Spool,
     runner: RunnerHandle,
     bound: Option<UnixListener>,
+    reload: Option<ReloadRequests>,
     shutdown: CancellationToken,
 ) {
+    let data_dir = settings.load().data_dir.clone();
     let pickup = Pickup::new(
-        pickup::maildrop_dir(&settings.data_dir),
+        pickup::maildrop_dir(&data_dir),
         spool.clone(),
         runner.clone(),
         settings.clone(),
     );
-    let control = Control::new(spool, runner, Some(pickup.handle()));
-    let path = socket_path(&settings.data_dir);
+    let mut control = Control::new(spool, runner, Some(pickup.handle()));
+    if let Some(requests) = reload {
+        control = control.with_reload(requests);
+    }
+    let path = socket_path(&data_dir);
     let pickup_task = tokio::spawn(pickup.run(shutdown.clone()));
     let served = match bound {
         Some(listener) => serve_control_on(listener, path.clone(), control, shutdown.clone()).await,

@@ -11,6 +11,7 @@ pub mod listener;
 pub mod pickup;
 pub mod policy;
 pub mod queue;
+pub mod reload;
 pub mod settings;
 pub mod tls;
 pub mod trace;

@@ -1,12 +1,16 @@
 //! Rate limits per client address (issue #13, like Postfix's anvil): connections, failed AUTH
 //! attempts, VRFY/EXPN and ETRN, each so many per minute (GCRA, `governor`). Clients in
-//! `limit_exceptions` (by default `relay_networks` and loopback) are never limited.
+//! `limit_exceptions` (by default `relay_networks` and loopback) are never limited. And the
+//! connection limits: so many at once, so many per client address.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::settings::RateLimitSettings;
 
@@ -80,6 +84,69 @@ impl RateLimits {
             }
         }
         limiter.check_key(&ip.to_canonical()).is_ok()
+    }
+}
+
+/// Connection limits: a global semaphore and a count per client address.
+#[derive(Debug)]
+pub(crate) struct ConnectionLimits {
+    global: Arc<Semaphore>,
+    /// The size of `global` (`smtp.max_connections`), changed by a reload.
+    max: AtomicUsize,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// Holds a connection's place in the limits; released on drop.
+pub(crate) struct Slot {
+    _permit: OwnedSemaphorePermit,
+    ip: IpAddr,
+    limits: Arc<ConnectionLimits>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut map = self.limits.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = map.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl ConnectionLimits {
+    pub(crate) fn new(max: usize) -> Self {
+        ConnectionLimits {
+            global: Arc::new(Semaphore::new(max.max(1))),
+            max: AtomicUsize::new(max.max(1)),
+            per_ip: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A place for a connection from `ip`, unless `ip` already holds `max_per_ip` (the
+    /// listener's limit) or the server is full.
+    pub(crate) fn acquire(self: &Arc<Self>, ip: IpAddr, max_per_ip: usize) -> Option<Slot> {
+        let permit = self.global.clone().try_acquire_owned().ok()?;
+        let mut map = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        let count = map.entry(ip).or_insert(0);
+        if *count >= max_per_ip.max(1) {
+            return None;
+        }
+        *count += 1;
+        Some(Slot {
+            _permit: permit,
+            ip,
+            limits: self.clone(),
+        })
+    }
+
+    /// Makes room for `max` connections at once (a reload); connections beyond a smaller
+    /// limit are not closed, new ones wait for them to end.
+    pub(crate) fn resize(&self, max: usize) {
+        let max = max.max(1);
+        let old = self.max.swap(max, Ordering::AcqRel);
+        crate::reload::resize(&self.global, old, max);
     }
 }
 

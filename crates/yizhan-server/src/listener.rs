@@ -2,15 +2,14 @@
 //! per listener, with bounded connections (globally and per client address, the latter per
 //! listener) and graceful shutdown.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -23,9 +22,11 @@ use yizhan_proto::reply::Reply;
 use yizhan_spool::Spool;
 
 use crate::conn::{self, Shared};
+use crate::limits::{ConnectionLimits, Slot};
 use crate::policy::ListenerPolicy;
 use crate::queue::{OutboundSettings, QueueRunner, RunnerSettings, SystemClock};
-use crate::settings::{ListenerKind, Settings};
+use crate::reload::Reloader;
+use crate::settings::{ListenerKind, ListenerSettings, Settings};
 use crate::tls::{TlsError, TlsStore};
 
 /// Why the server could not start.
@@ -67,8 +68,8 @@ pub enum ServerError {
 #[derive(Debug)]
 pub struct Server {
     settings: Arc<Settings>,
-    /// Each listener with the address it is bound to and its policy.
-    listeners: Vec<(TcpListener, SocketAddr, Arc<ListenerPolicy>)>,
+    /// Each listener with the address it is bound to.
+    listeners: Vec<(TcpListener, SocketAddr)>,
     spool: Spool,
     tls: Option<Arc<TlsStore>>,
     /// The control socket, bound before the server says it is ready (`None`: it could not
@@ -90,13 +91,7 @@ impl Server {
                     address: listener.address,
                 });
             }
-            let policy = Arc::new(ListenerPolicy {
-                kind: listener.kind,
-                smtp: settings.smtp_for(listener),
-                auth: settings.auth_for(listener),
-                tls_available: tls.is_some(),
-                has_credentials: !settings.credentials.is_empty(),
-            });
+            let policy = listener_policy(&settings, listener, tls.is_some());
             if !crate::policy::auth_possible(&policy, &settings.credentials)
                 && listener.kind != ListenerKind::Smtp
             {
@@ -110,7 +105,7 @@ impl Server {
                 .await
                 .map_err(bind_error)?;
             let local = bound.local_addr().map_err(bind_error)?;
-            listeners.push((bound, local, policy));
+            listeners.push((bound, local));
         }
         // Only once every listener is bound: a start that fails leaves no spool behind.
         let spool_dir = settings.data_dir.join("spool");
@@ -150,7 +145,7 @@ impl Server {
 
     /// The addresses actually bound (port 0 in the settings becomes a real port).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners.iter().map(|(_, local, _)| *local).collect()
+        self.listeners.iter().map(|(_, local)| *local).collect()
     }
 
     /// Serves until `shutdown` is cancelled, then stops accepting, lets sessions finish (or
@@ -165,10 +160,11 @@ impl Server {
     /// run dialogues over in-memory pipes on the same server the binary runs; there is no other
     /// way to build one.
     pub fn start(self, shutdown: CancellationToken) -> Result<Running, ServerError> {
+        let bound = self.local_addrs();
         let settings = self.settings;
         let queue = &settings.queue;
         let mut outbound = outbound_settings(&settings);
-        outbound.ourselves.listeners = self.listeners.iter().map(|(_, a, _)| *a).collect();
+        outbound.ourselves.listeners.clone_from(&bound);
         // The system's CA certificates (some hundred KiB parsed) only if a policy verifies.
         let roots = if verifies_certificates(&outbound.routing) {
             root_certificates()
@@ -181,11 +177,7 @@ impl Server {
         let runner = QueueRunner::new(
             self.spool.clone(),
             Maildir::new(settings.data_dir.join("mail")).with_sync(queue.maildir_sync),
-            RunnerSettings {
-                concurrency: queue.concurrency,
-                retry: queue.retry,
-                hostname: settings.hostname.clone(),
-            },
+            runner_settings(&settings),
             Arc::new(SystemClock),
         )
         .with_outbound(outbound)
@@ -202,36 +194,41 @@ impl Server {
         };
         let shared = Arc::new(Shared {
             settings: settings.clone(),
+            policies: policies(&settings, self.tls.is_some()),
             spool: self.spool.clone(),
             runner: runner.handle(),
             tls: self.tls.clone(),
             credentials: Arc::new(settings.credentials.clone()),
-            password_checks: crate::auth::PasswordChecks::per_core(),
-            limits: crate::limits::RateLimits::new(&settings.smtp.rate_limits),
+            password_checks: Arc::new(crate::auth::PasswordChecks::per_core()),
+            limits: Arc::new(crate::limits::RateLimits::new(&settings.smtp.rate_limits)),
         });
+        let live = Arc::new(ArcSwap::new(shared.clone()));
+        let pickup_settings = Arc::new(ArcSwap::new(settings.clone()));
         if let Some(store) = &self.tls {
             tokio::spawn(store.clone().watch(shutdown.clone()));
         }
         let runner_stop = CancellationToken::new();
         let runner_task = tokio::spawn(runner.run(runner_stop.clone()));
         // The control socket (`yizhan queue`) and the maildrop pickup (`sendmail`).
+        let (reload_requests, reloads) = tokio::sync::mpsc::channel(4);
         let operations = tokio::spawn(crate::control::run_operations(
-            settings.clone(),
+            pickup_settings.clone(),
             self.spool.clone(),
             shared.runner.clone(),
             self.control,
+            Some(reload_requests),
             shutdown.clone(),
         ));
 
         let tracker = TaskTracker::new();
-        let limits = Arc::new(Limits::new(settings.smtp.max_connections));
+        let limits = Arc::new(ConnectionLimits::new(settings.smtp.max_connections));
         let ids = Arc::new(AtomicU64::new(1));
         let mut connectors = Vec::new();
-        for (listener, local, policy) in self.listeners {
-            info!(address = %local, kind = %policy.kind, "listening");
+        for (index, (listener, local)) in self.listeners.into_iter().enumerate() {
+            info!(address = %local, kind = %shared.policies[index].kind, "listening");
             let connector = Connector {
-                shared: shared.clone(),
-                policy,
+                live: live.clone(),
+                index,
                 local,
                 ids: ids.clone(),
                 tracker: tracker.clone(),
@@ -240,8 +237,17 @@ impl Server {
             tracker.spawn(accept_loop(listener, connector.clone(), limits.clone()));
             connectors.push(connector);
         }
+        let reloader = Reloader {
+            live,
+            pickup: pickup_settings,
+            connections: limits,
+            runner: shared.runner.clone(),
+            listeners: bound,
+        };
         Ok(Running {
             connectors,
+            reloader,
+            reloads: Some(reloads),
             shutdown,
             tracker,
             operations,
@@ -255,6 +261,9 @@ impl Server {
 #[derive(Debug)]
 pub struct Running {
     connectors: Vec<Connector>,
+    reloader: Reloader,
+    /// `reload` requests from the control socket, until taken.
+    reloads: Option<tokio::sync::mpsc::Receiver<crate::control::ReloadAnswer>>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
     operations: JoinHandle<()>,
@@ -268,9 +277,24 @@ impl Running {
         &self.connectors
     }
 
+    /// What applies a new configuration to this server (SIGHUP, `yizhan reload`).
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
+    }
+
+    /// The `reload` requests of the control socket (`yizhan reload`), for whoever loads the
+    /// configuration file; `None` once taken. Not taken, they are answered "unavailable".
+    pub fn reload_requests(
+        &mut self,
+    ) -> Option<tokio::sync::mpsc::Receiver<crate::control::ReloadAnswer>> {
+        self.reloads.take()
+    }
+
     /// Waits until the shutdown token is cancelled, then stops accepting, lets sessions finish
     /// (or answers 421 after the grace period), stops the queue runner and returns.
     pub async fn wait(self) -> Result<(), ServerError> {
+        // Nobody answers reload requests any more: they fail at once instead of waiting.
+        drop(self.reloads);
         self.shutdown.cancelled().await;
         info!("shutting down: no new connections; waiting for sessions in flight");
         self.tracker.close();
@@ -291,8 +315,10 @@ impl Running {
 /// handed to [`Connector::serve`], with the same settings, spool, queue and shutdown.
 #[derive(Debug, Clone)]
 pub struct Connector {
-    shared: Arc<Shared>,
-    policy: Arc<ListenerPolicy>,
+    /// The configuration in force, replaced by a reload.
+    live: Arc<ArcSwap<Shared>>,
+    /// This listener's place in [`Settings::listeners`] (and [`Shared::policies`]).
+    index: usize,
     local: SocketAddr,
     ids: Arc<AtomicU64>,
     tracker: TaskTracker,
@@ -321,14 +347,45 @@ impl Connector {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let id = self.ids.fetch_add(1, Ordering::Relaxed);
-        let shared = self.shared.clone();
-        let policy = self.policy.clone();
+        // The session keeps this configuration until it ends, whatever a reload does.
+        let shared = self.live.load_full();
+        let policy = shared.policies[self.index].clone();
         let shutdown = self.shutdown.clone();
         let local = self.local;
         self.tracker.spawn(async move {
             conn::serve(stream, peer, local, id, shared, policy, shutdown).await;
             drop(slot);
         });
+    }
+}
+
+/// What one listener offers under `settings`.
+pub(crate) fn listener_policy(
+    settings: &Settings,
+    listener: &ListenerSettings,
+    tls_available: bool,
+) -> ListenerPolicy {
+    ListenerPolicy {
+        kind: listener.kind,
+        smtp: settings.smtp_for(listener),
+        auth: settings.auth_for(listener),
+        tls_available,
+        has_credentials: !settings.credentials.is_empty(),
+    }
+}
+
+/// Every listener's policy, in order.
+pub(crate) fn policies(settings: &Settings, tls_available: bool) -> Vec<Arc<ListenerPolicy>> {
+    let policy = |l| Arc::new(listener_policy(settings, l, tls_available));
+    settings.listeners.iter().map(policy).collect()
+}
+
+/// The runner's schedule from the configuration's `[queue]`.
+pub(crate) fn runner_settings(settings: &Settings) -> RunnerSettings {
+    RunnerSettings {
+        concurrency: settings.queue.concurrency,
+        retry: settings.queue.retry,
+        hostname: settings.hostname.clone(),
     }
 }
 
@@ -398,59 +455,7 @@ fn root_certificates() -> rustls::RootCertStore {
     roots
 }
 
-/// Connection limits: a global semaphore and a count per client address.
-#[derive(Debug)]
-struct Limits {
-    global: Arc<Semaphore>,
-    per_ip: Mutex<HashMap<IpAddr, usize>>,
-}
-
-/// Holds a connection's place in the limits; released on drop.
-struct Slot {
-    _permit: OwnedSemaphorePermit,
-    ip: IpAddr,
-    limits: Arc<Limits>,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut map = self.limits.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = map.get_mut(&self.ip) {
-            *count -= 1;
-            if *count == 0 {
-                map.remove(&self.ip);
-            }
-        }
-    }
-}
-
-impl Limits {
-    fn new(max: usize) -> Self {
-        Limits {
-            global: Arc::new(Semaphore::new(max.max(1))),
-            per_ip: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// A place for a connection from `ip`, unless `ip` already holds `max_per_ip` (the
-    /// listener's limit) or the server is full.
-    fn acquire(self: &Arc<Self>, ip: IpAddr, max_per_ip: usize) -> Option<Slot> {
-        let permit = self.global.clone().try_acquire_owned().ok()?;
-        let mut map = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-        let count = map.entry(ip).or_insert(0);
-        if *count >= max_per_ip.max(1) {
-            return None;
-        }
-        *count += 1;
-        Some(Slot {
-            _permit: permit,
-            ip,
-            limits: self.clone(),
-        })
-    }
-}
-
-async fn accept_loop(listener: TcpListener, connector: Connector, limits: Arc<Limits>) {
+async fn accept_loop(listener: TcpListener, connector: Connector, limits: Arc<ConnectionLimits>) {
     let mut backoff = Duration::from_millis(5);
     loop {
         let accepted: std::io::Result<(TcpStream, SocketAddr)> = tokio::select! {
@@ -471,12 +476,16 @@ async fn accept_loop(listener: TcpListener, connector: Connector, limits: Arc<Li
             }
         };
         let _ = stream.set_nodelay(true);
-        let smtp = &connector.policy.smtp;
+        let shared = connector.live.load();
+        let smtp = &shared.policies[connector.index].smtp;
         let exempt = crate::policy::is_limit_exempt(smtp, peer.ip());
-        let rates = &connector.shared.limits;
-        if !exempt && !rates.allow(crate::limits::Event::Connection, peer.ip()) {
+        if !exempt
+            && !shared
+                .limits
+                .allow(crate::limits::Event::Connection, peer.ip())
+        {
             warn!(%peer, "connection refused: connection rate limit of the address");
-            let reply = Reply::rate_limited(&connector.shared.settings.hostname, "connections");
+            let reply = Reply::rate_limited(&shared.settings.hostname, "connections");
             connector.tracker.spawn(conn::refuse(stream, reply));
             continue;
         }
@@ -487,7 +496,7 @@ async fn accept_loop(listener: TcpListener, connector: Connector, limits: Arc<Li
         };
         let Some(slot) = limits.acquire(peer.ip(), max_per_ip) else {
             warn!(%peer, "connection refused: too many connections");
-            let reply = Reply::too_many_connections(&connector.shared.settings.hostname);
+            let reply = Reply::too_many_connections(&shared.settings.hostname);
             connector.tracker.spawn(conn::refuse(stream, reply));
             continue;
         };

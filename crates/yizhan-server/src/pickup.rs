@@ -36,7 +36,7 @@ use yizhan_spool::{ClientInfo, Envelope, Origin, Recipient, RecipientStatus, Spo
 use crate::directory::{Directory, Resolution};
 use crate::policy;
 use crate::queue::RunnerHandle;
-use crate::settings::Settings;
+use crate::settings::LiveSettings;
 use crate::trace::HopCounter;
 
 /// How often the pickup looks into the maildrop without being woken.
@@ -231,7 +231,8 @@ pub struct Pickup {
     dir: PathBuf,
     spool: Spool,
     runner: RunnerHandle,
-    settings: Arc<Settings>,
+    /// The settings in force (replaced by a reload); each message reads them once.
+    settings: LiveSettings,
     wake: Arc<Notify>,
     /// Bad entries that could be neither moved aside nor removed (a directory or FIFO owned
     /// by someone else): skipped from then on, so they are logged once, not every second.
@@ -256,7 +257,7 @@ impl Pickup {
     /// A pickup of maildrop `dir` into `spool`, resolving recipients with
     /// `settings.directory`, naming itself `settings.hostname` in the `Received:` line and
     /// refusing messages over `settings.smtp.max_message_size`.
-    pub fn new(dir: PathBuf, spool: Spool, runner: RunnerHandle, settings: Arc<Settings>) -> Self {
+    pub fn new(dir: PathBuf, spool: Spool, runner: RunnerHandle, settings: LiveSettings) -> Self {
         Pickup {
             dir,
             spool,
@@ -348,7 +349,8 @@ impl Pickup {
     }
 
     async fn import(&self, path: &Path) -> Result<(), ImportError> {
-        let max = self.settings.smtp.max_message_size;
+        let settings = self.settings.load_full();
+        let max = settings.smtp.max_message_size;
         let read_path = path.to_path_buf();
         let (submission, message, uid) =
             tokio::task::spawn_blocking(move || read_drop(&read_path, max))
@@ -356,8 +358,8 @@ impl Pickup {
                 .map_err(|e| ImportError::Transient(e.to_string()))??;
         let now = jiff::Timestamp::now().as_second();
         let mut recipients = resolve_recipients(
-            &self.settings.directory,
-            &self.settings.hostname,
+            &settings.directory,
+            &settings.hostname,
             &submission.recipients,
             now,
         );
@@ -368,7 +370,7 @@ impl Pickup {
         // message is bounced to its sender, never sent on.
         let mut hops = HopCounter::new();
         hops.feed(&message);
-        let max_hops = self.settings.smtp.max_hops;
+        let max_hops = settings.smtp.max_hops;
         if hops.hops() + 1 > max_hops {
             let detail = Reply::too_many_hops(max_hops).to_string();
             for r in recipients.iter_mut().filter(|r| r.is_pending()) {
@@ -389,7 +391,7 @@ impl Pickup {
             .create()
             .map_err(|e| ImportError::Transient(e.to_string()))?;
         let id = incoming.id().clone();
-        let received = received_line(&self.settings.hostname, uid, id.as_str(), &recipients);
+        let received = received_line(&settings.hostname, uid, id.as_str(), &recipients);
         incoming
             .write(received.as_bytes())
             .and_then(|()| incoming.write(&message))

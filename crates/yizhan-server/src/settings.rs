@@ -34,6 +34,15 @@ use yizhan_spool::RetryPolicy;
 use crate::auth::{Credentials, Mechanism};
 use crate::directory::Directory;
 
+/// The settings in force, replaced whole by a reload; each user reads one snapshot per unit
+/// of work (a message picked up, a session), so a reload never changes a rule half-way.
+pub type LiveSettings = std::sync::Arc<arc_swap::ArcSwap<Settings>>;
+
+/// `settings` as the settings in force (until a reload replaces them).
+pub fn live(settings: std::sync::Arc<Settings>) -> LiveSettings {
+    std::sync::Arc::new(arc_swap::ArcSwap::new(settings))
+}
+
 /// The smallest line length limit allowed: RFC 5321 4.5.3.1.4 (512 octets including CRLF).
 pub const MIN_LINE_LENGTH: usize = 512;
 

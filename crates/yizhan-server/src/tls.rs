@@ -133,7 +133,8 @@ fn stamps(settings: &TlsSettings) -> (Option<SystemTime>, Option<SystemTime>) {
 /// The TLS configuration in use, replaceable while the server runs.
 #[derive(Debug)]
 pub struct TlsStore {
-    settings: TlsSettings,
+    /// The files and the check interval; replaced by a reload that names other files.
+    settings: std::sync::Mutex<TlsSettings>,
     current: ArcSwap<ServerConfig>,
     stamps: std::sync::Mutex<(Option<SystemTime>, Option<SystemTime>)>,
 }
@@ -144,7 +145,7 @@ impl TlsStore {
         let stamps = stamps(&settings);
         let config = load_config(&settings.cert, &settings.key)?;
         Ok(Arc::new(TlsStore {
-            settings,
+            settings: std::sync::Mutex::new(settings),
             current: ArcSwap::new(config),
             stamps: std::sync::Mutex::new(stamps),
         }))
@@ -158,12 +159,27 @@ impl TlsStore {
     /// Reads the files again and, if they are good, uses them for new handshakes. On error the
     /// previous certificate stays in use.
     pub fn reload(&self) -> Result<CertInfo, TlsError> {
-        let stamps = stamps(&self.settings);
-        let config = load_config(&self.settings.cert, &self.settings.key)?;
-        let info = cert_info(&self.settings.cert)?;
+        self.replace(self.settings())
+    }
+
+    /// Uses the files `settings` names from now on (a configuration reload), if they load;
+    /// on error nothing changes.
+    pub fn replace(&self, settings: TlsSettings) -> Result<CertInfo, TlsError> {
+        let stamps = stamps(&settings);
+        let config = load_config(&settings.cert, &settings.key)?;
+        let info = cert_info(&settings.cert)?;
         self.current.store(config);
         *self.stamps.lock().unwrap_or_else(|e| e.into_inner()) = stamps;
+        *self.settings.lock().unwrap_or_else(|e| e.into_inner()) = settings;
         Ok(info)
+    }
+
+    /// The files in use and the check interval.
+    pub fn settings(&self) -> TlsSettings {
+        self.settings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Reloads and logs the outcome (for SIGHUP and the file watcher).
@@ -179,14 +195,17 @@ impl TlsStore {
 
     /// Whether either file changed since the last load.
     fn changed(&self) -> bool {
-        let now = stamps(&self.settings);
+        let now = stamps(&self.settings());
         *self.stamps.lock().unwrap_or_else(|e| e.into_inner()) != now
     }
 
     /// Checks the files every `reload_interval` and reloads when they change, until `stop`.
     pub async fn watch(self: Arc<Self>, stop: CancellationToken) {
-        let interval = self.settings.reload_interval.max(Duration::from_millis(10));
         loop {
+            let interval = self
+                .settings()
+                .reload_interval
+                .max(Duration::from_millis(10));
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}
                 _ = stop.cancelled() => return,

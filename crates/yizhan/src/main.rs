@@ -48,6 +48,9 @@ enum Command {
     HashPassword,
     /// Operate the running server's queue: list, show, flush, hold, release, delete.
     Queue(queue_cmd::QueueArgs),
+    /// Make the running server read its configuration again (as SIGHUP does); exits non-zero
+    /// with the problems if the server refuses the file (it then keeps the old one).
+    Reload(ReloadArgs),
     /// Queue a message from standard input, like sendmail(8): -t, -f ADDR, -i/-oi, -F NAME,
     /// recipients as arguments.
     Sendmail(sendmail::SendmailArgs),
@@ -59,6 +62,16 @@ struct ConfigArgs {
     /// exists, else the embedded default).
     #[arg(long, short, value_name = "FILE")]
     config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct ReloadArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// The server's data directory, if it was started with `--data-dir` (default: the
+    /// configuration's).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -99,7 +112,10 @@ fn main() -> ExitCode {
         return sendmail_help();
     }
     // Client commands stay quiet unless asked.
-    let quiet = matches!(cli.command, Command::Queue(_) | Command::Sendmail(_));
+    let quiet = matches!(
+        cli.command,
+        Command::Queue(_) | Command::Sendmail(_) | Command::Reload(_)
+    );
     let level = cli.log_level.as_deref().or(quiet.then_some("warn"));
     if let Err(e) = init_logging(level) {
         eprintln!("yizhan: {e}");
@@ -108,6 +124,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig(args) => check_config(&args),
         Command::Serve(args) => serve(args),
+        Command::Reload(args) => reload(args),
         Command::HashPassword => hash_password(),
         Command::Queue(args) => queue_cmd::main(args, &load_for_client),
         Command::Sendmail(args) => {
@@ -176,6 +193,47 @@ fn load_for_client(config: Option<PathBuf>) -> Result<yizhan_server::settings::S
     })
 }
 
+/// `yizhan reload`: asks the running server (found by its data directory's control socket) to
+/// read its configuration file again, and prints what it answered.
+fn reload(args: ReloadArgs) -> ExitCode {
+    use yizhan_server::control::{self, Request, Response};
+    let data_dir = match args.data_dir {
+        Some(dir) => dir,
+        None => match load_for_client(args.config.config) {
+            Ok(settings) => settings.data_dir,
+            Err(problems) => {
+                eprintln!("{problems}");
+                eprintln!("yizhan: not reloaded; the server keeps its configuration");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let socket = control::socket_path(&data_dir);
+    let timeout = std::time::Duration::from_secs(60);
+    match control::request(&socket, &Request::Reload, timeout) {
+        Ok(Response::Reloaded { needs_restart }) => {
+            println!("configuration reloaded");
+            for setting in needs_restart {
+                println!("not applied, needs a restart: {setting}");
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(Response::Error { message, .. }) => {
+            eprintln!("{message}");
+            eprintln!("yizhan: reload refused; the server keeps its configuration");
+            ExitCode::FAILURE
+        }
+        Ok(other) => {
+            eprintln!("yizhan: unexpected answer from the server: {other:?}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("yizhan: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// `yizhan hash-password`: one line from stdin (without its line ending) to a PHC string.
 fn hash_password() -> ExitCode {
     let mut line = String::new();
@@ -229,13 +287,19 @@ fn log_filter(level: Option<&str>, env: Option<&str>) -> anyhow::Result<Targets>
     })
 }
 
-/// Finds and loads the configuration, logging which one is used.
-fn load(args: &ConfigArgs) -> Result<yizhan_server::settings::Settings, ConfigError> {
-    let source = Source::discover(
+/// Where the configuration comes from (`--config`, `$YIZHAN_CONFIG`, the system file, the
+/// embedded default).
+fn source(args: &ConfigArgs) -> Source {
+    Source::discover(
         args.config.clone(),
         std::env::var_os(config::CONFIG_ENV),
         Path::exists,
-    );
+    )
+}
+
+/// Finds and loads the configuration, logging which one is used.
+fn load(args: &ConfigArgs) -> Result<yizhan_server::settings::Settings, ConfigError> {
+    let source = source(args);
     tracing::info!("configuration: {source}");
     config::load(&source)
 }
@@ -330,11 +394,18 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    Overrides {
+    let overrides = Overrides {
         listen: args.listen,
         data_dir: args.data_dir,
-    }
-    .apply(&mut settings);
+    };
+    overrides.apply(&mut settings);
+    // What SIGHUP and `yizhan reload` read again: the same file (by its absolute name, in
+    // case the working directory changes), the same overrides, the same account's defaults.
+    let reload = serve::Reload {
+        source: source(&args.config).absolute(),
+        overrides,
+        account: config::Account::current(),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -345,7 +416,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve::run(settings)) {
+    match runtime.block_on(serve::run(settings, reload)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{}", describe(&e));

@@ -17,7 +17,12 @@ pub fn data_dir(dir: &Path, root: bool) -> Result<(), String> {
         Ok(meta) if !meta.is_dir() => Err(format!("data_dir {shown}: not a directory")),
         Ok(_) if root => Ok(()),
         Ok(_) => writable(dir).map_err(|e| format!("data_dir {shown}: not writable by you: {e}")),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            ) =>
+        {
             let absolute = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
             let parent = absolute
                 .ancestors()

@@ -1,17 +1,19 @@
 //! `yizhan serve`: runs the server with validated settings until SIGTERM or SIGINT; SIGHUP
-//! reloads the TLS certificate and key.
+//! and `yizhan reload` read the configuration again and apply it (see
+//! [`yizhan_server::reload`]).
 
 use tokio_util::sync::CancellationToken;
 use yizhan_server::listener::Server;
+use yizhan_server::reload::Reloader;
 use yizhan_server::settings::Settings;
 
-use yizhan::config;
+use yizhan::config::{self, Overrides, Source};
 
 use crate::{private, privileges};
 
 /// Opens the spool, binds the listeners and serves until SIGTERM or SIGINT, then shuts down
 /// gracefully (sessions in flight get `shutdown_grace` to finish, then 421).
-pub async fn run(settings: Settings) -> anyhow::Result<()> {
+pub async fn run(settings: Settings, reload: Reload) -> anyhow::Result<()> {
     use anyhow::Context as _;
 
     for line in config::summary(&settings) {
@@ -34,24 +36,35 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     become_service(&data_dir, account.as_ref())?;
     let addresses: Vec<String> = server.local_addrs().iter().map(|a| a.to_string()).collect();
     tracing::info!(listen = %addresses.join(" "), data_dir = %data_dir.display(), "ready");
-    tracing::info!("ready; waiting for SIGTERM (stop) or SIGHUP (reload TLS)");
+    tracing::info!("ready; waiting for SIGTERM (stop) or SIGHUP (reload the configuration)");
+    let shutdown = CancellationToken::new();
+    let mut running = server.start(shutdown.clone())?;
+    let reloader = running.reloader();
+    let mut requests = running.reload_requests();
+    let serving = tokio::spawn(running.wait());
     // Type=notify (dist/yizhan.service): ready once the listeners are bound and privileges
     // dropped. Nothing is sent when not started by systemd ($NOTIFY_SOCKET unset).
     systemd(&[sd_notify::NotifyState::Ready]);
-    let tls = server.tls();
-    let shutdown = CancellationToken::new();
-    let serving = tokio::spawn(server.run(shutdown.clone()));
     let signal = loop {
-        match signals.recv().await {
-            Signal::Stop(name) => break name,
-            Signal::Reload => {
-                systemd(&[sd_notify::NotifyState::Reloading, monotonic_now()]);
-                match &tls {
-                    Some(store) => store.reload_and_log("SIGHUP"),
-                    None => tracing::info!("SIGHUP received; no [tls] to reload"),
-                }
-                systemd(&[sd_notify::NotifyState::Ready]);
+        let asked = async {
+            match requests.as_mut() {
+                Some(requests) => requests.recv().await,
+                None => std::future::pending().await,
             }
+        };
+        tokio::select! {
+            signal = signals.recv() => match signal {
+                Signal::Stop(name) => break name,
+                Signal::Reload => {
+                    let _ = reload.apply(&reloader, "SIGHUP");
+                }
+            },
+            answer = asked => match answer {
+                Some(answer) => {
+                    let _ = answer.send(reload.apply(&reloader, "yizhan reload"));
+                }
+                None => requests = None,
+            },
         }
     };
     tracing::info!("{signal} received, shutting down");
@@ -59,6 +72,67 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     shutdown.cancel();
     serving.await.context("server task failed")??;
     Ok(())
+}
+
+/// What a reload reads again: the same file, the same command-line overrides, the defaults of
+/// the account that started the server.
+pub struct Reload {
+    /// The configuration file (absolute), or the embedded default.
+    pub source: Source,
+    /// `--listen`, `--data-dir`.
+    pub overrides: Overrides,
+    /// Whose default data directory applies.
+    pub account: config::Account,
+}
+
+impl Reload {
+    /// Reads and checks the configuration as at start (the TLS files must load), then makes it
+    /// the one in force; logs the outcome. `Ok`: the settings that need a restart; `Err`: why
+    /// the file was refused (every problem, one per line), the old configuration stays.
+    fn apply(&self, reloader: &Reloader, why: &str) -> Result<Vec<String>, String> {
+        systemd(&[sd_notify::NotifyState::Reloading, monotonic_now()]);
+        tracing::info!(why, "reloading the configuration: {}", self.source);
+        let outcome = self.load().and_then(|settings| {
+            reloader
+                .apply(settings)
+                .map(|reloaded| reloaded.needs_restart)
+                .map_err(|e| e.to_string())
+        });
+        match &outcome {
+            Ok(needs_restart) => {
+                for line in config::summary(&reloader.current()) {
+                    tracing::info!("{line}");
+                }
+                for setting in needs_restart {
+                    tracing::warn!(setting = %setting, "changed in the file, but only a restart applies it; the running value is kept");
+                }
+                tracing::info!(why, "configuration reloaded");
+            }
+            Err(problems) => {
+                for line in problems.lines() {
+                    tracing::error!("{line}");
+                }
+                tracing::error!(
+                    why,
+                    "reload refused; the configuration in force is unchanged"
+                );
+            }
+        }
+        systemd(&[sd_notify::NotifyState::Ready]);
+        outcome
+    }
+
+    fn load(&self) -> Result<Settings, String> {
+        let mut settings = config::load_as(&self.source, &self.account).map_err(|e| {
+            let n = e.count();
+            format!(
+                "{e}\nconfiguration has {n} problem{}",
+                if n == 1 { "" } else { "s" }
+            )
+        })?;
+        self.overrides.apply(&mut settings);
+        Ok(settings)
+    }
 }
 
 /// Once the listeners are bound and the keys read (as root): the data directory goes to the
@@ -143,7 +217,7 @@ fn raise_open_files_limit(max_connections: usize) {
 enum Signal {
     /// Shut down (named for the log).
     Stop(&'static str),
-    /// Reload the TLS certificate.
+    /// Read the configuration again.
     #[cfg_attr(not(unix), allow(dead_code))]
     Reload,
 }

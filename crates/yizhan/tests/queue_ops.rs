@@ -89,9 +89,10 @@ impl Live {
         let tasks = vec![
             tokio::spawn(runner.run(stop.clone())),
             tokio::spawn(control::run_operations(
-                settings,
+                yizhan_server::settings::live(settings),
                 spool.clone(),
                 handle,
+                None,
                 None,
                 stop.clone(),
             )),

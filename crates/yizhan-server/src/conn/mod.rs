@@ -44,11 +44,15 @@ use crate::settings::{ListenerKind, Settings};
 use crate::tls::{self, TlsStore};
 use crate::trace::HopCounter;
 
-/// What every connection shares.
+/// What every connection shares: one configuration in force with what is derived from it. A
+/// reload makes a new one ([`crate::reload`]); each session keeps the one it was accepted
+/// under until it ends.
 #[derive(Debug)]
 pub struct Shared {
-    /// The settings, snapshotted by each session at accept.
+    /// The settings.
     pub settings: Arc<Settings>,
+    /// Each listener's policy, in the order of [`Settings::listeners`].
+    pub policies: Vec<Arc<ListenerPolicy>>,
     /// The spool.
     pub spool: Spool,
     /// Wakes the queue runner after a commit.
@@ -58,9 +62,9 @@ pub struct Shared {
     /// The password hashes, shared with the blocking verifier threads.
     pub credentials: Arc<Credentials>,
     /// The bound on password checks running at once.
-    pub password_checks: auth::PasswordChecks,
+    pub password_checks: Arc<auth::PasswordChecks>,
     /// Rate limits per client address.
-    pub limits: crate::limits::RateLimits,
+    pub limits: Arc<crate::limits::RateLimits>,
 }
 
 /// The client stream, before or after TLS. `S` is any byte stream: a TCP socket from a

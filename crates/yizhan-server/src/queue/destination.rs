@@ -85,7 +85,9 @@ impl Shared {
     pub(super) fn destination_slot(&self, key: &str, now: i64) -> Slot {
         let mut map = lock(&self.destinations.map);
         let dest = map.entry(key.to_owned()).or_insert_with(|| Destination {
-            permits: Arc::new(Semaphore::new(self.outbound.per_destination.max(1))),
+            permits: Arc::new(Semaphore::new(
+                self.config().outbound.per_destination.max(1),
+            )),
             down: None,
         });
         if let Some(down) = &mut dest.down {
@@ -139,7 +141,7 @@ impl Shared {
             return now;
         };
         let failures = dest.down.as_ref().map_or(0, |d| d.failures) + 1;
-        let backoff = self.settings.retry.wait(failures).max(1);
+        let backoff = self.config().settings.retry.wait(failures).max(1);
         let until = now.saturating_add(backoff);
         warn!(
             destination = key,

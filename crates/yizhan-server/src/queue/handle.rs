@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 use yizhan_spool::Envelope;
 
+use super::settings::{OutboundSettings, RunnerSettings};
 use super::shared::Shared;
+use crate::directory::Directory;
 
 /// Wakes the runner, e.g. right after a message was committed. Cheap to clone.
 #[derive(Clone)]
@@ -56,6 +58,28 @@ impl RunnerHandle {
         self.shared
             .upgrade()
             .map_or(0, |shared| shared.local_batches.load(Ordering::Relaxed))
+    }
+
+    /// Replaces the runner's settings (a configuration reload): deliveries that start from
+    /// now on use them, those in flight finish with the ones they started with. A new
+    /// `concurrency` resizes the delivery slots (a smaller one as deliveries end).
+    pub fn reconfigure(
+        &self,
+        settings: RunnerSettings,
+        outbound: OutboundSettings,
+        directory: Directory,
+    ) {
+        let Some(shared) = self.shared.upgrade() else {
+            return;
+        };
+        let old = shared.config().settings.concurrency.max(1);
+        let new = settings.concurrency.max(1);
+        shared.reconfigure(|c| {
+            c.settings = settings;
+            c.outbound = outbound;
+            c.directory = Some(directory);
+        });
+        crate::reload::resize(&shared.deliveries, old, new);
     }
 
     /// Makes every pending remote recipient (of `domain`, or all with `None`) due now, as ETRN

@@ -158,13 +158,13 @@ impl Round<'_> {
             if r.mailbox.is_some() {
                 continue;
             }
-            if held_for_turn(&self.shared.outbound, &r.address) {
+            if held_for_turn(&self.shared.config().outbound, &r.address) {
                 let text = "held for the domain's client to collect with TURN";
                 self.record(i, Outcome::Transient(Reason::local("4.4.0", text)), false);
                 recorded = true;
                 continue;
             }
-            match route::route(r, &self.shared.outbound.routing) {
+            match route::route(r, &self.shared.config().outbound.routing) {
                 Ok(routed) => {
                     let key = destination_key(&routed.route);
                     let joins = |g: &&mut Group| g.0 == key && !g.2 && !routed.source_routed;

@@ -57,14 +57,14 @@ pub(super) fn record(
             }
         }
         Outcome::Transient(reason) => {
-            let retry = &shared.settings.retry;
+            let retry = &shared.config().settings.retry;
             match retry.next_attempt(recipient.attempts, received_at, now) {
                 Some(at) => {
                     // Never "again right now", even with a zero back-off configured.
                     let at = at.max(now.saturating_add(1));
                     warn!(queue_id = %id, to = %recipient.address, attempts = recipient.attempts, retry_in = at - now, error = %reason.text, "delivery deferred");
                     recipient.next_attempt = at;
-                    let warn_due = shared.outbound.delay_warning.is_some_and(|after| {
+                    let warn_due = shared.config().outbound.delay_warning.is_some_and(|after| {
                         retry.delay_warning_due(after, received_at, attempts_before, due, now)
                     });
                     if warn_due && NotifyOn::of(recipient.notify.as_ref()).wants(Action::Delayed) {

@@ -13,7 +13,7 @@ impl Shared {
             .pool
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let idle = self.outbound.connection_idle;
+        let idle = self.config().outbound.connection_idle;
         let list = pool.get_mut(key)?;
         while let Some((conn, since)) = list.pop() {
             if since.elapsed() < idle && conn.is_usable() {
@@ -25,7 +25,7 @@ impl Shared {
     }
 
     pub(super) fn return_connection(&self, key: String, conn: Connection) {
-        if !conn.is_usable() || conn.messages() >= self.outbound.messages_per_connection {
+        if !conn.is_usable() || conn.messages() >= self.config().outbound.messages_per_connection {
             tokio::spawn(conn.quit());
             return;
         }
@@ -41,7 +41,7 @@ impl Shared {
 
     /// Closes idle connections past their time (all of them with `all`).
     pub(super) fn sweep_pool(&self, all: bool) {
-        let idle = self.outbound.connection_idle;
+        let idle = self.config().outbound.connection_idle;
         let mut pool = self
             .pool
             .lock()
@@ -66,7 +66,7 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         pool.values()
             .flatten()
-            .map(|(_, since)| *since + self.outbound.connection_idle)
+            .map(|(_, since)| *since + self.config().outbound.connection_idle)
             .min()
     }
 }

@@ -80,14 +80,14 @@ pub(super) async fn deliver_remote(
     };
     let smtp_settings = SmtpSettings {
         helo_name: shared.helo_name(),
-        ..shared.outbound.smtp.clone()
+        ..shared.config().outbound.smtp.clone()
     };
     let hosts = match hosts_of(shared, route, &smtp_settings).await {
         Ok(hosts) => hosts,
         Err(outcome) => return all(outcome),
     };
     let mut from = envelope.reverse_path.clone();
-    if source_routed && let Ok(us) = Domain::parse(&shared.settings.hostname) {
+    if source_routed && let Ok(us) = Domain::parse(&shared.config().settings.hostname) {
         from = route::prepend_hop(&from, &us);
     }
     let attempt = Attempt {
@@ -142,7 +142,7 @@ async fn hosts_of(
         let text = format!("no DNS resolver available: {e}");
         Outcome::Transient(Reason::local("4.4.3", text))
     })?;
-    let ourselves = &shared.outbound.ourselves;
+    let ourselves = &shared.config().outbound.ourselves;
     let (targets, tls, auth) = match route {
         Route::Smarthost(h) => {
             let targets =

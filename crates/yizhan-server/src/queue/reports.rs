@@ -47,7 +47,7 @@ pub(super) async fn send_reports(
             .map(|o| {
                 let r = &envelope.recipients[o.index];
                 let give_up = envelope.received_at.saturating_add(
-                    i64::try_from(shared.settings.retry.give_up_after.as_secs())
+                    i64::try_from(shared.config().settings.retry.give_up_after.as_secs())
                         .unwrap_or(i64::MAX),
                 );
                 RecipientReport {
@@ -71,11 +71,11 @@ pub(super) async fn send_reports(
         }
         let full = kind == "failed"
             && envelope.ret != Some(Ret::Hdrs)
-            && envelope.size <= shared.outbound.report_original_limit;
+            && envelope.size <= shared.config().outbound.report_original_limit;
         let original = read_original(shared, &envelope.id, full).await?;
         let unique = format!("{}.{kind}.{}", envelope.id, now);
         let report = Report {
-            reporting_mta: &shared.settings.hostname,
+            reporting_mta: &shared.config().settings.hostname,
             to: &sender,
             envid: envelope.envid.as_deref(),
             arrival: envelope.received_at,
@@ -143,7 +143,7 @@ pub(super) async fn read_original(
 ) -> Result<Vec<u8>, SpoolError> {
     let spool = shared.spool.clone();
     let id = id.clone();
-    let limit = shared.outbound.report_original_limit;
+    let limit = shared.config().outbound.report_original_limit;
     let read = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, SpoolError> {
         let body = spool.open_body(&id)?;
         let mut bytes = Vec::new();
@@ -182,7 +182,12 @@ pub(super) async fn commit_report(
     };
     let path = ForwardPath::Path(Path::new(sender.clone()));
     let mut recipients = Vec::new();
-    match shared.directory.as_ref().map(|d| policy::resolve(d, &path)) {
+    match shared
+        .config()
+        .directory
+        .as_ref()
+        .map(|d| policy::resolve(d, &path))
+    {
         Some(Resolution::Deliver(targets)) => {
             recipients.extend(
                 targets

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -23,7 +24,7 @@ use super::local::{LOCAL_BATCH, LocalQueue};
 use super::message::{Done, process};
 use super::schedule::Schedule;
 use super::settings::{Clock, OutboundSettings, RunnerSettings};
-use super::shared::{Shared, system_resolver};
+use super::shared::{RunnerConfig, Shared, system_resolver};
 use crate::directory::Directory;
 
 /// The longest the runner sleeps without looking at the spool again (guards against clock
@@ -69,8 +70,7 @@ impl fmt::Debug for QueueRunner {
         f.debug_struct("QueueRunner")
             .field("spool", &self.shared.spool)
             .field("maildir", &self.shared.maildir)
-            .field("settings", &self.shared.settings)
-            .field("outbound", &self.shared.outbound)
+            .field("config", &self.shared.config())
             .finish_non_exhaustive()
     }
 }
@@ -90,15 +90,17 @@ impl QueueRunner {
             shared: Arc::new(Shared {
                 spool: Arc::new(spool),
                 maildir: Arc::new(maildir),
-                settings,
-                outbound: OutboundSettings::default(),
+                config: ArcSwap::from_pointee(RunnerConfig {
+                    settings,
+                    outbound: OutboundSettings::default(),
+                    directory: None,
+                }),
                 clock,
                 deliveries,
                 destinations: Destinations::default(),
                 resolver: OnceLock::new(),
                 new_resolver: Arc::new(system_resolver),
                 tls: None,
-                directory: None,
                 pool: Mutex::new(HashMap::new()),
                 wake: Arc::new(Notify::new()),
                 flushes: Arc::new(Mutex::new(Vec::new())),
@@ -121,8 +123,8 @@ impl QueueRunner {
     }
 
     /// Sets how remote delivery and reports work.
-    pub fn with_outbound(mut self, outbound: OutboundSettings) -> Self {
-        self.shared_mut().outbound = outbound;
+    pub fn with_outbound(self, outbound: OutboundSettings) -> Self {
+        self.shared.reconfigure(|c| c.outbound = outbound);
         self
     }
 
@@ -148,8 +150,8 @@ impl QueueRunner {
     }
 
     /// The directory, to deliver reports to local senders into their Maildir.
-    pub fn with_directory(mut self, directory: Directory) -> Self {
-        self.shared_mut().directory = Some(directory);
+    pub fn with_directory(self, directory: Directory) -> Self {
+        self.shared.reconfigure(|c| c.directory = Some(directory));
         self
     }
 
@@ -178,6 +180,7 @@ impl QueueRunner {
         // room for a full batch of them whatever `concurrency` is.
         let window = self
             .shared
+            .config()
             .settings
             .concurrency
             .max(1)

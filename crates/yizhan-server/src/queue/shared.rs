@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -24,8 +25,9 @@ pub(super) struct Shared {
     /// The store: the embedded spool, or any other [`QueueStore`].
     pub(super) spool: Arc<dyn QueueStore>,
     pub(super) maildir: Arc<Maildir>,
-    pub(super) settings: RunnerSettings,
-    pub(super) outbound: OutboundSettings,
+    /// The settings in force: replaced whole by [`RunnerHandle::reconfigure`] (a reload);
+    /// a delivery reads them once when it starts.
+    pub(super) config: ArcSwap<RunnerConfig>,
     pub(super) clock: Arc<dyn Clock>,
     pub(super) deliveries: Arc<Semaphore>,
     pub(super) destinations: Destinations,
@@ -34,7 +36,6 @@ pub(super) struct Shared {
     /// Makes it (the system's); asked again at the next attempt when it fails.
     pub(super) new_resolver: ResolverFactory,
     pub(super) tls: Option<TlsClient>,
-    pub(super) directory: Option<Directory>,
     pub(super) pool: Mutex<HashMap<String, Vec<(Connection, Instant)>>>,
     pub(super) wake: Arc<Notify>,
     pub(super) flushes: Arc<Mutex<Vec<Option<String>>>>,
@@ -59,6 +60,15 @@ pub(super) struct Shared {
     /// Maildir batches written so far.
     pub(super) local_batches: AtomicU64,
 }
+/// What a reload can change in the runner.
+#[derive(Debug, Clone)]
+pub(super) struct RunnerConfig {
+    pub(super) settings: RunnerSettings,
+    pub(super) outbound: OutboundSettings,
+    /// The directory, to deliver reports to local senders into their Maildir.
+    pub(super) directory: Option<Directory>,
+}
+
 /// Makes a resolver (see [`Shared::resolver`]).
 pub(super) type ResolverFactory =
     Arc<dyn Fn() -> Result<Arc<dyn Resolver>, DnsError> + Send + Sync>;
@@ -120,11 +130,24 @@ impl Shared {
         }
     }
 
+    /// The settings in force now.
+    pub(super) fn config(&self) -> Arc<RunnerConfig> {
+        self.config.load_full()
+    }
+
+    /// Changes the settings in force with `change`.
+    pub(super) fn reconfigure(&self, change: impl FnOnce(&mut RunnerConfig)) {
+        let mut config = RunnerConfig::clone(&self.config.load());
+        change(&mut config);
+        self.config.store(Arc::new(config));
+    }
+
     pub(super) fn helo_name(&self) -> String {
-        if self.outbound.smtp.helo_name.is_empty() {
-            self.settings.hostname.clone()
+        let config = self.config();
+        if config.outbound.smtp.helo_name.is_empty() {
+            config.settings.hostname.clone()
         } else {
-            self.outbound.smtp.helo_name.clone()
+            config.outbound.smtp.helo_name.clone()
         }
     }
 }

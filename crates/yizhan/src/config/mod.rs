@@ -82,6 +82,17 @@ impl Source {
         Self::Embedded
     }
 
+    /// The same source with an absolute path (the working directory may change later).
+    pub fn absolute(self) -> Self {
+        let abs = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
+        match self {
+            Self::Flag(p) => Self::Flag(abs(p)),
+            Self::Env(p) => Self::Env(abs(p)),
+            Self::System(p) => Self::System(abs(p)),
+            Self::Embedded => Self::Embedded,
+        }
+    }
+
     /// The name used for this source in messages: the path, or `<embedded default>`.
     pub fn name(&self) -> String {
         match self {
@@ -177,6 +188,12 @@ impl ConfigError {
 /// here: the file's `data_dir` (a relative one is relative to the file's directory, never to
 /// the current one), else [`default_data_dir`] for the user running the program.
 pub fn load(source: &Source) -> Result<Settings, ConfigError> {
+    load_as(source, &Account::current())
+}
+
+/// [`load`] with the default data directory of `account` (a reload after the server dropped
+/// its privileges still means the directory it started with).
+pub fn load_as(source: &Source, account: &Account) -> Result<Settings, ConfigError> {
     let (mut settings, dir) = match source {
         Source::Embedded => (parse(&source.name(), EMBEDDED_DEFAULT)?, None),
         Source::Flag(path) | Source::Env(path) | Source::System(path) => {
@@ -191,7 +208,7 @@ pub fn load(source: &Source) -> Result<Settings, ConfigError> {
             (parse(&file, &text)?, dir)
         }
     };
-    settings.data_dir = resolve_data_dir(&settings.data_dir, dir.as_deref(), &Account::current());
+    settings.data_dir = resolve_data_dir(&settings.data_dir, dir.as_deref(), account);
     Ok(settings)
 }
 
