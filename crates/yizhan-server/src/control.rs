@@ -754,6 +754,7 @@ pub async fn run_operations(
     spool: Spool,
     runner: RunnerHandle,
     bound: Option<UnixListener>,
+    submit: Option<UnixListener>,
     reload: Option<ReloadRequests>,
     shutdown: CancellationToken,
 ) {
@@ -764,11 +765,16 @@ pub async fn run_operations(
         runner.clone(),
         settings.clone(),
     );
-    let mut control = Control::new(spool, runner, Some(pickup.handle()));
+    let mut control = Control::new(spool.clone(), runner, Some(pickup.handle()));
     if let Some(requests) = reload {
         control = control.with_reload(requests);
     }
     let path = socket_path(&data_dir);
+    let submit_task = submit.map(|listener| {
+        let serve =
+            crate::submit::serve(listener, pickup.importer(), spool.clone(), shutdown.clone());
+        tokio::spawn(serve)
+    });
     let pickup_task = tokio::spawn(pickup.run(shutdown.clone()));
     let served = match bound {
         Some(listener) => serve_control_on(listener, path.clone(), control, shutdown.clone()).await,
@@ -780,6 +786,11 @@ pub async fn run_operations(
     }
     if let Err(e) = pickup_task.await {
         error!(error = %e, "maildrop pickup task failed");
+    }
+    if let Some(task) = submit_task
+        && let Err(e) = task.await
+    {
+        error!(error = %e, "submission socket task failed");
     }
 }
 

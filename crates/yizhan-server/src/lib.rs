@@ -13,5 +13,6 @@ pub mod policy;
 pub mod queue;
 pub mod reload;
 pub mod settings;
+pub mod submit;
 pub mod tls;
 pub mod trace;

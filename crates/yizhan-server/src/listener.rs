@@ -75,6 +75,8 @@ pub struct Server {
     /// The control socket, bound before the server says it is ready (`None`: it could not
     /// be, logged; mail service goes on without it).
     control: Option<tokio::net::UnixListener>,
+    /// The submission socket ([`crate::submit`]), bound before ready too.
+    submit: Option<tokio::net::UnixListener>,
 }
 
 impl Server {
@@ -129,12 +131,21 @@ impl Server {
                 None
             }
         };
+        // The submission socket, for local users who may not write into the maildrop.
+        let submit = match crate::submit::bind(&settings.data_dir) {
+            Ok(listener) => Some(listener),
+            Err(e) => {
+                warn!(path = %crate::submit::socket_path(&settings.data_dir).display(), error = %e, "cannot bind the submission socket; only root and the server's account can use `sendmail`");
+                None
+            }
+        };
         Ok(Server {
             settings: Arc::new(settings),
             listeners,
             spool,
             tls,
             control,
+            submit,
         })
     }
 
@@ -216,6 +227,7 @@ impl Server {
             self.spool.clone(),
             shared.runner.clone(),
             self.control,
+            self.submit,
             Some(reload_requests),
             shutdown.clone(),
         ));

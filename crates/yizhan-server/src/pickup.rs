@@ -31,7 +31,7 @@ use tracing::{error, info, warn};
 use yizhan_proto::address::{ForwardPath, Mailbox, Path as SmtpPath, ReversePath};
 use yizhan_proto::command::Body;
 use yizhan_proto::reply::Reply;
-use yizhan_spool::{ClientInfo, Envelope, Origin, Recipient, RecipientStatus, Spool};
+use yizhan_spool::{ClientInfo, Envelope, Origin, QueueId, Recipient, RecipientStatus, Spool};
 
 use crate::directory::{Directory, Resolution};
 use crate::policy;
@@ -229,10 +229,7 @@ impl PickupHandle {
 #[derive(Debug)]
 pub struct Pickup {
     dir: PathBuf,
-    spool: Spool,
-    runner: RunnerHandle,
-    /// The settings in force (replaced by a reload); each message reads them once.
-    settings: LiveSettings,
+    importer: Importer,
     wake: Arc<Notify>,
     /// Bad entries that could be neither moved aside nor removed (a directory or FIFO owned
     /// by someone else): skipped from then on, so they are logged once, not every second.
@@ -241,7 +238,7 @@ pub struct Pickup {
 
 /// Why one maildrop file was not imported.
 #[derive(Debug, thiserror::Error)]
-enum ImportError {
+pub(crate) enum ImportError {
     /// Try again later (spool or disk trouble); the file stays.
     #[error("{0}")]
     Transient(String),
@@ -260,12 +257,19 @@ impl Pickup {
     pub fn new(dir: PathBuf, spool: Spool, runner: RunnerHandle, settings: LiveSettings) -> Self {
         Pickup {
             dir,
-            spool,
-            runner,
-            settings,
+            importer: Importer {
+                spool,
+                runner,
+                settings,
+            },
             wake: Arc::new(Notify::new()),
             stuck: std::sync::Mutex::default(),
         }
+    }
+
+    /// What queues a local user's message (for the submission socket).
+    pub fn importer(&self) -> Importer {
+        self.importer.clone()
     }
 
     /// A handle to wake the pickup.
@@ -349,13 +353,54 @@ impl Pickup {
     }
 
     async fn import(&self, path: &Path) -> Result<(), ImportError> {
-        let settings = self.settings.load_full();
-        let max = settings.smtp.max_message_size;
+        let max = self.importer.settings.load().smtp.max_message_size;
         let read_path = path.to_path_buf();
         let (submission, message, uid) =
             tokio::task::spawn_blocking(move || read_drop(&read_path, max))
                 .await
                 .map_err(|e| ImportError::Transient(e.to_string()))??;
+        let from = path.display().to_string();
+        self.importer
+            .queue(&submission, &message, uid, &from)
+            .await?;
+        // Committed: only now may the drop go. If this fails, the next scan imports it again.
+        if let Err(e) = fs::remove_file(path)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            error!(file = %path.display(), error = %e, "cannot remove an imported maildrop file; it will be imported again");
+        }
+        Ok(())
+    }
+}
+
+/// Queues locally submitted messages (the maildrop's, the submission socket's): recipients
+/// resolved as for SMTP, a `Received:` line naming the submitter's uid, the hop limit, then a
+/// commit to the spool. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Importer {
+    pub(crate) spool: Spool,
+    pub(crate) runner: RunnerHandle,
+    /// The settings in force (replaced by a reload); each message reads them once.
+    pub(crate) settings: LiveSettings,
+}
+
+impl Importer {
+    /// Queues `message` from local user `uid` with the envelope `submission`; `from` names
+    /// where it came from in the log. Returns once the message is durably in the spool.
+    pub(crate) async fn queue(
+        &self,
+        submission: &Submission,
+        message: &[u8],
+        uid: u32,
+        from: &str,
+    ) -> Result<QueueId, ImportError> {
+        let settings = self.settings.load_full();
+        let max = settings.smtp.max_message_size;
+        if message.len() as u64 > max {
+            return Err(ImportError::Bad(format!(
+                "message larger than the limit of {max} bytes"
+            )));
+        }
         let now = jiff::Timestamp::now().as_second();
         let mut recipients = resolve_recipients(
             &settings.directory,
@@ -369,7 +414,7 @@ impl Pickup {
         // RFC 5321 6.3, as at the end of SMTP data (our own Received: line counts): a looping
         // message is bounced to its sender, never sent on.
         let mut hops = HopCounter::new();
-        hops.feed(&message);
+        hops.feed(message);
         let max_hops = settings.smtp.max_hops;
         if hops.hops() + 1 > max_hops {
             let detail = Reply::too_many_hops(max_hops).to_string();
@@ -394,12 +439,12 @@ impl Pickup {
         let received = received_line(&settings.hostname, uid, id.as_str(), &recipients);
         incoming
             .write(received.as_bytes())
-            .and_then(|()| incoming.write(&message))
+            .and_then(|()| incoming.write(message))
             .map_err(|e| ImportError::Transient(e.to_string()))?;
         let failed: Vec<&Recipient> = recipients.iter().filter(|r| !r.is_pending()).collect();
         for r in &failed {
             if let RecipientStatus::Failed { detail, .. } = &r.status {
-                warn!(queue_id = %id, to = %r.address, %detail, "maildrop recipient refused; a report goes to the sender");
+                warn!(queue_id = %id, to = %r.address, %detail, "local recipient refused; a report goes to the sender");
             }
         }
         let envelope = Envelope {
@@ -426,16 +471,10 @@ impl Pickup {
             .commit(incoming, envelope)
             .await
             .map_err(|e| ImportError::Transient(e.to_string()))?;
-        info!(queue_id = %id, uid, recipients = count, file = %path.display(), "queued from the maildrop");
-        stored.id = committed;
+        info!(queue_id = %id, uid, recipients = count, from, "queued from a local user");
+        stored.id = committed.clone();
         self.runner.submit(stored);
-        // Committed: only now may the drop go. If this fails, the next scan imports it again.
-        if let Err(e) = fs::remove_file(path)
-            && e.kind() != io::ErrorKind::NotFound
-        {
-            error!(file = %path.display(), error = %e, "cannot remove an imported maildrop file; it will be imported again");
-        }
-        Ok(())
+        Ok(committed)
     }
 }
 

@@ -68,7 +68,7 @@ impl Reloader {
         if let (Some(store), Some(tls)) = (&old.tls, &new.tls) {
             let info = store.replace(tls.clone())?;
             let now = jiff::Timestamp::now().as_second();
-            info!(certificate = %info.describe(now), "TLS certificate loaded");
+            info!(certificate = %info.describe(now), "TLS certificate reloaded");
         }
         let limits = if new.smtp.rate_limits == old.settings.smtp.rate_limits {
             old.limits.clone()

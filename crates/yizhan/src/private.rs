@@ -1,7 +1,10 @@
 //! Private files: nothing the server writes is readable by other local users (issue #13, like
 //! Postfix's queue and OpenSMTPD's spool). The server runs with umask 077, so every file it
 //! creates (Maildir messages, spool database and bodies, maildrop files) is 0600 and every
-//! directory 0700; [`tighten`] fixes what an earlier release or another umask left open.
+//! directory 0700; [`tighten`] fixes what an earlier release or another umask left open. Two
+//! directories are 0711 (others may pass through, not list): the data directory and its
+//! `public/`, where the submission socket lets other local users queue mail
+//! ([`yizhan_server::submit`]).
 
 use std::fs;
 use std::io;
@@ -22,30 +25,37 @@ pub fn restrict_umask() {
 /// changed, for the log.
 pub fn tighten(data_dir: &Path) -> io::Result<Vec<PathBuf>> {
     let mut changed = Vec::new();
-    restrict(data_dir, &mut changed)?;
+    let public = data_dir.join(yizhan_server::submit::PUBLIC_DIR);
+    restrict(data_dir, PASSAGE, &mut changed)?;
     for dir in [data_dir.to_path_buf(), data_dir.join("spool")] {
         let Ok(entries) = fs::read_dir(&dir) else {
             continue;
         };
         for entry in entries {
-            restrict(&entry?.path(), &mut changed)?;
+            let path = entry?.path();
+            let others = if path == public { PASSAGE } else { 0 };
+            restrict(&path, others, &mut changed)?;
         }
     }
     Ok(changed)
 }
 
-/// Clears the group and other bits of one regular file or directory (never follows a
-/// symbolic link; sockets and the like are left alone).
-fn restrict(path: &Path, changed: &mut Vec<PathBuf>) -> io::Result<()> {
+/// The bits a passage directory gives group and others: search, not read or write.
+const PASSAGE: u32 = 0o011;
+
+/// Gives the group and others of one regular file or directory exactly the bits `others`
+/// (never follows a symbolic link; sockets and the like are left alone).
+fn restrict(path: &Path, others: u32, changed: &mut Vec<PathBuf>) -> io::Result<()> {
     let meta = fs::symlink_metadata(path)?;
     if !(meta.is_dir() || meta.is_file()) {
         return Ok(());
     }
     let mode = meta.permissions().mode() & 0o7777;
-    if mode & UMASK == 0 {
+    let wanted = (mode & !UMASK) | (others & UMASK);
+    if mode == wanted {
         return Ok(());
     }
-    fs::set_permissions(path, fs::Permissions::from_mode(mode & !UMASK))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(wanted))?;
     changed.push(path.to_path_buf());
     Ok(())
 }
@@ -74,7 +84,7 @@ mod tests {
         std::os::unix::fs::symlink("/etc/passwd", data.join("link")).unwrap();
         let changed = tighten(&data).unwrap();
         assert_eq!(changed.len(), 5, "{changed:?}");
-        assert_eq!(mode(&data), 0o700);
+        assert_eq!(mode(&data), 0o711, "others may pass to public/");
         assert_eq!(mode(&data.join("spool")), 0o700);
         assert_eq!(mode(&data.join("spool/bodies")), 0o700);
         assert_eq!(mode(&data.join("spool/index.sqlite")), 0o600);

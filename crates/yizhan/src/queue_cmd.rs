@@ -123,15 +123,43 @@ pub fn main(args: QueueArgs, load: LoadSettings<'_>) -> ExitCode {
     }
 }
 
-/// `mailq` (or `sendmail -bp`): `queue list`.
+/// `mailq` (or `sendmail -bp`): `queue list`, for root and the server's account; anyone else
+/// (no access to the control socket) sees their own queued messages through the submission
+/// socket ([`yizhan_server::submit`]).
 pub fn mailq(config: Option<PathBuf>, load: LoadSettings<'_>) -> ExitCode {
-    main(
-        QueueArgs {
-            config,
-            command: QueueCommand::List { json: false },
-        },
-        load,
-    )
+    use yizhan_server::submit::{self, SubmitRequest, SubmitResponse};
+    let settings = match load(config) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("yizhan: {e}");
+            return ExitCode::from(78);
+        }
+    };
+    let socket = control::socket_path(&settings.data_dir);
+    let mut out = io::stdout().lock();
+    let tz = TimeZone::system();
+    let listed = match run(&QueueCommand::List { json: false }, &socket, &mut out, &tz) {
+        Err(QueueError::Client(ClientError::PermissionDenied { .. })) => {
+            match submit::request(&settings.data_dir, &SubmitRequest::List, b"") {
+                Ok(SubmitResponse::Queue { messages }) => print_list(&messages, &tz, &mut out),
+                Ok(SubmitResponse::Error { message, .. }) => Err(QueueError::Refused(message)),
+                Ok(_) => Err(QueueError::Unexpected),
+                Err(e) => Err(QueueError::Refused(format!(
+                    "cannot reach the server's submission socket {}: {e}",
+                    submit::socket_path(&settings.data_dir).display()
+                ))),
+            }
+        }
+        other => other,
+    };
+    match listed {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = out.flush();
+            eprintln!("yizhan: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Runs one queue command against the server listening on `socket`, writing to `out`; times
@@ -238,6 +266,20 @@ pub fn run(
             }
         }
     }
+    Ok(())
+}
+
+/// Prints `messages` as `queue list` does.
+fn print_list(
+    messages: &[MessageInfo],
+    tz: &TimeZone,
+    out: &mut dyn Write,
+) -> Result<(), QueueError> {
+    let mut printer = ListPrinter::new(false);
+    for m in messages {
+        printer.entry(m, tz, out)?;
+    }
+    printer.finish(out)?;
     Ok(())
 }
 

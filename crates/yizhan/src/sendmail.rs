@@ -151,6 +151,41 @@ pub enum SendmailError {
     /// later). Nothing was queued.
     #[error("{0}; nothing was queued{hint}", hint = drop_hint(.0))]
     Drop(#[from] pickup::DropError),
+    /// The server's submission socket cannot be reached (EX_TEMPFAIL, 75). Nothing was queued.
+    #[error(
+        "cannot reach the server's submission socket {}: {source}; nothing was queued (a user \
+         other than root and the server's account queues mail through the running server)",
+        path.display()
+    )]
+    NotRunning {
+        /// The socket.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The server refused the message; `temporary`: try again later (EX_TEMPFAIL, 75), else
+    /// EX_DATAERR (65).
+    #[error("the server refused the message: {message}")]
+    Refused {
+        /// Its reason.
+        message: String,
+        /// Whether trying later may work.
+        temporary: bool,
+    },
+}
+
+/// Where a message went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Queued {
+    /// Into the maildrop (root, the server's account): this file, picked up by the server.
+    Dropped(PathBuf),
+    /// Through the submission socket into the spool, with this queue id and envelope sender.
+    Spooled {
+        /// The queue id.
+        id: String,
+        /// The envelope sender the server used (an untrusted user's own address).
+        sender: String,
+    },
 }
 
 /// What to do about a maildrop that belongs to no server, in sendmail's own terms.
@@ -172,7 +207,14 @@ impl SendmailError {
             SendmailError::Usage(_) | SendmailError::NoRecipients => 64,
             SendmailError::BadAddress(_) | SendmailError::TooLarge(_) => 65,
             SendmailError::Read(_) => 74,
-            SendmailError::Drop(_) => 75,
+            SendmailError::Drop(_) | SendmailError::NotRunning { .. } => 75,
+            SendmailError::Refused { temporary, .. } => {
+                if *temporary {
+                    75
+                } else {
+                    65
+                }
+            }
             SendmailError::Config(_) => 78,
         }
     }
@@ -658,22 +700,38 @@ pub fn prepare(
     })
 }
 
-/// Reads, prepares and drops one message into the maildrop of `settings.data_dir`, then wakes
-/// a running server (best effort). Returns the maildrop file.
+/// Reads, prepares and queues one message. Root and the server's account (whoever may write
+/// into the maildrop of `settings.data_dir`) drop it there, even while the server is down,
+/// then wake a running server (best effort); anyone else hands it to the running server
+/// through its submission socket ([`yizhan_server::submit`]), which decides the sender.
 pub fn submit(
     options: &Options,
     settings: &Settings,
     input: impl BufRead,
     context: &Context,
-) -> Result<PathBuf, SendmailError> {
+) -> Result<Queued, SendmailError> {
     // Refused before the input is read when no server would ever read the message.
     let maildrop = pickup::maildrop_dir(&settings.data_dir);
-    pickup::check_maildrop(&maildrop)?;
+    let direct = match std::fs::symlink_metadata(&maildrop) {
+        Ok(_) => rustix::fs::access(
+            maildrop.join("tmp"),
+            rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK,
+        )
+        .is_ok(),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => false,
+        Err(_) => true,
+    };
+    if direct {
+        pickup::check_maildrop(&maildrop)?;
+    }
     let max = settings.smtp.max_message_size;
     let message = read_message(input, options.ignore_dots, max)?;
     let prepared = prepare(&message, options, context)?;
     if prepared.message.len() as u64 > max {
         return Err(SendmailError::TooLarge(max));
+    }
+    if !direct {
+        return through_server(&settings.data_dir, prepared);
     }
     let submission = Submission {
         version: pickup::FORMAT_VERSION,
@@ -687,7 +745,33 @@ pub fn submit(
         &Request::Pickup,
         Duration::from_secs(2),
     );
-    Ok(path)
+    Ok(Queued::Dropped(path))
+}
+
+/// Hands a prepared message to the running server's submission socket.
+fn through_server(data_dir: &std::path::Path, prepared: Prepared) -> Result<Queued, SendmailError> {
+    use yizhan_server::submit::{self, SubmitRequest, SubmitResponse};
+    let request = SubmitRequest::Submit {
+        sender: prepared.sender,
+        recipients: prepared.recipients,
+        size: prepared.message.len() as u64,
+    };
+    let answer = submit::request(data_dir, &request, &prepared.message).map_err(|source| {
+        SendmailError::NotRunning {
+            path: submit::socket_path(data_dir),
+            source,
+        }
+    })?;
+    match answer {
+        SubmitResponse::Queued { id, sender } => Ok(Queued::Spooled { id, sender }),
+        SubmitResponse::Error { message, temporary } => {
+            Err(SendmailError::Refused { message, temporary })
+        }
+        SubmitResponse::Queue { .. } => Err(SendmailError::Refused {
+            message: "unexpected answer".into(),
+            temporary: true,
+        }),
+    }
 }
 
 #[cfg(test)]

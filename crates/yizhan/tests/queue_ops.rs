@@ -94,6 +94,7 @@ impl Live {
                 handle,
                 None,
                 None,
+                None,
                 stop.clone(),
             )),
         ];
@@ -305,6 +306,9 @@ async fn sendmail_t_is_picked_up_and_delivered() {
     })
     .await
     .unwrap();
+    let sendmail::Queued::Dropped(dropped) = dropped else {
+        panic!("root drops into the maildrop, got {dropped:?}");
+    };
     assert!(dropped.starts_with(live.data.join("maildrop/new")));
 
     until("delivery to both list members", || {

@@ -1,0 +1,296 @@
+//! The submission socket: how a local user who may not write into the maildrop (anyone but
+//! root and the service account) queues mail with `sendmail` and sees their own queued mail
+//! with `mailq`, without a world-writable directory (issue #13; OpenSMTPD's model).
+//!
+//! `<data_dir>/public/submit.sock` is 0666 in a 0711 directory (the data directory itself is
+//! 0711: others may pass through it, not list it). The server asks the kernel who is on the
+//! other end (`SO_PEERCRED`) and believes nothing the client says about itself:
+//!
+//! - the message is queued with that uid in its `Received:` line and envelope, and only once it
+//!   is durably in the spool does the client hear `queued`;
+//! - the envelope sender of an untrusted user (not root, not the server's own account) is
+//!   their own login at the hostname, whatever `-f` asked for;
+//! - `list` shows an untrusted user only the messages they submitted.
+//!
+//! Protocol: one JSON line ([`SubmitRequest`]), for `submit` followed by exactly `size` bytes
+//! of message; one JSON line back ([`SubmitResponse`]).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+use yizhan_spool::{Origin, Spool};
+
+use crate::control::MessageInfo;
+use crate::pickup::{FORMAT_VERSION, ImportError, Importer, Submission};
+
+/// The directory, in the data directory, that other local users may reach.
+pub const PUBLIC_DIR: &str = "public";
+
+/// The socket's name in [`PUBLIC_DIR`].
+pub const SOCKET_NAME: &str = "submit.sock";
+
+/// Clients served at once; more wait in the kernel's backlog.
+const MAX_CLIENTS: usize = 32;
+
+/// How long a client may take to send its request and its message.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The longest request line.
+const MAX_REQUEST: usize = 64 * 1024;
+
+/// The socket of the server whose data directory is `data_dir`.
+pub fn socket_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(PUBLIC_DIR).join(SOCKET_NAME)
+}
+
+/// One request.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SubmitRequest {
+    /// Queue a message: `size` bytes follow the line.
+    Submit {
+        /// The envelope sender asked for (`""` for `<>`); an untrusted user gets their own.
+        sender: String,
+        /// The recipients, as `sendmail` takes them.
+        recipients: Vec<String>,
+        /// The message's length in bytes.
+        size: u64,
+    },
+    /// The queued messages this user may see.
+    List,
+}
+
+/// One answer.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum SubmitResponse {
+    /// The message is in the spool.
+    Queued {
+        /// Its queue id.
+        id: String,
+        /// The envelope sender it was queued with.
+        sender: String,
+    },
+    /// Answer to `list`.
+    Queue {
+        /// Oldest first.
+        messages: Vec<MessageInfo>,
+    },
+    /// Refused; nothing was queued.
+    Error {
+        /// For humans.
+        message: String,
+        /// Whether trying again later may work (the spool was busy or failing).
+        temporary: bool,
+    },
+}
+
+/// Makes `<data_dir>/public` (0711) and binds the socket in it (0666), replacing a stale one.
+pub fn bind(data_dir: &Path) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = data_dir.join(PUBLIC_DIR);
+    std::fs::create_dir_all(&dir)?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))?;
+    let path = dir.join(SOCKET_NAME);
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let listener = UnixListener::bind(&path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666))?;
+    Ok(listener)
+}
+
+/// Serves the socket until `shutdown`.
+pub async fn serve(
+    listener: UnixListener,
+    importer: Importer,
+    spool: Spool,
+    shutdown: CancellationToken,
+) {
+    info!("submission socket listening");
+    let tracker = TaskTracker::new();
+    let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
+    let served = Arc::new((importer, spool));
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    warn!(error = %e, "submission socket accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot,
+            _ = shutdown.cancelled() => break,
+        };
+        let Ok(slot) = slot else { break };
+        tracker.spawn(connection(stream, served.clone(), slot));
+    }
+    tracker.close();
+    tracker.wait().await;
+}
+
+async fn connection(
+    stream: UnixStream,
+    served: Arc<(Importer, Spool)>,
+    _slot: OwnedSemaphorePermit,
+) {
+    let Ok(cred) = stream.peer_cred() else {
+        warn!("submission socket: cannot tell who the client is; closed");
+        return;
+    };
+    let uid = cred.uid();
+    let (read, mut write) = stream.into_split();
+    let mut read = BufReader::new(read);
+    let answer = match tokio::time::timeout(CLIENT_TIMEOUT, answer(&mut read, uid, &served)).await {
+        Ok(answer) => answer,
+        Err(_) => refused("timed out waiting for the message", false),
+    };
+    if let Ok(mut line) = serde_json::to_vec(&answer) {
+        line.push(b'\n');
+        let _ = tokio::time::timeout(CLIENT_TIMEOUT, write.write_all(&line)).await;
+    }
+}
+
+fn refused(message: impl Into<String>, temporary: bool) -> SubmitResponse {
+    SubmitResponse::Error {
+        message: message.into(),
+        temporary,
+    }
+}
+
+async fn answer<R: tokio::io::AsyncBufRead + Unpin>(
+    read: &mut R,
+    uid: u32,
+    served: &(Importer, Spool),
+) -> SubmitResponse {
+    let mut line = Vec::new();
+    let mut limited = (&mut *read).take(MAX_REQUEST as u64);
+    if limited.read_until(b'\n', &mut line).await.is_err() || !line.ends_with(b"\n") {
+        return refused("no complete request line", false);
+    }
+    let request: SubmitRequest = match serde_json::from_slice(line.trim_ascii()) {
+        Ok(request) => request,
+        Err(e) => return refused(format!("bad request: {e}"), false),
+    };
+    let (importer, spool) = served;
+    match request {
+        SubmitRequest::Submit {
+            sender,
+            recipients,
+            size,
+        } => {
+            let max = importer.settings.load().smtp.max_message_size;
+            if size > max {
+                return refused(
+                    format!("message larger than the limit of {max} bytes"),
+                    false,
+                );
+            }
+            let mut message = vec![0; usize::try_from(size).unwrap_or(usize::MAX)];
+            if read.read_exact(&mut message).await.is_err() {
+                return refused("the message ended early", false);
+            }
+            submit(importer, uid, sender, recipients, &message).await
+        }
+        SubmitRequest::List => list(spool, uid).await,
+    }
+}
+
+/// Root and the server's own account may name any sender and see every message.
+fn trusted(uid: u32) -> bool {
+    uid == 0 || uid == rustix::process::geteuid().as_raw()
+}
+
+/// The login of `uid`, from the password database.
+fn login(uid: u32) -> Option<String> {
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|user| user.name)
+}
+
+async fn submit(
+    importer: &Importer,
+    uid: u32,
+    asked: String,
+    recipients: Vec<String>,
+    message: &[u8],
+) -> SubmitResponse {
+    let sender = if trusted(uid) {
+        asked
+    } else {
+        let Some(login) = login(uid) else {
+            return refused(format!("uid {uid} has no account name"), false);
+        };
+        let own = format!("{login}@{}", importer.settings.load().hostname);
+        if asked != own {
+            info!(uid, asked = %asked, sender = %own, "untrusted local sender: envelope sender set to the login");
+        }
+        own
+    };
+    let submission = Submission {
+        version: FORMAT_VERSION,
+        sender: sender.clone(),
+        recipients,
+    };
+    match importer.queue(&submission, message, uid, SOCKET_NAME).await {
+        Ok(id) => SubmitResponse::Queued {
+            id: id.to_string(),
+            sender,
+        },
+        Err(ImportError::Bad(why)) => refused(why, false),
+        Err(e) => refused(format!("cannot queue now: {e}"), true),
+    }
+}
+
+async fn list(spool: &Spool, uid: u32) -> SubmitResponse {
+    let spool = spool.clone();
+    let listed = tokio::task::spawn_blocking(move || spool.list()).await;
+    let envelopes = match listed {
+        Ok(Ok(envelopes)) => envelopes,
+        Ok(Err(e)) => return refused(format!("cannot read the queue now: {e}"), true),
+        Err(e) => return refused(format!("cannot read the queue now: {e}"), true),
+    };
+    let everyone = trusted(uid);
+    let messages = envelopes
+        .iter()
+        .filter(|e| everyone || e.client.origin == Origin::Local { uid: Some(uid) })
+        .map(MessageInfo::from)
+        .collect();
+    SubmitResponse::Queue { messages }
+}
+
+/// Sends one request (and, for `submit`, the message) to the socket of `data_dir` and waits
+/// for the answer. Blocking; for `sendmail` and `mailq`.
+pub fn request(
+    data_dir: &Path,
+    request: &SubmitRequest,
+    message: &[u8],
+) -> std::io::Result<SubmitResponse> {
+    use std::io::{BufRead as _, Write as _};
+    let mut stream = std::os::unix::net::UnixStream::connect(socket_path(data_dir))?;
+    stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
+    stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
+    let mut line = serde_json::to_vec(request).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    stream.write_all(&line)?;
+    stream.write_all(message)?;
+    stream.flush()?;
+    let mut answer = Vec::new();
+    std::io::BufReader::new(stream).read_until(b'\n', &mut answer)?;
+    serde_json::from_slice(answer.trim_ascii()).map_err(std::io::Error::other)
+}
