@@ -22,10 +22,9 @@
 //! file names ([`safe_name`]): they can never name `.`, `..`, or a path with `/` in it.
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::MetadataExt;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -43,8 +42,9 @@ const COPY_BUFFER: usize = 64 * 1024;
 /// Bytes read from the body at a time.
 const READ_CHUNK: usize = 16 * 1024;
 
-/// Mailboxes remembered as existing; past this the memory starts again from empty.
-const KNOWN_MAILBOXES: usize = 65_536;
+/// Mailboxes remembered as existing, each with its `tmp/` and `new/` open (two descriptors);
+/// past this the memory starts again from empty.
+pub const KNOWN_MAILBOXES: usize = 256;
 
 /// Why a delivery failed.
 #[derive(Debug, thiserror::Error)]
@@ -229,18 +229,18 @@ impl Maildir {
 
         // 1. The content of every file, before any of them gets its name in new/.
         let failed: Vec<(u64, io::Error)> = if self.sync == MaildirSync::Batch && staged.len() > 1 {
-            sync_filesystems(staged.iter().map(|(_, s)| (s.dev, &s.file)))
+            sync_filesystems(staged.iter().map(|(_, s)| (s.dirs.dev, &s.file)))
         } else {
             staged
                 .iter()
-                .filter_map(|(_, s)| s.file.sync_data().err().map(|e| (s.dev, e)))
+                .filter_map(|(_, s)| s.file.sync_data().err().map(|e| (s.dirs.dev, e)))
                 .collect()
         };
         // 2. The names in new/.
         let mut linked: Vec<(usize, Staged)> = Vec::with_capacity(staged.len());
         for (i, s) in staged {
-            let outcome = match failed.iter().find(|(dev, _)| *dev == s.dev) {
-                Some((_, e)) => Err(MaildirError::io(&s.new_dir, copy_error(e))),
+            let outcome = match failed.iter().find(|(dev, _)| *dev == s.dirs.dev) {
+                Some((_, e)) => Err(MaildirError::io(&s.dirs.new, copy_error(e))),
                 None => match s.link() {
                     Ok(()) => {
                         linked.push((i, s));
@@ -256,28 +256,31 @@ impl Maildir {
             s.remove_tmp();
         }
         // 3. The directory entries made in step 2.
-        let mut dirs: Vec<(&Path, u64)> = Vec::new();
+        let mut dirs: Vec<&MailboxDirs> = Vec::new();
         for (_, s) in &linked {
-            if !dirs.iter().any(|(d, _)| *d == s.new_dir.as_path()) {
-                dirs.push((&s.new_dir, s.dev));
+            if !dirs.iter().any(|d| std::ptr::eq(*d, &*s.dirs)) {
+                dirs.push(&s.dirs);
             }
         }
         let dir_failures: Vec<(PathBuf, io::Error)> =
             if self.sync == MaildirSync::Batch && dirs.len() > 1 {
-                let failed = sync_filesystems(linked.iter().map(|(_, s)| (s.dev, &s.file)));
+                let failed = sync_filesystems(linked.iter().map(|(_, s)| (s.dirs.dev, &s.file)));
                 dirs.iter()
-                    .filter_map(|(dir, dev)| {
-                        let (_, e) = failed.iter().find(|(d, _)| d == dev)?;
-                        Some((dir.to_path_buf(), copy_error(e)))
+                    .filter_map(|dir| {
+                        let (_, e) = failed.iter().find(|(d, _)| *d == dir.dev)?;
+                        Some((dir.new.clone(), copy_error(e)))
                     })
                     .collect()
             } else {
                 dirs.iter()
-                    .filter_map(|(dir, _)| sync_dir(dir).err().map(|e| (dir.to_path_buf(), e)))
+                    .filter_map(|dir| {
+                        let synced = rustix::fs::fsync(&dir.new_fd).map_err(io::Error::from);
+                        synced.err().map(|e| (dir.new.clone(), e))
+                    })
                     .collect()
             };
         for (i, s) in linked {
-            results[i] = Some(match dir_failures.iter().find(|(d, _)| *d == s.new_dir) {
+            results[i] = Some(match dir_failures.iter().find(|(d, _)| *d == s.dirs.new) {
                 // Linked, but maybe not durably: the retry finds the name, or writes it again.
                 Some((dir, e)) => Err(MaildirError::io(dir, copy_error(e))),
                 None => Ok((s.new.clone(), true)),
@@ -313,21 +316,22 @@ impl Maildir {
         let anonymous = self.anonymous.load(Ordering::Relaxed);
         let (dirs, tmp_name, file) =
             self.open_tmp(&job.domain, &job.local, &job.return_path, anonymous)?;
-        let tmp = tmp_name.map(|name| dirs.tmp.join(name));
-        let shown = tmp.as_deref().unwrap_or(&dirs.tmp);
-        if let Err(e) = write_message(&file, shown, &job.return_path, &mut job.body, buf) {
-            if let Some(tmp) = &tmp {
-                let _ = fs::remove_file(tmp);
-            }
+        let shown = tmp_name
+            .as_ref()
+            .map_or(dirs.tmp.clone(), |n| dirs.tmp.join(n));
+        let staged = Staged {
+            name: format!("{}.{}", job.key, self.hostname),
+            new: PathBuf::new(),
+            tmp: tmp_name,
+            dirs,
+            file,
+        };
+        if let Err(e) = write_message(&staged.file, &shown, &job.return_path, &mut job.body, buf) {
+            staged.remove_tmp();
             return Err(e);
         }
-        Ok(Staged {
-            new: dirs.new.join(format!("{}.{}", job.key, self.hostname)),
-            new_dir: dirs.new.clone(),
-            dev: dirs.dev,
-            tmp,
-            file,
-        })
+        let new = staged.dirs.new.join(&staged.name);
+        Ok(Staged { new, ..staged })
     }
 
     /// Delivers one message: `Return-Path: <return_path>` and then `body` byte for byte, into
@@ -350,13 +354,15 @@ impl Maildir {
             .and_then(|()| file.sync_data().map_err(|e| MaildirError::io(&tmp, e)))
             .and_then(|()| {
                 let new = dirs.new.join(&name);
-                fs::rename(&tmp, &new).map_err(|e| MaildirError::io(&new, e))?;
-                sync_dir(&dirs.new).map_err(|e| MaildirError::io(&dirs.new, e))?;
+                rustix::fs::renameat(&dirs.tmp_fd, name.as_str(), &dirs.new_fd, name.as_str())
+                    .map_err(|e| MaildirError::io(&new, e.into()))?;
+                rustix::fs::fsync(&dirs.new_fd)
+                    .map_err(|e| MaildirError::io(&dirs.new, e.into()))?;
                 Ok(new)
             });
         if result.is_err() {
             // Best effort: a leftover tmp file is harmless (readers ignore tmp/).
-            let _ = fs::remove_file(&tmp);
+            let _ = rustix::fs::unlinkat(&dirs.tmp_fd, name.as_str(), rustix::fs::AtFlags::empty());
         }
         result
     }
@@ -384,18 +390,17 @@ impl Maildir {
         let mailbox = self.mailbox_path(domain, local)?;
         let known = self.known_mailbox(&mailbox);
         if let Some(dirs) = known {
-            match self.create_tmp(&dirs.tmp, anonymous) {
+            match self.create_tmp(&dirs, anonymous) {
                 Ok((name, file)) => return Ok((dirs, name, file)),
-                Err(MaildirError::Io { ref source, .. })
-                    if source.kind() == io::ErrorKind::NotFound =>
-                {
+                // Removed behind our back (creating in a deleted directory fails, ENOENT or
+                // EPERM for O_TMPFILE) or otherwise changed: looked at again from the root.
+                Err(_) => {
                     self.lock_known().remove(&mailbox);
                 }
-                Err(e) => return Err(e),
             }
         }
         let dirs = self.prepare(&mailbox)?;
-        let (name, file) = self.create_tmp(&dirs.tmp, anonymous)?;
+        let (name, file) = self.create_tmp(&dirs, anonymous)?;
         Ok((dirs, name, file))
     }
 
@@ -403,13 +408,14 @@ impl Maildir {
     /// [`create_unique`](Self::create_unique).
     fn create_tmp(
         &self,
-        tmp_dir: &Path,
+        dirs: &MailboxDirs,
         anonymous: bool,
     ) -> Result<(Option<String>, File), MaildirError> {
         use rustix::fs::{Mode, OFlags};
+        let tmp_dir = &dirs.tmp;
         if anonymous {
             let flags = OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC;
-            match rustix::fs::open(tmp_dir, flags, Mode::from_raw_mode(0o666)) {
+            match rustix::fs::openat(&dirs.tmp_fd, ".", flags, Mode::from_raw_mode(0o600)) {
                 Ok(fd) => return Ok((None, File::from(fd))),
                 // No O_TMPFILE here (old kernel, or a file system without it): named files
                 // from now on.
@@ -421,7 +427,7 @@ impl Maildir {
                 Err(e) => return Err(MaildirError::io(tmp_dir, e.into())),
             }
         }
-        let (name, file) = self.create_unique(tmp_dir)?;
+        let (name, file) = self.create_unique(dirs)?;
         Ok((Some(name), file))
     }
 
@@ -435,22 +441,42 @@ impl Maildir {
         self.lock_known().get(mailbox).cloned()
     }
 
-    /// Makes sure `tmp/`, `new/` and `cur/` exist, and remembers the mailbox.
+    /// Makes sure `tmp/`, `new/` and `cur/` exist, opens `tmp/` and `new/`, and remembers the
+    /// mailbox.
+    ///
+    /// Below the root, every folder is opened (and made) relative to the handle of the one
+    /// above it, never following a symbolic link, and must belong to the user the server runs
+    /// as: a symlinked domain, mailbox or `new/` would let a delivery write anywhere. Files are
+    /// then created, linked and renamed relative to the handles of `tmp/` and `new/`.
     fn prepare(&self, mailbox: &Path) -> Result<Arc<MailboxDirs>, MaildirError> {
-        let tmp = mailbox.join("tmp");
-        let new = mailbox.join("new");
+        use rustix::fs::{Mode, OFlags};
         ensure_dir(&self.root)?;
-        // Below the root, every folder is checked (and made) without following a link: a
-        // symlinked domain, mailbox or `new/` would let a delivery write anywhere.
+        let root = rustix::fs::open(
+            &self.root,
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| MaildirError::io(&self.root, e.into()))?;
         let owner = rustix::process::geteuid().as_raw();
-        let domain = mailbox.parent().unwrap_or(mailbox);
-        for dir in [domain, mailbox, &tmp, &new, &mailbox.join("cur")] {
-            ensure_private_dir(dir, owner)?;
+        let mut parent = root;
+        let mut path = self.root.clone();
+        for name in mailbox.strip_prefix(&self.root).unwrap_or(mailbox).iter() {
+            path.push(name);
+            parent = open_private_dir(parent.as_fd(), &path, owner)?;
         }
-        let dev = fs::metadata(&new)
-            .map_err(|e| MaildirError::io(&new, e))?
-            .dev();
-        let dirs = Arc::new(MailboxDirs { tmp, new, dev });
+        let open = |name: &str| open_private_dir(parent.as_fd(), &mailbox.join(name), owner);
+        let (tmp_fd, new_fd) = (open("tmp")?, open("new")?);
+        open("cur")?;
+        let dev = rustix::fs::fstat(&new_fd)
+            .map_err(|e| MaildirError::io(&mailbox.join("new"), e.into()))?
+            .st_dev;
+        let dirs = Arc::new(MailboxDirs {
+            tmp: mailbox.join("tmp"),
+            new: mailbox.join("new"),
+            tmp_fd,
+            new_fd,
+            dev,
+        });
         let mut known = self.lock_known();
         if known.len() >= KNOWN_MAILBOXES {
             known.clear();
@@ -460,7 +486,8 @@ impl Maildir {
     }
 
     /// Creates `tmp/<unique>`: `<secs>.M<micros>P<pid>Q<counter>.<host>`.
-    fn create_unique(&self, tmp_dir: &Path) -> Result<(String, File), MaildirError> {
+    fn create_unique(&self, dirs: &MailboxDirs) -> Result<(String, File), MaildirError> {
+        use rustix::fs::{Mode, OFlags};
         let mut tries = 0;
         loop {
             let now = SystemTime::now()
@@ -474,11 +501,17 @@ impl Maildir {
                 DELIVERIES.fetch_add(1, Ordering::Relaxed),
                 self.hostname
             );
-            let path = tmp_dir.join(&name);
-            match OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(file) => return Ok((name, file)),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && tries < 10 => tries += 1,
-                Err(e) => return Err(MaildirError::io(&path, e)),
+            let flags =
+                OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            match rustix::fs::openat(
+                &dirs.tmp_fd,
+                name.as_str(),
+                flags,
+                Mode::from_raw_mode(0o600),
+            ) {
+                Ok(fd) => return Ok((name, File::from(fd))),
+                Err(rustix::io::Errno::EXIST) if tries < 10 => tries += 1,
+                Err(e) => return Err(MaildirError::io(&dirs.tmp.join(&name), e.into())),
             }
         }
     }
@@ -512,11 +545,14 @@ pub enum MaildirSync {
     File,
 }
 
-/// A mailbox's directories, as last checked.
+/// A mailbox's directories, as last checked: their paths (for messages) and open handles
+/// (for every operation).
 #[derive(Debug)]
 struct MailboxDirs {
     tmp: PathBuf,
     new: PathBuf,
+    tmp_fd: OwnedFd,
+    new_fd: OwnedFd,
     /// The file system `new/` is on (`st_dev`), to group the syncs of a batch.
     dev: u64,
 }
@@ -524,37 +560,51 @@ struct MailboxDirs {
 /// A message written into `tmp/`, not yet synced or linked.
 struct Staged {
     /// Its name in `tmp/`, or `None` for an anonymous file (`O_TMPFILE`).
-    tmp: Option<PathBuf>,
+    tmp: Option<String>,
+    /// Its name in `new/`.
+    name: String,
+    /// Its path in `new/` (for messages and the result).
     new: PathBuf,
-    new_dir: PathBuf,
-    dev: u64,
+    dirs: Arc<MailboxDirs>,
     file: File,
 }
 
 impl Staged {
     /// Gives the file its name in `new/`; fails with `AlreadyExists` if that name is taken.
     fn link(&self) -> io::Result<()> {
+        use rustix::fs::{AtFlags, linkat};
+        let new_fd = &self.dirs.new_fd;
         match &self.tmp {
-            Some(tmp) => fs::hard_link(tmp, &self.new),
+            Some(tmp) => linkat(
+                &self.dirs.tmp_fd,
+                tmp.as_str(),
+                new_fd,
+                self.name.as_str(),
+                AtFlags::empty(),
+            ),
             None => {
                 // linkat(2) of an O_TMPFILE file, as open(2) describes it.
                 let path = format!("/proc/self/fd/{}", self.file.as_raw_fd());
-                rustix::fs::linkat(
+                linkat(
                     rustix::fs::CWD,
                     path.as_str(),
-                    rustix::fs::CWD,
-                    &self.new,
-                    rustix::fs::AtFlags::SYMLINK_FOLLOW,
+                    new_fd,
+                    self.name.as_str(),
+                    AtFlags::SYMLINK_FOLLOW,
                 )
-                .map_err(io::Error::from)
             }
         }
+        .map_err(io::Error::from)
     }
 
     /// Removes the staging name in `tmp/`, if there is one: it was only a staging link.
     fn remove_tmp(&self) {
         if let Some(tmp) = &self.tmp {
-            let _ = fs::remove_file(tmp);
+            let _ = rustix::fs::unlinkat(
+                &self.dirs.tmp_fd,
+                tmp.as_str(),
+                rustix::fs::AtFlags::empty(),
+            );
         }
     }
 }
@@ -685,37 +735,59 @@ fn ensure_dir(dir: &Path) -> Result<(), MaildirError> {
     }
 }
 
-/// Makes sure `dir` is a real directory owned by `owner` (uid), creating it (its parent must
-/// exist) if missing. Never follows a symbolic link.
-fn ensure_private_dir(dir: &Path, owner: u32) -> Result<(), MaildirError> {
+/// Opens the directory `path` (its last component, in the directory `parent`), creating it
+/// if missing, never following a symbolic link; it must be a directory owned by `owner`
+/// (uid). A new directory's entry is synced in `parent`.
+fn open_private_dir(
+    parent: BorrowedFd<'_>,
+    path: &Path,
+    owner: u32,
+) -> Result<OwnedFd, MaildirError> {
+    use rustix::fs::{Mode, OFlags};
+    use rustix::io::Errno;
     let unsafe_path = |reason: String| MaildirError::Unsafe {
-        path: dir.to_path_buf(),
+        path: path.to_path_buf(),
         reason,
     };
-    match fs::symlink_metadata(dir) {
-        Ok(meta) if meta.file_type().is_symlink() => {
-            Err(unsafe_path("a symbolic link, not a directory".into()))
-        }
-        Ok(meta) if !meta.is_dir() => Err(unsafe_path("not a directory".into())),
-        Ok(meta) if meta.uid() != owner => Err(unsafe_path(format!(
-            "owned by uid {}, not by the user yizhan runs as (uid {owner})",
-            meta.uid()
-        ))),
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            match fs::create_dir(dir) {
-                Ok(()) => {}
-                // Another delivery made it meanwhile: checked again below.
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    return ensure_private_dir(dir, owner);
-                }
-                Err(e) => return Err(MaildirError::io(dir, e)),
+    let name = path.file_name().unwrap_or(path.as_os_str());
+    let flags = OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC;
+    let open = || rustix::fs::openat(parent, name, flags, Mode::empty());
+    let dir = match open() {
+        Err(Errno::NOENT) => {
+            match rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(0o700)) {
+                // Another delivery made it meanwhile: opened and checked below all the same.
+                Ok(()) | Err(Errno::EXIST) => {}
+                Err(e) => return Err(MaildirError::io(path, e.into())),
             }
-            let parent = dir.parent().unwrap_or(Path::new("."));
-            sync_dir(parent).map_err(|e| MaildirError::io(parent, e))
+            rustix::fs::fsync(parent).map_err(|e| MaildirError::io(path, e.into()))?;
+            open()
         }
-        Err(e) => Err(MaildirError::io(dir, e)),
+        other => other,
+    };
+    let dir = match dir {
+        Ok(dir) => dir,
+        Err(Errno::LOOP) => return Err(unsafe_path("a symbolic link, not a directory".into())),
+        // O_DIRECTORY with O_NOFOLLOW says ENOTDIR for a link too: which one is it?
+        Err(Errno::NOTDIR) => {
+            let link = rustix::fs::statat(parent, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+                .is_ok_and(|st| rustix::fs::FileType::from_raw_mode(st.st_mode).is_symlink());
+            let what = if link {
+                "a symbolic link, not a directory"
+            } else {
+                "not a directory"
+            };
+            return Err(unsafe_path(what.into()));
+        }
+        Err(e) => return Err(MaildirError::io(path, e.into())),
+    };
+    let stat = rustix::fs::fstat(&dir).map_err(|e| MaildirError::io(path, e.into()))?;
+    if stat.st_uid != owner {
+        return Err(unsafe_path(format!(
+            "owned by uid {}, not by the user yizhan runs as (uid {owner})",
+            stat.st_uid
+        )));
     }
+    Ok(dir)
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -1245,6 +1317,41 @@ mod tests {
         let mailbox = md.root().join("d/u");
         assert!(entries(&mailbox.join("tmp")).is_empty());
         assert_eq!(entries(&mailbox.join("new")).len(), 1);
+    }
+
+    #[test]
+    fn a_folder_swapped_for_a_link_after_the_check_is_never_written_through() {
+        // Files are made relative to the handles opened when the mailbox was checked: a `new/`
+        // replaced by a link afterwards (a race with the check) gets nothing.
+        let outside = tempfile::tempdir().unwrap();
+        let (_dir, md) = maildir();
+        md.deliver("d", "u", "", &mut &b"1\r\n"[..]).unwrap();
+        let new = md.root().join("d/u/new");
+        fs::rename(&new, md.root().join("d/u/new.old")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), &new).unwrap();
+        let jobs = [job("u", "k1", b"2\r\n"), job("u", "k2", b"3\r\n")];
+        let mut jobs = jobs.map(|mut j| {
+            j.domain = "d".into();
+            j
+        });
+        for result in md.deliver_batch(&mut jobs) {
+            let _ = result;
+        }
+        md.deliver("d", "u", "", &mut &b"4\r\n"[..]).ok();
+        assert_eq!(entries(outside.path()), Vec::<PathBuf>::new());
+    }
+
+    #[test]
+    fn a_folder_owned_by_someone_else_is_refused() {
+        if !rustix::process::geteuid().is_root() {
+            return;
+        }
+        let (_dir, md) = maildir();
+        fs::create_dir_all(md.root().join("d/u")).unwrap();
+        std::os::unix::fs::chown(md.root().join("d/u"), Some(65534), None).unwrap();
+        let err = md.deliver("d", "u", "", &mut &b"x\r\n"[..]).unwrap_err();
+        assert!(err.is_transient(), "{err}");
+        assert!(err.to_string().contains("owned by uid 65534"), "{err}");
     }
 
     #[test]

@@ -178,9 +178,10 @@ fn monotonic_now() -> sd_notify::NotifyState<'static> {
         .unwrap_or(sd_notify::NotifyState::Status("reloading"))
 }
 
-/// Descriptors needed besides the connections: a delivery batch's files, the spool, outbound
-/// connections, listeners, the control socket.
-const SPARE_FILES: u64 = 1024;
+/// Descriptors needed besides the connections: a delivery batch's files, the open folders of
+/// the mailboxes delivered to lately (two each), the spool, outbound connections, listeners,
+/// the control and submission sockets.
+const SPARE_FILES: u64 = 1024 + 2 * yizhan_delivery::maildir::KNOWN_MAILBOXES as u64;
 
 /// Raises the soft limit on open files up to the hard limit if it is lower than
 /// `max_connections` needs (every connection is a descriptor; the usual soft limit is 1024),
