@@ -139,26 +139,61 @@ pub fn check_reachable(data_dir: &Path, account: &Account) -> Result<(), Privile
     Ok(())
 }
 
+/// The file in the data directory that records the account it was last given to (`uid:gid`).
+pub const OWNER_MARKER: &str = ".owner";
+
+/// How deep [`give`] looks once the data directory is known to be the account's: what a
+/// root process may have made since (the data directory's own entries, the maildrop's and the
+/// spool's), not every mailbox and message.
+const SHALLOW_DEPTH: usize = 3;
+
 /// Makes `data_dir` and everything under it owned by `account` (never following a link);
-/// returns how many entries changed owner.
+/// returns how many entries changed owner. The whole tree is walked the first time and
+/// whenever the account changes ([`OWNER_MARKER`] says which it was given to last); after
+/// that only its top levels, so a start does not cost a walk of every stored message.
 pub fn give(data_dir: &Path, account: &Account) -> Result<usize, PrivilegeError> {
+    let marker = data_dir.join(OWNER_MARKER);
+    let stamp = format!("{}:{}\n", account.uid, account.gid);
+    let known = fs::read_to_string(&marker).is_ok_and(|text| text == stamp)
+        && fs::symlink_metadata(data_dir)
+            .is_ok_and(|m| m.uid() == account.uid && m.gid() == account.gid);
+    let depth = if known { SHALLOW_DEPTH } else { usize::MAX };
+    let changed = give_to_depth(data_dir, account, depth)?;
+    if !known {
+        // Written last: a walk cut short is done again at the next start.
+        let written = fs::write(&marker, &stamp).and_then(|()| {
+            std::os::unix::fs::lchown(&marker, Some(account.uid), Some(account.gid))
+        });
+        if let Err(e) = written {
+            tracing::warn!(path = %marker.display(), error = %e, "cannot record the data directory's owner; the next start walks it all again");
+        }
+    }
+    Ok(changed)
+}
+
+/// [`give`] down to `depth` levels below `data_dir`.
+fn give_to_depth(
+    data_dir: &Path,
+    account: &Account,
+    depth: usize,
+) -> Result<usize, PrivilegeError> {
     let chown_error = |path: &Path, source| PrivilegeError::Chown {
         path: path.display().to_string(),
         user: account.name.clone(),
         source,
     };
     let mut changed = 0;
-    let mut pending = vec![data_dir.to_path_buf()];
-    while let Some(path) = pending.pop() {
+    let mut pending = vec![(data_dir.to_path_buf(), 0)];
+    while let Some((path, level)) = pending.pop() {
         let meta = fs::symlink_metadata(&path).map_err(|e| chown_error(&path, e))?;
         if meta.uid() != account.uid || meta.gid() != account.gid {
             std::os::unix::fs::lchown(&path, Some(account.uid), Some(account.gid))
                 .map_err(|e| chown_error(&path, e))?;
             changed += 1;
         }
-        if meta.is_dir() {
+        if meta.is_dir() && level < depth {
             for entry in fs::read_dir(&path).map_err(|e| chown_error(&path, e))? {
-                pending.push(entry.map_err(|e| chown_error(&path, e))?.path());
+                pending.push((entry.map_err(|e| chown_error(&path, e))?.path(), level + 1));
             }
         }
     }
@@ -185,4 +220,52 @@ pub fn drop_to(account: &Account) -> Result<(), PrivilegeError> {
         return Err(PrivilegeError::StillRoot);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owner(path: &Path) -> (u32, u32) {
+        let meta = fs::symlink_metadata(path).unwrap();
+        (meta.uid(), meta.gid())
+    }
+
+    #[test]
+    fn the_whole_tree_is_given_once_then_only_its_top() {
+        if !rustix::process::geteuid().is_root() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let deep = data.join("mail/example.test/alice/new");
+        fs::create_dir_all(&deep).unwrap();
+        fs::write(deep.join("1"), b"").unwrap();
+        fs::create_dir_all(data.join("maildrop/new")).unwrap();
+        let nobody = Account {
+            name: "nobody".into(),
+            uid: 65534,
+            gid: 65534,
+        };
+        let first = give(&data, &nobody).unwrap();
+        assert_eq!(first, 8, "every entry (the marker is written after)");
+        assert_eq!(owner(&deep.join("1")), (65534, 65534));
+        assert_eq!(owner(&data.join(OWNER_MARKER)), (65534, 65534));
+
+        // Known now: root's new maildrop file is given, a deep file is not looked at.
+        std::os::unix::fs::lchown(deep.join("1"), Some(0), Some(0)).unwrap();
+        fs::write(data.join("maildrop/new/2"), b"").unwrap();
+        assert_eq!(give(&data, &nobody).unwrap(), 1);
+        assert_eq!(owner(&data.join("maildrop/new/2")), (65534, 65534));
+        assert_eq!(owner(&deep.join("1")), (0, 0));
+
+        // Another account (or no record): everything again.
+        let other = Account {
+            name: "other".into(),
+            uid: 65533,
+            gid: 65533,
+        };
+        assert_eq!(give(&data, &other).unwrap(), 10);
+        assert_eq!(owner(&deep.join("1")), (65533, 65533));
+    }
 }
