@@ -99,3 +99,24 @@ def test_without_the_server_another_user_is_told_to_retry(server_factory, yizhan
     assert root.returncode == 0, root.stderr
     srv.start()
     wait_until(lambda: srv.maildir("user@test.example"), 10, "the dropped message")
+
+
+def test_a_slow_submission_never_holds_up_a_shutdown(server_factory):
+    """A client that connects to the submission socket and stops half way through its message
+    is answered "try again later" at SIGTERM; the server ends within its grace period."""
+    import socket
+    import time
+    srv = server_factory(top={"shutdown_grace": 2})
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(str(srv.data_dir / "public" / "submit.sock"))
+    sock.sendall(b'{"op":"submit","sender":"","recipients":["user@test.example"],"size":100}\n')
+    sock.sendall(b"Subject: half")
+    time.sleep(0.2)
+    started = time.monotonic()
+    srv.signal(15)
+    assert srv.wait(timeout=20) == 0
+    assert time.monotonic() - started < 10
+    sock.settimeout(5)
+    answer = sock.recv(4096)
+    assert b"shutting down" in answer and b'"temporary":true' in answer, answer
+    assert srv.maildir("user@test.example") == []

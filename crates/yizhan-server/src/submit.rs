@@ -137,7 +137,7 @@ pub async fn serve(
             _ = shutdown.cancelled() => break,
         };
         let Ok(slot) = slot else { break };
-        tracker.spawn(connection(stream, served.clone(), slot));
+        tracker.spawn(connection(stream, served.clone(), shutdown.clone(), slot));
     }
     tracker.close();
     tracker.wait().await;
@@ -146,6 +146,7 @@ pub async fn serve(
 async fn connection(
     stream: UnixStream,
     served: Arc<(Importer, Spool)>,
+    shutdown: CancellationToken,
     _slot: OwnedSemaphorePermit,
 ) {
     let Ok(cred) = stream.peer_cred() else {
@@ -155,9 +156,18 @@ async fn connection(
     let uid = cred.uid();
     let (read, mut write) = stream.into_split();
     let mut read = BufReader::new(read);
-    let answer = match tokio::time::timeout(CLIENT_TIMEOUT, answer(&mut read, uid, &served)).await {
-        Ok(answer) => answer,
-        Err(_) => refused("timed out waiting for the message", false),
+    let max = served.0.settings.load().smtp.max_message_size;
+    // Waiting for the client ends with the server: a slow client never holds up a shutdown.
+    // Once the message is read it is queued (or not) whole.
+    let asked = tokio::select! {
+        asked = tokio::time::timeout(CLIENT_TIMEOUT, read_request(&mut read, max)) => {
+            asked.unwrap_or_else(|_| Err(refused("timed out waiting for the message", false)))
+        }
+        _ = shutdown.cancelled() => Err(refused("the server is shutting down; try again later", true)),
+    };
+    let answer = match asked {
+        Ok(asked) => answer(asked, uid, &served).await,
+        Err(refusal) => refusal,
     };
     if let Ok(mut line) = serde_json::to_vec(&answer) {
         line.push(b'\n');
@@ -172,41 +182,61 @@ fn refused(message: impl Into<String>, temporary: bool) -> SubmitResponse {
     }
 }
 
-async fn answer<R: tokio::io::AsyncBufRead + Unpin>(
+/// What a client asked for, its message read.
+enum Asked {
+    Submit {
+        sender: String,
+        recipients: Vec<String>,
+        message: Vec<u8>,
+    },
+    List,
+}
+
+/// Reads the request line and, for `submit`, the message (at most `max` bytes).
+async fn read_request<R: tokio::io::AsyncBufRead + Unpin>(
     read: &mut R,
-    uid: u32,
-    served: &(Importer, Spool),
-) -> SubmitResponse {
+    max: u64,
+) -> Result<Asked, SubmitResponse> {
     let mut line = Vec::new();
     let mut limited = (&mut *read).take(MAX_REQUEST as u64);
     if limited.read_until(b'\n', &mut line).await.is_err() || !line.ends_with(b"\n") {
-        return refused("no complete request line", false);
+        return Err(refused("no complete request line", false));
     }
-    let request: SubmitRequest = match serde_json::from_slice(line.trim_ascii()) {
-        Ok(request) => request,
-        Err(e) => return refused(format!("bad request: {e}"), false),
-    };
-    let (importer, spool) = served;
+    let request: SubmitRequest = serde_json::from_slice(line.trim_ascii())
+        .map_err(|e| refused(format!("bad request: {e}"), false))?;
     match request {
         SubmitRequest::Submit {
             sender,
             recipients,
             size,
         } => {
-            let max = importer.settings.load().smtp.max_message_size;
             if size > max {
-                return refused(
-                    format!("message larger than the limit of {max} bytes"),
-                    false,
-                );
+                let why = format!("message larger than the limit of {max} bytes");
+                return Err(refused(why, false));
             }
             let mut message = vec![0; usize::try_from(size).unwrap_or(usize::MAX)];
             if read.read_exact(&mut message).await.is_err() {
-                return refused("the message ended early", false);
+                return Err(refused("the message ended early", false));
             }
-            submit(importer, uid, sender, recipients, &message).await
+            Ok(Asked::Submit {
+                sender,
+                recipients,
+                message,
+            })
         }
-        SubmitRequest::List => list(spool, uid).await,
+        SubmitRequest::List => Ok(Asked::List),
+    }
+}
+
+async fn answer(asked: Asked, uid: u32, served: &(Importer, Spool)) -> SubmitResponse {
+    let (importer, spool) = served;
+    match asked {
+        Asked::Submit {
+            sender,
+            recipients,
+            message,
+        } => submit(importer, uid, sender, recipients, &message).await,
+        Asked::List => list(spool, uid).await,
     }
 }
 
