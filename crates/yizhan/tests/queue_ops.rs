@@ -12,7 +12,7 @@
 #[path = "../src/queue_cmd.rs"]
 #[allow(dead_code)]
 mod queue_cmd;
-#[path = "../src/sendmail.rs"]
+#[path = "../src/sendmail/mod.rs"]
 #[allow(dead_code)]
 mod sendmail;
 

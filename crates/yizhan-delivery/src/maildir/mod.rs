@@ -21,14 +21,22 @@
 //! Layout: `<root>/<domain>/<local>/{tmp,new,cur}`. Domain and local part are made safe as
 //! file names ([`safe_name`]): they can never name `.`, `..`, or a path with `/` in it.
 
+mod batch;
+mod dirs;
+mod write;
+
+pub use batch::{BatchJob, MaildirSync};
+
 use std::collections::HashMap;
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use dirs::{MailboxDirs, ensure_dir, open_private_dir};
 
 /// Counter for unique names, shared by every [`Maildir`] in the process (the `Q<n>` part).
 static DELIVERIES: AtomicU64 = AtomicU64::new(0);
@@ -201,137 +209,6 @@ impl Maildir {
         self.deliver_batch(&mut jobs)
             .pop()
             .unwrap_or_else(|| Err(MaildirError::io(&self.root, io::Error::other("no result"))))
-    }
-
-    /// Delivers many messages, each at most once per key exactly as
-    /// [`deliver_once`](Maildir::deliver_once) does, and makes the whole batch durable with few
-    /// flushes. Every file is written into `tmp/` first; then their content is synced; then each
-    /// is linked into `new/`; then those directory entries are synced. So a name appears in
-    /// `new/` only once its content is on stable storage, which is what lets a retry after a
-    /// crash trust the name it finds. With [`MaildirSync::Batch`] and more than one file (or
-    /// directory), each sync step is one `syncfs(2)` per file system instead of one
-    /// `fdatasync(2)` per file and one `fsync(2)` per directory. Returns one result per job, in
-    /// order. Blocking: call it from `spawn_blocking`.
-    pub fn deliver_batch<R: Read>(
-        &self,
-        jobs: &mut [BatchJob<R>],
-    ) -> Vec<Result<(PathBuf, bool), MaildirError>> {
-        let mut results: Vec<Option<Result<(PathBuf, bool), MaildirError>>> =
-            jobs.iter().map(|_| None).collect();
-        let mut staged: Vec<(usize, Staged)> = Vec::with_capacity(jobs.len());
-        let mut buf = Vec::with_capacity(COPY_BUFFER + READ_CHUNK);
-        for (i, job) in jobs.iter_mut().enumerate() {
-            match self.stage(job, &mut buf) {
-                Ok(s) => staged.push((i, s)),
-                Err(e) => results[i] = Some(Err(e)),
-            }
-        }
-
-        // 1. The content of every file, before any of them gets its name in new/.
-        let failed: Vec<(u64, io::Error)> = if self.sync == MaildirSync::Batch && staged.len() > 1 {
-            sync_filesystems(staged.iter().map(|(_, s)| (s.dirs.dev, &s.file)))
-        } else {
-            staged
-                .iter()
-                .filter_map(|(_, s)| s.file.sync_data().err().map(|e| (s.dirs.dev, e)))
-                .collect()
-        };
-        // 2. The names in new/.
-        let mut linked: Vec<(usize, Staged)> = Vec::with_capacity(staged.len());
-        for (i, s) in staged {
-            let outcome = match failed.iter().find(|(dev, _)| *dev == s.dirs.dev) {
-                Some((_, e)) => Err(MaildirError::io(&s.dirs.new, copy_error(e))),
-                None => match s.link() {
-                    Ok(()) => {
-                        linked.push((i, s));
-                        continue;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                        Ok((s.new.clone(), false))
-                    }
-                    Err(e) => Err(MaildirError::io(&s.new, e)),
-                },
-            };
-            results[i] = Some(outcome);
-            s.remove_tmp();
-        }
-        // 3. The directory entries made in step 2.
-        let mut dirs: Vec<&MailboxDirs> = Vec::new();
-        for (_, s) in &linked {
-            if !dirs.iter().any(|d| std::ptr::eq(*d, &*s.dirs)) {
-                dirs.push(&s.dirs);
-            }
-        }
-        let dir_failures: Vec<(PathBuf, io::Error)> =
-            if self.sync == MaildirSync::Batch && dirs.len() > 1 {
-                let failed = sync_filesystems(linked.iter().map(|(_, s)| (s.dirs.dev, &s.file)));
-                dirs.iter()
-                    .filter_map(|dir| {
-                        let (_, e) = failed.iter().find(|(d, _)| *d == dir.dev)?;
-                        Some((dir.new.clone(), copy_error(e)))
-                    })
-                    .collect()
-            } else {
-                dirs.iter()
-                    .filter_map(|dir| {
-                        let synced = rustix::fs::fsync(&dir.new_fd).map_err(io::Error::from);
-                        synced.err().map(|e| (dir.new.clone(), e))
-                    })
-                    .collect()
-            };
-        for (i, s) in linked {
-            results[i] = Some(match dir_failures.iter().find(|(d, _)| *d == s.dirs.new) {
-                // Linked, but maybe not durably: the retry finds the name, or writes it again.
-                Some((dir, e)) => Err(MaildirError::io(dir, copy_error(e))),
-                None => Ok((s.new.clone(), true)),
-            });
-            s.remove_tmp();
-        }
-        results
-            .into_iter()
-            .map(|r| {
-                r.unwrap_or_else(|| Err(MaildirError::io(&self.root, io::Error::other("lost"))))
-            })
-            .collect()
-    }
-
-    /// Writes one job into a fresh file in its mailbox's `tmp/`, not synced yet.
-    fn stage<R: Read>(
-        &self,
-        job: &mut BatchJob<R>,
-        buf: &mut Vec<u8>,
-    ) -> Result<Staged, MaildirError> {
-        if job.key.is_empty()
-            || !job
-                .key
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-        {
-            return Err(MaildirError::InvalidName {
-                what: "delivery key",
-                value: job.key.clone(),
-                reason: "must be ASCII letters, digits, '.', '_' or '-'",
-            });
-        }
-        let anonymous = self.anonymous.load(Ordering::Relaxed);
-        let (dirs, tmp_name, file) =
-            self.open_tmp(&job.domain, &job.local, &job.return_path, anonymous)?;
-        let shown = tmp_name
-            .as_ref()
-            .map_or(dirs.tmp.clone(), |n| dirs.tmp.join(n));
-        let staged = Staged {
-            name: format!("{}.{}", job.key, self.hostname),
-            new: PathBuf::new(),
-            tmp: tmp_name,
-            dirs,
-            file,
-        };
-        if let Err(e) = write_message(&staged.file, &shown, &job.return_path, &mut job.body, buf) {
-            staged.remove_tmp();
-            return Err(e);
-        }
-        let new = staged.dirs.new.join(&staged.name);
-        Ok(Staged { new, ..staged })
     }
 
     /// Delivers one message: `Return-Path: <return_path>` and then `body` byte for byte, into
@@ -517,122 +394,6 @@ impl Maildir {
     }
 }
 
-/// One message for [`Maildir::deliver_batch`].
-#[derive(Debug)]
-pub struct BatchJob<R> {
-    /// The mailbox's domain.
-    pub domain: String,
-    /// The mailbox's local part.
-    pub local: String,
-    /// The delivery's identity (see [`Maildir::deliver_once`]).
-    pub key: String,
-    /// The reverse-path mailbox without brackets, `""` for the null path.
-    pub return_path: String,
-    /// The message.
-    pub body: R,
-}
-
-/// How [`Maildir::deliver_batch`] makes a batch of files durable.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum MaildirSync {
-    /// For more than one file: one `syncfs(2)` per file system for the contents, and one for
-    /// the names in `new/`. Cheapest by far under load, but it also flushes whatever else is
-    /// waiting to be written on that file system, so it suits a file system that holds mail
-    /// (or little else that writes a lot).
-    #[default]
-    Batch,
-    /// `fdatasync(2)` on every file and `fsync(2)` on every `new/` directory, as most MTAs do.
-    File,
-}
-
-/// A mailbox's directories, as last checked: their paths (for messages) and open handles
-/// (for every operation).
-#[derive(Debug)]
-struct MailboxDirs {
-    tmp: PathBuf,
-    new: PathBuf,
-    tmp_fd: OwnedFd,
-    new_fd: OwnedFd,
-    /// The file system `new/` is on (`st_dev`), to group the syncs of a batch.
-    dev: u64,
-}
-
-/// A message written into `tmp/`, not yet synced or linked.
-struct Staged {
-    /// Its name in `tmp/`, or `None` for an anonymous file (`O_TMPFILE`).
-    tmp: Option<String>,
-    /// Its name in `new/`.
-    name: String,
-    /// Its path in `new/` (for messages and the result).
-    new: PathBuf,
-    dirs: Arc<MailboxDirs>,
-    file: File,
-}
-
-impl Staged {
-    /// Gives the file its name in `new/`; fails with `AlreadyExists` if that name is taken.
-    fn link(&self) -> io::Result<()> {
-        use rustix::fs::{AtFlags, linkat};
-        let new_fd = &self.dirs.new_fd;
-        match &self.tmp {
-            Some(tmp) => linkat(
-                &self.dirs.tmp_fd,
-                tmp.as_str(),
-                new_fd,
-                self.name.as_str(),
-                AtFlags::empty(),
-            ),
-            None => {
-                // linkat(2) of an O_TMPFILE file, as open(2) describes it.
-                let path = format!("/proc/self/fd/{}", self.file.as_raw_fd());
-                linkat(
-                    rustix::fs::CWD,
-                    path.as_str(),
-                    new_fd,
-                    self.name.as_str(),
-                    AtFlags::SYMLINK_FOLLOW,
-                )
-            }
-        }
-        .map_err(io::Error::from)
-    }
-
-    /// Removes the staging name in `tmp/`, if there is one: it was only a staging link.
-    fn remove_tmp(&self) {
-        if let Some(tmp) = &self.tmp {
-            let _ = rustix::fs::unlinkat(
-                &self.dirs.tmp_fd,
-                tmp.as_str(),
-                rustix::fs::AtFlags::empty(),
-            );
-        }
-    }
-}
-
-/// `syncfs(2)` once per file system among `files`; returns the file systems that failed.
-fn sync_filesystems<'a>(files: impl Iterator<Item = (u64, &'a File)>) -> Vec<(u64, io::Error)> {
-    let mut done: Vec<u64> = Vec::new();
-    let mut failed = Vec::new();
-    for (dev, file) in files {
-        if done.contains(&dev) {
-            continue;
-        }
-        done.push(dev);
-        if let Err(e) = rustix::fs::syncfs(file) {
-            failed.push((dev, io::Error::from(e)));
-        }
-    }
-    failed
-}
-
-/// The same error again, for each of the files that one failed sync covered.
-fn copy_error(e: &io::Error) -> io::Error {
-    match e.raw_os_error() {
-        Some(code) => io::Error::from_raw_os_error(code),
-        None => io::Error::new(e.kind(), e.to_string()),
-    }
-}
-
 /// Writes the Return-Path line and the body, CRLF turned into LF, through `buf` (one `write`
 /// for a message that fits in [`COPY_BUFFER`]). Does not sync.
 fn write_message(
@@ -711,89 +472,6 @@ impl CrlfToLf {
     }
 }
 
-/// Creates `dir` and any missing parents, fsyncing each parent that gained an entry.
-fn ensure_dir(dir: &Path) -> Result<(), MaildirError> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    if let Some(parent) = dir.parent()
-        && !parent.as_os_str().is_empty()
-    {
-        ensure_dir(parent)?;
-    }
-    match fs::create_dir(dir) {
-        Ok(()) => {}
-        // Someone else (another delivery) made it meanwhile: fine if it is a directory.
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => {}
-        Err(e) => return Err(MaildirError::io(dir, e)),
-    }
-    match dir.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => {
-            sync_dir(parent).map_err(|e| MaildirError::io(parent, e))
-        }
-        _ => sync_dir(Path::new(".")).map_err(|e| MaildirError::io(dir, e)),
-    }
-}
-
-/// Opens the directory `path` (its last component, in the directory `parent`), creating it
-/// if missing, never following a symbolic link; it must be a directory owned by `owner`
-/// (uid). A new directory's entry is synced in `parent`.
-fn open_private_dir(
-    parent: BorrowedFd<'_>,
-    path: &Path,
-    owner: u32,
-) -> Result<OwnedFd, MaildirError> {
-    use rustix::fs::{Mode, OFlags};
-    use rustix::io::Errno;
-    let unsafe_path = |reason: String| MaildirError::Unsafe {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let name = path.file_name().unwrap_or(path.as_os_str());
-    let flags = OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC;
-    let open = || rustix::fs::openat(parent, name, flags, Mode::empty());
-    let dir = match open() {
-        Err(Errno::NOENT) => {
-            match rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(0o700)) {
-                // Another delivery made it meanwhile: opened and checked below all the same.
-                Ok(()) | Err(Errno::EXIST) => {}
-                Err(e) => return Err(MaildirError::io(path, e.into())),
-            }
-            rustix::fs::fsync(parent).map_err(|e| MaildirError::io(path, e.into()))?;
-            open()
-        }
-        other => other,
-    };
-    let dir = match dir {
-        Ok(dir) => dir,
-        Err(Errno::LOOP) => return Err(unsafe_path("a symbolic link, not a directory".into())),
-        // O_DIRECTORY with O_NOFOLLOW says ENOTDIR for a link too: which one is it?
-        Err(Errno::NOTDIR) => {
-            let link = rustix::fs::statat(parent, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
-                .is_ok_and(|st| rustix::fs::FileType::from_raw_mode(st.st_mode).is_symlink());
-            let what = if link {
-                "a symbolic link, not a directory"
-            } else {
-                "not a directory"
-            };
-            return Err(unsafe_path(what.into()));
-        }
-        Err(e) => return Err(MaildirError::io(path, e.into())),
-    };
-    let stat = rustix::fs::fstat(&dir).map_err(|e| MaildirError::io(path, e.into()))?;
-    if stat.st_uid != owner {
-        return Err(unsafe_path(format!(
-            "owned by uid {}, not by the user yizhan runs as (uid {owner})",
-            stat.st_uid
-        )));
-    }
-    Ok(dir)
-}
-
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir).and_then(|d| d.sync_all())
-}
-
 /// Makes a domain or local part safe as one file name component.
 ///
 /// Keeps ASCII letters, digits, `. _ + = -` and every non-ASCII character (UTF-8 mailboxes,
@@ -829,6 +507,8 @@ pub fn safe_name(name: &str) -> Result<String, &'static str> {
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use std::collections::HashSet;
 
     use super::*;

@@ -14,6 +14,10 @@
 //! (at-least-once, never lost). A file that can never be imported (it does not parse, or is too
 //! large) is moved to `maildrop/bad/` and logged.
 
+mod import;
+
+pub use import::{Importer, resolve_recipients};
+
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read as _, Write as _};
 use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
@@ -28,16 +32,11 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
-use yizhan_proto::address::{ForwardPath, Mailbox, Path as SmtpPath, ReversePath};
-use yizhan_proto::command::Body;
-use yizhan_proto::reply::Reply;
-use yizhan_spool::{ClientInfo, Envelope, Origin, QueueId, Recipient, RecipientStatus, Spool};
+use yizhan_proto::address::Mailbox;
+use yizhan_spool::Spool;
 
-use crate::directory::{Directory, Resolution};
-use crate::policy;
 use crate::queue::RunnerHandle;
 use crate::settings::LiveSettings;
-use crate::trace::HopCounter;
 
 /// How often the pickup looks into the maildrop without being woken.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -373,111 +372,6 @@ impl Pickup {
     }
 }
 
-/// Queues locally submitted messages (the maildrop's, the submission socket's): recipients
-/// resolved as for SMTP, a `Received:` line naming the submitter's uid, the hop limit, then a
-/// commit to the spool. Cheap to clone.
-#[derive(Debug, Clone)]
-pub struct Importer {
-    pub(crate) spool: Spool,
-    pub(crate) runner: RunnerHandle,
-    /// The settings in force (replaced by a reload); each message reads them once.
-    pub(crate) settings: LiveSettings,
-}
-
-impl Importer {
-    /// Queues `message` from local user `uid` with the envelope `submission`; `from` names
-    /// where it came from in the log. Returns once the message is durably in the spool.
-    pub(crate) async fn queue(
-        &self,
-        submission: &Submission,
-        message: &[u8],
-        uid: u32,
-        from: &str,
-    ) -> Result<QueueId, ImportError> {
-        let settings = self.settings.load_full();
-        let max = settings.smtp.max_message_size;
-        if message.len() as u64 > max {
-            return Err(ImportError::Bad(format!(
-                "message larger than the limit of {max} bytes"
-            )));
-        }
-        let now = jiff::Timestamp::now().as_second();
-        let mut recipients = resolve_recipients(
-            &settings.directory,
-            &settings.hostname,
-            &submission.recipients,
-            now,
-        );
-        if recipients.is_empty() {
-            return Err(ImportError::Bad("no recipients".into()));
-        }
-        // RFC 5321 6.3, as at the end of SMTP data (our own Received: line counts): a looping
-        // message is bounced to its sender, never sent on.
-        let mut hops = HopCounter::new();
-        hops.feed(message);
-        let max_hops = settings.smtp.max_hops;
-        if hops.hops() + 1 > max_hops {
-            let detail = Reply::too_many_hops(max_hops).to_string();
-            for r in recipients.iter_mut().filter(|r| r.is_pending()) {
-                r.status = RecipientStatus::Failed {
-                    at: now,
-                    detail: detail.clone(),
-                };
-            }
-        }
-        let sender = match submission.sender.trim().trim_matches(['<', '>']) {
-            "" => ReversePath::Null,
-            s => Mailbox::parse(s)
-                .map(|m| ReversePath::Path(SmtpPath::new(m)))
-                .map_err(|e| ImportError::Bad(format!("invalid sender {s:?}: {e}")))?,
-        };
-        let mut incoming = self
-            .spool
-            .create()
-            .map_err(|e| ImportError::Transient(e.to_string()))?;
-        let id = incoming.id().clone();
-        let received = received_line(&settings.hostname, uid, id.as_str(), &recipients);
-        incoming
-            .write(received.as_bytes())
-            .and_then(|()| incoming.write(message))
-            .map_err(|e| ImportError::Transient(e.to_string()))?;
-        let failed: Vec<&Recipient> = recipients.iter().filter(|r| !r.is_pending()).collect();
-        for r in &failed {
-            if let RecipientStatus::Failed { detail, .. } = &r.status {
-                warn!(queue_id = %id, to = %r.address, %detail, "local recipient refused; a report goes to the sender");
-            }
-        }
-        let envelope = Envelope {
-            id: id.clone(),
-            received_at: now,
-            size: 0,
-            reverse_path: sender,
-            envid: None,
-            ret: None,
-            body: Some(Body::EightBitMime),
-            smtputf8: !message.is_ascii(),
-            client: ClientInfo {
-                origin: Origin::Local { uid: Some(uid) },
-                ..ClientInfo::default()
-            },
-            recipients,
-            held: false,
-        };
-        let count = envelope.recipients.len();
-        let mut stored = envelope.clone();
-        stored.size = incoming.size();
-        let committed = self
-            .spool
-            .commit(incoming, envelope)
-            .await
-            .map_err(|e| ImportError::Transient(e.to_string()))?;
-        info!(queue_id = %id, uid, recipients = count, from, "queued from a local user");
-        stored.id = committed.clone();
-        self.runner.submit(stored);
-        Ok(committed)
-    }
-}
-
 /// Reads one maildrop file: its envelope, message and owner.
 fn read_drop(path: &Path, max_size: u64) -> Result<(Submission, Vec<u8>, u32), ImportError> {
     // Never follow a link, never wait on a FIFO or a device: open without blocking, then
@@ -550,81 +444,13 @@ fn describe(kind: fs::FileType) -> &'static str {
     }
 }
 
-/// The spool recipients for addresses given to `sendmail`, resolved as SMTP recipients are:
-/// local mailboxes and aliases expand; a foreign domain is a remote recipient; relocated
-/// (RFC 5321 3.4, 551) and unknown users (550) and invalid addresses fail at once. A bare local
-/// part means the primary local domain (else `hostname`). Duplicates are dropped.
-pub fn resolve_recipients(
-    directory: &Directory,
-    hostname: &str,
-    addresses: &[String],
-    now: i64,
-) -> Vec<Recipient> {
-    let primary = directory.domains().first().map_or(hostname, String::as_str);
-    let mut out: Vec<Recipient> = Vec::new();
-    let mut push = |r: Recipient| {
-        if !out.iter().any(|o| o.address == r.address) {
-            out.push(r);
-        }
-    };
-    let failed = |address: Mailbox, detail: String| Recipient {
-        status: RecipientStatus::Failed { at: now, detail },
-        ..Recipient::to(address, None, now)
-    };
-    for given in addresses {
-        let given = given.trim().trim_start_matches('<').trim_end_matches('>');
-        let full = if given.contains('@') {
-            given.to_owned()
-        } else {
-            format!("{given}@{primary}")
-        };
-        let mailbox = match Mailbox::parse(&full) {
-            Ok(mailbox) => mailbox,
-            Err(e) => {
-                // `sendmail` checks every address before it drops a message: this drop was
-                // made by something else. There is no address to report on.
-                error!(address = %full, error = %e, "maildrop recipient is no address; skipped");
-                continue;
-            }
-        };
-        let original = ForwardPath::Path(SmtpPath::new(mailbox.clone()));
-        match policy::resolve(directory, &original) {
-            Resolution::Deliver(targets) => {
-                for target in targets {
-                    if let Some(r) = policy::queued(target, original.clone(), now) {
-                        push(r);
-                    }
-                }
-            }
-            Resolution::Relocated(new) => push(failed(
-                mailbox,
-                format!("551 5.1.6 user not local; please try <{new}>"),
-            )),
-            Resolution::UnknownUser => {
-                push(failed(mailbox, "550 5.1.1 no such user here".to_owned()))
-            }
-            Resolution::NotLocal => push(Recipient::to(mailbox, None, now)),
-        }
-    }
-    out
-}
-
-/// The trace line (RFC 5321 4.4, RFC 5322 3.6.7) for a message picked up from the maildrop.
-fn received_line(hostname: &str, uid: u32, id: &str, recipients: &[Recipient]) -> String {
-    let mut line =
-        format!("Received: by {hostname} (yizhan pickup, from userid {uid})\r\n\tid {id}");
-    if let [one] = recipients {
-        line.push_str(&format!("\r\n\tfor <{}>", one.address));
-    }
-    let now = jiff::ZonedDateTime::now();
-    let date = jiff::fmt::rfc2822::to_string(&now).unwrap_or_else(|_| now.to_string());
-    line.push_str(&format!(";\r\n\t{date}\r\n"));
-    line
-}
-
 #[cfg(test)]
 mod tests {
+    use yizhan_spool::{Recipient, RecipientStatus};
+
+    use super::import::received_line;
     use super::*;
+    use crate::directory::Directory;
 
     fn directory() -> Directory {
         let mut b = Directory::builder();
