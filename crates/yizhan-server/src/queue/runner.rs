@@ -173,23 +173,21 @@ impl QueueRunner {
         }
     }
 
+    /// How many message tasks may be in flight: four per delivery slot. Local deliveries take
+    /// no delivery permit (they are batched), so the window leaves room for a full batch of
+    /// them whatever `concurrency` is.
+    fn window(&self) -> usize {
+        let concurrency = self.shared.config().settings.concurrency;
+        concurrency.max(1).saturating_mul(4).max(LOCAL_BATCH)
+    }
+
     /// Runs until `shutdown` is cancelled. Then it starts nothing new, lets the deliveries in
     /// flight finish and record their outcome, closes idle connections and returns.
     pub async fn run(self, shutdown: CancellationToken) {
-        // Local deliveries take no delivery permit (they are batched), so the window leaves
-        // room for a full batch of them whatever `concurrency` is.
-        let window = self
-            .shared
-            .config()
-            .settings
-            .concurrency
-            .max(1)
-            .saturating_mul(4)
-            .max(LOCAL_BATCH);
         let mut flight = Flight {
             tasks: JoinSet::new(),
             active: HashMap::new(),
-            window,
+            window: self.window(),
         };
         let mut schedule = Schedule::default();
         let mut waiting = Waiting::new();
@@ -207,6 +205,8 @@ impl QueueRunner {
             if now >= last_scan + self.shared.rescan_every {
                 self.shared.rescan.store(true, Ordering::Release);
             }
+            // A reload may have changed `concurrency`.
+            flight.window = self.window();
             self.shared.sweep_pool(false);
             self.unpark(&mut schedule);
             self.apply_changes(&mut schedule, &mut waiting).await;
