@@ -6,6 +6,7 @@ pub mod auth;
 pub mod conn;
 pub mod control;
 pub mod directory;
+pub mod dkim;
 pub mod limits;
 pub mod listener;
 pub mod pickup;

@@ -82,6 +82,8 @@ pub struct Settings {
     /// The domains each authenticated user may collect with `TURN` (canonical user address to
     /// lower-cased domains; ATRN semantics, RFC 2645).
     pub turn_domains: BTreeMap<String, Vec<String>>,
+    /// DKIM keys (`[[dkim]]`), loaded: mail our users send from these domains is signed.
+    pub dkim: crate::dkim::DkimKeys,
 }
 
 impl Default for Settings {
@@ -101,6 +103,7 @@ impl Default for Settings {
             credentials: Credentials::default(),
             delivery: DeliverySettings::default(),
             turn_domains: BTreeMap::new(),
+            dkim: crate::dkim::DkimKeys::default(),
         }
     }
 }

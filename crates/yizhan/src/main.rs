@@ -5,6 +5,7 @@
 //! itself. The configuration file is read by this crate's library half (`yizhan::config`).
 #![forbid(unsafe_code)]
 
+mod dkim_cmd;
 mod preflight;
 mod private;
 mod privileges;
@@ -48,6 +49,8 @@ enum Command {
     HashPassword,
     /// Operate the running server's queue: list, show, flush, hold, release, delete.
     Queue(queue_cmd::QueueArgs),
+    /// DKIM keys: `generate` makes one and prints the DNS record to publish.
+    Dkim(dkim_cmd::DkimArgs),
     /// Make the running server read its configuration again (as SIGHUP does); exits non-zero
     /// with the problems if the server refuses the file (it then keeps the old one).
     Reload(ReloadArgs),
@@ -114,7 +117,7 @@ fn main() -> ExitCode {
     // Client commands stay quiet unless asked.
     let quiet = matches!(
         cli.command,
-        Command::Queue(_) | Command::Sendmail(_) | Command::Reload(_)
+        Command::Queue(_) | Command::Sendmail(_) | Command::Reload(_) | Command::Dkim(_)
     );
     let level = cli.log_level.as_deref().or(quiet.then_some("warn"));
     if let Err(e) = init_logging(level) {
@@ -125,6 +128,7 @@ fn main() -> ExitCode {
         Command::CheckConfig(args) => check_config(&args),
         Command::Serve(args) => serve(args),
         Command::Reload(args) => reload(args),
+        Command::Dkim(args) => dkim_cmd::main(args, &load_for_client),
         Command::HashPassword => hash_password(),
         Command::Queue(args) => queue_cmd::main(args, &load_for_client),
         Command::Sendmail(args) => {

@@ -13,6 +13,10 @@ where
             return;
         }
         self.hops.feed(chunk);
+        if let Some(message) = self.to_sign.as_mut() {
+            message.extend_from_slice(chunk);
+            return;
+        }
         if let Some(incoming) = self.incoming.as_mut()
             && let Err(error) = incoming.write(chunk)
         {
@@ -40,15 +44,39 @@ where
             return Decision::Reply(Reply::local_error());
         }
         self.incoming = Some(incoming);
+        // Our users' mail (authenticated, or from relay_networks) is signed if a key exists.
+        let ours = self.user.is_some() || self.trusted;
+        self.to_sign = (ours && !self.shared.settings.dkim.is_empty()).then(Vec::new);
         Decision::Accept
+    }
+
+    /// Writes the message kept for signing, after its `DKIM-Signature:` field when its
+    /// `From:` domain has a key.
+    fn sign_and_store(&mut self, incoming: &mut Incoming) -> Result<(), yizhan_spool::SpoolError> {
+        use crate::dkim::Signer as _;
+        let Some(message) = self.to_sign.take() else {
+            return Ok(());
+        };
+        match self.shared.settings.dkim.signature(&message) {
+            Ok(Some(field)) => incoming.write(field.as_bytes())?,
+            Ok(None) => {}
+            // Sent unsigned rather than refused: a missing signature costs less than a bounce.
+            Err(error) => warn!(%error, "DKIM signing failed; the message is queued unsigned"),
+        }
+        incoming.write(&message)
     }
 
     pub(super) async fn end_of_data(&mut self, transaction: Transaction, size: u64) -> Decision {
         self.data_deadline = None;
-        let Some(incoming) = self.incoming.take() else {
+        let Some(mut incoming) = self.incoming.take() else {
             return Decision::Reply(Reply::local_error());
         };
         if std::mem::take(&mut self.write_failed) {
+            self.to_sign = None;
+            return Decision::Reply(Reply::local_error());
+        }
+        if let Err(error) = self.sign_and_store(&mut incoming) {
+            warn!(%error, "spool write failed");
             return Decision::Reply(Reply::local_error());
         }
         // RFC 5321 6.3: our own `Received:` line counts as one more hop.

@@ -196,6 +196,7 @@ pub async fn serve<S>(
             incoming: None,
             write_failed: false,
             hops: HopCounter::new(),
+            to_sign: None,
             data_deadline: None,
             started: tokio::time::Instant::now(),
             bytes_in: 0,
@@ -248,6 +249,10 @@ struct Connection<S> {
     write_failed: bool,
     /// The `Received:` fields of the message being received (RFC 5321 6.3).
     hops: HopCounter,
+    /// The message as received, when it is to be DKIM-signed before it is stored (our own
+    /// user's mail from a domain with a key): the signature covers the whole message, so it
+    /// is kept here until the end of data instead of going straight to the spool.
+    to_sign: Option<Vec<u8>>,
     /// When the message data (DATA, or all BDAT chunks together) must have ended:
     /// `data_termination_timeout` after it started.
     data_deadline: Option<tokio::time::Instant>,

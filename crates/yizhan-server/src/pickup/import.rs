@@ -9,6 +9,7 @@ use yizhan_spool::{ClientInfo, Envelope, Origin, QueueId, Recipient, RecipientSt
 
 use super::{ImportError, Submission};
 use crate::directory::{Directory, Resolution};
+use crate::dkim::Signer as _;
 use crate::policy;
 use crate::queue::RunnerHandle;
 use crate::settings::LiveSettings;
@@ -78,8 +79,17 @@ impl Importer {
             .map_err(|e| ImportError::Transient(e.to_string()))?;
         let id = incoming.id().clone();
         let received = received_line(&settings.hostname, uid, id.as_str(), &recipients);
+        // A local user's mail is ours to sign, as an authenticated user's is.
+        let signature = match settings.dkim.signature(message) {
+            Ok(field) => field.unwrap_or_default(),
+            Err(error) => {
+                warn!(%error, from, "DKIM signing failed; the message is queued unsigned");
+                String::new()
+            }
+        };
         incoming
             .write(received.as_bytes())
+            .and_then(|()| incoming.write(signature.as_bytes()))
             .and_then(|()| incoming.write(message))
             .map_err(|e| ImportError::Transient(e.to_string()))?;
         let failed: Vec<&Recipient> = recipients.iter().filter(|r| !r.is_pending()).collect();

@@ -19,6 +19,7 @@ mod check;
 mod data_dir;
 mod delivery;
 mod directory;
+mod dkim;
 mod raw;
 mod smtp;
 mod summary;

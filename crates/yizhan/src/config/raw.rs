@@ -39,6 +39,19 @@ pub(super) struct RawConfig {
     pub(super) delivery: RawDelivery,
     #[serde(default)]
     pub(super) smarthost: Vec<RawSmarthost>,
+    #[serde(default)]
+    pub(super) dkim: Vec<RawDkim>,
+}
+
+/// One `[[dkim]]` key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDkim {
+    pub(super) domain: Spanned<String>,
+    pub(super) selector: Spanned<String>,
+    pub(super) key: Spanned<String>,
+    pub(super) algorithm: Option<Spanned<String>>,
+    pub(super) headers: Option<RawList>,
 }
 
 #[derive(Debug, Default, Deserialize)]

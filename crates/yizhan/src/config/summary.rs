@@ -164,6 +164,15 @@ pub fn summary(settings: &Settings) -> Vec<String> {
             relays.join(", ")
         }
     ));
+    if !settings.dkim.is_empty() {
+        let keys: Vec<String> = settings
+            .dkim
+            .0
+            .iter()
+            .map(|k| format!("{} (selector {}, {})", k.domain, k.selector, k.algorithm))
+            .collect();
+        lines.push(format!("dkim: signs mail from {}", keys.join(", ")));
+    }
     if !settings.turn_domains.is_empty() {
         let turn: Vec<String> = settings
             .turn_domains

@@ -976,3 +976,54 @@ fn durations_and_sizes_take_units() {
         found[0].reason
     );
 }
+
+#[test]
+fn dkim_keys_are_loaded_and_their_problems_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    let path = dir.path().join("k.pem");
+    std::fs::write(&path, key.serialize_pem()).unwrap();
+    let file = dir.path().join("y.toml");
+    let file = file.to_str().unwrap();
+    let good = "[[dkim]]\ndomain = \"Example.COM\"\nselector = \"s1\"\nkey = \"k.pem\"\n\
+                algorithm = \"ed25519-sha256\"\n";
+    let s = parse(file, good).unwrap();
+    let k = s
+        .dkim
+        .for_domain("example.com")
+        .expect("loaded, relative to the file");
+    assert_eq!((k.selector.as_str(), k.headers.len()), ("s1", 12));
+    let bad = "[[dkim]]\ndomain = \"a.example\"\nselector = \"bad selector\"\nkey = \"k.pem\"\n\
+               [[dkim]]\ndomain = \"b.example\"\nselector = \"s\"\nkey = \"k.pem\"\n\
+               algorithm = \"dsa\"\n\
+               [[dkim]]\ndomain = \"c.example\"\nselector = \"s\"\nkey = \"missing.pem\"\n\
+               headers = [\"Subject\"]\n\
+               [[dkim]]\ndomain = \"d.example\"\nselector = \"s\"\nkey = \"k.pem\"\n";
+    let found = match parse(file, bad) {
+        Err(ConfigError::Invalid(problems)) => problems,
+        other => panic!("{other:?}"),
+    };
+    let keys: Vec<&str> = found.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "dkim[0].selector",
+            "dkim[1].algorithm",
+            "dkim[2].headers",
+            "dkim[2].key",
+            "dkim[3].key"
+        ],
+        "{found:?}"
+    );
+    // An Ed25519 key read as RSA (the default) is named as such.
+    assert!(
+        found[4].reason.contains("not an RSA key"),
+        "{}",
+        found[4].reason
+    );
+    assert!(
+        found[3].reason.contains("missing.pem"),
+        "{}",
+        found[3].reason
+    );
+}

@@ -33,6 +33,7 @@ impl RawConfig {
         self.delivery(v, &mut settings);
         self.smarthosts(v, &mut settings);
         self.turn_domains(v, &mut settings);
+        self.dkim(v, &mut settings);
         if settings.tls.is_none() {
             self.submissions_need_tls(v);
         }

@@ -1,0 +1,111 @@
+"""DKIM signing (issue #14, RFC 6376, RFC 8463), checked by an independent verifier (dkimpy).
+
+Keys are made with `yizhan dkim generate`, which prints the DNS record; the verifier gets that
+record from a DNS function instead of a resolver. Mail from `relay_networks` (our users) is
+signed with the key of its From: domain, for RSA and Ed25519, for ASCII, 8-bit and SMTPUTF8
+messages; mail from strangers is not.
+"""
+
+import re
+import smtplib
+import subprocess
+
+import dkim
+import pytest
+
+from conftest import IO_TIMEOUT
+
+DOMAINS = {"rsa.example": "rsa-sha256", "ed.example": "ed25519-sha256"}
+
+
+def generate(yizhan_bin, srv, domain, algorithm):
+    out = subprocess.run(
+        [str(yizhan_bin), "dkim", "generate", "--config", str(srv.config), "--domain", domain,
+         "--selector", "s1", "--algorithm", algorithm,
+         "--key", str(srv.workdir / f"{domain}.pem")],
+        capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    line = next(l for l in out.stdout.splitlines() if " IN TXT " in l)
+    name, _, quoted = line.partition(" IN TXT ")
+    assert name == f"s1._domainkey.{domain}."
+    record = "".join(re.findall(r'"([^"]*)"', quoted))
+    block = out.stdout[out.stdout.index("[[dkim]]"):]
+    return name, record.encode(), block
+
+
+def dkim_server(server_factory, yizhan_bin, relay):
+    smtp = {"relay_networks": ["127.0.0.0/8"]} if relay else {}
+    srv = server_factory(smtp=smtp, start=False)
+    records = {}
+    blocks = []
+    for domain, algorithm in DOMAINS.items():
+        name, record, block = generate(yizhan_bin, srv, domain, algorithm)
+        records[name.encode()] = record
+        blocks.append(block)
+    srv.config.write_text(srv.config.read_text() + "\n" + "\n".join(blocks))
+    srv.start()
+    return srv, records
+
+
+def send(srv, sender, message, options=()):
+    with smtplib.SMTP("127.0.0.1", srv.port, local_hostname="client.test.example",
+                      timeout=IO_TIMEOUT) as s:
+        s.sendmail(sender, ["user@test.example"], message, mail_options=list(options))
+
+
+def delivered(srv, count):
+    files = srv.wait_mail("user@test.example", count)
+    # Maildir stores LF line ends; the signature was made over CRLF.
+    return files[-1].read_bytes().replace(b"\n", b"\r\n")
+
+
+CASES = [
+    ("rsa.example", b"From: Ann <ann@rsa.example>\r\nTo: user@test.example\r\n"
+     b"Subject: plain\r\nDate: Sat, 05 Dec 2026 12:00:00 +0000\r\n"
+     b"Message-ID: <1@rsa.example>\r\n\r\nHello,\r\n  spaced   line \r\n\r\n\r\n", ()),
+    ("ed.example", "From: Bo <bo@ed.example>\r\nTo: user@test.example\r\nSubject: 8bit\r\n"
+     "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
+     "Content-Transfer-Encoding: 8bit\r\n\r\nGrüße aus dem Süden, 驿站.\r\n".encode(),
+     ("BODY=8BITMIME",)),
+    ("rsa.example", "From: Zoë <zoe@rsa.example>\r\nTo: user@test.example\r\n"
+     "Subject: Привет, 驿站\r\n\r\nUTF-8 header and body.\r\n".encode(), ("SMTPUTF8",)),
+]
+
+
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_our_mail_is_signed_and_dkimpy_verifies_it(server_factory, yizhan_bin, case):
+    srv, records = dkim_server(server_factory, yizhan_bin, relay=True)
+    domain, message, options = CASES[case]
+    send(srv, f"sender@{domain}", message, options)
+    stored = delivered(srv, 1)
+    assert b"DKIM-Signature:" in stored, stored[:600]
+    signature = stored[stored.index(b"DKIM-Signature:"):].split(b"\r\n\r\n")[0]
+    assert b"d=" + domain.encode() in signature, signature
+    assert b"a=" + DOMAINS[domain].encode() in signature, signature
+    assert b"c=relaxed/relaxed" in signature, signature
+    # dkimpy ignores what precedes the signature (Return-Path, our Received).
+    ok = dkim.verify(stored, dnsfunc=lambda name, timeout=5: records.get(name))
+    assert ok, stored.decode(errors="replace")[:2000]
+    # The verifier is not fooled: one changed body byte fails it.
+    tampered = stored.replace(b"\r\n\r\n", b"\r\n\r\nX", 1)
+    assert not dkim.verify(tampered, dnsfunc=lambda name, timeout=5: records.get(name))
+
+
+def test_mail_from_strangers_is_not_signed(server_factory, yizhan_bin):
+    srv, _ = dkim_server(server_factory, yizhan_bin, relay=False)
+    domain, message, options = CASES[0]
+    send(srv, f"sender@{domain}", message, options)
+    assert b"DKIM-Signature:" not in delivered(srv, 1)
+
+
+def test_a_bad_key_is_a_configuration_problem(server_factory, yizhan_bin, tmp_path):
+    srv = server_factory(start=False)
+    bad = tmp_path / "bad.pem"
+    bad.write_text("not a key\n")
+    srv.config.write_text(srv.config.read_text() + f'\n[[dkim]]\ndomain = "rsa.example"\n'
+                          f'selector = "s1"\nkey = "{bad}"\n')
+    out = subprocess.run([str(yizhan_bin), "check-config", "--config", str(srv.config)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    assert re.search(r"yizhan\.toml:\d+:\d+: dkim\[0\]\.key: .*bad\.pem: cannot read the private key",
+                     out.stderr), out.stderr
