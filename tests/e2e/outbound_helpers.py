@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from dnslib import AAAA, MX, QTYPE, RCODE, RR, A, DNSRecord  # noqa: F401
+from dnslib import AAAA, MX, QTYPE, RCODE, RR, TXT, A, DNSRecord  # noqa: F401
 
 from conftest import IO_TIMEOUT, POLL_STEP, START_TIMEOUT, Server, toml_value
 
@@ -25,7 +25,7 @@ class TestDns:
     """An authoritative-only DNS server over UDP on 127.0.0.1 for the names in `zone`.
 
     `zone` maps a lower-case name to a list of (type, value): ("MX", (pref, exchange)),
-    ("A", "127.0.0.3"), or ("RCODE", "SERVFAIL"). Unknown names are NXDOMAIN; a known name
+    ("A", "127.0.0.3"), ("TXT", "v=DKIM1; ..."), or ("RCODE", "SERVFAIL"). Unknown names are NXDOMAIN; a known name
     without records of the asked type is NODATA.
     """
 
@@ -64,6 +64,11 @@ class TestDns:
                 reply.add_answer(RR(qname, QTYPE.MX, ttl=60, rdata=MX(exchange, pref)))
             elif kind == "A":
                 reply.add_answer(RR(qname, QTYPE.A, ttl=60, rdata=A(value)))
+            elif kind == "TXT":
+                # One record of character-strings of at most 255 bytes each.
+                text = value.encode() if isinstance(value, str) else value
+                parts = [text[i:i + 250] for i in range(0, len(text), 250)]
+                reply.add_answer(RR(qname, QTYPE.TXT, ttl=60, rdata=TXT(parts)))
         return reply.pack()
 
     def _serve(self) -> None:

@@ -109,3 +109,34 @@ def test_a_bad_key_is_a_configuration_problem(server_factory, yizhan_bin, tmp_pa
     assert out.returncode == 1
     assert re.search(r"yizhan\.toml:\d+:\d+: dkim\[0\]\.key: .*bad\.pem: cannot read the private key",
                      out.stderr), out.stderr
+
+
+def test_dkim_check_compares_the_published_record_with_the_key(server_factory, yizhan_bin):
+    from outbound_helpers import TestDns
+    srv = server_factory(start=False)
+    names = {}
+    blocks = []
+    for domain, algorithm in DOMAINS.items():
+        name, record, block = generate(yizhan_bin, srv, domain, algorithm)
+        names[domain] = (name, record)
+        blocks.append(block)
+    (rsa_name, rsa_record), (ed_name, _) = names["rsa.example"], names["ed.example"]
+    # rsa.example publishes its own key; ed.example publishes rsa.example's (a wrong key).
+    dns = TestDns({rsa_name: [("TXT", rsa_record)], ed_name: [("TXT", rsa_record)]})
+    try:
+        srv.config.write_text(srv.config.read_text() + "\n" + "\n".join(blocks)
+                              + f'\n[delivery]\ndns_servers = ["127.0.0.1:{dns.port}"]\n')
+
+        def check(domain):
+            return subprocess.run([str(yizhan_bin), "dkim", "check", "--config", str(srv.config),
+                                   "--domain", domain], capture_output=True, text=True, timeout=60)
+        good = check("rsa.example")
+        assert good.returncode == 0, good.stderr
+        assert "the published record matches" in good.stdout
+        wrong = check("ed.example")
+        assert wrong.returncode == 1
+        assert "does not match" in wrong.stderr and "k=ed25519" in wrong.stderr, wrong.stderr
+        unknown = check("none.example")
+        assert unknown.returncode == 1 and "no [[dkim]] key for none.example" in unknown.stderr
+    finally:
+        dns.stop()

@@ -387,6 +387,35 @@ impl HickoryResolver {
     }
 }
 
+impl HickoryResolver {
+    /// The TXT records of `name`, each with its character-strings joined (RFC 6376 3.6.2.2);
+    /// empty when there are none.
+    pub async fn txt(&self, name: &str) -> Result<Vec<String>, DnsError> {
+        let lookup = match self.inner.txt_lookup(fqdn(name)).await {
+            Ok(lookup) => lookup,
+            Err(e) => {
+                return match classify(name, &e) {
+                    DnsError::NoRecords(_) => Ok(Vec::new()),
+                    other => Err(other),
+                };
+            }
+        };
+        Ok(lookup
+            .answers()
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::TXT(txt) => Some(
+                    txt.txt_data
+                        .iter()
+                        .map(|part| String::from_utf8_lossy(part).into_owned())
+                        .collect(),
+                ),
+                _ => None,
+            })
+            .collect())
+    }
+}
+
 /// `domain.` so that no search domain is ever appended.
 fn fqdn(name: &str) -> String {
     if name.ends_with('.') {

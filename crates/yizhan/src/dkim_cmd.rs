@@ -49,6 +49,15 @@ pub enum DkimCommand {
         #[arg(long, value_name = "FILE")]
         key: Option<PathBuf>,
     },
+    /// Look up SELECTOR._domainkey.DOMAIN and say whether it matches the configured key.
+    Check {
+        /// The signing domain (a `[[dkim]]` domain).
+        #[arg(long)]
+        domain: String,
+        /// The selector (default: the configured one).
+        #[arg(long)]
+        selector: Option<String>,
+    },
 }
 
 /// `yizhan dkim ...`.
@@ -67,6 +76,7 @@ pub fn main(args: DkimArgs, load: LoadSettings<'_>) -> ExitCode {
             algorithm,
             key,
         } => generate(&settings, &domain, &selector, &algorithm, key),
+        DkimCommand::Check { domain, selector } => check(&settings, &domain, selector.as_deref()),
     };
     match outcome {
         Ok(text) => {
@@ -129,6 +139,72 @@ fn generate(
          algorithm = \"{algorithm}\"\n",
         path = path.display()
     ))
+}
+
+/// Compares the published record of the configured key for `domain` with the key.
+fn check(settings: &Settings, domain: &str, selector: Option<&str>) -> Result<String, String> {
+    let key = settings
+        .dkim
+        .for_domain(domain)
+        .ok_or_else(|| format!("no [[dkim]] key for {domain} in the configuration"))?;
+    let selector = selector.unwrap_or(&key.selector);
+    let pem = std::fs::read_to_string(&key.key_path)
+        .map_err(|e| format!("cannot read {}: {e}", key.key_path.display()))?;
+    let pair = KeyPair::from_pem(&pem)
+        .map_err(|e| format!("{}: not a private key: {e}", key.key_path.display()))?;
+    let want = base64::engine::general_purpose::STANDARD.encode(public_key(&pair, key.algorithm));
+    let name = format!("{selector}._domainkey.{}", key.domain);
+    let records = lookup_txt(settings, &name)?;
+    let published: Vec<&String> = records.iter().filter(|r| r.contains("p=")).collect();
+    let Some(record) = published.first() else {
+        return Err(format!(
+            "{name}: no DKIM record published; publish:\n{name}. IN TXT {}",
+            dns_record(key.algorithm, &public_key(&pair, key.algorithm))
+        ));
+    };
+    let tag = |t: &str| {
+        record.split(';').find_map(|part| {
+            let (k, v) = part.split_once('=')?;
+            (k.trim() == t).then(|| v.split_whitespace().collect::<String>())
+        })
+    };
+    let p = tag("p").unwrap_or_default();
+    let k = tag("k").unwrap_or_else(|| "rsa".to_owned());
+    if p == want && k == key.algorithm.key_type() {
+        Ok(format!(
+            "{name}: the published record matches {}\n",
+            key.key_path.display()
+        ))
+    } else if p.is_empty() {
+        Err(format!(
+            "{name}: the published record revokes the key (empty p=)"
+        ))
+    } else {
+        Err(format!(
+            "{name}: the published record does not match {} (k={k}); publish:\n{name}. IN TXT {}",
+            key.key_path.display(),
+            dns_record(key.algorithm, &public_key(&pair, key.algorithm))
+        ))
+    }
+}
+
+/// The TXT records of `name`, from `delivery.dns_servers` (or the system's resolver).
+fn lookup_txt(settings: &Settings, name: &str) -> Result<Vec<String>, String> {
+    use yizhan_delivery::mx::HickoryResolver;
+    let d = &settings.delivery;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime.block_on(async {
+        let resolver = if d.dns_servers.is_empty() {
+            HickoryResolver::from_system()
+        } else {
+            HickoryResolver::with_servers(&d.dns_servers, d.dns_timeout)
+        }
+        .map_err(|e| format!("no DNS resolver: {e}"))?;
+        resolver.txt(name).await.map_err(|e| format!("{name}: {e}"))
+    })
 }
 
 /// The `p=` bytes: the SubjectPublicKeyInfo for RSA (RFC 6376 3.6.1), the raw 32-byte key
