@@ -82,7 +82,7 @@ impl Default for Extensions {
             smtputf8: true,
             chunking: true,
             binarymime: false,
-            dsn: false,
+            dsn: true,
             starttls: false,
             auth_mechanisms: Vec::new(),
             auth_requires_tls: true,
