@@ -64,7 +64,8 @@ postlog   unix-dgram n - n - 1 postlogd
 
 
 class Postfix:
-    def __init__(self, root: Path, tls: bool, broken_tls: bool = False):
+    def __init__(self, root: Path, tls: bool, broken_tls: bool = False,
+                 extra: list[str] | None = None):
         self.root = root
         self.port = free_port("127.0.0.1")
         self.conf = root / "etc"
@@ -136,6 +137,7 @@ class Postfix:
                 ]
         else:
             lines.append("smtpd_tls_security_level = none")
+        lines += extra or []
         (self.conf / "main.cf").write_text("\n".join(lines) + "\n")
         (self.conf / "master.cf").write_text(MASTER_CF.format(port=self.port))
 
@@ -173,9 +175,9 @@ class Postfix:
 def postfix_factory(tmp_path):
     started = []
 
-    def make(tls: bool, broken_tls: bool = False) -> Postfix:
+    def make(tls: bool, broken_tls: bool = False, extra: list[str] | None = None) -> Postfix:
         name = "postfix-broken-tls" if broken_tls else "postfix-tls" if tls else "postfix"
-        pf = Postfix(tmp_path / name, tls, broken_tls)
+        pf = Postfix(tmp_path / name, tls, broken_tls, extra)
         started.append(pf)
         pf.start()
         return pf
@@ -299,3 +301,58 @@ def test_a_utf8_recipient_a_peer_cannot_take_gets_an_rfc6533_report(server_facto
     assert original["Subject"] == "Γειά"
     assert not pf.delivered()
     wait_until(lambda: srv.spool_empty() or None, DELIVERY_TIMEOUT, "yizhan's spool to empty")
+
+
+def test_dsn_parameters_reach_postfix_and_its_report_comes_back(server_factory, postfix_factory,
+                                                               yizhan_bin):
+    """Issue #14, RFC 3461 5.2: yizhan offers DSN, takes RET, ENVID, NOTIFY and ORCPT, and passes
+    them unchanged to a next hop that offers DSN (this Postfix); it sends no "relayed" report
+    of its own. Postfix delivers and returns a success report to the sender (routed back to
+    yizhan), which yizhan delivers: it names the envelope id and the original recipient."""
+    srv = server_factory(smtp={"relay_networks": ["127.0.0.0/8"]}, start=False)
+    srv.start()
+    pf = postfix_factory(False, extra=[
+        f"transport_maps = inline:{{ test.example=smtp:[127.0.0.1]:{srv.port} }}",
+        "smtp_tls_security_level = none",
+    ])
+    srv.config.write_text(srv.config.read_text() + f"""
+[[smarthost]]
+domain = "pf.example"
+host = "127.0.0.1"
+port = {pf.port}
+tls = "none"
+""")
+    # Postfix must know yizhan's port, yizhan Postfix's: the smarthost comes by reload.
+    done = subprocess.run([str(yizhan_bin), "reload", "--config", str(srv.config)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    c = srv.raw()
+    lines = c.expect("EHLO client.test.example", 250)
+    assert any("DSN" in l for l in lines), lines
+    c.expect("MAIL FROM:<user@test.example> RET=HDRS ENVID=order+2D42", 250)
+    c.expect("RCPT TO:<someone@pf.example> NOTIFY=SUCCESS,FAILURE "
+             "ORCPT=rfc822;someone@pf.example", 250)
+    c.expect("DATA", 354)
+    c.send(b"From: <user@test.example>\r\nTo: <someone@pf.example>\r\nSubject: dsn please\r\n"
+           b"\r\nHello.\r\n.\r\n")
+    assert c.reply()[0] == 250
+    c.close()
+    try:
+        wait_until(lambda: pf.delivered() or None, DELIVERY_TIMEOUT, "Postfix to deliver")
+        [path] = srv.wait_mail("user@test.example")
+    except BaseException:
+        print(pf.logs())
+        raise
+    raw = path.read_bytes()
+    report = email.message_from_bytes(raw, policy=email.policy.default)
+    assert report.get_content_type() == "multipart/report", raw.decode(errors="replace")
+    parts = list(report.iter_parts())
+    status = parts[1].get_payload()[0].as_string() + "\n" + "\n".join(
+        p.as_string() for p in parts[1].get_payload()[1:])
+    assert "Original-Envelope-Id: order-42" in status, status
+    assert "Reporting-MTA: dns; pf-mx.test" in status, status
+    assert re.search(r"Original-Recipient: rfc822; ?someone@pf.example", status), status
+    assert "Action: delivered" in status, status
+    # Postfix's report, not one of ours: yizhan saw the peer offer DSN and sent it on.
+    assert "pf-mx.test" in str(report["From"]), report["From"]
+    assert len(srv.maildir("user@test.example")) == 1
