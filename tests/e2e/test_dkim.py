@@ -14,6 +14,7 @@ import dkim
 import pytest
 
 from conftest import IO_TIMEOUT
+from tls_helpers import tls_factory  # noqa: F401 - fixture
 
 DOMAINS = {"rsa.example": "rsa-sha256", "ed.example": "ed25519-sha256"}
 
@@ -140,3 +141,26 @@ def test_dkim_check_compares_the_published_record_with_the_key(server_factory, y
         assert unknown.returncode == 1 and "no [[dkim]] key for none.example" in unknown.stderr
     finally:
         dns.stop()
+
+
+def test_an_authenticated_users_mail_is_signed_after_a_reload_adds_the_key(tls_factory, yizhan_bin):
+    """Submission (RFC 6409) over STARTTLS with AUTH: the user's mail is signed with the key a
+    reload brought in, and dkimpy verifies it."""
+    from tls_helpers import PASSWORD, USER, client_context
+    srv = tls_factory()
+    name, record, block = generate(yizhan_bin, srv, "test.example", "ed25519-sha256")
+    srv.config.write_text(srv.config.read_text() + "\n" + block)
+    done = subprocess.run([str(yizhan_bin), "reload", "--config", str(srv.config)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    s = srv.client("submission")
+    s.ehlo()
+    s.starttls(context=client_context())
+    s.ehlo()
+    s.login(USER, PASSWORD)
+    s.sendmail(USER, ["user@test.example"],
+               f"From: <{USER}>\r\nTo: <user@test.example>\r\nSubject: signed\r\n\r\nHi.\r\n")
+    s.quit()
+    stored = srv.wait_mail("user@test.example")[-1].read_bytes().replace(b"\n", b"\r\n")
+    assert b"d=test.example" in stored, stored[:800]
+    assert dkim.verify(stored, dnsfunc=lambda n, timeout=5: record if n == name.encode() else None)
