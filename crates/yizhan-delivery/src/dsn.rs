@@ -32,6 +32,9 @@ pub enum Action {
     Delivered,
     /// Passed on to a system that does not send DSNs.
     Relayed,
+    /// An alias or list, delivered to several addresses, which will not report success
+    /// themselves (RFC 3461 6.2.7.3, RFC 3464 2.3.3).
+    Expanded,
 }
 
 impl Action {
@@ -42,6 +45,7 @@ impl Action {
             Action::Delayed => "delayed",
             Action::Delivered => "delivered",
             Action::Relayed => "relayed",
+            Action::Expanded => "expanded",
         }
     }
 }
@@ -71,7 +75,7 @@ impl NotifyOn {
         match action {
             Action::Failed => self.failure,
             Action::Delayed => self.delay,
-            Action::Delivered | Action::Relayed => self.success,
+            Action::Delivered | Action::Relayed | Action::Expanded => self.success,
         }
     }
 }
@@ -338,7 +342,12 @@ impl Report<'_> {
         let done: Vec<_> = self
             .recipients
             .iter()
-            .filter(|r| matches!(r.action, Action::Delivered | Action::Relayed))
+            .filter(|r| {
+                matches!(
+                    r.action,
+                    Action::Delivered | Action::Relayed | Action::Expanded
+                )
+            })
             .collect();
         if !failed.is_empty() {
             t.push_str(

@@ -2,6 +2,9 @@
 //! the hop count (RFC 5321 6.3), and the commit at the end of data that makes the 250 a
 //! promise.
 
+use yizhan_delivery::dsn::NotifyOn;
+use yizhan_proto::command::Notify;
+
 use super::*;
 
 impl<S> Connection<S>
@@ -86,7 +89,7 @@ where
             warn!(from = %transaction.from, hops, max_hops, "message refused: too many hops (a mail loop?)");
             return Decision::Reply(Reply::too_many_hops(max_hops));
         }
-        let envelope = self.envelope(incoming.id().clone(), &transaction, size);
+        let (envelope, expanded) = self.envelope(incoming.id().clone(), &transaction, size);
         let recipients = envelope.recipients.len();
         if recipients == 0 {
             // Never committed: a message nobody would get, acknowledged, would be lost.
@@ -99,6 +102,9 @@ where
             Ok(id) => {
                 info!(queue_id = %id, from = %transaction.from, size, recipients, "queued");
                 stored.id = id.clone();
+                if !expanded.is_empty() {
+                    self.shared.runner.report_expanded(stored.clone(), expanded);
+                }
                 self.shared.runner.submit(stored);
                 Decision::Reply(Reply::queued(id.as_str()))
             }
@@ -109,15 +115,34 @@ where
         }
     }
 
-    /// The spool envelope for a finished transaction: aliases expanded, duplicates removed.
-    pub(super) fn envelope(&self, id: QueueId, tx: &Transaction, size: u64) -> Envelope {
+    /// The spool envelope for a finished transaction: aliases expanded, duplicates removed;
+    /// and the addresses that expanded to several members with NOTIFY=SUCCESS, owed an
+    /// `expanded` report (RFC 3461 6.2.7.3: their members are not asked to report success).
+    pub(super) fn envelope(
+        &self,
+        id: QueueId,
+        tx: &Transaction,
+        size: u64,
+    ) -> (Envelope, Vec<crate::queue::Expanded>) {
         let received_at = jiff::Timestamp::now().as_second();
         let mut recipients: Vec<Recipient> = Vec::new();
+        let mut expanded = Vec::new();
         for (to, params) in &tx.recipients {
             let Some(targets) = self.accepted.get(&to.to_string()) else {
                 warn!(to = %to, "accepted recipient without a decision; not queued");
                 continue;
             };
+            let mut notify = params.notify;
+            if targets.len() > 1 && NotifyOn::of(notify.as_ref()).success {
+                expanded.push(crate::queue::Expanded {
+                    address: to.to_string().trim_matches(['<', '>']).to_owned(),
+                    original_recipient: params
+                        .orcpt
+                        .as_ref()
+                        .map(|o| format!("{};{}", o.addr_type, o.addr)),
+                });
+                notify = without_success(notify);
+            }
             for target in targets.iter().cloned() {
                 let Some(mut recipient) = policy::queued(target, to.clone(), received_at) else {
                     continue;
@@ -125,12 +150,12 @@ where
                 if recipients.iter().any(|r| r.address == recipient.address) {
                     continue;
                 }
-                recipient.notify = params.notify;
+                recipient.notify = notify;
                 recipient.orcpt.clone_from(&params.orcpt);
                 recipients.push(recipient);
             }
         }
-        Envelope {
+        let envelope = Envelope {
             id,
             received_at,
             size,
@@ -147,7 +172,8 @@ where
             },
             recipients,
             held: false,
-        }
+        };
+        (envelope, expanded)
     }
 
     /// The trace line (RFC 5321 4.4): from (HELO name and address) (the TLS version and cipher)
@@ -210,9 +236,53 @@ fn protocol_name(utf8: bool, extended: bool, tls: bool, authenticated: bool) -> 
     format!("{base}{suffix}")
 }
 
+/// `notify` without SUCCESS, for the members of an expanded address (RFC 3461 6.2.7.3); only
+/// SUCCESS asked for becomes NEVER.
+fn without_success(notify: Option<Notify>) -> Option<Notify> {
+    match notify {
+        Some(Notify::On {
+            success: true,
+            failure,
+            delay,
+        }) if failure || delay => Some(Notify::On {
+            success: false,
+            failure,
+            delay,
+        }),
+        Some(Notify::On { success: true, .. }) => Some(Notify::Never),
+        other => other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn members_of_an_expansion_are_not_asked_for_success() {
+        let on = |success, failure, delay| {
+            Some(Notify::On {
+                success,
+                failure,
+                delay,
+            })
+        };
+        assert_eq!(
+            without_success(on(true, true, false)),
+            on(false, true, false)
+        );
+        assert_eq!(
+            without_success(on(true, false, true)),
+            on(false, false, true)
+        );
+        assert_eq!(without_success(on(true, false, false)), Some(Notify::Never));
+        assert_eq!(
+            without_success(on(false, true, true)),
+            on(false, true, true)
+        );
+        assert_eq!(without_success(Some(Notify::Never)), Some(Notify::Never));
+        assert_eq!(without_success(None), None);
+    }
 
     #[test]
     fn protocol_names_follow_rfc_3848() {

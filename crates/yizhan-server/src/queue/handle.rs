@@ -82,6 +82,20 @@ impl RunnerHandle {
         crate::reload::resize(&shared.deliveries, old, new);
     }
 
+    /// Sends the `expanded` report for the aliases and lists of `envelope` (just committed)
+    /// that expanded to several members and asked for a success report. In the background,
+    /// after the 250: a report lost to a crash here is a success notice, never mail.
+    pub fn report_expanded(&self, envelope: Envelope, expanded: Vec<super::Expanded>) {
+        let Some(shared) = self.shared.upgrade() else {
+            return;
+        };
+        tokio::spawn(async move {
+            if let Err(error) = super::reports::send_expanded(&shared, &envelope, &expanded).await {
+                tracing::warn!(queue_id = %envelope.id, %error, "cannot queue the expanded report");
+            }
+        });
+    }
+
     /// Makes every pending remote recipient (of `domain`, or all with `None`) due now, as ETRN
     /// (RFC 1985) asks: "start the queue for this domain".
     pub fn flush(&self, domain: Option<String>) {

@@ -73,6 +73,7 @@ mod tests;
 
 pub use changes::{Change, ChangeError, make_due};
 pub use handle::RunnerHandle;
+pub use reports::Expanded;
 pub use runner::QueueRunner;
 pub use settings::{Clock, OutboundSettings, RunnerSettings, SystemClock};
 pub use turn::TurnSummary;

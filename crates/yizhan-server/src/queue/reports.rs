@@ -92,6 +92,62 @@ pub(super) async fn send_reports(
     Ok(())
 }
 
+/// An address that was expanded (an alias or list with several members) and asked for a
+/// success report: it gets an `expanded` report (RFC 3461 6.2.7.3, RFC 3464 2.3.3), since its
+/// members are not asked to report success.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expanded {
+    /// The address as the client gave it.
+    pub address: String,
+    /// Its `ORCPT`, as `type;address`.
+    pub original_recipient: Option<String>,
+}
+
+/// Queues the `expanded` report about `expanded` addresses of the message `envelope` (its
+/// header section attached), to its sender.
+pub(super) async fn send_expanded(
+    shared: &Arc<Shared>,
+    envelope: &Envelope,
+    expanded: &[Expanded],
+) -> Result<(), SpoolError> {
+    let Some(sender) = envelope.reverse_path.mailbox() else {
+        return Ok(());
+    };
+    let sender = sender.to_string();
+    let now = shared.clock.now();
+    let recipients = expanded
+        .iter()
+        .map(|e| RecipientReport {
+            final_recipient: e.address.clone(),
+            original_recipient: e.original_recipient.clone(),
+            action: Action::Expanded,
+            status: "2.0.0".into(),
+            remote_mta: None,
+            diagnostic: None,
+            text: "delivered to the members of this alias or list".into(),
+            last_attempt: Some(now),
+            will_retry_until: None,
+        })
+        .collect();
+    let original = read_original(shared, &envelope.id, false).await?;
+    let unique = format!("{}.expanded.{now}", envelope.id);
+    let config = shared.config();
+    let report = Report {
+        reporting_mta: &config.settings.hostname,
+        to: &sender,
+        envid: envelope.envid.as_deref(),
+        arrival: envelope.received_at,
+        date: now,
+        unique: &unique,
+        recipients,
+        original: &original,
+        ret: Return::Headers,
+    };
+    let id = commit_report(shared, envelope, &report.build()).await?;
+    info!(queue_id = %envelope.id, report = %id, kind = "expanded", "delivery status notification queued");
+    Ok(())
+}
+
 /// Recipients refused when the message was submitted (`sendmail` to an address the directory
 /// rejects: unknown, relocated, invalid) are stored failed and never tried (`attempts == 0`):
 /// their report is owed to the sender, as Postfix bounces them. It is queued first, then they
