@@ -214,8 +214,11 @@ async fn read_request<R: tokio::io::AsyncBufRead + Unpin>(
                 let why = format!("message larger than the limit of {max} bytes");
                 return Err(refused(why, false));
             }
-            let mut message = vec![0; usize::try_from(size).unwrap_or(usize::MAX)];
-            if read.read_exact(&mut message).await.is_err() {
+            // Grown as the bytes arrive: a client that announces a large message and sends
+            // nothing holds no memory for it.
+            let mut message = Vec::new();
+            let got = (&mut *read).take(size).read_to_end(&mut message).await;
+            if got.is_err() || message.len() as u64 != size {
                 return Err(refused("the message ended early", false));
             }
             Ok(Asked::Submit {
