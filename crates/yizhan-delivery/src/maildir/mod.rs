@@ -29,7 +29,7 @@ pub use batch::{BatchJob, MaildirSync};
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -37,6 +37,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use dirs::{MailboxDirs, ensure_dir, open_private_dir};
+use write::write_message;
 
 /// Counter for unique names, shared by every [`Maildir`] in the process (the `Q<n>` part).
 static DELIVERIES: AtomicU64 = AtomicU64::new(0);
@@ -394,84 +395,6 @@ impl Maildir {
     }
 }
 
-/// Writes the Return-Path line and the body, CRLF turned into LF, through `buf` (one `write`
-/// for a message that fits in [`COPY_BUFFER`]). Does not sync.
-fn write_message(
-    mut file: &File,
-    path: &Path,
-    return_path: &str,
-    body: &mut impl Read,
-    buf: &mut Vec<u8>,
-) -> Result<(), MaildirError> {
-    buf.clear();
-    buf.extend_from_slice(format!("Return-Path: <{return_path}>\n").as_bytes());
-    let mut lf = CrlfToLf::default();
-    let mut chunk = [0u8; READ_CHUNK];
-    loop {
-        let n = match body.read(&mut chunk) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            // A read error is the spool's, a write error the mailbox's.
-            Err(e) => return Err(MaildirError::Body(e)),
-        };
-        if n == 0 {
-            lf.finish(buf);
-        } else {
-            lf.convert(&chunk[..n], buf);
-        }
-        if n == 0 || buf.len() >= COPY_BUFFER {
-            file.write_all(buf).map_err(|e| MaildirError::io(path, e))?;
-            buf.clear();
-        }
-        if n == 0 {
-            return Ok(());
-        }
-    }
-}
-
-/// CRLF to LF as the bytes pass, chunk by chunk: a CR at the end of one chunk waits for the
-/// first byte of the next. A CR not followed by LF is kept.
-#[derive(Debug, Default)]
-struct CrlfToLf {
-    /// The last chunk ended with a CR not written yet.
-    cr: bool,
-}
-
-impl CrlfToLf {
-    /// Appends `input`, converted, to `out`.
-    fn convert(&mut self, mut input: &[u8], out: &mut Vec<u8>) {
-        if self.cr {
-            match input.first() {
-                None => return,
-                Some(b'\n') => {}
-                Some(_) => out.push(b'\r'),
-            }
-            self.cr = false;
-        }
-        while let Some(i) = memchr::memchr(b'\r', input) {
-            out.extend_from_slice(&input[..i]);
-            match input.get(i + 1) {
-                // The CR of a CRLF: dropped, the LF is copied with what follows.
-                Some(b'\n') => {}
-                Some(_) => out.push(b'\r'),
-                None => {
-                    self.cr = true;
-                    return;
-                }
-            }
-            input = &input[i + 1..];
-        }
-        out.extend_from_slice(input);
-    }
-
-    /// The end of the input: a CR still waiting is kept.
-    fn finish(&mut self, out: &mut Vec<u8>) {
-        if std::mem::take(&mut self.cr) {
-            out.push(b'\r');
-        }
-    }
-}
-
 /// Makes a domain or local part safe as one file name component.
 ///
 /// Keeps ASCII letters, digits, `. _ + = -` and every non-ASCII character (UTF-8 mailboxes,
@@ -507,6 +430,7 @@ pub fn safe_name(name: &str) -> Result<String, &'static str> {
 
 #[cfg(test)]
 mod tests {
+    use super::write::CrlfToLf;
     use std::fs;
 
     use std::collections::HashSet;

@@ -45,14 +45,14 @@ pub(super) fn write_message(
 /// CRLF to LF as the bytes pass, chunk by chunk: a CR at the end of one chunk waits for the
 /// first byte of the next. A CR not followed by LF is kept.
 #[derive(Debug, Default)]
-struct CrlfToLf {
+pub(super) struct CrlfToLf {
     /// The last chunk ended with a CR not written yet.
     cr: bool,
 }
 
 impl CrlfToLf {
     /// Appends `input`, converted, to `out`.
-    fn convert(&mut self, mut input: &[u8], out: &mut Vec<u8>) {
+    pub(super) fn convert(&mut self, mut input: &[u8], out: &mut Vec<u8>) {
         if self.cr {
             match input.first() {
                 None => return,
@@ -78,7 +78,7 @@ impl CrlfToLf {
     }
 
     /// The end of the input: a CR still waiting is kept.
-    fn finish(&mut self, out: &mut Vec<u8>) {
+    pub(super) fn finish(&mut self, out: &mut Vec<u8>) {
         if std::mem::take(&mut self.cr) {
             out.push(b'\r');
         }
