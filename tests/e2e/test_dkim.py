@@ -6,6 +6,7 @@ signed with the key of its From: domain, for RSA and Ed25519, for ASCII, 8-bit a
 messages; mail from strangers is not.
 """
 
+import os
 import re
 import smtplib
 import subprocess
@@ -164,3 +165,56 @@ def test_an_authenticated_users_mail_is_signed_after_a_reload_adds_the_key(tls_f
     stored = srv.wait_mail("user@test.example")[-1].read_bytes().replace(b"\n", b"\r\n")
     assert b"d=test.example" in stored, stored[:800]
     assert dkim.verify(stored, dnsfunc=lambda n, timeout=5: record if n == name.encode() else None)
+
+
+def test_a_user_is_signed_for_only_as_themselves(tls_factory, yizhan_bin):
+    """A signature vouches for the From: address, so an authenticated user of one domain gets
+    none on mail that claims another domain we hold a key for."""
+    from tls_helpers import PASSWORD, USER, client_context
+    srv = tls_factory()
+    for domain in ("test.example", "ed.example"):
+        _, _, block = generate(yizhan_bin, srv, domain, "ed25519-sha256")
+        srv.config.write_text(srv.config.read_text() + "\n" + block)
+    done = subprocess.run([str(yizhan_bin), "reload", "--config", str(srv.config)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    s = srv.client("submission")
+    s.ehlo()
+    s.starttls(context=client_context())
+    s.ehlo()
+    s.login(USER, PASSWORD)
+    for sender, subject in (("boss@ed.example", "forged"), (USER, "mine")):
+        s.sendmail(USER, ["user@test.example"],
+                   f"From: <{sender}>\r\nTo: <user@test.example>\r\nSubject: {subject}\r\n\r\nx\r\n")
+    s.quit()
+    texts = [f.read_bytes() for f in srv.wait_mail("user@test.example", 2)]
+    forged = next(t for t in texts if b"Subject: forged" in t)
+    mine = next(t for t in texts if b"Subject: mine" in t)
+    assert b"DKIM-Signature" not in forged, forged[:600]
+    assert b"d=test.example" in mine, mine[:600]
+    assert "not DKIM-signed: the From: address is not the sender's own" in srv.log()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
+def test_a_local_user_is_signed_for_only_as_themselves(server_factory, yizhan_bin):
+    """Another local user's sendmail (the submission socket): `From: ceo@` our domain is not
+    signed, their own address is, and dkimpy verifies it."""
+    srv = server_factory(start=False)
+    name, record, block = generate(yizhan_bin, srv, "mx.test.example", "ed25519-sha256")
+    srv.config.write_text(srv.config.read_text() + "\n" + block)
+    srv.start()
+    os.chmod(srv.config, 0o644)
+    env = {"PATH": "/usr/bin:/bin", "LOGNAME": "nobody", "HOME": "/nonexistent"}
+    for sender in ("ceo@mx.test.example", "nobody@mx.test.example"):
+        done = subprocess.run(
+            [str(yizhan_bin), "sendmail", "-C", str(srv.config), "user@test.example"],
+            input=f"From: <{sender}>\r\nSubject: {sender}\r\n\r\nHello.\r\n".encode(),
+            capture_output=True, timeout=60, env=env, user="nobody", group="nogroup",
+            extra_groups=[])
+        assert done.returncode == 0, done.stderr
+    files = srv.wait_mail("user@test.example", 2)
+    texts = {f: f.read_bytes().replace(b"\n", b"\r\n") for f in files}
+    ceo = next(t for t in texts.values() if b"Subject: ceo@" in t)
+    own = next(t for t in texts.values() if b"Subject: nobody@" in t)
+    assert b"DKIM-Signature" not in ceo, ceo[:600]
+    assert dkim.verify(own, dnsfunc=lambda n, timeout=5: record if n == name.encode() else None)

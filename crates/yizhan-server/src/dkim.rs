@@ -197,12 +197,48 @@ impl DkimKey {
     }
 }
 
+/// Whose `From:` a message may carry and still be signed: a signature is our domain's word
+/// that the author is who the `From:` says, so it is given only to senders who own that
+/// address (an authenticated user of one hosted domain must not sign as another, a local
+/// user must not sign as `ceo@`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignFor {
+    /// Any `From:` domain with a key: `relay_networks` clients, root and the server's account
+    /// (they may send as anyone anyway).
+    AnyDomain,
+    /// An authenticated user: `From:` addresses in these domains (their own address's and
+    /// the ones they own), lower-case.
+    Domains(Vec<String>),
+    /// An untrusted local user: only their own address (the envelope sender they were given).
+    Address(String),
+}
+
+impl SignFor {
+    /// An authenticated `user` (canonical address) owning `domains` besides their own.
+    pub fn user(user: &str, domains: &[String]) -> Self {
+        let own = user.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase());
+        let mut all: Vec<String> = own.into_iter().collect();
+        all.extend(domains.iter().map(|d| d.to_ascii_lowercase()));
+        SignFor::Domains(all)
+    }
+
+    /// Whether `from` (an address of the `From:` field) may be signed for.
+    fn allows(&self, from: &str) -> bool {
+        match self {
+            SignFor::AnyDomain => true,
+            SignFor::Domains(domains) => domain_of(from).is_some_and(|d| domains.contains(&d)),
+            SignFor::Address(address) => from.eq_ignore_ascii_case(address),
+        }
+    }
+}
+
 /// What signs outgoing mail: the seam between yizhan and the DKIM library.
 pub trait Signer {
     /// The `DKIM-Signature:` field (CRLF included) for `message`, signed with the key of its
-    /// `From:` domain; `None` when no key is configured for that domain (or the message has
-    /// no `From:` address).
-    fn signature(&self, message: &[u8]) -> Result<Option<String>, DkimError>;
+    /// `From:` domain; `None` when no key is configured for that domain, the message has no
+    /// `From:` address, or one of its `From:` addresses is not the sender's to sign for
+    /// (`sender`).
+    fn signature(&self, message: &[u8], sender: &SignFor) -> Result<Option<String>, DkimError>;
 }
 
 /// Every configured key.
@@ -224,24 +260,72 @@ impl DkimKeys {
 }
 
 impl Signer for DkimKeys {
-    fn signature(&self, message: &[u8]) -> Result<Option<String>, DkimError> {
+    fn signature(&self, message: &[u8], sender: &SignFor) -> Result<Option<String>, DkimError> {
         if self.is_empty() {
             return Ok(None);
         }
-        let Some(domain) = from_domain(message) else {
+        let from = from_addresses(message);
+        let Some(domain) = from.first().and_then(|a| domain_of(a)) else {
             return Ok(None);
         };
-        match self.for_domain(&domain) {
-            Some(key) => key.sign(message).map(Some),
-            None => Ok(None),
+        let Some(key) = self.for_domain(&domain) else {
+            return Ok(None);
+        };
+        if let Some(other) = from.iter().find(|a| !sender.allows(a)) {
+            tracing::info!(from = %other, "not DKIM-signed: the From: address is not the sender's own");
+            return Ok(None);
         }
+        key.sign(message).map(Some)
     }
 }
 
-/// The domain of the first `From:` address of `message`.
-fn from_domain(message: &[u8]) -> Option<String> {
-    let parsed = mail_auth::AuthenticatedMessage::parse(message)?;
-    let from = parsed.from.first()?;
-    let (_, domain) = from.rsplit_once('@')?;
+/// Every address of every `From:` field of `message` (normally one).
+fn from_addresses(message: &[u8]) -> Vec<String> {
+    mail_auth::AuthenticatedMessage::parse(message)
+        .map(|parsed| {
+            parsed
+                .from
+                .iter()
+                .map(|a| a.trim_matches(['<', '>']).to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The domain of `address`, lower-case.
+fn domain_of(address: &str) -> Option<String> {
+    let (_, domain) = address.rsplit_once('@')?;
     Some(domain.trim_end_matches('>').to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_authenticated_user_signs_only_for_their_domains() {
+        let user = SignFor::user("alice@Example.COM", &["Owned.example".into()]);
+        assert!(user.allows("bob@example.com"));
+        assert!(user.allows("x@owned.EXAMPLE"));
+        assert!(!user.allows("ceo@other.example"));
+        assert!(!user.allows("no-domain"));
+    }
+
+    #[test]
+    fn an_untrusted_local_user_signs_only_as_themselves() {
+        let local = SignFor::Address("joe@mx.example".into());
+        assert!(local.allows("Joe@mx.example"));
+        assert!(!local.allows("ceo@mx.example"));
+        assert!(SignFor::AnyDomain.allows("anyone@anywhere.example"));
+    }
+
+    #[test]
+    fn every_from_address_is_seen() {
+        let message =
+            b"From: a@one.example, <b@two.example>\r\nFrom: c@three.example\r\n\r\nbody\r\n";
+        let from = from_addresses(message);
+        assert!(from.contains(&"a@one.example".to_owned()), "{from:?}");
+        assert!(from.contains(&"b@two.example".to_owned()), "{from:?}");
+        assert_eq!(domain_of("x@Two.Example").as_deref(), Some("two.example"));
+    }
 }

@@ -29,6 +29,7 @@ use tracing::{info, warn};
 use yizhan_spool::{Origin, Spool};
 
 use crate::control::MessageInfo;
+use crate::dkim::SignFor;
 use crate::pickup::{FORMAT_VERSION, ImportError, Importer, Submission};
 
 /// The directory, in the data directory, that other local users may reach.
@@ -263,8 +264,8 @@ async fn submit(
     recipients: Vec<String>,
     message: &[u8],
 ) -> SubmitResponse {
-    let sender = if trusted(uid) {
-        asked
+    let (sender, sign_for) = if trusted(uid) {
+        (asked, SignFor::AnyDomain)
     } else {
         let Some(login) = login(uid) else {
             return refused(format!("uid {uid} has no account name"), false);
@@ -273,14 +274,18 @@ async fn submit(
         if asked != own {
             info!(uid, asked = %asked, sender = %own, "untrusted local sender: envelope sender set to the login");
         }
-        own
+        // A signature vouches for the From: address: only the user's own is signed.
+        (own.clone(), SignFor::Address(own))
     };
     let submission = Submission {
         version: FORMAT_VERSION,
         sender: sender.clone(),
         recipients,
     };
-    match importer.queue(&submission, message, uid, SOCKET_NAME).await {
+    match importer
+        .queue(&submission, message, uid, SOCKET_NAME, &sign_for)
+        .await
+    {
         Ok(id) => SubmitResponse::Queued {
             id: id.to_string(),
             sender,

@@ -128,7 +128,7 @@ fn main() -> ExitCode {
         Command::CheckConfig(args) => check_config(&args),
         Command::Serve(args) => serve(args),
         Command::Reload(args) => reload(args),
-        Command::Dkim(args) => dkim_cmd::main(args, &load_for_client),
+        Command::Dkim(args) => dkim_cmd::main(args, &load_with_keys),
         Command::HashPassword => hash_password(),
         Command::Queue(args) => queue_cmd::main(args, &load_for_client),
         Command::Sendmail(args) => {
@@ -186,15 +186,24 @@ fn sendmail_help() -> ExitCode {
 
 /// Loads the configuration for a client command (`queue`, `sendmail`, `mailq`) the way `serve`
 /// does: `--config FILE` (or sendmail's `-C FILE`), else $YIZHAN_CONFIG, else
-/// /etc/yizhan/yizhan.toml, else the embedded default.
+/// /etc/yizhan/yizhan.toml, else the embedded default. Private keys are not read: a local user may run `sendmail` without reading them.
 fn load_for_client(config: Option<PathBuf>) -> Result<yizhan_server::settings::Settings, String> {
-    load(&ConfigArgs { config }).map_err(|e| {
-        let n = e.count();
-        format!(
-            "{e}\nconfiguration has {n} problem{}",
-            if n == 1 { "" } else { "s" }
-        )
-    })
+    let source = source(&ConfigArgs { config });
+    config::load_without_keys(&source).map_err(|e| described(&e))
+}
+
+/// [`load_for_client`] with the private keys read (`yizhan dkim check` compares them).
+fn load_with_keys(config: Option<PathBuf>) -> Result<yizhan_server::settings::Settings, String> {
+    load(&ConfigArgs { config }).map_err(|e| described(&e))
+}
+
+/// A configuration error and its count, for a client command's stderr.
+fn described(e: &ConfigError) -> String {
+    let n = e.count();
+    format!(
+        "{e}\nconfiguration has {n} problem{}",
+        if n == 1 { "" } else { "s" }
+    )
 }
 
 /// `yizhan reload`: asks the running server (found by its data directory's control socket) to

@@ -5,6 +5,8 @@
 use yizhan_delivery::dsn::NotifyOn;
 use yizhan_proto::command::Notify;
 
+use crate::dkim::SignFor;
+
 use super::*;
 
 impl<S> Connection<S>
@@ -60,13 +62,31 @@ where
         let Some(message) = self.to_sign.take() else {
             return Ok(());
         };
-        match self.shared.settings.dkim.signature(&message) {
+        match self
+            .shared
+            .settings
+            .dkim
+            .signature(&message, &self.sign_for())
+        {
             Ok(Some(field)) => incoming.write(field.as_bytes())?,
             Ok(None) => {}
             // Sent unsigned rather than refused: a missing signature costs less than a bounce.
             Err(error) => warn!(%error, "DKIM signing failed; the message is queued unsigned"),
         }
         incoming.write(&message)
+    }
+
+    /// Whose `From:` this session's mail may be signed for: anyone's from `relay_networks`,
+    /// an authenticated user's own domains otherwise.
+    fn sign_for(&self) -> SignFor {
+        match &self.user {
+            _ if self.trusted => SignFor::AnyDomain,
+            Some(user) => {
+                let owned = self.shared.settings.turn_domains.get(user);
+                SignFor::user(user, owned.map_or(&[][..], Vec::as_slice))
+            }
+            None => SignFor::Domains(Vec::new()),
+        }
     }
 
     pub(super) async fn end_of_data(&mut self, transaction: Transaction, size: u64) -> Decision {

@@ -309,6 +309,7 @@ where
                     Event::Body(chunk) => self.body(&chunk),
                     Event::DataAborted => {
                         self.incoming = None;
+                        self.to_sign = None;
                         self.write_failed = false;
                         self.data_deadline = None;
                     }

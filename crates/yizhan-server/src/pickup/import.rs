@@ -9,7 +9,7 @@ use yizhan_spool::{ClientInfo, Envelope, Origin, QueueId, Recipient, RecipientSt
 
 use super::{ImportError, Submission};
 use crate::directory::{Directory, Resolution};
-use crate::dkim::Signer as _;
+use crate::dkim::{SignFor, Signer as _};
 use crate::policy;
 use crate::queue::RunnerHandle;
 use crate::settings::LiveSettings;
@@ -28,13 +28,14 @@ pub struct Importer {
 
 impl Importer {
     /// Queues `message` from local user `uid` with the envelope `submission`; `from` names
-    /// where it came from in the log. Returns once the message is durably in the spool.
+    /// where it came from in the log; `sign_for` says whose `From:` may be DKIM-signed. Returns once the message is durably in the spool.
     pub(crate) async fn queue(
         &self,
         submission: &Submission,
         message: &[u8],
         uid: u32,
         from: &str,
+        sign_for: &SignFor,
     ) -> Result<QueueId, ImportError> {
         let settings = self.settings.load_full();
         let max = settings.smtp.max_message_size;
@@ -80,7 +81,7 @@ impl Importer {
         let id = incoming.id().clone();
         let received = received_line(&settings.hostname, uid, id.as_str(), &recipients);
         // A local user's mail is ours to sign, as an authenticated user's is.
-        let signature = match settings.dkim.signature(message) {
+        let signature = match settings.dkim.signature(message, sign_for) {
             Ok(field) => field.unwrap_or_default(),
             Err(error) => {
                 warn!(%error, from, "DKIM signing failed; the message is queued unsigned");

@@ -35,6 +35,7 @@ use tracing::{error, info, warn};
 use yizhan_proto::address::Mailbox;
 use yizhan_spool::Spool;
 
+use crate::dkim::SignFor;
 use crate::queue::RunnerHandle;
 use crate::settings::LiveSettings;
 
@@ -360,7 +361,8 @@ impl Pickup {
                 .map_err(|e| ImportError::Transient(e.to_string()))??;
         let from = path.display().to_string();
         self.importer
-            .queue(&submission, &message, uid, &from)
+            // Only root and the server's account can write to the maildrop.
+            .queue(&submission, &message, uid, &from, &SignFor::AnyDomain)
             .await?;
         // Committed: only now may the drop go. If this fails, the next scan imports it again.
         if let Err(e) = fs::remove_file(path)

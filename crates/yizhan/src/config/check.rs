@@ -18,6 +18,8 @@ pub(super) type RawList = Spanned<Vec<Spanned<String>>>;
 pub(super) struct Validator<'a> {
     pub(super) file: &'a str,
     pub(super) text: &'a str,
+    /// Whether key files are read ([`super::Keys`]).
+    pub(super) keys: super::Keys,
     pub(super) problems: Vec<Problem>,
 }
 

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use yizhan_server::dkim::{Algorithm, DEFAULT_SIGNED_HEADERS, DkimKey, DkimKeys};
 use yizhan_server::settings::Settings;
 
+use super::Keys;
 use super::check::Validator;
 use super::raw::RawConfig;
 use super::values::DomainName;
@@ -72,12 +73,18 @@ impl RawConfig {
                 continue;
             };
             let path = key_path(v.file, raw.key.get_ref());
+            if v.keys == Keys::Skip {
+                continue;
+            }
             match DkimKey::load(&domain.0, selector, &path, algorithm, headers) {
                 Ok(loaded) => keys.push(loaded),
                 Err(e) => v.problem(key("key"), Some(raw.key.span().start), e.to_string()),
             }
         }
-        settings.dkim = DkimKeys(keys);
+        settings.dkim = match v.keys {
+            Keys::Read => DkimKeys(keys),
+            Keys::Skip => DkimKeys::default(),
+        };
     }
 }
 

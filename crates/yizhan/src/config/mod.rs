@@ -192,11 +192,31 @@ pub fn load(source: &Source) -> Result<Settings, ConfigError> {
     load_as(source, &Account::current())
 }
 
+/// [`load`] for a program that only talks to the server (`sendmail`, `mailq`, `queue`): the
+/// private keys (`[[dkim]]`) are not read, so a local user who may not read them can still
+/// send; their settings hold no key.
+pub fn load_without_keys(source: &Source) -> Result<Settings, ConfigError> {
+    read(source, &Account::current(), Keys::Skip)
+}
+
+/// Whether the private key files the configuration names are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Keys {
+    /// Read and checked (the server, `check-config`, `dkim check`).
+    Read,
+    /// Not read (client programs).
+    Skip,
+}
+
 /// [`load`] with the default data directory of `account` (a reload after the server dropped
 /// its privileges still means the directory it started with).
 pub fn load_as(source: &Source, account: &Account) -> Result<Settings, ConfigError> {
+    read(source, account, Keys::Read)
+}
+
+fn read(source: &Source, account: &Account, keys: Keys) -> Result<Settings, ConfigError> {
     let (mut settings, dir) = match source {
-        Source::Embedded => (parse(&source.name(), EMBEDDED_DEFAULT)?, None),
+        Source::Embedded => (validate(&source.name(), EMBEDDED_DEFAULT, keys)?, None),
         Source::Flag(path) | Source::Env(path) | Source::System(path) => {
             let file = source.name();
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -206,7 +226,7 @@ pub fn load_as(source: &Source, account: &Account) -> Result<Settings, ConfigErr
             let dir = std::path::absolute(path)
                 .ok()
                 .and_then(|p| p.parent().map(Path::to_path_buf));
-            (parse(&file, &text)?, dir)
+            (validate(&file, &text, keys)?, dir)
         }
     };
     settings.data_dir = resolve_data_dir(&settings.data_dir, dir.as_deref(), account);
@@ -215,6 +235,10 @@ pub fn load_as(source: &Source, account: &Account) -> Result<Settings, ConfigErr
 
 /// Parses and validates configuration text; `file` names it in messages.
 pub fn parse(file: &str, text: &str) -> Result<Settings, ConfigError> {
+    validate(file, text, Keys::Read)
+}
+
+fn validate(file: &str, text: &str, keys: Keys) -> Result<Settings, ConfigError> {
     let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
         file: file.to_owned(),
         message: e.to_string().trim_end().to_owned(),
@@ -222,6 +246,7 @@ pub fn parse(file: &str, text: &str) -> Result<Settings, ConfigError> {
     let mut v = Validator {
         file,
         text,
+        keys,
         problems: Vec::new(),
     };
     let settings = raw.validate(&mut v);

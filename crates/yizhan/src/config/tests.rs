@@ -1027,3 +1027,28 @@ fn dkim_keys_are_loaded_and_their_problems_named() {
         found[3].reason
     );
 }
+
+#[test]
+fn client_programs_do_not_read_the_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("y.toml");
+    std::fs::write(
+        &file,
+        "[[dkim]]\ndomain = \"example.com\"\nselector = \"s1\"\nkey = \"unreadable.pem\"\n",
+    )
+    .unwrap();
+    let source = Source::Flag(file.clone());
+    assert!(matches!(load(&source), Err(ConfigError::Invalid(_))));
+    let settings = load_without_keys(&source).expect("keys are not read");
+    assert!(settings.dkim.is_empty());
+    // The rest of the section is still checked.
+    std::fs::write(
+        &file,
+        "[[dkim]]\ndomain = \"example.com\"\nselector = \"bad one\"\nkey = \"k.pem\"\n",
+    )
+    .unwrap();
+    assert!(matches!(
+        load_without_keys(&source),
+        Err(ConfigError::Invalid(_))
+    ));
+}
