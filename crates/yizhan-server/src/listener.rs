@@ -79,9 +79,25 @@ pub struct Server {
     submit: Option<tokio::net::UnixListener>,
 }
 
+/// The listeners bound and the TLS files read (what may need root), before anything in the
+/// data directory is touched: [`Bound::open`] does that, after the privileges are dropped, so
+/// root never works inside a directory the service account owns.
+#[derive(Debug)]
+pub struct Bound {
+    settings: Settings,
+    listeners: Vec<(TcpListener, SocketAddr)>,
+    tls: Option<Arc<TlsStore>>,
+}
+
 impl Server {
-    /// Opens the spool (recovering unfinished work) and binds every listener.
+    /// Binds every listener and opens the spool (recovering unfinished work): [`Server::listen`]
+    /// then [`Bound::open`] in one step, for a server that never changes its account.
     pub async fn bind(settings: Settings) -> Result<Server, ServerError> {
+        Self::listen(settings).await?.open().await
+    }
+
+    /// Reads the TLS files and binds every listener.
+    pub async fn listen(settings: Settings) -> Result<Bound, ServerError> {
         let tls = match &settings.tls {
             Some(tls) => Some(TlsStore::load(tls.clone())?),
             None => None,
@@ -109,7 +125,28 @@ impl Server {
             let local = bound.local_addr().map_err(bind_error)?;
             listeners.push((bound, local));
         }
-        // Only once every listener is bound: a start that fails leaves no spool behind.
+        Ok(Bound {
+            settings,
+            listeners,
+            tls,
+        })
+    }
+}
+
+impl Bound {
+    /// The addresses bound (port 0 in the settings becomes a real port).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners.iter().map(|(_, local)| *local).collect()
+    }
+
+    /// Opens (and creates) the spool, the maildrop, the control and submission sockets in the
+    /// data directory. Only once every listener is bound: a start that fails leaves no spool.
+    pub async fn open(self) -> Result<Server, ServerError> {
+        let Bound {
+            settings,
+            listeners,
+            tls,
+        } = self;
         let spool_dir = settings.data_dir.join("spool");
         let (spool, recovery) = tokio::task::spawn_blocking(move || Spool::open(&spool_dir))
             .await
@@ -148,7 +185,9 @@ impl Server {
             submit,
         })
     }
+}
 
+impl Server {
     /// The TLS certificate store, to reload it (SIGHUP) while the server runs.
     pub fn tls(&self) -> Option<Arc<TlsStore>> {
         self.tls.clone()

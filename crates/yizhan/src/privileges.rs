@@ -11,9 +11,13 @@
 //! `getpwnam`.
 
 use std::fs;
-use std::io;
+use std::io::{self, Read as _};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::MetadataExt as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, Mode, OFlags};
 
 use nix::unistd::{Gid, Group, Uid, User};
 
@@ -152,49 +156,150 @@ const SHALLOW_DEPTH: usize = 3;
 /// whenever the account changes ([`OWNER_MARKER`] says which it was given to last); after
 /// that only its top levels, so a start does not cost a walk of every stored message.
 pub fn give(data_dir: &Path, account: &Account) -> Result<usize, PrivilegeError> {
-    let marker = data_dir.join(OWNER_MARKER);
+    let chown_error = |path: &Path, source: io::Error| PrivilegeError::Chown {
+        path: path.display().to_string(),
+        user: account.name.clone(),
+        source,
+    };
+    // Every step below is relative to a directory opened without following a link: the
+    // service account owns this tree and may have put links in it, and root must not be led
+    // out of it (a link `.owner -> /etc/shadow` must not be written through, a directory
+    // swapped for a link to /etc must not have its entries given away).
+    // The data directory itself may be the administrator's link (its parent is theirs, the
+    // service account cannot change it): resolved once, then never a link again.
+    let resolved = fs::canonicalize(data_dir).map_err(|e| chown_error(data_dir, e))?;
+    let data_dir = resolved.as_path();
+    let root = open_dir(None, data_dir).map_err(|e| chown_error(data_dir, e))?;
     let stamp = format!("{}:{}\n", account.uid, account.gid);
-    let known = fs::read_to_string(&marker).is_ok_and(|text| text == stamp)
-        && fs::symlink_metadata(data_dir)
-            .is_ok_and(|m| m.uid() == account.uid && m.gid() == account.gid);
+    let known = read_marker(&root).is_some_and(|text| text == stamp)
+        && rustix::fs::fstat(&root)
+            .is_ok_and(|m| m.st_uid == account.uid && m.st_gid == account.gid);
     let depth = if known { SHALLOW_DEPTH } else { usize::MAX };
-    let changed = give_to_depth(data_dir, account, depth)?;
+    let changed =
+        give_to_depth(root, data_dir, account, depth).map_err(|(path, e)| chown_error(&path, e))?;
     if !known {
         // Written last: a walk cut short is done again at the next start.
-        let written = fs::write(&marker, &stamp).and_then(|()| {
-            std::os::unix::fs::lchown(&marker, Some(account.uid), Some(account.gid))
-        });
-        if let Err(e) = written {
-            tracing::warn!(path = %marker.display(), error = %e, "cannot record the data directory's owner; the next start walks it all again");
+        if let Err(e) = write_marker(data_dir, &stamp, account) {
+            tracing::warn!(path = %data_dir.join(OWNER_MARKER).display(), error = %e, "cannot record the data directory's owner; the next start walks it all again");
         }
     }
     Ok(changed)
 }
 
-/// [`give`] down to `depth` levels below `data_dir`.
+/// Opens the directory `name` (in `parent`, or the path itself) without following a link.
+fn open_dir(parent: Option<&OwnedFd>, name: &Path) -> io::Result<OwnedFd> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let opened = match parent {
+        Some(dir) => rustix::fs::openat(dir, name, flags, Mode::empty()),
+        None => rustix::fs::open(name, flags, Mode::empty()),
+    };
+    opened.map_err(io::Error::from)
+}
+
+/// The owner marker's text, if it is a regular file (never read through a link).
+fn read_marker(root: &OwnedFd) -> Option<String> {
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let fd = rustix::fs::openat(root, OWNER_MARKER, flags, Mode::empty()).ok()?;
+    let mut text = String::new();
+    io::Read::read_to_string(&mut fs::File::from(fd).take(64), &mut text).ok()?;
+    Some(text)
+}
+
+/// Replaces the owner marker: whatever is there is unlinked (a link is removed, not
+/// followed), then a new file is made (O_EXCL: never through a link).
+fn write_marker(data_dir: &Path, stamp: &str, account: &Account) -> io::Result<()> {
+    use io::Write as _;
+    let root = open_dir(None, data_dir)?;
+    match rustix::fs::unlinkat(&root, OWNER_MARKER, AtFlags::empty()) {
+        Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fd = rustix::fs::openat(&root, OWNER_MARKER, flags, Mode::from_raw_mode(0o600))?;
+    rustix::fs::fchown(&fd, Some(uid(account)), Some(gid(account)))?;
+    fs::File::from(fd).write_all(stamp.as_bytes())
+}
+
+fn uid(account: &Account) -> rustix::fs::Uid {
+    rustix::fs::Uid::from_raw_unchecked(account.uid)
+}
+
+fn gid(account: &Account) -> rustix::fs::Gid {
+    rustix::fs::Gid::from_raw_unchecked(account.gid)
+}
+
+/// [`give`] down to `depth` levels below the directory `root` (opened at `data_dir`),
+/// depth first, one open directory per level. An entry that vanishes during the walk (a
+/// maildrop file imported meanwhile) is skipped; an error names the path.
 fn give_to_depth(
+    root: OwnedFd,
     data_dir: &Path,
     account: &Account,
     depth: usize,
-) -> Result<usize, PrivilegeError> {
-    let chown_error = |path: &Path, source| PrivilegeError::Chown {
-        path: path.display().to_string(),
-        user: account.name.clone(),
-        source,
-    };
+) -> Result<usize, (PathBuf, io::Error)> {
     let mut changed = 0;
-    let mut pending = vec![(data_dir.to_path_buf(), 0)];
-    while let Some((path, level)) = pending.pop() {
-        let meta = fs::symlink_metadata(&path).map_err(|e| chown_error(&path, e))?;
-        if meta.uid() != account.uid || meta.gid() != account.gid {
-            std::os::unix::fs::lchown(&path, Some(account.uid), Some(account.gid))
-                .map_err(|e| chown_error(&path, e))?;
-            changed += 1;
+    let meta = rustix::fs::fstat(&root).map_err(|e| (data_dir.to_path_buf(), e.into()))?;
+    if meta.st_uid != account.uid || meta.st_gid != account.gid {
+        rustix::fs::fchown(&root, Some(uid(account)), Some(gid(account)))
+            .map_err(|e| (data_dir.to_path_buf(), e.into()))?;
+        changed += 1;
+    }
+    let reader = |fd: &OwnedFd, path: &Path| {
+        rustix::fs::Dir::read_from(fd).map_err(|e| (path.to_path_buf(), io::Error::from(e)))
+    };
+    let mut stack = vec![(reader(&root, data_dir)?, data_dir.to_path_buf(), root, 0)];
+    while let Some((dir, path, fd, level)) = stack.last_mut() {
+        let Some(entry) = dir.next() else {
+            stack.pop();
+            continue;
+        };
+        let entry = entry.map_err(|e| (path.clone(), e.into()))?;
+        let name = entry.file_name().to_owned();
+        if name.as_bytes() == b"." || name.as_bytes() == b".." {
+            continue;
         }
-        if meta.is_dir() && level < depth {
-            for entry in fs::read_dir(&path).map_err(|e| chown_error(&path, e))? {
-                pending.push((entry.map_err(|e| chown_error(&path, e))?.path(), level + 1));
+        let child = path.join(std::ffi::OsStr::from_bytes(name.as_bytes()));
+        let meta = match rustix::fs::statat(&*fd, &name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(meta) => meta,
+            Err(rustix::io::Errno::NOENT) => continue,
+            Err(e) => return Err((child, e.into())),
+        };
+        if meta.st_uid != account.uid || meta.st_gid != account.gid {
+            match rustix::fs::chownat(
+                &*fd,
+                &name,
+                Some(uid(account)),
+                Some(gid(account)),
+                AtFlags::SYMLINK_NOFOLLOW,
+            ) {
+                Ok(()) => changed += 1,
+                Err(rustix::io::Errno::NOENT) => continue,
+                Err(e) => return Err((child, e.into())),
             }
+        }
+        let is_dir =
+            rustix::fs::FileType::from_raw_mode(meta.st_mode) == rustix::fs::FileType::Directory;
+        let child_level = *level + 1;
+        if !is_dir || child_level >= depth {
+            continue;
+        }
+        let gone = [
+            rustix::io::Errno::NOENT,
+            rustix::io::Errno::LOOP,
+            rustix::io::Errno::NOTDIR,
+        ]
+        .map(|e| Some(e.raw_os_error()));
+        match open_dir(
+            Some(&*fd),
+            Path::new(std::ffi::OsStr::from_bytes(name.as_bytes())),
+        ) {
+            Ok(sub) => {
+                let dir = reader(&sub, &child)?;
+                stack.push((dir, child, sub, child_level));
+            }
+            // Gone, or swapped for a link since it was looked at: nothing to give.
+            Err(e) if gone.contains(&e.raw_os_error()) => {}
+            Err(e) => return Err((child, e)),
         }
     }
     Ok(changed)
@@ -267,5 +372,38 @@ mod tests {
         };
         assert_eq!(give(&data, &other).unwrap(), 10);
         assert_eq!(owner(&deep.join("1")), (65533, 65533));
+    }
+
+    #[test]
+    fn links_left_by_the_service_account_lead_nowhere() {
+        if !rustix::process::geteuid().is_root() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let outside = dir.path().join("outside");
+        fs::create_dir_all(outside.join("sub")).unwrap();
+        fs::write(outside.join("secret"), b"root's\n").unwrap();
+        fs::create_dir_all(&data).unwrap();
+        std::os::unix::fs::symlink(outside.join("secret"), data.join(OWNER_MARKER)).unwrap();
+        std::os::unix::fs::symlink(&outside, data.join("spool")).unwrap();
+        let nobody = Account {
+            name: "nobody".into(),
+            uid: 65534,
+            gid: 65534,
+        };
+        give(&data, &nobody).unwrap();
+        // Not written through, not given away; the links themselves belong to the account.
+        assert_eq!(fs::read(outside.join("secret")).unwrap(), b"root's\n");
+        assert_eq!(owner(&outside.join("secret")), (0, 0));
+        assert_eq!(owner(&outside.join("sub")), (0, 0));
+        assert_eq!(owner(&data.join("spool")), (65534, 65534));
+        let marker = fs::symlink_metadata(data.join(OWNER_MARKER)).unwrap();
+        assert!(marker.is_file(), "the link was replaced by the marker");
+        // A data directory that is itself a link (the administrator's) is followed.
+        let linked = dir.path().join("linked");
+        std::os::unix::fs::symlink(&outside, &linked).unwrap();
+        give(&linked, &nobody).unwrap();
+        assert_eq!(owner(&outside.join("sub")), (65534, 65534));
     }
 }

@@ -30,10 +30,13 @@ pub async fn run(settings: Settings, reload: Reload) -> anyhow::Result<()> {
         privileges::check_reachable(&data_dir, account)?;
     }
     private::restrict_umask();
-    // Binds first, then opens (and creates) the spool in data_dir: a start that fails on a
-    // listener leaves nothing behind.
-    let server = Server::bind(settings).await?;
+    // Binds first (as root: ports below 1024), then opens (and creates) the spool in
+    // data_dir as the service account: a start that fails on a listener leaves nothing
+    // behind, and root never works by path inside a directory the account owns.
+    let bound = Server::listen(settings).await?;
+    make_data_dir(&data_dir)?;
     become_service(&data_dir, account.as_ref())?;
+    let server = bound.open().await?;
     let addresses: Vec<String> = server.local_addrs().iter().map(|a| a.to_string()).collect();
     tracing::info!(listen = %addresses.join(" "), data_dir = %data_dir.display(), "ready");
     tracing::info!("ready; waiting for SIGTERM (stop) or SIGHUP (reload the configuration)");
@@ -133,6 +136,14 @@ impl Reload {
         self.overrides.apply(&mut settings);
         Ok(settings)
     }
+}
+
+/// Creates the data directory if it is missing (as the account that starts the server: its
+/// parent is the administrator's).
+fn make_data_dir(data_dir: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))
 }
 
 /// Once the listeners are bound and the keys read (as root): the data directory goes to the
