@@ -15,8 +15,9 @@
 //! Protocol: one JSON line ([`SubmitRequest`]), for `submit` followed by exactly `size` bytes
 //! of message; one JSON line back ([`SubmitResponse`]).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -40,6 +41,14 @@ pub const SOCKET_NAME: &str = "submit.sock";
 
 /// Clients served at once; more wait in the kernel's backlog.
 const MAX_CLIENTS: usize = 32;
+
+/// How many of those one local user (other than root and the server's account) may hold: one
+/// user cannot take every slot and shut the others out.
+const MAX_PER_USER: usize = 4;
+
+/// How long an answer may still take to write once the server is stopping (a client that
+/// never reads must not hold up a shutdown; one that does read learns its queue id).
+const ANSWER_GRACE_AT_SHUTDOWN: Duration = Duration::from_secs(1);
 
 /// How long a client may take to send its request and its message.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -120,7 +129,11 @@ pub async fn serve(
     info!("submission socket listening");
     let tracker = TaskTracker::new();
     let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
-    let served = Arc::new((importer, spool));
+    let served = Arc::new(Served {
+        importer,
+        spool,
+        per_user: PerUser::default(),
+    });
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -144,9 +157,58 @@ pub async fn serve(
     tracker.wait().await;
 }
 
+/// What every connection shares.
+struct Served {
+    importer: Importer,
+    spool: Spool,
+    per_user: PerUser,
+}
+
+/// Connections open per untrusted uid, at most [`MAX_PER_USER`] each.
+#[derive(Default)]
+struct PerUser(Mutex<HashMap<u32, usize>>);
+
+/// One of a user's connections, given back when dropped.
+struct UserSlot<'a> {
+    per_user: &'a PerUser,
+    uid: u32,
+}
+
+impl PerUser {
+    /// A slot for `uid` (`Some(None)` for root and the server's account, never counted), or
+    /// `None` when it holds [`MAX_PER_USER`] already.
+    fn take(&self, uid: u32) -> Option<Option<UserSlot<'_>>> {
+        if trusted(uid) {
+            return Some(None);
+        }
+        let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let count = counts.entry(uid).or_default();
+        if *count >= MAX_PER_USER {
+            return None;
+        }
+        *count += 1;
+        Some(Some(UserSlot {
+            per_user: self,
+            uid,
+        }))
+    }
+}
+
+impl Drop for UserSlot<'_> {
+    fn drop(&mut self) {
+        let mut counts = self.per_user.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = counts.get_mut(&self.uid) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.uid);
+            }
+        }
+    }
+}
+
 async fn connection(
     stream: UnixStream,
-    served: Arc<(Importer, Spool)>,
+    served: Arc<Served>,
     shutdown: CancellationToken,
     _slot: OwnedSemaphorePermit,
 ) {
@@ -156,8 +218,21 @@ async fn connection(
     };
     let uid = cred.uid();
     let (read, mut write) = stream.into_split();
+    let Some(_user_slot) = served.per_user.take(uid) else {
+        warn!(
+            uid,
+            limit = MAX_PER_USER,
+            "submission socket: too many connections from one user; refused"
+        );
+        let busy = refused(
+            format!("too many submissions at once from uid {uid}; try again later"),
+            true,
+        );
+        send_answer(&mut write, &busy, &shutdown).await;
+        return;
+    };
     let mut read = BufReader::new(read);
-    let max = served.0.settings.load().smtp.max_message_size;
+    let max = served.importer.settings.load().smtp.max_message_size;
     // Waiting for the client ends with the server: a slow client never holds up a shutdown.
     // Once the message is read it is queued (or not) whole.
     let asked = tokio::select! {
@@ -170,9 +245,27 @@ async fn connection(
         Ok(asked) => answer(asked, uid, &served).await,
         Err(refusal) => refusal,
     };
-    if let Ok(mut line) = serde_json::to_vec(&answer) {
-        line.push(b'\n');
-        let _ = tokio::time::timeout(CLIENT_TIMEOUT, write.write_all(&line)).await;
+    send_answer(&mut write, &answer, &shutdown).await;
+}
+
+/// Writes `answer` as one line; at most [`CLIENT_TIMEOUT`], and at most
+/// [`ANSWER_GRACE_AT_SHUTDOWN`] once the server is stopping.
+async fn send_answer<W: tokio::io::AsyncWrite + Unpin>(
+    write: &mut W,
+    answer: &SubmitResponse,
+    shutdown: &CancellationToken,
+) {
+    let Ok(mut line) = serde_json::to_vec(answer) else {
+        return;
+    };
+    line.push(b'\n');
+    let written = tokio::time::timeout(CLIENT_TIMEOUT, write.write_all(&line));
+    tokio::pin!(written);
+    tokio::select! {
+        _ = &mut written => {}
+        _ = shutdown.cancelled() => {
+            let _ = tokio::time::timeout(ANSWER_GRACE_AT_SHUTDOWN, written).await;
+        }
     }
 }
 
@@ -232,8 +325,8 @@ async fn read_request<R: tokio::io::AsyncBufRead + Unpin>(
     }
 }
 
-async fn answer(asked: Asked, uid: u32, served: &(Importer, Spool)) -> SubmitResponse {
-    let (importer, spool) = served;
+async fn answer(asked: Asked, uid: u32, served: &Served) -> SubmitResponse {
+    let (importer, spool) = (&served.importer, &served.spool);
     match asked {
         Asked::Submit {
             sender,
@@ -331,4 +424,30 @@ pub fn request(
     let mut answer = Vec::new();
     std::io::BufReader::new(stream).read_until(b'\n', &mut answer)?;
     serde_json::from_slice(answer.trim_ascii()).map_err(std::io::Error::other)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_user_holds_at_most_a_few_connections() {
+        let per_user = PerUser::default();
+        let uid = rustix::process::geteuid().as_raw().wrapping_add(4242);
+        let held: Vec<_> = (0..MAX_PER_USER)
+            .map(|_| per_user.take(uid).expect("within the cap"))
+            .collect();
+        assert!(per_user.take(uid).is_none(), "over the cap");
+        assert!(
+            per_user.take(uid + 1).is_some(),
+            "another user is not affected"
+        );
+        assert!(
+            matches!(per_user.take(0), Some(None)),
+            "root is not counted"
+        );
+        drop(held);
+        assert!(per_user.take(uid).is_some(), "slots come back");
+        assert!(per_user.0.lock().unwrap().get(&uid).is_none());
+    }
 }
