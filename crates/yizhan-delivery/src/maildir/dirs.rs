@@ -18,6 +18,19 @@ pub(super) struct MailboxDirs {
     pub(super) new_fd: OwnedFd,
     /// The file system `new/` is on (`st_dev`), to group the syncs of a batch.
     pub(super) dev: u64,
+    /// The inodes of `tmp/` and `new/` when they were opened.
+    pub(super) inodes: (u64, u64),
+}
+
+impl MailboxDirs {
+    /// Whether the paths still name the directories held open: one `stat` each, so a mailbox
+    /// that an administrator renamed, removed or replaced is looked at again rather than
+    /// written into where it went.
+    pub(super) fn still_there(&self) -> bool {
+        let inode = |path: &Path| rustix::fs::lstat(path).ok().map(|m| (m.st_dev, m.st_ino));
+        inode(&self.tmp) == Some((self.dev, self.inodes.0))
+            && inode(&self.new) == Some((self.dev, self.inodes.1))
+    }
 }
 
 /// Creates `dir` and any missing parents, fsyncing each parent that gained an entry.

@@ -248,9 +248,9 @@ impl Maildir {
     /// Checks the return path, makes sure the mailbox's `tmp/`, `new/` and `cur/` exist, and
     /// creates a uniquely named file in `tmp/`.
     ///
-    /// Mailboxes already seen are remembered, so a delivery costs no `stat` of its directories;
-    /// if one was removed behind our back, creating the file fails and the mailbox is made
-    /// again.
+    /// Mailboxes already seen are remembered with their directories open, so a delivery costs
+    /// a `stat` of `tmp/` and `new/` instead of opening the whole path; one renamed, removed or
+    /// replaced behind our back is looked at (and made) again from the root.
     fn open_tmp(
         &self,
         domain: &str,
@@ -267,7 +267,7 @@ impl Maildir {
         }
         let mailbox = self.mailbox_path(domain, local)?;
         let known = self.known_mailbox(&mailbox);
-        if let Some(dirs) = known {
+        if let Some(dirs) = known.filter(|dirs| dirs.still_there()) {
             match self.create_tmp(&dirs, anonymous) {
                 Ok((name, file)) => return Ok((dirs, name, file)),
                 // Removed behind our back (creating in a deleted directory fails, ENOENT or
@@ -345,15 +345,18 @@ impl Maildir {
         let open = |name: &str| open_private_dir(parent.as_fd(), &mailbox.join(name), owner);
         let (tmp_fd, new_fd) = (open("tmp")?, open("new")?);
         open("cur")?;
-        let dev = rustix::fs::fstat(&new_fd)
-            .map_err(|e| MaildirError::io(&mailbox.join("new"), e.into()))?
-            .st_dev;
+        let stat = |fd: &std::os::fd::OwnedFd, name: &str| {
+            rustix::fs::fstat(fd).map_err(|e| MaildirError::io(&mailbox.join(name), e.into()))
+        };
+        let (tmp_stat, new_stat) = (stat(&tmp_fd, "tmp")?, stat(&new_fd, "new")?);
+        let dev = new_stat.st_dev;
         let dirs = Arc::new(MailboxDirs {
             tmp: mailbox.join("tmp"),
             new: mailbox.join("new"),
             tmp_fd,
             new_fd,
             dev,
+            inodes: (tmp_stat.st_ino, new_stat.st_ino),
         });
         let mut known = self.lock_known();
         if known.len() >= KNOWN_MAILBOXES {
@@ -974,5 +977,27 @@ mod tests {
         assert!(fresh);
         assert_eq!(fs::read(&second).unwrap(), b"Return-Path: <>\n2\n");
         assert!(mailbox.join("cur").is_dir());
+    }
+
+    #[test]
+    fn a_mailbox_renamed_or_missing_new_is_looked_at_again() {
+        let (_dir, md) = maildir();
+        md.deliver("test.example", "user", "", &mut &b"1\r\n"[..])
+            .unwrap();
+        // The operator moves the mailbox aside: new mail goes to the path, not where it went.
+        let mailbox = md.root().join("test.example/user");
+        let aside = md.root().join("test.example/user.old");
+        fs::rename(&mailbox, &aside).unwrap();
+        let second = md
+            .deliver("test.example", "user", "", &mut &b"2\r\n"[..])
+            .unwrap();
+        assert!(second.starts_with(&mailbox), "{}", second.display());
+        assert_eq!(fs::read_dir(aside.join("new")).unwrap().count(), 1);
+        // Only `new/` removed: the next delivery makes it again rather than failing to rename.
+        fs::remove_dir_all(mailbox.join("new")).unwrap();
+        let third = md
+            .deliver("test.example", "user", "", &mut &b"3\r\n"[..])
+            .unwrap();
+        assert_eq!(fs::read(&third).unwrap(), b"Return-Path: <>\n3\n");
     }
 }
