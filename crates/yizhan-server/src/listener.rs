@@ -16,7 +16,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 use yizhan_delivery::maildir::Maildir;
 use yizhan_delivery::mx::{DnsError, HickoryResolver, Ourselves};
-use yizhan_delivery::route::{RoutingTable, TlsPolicy};
+use yizhan_delivery::route::RoutingTable;
 use yizhan_delivery::smtp::{SmtpSettings, TlsClient};
 use yizhan_proto::reply::Reply;
 use yizhan_spool::Spool;
@@ -102,18 +102,13 @@ impl Server {
             Some(tls) => Some(TlsStore::load(tls.clone())?),
             None => None,
         };
+        warn_unusable_submission(&settings);
         let mut listeners = Vec::new();
         for listener in &settings.listeners {
             if listener.kind == ListenerKind::Submissions && tls.is_none() {
                 return Err(ServerError::NoCertificate {
                     address: listener.address,
                 });
-            }
-            let policy = listener_policy(&settings, listener, tls.is_some());
-            if !crate::policy::auth_possible(&policy, &settings.credentials)
-                && listener.kind != ListenerKind::Smtp
-            {
-                warn!(address = %listener.address, "submission listener where AUTH cannot succeed (no passwords, or no TLS while auth.require_tls)");
             }
             let bind_error = |source| ServerError::Bind {
                 address: listener.address,
@@ -215,15 +210,9 @@ impl Server {
         let queue = &settings.queue;
         let mut outbound = outbound_settings(&settings);
         outbound.ourselves.listeners.clone_from(&bound);
-        // The system's CA certificates (some hundred KiB parsed) only if a policy verifies.
-        let roots = if verifies_certificates(&outbound.routing) {
-            root_certificates()
-        } else {
-            debug!(
-                "no outbound TLS policy verifies certificates; system CA certificates not loaded"
-            );
-            rustls::RootCertStore::empty()
-        };
+        // The system's CA certificates, loaded even when no route verifies yet: a reload may
+        // add one, and the server can no longer read them then if the store is private.
+        let roots = root_certificates();
         let runner = QueueRunner::new(
             self.spool.clone(),
             Maildir::new(settings.data_dir.join("mail")).with_sync(queue.maildir_sync),
@@ -480,16 +469,17 @@ pub fn outbound_settings(settings: &Settings) -> OutboundSettings {
     }
 }
 
-/// Whether any outbound route can have [`TlsPolicy::Verify`] (the default or a domain's MX
-/// policy, or a smarthost's), i.e. whether the trusted roots are ever consulted.
-fn verifies_certificates(routing: &RoutingTable) -> bool {
-    routing.default_tls == TlsPolicy::Verify
-        || routing.tls.values().any(|t| *t == TlsPolicy::Verify)
-        || routing
-            .smarthosts
-            .values()
-            .chain(&routing.default_smarthost)
-            .any(|h| h.tls == TlsPolicy::Verify)
+/// Warns about each submission listener where AUTH cannot succeed (at start and at each
+/// reload: a reload that removes the last password makes one useless).
+pub fn warn_unusable_submission(settings: &Settings) {
+    for listener in &settings.listeners {
+        let policy = listener_policy(settings, listener, settings.tls.is_some());
+        if listener.kind != ListenerKind::Smtp
+            && !crate::policy::auth_possible(&policy, &settings.credentials)
+        {
+            warn!(address = %listener.address, "submission listener where AUTH cannot succeed (no passwords, or no TLS while auth.require_tls)");
+        }
+    }
 }
 
 /// The certificate authorities trusted for `tls = "verify"`: the operating system's store
@@ -552,78 +542,5 @@ async fn accept_loop(listener: TcpListener, connector: Connector, limits: Arc<Co
             continue;
         };
         connector.spawn(stream, peer, Some(slot));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use yizhan_delivery::route::Smarthost;
-
-    use super::*;
-
-    fn smarthost(tls: TlsPolicy) -> Smarthost {
-        Smarthost {
-            host: "smart.example".into(),
-            port: 587,
-            tls,
-            auth: None,
-        }
-    }
-
-    /// The system roots are loaded only when some route verifies certificates (RFC 3207
-    /// STARTTLS with `tls = "verify"`); every place a policy can come from is covered.
-    #[test]
-    fn verifies_certificates_when_any_route_does() {
-        type Setup = fn(&mut RoutingTable);
-        let cases: [(&str, Setup, bool); 7] = [
-            ("defaults (opportunistic MX)", |_| {}, false),
-            (
-                "default MX verify",
-                |t| t.default_tls = TlsPolicy::Verify,
-                true,
-            ),
-            (
-                "one domain's MX verify",
-                |t| {
-                    t.tls.insert("a.example".into(), TlsPolicy::Require);
-                    t.tls.insert("b.example".into(), TlsPolicy::Verify);
-                },
-                true,
-            ),
-            (
-                "domain MX require only",
-                |t| {
-                    t.tls.insert("a.example".into(), TlsPolicy::Require);
-                },
-                false,
-            ),
-            (
-                "domain smarthost verify",
-                |t| {
-                    let host = smarthost(TlsPolicy::Verify);
-                    t.smarthosts.insert("a.example".into(), host);
-                },
-                true,
-            ),
-            (
-                "default smarthost verify",
-                |t| t.default_smarthost = Some(smarthost(TlsPolicy::Verify)),
-                true,
-            ),
-            (
-                "smarthosts without verify",
-                |t| {
-                    t.default_smarthost = Some(smarthost(TlsPolicy::Opportunistic));
-                    let host = smarthost(TlsPolicy::None);
-                    t.smarthosts.insert("a.example".into(), host);
-                },
-                false,
-            ),
-        ];
-        for (name, setup, want) in cases {
-            let mut table = RoutingTable::default();
-            setup(&mut table);
-            assert_eq!(verifies_certificates(&table), want, "{name}");
-        }
     }
 }

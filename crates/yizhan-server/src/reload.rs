@@ -136,6 +136,13 @@ fn keep_fixed(old: &Settings, new: &mut Settings) -> Vec<String> {
         kept.push(format!("tls (still {state})"));
         new.tls.clone_from(&old.tls);
     }
+    if new.queue.maildir_sync != old.queue.maildir_sync {
+        kept.push(format!(
+            "queue.maildir_sync (still {:?})",
+            old.queue.maildir_sync
+        ));
+        new.queue.maildir_sync = old.queue.maildir_sync;
+    }
     let (o, n) = (&old.delivery, &mut new.delivery);
     if n.dns_servers != o.dns_servers || n.dns_timeout != o.dns_timeout {
         kept.push("delivery.dns_servers/dns_timeout (still the running ones)".to_owned());

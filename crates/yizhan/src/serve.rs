@@ -103,9 +103,12 @@ impl Reload {
         });
         match &outcome {
             Ok(needs_restart) => {
-                for line in config::summary(&reloader.current()) {
+                let current = reloader.current();
+                for line in config::summary(&current) {
                     tracing::info!("{line}");
                 }
+                raise_open_files_limit(current.smtp.max_connections);
+                yizhan_server::listener::warn_unusable_submission(&current);
                 for setting in needs_restart {
                     tracing::warn!(setting = %setting, "changed in the file, but only a restart applies it; the running value is kept");
                 }

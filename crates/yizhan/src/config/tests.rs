@@ -975,6 +975,14 @@ fn durations_and_sizes_take_units() {
         "{}",
         found[0].reason
     );
+    // "Never" written as a huge number is refused rather than overflowing a deadline.
+    let found = problems("[smtp]\ncommand_timeout = 9223372036854775807\n");
+    assert_eq!(found[0].key, "smtp.command_timeout");
+    assert!(
+        found[0].reason.contains("longer than"),
+        "{}",
+        found[0].reason
+    );
 }
 
 #[test]

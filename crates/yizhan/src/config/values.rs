@@ -19,17 +19,29 @@ pub(super) enum DurationValue {
 }
 
 impl DurationValue {
+    /// The longest duration accepted: ten years. Longer ones mean "never" to a person but
+    /// would overflow a deadline (`Instant + duration`) in the program.
+    pub(super) const MAX: Duration = Duration::from_secs(10 * 366 * 24 * 3600);
+
     /// The duration, or why the value is not one.
     pub(super) fn to_duration(&self) -> Result<Duration, String> {
         const HINT: &str = "expected seconds (e.g. 300) or a number with units (e.g. \"90s\", \
                             \"5m\", \"1h30m\", \"5d\", \"250ms\")";
-        match self {
+        let duration = match self {
             Self::Seconds(n) => u64::try_from(*n)
                 .map(Duration::from_secs)
-                .map_err(|_| format!("{n} is negative")),
+                .map_err(|_| format!("{n} is negative"))?,
             Self::Text(text) => humantime::parse_duration(text.trim())
-                .map_err(|e| format!("{text:?} is not a duration ({e}); {HINT}")),
+                .map_err(|e| format!("{text:?} is not a duration ({e}); {HINT}"))?,
+        };
+        if duration > Self::MAX {
+            return Err(format!(
+                "{} is longer than the longest accepted, {}",
+                humantime::format_duration(duration),
+                humantime::format_duration(Self::MAX)
+            ));
         }
+        Ok(duration)
     }
 }
 
