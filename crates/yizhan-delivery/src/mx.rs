@@ -331,6 +331,31 @@ fn collect_targets(
     Ok(out)
 }
 
+/// The hickory configuration for these name servers (UDP, with TCP for truncated answers),
+/// each with its own port, `timeout` per query, one attempt, no hosts file: the one place
+/// that says how yizhan asks DNS (MX lookups here, the inbound checks in the server).
+pub fn resolver_config(
+    servers: &[SocketAddr],
+    timeout: Duration,
+) -> (ResolverConfig, ResolverOpts) {
+    let name_servers = servers
+        .iter()
+        .map(|addr| {
+            let mut ns = NameServerConfig::udp_and_tcp(addr.ip());
+            for c in &mut ns.connections {
+                c.port = addr.port();
+            }
+            ns
+        })
+        .collect();
+    let config = ResolverConfig::from_name_servers(name_servers);
+    let mut opts = ResolverOpts::default();
+    opts.timeout = timeout;
+    opts.attempts = 1;
+    opts.use_hosts_file = ResolveHosts::Never;
+    (config, opts)
+}
+
 /// A [`Resolver`] backed by hickory-resolver (caching stub resolver, UDP with TCP fallback).
 #[derive(Clone)]
 pub struct HickoryResolver {
@@ -361,21 +386,7 @@ impl HickoryResolver {
         servers: &[SocketAddr],
         timeout: Duration,
     ) -> Result<HickoryResolver, DnsError> {
-        let name_servers = servers
-            .iter()
-            .map(|addr| {
-                let mut ns = NameServerConfig::udp_and_tcp(addr.ip());
-                for c in &mut ns.connections {
-                    c.port = addr.port();
-                }
-                ns
-            })
-            .collect();
-        let config = ResolverConfig::from_name_servers(name_servers);
-        let mut opts = ResolverOpts::default();
-        opts.timeout = timeout;
-        opts.attempts = 1;
-        opts.use_hosts_file = ResolveHosts::Never;
+        let (config, opts) = resolver_config(servers, timeout);
         let inner = HickoryInner::builder_with_config(config, TokioRuntimeProvider::default())
             .with_options(opts)
             .build()

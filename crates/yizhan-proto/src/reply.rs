@@ -622,6 +622,45 @@ impl Reply {
         )
     }
 
+    /// SPF (RFC 7208 8.4) says `domain` does not send from this client: refused with the
+    /// code of RFC 7372 (`5.7.23`, SPF validation failed).
+    pub fn spf_fail(domain: &str) -> Reply {
+        Reply::new(
+            550,
+            enh(5, 7, 23),
+            format!("SPF check failed: {domain} does not designate this host as a sender"),
+        )
+    }
+
+    /// The SPF record of `domain` could not be read now (RFC 7208 8.6, `4.7.24`, RFC 7372).
+    pub fn spf_temp_error(domain: &str) -> Reply {
+        Reply::new(
+            451,
+            enh(4, 7, 24),
+            format!("SPF check of {domain} failed temporarily (DNS); try again later"),
+        )
+    }
+
+    /// The author domain's DMARC policy is `p=reject` and the message does not pass
+    /// (RFC 7489 6.6.3, 7.3: `5.7.1`).
+    pub fn dmarc_reject(domain: &str) -> Reply {
+        Reply::new(
+            550,
+            enh(5, 7, 1),
+            format!("Rejected by the DMARC policy of {domain}: the message is not authenticated"),
+        )
+    }
+
+    /// The DMARC evaluation of `domain` hit a temporary DNS error where its policy would
+    /// decide (RFC 7489 6.6.3): deferred, never passed.
+    pub fn dmarc_temp_error(domain: &str) -> Reply {
+        Reply::new(
+            451,
+            enh(4, 7, 1),
+            format!("DMARC check of {domain} failed temporarily (DNS); try again later"),
+        )
+    }
+
     /// The transaction failed for a reason given in `detail` (RFC 5321 4.2.2 `554`).
     pub fn transaction_failed(detail: &str) -> Reply {
         Reply::new(554, enh(5, 0, 0), format!("Transaction failed: {detail}"))

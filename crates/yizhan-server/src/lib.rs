@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod checks;
 pub mod conn;
 pub mod control;
 pub mod directory;
