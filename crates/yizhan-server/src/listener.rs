@@ -240,6 +240,7 @@ impl Server {
             credentials: Arc::new(settings.credentials.clone()),
             password_checks: Arc::new(crate::auth::PasswordChecks::per_core()),
             limits: Arc::new(crate::limits::RateLimits::new(&settings.smtp.rate_limits)),
+            checker: checker(&settings),
         });
         let live = Arc::new(ArcSwap::new(shared.clone()));
         let pickup_settings = Arc::new(ArcSwap::new(settings.clone()));
@@ -411,6 +412,7 @@ pub(crate) fn listener_policy(
         auth: settings.auth_for(listener),
         tls_available,
         has_credentials: !settings.credentials.is_empty(),
+        checks: settings.checks_for(listener),
     }
 }
 
@@ -466,6 +468,19 @@ pub fn outbound_settings(settings: &Settings) -> OutboundSettings {
             listeners: Vec::new(),
         },
         ..defaults
+    }
+}
+
+/// The inbound checks' DNS client, on delivery's name servers (`None`, logged, if it cannot be
+/// set up: checked mail is then deferred).
+fn checker(settings: &Settings) -> Option<Arc<crate::checks::Checker>> {
+    let d = &settings.delivery;
+    match crate::checks::Checker::new(&d.dns_servers, d.dns_timeout) {
+        Ok(checker) => Some(Arc::new(checker)),
+        Err(error) => {
+            error!(%error, "inbound checks cannot run; mail they apply to is deferred (451)");
+            None
+        }
     }
 }
 

@@ -40,6 +40,8 @@ pub struct ListenerPolicy {
     pub tls_available: bool,
     /// Whether any user has a password (AUTH can be offered).
     pub has_credentials: bool,
+    /// The inbound checks of this listener.
+    pub checks: crate::checks::Checks,
 }
 
 /// Who the client is, as far as relaying is concerned.
@@ -496,6 +498,7 @@ mod tests {
             auth: s.auth,
             tls_available: true,
             has_credentials: true,
+            checks: crate::checks::Checks::OFF,
         }
     }
 

@@ -94,6 +94,7 @@ impl Reloader {
             tls: old.tls.clone(),
             password_checks: old.password_checks.clone(),
             limits,
+            checker: old.checker.clone(),
         }));
         Ok(Reloaded { needs_restart })
     }

@@ -84,6 +84,8 @@ pub struct Settings {
     pub turn_domains: BTreeMap<String, Vec<String>>,
     /// DKIM keys (`[[dkim]]`), loaded: mail our users send from these domains is signed.
     pub dkim: crate::dkim::DkimKeys,
+    /// Inbound checks (`[checks]`): SPF, DKIM, ARC, DMARC on `smtp` listeners.
+    pub checks: crate::checks::ChecksSettings,
 }
 
 impl Default for Settings {
@@ -104,6 +106,7 @@ impl Default for Settings {
             delivery: DeliverySettings::default(),
             turn_domains: BTreeMap::new(),
             dkim: crate::dkim::DkimKeys::default(),
+            checks: crate::checks::ChecksSettings::default(),
         }
     }
 }
@@ -112,6 +115,17 @@ impl Settings {
     /// The SMTP settings of `listener`: `[smtp]` with the listener's overrides applied.
     pub fn smtp_for(&self, listener: &ListenerSettings) -> SmtpSettings {
         listener.overrides.apply(&self.smtp)
+    }
+
+    /// The inbound checks of `listener`: `[checks]` on an `smtp` listener, nothing on a
+    /// submission one (its users are authenticated, and signed); the listener's own `checks`
+    /// keys on top of either.
+    pub fn checks_for(&self, listener: &ListenerSettings) -> crate::checks::Checks {
+        let base = match listener.kind {
+            ListenerKind::Smtp => self.checks.checks,
+            _ => crate::checks::Checks::OFF,
+        };
+        listener.overrides.checks.apply(base)
     }
 
     /// The user that owns `domain` for `TURN`, if any.
@@ -192,6 +206,8 @@ pub struct ListenerOverrides {
     pub auth_max_failures: Option<u32>,
     /// [`AuthSettings::require_tls`].
     pub auth_require_tls: Option<bool>,
+    /// `[checks]` keys for this listener.
+    pub checks: crate::checks::ChecksOverrides,
 }
 
 impl ListenerOverrides {

@@ -31,17 +31,15 @@ pub use policy::{
     Checks, ChecksOverrides, ChecksSettings, DmarcMode, QUARANTINE_FIELD, SpfMode, TagMode,
 };
 
-/// What runs the checks: the DNS client and our authserv-id. One per server, shared.
+/// What runs the checks: the DNS client. One per server, shared; kept by a reload (its name
+/// servers need a restart, like delivery's).
 pub struct Checker {
     auth: MessageAuthenticator,
-    authserv_id: String,
 }
 
 impl std::fmt::Debug for Checker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Checker")
-            .field("authserv_id", &self.authserv_id)
-            .finish_non_exhaustive()
+        f.debug_struct("Checker").finish_non_exhaustive()
     }
 }
 
@@ -80,12 +78,8 @@ pub struct Verdict {
 
 impl Checker {
     /// A checker asking `dns_servers` (each with its port; empty: the system's resolver) with
-    /// `timeout` per query; `hostname` is the authserv-id.
-    pub fn new(
-        dns_servers: &[SocketAddr],
-        timeout: Duration,
-        hostname: &str,
-    ) -> Result<Checker, String> {
+    /// `timeout` per query.
+    pub fn new(dns_servers: &[SocketAddr], timeout: Duration) -> Result<Checker, String> {
         let auth = if dns_servers.is_empty() {
             MessageAuthenticator::new_system_conf()
         } else {
@@ -93,26 +87,18 @@ impl Checker {
             MessageAuthenticator::new(config, opts)
         }
         .map_err(|e| format!("cannot set up DNS for the inbound checks: {e}"))?;
-        Ok(Checker {
-            auth,
-            authserv_id: hostname.to_ascii_lowercase(),
-        })
-    }
-
-    /// The authserv-id of our `Authentication-Results:` fields.
-    pub fn authserv_id(&self) -> &str {
-        &self.authserv_id
+        Ok(Checker { auth })
     }
 
     /// SPF for the HELO identity and the MAIL FROM one (`sender` empty for `<>`: then the
-    /// identity is `postmaster@` the HELO domain, RFC 7208 2.4).
-    pub async fn spf(&self, ip: IpAddr, helo: &str, sender: &str) -> SpfVerdict {
+    /// identity is `postmaster@` the HELO domain, RFC 7208 2.4); `host` is our hostname (the
+    /// `%{r}` macro).
+    pub async fn spf(&self, ip: IpAddr, helo: &str, sender: &str, host: &str) -> SpfVerdict {
         let sender = if sender.is_empty() {
             format!("postmaster@{helo}")
         } else {
             sender.to_owned()
         };
-        let host = self.authserv_id.as_str();
         let helo_output = self
             .auth
             .verify_spf(SpfParameters::verify_ehlo(ip, helo, host))
@@ -130,17 +116,19 @@ impl Checker {
     }
 
     /// The checks of a whole `message` (as received, CRLF line ends) from `ip`, with the SPF
-    /// results of its transaction.
+    /// results of its transaction (`None` when neither SPF nor DMARC is on), reported under
+    /// `authserv_id`.
     pub async fn message(
         &self,
         message: &[u8],
         ip: IpAddr,
-        spf: &SpfVerdict,
+        spf: Option<&SpfVerdict>,
         checks: Checks,
+        authserv_id: &str,
     ) -> Verdict {
-        let mut results = AuthenticationResults::new(&self.authserv_id);
+        let mut results = AuthenticationResults::new(authserv_id);
         let mut summary = Vec::new();
-        if checks.spf != SpfMode::Off {
+        if let Some(spf) = spf.filter(|_| checks.spf != SpfMode::Off) {
             results = results
                 .with_spf_ehlo_result(&spf.helo, ip, &spf.helo_domain)
                 .with_spf_mailfrom_result(&spf.mail_from, ip, &spf.sender, &spf.helo_domain);
@@ -172,7 +160,7 @@ impl Checker {
             summary.push(format!("arc={}", dkim_name(arc.result())));
         }
         let mut action = Action::Deliver;
-        if checks.dmarc != DmarcMode::Off {
+        if let Some(spf) = spf.filter(|_| checks.dmarc != DmarcMode::Off) {
             let mail_from_domain = spf.sender.rsplit_once('@').map_or("", |(_, d)| d);
             let dmarc = self
                 .auth

@@ -7,6 +7,15 @@ use yizhan_proto::command::Notify;
 
 use crate::dkim::SignFor;
 
+/// Why a message is kept whole until its end ([`Connection::held`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Hold {
+    /// To be DKIM-signed (our user's mail).
+    Sign,
+    /// To be checked (DKIM, ARC, DMARC: a stranger's mail on a checking listener).
+    Check,
+}
+
 use super::*;
 
 impl<S> Connection<S>
@@ -18,7 +27,7 @@ where
             return;
         }
         self.hops.feed(chunk);
-        if let Some(message) = self.to_sign.as_mut() {
+        if let Some((_, message)) = self.held.as_mut() {
             message.extend_from_slice(chunk);
             return;
         }
@@ -49,31 +58,48 @@ where
             return Decision::Reply(Reply::local_error());
         }
         self.incoming = Some(incoming);
-        // Our users' mail (authenticated, or from relay_networks) is signed if a key exists.
+        // Our users' mail (authenticated, or from relay_networks) is signed if a key exists;
+        // strangers' is checked if the listener says so.
         let ours = self.user.is_some() || self.trusted;
-        self.to_sign = (ours && !self.shared.settings.dkim.is_empty()).then(Vec::new);
+        self.held = if ours && !self.shared.settings.dkim.is_empty() {
+            Some((Hold::Sign, Vec::new()))
+        } else if self.checks_need_message() {
+            Some((Hold::Check, Vec::new()))
+        } else {
+            None
+        };
         Decision::Accept
     }
 
-    /// Writes the message kept for signing, after its `DKIM-Signature:` field when its
-    /// `From:` domain has a key.
-    fn sign_and_store(&mut self, incoming: &mut Incoming) -> Result<(), yizhan_spool::SpoolError> {
+    /// Writes the message kept whole ([`Hold`]): after its `DKIM-Signature:` field when it
+    /// is signed, after our `Authentication-Results:` when it is checked. `Err`: the reply
+    /// instead of a 250 (refused by the checks, or a spool error).
+    async fn store_held(&mut self, incoming: &mut Incoming) -> Result<(), Reply> {
         use crate::dkim::Signer as _;
-        let Some(message) = self.to_sign.take() else {
+        let Some((hold, message)) = self.held.take() else {
             return Ok(());
         };
-        match self
-            .shared
-            .settings
-            .dkim
-            .signature(&message, &self.sign_for())
-        {
-            Ok(Some(field)) => incoming.write(field.as_bytes())?,
-            Ok(None) => {}
-            // Sent unsigned rather than refused: a missing signature costs less than a bounce.
-            Err(error) => warn!(%error, "DKIM signing failed; the message is queued unsigned"),
-        }
-        incoming.write(&message)
+        let spool_error = |error: yizhan_spool::SpoolError| {
+            warn!(%error, "spool write failed");
+            Reply::local_error()
+        };
+        let stored = match hold {
+            Hold::Sign => {
+                let signer = &self.shared.settings.dkim;
+                match signer.signature(&message, &self.sign_for()) {
+                    Ok(Some(field)) => incoming.write(field.as_bytes()).map_err(spool_error)?,
+                    Ok(None) => {}
+                    // Sent unsigned rather than refused: a missing signature costs less than
+                    // a bounce.
+                    Err(error) => {
+                        warn!(%error, "DKIM signing failed; the message is queued unsigned");
+                    }
+                }
+                message
+            }
+            Hold::Check => self.check_message(&message).await?,
+        };
+        incoming.write(&stored).map_err(spool_error)
     }
 
     /// Whose `From:` this session's mail may be signed for: anyone's from `relay_networks`,
@@ -95,12 +121,11 @@ where
             return Decision::Reply(Reply::local_error());
         };
         if std::mem::take(&mut self.write_failed) {
-            self.to_sign = None;
+            self.held = None;
             return Decision::Reply(Reply::local_error());
         }
-        if let Err(error) = self.sign_and_store(&mut incoming) {
-            warn!(%error, "spool write failed");
-            return Decision::Reply(Reply::local_error());
+        if let Err(reply) = self.store_held(&mut incoming).await {
+            return Decision::Reply(reply);
         }
         // RFC 5321 6.3: our own `Received:` line counts as one more hop.
         let hops = self.hops.hops() + 1;

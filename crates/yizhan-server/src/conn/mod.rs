@@ -13,6 +13,7 @@
 //! plaintext byte it held and the client must EHLO again. AUTH (RFC 4954) payloads and
 //! passwords never reach a log.
 
+mod checks;
 mod data;
 mod session_auth;
 
@@ -65,6 +66,9 @@ pub struct Shared {
     pub password_checks: Arc<auth::PasswordChecks>,
     /// Rate limits per client address.
     pub limits: Arc<crate::limits::RateLimits>,
+    /// What runs the inbound checks (`None`: DNS could not be set up; checked mail is then
+    /// deferred, never passed).
+    pub checker: Option<Arc<crate::checks::Checker>>,
 }
 
 /// The client stream, before or after TLS. `S` is any byte stream: a TCP socket from a
@@ -196,7 +200,8 @@ pub async fn serve<S>(
             incoming: None,
             write_failed: false,
             hops: HopCounter::new(),
-            to_sign: None,
+            held: None,
+            spf: None,
             data_deadline: None,
             started: tokio::time::Instant::now(),
             bytes_in: 0,
@@ -249,10 +254,13 @@ struct Connection<S> {
     write_failed: bool,
     /// The `Received:` fields of the message being received (RFC 5321 6.3).
     hops: HopCounter,
-    /// The message as received, when it is to be DKIM-signed before it is stored (our own
-    /// user's mail from a domain with a key): the signature covers the whole message, so it
-    /// is kept here until the end of data instead of going straight to the spool.
-    to_sign: Option<Vec<u8>>,
+    /// The message as received, when it is to be DKIM-signed (our own user's mail, when a
+    /// key exists) or checked (DKIM, ARC, DMARC) before it is stored: both read the whole
+    /// message, so it is kept here until the end of data instead of going straight to the
+    /// spool. Anyone else's streams to the spool.
+    held: Option<(data::Hold, Vec<u8>)>,
+    /// The SPF results of this transaction (checked clients only), found at MAIL.
+    spf: Option<crate::checks::SpfVerdict>,
     /// When the message data (DATA, or all BDAT chunks together) must have ended:
     /// `data_termination_timeout` after it started.
     data_deadline: Option<tokio::time::Instant>,
@@ -309,7 +317,7 @@ where
                     Event::Body(chunk) => self.body(&chunk),
                     Event::DataAborted => {
                         self.incoming = None;
-                        self.to_sign = None;
+                        self.held = None;
                         self.write_failed = false;
                         self.data_deadline = None;
                     }
@@ -525,8 +533,12 @@ where
                 let decision = policy::mail(directory, &self.listener, &self.client(), &from);
                 if let Decision::Reply(reply) = &decision {
                     info!(from = %from, code = reply.code, "mail rejected");
+                    return decision;
                 }
-                decision
+                match self.check_sender(&from).await {
+                    Some(refusal) => Decision::Reply(refusal),
+                    None => decision,
+                }
             }
             Question::Rcpt { to, .. } => {
                 let kind = self

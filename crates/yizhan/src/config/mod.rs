@@ -16,6 +16,7 @@
 //! See `docs/configuration.md` for the reference of every key.
 
 mod check;
+mod checks;
 mod data_dir;
 mod delivery;
 mod directory;

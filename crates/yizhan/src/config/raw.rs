@@ -41,6 +41,19 @@ pub(super) struct RawConfig {
     pub(super) smarthost: Vec<RawSmarthost>,
     #[serde(default)]
     pub(super) dkim: Vec<RawDkim>,
+    #[serde(default)]
+    pub(super) checks: RawChecks,
+}
+
+/// `[checks]`, and a listener's `checks` table (without `exempt`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawChecks {
+    pub(super) spf: Option<Spanned<String>>,
+    pub(super) dkim: Option<Spanned<String>>,
+    pub(super) arc: Option<Spanned<String>>,
+    pub(super) dmarc: Option<Spanned<String>>,
+    pub(super) exempt: Option<RawList>,
 }
 
 /// One `[[dkim]]` key.
@@ -104,6 +117,7 @@ pub(super) struct RawListener {
     pub(super) relay_networks: Option<RawList>,
     pub(super) auth_max_failures: Option<Spanned<i64>>,
     pub(super) auth_require_tls: Option<bool>,
+    pub(super) checks: Option<Spanned<RawChecks>>,
 }
 
 #[derive(Debug, Deserialize)]

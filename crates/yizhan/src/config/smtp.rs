@@ -357,5 +357,6 @@ fn overrides(v: &mut Validator<'_>, i: usize, l: &RawListener) -> ListenerOverri
         relay_networks: v.networks(&key("relay_networks"), l.relay_networks.as_ref()),
         auth_max_failures: auth_max_failures.and_then(|n| u32::try_from(n).ok()),
         auth_require_tls: l.auth_require_tls,
+        checks: super::checks::listener_checks(v, i, l.checks.as_ref()),
     }
 }

@@ -173,6 +173,7 @@ pub fn summary(settings: &Settings) -> Vec<String> {
             .collect();
         lines.push(format!("dkim: signs mail from {}", keys.join(", ")));
     }
+    lines.push(checks_line(settings));
     if !settings.turn_domains.is_empty() {
         let turn: Vec<String> = settings
             .turn_domains
@@ -182,4 +183,46 @@ pub fn summary(settings: &Settings) -> Vec<String> {
         lines.push(format!("turn: {}", turn.join("; ")));
     }
     lines
+}
+
+/// `checks: spf=tag dkim=tag arc=tag dmarc=enforce on smtp listeners (not 127.0.0.0/8, ::1/128)`,
+/// with each listener that differs.
+fn checks_line(settings: &Settings) -> String {
+    let show = |c: yizhan_server::checks::Checks| {
+        if c.any() {
+            format!(
+                "spf={} dkim={} arc={} dmarc={}",
+                c.spf, c.dkim, c.arc, c.dmarc
+            )
+        } else {
+            "off".to_owned()
+        }
+    };
+    let base = settings.checks.checks;
+    let mut line = format!("checks: {} on smtp listeners", show(base));
+    let exempt: Vec<String> = settings
+        .checks
+        .exempt
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    if base.any() && !exempt.is_empty() {
+        line.push_str(&format!(" (not {})", exempt.join(", ")));
+    }
+    for listener in &settings.listeners {
+        let own = settings.checks_for(listener);
+        let usual = match listener.kind {
+            yizhan_server::settings::ListenerKind::Smtp => base,
+            _ => yizhan_server::checks::Checks::OFF,
+        };
+        if own != usual {
+            line.push_str(&format!(
+                "; {} ({}): {}",
+                listener.address,
+                listener.kind,
+                show(own)
+            ));
+        }
+    }
+    line
 }

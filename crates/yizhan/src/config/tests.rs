@@ -272,6 +272,7 @@ password = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$LRbzYPWEbEkM0vJcZVB7
             relay_networks: Some(Vec::new()),
             auth_max_failures: Some(2),
             auth_require_tls: Some(true),
+            checks: Default::default(),
         }
     );
     let tls = s.tls.as_ref().unwrap();
@@ -1059,4 +1060,57 @@ fn client_programs_do_not_read_the_keys() {
         load_without_keys(&source),
         Err(ConfigError::Invalid(_))
     ));
+}
+
+#[test]
+fn checks_are_read_per_listener_and_named_when_wrong() {
+    use yizhan_server::checks::{DmarcMode, SpfMode, TagMode};
+    let text = "[checks]\nspf = \"reject-fail\"\narc = \"off\"\nexempt = [\"10.0.0.0/8\"]\n\
+                [[listener]]\naddress = \"127.0.0.1:25\"\n\
+                [[listener]]\naddress = \"127.0.0.1:2526\"\ncheck = 1\n";
+    assert!(
+        parse("t.toml", text).is_err(),
+        "an unknown listener key is refused"
+    );
+    let text = "[checks]\nspf = \"reject-fail\"\narc = \"off\"\nexempt = [\"10.0.0.0/8\"]\n\
+                [[listener]]\naddress = \"127.0.0.1:25\"\n\
+                [[listener]]\naddress = \"127.0.0.1:2526\"\nchecks = { dmarc = \"tag\" }\n\
+                [[listener]]\naddress = \"127.0.0.1:587\"\nkind = \"submission\"\n";
+    let s = parse("t.toml", text).unwrap();
+    let c = s.checks_for(&s.listeners[0]);
+    assert_eq!(
+        (c.spf, c.dkim, c.arc, c.dmarc),
+        (
+            SpfMode::RejectFail,
+            TagMode::Tag,
+            TagMode::Off,
+            DmarcMode::Enforce
+        )
+    );
+    assert_eq!(s.checks_for(&s.listeners[1]).dmarc, DmarcMode::Tag);
+    assert!(
+        !s.checks_for(&s.listeners[2]).any(),
+        "submission is not checked"
+    );
+    assert!(s.checks.exempts("10.1.2.3".parse().unwrap()));
+    assert!(
+        !s.checks.exempts("127.0.0.1".parse().unwrap()),
+        "the list replaces the default"
+    );
+    let found = problems(
+        "[checks]\nspf = \"reject\"\n[[listener]]\naddress = \"127.0.0.1:25\"\n\
+         checks = { exempt = [] }\n",
+    );
+    let keys: Vec<&str> = found.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["listener[0].checks.exempt", "checks.spf"],
+        "{found:?}"
+    );
+    assert!(
+        found[1].reason.contains("\"reject-fail\""),
+        "{}",
+        found[1].reason
+    );
+    assert_eq!(found[1].location, Some((2, 7)));
 }

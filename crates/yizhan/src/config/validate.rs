@@ -34,6 +34,7 @@ impl RawConfig {
         self.smarthosts(v, &mut settings);
         self.turn_domains(v, &mut settings);
         self.dkim(v, &mut settings);
+        self.checks(v, &mut settings);
         if settings.tls.is_none() {
             self.submissions_need_tls(v);
         }
