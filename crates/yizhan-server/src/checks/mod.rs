@@ -175,10 +175,22 @@ impl Checker {
             let result = dmarc.result();
             summary.push(format!("dmarc={}", dmarc_name(&result)));
             if checks.dmarc == DmarcMode::Enforce {
-                action = dmarc_action(&result, dmarc.policy(), dmarc.domain());
+                // No record read (a DNS error): the policy is unknown, not "none".
+                let policy = dmarc.dmarc_record().map(|_| dmarc.policy());
+                action = dmarc_action(&result, policy, dmarc.domain());
             }
         }
         let mut fields = results.to_header();
+        if checks.dkim != TagMode::Off && dkim.is_empty() {
+            // No signature: said, as RFC 8601 2.7.1's `none` (mail-auth writes nothing).
+            match fields.strip_suffix("; none\r\n") {
+                Some(bare) => fields = format!("{bare};\r\n\tdkim=none\r\n"),
+                None => {
+                    let end = fields.len() - "\r\n".len();
+                    fields.insert_str(end, ";\r\n\tdkim=none");
+                }
+            }
+        }
         if let Action::Quarantine(domain) = &action {
             fields.push_str(&format!(
                 "{QUARANTINE_FIELD}: DMARC policy quarantine of {domain}\r\nX-Spam-Flag: YES\r\n"
@@ -219,16 +231,19 @@ impl SpfVerdict {
     }
 }
 
-/// What `enforce` does with a DMARC `result` under `policy` of `domain`.
-fn dmarc_action(result: &DmarcResult, policy: Policy, domain: &str) -> Action {
+/// What `enforce` does with a DMARC `result` under the `policy` of `domain` (`None`: its
+/// record could not be read).
+fn dmarc_action(result: &DmarcResult, policy: Option<Policy>, domain: &str) -> Action {
     match (result, policy) {
         (DmarcResult::Pass | DmarcResult::None | DmarcResult::PermError(_), _) => Action::Deliver,
-        (_, Policy::None) => Action::Deliver,
-        // The policy would decide, and DNS did not answer: try again later, never a pass.
+        (_, Some(Policy::None | Policy::Unspecified)) => Action::Deliver,
+        // The policy would decide (or is unknown), and DNS did not answer: try again later,
+        // never a pass.
         (DmarcResult::TempError(_), _) => Action::Refuse(Reply::dmarc_temp_error(domain)),
-        (DmarcResult::Fail(_), Policy::Reject) => Action::Refuse(Reply::dmarc_reject(domain)),
-        (DmarcResult::Fail(_), Policy::Quarantine) => Action::Quarantine(domain.to_owned()),
-        (DmarcResult::Fail(_), Policy::Unspecified) => Action::Deliver,
+        (DmarcResult::Fail(_), Some(Policy::Reject)) => Action::Refuse(Reply::dmarc_reject(domain)),
+        (DmarcResult::Fail(_), Some(Policy::Quarantine)) => Action::Quarantine(domain.to_owned()),
+        // A failure without a record cannot happen (no record gives `none`): delivered.
+        (DmarcResult::Fail(_), None) => Action::Deliver,
     }
 }
 
@@ -277,27 +292,29 @@ mod tests {
             DmarcResult::TempError(Error::Dns(mail_auth::DnsError::Resolver("timeout".into())));
         let d = "bank.example";
         assert_eq!(
-            dmarc_action(&fail, Policy::Reject, d),
+            dmarc_action(&fail, Some(Policy::Reject), d),
             Action::Refuse(Reply::dmarc_reject(d))
         );
         assert_eq!(
-            dmarc_action(&fail, Policy::Quarantine, d),
+            dmarc_action(&fail, Some(Policy::Quarantine), d),
             Action::Quarantine(d.into())
         );
-        assert_eq!(dmarc_action(&fail, Policy::None, d), Action::Deliver);
+        assert_eq!(dmarc_action(&fail, Some(Policy::None), d), Action::Deliver);
         assert_eq!(
-            dmarc_action(&temp, Policy::Reject, d),
+            dmarc_action(&temp, Some(Policy::Reject), d),
             Action::Refuse(Reply::dmarc_temp_error(d))
         );
-        assert_eq!(dmarc_action(&temp, Policy::None, d), Action::Deliver);
         assert_eq!(
-            dmarc_action(&DmarcResult::Pass, Policy::Reject, d),
+            dmarc_action(&temp, None, d),
+            Action::Refuse(Reply::dmarc_temp_error(d)),
+            "no record read: the policy is unknown"
+        );
+        assert_eq!(dmarc_action(&temp, Some(Policy::None), d), Action::Deliver);
+        assert_eq!(
+            dmarc_action(&DmarcResult::Pass, Some(Policy::Reject), d),
             Action::Deliver
         );
-        assert_eq!(
-            dmarc_action(&DmarcResult::None, Policy::Unspecified, d),
-            Action::Deliver
-        );
+        assert_eq!(dmarc_action(&DmarcResult::None, None, d), Action::Deliver);
     }
 
     #[test]
