@@ -12,13 +12,18 @@
 //! | 6533 3 | the `utf-8` address type: a non-ASCII Final-Recipient or Original-Recipient, and an ORCPT given as `utf-8` (its `\x{HEXPOINT}` decoded) |
 //! | 6533 6.1, 6.3, 6.4 | a report with UTF-8 in its addresses or fields, to a UTF-8 sender, or about an original with a UTF-8 header section is `report-type=global-delivery-status` with `message/global-delivery-status`, and returns `message/global` or `message/global-headers` when that header section is UTF-8 |
 //!
-//! The report is assembled by hand rather than with mail-builder: its shape is fixed, the
-//! original must be attached byte for byte (an 8-bit original stays 8-bit, never re-encoded),
-//! and the field syntax is RFC 3464's own. The tests parse the result back with mail-parser.
+//! The MIME structure is built with mail-builder (every part with an explicit transfer
+//! encoding, so the original is attached byte for byte: an 8-bit original stays 8-bit, never
+//! re-encoded); the delivery-status fields are RFC 3464's own syntax, written here. The tests
+//! parse the result back with mail-parser.
 //!
 //! `NOTIFY` and `ORCPT` come as the protocol parsed them (`yizhan-proto` types, stored so in
 //! the spool); [`NotifyOn::of`] says which reports a recipient asked for.
 
+use mail_builder::MessageBuilder;
+use mail_builder::headers::content_type::ContentType;
+use mail_builder::headers::raw::Raw;
+use mail_builder::mime::{BodyPart, MimePart};
 use yizhan_proto::command::Notify;
 
 /// The `Action` of one recipient (RFC 3464 2.3.3).
@@ -177,6 +182,15 @@ pub fn header_section(message: &[u8]) -> &[u8] {
 }
 
 impl Report<'_> {
+    /// The description of the returned part: undelivered only in a failure report.
+    fn original_description(&self) -> &'static str {
+        if self.recipients.iter().any(|r| r.action == Action::Failed) {
+            "Undelivered message"
+        } else {
+            "Original message"
+        }
+    }
+
     /// The subject line for this report.
     fn subject(&self) -> &'static str {
         if self.recipients.iter().any(|r| r.action == Action::Failed) {
@@ -222,66 +236,61 @@ impl Report<'_> {
         } else {
             "delivery-status"
         };
-        let mut out = String::new();
-        let mut h = |name: &str, value: &str| push_field(&mut out, name, value);
-        h(
-            "From",
-            &format!("Mail Delivery System <MAILER-DAEMON@{mta}>"),
-        );
-        h("To", &format!("<{}>", clean(self.to)));
-        h("Subject", self.subject());
-        h("Date", &rfc2822(self.date));
-        h("Message-ID", &format!("<{}.dsn@{mta}>", clean(self.unique)));
-        h("Auto-Submitted", "auto-replied");
-        h("MIME-Version", "1.0");
-        h(
-            "Content-Type",
-            &format!("multipart/report; report-type={report_type}; boundary=\"{boundary}\""),
-        );
-        out.push_str("\r\nThis is a MIME-encapsulated delivery status notification.\r\n");
-
-        // Part 1: for humans.
         let human = self.human_text();
-        out.push_str(&format!("\r\n--{boundary}\r\n"));
-        out.push_str("Content-Type: text/plain; charset=utf-8\r\n");
-        out.push_str(if human.is_ascii() {
-            "Content-Transfer-Encoding: 7bit\r\n"
-        } else {
-            "Content-Transfer-Encoding: 8bit\r\n"
-        });
-        out.push_str("Content-Description: Notification\r\n\r\n");
-        out.push_str(&human);
-
-        // Part 2: for machines (RFC 3464 2.1; RFC 6533 6.1 when global, 8-bit).
-        out.push_str(&format!("\r\n--{boundary}\r\n"));
-        out.push_str(&format!("Content-Type: message/{report_type}\r\n"));
-        if global {
-            out.push_str("Content-Transfer-Encoding: 8bit\r\n");
-        }
-        out.push_str("Content-Description: Delivery report\r\n\r\n");
-        out.push_str(&status);
-
-        // Part 3: the original (RFC 3464 2: message/rfc822 or text/rfc822-headers; RFC 6533
-        // 6.3, 6.4: message/global or message/global-headers when its header section is UTF-8).
-        out.push_str(&format!("\r\n--{boundary}\r\n"));
-        let mut bytes = out.into_bytes();
+        let seven_or_eight = |bytes: &[u8]| if bytes.is_ascii() { "7bit" } else { "8bit" };
+        // Every part gets an explicit transfer encoding, so mail-builder writes its body as
+        // given: the original byte for byte (8-bit stays 8-bit, never re-encoded).
+        let notification = MimePart::new(
+            ContentType::new("text/plain").attribute("charset", "utf-8"),
+            BodyPart::Binary(human.as_bytes().into()),
+        )
+        .transfer_encoding(seven_or_eight(human.as_bytes()))
+        .header("Content-Description", Raw::new("Notification"));
+        // For machines (RFC 3464 2.1; RFC 6533 6.1 when global, 8-bit).
+        let delivery_status = MimePart::new(
+            ContentType::new(format!("message/{report_type}")),
+            BodyPart::Binary(status.as_bytes().into()),
+        )
+        .transfer_encoding(seven_or_eight(status.as_bytes()))
+        .header("Content-Description", Raw::new("Delivery report"));
+        // The original (RFC 3464 2: message/rfc822 or text/rfc822-headers; RFC 6533 6.3, 6.4:
+        // message/global or message/global-headers when its header section is UTF-8).
         let kind = match (self.ret, utf8_original) {
             (Return::Full, false) => "message/rfc822",
             (Return::Full, true) => "message/global",
             (Return::Headers, false) => "text/rfc822-headers",
             (Return::Headers, true) => "message/global-headers",
         };
-        bytes.extend_from_slice(format!("Content-Type: {kind}\r\n").as_bytes());
-        if Report::is_eight_bit(attached) {
-            bytes.extend_from_slice(b"Content-Transfer-Encoding: 8bit\r\n");
+        let mut original = attached.to_vec();
+        if !original.ends_with(b"\n") {
+            original.extend_from_slice(b"\r\n");
         }
-        bytes.extend_from_slice(b"Content-Description: Undelivered message\r\n\r\n");
-        bytes.extend_from_slice(attached);
-        if !attached.ends_with(b"\n") {
-            bytes.extend_from_slice(b"\r\n");
-        }
-        bytes.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-        bytes
+        let returned = MimePart::new(ContentType::new(kind), BodyPart::Binary(original.into()))
+            .transfer_encoding(seven_or_eight(attached))
+            .header("Content-Description", Raw::new(self.original_description()));
+        let report = MimePart::new(
+            ContentType::new("multipart/report")
+                .attribute("report-type", report_type)
+                .attribute("boundary", boundary),
+            BodyPart::Multipart(vec![notification, delivery_status, returned]),
+        );
+        MessageBuilder::new()
+            .header(
+                "From",
+                Raw::new(format!("Mail Delivery System <MAILER-DAEMON@{mta}>")),
+            )
+            .header("To", Raw::new(format!("<{}>", clean(self.to))))
+            .header("Subject", Raw::new(self.subject()))
+            .header("Date", Raw::new(rfc2822(self.date)))
+            .header(
+                "Message-ID",
+                Raw::new(format!("<{}.dsn@{mta}>", clean(self.unique))),
+            )
+            .header("Auto-Submitted", Raw::new("auto-replied"))
+            .header("MIME-Version", Raw::new("1.0"))
+            .body(report)
+            .write_to_vec()
+            .unwrap_or_default()
     }
 
     /// The fields of the status part (RFC 3464 2.2, 2.3), and whether an address among them
@@ -736,8 +745,13 @@ mod tests {
                     "message/rfc822",
                 ]
             );
-            assert_eq!(p.encodings[2], None, "the status part is 7-bit");
-            assert_eq!(p.encodings[3].as_deref(), eight_bit.then_some("8bit"));
+            assert_eq!(
+                p.encodings[2].as_deref(),
+                Some("7bit"),
+                "the status part is 7-bit"
+            );
+            let original = if eight_bit { "8bit" } else { "7bit" };
+            assert_eq!(p.encodings[3].as_deref(), Some(original));
             let r = &p.groups[1];
             assert_eq!(
                 field(r, "Final-Recipient"),
