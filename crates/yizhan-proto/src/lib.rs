@@ -22,6 +22,7 @@ pub mod client;
 pub mod command;
 pub mod data;
 pub mod ehlo;
+pub mod header;
 pub mod line;
 pub mod reply;
 #[cfg(feature = "serde")]

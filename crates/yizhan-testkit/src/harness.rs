@@ -197,3 +197,28 @@ impl AcceptAll {
         }
     }
 }
+
+/// `yizhan_proto::header::without_our_results` on any bytes: the first byte chooses the
+/// authserv-id (one of a few, so that some fields match), the rest is the message. Never
+/// panics; the body is never touched; the result is no longer than the input; a second pass
+/// removes nothing more.
+pub fn header(data: &[u8]) {
+    use yizhan_proto::header::without_our_results;
+    let Some((&pick, message)) = data.split_first() else {
+        return;
+    };
+    let id = ["mx.test.example", "a", "", "MX.TEST.EXAMPLE"][usize::from(pick % 4)];
+    let (kept, removed) = without_our_results(message, id);
+    assert!(kept.len() <= message.len());
+    assert_eq!(
+        removed == 0,
+        kept == message,
+        "removed {removed} but unchanged, or the reverse"
+    );
+    let (again, more) = without_our_results(&kept, id);
+    assert_eq!(
+        (again.as_slice(), more),
+        (kept.as_slice(), 0),
+        "not idempotent"
+    );
+}

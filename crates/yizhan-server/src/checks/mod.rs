@@ -11,7 +11,6 @@
 //! DMARC at the end of data, on the message kept whole for them. Clients never checked:
 //! authenticated users, `relay_networks` and [`ChecksSettings::exempt`] (this host).
 
-pub mod header;
 pub mod policy;
 
 use std::net::{IpAddr, SocketAddr};

@@ -3,9 +3,10 @@
 //! field (forged ones claiming our name removed) goes to the spool before the message.
 
 use yizhan_proto::address::{Host, ReversePath};
+use yizhan_proto::header;
 
 use super::*;
-use crate::checks::{Action, Checks, SpfMode, header};
+use crate::checks::{Action, Checks, SpfMode};
 
 impl<S> Connection<S>
 where

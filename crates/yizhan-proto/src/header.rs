@@ -1,6 +1,7 @@
-//! The header fields of a received message that the checks rewrite: an
-//! `Authentication-Results:` field that claims our authserv-id but came with the message is a
-//! forgery (RFC 8601 5), so it is removed before ours is added.
+//! The header section of a received message (RFC 5322 2.2, 3.6), read where the server must
+//! change it: an `Authentication-Results:` field that claims our authserv-id but came with the
+//! message is a forgery (RFC 8601 5), so it is removed before ours is added. Total over any
+//! bytes (fuzzed: `yizhan_testkit::harness::header`).
 
 /// `message` (CRLF line ends) without the `Authentication-Results:` fields whose authserv-id
 /// is `authserv_id` (compared without case), and how many were removed. Only the header
