@@ -401,8 +401,36 @@ async fn list(spool: &Spool, uid: u32) -> SubmitResponse {
         .iter()
         .filter(|e| everyone || e.client.origin == Origin::Local { uid: Some(uid) })
         .map(MessageInfo::from)
+        .map(|info| if everyone { info } else { as_submitted(info) })
         .collect();
     SubmitResponse::Queue { messages }
+}
+
+/// What another local user may see of their own message: the recipients as they gave them
+/// (not what aliases expanded them to), and no local delivery detail (it names paths in the
+/// server's data directory); remote errors (the peer's reply) stay.
+fn as_submitted(mut info: MessageInfo) -> MessageInfo {
+    let mut seen = std::collections::HashSet::new();
+    info.recipients.retain(|r| seen.insert(r.original.clone()));
+    for r in &mut info.recipients {
+        r.address.clone_from(&r.original);
+        if r.local {
+            let hidden = |text: &mut Option<String>, what: &str| {
+                if text.is_some() {
+                    *text = Some(what.to_owned());
+                }
+            };
+            hidden(
+                &mut r.last_error,
+                "local delivery deferred (the server's log says why)",
+            );
+            hidden(
+                &mut r.detail,
+                "local delivery finished (the server's log has the detail)",
+            );
+        }
+    }
+    info
 }
 
 /// Sends one request (and, for `submit`, the message) to the socket of `data_dir` and waits
@@ -429,6 +457,43 @@ pub fn request(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::control::RecipientInfo;
+
+    #[test]
+    fn another_user_sees_what_they_submitted_not_where_it_went() {
+        let recipient = |address: &str, original: &str, local: bool| RecipientInfo {
+            address: address.into(),
+            original: original.into(),
+            local,
+            state: "pending".into(),
+            attempts: 1,
+            next_attempt: None,
+            last_error: Some("cannot write /var/lib/yizhan/mail/x".into()),
+            detail: None,
+        };
+        let info = MessageInfo {
+            id: "0".repeat(32),
+            received_at: 0,
+            size: 1,
+            sender: "joe@host.example".into(),
+            held: false,
+            recipients: vec![
+                recipient("alice@test.example", "team@test.example", true),
+                recipient("bob@test.example", "team@test.example", true),
+                recipient("x@far.example", "x@far.example", false),
+            ],
+        };
+        let shown = as_submitted(info);
+        assert_eq!(shown.recipients.len(), 2, "one line per address given");
+        assert_eq!(shown.recipients[0].address, "team@test.example");
+        let error = shown.recipients[0].last_error.as_deref().unwrap();
+        assert!(!error.contains('/'), "{error}");
+        assert_eq!(
+            shown.recipients[1].last_error.as_deref(),
+            Some("cannot write /var/lib/yizhan/mail/x"),
+            "a remote error is the peer's and stays"
+        );
+    }
 
     #[test]
     fn one_user_holds_at_most_a_few_connections() {
