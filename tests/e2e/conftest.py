@@ -43,6 +43,7 @@ DOMAIN = "test.example"
 UTF8_USER = "jösé@test.example"
 
 READY_RE = re.compile(r"ready listen=127\.0\.0\.1:(\d+)")
+ADMIN_RE = re.compile(r"admin=127\.0\.0\.1:(\d+)")
 
 
 def find_binary() -> Path:
@@ -114,6 +115,9 @@ def sample_config(data_dir: Path, top: dict | None = None, smtp: dict | None = N
         'new_address = "moved@elsewhere.example"',
         "",
     ]
+    if "[admin]" not in extra:
+        # Any free port: servers of parallel tests never clash on the default 8025.
+        lines += ["[admin]", 'address = "127.0.0.1:0"', ""]
     return "\n".join(lines) + "\n" + extra
 
 
@@ -140,6 +144,7 @@ class Server:
         self.config.write_text(config_text, encoding="utf-8")
         self.proc: subprocess.Popen | None = None
         self.port: int | None = None
+        self.admin_port: int | None = None
         self.starts = 0
         self.log_path: Path | None = None
 
@@ -163,6 +168,8 @@ class Server:
             m = READY_RE.search(self.log())
             if m:
                 self.port = int(m.group(1))
+                admin = ADMIN_RE.search(self.log())
+                self.admin_port = int(admin.group(1)) if admin else None
                 return self
             if self.proc.poll() is not None:
                 pytest.fail(f"yizhan exited with {self.proc.returncode} before ready:\n{self.log()}")

@@ -256,6 +256,25 @@ pub enum Question {
     Turn,
 }
 
+impl Question {
+    /// The command that asked it (`EHLO`, `MAIL`, `SEND`, ...; `DATA` for the end of data,
+    /// `AUTH` for a SASL answer), for counting.
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Question::Helo { extended: true, .. } => "EHLO",
+            Question::Helo { .. } => "HELO",
+            Question::Mail { kind, .. } => kind.verb(),
+            Question::Rcpt { .. } => "RCPT",
+            Question::Vrfy(_) => "VRFY",
+            Question::Expn(_) => "EXPN",
+            Question::Data | Question::EndOfData { .. } => "DATA",
+            Question::Auth { .. } | Question::AuthResponse(_) => "AUTH",
+            Question::Etrn(_) => "ETRN",
+            Question::Turn => "TURN",
+        }
+    }
+}
+
 impl fmt::Debug for Question {
     // Credentials never reach a log through Debug.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -2,6 +2,7 @@
 //! recipient and relay policy, TLS, AUTH and the queue runner.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod auth;
 pub mod checks;
 pub mod conn;
@@ -10,6 +11,7 @@ pub mod directory;
 pub mod dkim;
 pub mod limits;
 pub mod listener;
+pub mod metrics;
 pub mod pickup;
 pub mod policy;
 pub mod queue;

@@ -77,6 +77,8 @@ pub struct Server {
     control: Option<tokio::net::UnixListener>,
     /// The submission socket ([`crate::submit`]), bound before ready too.
     submit: Option<tokio::net::UnixListener>,
+    /// The admin HTTP listener ([`crate::admin`]), if on and bound.
+    admin: Option<TcpListener>,
 }
 
 /// The listeners bound and the TLS files read (what may need root), before anything in the
@@ -87,6 +89,7 @@ pub struct Bound {
     settings: Settings,
     listeners: Vec<(TcpListener, SocketAddr)>,
     tls: Option<Arc<TlsStore>>,
+    admin: Option<TcpListener>,
 }
 
 impl Server {
@@ -120,10 +123,12 @@ impl Server {
             let local = bound.local_addr().map_err(bind_error)?;
             listeners.push((bound, local));
         }
+        let admin = crate::admin::bind(&settings.admin).await;
         Ok(Bound {
             settings,
             listeners,
             tls,
+            admin,
         })
     }
 }
@@ -141,6 +146,7 @@ impl Bound {
             settings,
             listeners,
             tls,
+            admin,
         } = self;
         let spool_dir = settings.data_dir.join("spool");
         let (spool, recovery) = tokio::task::spawn_blocking(move || Spool::open(&spool_dir))
@@ -178,11 +184,17 @@ impl Bound {
             tls,
             control,
             submit,
+            admin,
         })
     }
 }
 
 impl Server {
+    /// The address the admin listener is bound to, if it is on.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     /// The TLS certificate store, to reload it (SIGHUP) while the server runs.
     pub fn tls(&self) -> Option<Arc<TlsStore>> {
         self.tls.clone()
@@ -260,6 +272,15 @@ impl Server {
             Some(reload_requests),
             shutdown.clone(),
         ));
+        if let Some(admin) = self.admin {
+            let serving = crate::admin::serve(
+                admin,
+                pickup_settings.clone(),
+                self.spool.clone(),
+                shutdown.clone(),
+            );
+            tokio::spawn(serving);
+        }
 
         let tracker = TaskTracker::new();
         let limits = Arc::new(ConnectionLimits::new(settings.smtp.max_connections));
@@ -541,6 +562,7 @@ async fn accept_loop(listener: TcpListener, connector: Connector, limits: Arc<Co
                 .allow(crate::limits::Event::Connection, peer.ip())
         {
             warn!(%peer, "connection refused: connection rate limit of the address");
+            crate::metrics::connection_refused("rate");
             let reply = Reply::rate_limited(&shared.settings.hostname, "connections");
             connector.tracker.spawn(conn::refuse(stream, reply));
             continue;
@@ -552,6 +574,7 @@ async fn accept_loop(listener: TcpListener, connector: Connector, limits: Arc<Co
         };
         let Some(slot) = limits.acquire(peer.ip(), max_per_ip) else {
             warn!(%peer, "connection refused: too many connections");
+            crate::metrics::connection_refused("too_many");
             let reply = Reply::too_many_connections(&shared.settings.hostname);
             connector.tracker.spawn(conn::refuse(stream, reply));
             continue;

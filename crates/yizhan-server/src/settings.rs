@@ -86,6 +86,47 @@ pub struct Settings {
     pub dkim: crate::dkim::DkimKeys,
     /// Inbound checks (`[checks]`): SPF, DKIM, ARC, DMARC on `smtp` listeners.
     pub checks: crate::checks::ChecksSettings,
+    /// The admin HTTP listener (`[admin]`): metrics, JSON API, console.
+    pub admin: AdminSettings,
+}
+
+/// `[admin]`: the HTTP listener for `/metrics`, `/api/` and the console.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminSettings {
+    /// Whether it listens at all.
+    pub enabled: bool,
+    /// Where. Loopback by default; anything else needs a token.
+    pub address: SocketAddr,
+    /// The bearer token every request must carry (read from `token_file`); `None`: open, on
+    /// loopback only.
+    pub token: Option<String>,
+}
+
+impl AdminSettings {
+    /// The default address: loopback, the port Mailpit's console also uses.
+    pub const DEFAULT_ADDRESS: SocketAddr =
+        SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 8025);
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        AdminSettings {
+            enabled: true,
+            address: Self::DEFAULT_ADDRESS,
+            token: None,
+        }
+    }
+}
+
+/// The token never reaches a log.
+impl std::fmt::Debug for AdminSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminSettings")
+            .field("enabled", &self.enabled)
+            .field("address", &self.address)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 impl Default for Settings {
@@ -107,6 +148,7 @@ impl Default for Settings {
             turn_domains: BTreeMap::new(),
             dkim: crate::dkim::DkimKeys::default(),
             checks: crate::checks::ChecksSettings::default(),
+            admin: AdminSettings::default(),
         }
     }
 }

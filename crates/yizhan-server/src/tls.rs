@@ -220,15 +220,21 @@ impl TlsStore {
 /// A short description of a finished handshake for the `Received:` line and the envelope:
 /// `TLSv1.3 with cipher TLS13_AES_256_GCM_SHA384`.
 pub fn describe(connection: &rustls::ServerConnection) -> String {
-    let version = match connection.protocol_version() {
+    let version = version(connection);
+    crate::metrics::tls_handshake(version.clone());
+    match connection.negotiated_cipher_suite() {
+        Some(suite) => format!("{version} with cipher {:?}", suite.suite()),
+        None => version,
+    }
+}
+
+/// The protocol version of an established connection (`TLSv1.3`, `TLSv1.2`).
+fn version(connection: &rustls::ServerConnection) -> String {
+    match connection.protocol_version() {
         Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3".to_owned(),
         Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2".to_owned(),
         Some(other) => format!("{other:?}"),
         None => "TLS".to_owned(),
-    };
-    match connection.negotiated_cipher_suite() {
-        Some(suite) => format!("{version} with cipher {:?}", suite.suite()),
-        None => version,
     }
 }
 

@@ -30,6 +30,10 @@ pub async fn run(settings: Settings, reload: Reload) -> anyhow::Result<()> {
         privileges::check_reachable(&data_dir, account)?;
     }
     private::restrict_umask();
+    // Metrics are recorded from here on (the admin listener serves them at /metrics).
+    if !yizhan_server::metrics::install() {
+        tracing::warn!("cannot install the metrics recorder; /metrics will be empty");
+    }
     // Binds first (as root: ports below 1024), then opens (and creates) the spool in
     // data_dir as the service account: a start that fails on a listener leaves nothing
     // behind, and root never works by path inside a directory the account owns.
@@ -38,7 +42,10 @@ pub async fn run(settings: Settings, reload: Reload) -> anyhow::Result<()> {
     become_service(&data_dir, account.as_ref())?;
     let server = bound.open().await?;
     let addresses: Vec<String> = server.local_addrs().iter().map(|a| a.to_string()).collect();
-    tracing::info!(listen = %addresses.join(" "), data_dir = %data_dir.display(), "ready");
+    let admin = server
+        .admin_addr()
+        .map_or_else(|| "off".to_owned(), |a| a.to_string());
+    tracing::info!(listen = %addresses.join(" "), data_dir = %data_dir.display(), %admin, "ready");
     tracing::info!("ready; waiting for SIGTERM (stop) or SIGHUP (reload the configuration)");
     let shutdown = CancellationToken::new();
     let mut running = server.start(shutdown.clone())?;

@@ -131,7 +131,9 @@ impl Checker {
             results = results
                 .with_spf_ehlo_result(&spf.helo, ip, &spf.helo_domain)
                 .with_spf_mailfrom_result(&spf.mail_from, ip, &spf.sender, &spf.helo_domain);
-            summary.push(format!("spf={}", spf_name(spf.mail_from.result())));
+            let result = spf_name(spf.mail_from.result());
+            crate::metrics::check("spf", result);
+            summary.push(format!("spf={result}"));
         }
         let Some(parsed) = AuthenticatedMessage::parse(message) else {
             // Not a message mail-auth can read (no header section): nothing more to say.
@@ -151,12 +153,15 @@ impl Checker {
         if checks.dkim != TagMode::Off {
             results = results.with_dkim_results(&dkim, &from);
             let first = dkim.first().map_or("none", |d| dkim_name(d.result()));
+            crate::metrics::check("dkim", first);
             summary.push(format!("dkim={first}"));
         }
         if checks.arc != TagMode::Off {
             let arc = self.auth.verify_arc(&parsed).await;
             results = results.with_arc_result(&arc, ip);
-            summary.push(format!("arc={}", dkim_name(arc.result())));
+            let result = dkim_name(arc.result());
+            crate::metrics::check("arc", result);
+            summary.push(format!("arc={result}"));
         }
         let mut action = Action::Deliver;
         if let Some(spf) = spf.filter(|_| checks.dmarc != DmarcMode::Off) {
@@ -172,6 +177,7 @@ impl Checker {
                 .await;
             results = results.with_dmarc_result(&dmarc);
             let result = dmarc.result();
+            crate::metrics::check("dmarc", dmarc_name(&result));
             summary.push(format!("dmarc={}", dmarc_name(&result)));
             if checks.dmarc == DmarcMode::Enforce {
                 // No record read (a DNS error): the policy is unknown, not "none".

@@ -72,16 +72,16 @@ where
     }
 
     /// Writes the message kept whole ([`Hold`]): after its `DKIM-Signature:` field when it
-    /// is signed, after our `Authentication-Results:` when it is checked. `Err`: the reply
-    /// instead of a 250 (refused by the checks, or a spool error).
-    async fn store_held(&mut self, incoming: &mut Incoming) -> Result<(), Reply> {
+    /// is signed, after our `Authentication-Results:` when it is checked. `Err`: why (`checks`
+    /// or `spool`) and the reply instead of a 250.
+    async fn store_held(&mut self, incoming: &mut Incoming) -> Result<(), (&'static str, Reply)> {
         use crate::dkim::Signer as _;
         let Some((hold, message)) = self.held.take() else {
             return Ok(());
         };
         let spool_error = |error: yizhan_spool::SpoolError| {
             warn!(%error, "spool write failed");
-            Reply::local_error()
+            ("spool", Reply::local_error())
         };
         let stored = match hold {
             Hold::Sign => {
@@ -97,7 +97,10 @@ where
                 }
                 message
             }
-            Hold::Check => self.check_message(&message).await?,
+            Hold::Check => self
+                .check_message(&message)
+                .await
+                .map_err(|reply| ("checks", reply))?,
         };
         incoming.write(&stored).map_err(spool_error)
     }
@@ -124,7 +127,8 @@ where
             self.held = None;
             return Decision::Reply(Reply::local_error());
         }
-        if let Err(reply) = self.store_held(&mut incoming).await {
+        if let Err((reason, reply)) = self.store_held(&mut incoming).await {
+            crate::metrics::message_rejected(reason);
             return Decision::Reply(reply);
         }
         // RFC 5321 6.3: our own `Received:` line counts as one more hop.
@@ -132,6 +136,7 @@ where
         let max_hops = self.shared.settings.smtp.max_hops;
         if hops > max_hops {
             warn!(from = %transaction.from, hops, max_hops, "message refused: too many hops (a mail loop?)");
+            crate::metrics::message_rejected("hops");
             return Decision::Reply(Reply::too_many_hops(max_hops));
         }
         let (envelope, expanded) = self.envelope(incoming.id().clone(), &transaction, size);
@@ -146,6 +151,7 @@ where
         match self.shared.spool.commit(incoming, envelope).await {
             Ok(id) => {
                 info!(queue_id = %id, from = %transaction.from, size, recipients, "queued");
+                crate::metrics::message_accepted("smtp", size);
                 stored.id = id.clone();
                 if !expanded.is_empty() {
                     self.shared.runner.report_expanded(stored.clone(), expanded);

@@ -155,6 +155,10 @@ pub async fn serve<S>(
     );
     async move {
         info!("connect");
+        let kind = listener.kind.as_str();
+        crate::metrics::connection_opened(kind);
+        // Counted closed however the task ends (an early return on a TLS failure too).
+        let _open = scopeguard_closed(kind);
         let mut tls_info = None;
         let stream = if listener.kind == ListenerKind::Submissions {
             // RFC 8314 3.3: the TLS handshake comes first; the greeting is sent inside TLS.
@@ -177,6 +181,7 @@ pub async fn serve<S>(
                     Stream::Tls(Box::new(tls_stream))
                 }
                 Ok(Err(error)) => {
+                    crate::metrics::tls_handshake("failed".into());
                     info!(%error, reason = "TLS handshake failed", "disconnect");
                     return;
                 }
@@ -220,6 +225,17 @@ pub async fn serve<S>(
     }
     .instrument(span)
     .await
+}
+
+/// Counts the connection closed when dropped.
+fn scopeguard_closed(kind: &'static str) -> impl Drop {
+    struct Closed(&'static str);
+    impl Drop for Closed {
+        fn drop(&mut self) {
+            crate::metrics::connection_closed(self.0);
+        }
+    }
+    Closed(kind)
 }
 
 /// Which limit ends a wait for the client ([`Connection::read_timeout`]).
@@ -299,6 +315,7 @@ where
             while let Some(event) = self.session.next_event() {
                 match event {
                     Event::Send(bytes) => {
+                        crate::metrics::replies_sent(&bytes);
                         let smtp = &self.listener.smtp;
                         if self.session.errors() >= smtp.soft_error_limit {
                             // A client making many errors is slowed down (Postfix's
@@ -312,6 +329,12 @@ where
                         }
                     }
                     Event::Ask(question) => {
+                        if !matches!(
+                            question,
+                            Question::EndOfData { .. } | Question::AuthResponse(_)
+                        ) {
+                            crate::metrics::command(question.verb());
+                        }
                         let decision = self.answer(question).await;
                         self.session.decide(decision);
                     }
@@ -444,6 +467,7 @@ where
                 Ok(())
             }
             Ok(Err(error)) => {
+                crate::metrics::tls_handshake("failed".into());
                 info!(%error, "TLS handshake failed");
                 Err("TLS handshake failed")
             }

@@ -22,6 +22,7 @@ where
                 match auth::verify(checks, credentials, user.clone(), password).await {
                     Ok(Some(canonical)) => {
                         info!(user = %canonical, "authenticated");
+                        crate::metrics::auth("success");
                         self.user = Some(canonical);
                         Decision::Reply(Reply::auth_ok())
                     }
@@ -45,6 +46,7 @@ where
     /// `max_failures` the connection is closed with 421.
     pub(super) async fn auth_failed(&mut self, user: Option<&str>, reply: Reply) -> Decision {
         self.auth_failures += 1;
+        crate::metrics::auth("failure");
         if !self.allow(Limited::AuthFailure) {
             warn!(client = %self.peer.ip(), "too many failed AUTH attempts from this address; closing");
             let host = self.shared.settings.hostname.clone();

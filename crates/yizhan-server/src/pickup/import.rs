@@ -124,6 +124,7 @@ impl Importer {
             .await
             .map_err(|e| ImportError::Transient(e.to_string()))?;
         info!(queue_id = %id, uid, recipients = count, from, "queued from a local user");
+        crate::metrics::message_accepted("local", message.len() as u64);
         stored.id = committed.clone();
         self.runner.submit(stored);
         Ok(committed)

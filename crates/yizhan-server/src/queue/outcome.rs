@@ -1,5 +1,7 @@
 //! The one place an attempt's result is written into a recipient.
 
+use std::time::Duration;
+
 use tracing::{info, warn};
 use yizhan_delivery::dsn::{Action, NotifyOn};
 use yizhan_delivery::smtp::{Outcome, Reason};
@@ -32,6 +34,11 @@ pub(super) fn record(
     let due = recipient.next_attempt;
     let attempts_before = recipient.attempts;
     recipient.attempts = recipient.attempts.saturating_add(1);
+    let kind = if recipient.mailbox.is_some() {
+        "local"
+    } else {
+        "remote"
+    };
     let owe = |action, reason| Owed {
         index: i,
         action,
@@ -40,6 +47,8 @@ pub(super) fn record(
     match outcome {
         Outcome::Delivered(reason) => {
             info!(queue_id = %id, to = %recipient.address, detail = %reason.text, "delivered");
+            let after = u64::try_from(now.saturating_sub(received_at)).unwrap_or(0);
+            crate::metrics::delivery("delivered", kind, Some(Duration::from_secs(after)));
             recipient.status = RecipientStatus::Delivered {
                 at: now,
                 detail: reason.text.clone(),
@@ -63,6 +72,7 @@ pub(super) fn record(
                     // Never "again right now", even with a zero back-off configured.
                     let at = at.max(now.saturating_add(1));
                     warn!(queue_id = %id, to = %recipient.address, attempts = recipient.attempts, retry_in = at - now, error = %reason.text, "delivery deferred");
+                    crate::metrics::delivery("deferred", kind, None);
                     recipient.next_attempt = at;
                     let warn_due = shared.config().outbound.delay_warning.is_some_and(|after| {
                         retry.delay_warning_due(after, received_at, attempts_before, due, now)
@@ -71,11 +81,15 @@ pub(super) fn record(
                         owed.push(owe(Action::Delayed, reason.clone()));
                     }
                 }
-                None => owed.push(owe(Action::Failed, expired(&reason, recipient.attempts))),
+                None => {
+                    crate::metrics::delivery("bounced", kind, None);
+                    owed.push(owe(Action::Failed, expired(&reason, recipient.attempts)));
+                }
             }
             recipient.last_error = Some(reason.text);
         }
         Outcome::Permanent(reason) => {
+            crate::metrics::delivery("bounced", kind, None);
             recipient.last_error = Some(reason.text.clone());
             owed.push(owe(Action::Failed, reason));
         }

@@ -89,7 +89,7 @@ impl RawConfig {
 }
 
 /// A key file as written: a relative one is relative to the configuration file's directory.
-fn key_path(file: &str, given: &str) -> PathBuf {
+pub(super) fn key_path(file: &str, given: &str) -> PathBuf {
     let given = Path::new(given);
     match Path::new(file).parent() {
         Some(dir) if given.is_relative() && !file.starts_with('<') => dir.join(given),

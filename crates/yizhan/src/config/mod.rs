@@ -15,6 +15,7 @@
 //!
 //! See `docs/configuration.md` for the reference of every key.
 
+mod admin;
 mod check;
 mod checks;
 mod data_dir;

@@ -43,6 +43,17 @@ pub(super) struct RawConfig {
     pub(super) dkim: Vec<RawDkim>,
     #[serde(default)]
     pub(super) checks: RawChecks,
+    #[serde(default)]
+    pub(super) admin: RawAdmin,
+}
+
+/// `[admin]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAdmin {
+    pub(super) enabled: Option<bool>,
+    pub(super) address: Option<Spanned<String>>,
+    pub(super) token_file: Option<Spanned<String>>,
 }
 
 /// `[checks]`, and a listener's `checks` table (without `exempt`).

@@ -35,6 +35,7 @@ impl RawConfig {
         self.turn_domains(v, &mut settings);
         self.dkim(v, &mut settings);
         self.checks(v, &mut settings);
+        self.admin(v, &mut settings);
         if settings.tls.is_none() {
             self.submissions_need_tls(v);
         }

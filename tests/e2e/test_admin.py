@@ -1,0 +1,126 @@
+"""The admin HTTP listener (issue #15): Prometheus metrics after a known workload, the queue
+as JSON with filters, the bearer token, and the refusal of an unguarded public address."""
+
+import json
+import smtplib
+import subprocess
+import urllib.error
+import urllib.request
+
+import pytest
+
+from conftest import IO_TIMEOUT, wait_until
+from outbound_helpers import TestDns
+
+
+def get(srv, path, token=None):
+    request = urllib.request.Request(f"http://127.0.0.1:{srv.admin_port}{path}")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(request, timeout=IO_TIMEOUT) as answer:
+        return answer.status, answer.read().decode()
+
+
+def metric(text, name, **labels):
+    """The value of one series (labels as given, in any order), 0 when absent."""
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        series, _, value = line.rpartition(" ")
+        if all(f'{k}="{v}"' in series for k, v in labels.items()):
+            return float(value)
+    return 0.0
+
+
+def test_metrics_count_a_known_workload(server_factory):
+    srv = server_factory()
+    assert srv.admin_port, srv.log()
+    with smtplib.SMTP("127.0.0.1", srv.port, timeout=IO_TIMEOUT) as s:
+        s.sendmail("a@client.example", ["user@test.example"], b"Subject: 1\r\n\r\none\r\n")
+        s.sendmail("a@client.example", ["user2@test.example"], b"Subject: 2\r\n\r\ntwo\r\n")
+        code, _ = s.rcpt("nobody@test.example") if s.mail("a@client.example")[0] == 250 else (0, 0)
+        assert code == 550
+    srv.wait_mail("user@test.example")
+    srv.wait_mail("user2@test.example")
+
+    def delivered():
+        _, text = get(srv, "/metrics")
+        return metric(text, "yizhan_deliveries_total", outcome="delivered", kind="local") >= 2
+
+    wait_until(delivered, 30, what="two local deliveries counted")
+    status, text = get(srv, "/metrics")
+    assert status == 200
+    assert metric(text, "yizhan_messages_accepted_total", origin="smtp") == 2, text
+    assert metric(text, "yizhan_message_bytes_total") > 0
+    assert metric(text, "yizhan_connections_total", listener="smtp") == 1
+    assert metric(text, "yizhan_smtp_replies_total", **{"class": "5xx"}) == 1
+    assert metric(text, "yizhan_smtp_replies_total", **{"class": "2xx"}) >= 7
+    assert metric(text, "yizhan_smtp_commands_total", verb="RCPT") == 3
+    assert metric(text, "yizhan_delivery_latency_seconds_count", kind="local") == 2
+    assert metric(text, "yizhan_queue_messages", state="deferred") == 0
+    assert "# HELP yizhan_deliveries_total" in text
+
+
+def test_the_queue_as_json_with_filters(server_factory):
+    dns = TestDns({"far.example": [("RCODE", "SERVFAIL")]})
+    try:
+        extra = f'[delivery]\ndns_servers = ["127.0.0.1:{dns.port}"]\n'
+        srv = server_factory(smtp={"relay_networks": ["127.0.0.0/8"]}, extra=extra)
+        with smtplib.SMTP("127.0.0.1", srv.port, timeout=IO_TIMEOUT) as s:
+            s.sendmail("me@test.example", ["you@far.example"], b"Subject: far\r\n\r\nx\r\n")
+
+        def deferred():
+            _, body = get(srv, "/api/queue?state=deferred")
+            return json.loads(body)["total"] == 1
+
+        wait_until(deferred, 30, what="the message deferred")
+        _, body = get(srv, "/api/queue?destination=FAR.example&sender=ME@")
+        page = json.loads(body)
+        assert page["total"] == 1 and page["offset"] == 0, page
+        [message] = page["messages"]
+        assert message["recipients"][0]["address"] == "you@far.example"
+        assert message["recipients"][0]["attempts"] >= 1
+        _, one = get(srv, f"/api/queue/{message['id']}")
+        assert json.loads(one)["id"] == message["id"]
+        assert json.loads(get(srv, "/api/queue?destination=elsewhere.example")[1])["total"] == 0
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            get(srv, "/api/queue/" + "0" * 32)
+        assert missing.value.code == 404
+        with pytest.raises(urllib.error.HTTPError) as unknown:
+            get(srv, "/api/queue?colour=red")
+        assert unknown.value.code == 400
+        _, text = get(srv, "/metrics")
+        assert metric(text, "yizhan_queue_messages", state="deferred") == 1
+        assert metric(text, "yizhan_queue_recipients", destination="far.example") == 1
+    finally:
+        dns.stop()
+
+
+def test_a_token_guards_every_path(server_factory, tmp_path):
+    token = "s3cret-token-0123456789abcdef"
+    (tmp_path / "admin.token").write_text(token + "\n")
+    srv = server_factory(extra=f'[admin]\naddress = "127.0.0.1:0"\n'
+                               f'token_file = "{tmp_path / "admin.token"}"\n')
+    for path in ("/metrics", "/api/queue", "/api/health"):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            get(srv, path)
+        assert refused.value.code == 401, path
+        assert refused.value.headers["WWW-Authenticate"] == "Bearer"
+        with pytest.raises(urllib.error.HTTPError):
+            get(srv, path, token=token + "x")
+        assert get(srv, path, token=token)[0] == 200
+
+
+def test_a_public_address_needs_a_token(server_factory, yizhan_bin):
+    srv = server_factory(extra='[admin]\naddress = "0.0.0.0:0"\n', start=False)
+    done = subprocess.run([str(yizhan_bin), "check-config", "--config", str(srv.config)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert "admin.address: 0.0.0.0:0 is not a loopback address: set admin.token_file" \
+        in done.stderr, done.stderr
+
+
+def test_admin_can_be_switched_off(server_factory):
+    srv = server_factory(extra="[admin]\nenabled = false\n")
+    assert srv.admin_port is None
+    assert "admin=off" in srv.log()
