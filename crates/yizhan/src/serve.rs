@@ -30,8 +30,9 @@ pub async fn run(settings: Settings, reload: Reload) -> anyhow::Result<()> {
         privileges::check_reachable(&data_dir, account)?;
     }
     private::restrict_umask();
-    // Metrics are recorded from here on (the admin listener serves them at /metrics).
-    if !yizhan_server::metrics::install() {
+    // Metrics are recorded from here on when the admin listener (which serves them at
+    // /metrics) is on; with it off, nothing is recorded and nothing costs.
+    if settings.admin.enabled && !yizhan_server::metrics::install() {
         tracing::warn!("cannot install the metrics recorder; /metrics will be empty");
     }
     // Binds first (as root: ports below 1024), then opens (and creates) the spool in
