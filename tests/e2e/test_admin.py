@@ -13,10 +13,16 @@ from conftest import IO_TIMEOUT, wait_until
 from outbound_helpers import TestDns
 
 
-def get(srv, path, token=None):
-    request = urllib.request.Request(f"http://127.0.0.1:{srv.admin_port}{path}")
+def get(srv, path, token=None, body=None, host=None):
+    """GET `path` (POST when `body`, a dict sent as JSON) from the admin listener."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(f"http://127.0.0.1:{srv.admin_port}{path}", data=data)
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
     if token:
         request.add_header("Authorization", f"Bearer {token}")
+    if host:
+        request.add_header("Host", host)
     with urllib.request.urlopen(request, timeout=IO_TIMEOUT) as answer:
         return answer.status, answer.read().decode()
 
@@ -81,7 +87,22 @@ def test_the_queue_as_json_with_filters(server_factory):
         assert message["recipients"][0]["address"] == "you@far.example"
         assert message["recipients"][0]["attempts"] >= 1
         _, one = get(srv, f"/api/queue/{message['id']}")
-        assert json.loads(one)["id"] == message["id"]
+        shown = json.loads(one)
+        assert shown["message"]["id"] == message["id"]
+        assert "Subject: far" in shown["headers"]
+
+        # Actions on many messages: hold, then release (one unknown id reported, not fatal).
+        _, acted = get(srv, "/api/queue/actions",
+                       body={"action": "hold", "ids": [message["id"], "f" * 32]})
+        acted = json.loads(acted)
+        assert acted["messages"] == 1 and len(acted["errors"]) == 1, acted
+        assert json.loads(get(srv, "/api/queue?state=held")[1])["total"] == 1
+        _, acted = get(srv, "/api/queue/actions", body={"action": "release", "ids": [message["id"]]})
+        assert json.loads(acted)["messages"] == 1
+        assert json.loads(get(srv, "/api/queue?state=held")[1])["total"] == 0
+        with pytest.raises(urllib.error.HTTPError) as bad:
+            get(srv, "/api/queue/actions", body={"action": "explode", "ids": []})
+        assert bad.value.code == 400
         assert json.loads(get(srv, "/api/queue?destination=elsewhere.example")[1])["total"] == 0
         with pytest.raises(urllib.error.HTTPError) as missing:
             get(srv, "/api/queue/" + "0" * 32)
@@ -109,6 +130,25 @@ def test_a_token_guards_every_path(server_factory, tmp_path):
         with pytest.raises(urllib.error.HTTPError):
             get(srv, path, token=token + "x")
         assert get(srv, path, token=token)[0] == 200
+
+
+def test_a_rebound_dns_name_is_refused_and_reload_works(server_factory):
+    """Without a token the listener answers only requests naming a loopback host (a hostile
+    page whose name was rebound to 127.0.0.1 sends its own name); reload goes through."""
+    srv = server_factory()
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        get(srv, "/api/health", host=f"evil.example:{srv.admin_port}")
+    assert refused.value.code == 403
+    assert get(srv, "/api/health", host=f"localhost:{srv.admin_port}")[0] == 200
+    status, body = get(srv, "/api/reload", body={})
+    assert status == 200 and json.loads(body)["result"] == "reloaded", body
+    # A form post (no JSON content type) cannot act: no CSRF through a simple request.
+    request = urllib.request.Request(f"http://127.0.0.1:{srv.admin_port}/api/queue/actions",
+                                     data=b"action=delete", method="POST")
+    request.add_header("Content-Type", "application/x-www-form-urlencoded")
+    with pytest.raises(urllib.error.HTTPError) as form:
+        urllib.request.urlopen(request, timeout=IO_TIMEOUT)
+    assert form.value.code == 415
 
 
 def test_a_public_address_needs_a_token(server_factory, yizhan_bin):

@@ -263,6 +263,19 @@ impl Server {
         let runner_task = tokio::spawn(runner.run(runner_stop.clone()));
         // The control socket (`yizhan queue`) and the maildrop pickup (`sendmail`).
         let (reload_requests, reloads) = tokio::sync::mpsc::channel(4);
+        if let Some(admin) = self.admin {
+            let control =
+                crate::control::Control::new(self.spool.clone(), shared.runner.clone(), None)
+                    .with_reload(reload_requests.clone());
+            let serving = crate::admin::serve(
+                admin,
+                pickup_settings.clone(),
+                self.spool.clone(),
+                control,
+                shutdown.clone(),
+            );
+            tokio::spawn(serving);
+        }
         let operations = tokio::spawn(crate::control::run_operations(
             pickup_settings.clone(),
             self.spool.clone(),
@@ -272,15 +285,6 @@ impl Server {
             Some(reload_requests),
             shutdown.clone(),
         ));
-        if let Some(admin) = self.admin {
-            let serving = crate::admin::serve(
-                admin,
-                pickup_settings.clone(),
-                self.spool.clone(),
-                shutdown.clone(),
-            );
-            tokio::spawn(serving);
-        }
 
         let tracker = TaskTracker::new();
         let limits = Arc::new(ConnectionLimits::new(settings.smtp.max_connections));

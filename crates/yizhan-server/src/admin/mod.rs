@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 use yizhan_spool::Spool;
 
+use crate::control::Control;
 use crate::settings::{AdminSettings, LiveSettings};
 
 /// How long one request may take.
@@ -51,20 +52,24 @@ pub async fn bind(admin: &AdminSettings) -> Option<TcpListener> {
 pub(crate) struct AdminState {
     pub(crate) settings: LiveSettings,
     pub(crate) spool: Spool,
+    /// The same operations as the control socket (`yizhan queue`).
+    pub(crate) control: Control,
     pub(crate) queue_gauges: Arc<queue::Gauges>,
 }
 
-/// Serves `listener` until `shutdown`.
+/// Serves `listener` until `shutdown`; `control` carries out the queue actions and reloads.
 pub async fn serve(
     listener: TcpListener,
     settings: LiveSettings,
     spool: Spool,
+    control: Control,
     shutdown: CancellationToken,
 ) {
     let local: Option<SocketAddr> = listener.local_addr().ok();
     let state = AdminState {
         settings,
         spool,
+        control,
         queue_gauges: Arc::new(queue::Gauges::default()),
     };
     let app = router(state);
@@ -83,6 +88,7 @@ fn router(state: AdminState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/api/health", get(health))
+        .route("/api/reload", axum::routing::post(reload))
         .merge(queue::routes())
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
@@ -93,10 +99,21 @@ fn router(state: AdminState) -> Router {
         .with_state(state)
 }
 
-/// With a token configured, every request must carry it.
+/// With a token configured, every request must carry it. Without one (loopback only), the
+/// request must name a loopback host: a page whose DNS name was rebound to 127.0.0.1 sends
+/// its own name and is refused.
 async fn authorize(State(state): State<AdminState>, request: Request, next: Next) -> Response {
     let settings = state.settings.load();
     let Some(token) = settings.admin.token.as_deref() else {
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !names_loopback(host) {
+            let why = "this listener answers requests for 127.0.0.1, [::1] or localhost only\n";
+            return (StatusCode::FORBIDDEN, why).into_response();
+        }
         return next.run(request).await;
     };
     let given = request
@@ -120,6 +137,18 @@ async fn authorize(State(state): State<AdminState>, request: Request, next: Next
     refused
 }
 
+/// Whether a `Host:` value (`name[:port]`) names this machine's loopback.
+fn names_loopback(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// `GET /metrics`: the Prometheus text format, queue gauges counted first.
 async fn metrics(State(state): State<AdminState>) -> Response {
     queue::refresh_gauges(&state).await;
@@ -141,4 +170,37 @@ async fn metrics(State(state): State<AdminState>) -> Response {
 async fn health(State(state): State<AdminState>) -> Json<serde_json::Value> {
     let hostname = state.settings.load().hostname.clone();
     Json(serde_json::json!({ "status": "ok", "hostname": hostname }))
+}
+
+/// `POST /api/reload`: reads the configuration file again, as `yizhan reload` does.
+async fn reload(State(state): State<AdminState>) -> Response {
+    let answer = state.control.handle(crate::control::Request::Reload).await;
+    queue::respond(answer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_names_pass_without_a_token() {
+        for ok in [
+            "127.0.0.1:8025",
+            "localhost:8025",
+            "[::1]:8025",
+            "LOCALHOST",
+            "127.0.0.2",
+        ] {
+            assert!(names_loopback(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example:8025",
+            "",
+            "10.0.0.1:8025",
+            "[2001:db8::1]:80",
+            "localhost.evil",
+        ] {
+            assert!(!names_loopback(bad), "{bad}");
+        }
+    }
 }

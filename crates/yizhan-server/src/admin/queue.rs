@@ -14,7 +14,7 @@ use yizhan_proto::address::Host;
 use yizhan_spool::Envelope;
 
 use super::AdminState;
-use crate::control::MessageInfo;
+use crate::control::{ErrorKind, MessageInfo, Request, Response as ControlResponse};
 
 /// At most this many destinations get a gauge of their own; the rest are summed as `other`
 /// (a queue for a million domains must not make a million series).
@@ -27,6 +27,7 @@ pub(super) fn routes() -> axum::Router<AdminState> {
     axum::Router::new()
         .route("/api/queue", get(list))
         .route("/api/queue/{id}", get(one))
+        .route("/api/queue/actions", axum::routing::post(act))
 }
 
 /// The destinations given a gauge at the last scrape (set to 0 when they leave the queue).
@@ -210,17 +211,100 @@ async fn list(State(state): State<AdminState>, Query(filters): Query<Filters>) -
     .into_response()
 }
 
-/// `GET /api/queue/{id}`: one message, or 404.
+/// `GET /api/queue/{id}`: one message with its header section (id or unique prefix), or 404.
 async fn one(State(state): State<AdminState>, Path(id): Path<String>) -> Response {
-    let envelopes = match listing(&state).await {
-        Ok(envelopes) => envelopes,
-        Err(why) => return unavailable(why),
+    respond(state.control.handle(Request::Show { id }).await)
+}
+
+/// A control answer as HTTP: its JSON, with the status its kind says.
+pub(super) fn respond(answer: ControlResponse) -> Response {
+    let status = match &answer {
+        ControlResponse::Error { kind, .. } => match kind {
+            ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+            ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::Config => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorKind::Held => StatusCode::CONFLICT,
+            _ => StatusCode::SERVICE_UNAVAILABLE,
+        },
+        _ => StatusCode::OK,
     };
-    match envelopes.iter().find(|e| e.id.as_str() == id) {
-        Some(envelope) => Json(MessageInfo::from(envelope)).into_response(),
-        None => {
-            let body = serde_json::json!({ "error": format!("no message {id} in the queue") });
-            (StatusCode::NOT_FOUND, Json(body)).into_response()
+    (status, Json(answer)).into_response()
+}
+
+/// The body of `POST /api/queue/actions`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Act {
+    /// `hold`, `release`, `flush` or `delete`.
+    action: String,
+    /// Queue ids (or unique prefixes).
+    ids: Vec<String>,
+}
+
+/// What one action on many messages did.
+#[derive(Debug, Serialize)]
+struct Acted {
+    /// Messages changed.
+    messages: usize,
+    /// Pending recipients in them.
+    recipients: usize,
+    /// The ids that could not be acted on, and why.
+    errors: Vec<serde_json::Value>,
+}
+
+/// The most ids one request may name.
+const MAX_IDS: usize = 10_000;
+
+/// `POST /api/queue/actions` `{"action": "hold", "ids": [...]}`: the action on each message,
+/// as `yizhan queue ACTION ID` does it.
+async fn act(State(state): State<AdminState>, Json(act): Json<Act>) -> Response {
+    let request: fn(String) -> Request = match act.action.as_str() {
+        "hold" => |id| Request::Hold { id },
+        "release" => |id| Request::Release { id },
+        "delete" => |id| Request::Delete { id },
+        "flush" => |id| Request::Flush {
+            id: Some(id),
+            domain: None,
+        },
+        other => {
+            let why = format!("unknown action {other:?} (expected hold, release, flush, delete)");
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(serde_json::json!({ "error": why })),
+            )
+                .into_response();
+        }
+    };
+    if act.ids.len() > MAX_IDS {
+        let why = format!("at most {MAX_IDS} ids per request");
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(serde_json::json!({ "error": why })),
+        )
+            .into_response();
+    }
+    let mut done = Acted {
+        messages: 0,
+        recipients: 0,
+        errors: Vec::new(),
+    };
+    for id in act.ids {
+        match state.control.handle(request(id.clone())).await {
+            ControlResponse::Done {
+                messages,
+                recipients,
+            } => {
+                done.messages += messages;
+                done.recipients += recipients;
+            }
+            ControlResponse::Error { message, .. } => {
+                done.errors
+                    .push(serde_json::json!({ "id": id, "error": message }));
+            }
+            other => done
+                .errors
+                .push(serde_json::json!({ "id": id, "error": format!("{other:?}") })),
         }
     }
+    Json(done).into_response()
 }
