@@ -164,3 +164,19 @@ def test_admin_can_be_switched_off(server_factory):
     srv = server_factory(extra="[admin]\nenabled = false\n")
     assert srv.admin_port is None
     assert "admin=off" in srv.log()
+
+
+def test_the_grafana_dashboard_uses_metrics_that_exist():
+    """dist/grafana/yizhan.json names only metrics that crates/yizhan-server/src/metrics.rs
+    defines (a renamed metric must not leave an empty panel)."""
+    import re
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[2]
+    defined = set(re.findall(r'"(yizhan_[a-z_]+)"', (root / "crates/yizhan-server/src/metrics.rs").read_text()))
+    dashboard = json.loads((root / "dist/grafana/yizhan.json").read_text())
+    used = set()
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            for name in re.findall(r"yizhan_[a-z_]+", target["expr"]):
+                used.add(re.sub(r"_(bucket|count|sum)$", "", name))
+    assert used and used <= defined, used - defined
