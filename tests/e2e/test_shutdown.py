@@ -66,13 +66,10 @@ def test_in_flight_transaction_finishes_idle_session_gets_421(server_factory, si
     busy.send(MESSAGE[half:] + b".\r\n")
     code, lines = busy.reply()
     assert code == 250, lines
-    # Then the session ends: 421 (shutting down) or 221 for the QUIT, and the connection closes.
-    try:
-        busy.send(b"QUIT\r\n")
-        code, lines = busy.reply()
-        assert code in (221, 421), lines
-    except (ConnectionError, OSError):
-        pass
+    # Then its QUIT, sent just after, still gets 221 (the session lingers a moment for it).
+    busy.send(b"QUIT\r\n")
+    code, lines = busy.reply()
+    assert code == 221, lines
     assert srv.wait(timeout=15) == 0
 
     # Delivered exactly once, whether before the exit or after a restart.

@@ -713,6 +713,25 @@ impl Reply {
         Reply::new(502, enh(5, 5, 1), format!("{verb} command not implemented"))
     }
 
+    /// A verb yizhan knows but this server's configuration switched off (RFC 5321 4.2.4
+    /// `502`, saying so rather than "not implemented").
+    pub fn disabled(verb: &str) -> Reply {
+        Reply::new(
+            502,
+            enh(5, 5, 1),
+            format!("{verb} is disabled on this server"),
+        )
+    }
+
+    /// An ESMTP verb sent after HELO (RFC 5321 4.1.4: `EHLO` opens the extensions).
+    pub fn needs_ehlo(verb: &str) -> Reply {
+        Reply::new(
+            502,
+            enh(5, 5, 1),
+            format!("{verb} is an ESMTP command: say EHLO first"),
+        )
+    }
+
     /// A MAIL/RCPT parameter that is not recognised (RFC 5321 4.1.1.11 `555`).
     pub fn parameter_not_implemented(name: &str) -> Reply {
         Reply::new(
@@ -776,13 +795,24 @@ impl Reply {
         Some(text)
     }
 
-    /// HELP with a verb: its one-line syntax (RFC 5321 4.1.1.8, `214`); an unknown topic gets
-    /// [`Reply::help_unknown`].
-    pub fn help_topic(verb: &str) -> Reply {
-        match Reply::help_syntax(verb) {
-            Some(text) => Reply::new(214, enh(2, 0, 0), text),
-            None => Reply::help_unknown(verb),
-        }
+    /// HELP with a verb: its one-line `syntax` (RFC 5321 4.1.1.8, `214`).
+    pub fn help_topic(syntax: &str) -> Reply {
+        Reply::new(214, enh(2, 0, 0), syntax)
+    }
+
+    /// HELP for a verb yizhan knows that this session does not offer now: its syntax, and
+    /// that it is not available (switched off, or needing EHLO or TLS first).
+    pub fn help_not_offered(verb: &str, syntax: &str) -> Reply {
+        Reply::multi(
+            214,
+            enh(2, 0, 0),
+            vec![
+                syntax.to_owned(),
+                format!(
+                    "{verb} is not available in this session (switched off, or EHLO/TLS first)"
+                ),
+            ],
+        )
     }
 
     /// HELP with a topic yizhan has no help for (RFC 5321 4.2.2 `504`).
@@ -1581,7 +1611,10 @@ mod tests {
             Reply::help_general(&[
                 "HELO", "EHLO", "MAIL", "RCPT", "DATA", "BDAT", "RSET", "VRFY", "EXPN",
             ]),
-            Reply::help_topic("mail"),
+            Reply::help_topic("MAIL FROM:<reverse-path>"),
+            Reply::help_not_offered("TURN", "TURN"),
+            Reply::disabled("EXPN"),
+            Reply::needs_ehlo("BDAT"),
             Reply::help_unknown("x"),
             Reply::vrfy_cannot_verify(),
             Reply::vrfy_user("a@b", Some("A B")),
@@ -1633,11 +1666,10 @@ mod tests {
             "HELO", "EHLO", "MAIL", "RCPT", "DATA", "BDAT", "RSET", "VRFY", "EXPN", "HELP", "NOOP",
             "QUIT", "SEND", "SOML", "SAML", "TURN", "ETRN", "STARTTLS", "AUTH",
         ] {
-            let reply = Reply::help_topic(&verb.to_ascii_lowercase());
-            assert_eq!(reply.code, 214, "{verb}");
-            assert!(reply.lines[0].starts_with(verb), "{verb}");
+            let syntax = Reply::help_syntax(&verb.to_ascii_lowercase()).expect(verb);
+            assert!(syntax.starts_with(verb), "{verb}");
         }
-        assert_eq!(Reply::help_topic("FOO").code, 504);
+        assert!(Reply::help_syntax("FOO").is_none());
         let general = Reply::help_general(&["HELO", "QUIT"]);
         assert_eq!(general.code, 214);
         assert!(general.lines.iter().any(|l| l.contains("HELO QUIT")));

@@ -859,14 +859,14 @@ impl ServerSession {
                 if self.config.verbs.vrfy {
                     self.ask(Pending::Vrfy, Question::Vrfy(arg));
                 } else {
-                    self.reply_error(Some(Reply::not_implemented("VRFY")));
+                    self.reply_error(Some(Reply::disabled("VRFY")));
                 }
             }
             Command::Expn(arg) => {
                 if self.config.verbs.expn {
                     self.ask(Pending::Expn, Question::Expn(arg));
                 } else {
-                    self.reply_error(Some(Reply::not_implemented("EXPN")));
+                    self.reply_error(Some(Reply::disabled("EXPN")));
                 }
             }
             Command::Turn => {
@@ -882,7 +882,7 @@ impl ServerSession {
             }
             Command::Etrn(node) => {
                 if !self.config.extensions.etrn {
-                    self.reply_error(Some(Reply::not_implemented("ETRN")));
+                    self.reply_error(Some(Reply::disabled("ETRN")));
                 } else if self.helo.is_none() {
                     self.reply_error(Some(Reply::need_helo()));
                 } else if self.transaction.is_some() {
@@ -905,7 +905,7 @@ impl ServerSession {
             MailKind::Saml => (verbs.saml, "SAML"),
         };
         if !enabled {
-            return self.reply_error(Some(Reply::not_implemented(verb)));
+            return self.reply_error(Some(Reply::disabled(verb)));
         }
         if self.helo.is_none() {
             return self.reply_error(Some(Reply::need_helo()));
@@ -1050,7 +1050,12 @@ impl ServerSession {
         // read as commands (RFC 3030 2).
         if !(self.extended && self.config.extensions.chunking) {
             self.discard_chunk(size, last);
-            return self.reply_error(Some(Reply::not_implemented("BDAT")));
+            let reply = if self.config.extensions.chunking {
+                Reply::needs_ehlo("BDAT")
+            } else {
+                Reply::disabled("BDAT")
+            };
+            return self.reply_error(Some(reply));
         }
         if let Err(reply) = self.data_ready() {
             self.discard_chunk(size, last);
@@ -1167,7 +1172,7 @@ impl ServerSession {
 
     fn help(&mut self, topic: Option<String>) {
         if !self.config.verbs.help {
-            return self.reply_error(Some(Reply::not_implemented("HELP")));
+            return self.reply_error(Some(Reply::disabled("HELP")));
         }
         match topic {
             None => {
@@ -1176,20 +1181,62 @@ impl ServerSession {
             }
             Some(topic) => {
                 let upper = topic.trim().to_ascii_uppercase();
-                match self.enabled_verbs().into_iter().find(|v| *v == upper) {
-                    Some(verb) => self.reply(&Reply::help_topic(verb)),
+                let offered = self.enabled_verbs().contains(&upper.as_str());
+                match self.help_syntax(&upper) {
+                    Some(syntax) if offered => self.reply(&Reply::help_topic(&syntax)),
+                    // A verb yizhan knows but this session does not offer: said so.
+                    Some(syntax) => self.reply(&Reply::help_not_offered(&upper, &syntax)),
                     None => self.reply_error(Some(Reply::help_unknown(&topic))),
                 }
             }
         }
     }
 
-    /// The verbs this session accepts, for HELP.
+    /// The syntax of `verb` (upper case) as this session offers it: MAIL and RCPT list only
+    /// the parameters of the extensions offered now.
+    fn help_syntax(&self, verb: &str) -> Option<String> {
+        let e = &self.config.extensions;
+        let esmtp = self.extended;
+        match verb {
+            "MAIL" => {
+                let mut text = String::from("MAIL FROM:<reverse-path>");
+                let mut param = |on: bool, p: &str| {
+                    if on {
+                        text.push_str(" [");
+                        text.push_str(p);
+                        text.push(']');
+                    }
+                };
+                param(esmtp && e.size, "SIZE=n");
+                let body = match (e.eight_bit_mime, e.binarymime && e.chunking) {
+                    (_, true) => "BODY=7BIT|8BITMIME|BINARYMIME",
+                    (true, false) => "BODY=7BIT|8BITMIME",
+                    (false, false) => "BODY=7BIT",
+                };
+                param(esmtp && (e.eight_bit_mime || e.binarymime), body);
+                param(esmtp && e.smtputf8, "SMTPUTF8");
+                param(esmtp && e.dsn, "RET=FULL|HDRS");
+                param(esmtp && e.dsn, "ENVID=id");
+                param(esmtp && self.auth_offered(), "AUTH=mailbox");
+                param(esmtp && e.requiretls && self.tls, "REQUIRETLS");
+                Some(text)
+            }
+            "RCPT" if esmtp && e.dsn => Some(
+                "RCPT TO:<forward-path> [NOTIFY=NEVER|SUCCESS,FAILURE,DELAY] [ORCPT=type;address]"
+                    .to_owned(),
+            ),
+            "RCPT" => Some("RCPT TO:<forward-path>".to_owned()),
+            other => Reply::help_syntax(other).map(str::to_owned),
+        }
+    }
+
+    /// The verbs this session accepts, for HELP: the ESMTP ones (BDAT, STARTTLS, AUTH) only
+    /// after EHLO, where they can be used.
     fn enabled_verbs(&self) -> Vec<&'static str> {
         let v = &self.config.verbs;
         let e = &self.config.extensions;
         let mut verbs = vec!["HELO", "EHLO", "MAIL", "RCPT", "DATA"];
-        if e.chunking {
+        if e.chunking && self.extended {
             verbs.push("BDAT");
         }
         verbs.extend(["RSET", "NOOP", "QUIT", "HELP"]);
@@ -1201,8 +1248,8 @@ impl ServerSession {
             (v.saml, "SAML"),
             (v.turn, "TURN"),
             (e.etrn, "ETRN"),
-            (e.starttls && !self.tls, "STARTTLS"),
-            (self.auth_offered(), "AUTH"),
+            (e.starttls && !self.tls && self.extended, "STARTTLS"),
+            (self.auth_offered() && self.extended, "AUTH"),
         ] {
             if on {
                 verbs.push(verb);
@@ -1216,7 +1263,7 @@ impl ServerSession {
             return self.reply_error(Some(Reply::tls_already_active()));
         }
         if !self.config.extensions.starttls {
-            return self.reply_error(Some(Reply::not_implemented("STARTTLS")));
+            return self.reply_error(Some(Reply::disabled("STARTTLS")));
         }
         if self.transaction.is_some() {
             return self.reply_error(Some(Reply::nested_mail()));
@@ -1238,7 +1285,7 @@ impl ServerSession {
     fn auth(&mut self, mechanism: String, initial: Option<String>) {
         let ext = &self.config.extensions;
         if ext.auth_mechanisms.is_empty() {
-            return self.reply_error(Some(Reply::not_implemented("AUTH")));
+            return self.reply_error(Some(Reply::disabled("AUTH")));
         }
         if !self.auth_offered() {
             return self.reply_error(Some(Reply::auth_needs_tls()));

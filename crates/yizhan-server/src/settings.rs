@@ -539,7 +539,7 @@ impl Default for Timeouts {
 /// How `VRFY` or `EXPN` is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum VerifyPolicy {
-    /// `502` command not implemented.
+    /// `502 5.5.1 VRFY is disabled on this server`.
     Disabled,
     /// `252` cannot verify, but will accept the message and attempt delivery (RFC 5321 3.5.3).
     CannotVerify,

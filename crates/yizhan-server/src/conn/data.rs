@@ -150,6 +150,9 @@ where
         stored.size = incoming.size();
         match self.shared.spool.commit(incoming, envelope).await {
             Ok(id) => {
+                // The size stored (with our trace fields), as `queue list` shows it: one
+                // message, one size.
+                let size = stored.size;
                 info!(queue_id = %id, from = %transaction.from, size, recipients, "queued");
                 crate::metrics::message_accepted("smtp", size);
                 stored.id = id.clone();

@@ -227,6 +227,10 @@ pub async fn serve<S>(
     .await
 }
 
+/// How long a session that was busy when the shutdown began may take, after its last reply,
+/// to send QUIT (answered 221) before it is told 421.
+const QUIT_LINGER: Duration = Duration::from_secs(2);
+
 /// Counts the connection closed when dropped.
 fn scopeguard_closed(kind: &'static str) -> impl Drop {
     struct Closed(&'static str);
@@ -311,6 +315,10 @@ where
     async fn run(&mut self) -> &'static str {
         let mut shutting_down = false;
         let mut grace = None;
+        // A session busy when the shutdown began gets a moment after its last reply for the
+        // QUIT a client sends next (answered 221), rather than a 421 racing it.
+        let mut busy_at_shutdown = false;
+        let mut linger: Option<tokio::time::Instant> = None;
         loop {
             while let Some(event) = self.session.next_event() {
                 match event {
@@ -358,9 +366,16 @@ where
                 }
             }
             if shutting_down && self.session.is_idle() {
-                let host = self.shared.settings.hostname.clone();
-                self.session.close_with(Reply::shutting_down(&host));
-                continue;
+                let now = tokio::time::Instant::now();
+                match linger {
+                    None if busy_at_shutdown => linger = Some(now + QUIT_LINGER),
+                    Some(until) if now < until => {}
+                    _ => {
+                        let host = self.shared.settings.hostname.clone();
+                        self.session.close_with(Reply::shutting_down(&host));
+                        continue;
+                    }
+                }
             }
             let (timeout, expiry) = self.read_timeout();
             tokio::select! {
@@ -375,8 +390,10 @@ where
                 },
                 _ = self.shutdown.cancelled(), if !shutting_down => {
                     shutting_down = true;
+                    busy_at_shutdown = !self.session.is_idle();
                     grace = Some(tokio::time::Instant::now() + self.shared.settings.shutdown_grace);
                 }
+                _ = sleep_until(linger), if linger.is_some() => {}
                 _ = sleep_until(grace), if grace.is_some() => {
                     let host = self.shared.settings.hostname.clone();
                     self.session.close_with(Reply::shutting_down(&host));

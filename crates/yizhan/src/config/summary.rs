@@ -40,9 +40,9 @@ pub fn summary(settings: &Settings) -> Vec<String> {
     let a = &settings.auth;
     let mechanisms: Vec<&str> = a.mechanisms.iter().map(|m| m.as_str()).collect();
     lines.push(format!(
-        "auth: {} ({} users with a password), require_tls {}, max_failures {}, failure delay {}ms doubling up to {}ms, sender_must_match {}",
+        "auth: {} ({} with a password), require_tls {}, max_failures {}, failure delay {}ms doubling up to {}ms, sender_must_match {}",
         if mechanisms.is_empty() { "off".to_owned() } else { mechanisms.join(" ") },
-        settings.credentials.users().count(),
+        count(settings.credentials.users().count(), "user", "users"),
         a.require_tls,
         a.max_failures,
         a.failure_delay.as_millis(),
@@ -69,15 +69,15 @@ pub fn summary(settings: &Settings) -> Vec<String> {
                     .mailboxes()
                     .filter(|(a, _)| a.ends_with(&format!("@{name}")))
                     .count();
-                format!("{name} ({n} mailboxes)")
+                format!("{name} ({})", count(n, "mailbox", "mailboxes"))
             }
         })
         .collect();
     lines.push(format!("domains: {}", domains.join(", ")));
     lines.push(format!(
-        "directory: {} mailboxes, {} aliases, {} relocated; postmaster {}",
-        d.mailboxes().count(),
-        d.aliases().count(),
+        "directory: {}, {}, {} relocated; postmaster {}",
+        count(d.mailboxes().count(), "mailbox", "mailboxes"),
+        count(d.aliases().count(), "alias", "aliases"),
         d.relocated().count(),
         d.postmaster()
     ));
@@ -225,4 +225,9 @@ fn checks_line(settings: &Settings) -> String {
         }
     }
     line
+}
+
+/// `n` and the noun in the number it takes: `1 mailbox`, `2 mailboxes`, `0 mailboxes`.
+pub(crate) fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }

@@ -695,7 +695,7 @@ fn summary_names_the_essentials() {
         "hostname: mx.test.example",
         "listener: 127.0.0.1:2525 (smtp)",
         "domains: test.example (2 mailboxes)",
-        "2 mailboxes, 1 aliases, 1 relocated; postmaster postmaster@test.example",
+        "2 mailboxes, 1 alias, 1 relocated; postmaster postmaster@test.example",
     ] {
         assert!(text.contains(part), "{part} missing from\n{text}");
     }
@@ -769,7 +769,7 @@ fn tls_auth_relay_and_listener_overrides() {
     assert_eq!(s.listeners[2].kind, ListenerKind::Submissions);
     let text = summary(&s).join("\n");
     assert!(
-        text.contains("auth: PLAIN LOGIN (1 users with a password)"),
+        text.contains("auth: PLAIN LOGIN (1 user with a password)"),
         "{text}"
     );
     assert!(!text.contains("argon2"), "the summary never shows hashes");
