@@ -15,7 +15,8 @@
 //! any, RFC 5322 3.6.6; added to those on the command line), `-f ADDR` / `-r ADDR` (envelope
 //! sender), `-F NAME` (full name for a `From:` that is added), `-i` / `-oi` (a lone `.` is
 //! data), `-C FILE` / `--config FILE` (configuration), `-bm` (the default), `-bp` (list the
-//! queue, as `mailq`), `-bi` (as `newaliases`). Other `-o` options and `-v`, `-m`, `-n`, `-N`,
+//! queue, as `mailq`), `-bi` (as `newaliases`), `-bv` (where each recipient's mail would go),
+//! `-q` / `-qRDOMAIN` (flush the running server's queue). Other `-o` options and `-v`, `-m`, `-n`, `-N`,
 //! `-R`, `-V`, `-B`, `-h`, `-L`, `-O`, `-X` are accepted and ignored; anything else is a usage
 //! error.
 
@@ -107,6 +108,14 @@ pub fn main(args: &[String], load: LoadSettings<'_>) -> ExitCode {
         Mode::Deliver => {}
         Mode::ListQueue => return crate::queue_cmd::mailq(options.config, load),
         Mode::Newaliases => return newaliases(),
+        Mode::Flush(domain) => {
+            let args = crate::queue_cmd::QueueArgs {
+                config: options.config,
+                command: crate::queue_cmd::QueueCommand::Flush { id: None, domain },
+            };
+            return crate::queue_cmd::main(args, load);
+        }
+        Mode::Verify => return verify(&options, load),
     }
     let settings = match load(options.config.clone()) {
         Ok(settings) => settings,
@@ -116,6 +125,68 @@ pub fn main(args: &[String], load: LoadSettings<'_>) -> ExitCode {
     match submit(&options, &settings, io::stdin().lock(), &context) {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
+    }
+}
+
+/// `sendmail -bv ADDR...`: where each recipient's mail would go, on standard output (as
+/// Postfix's `sendmail -bv` reports, without sending anything). Exit 0 when every recipient
+/// is deliverable, 67 (EX_NOUSER) otherwise.
+fn verify(options: &Options, load: LoadSettings<'_>) -> ExitCode {
+    use yizhan_server::directory::{Resolution, Target};
+    let settings = match load(options.config.clone()) {
+        Ok(settings) => settings,
+        Err(e) => return fail(&SendmailError::Config(e)),
+    };
+    let recipients: Vec<String> = options
+        .recipients
+        .iter()
+        .flat_map(|r| r.split(','))
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if recipients.is_empty() {
+        return fail(&SendmailError::Usage(
+            "-bv needs at least one recipient".into(),
+        ));
+    }
+    let mut all_ok = true;
+    for recipient in &recipients {
+        let address = recipient.trim_matches(['<', '>']);
+        let (local, domain) = match address.rsplit_once('@') {
+            Some((local, domain)) => (local, Some(domain)),
+            None => (address, None),
+        };
+        let verdict = match settings.directory.resolve(local, domain) {
+            Resolution::Deliver(targets) => targets
+                .iter()
+                .map(|t| match t {
+                    Target::Local(local) => {
+                        format!("delivered to the local mailbox {}", local.address)
+                    }
+                    Target::Remote(remote) => format!("forwarded to {remote}"),
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
+            Resolution::NotLocal => format!(
+                "relayed to the mail exchangers of {} (looked up when it is sent)",
+                domain.unwrap_or("?")
+            ),
+            Resolution::Relocated(new) => {
+                all_ok = false;
+                format!("undeliverable: the user has moved to {new} (551)")
+            }
+            Resolution::UnknownUser => {
+                all_ok = false;
+                "undeliverable: no such user here (550)".to_owned()
+            }
+        };
+        println!("{address}: {verdict}");
+    }
+    if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(67)
     }
 }
 
@@ -225,7 +296,7 @@ impl SendmailError {
 }
 
 /// What `-b` asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Mode {
     /// `-bm`: submit a message (default).
     #[default]
@@ -234,6 +305,11 @@ pub enum Mode {
     ListQueue,
     /// `-bi`: rebuild aliases (nothing to do).
     Newaliases,
+    /// `-bv`: say where each recipient's mail would go; nothing is sent.
+    Verify,
+    /// `-q` (any interval is ignored, as Postfix does): try every queued message now; `-qR
+    /// SITE`: only recipients in that domain.
+    Flush(Option<String>),
 }
 
 /// Parsed sendmail flags.
@@ -337,17 +413,37 @@ fn apply_valued(options: &mut Options, flag: char, value: String) -> Result<(), 
                 "m" => Mode::Deliver,
                 "p" => Mode::ListQueue,
                 "i" => Mode::Newaliases,
+                "v" => Mode::Verify,
+                "s" => {
+                    return Err(SendmailError::Usage(
+                        "-bs (SMTP on standard input) is not supported; talk SMTP to the \
+                         server's listener instead (e.g. `swaks --server 127.0.0.1:25`)"
+                            .into(),
+                    ));
+                }
                 other => {
                     return Err(SendmailError::Usage(format!(
-                        "unsupported mode -b{other} (only -bm, -bp and -bi)"
+                        "unsupported mode -b{other} (only -bm, -bp, -bi and -bv)"
                     )));
                 }
             }
         }
+        // -q, -q15m (an interval: ignored, the server retries on its own schedule), -qRSITE.
         'q' => {
-            return Err(SendmailError::Usage(
-                "-q: the running server manages its queue; use `yizhan queue flush`".into(),
-            ));
+            let site = value
+                .strip_prefix('R')
+                .map(|s| s.trim_start_matches('@').to_owned());
+            if site.as_deref() == Some("") {
+                return Err(SendmailError::Usage(
+                    "-qR needs a domain (-qRexample.org)".into(),
+                ));
+            }
+            if site.is_none() && value.starts_with(['I', 'S']) {
+                return Err(SendmailError::Usage(format!(
+                    "-q{value}: only -q, -qINTERVAL and -qRDOMAIN are supported"
+                )));
+            }
+            options.mode = Mode::Flush(site);
         }
         _ => {}
     }
@@ -565,10 +661,22 @@ mod tests {
         for (line, want) in cases {
             assert_eq!(parse_args(&args(line)).unwrap(), want, "{line}");
         }
-        for bad in ["-f", "-bs", "-q", "-x", "--verbose"] {
+        for bad in ["-f", "-bs", "-qR", "-qSfoo", "-x", "--verbose"] {
             let err = parse_args(&args(bad)).unwrap_err();
             assert_eq!(err.exit_code(), 64, "{bad}: {err}");
         }
+        let mode = |line: &str| parse_args(&args(line)).unwrap().mode;
+        assert_eq!(mode("-q"), Mode::Flush(None));
+        assert_eq!(mode("-q15m"), Mode::Flush(None));
+        assert_eq!(
+            mode("-qRexample.org"),
+            Mode::Flush(Some("example.org".into()))
+        );
+        assert_eq!(
+            mode("-qR@example.org"),
+            Mode::Flush(Some("example.org".into()))
+        );
+        assert_eq!(mode("-bv a@b"), Mode::Verify);
     }
 
     #[test]
