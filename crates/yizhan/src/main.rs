@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod dkim_cmd;
+mod docs_cmd;
 mod preflight;
 mod private;
 mod privileges;
@@ -57,6 +58,10 @@ enum Command {
     /// Queue a message from standard input, like sendmail(8): -t, -f ADDR, -i/-oi, -F NAME,
     /// recipients as arguments.
     Sendmail(sendmail::SendmailArgs),
+    /// Print the shell completion script for bash, zsh or fish.
+    Completions(docs_cmd::CompletionsArgs),
+    /// Write the man pages (yizhan.1, one per subcommand, sendmail.1, mailq.1) into DIR.
+    Manpages(docs_cmd::ManpagesArgs),
 }
 
 #[derive(Debug, Args)]
@@ -117,7 +122,12 @@ fn main() -> ExitCode {
     // Client commands stay quiet unless asked.
     let quiet = matches!(
         cli.command,
-        Command::Queue(_) | Command::Sendmail(_) | Command::Reload(_) | Command::Dkim(_)
+        Command::Queue(_)
+            | Command::Sendmail(_)
+            | Command::Reload(_)
+            | Command::Dkim(_)
+            | Command::Completions(_)
+            | Command::Manpages(_)
     );
     let level = cli.log_level.as_deref().or(quiet.then_some("warn"));
     if let Err(e) = init_logging(level) {
@@ -134,6 +144,8 @@ fn main() -> ExitCode {
         Command::Sendmail(args) => {
             sendmail::run_personality(sendmail::Personality::Sendmail, args.args, &load_for_client)
         }
+        Command::Completions(args) => docs_cmd::completions(&args, command()),
+        Command::Manpages(args) => docs_cmd::manpages(&args, command()),
     }
 }
 

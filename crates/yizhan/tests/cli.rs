@@ -540,3 +540,43 @@ fn serve_sendmail_and_queue_agree_from_anywhere() {
     assert!(killed.success());
     assert!(server.0.wait().unwrap().success());
 }
+
+#[test]
+fn man_pages_and_completions_come_from_the_cli_definitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = run(yizhan().arg("manpages").arg(dir.path()));
+    assert_eq!(code, Some(0), "{err}");
+    for page in [
+        "yizhan.1",
+        "yizhan-serve.1",
+        "yizhan-queue.1",
+        "sendmail.1",
+        "mailq.1",
+    ] {
+        let path = dir.path().join(page);
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{page}: {e}"));
+        assert!(
+            text.starts_with(".ie") || text.contains(".TH"),
+            "{page}: {text}"
+        );
+        assert!(out.contains(page), "{out}");
+    }
+    assert!(!dir.path().join("yizhan-help.1").exists());
+    let queue = std::fs::read_to_string(dir.path().join("yizhan-queue.1")).unwrap();
+    assert!(queue.contains("flush"), "{queue}");
+    for (shell, marker) in [
+        ("bash", "_yizhan()"),
+        ("zsh", "#compdef yizhan"),
+        ("fish", "complete -c yizhan"),
+    ] {
+        let (code, out, err) = run(yizhan().arg("completions").arg(shell));
+        assert_eq!(code, Some(0), "{shell}: {err}");
+        assert!(out.contains(marker), "{shell}: {out}");
+        assert!(
+            out.contains("queue") && out.contains("check-config"),
+            "{shell}"
+        );
+    }
+    let (code, _, err) = run(yizhan().arg("completions").arg("tcsh"));
+    assert_eq!(code, Some(2), "{err}");
+}
