@@ -180,3 +180,34 @@ def test_the_grafana_dashboard_uses_metrics_that_exist():
             for name in re.findall(r"yizhan_[a-z_]+", target["expr"]):
                 used.add(re.sub(r"_(bucket|count|sum)$", "", name))
     assert used and used <= defined, used - defined
+
+
+def test_json_logs_carry_the_event_fields_and_the_session(yizhan_bin, tmp_path):
+    """`--log-format json`: one JSON object per line, the queued event with its queue id and
+    the session span (for log shippers)."""
+    import socket
+    import time
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = open(tmp_path / "log", "wb")
+    proc = subprocess.Popen([str(yizhan_bin), "--log-format", "json", "serve", "--listen",
+                             f"127.0.0.1:{port}", "--data-dir", str(tmp_path / "data")],
+                            stdout=log, stderr=log, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    try:
+        for _ in range(100):
+            if b'"ready"' in (tmp_path / "log").read_bytes():
+                break
+            time.sleep(0.1)
+        with smtplib.SMTP("127.0.0.1", port, timeout=IO_TIMEOUT) as s:
+            # The queued line is written before the 250: it is in the log once this returns.
+            s.sendmail("me@example.org", ["anyone@localhost"], b"Subject: j\r\n\r\nx\r\n")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+    events = [json.loads(line) for line in (tmp_path / "log").read_text().splitlines() if line]
+    queued = [e for e in events if e["fields"].get("message") == "queued"]
+    assert len(queued) == 1, events[-5:]
+    assert len(queued[0]["fields"]["queue_id"]) == 32
+    assert queued[0]["span"]["name"] == "session" and queued[0]["span"]["listener"] == "smtp"

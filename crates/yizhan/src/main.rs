@@ -34,6 +34,11 @@ struct Cli {
     #[arg(long, global = true, value_name = "FILTER")]
     log_level: Option<String>,
 
+    /// Log format: `text` (one line per event) or `json` (one JSON object per line, with its
+    /// fields and span, for log shippers).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -62,6 +67,15 @@ enum Command {
     Completions(docs_cmd::CompletionsArgs),
     /// Write the man pages (yizhan.1, one per subcommand, sendmail.1, mailq.1) into DIR.
     Manpages(docs_cmd::ManpagesArgs),
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 #[derive(Debug, Args)]
@@ -103,7 +117,7 @@ fn main() -> ExitCode {
         .and_then(|a| a.to_str())
         .and_then(sendmail::dispatch_by_argv0)
     {
-        let _ = init_logging(Some("warn"));
+        let _ = init_logging(Some("warn"), LogFormat::Text);
         let args = argv.split_off(1);
         if personality == sendmail::Personality::Sendmail && asks_help(&args) {
             return sendmail_help();
@@ -130,7 +144,7 @@ fn main() -> ExitCode {
             | Command::Manpages(_)
     );
     let level = cli.log_level.as_deref().or(quiet.then_some("warn"));
-    if let Err(e) = init_logging(level) {
+    if let Err(e) = init_logging(level, cli.log_format) {
         eprintln!("yizhan: {e}");
         return ExitCode::from(2);
     }
@@ -285,14 +299,23 @@ fn hash_password() -> ExitCode {
 }
 
 /// Logs to stderr with the filter from `--log-level`, else `RUST_LOG`, else `info`.
-fn init_logging(level: Option<&str>) -> anyhow::Result<()> {
+fn init_logging(level: Option<&str>, format: LogFormat) -> anyhow::Result<()> {
     let filter = log_filter(level, std::env::var("RUST_LOG").ok().as_deref())?;
+    let text = (format == LogFormat::Text).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+    });
+    let json = (format == LogFormat::Json).then(|| {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(std::io::stderr)
+    });
     tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::stderr().is_terminal()),
-        )
+        .with(text)
+        .with(json)
         .with(filter)
         .init();
     Ok(())
