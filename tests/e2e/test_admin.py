@@ -65,6 +65,9 @@ def test_metrics_count_a_known_workload(server_factory):
     assert metric(text, "yizhan_delivery_latency_seconds_count", kind="local") == 2
     assert metric(text, "yizhan_queue_messages", state="deferred") == 0
     assert "# HELP yizhan_deliveries_total" in text
+    # The log says which rule refused the recipient, and the reply sent.
+    assert 'rule="no such user in a local domain"' in srv.log(), srv.log()
+    assert "550 5.1.1" in srv.log()
 
 
 def test_the_queue_as_json_with_filters(server_factory):

@@ -151,6 +151,16 @@ fn resolve_mailbox(directory: &Directory, mailbox: &Mailbox) -> Resolution {
 /// The answer to RCPT for a transaction started by `kind`; `relay` when the client may send to
 /// non-local domains ([`Client::may_relay`]).
 pub fn rcpt(directory: &Directory, kind: MailKind, to: &ForwardPath, relay: bool) -> Decision {
+    rcpt_with_rule(directory, kind, to, relay).0
+}
+
+/// [`rcpt`], with the rule that decided, for the log (`local mailbox`, `relaying denied`, ...).
+fn rcpt_with_rule(
+    directory: &Directory,
+    kind: MailKind,
+    to: &ForwardPath,
+    relay: bool,
+) -> (Decision, &'static str) {
     let shown = to.to_string();
     match resolve(directory, to) {
         Resolution::Deliver(targets) => {
@@ -158,21 +168,44 @@ pub fn rcpt(directory: &Directory, kind: MailKind, to: &ForwardPath, relay: bool
             // no recipient is "active" (450, try later or use MAIL). SOML falls back to the
             // mailbox and SAML delivers to the mailbox, as the RFC describes.
             if kind == MailKind::Send {
-                return Decision::Reply(Reply::user_not_active(&shown));
+                let reply = Reply::user_not_active(&shown);
+                return (
+                    Decision::Reply(reply),
+                    "SEND: no terminal session for the user",
+                );
             }
             match targets.iter().find_map(|t| match t {
                 Target::Remote(address) if targets.len() == 1 => Some(address.clone()),
                 _ => None,
             }) {
-                Some(address) => Decision::Reply(Reply::will_forward(&format!("<{address}>"))),
-                None => Decision::Accept,
+                Some(address) => (
+                    Decision::Reply(Reply::will_forward(&format!("<{address}>"))),
+                    "alias to a foreign address (251)",
+                ),
+                None => (Decision::Accept, "local mailbox or alias"),
             }
         }
-        Resolution::Relocated(new) => Decision::Reply(Reply::user_not_local(&format!("<{new}>"))),
-        Resolution::UnknownUser => Decision::Reply(Reply::no_such_user(&shown)),
+        Resolution::Relocated(new) => (
+            Decision::Reply(Reply::user_not_local(&format!("<{new}>"))),
+            "[[relocated]] user (551)",
+        ),
+        Resolution::UnknownUser => (
+            Decision::Reply(Reply::no_such_user(&shown)),
+            "no such user in a local domain",
+        ),
         // Queued for outbound delivery (the spool's `mailbox = None`).
-        Resolution::NotLocal if relay && kind != MailKind::Send => Decision::Accept,
-        Resolution::NotLocal => Decision::Reply(Reply::relay_denied(&shown)),
+        Resolution::NotLocal if relay && kind != MailKind::Send => (
+            Decision::Accept,
+            "relay for an authenticated or relay_networks client",
+        ),
+        Resolution::NotLocal if relay => (
+            Decision::Reply(Reply::relay_denied(&shown)),
+            "SEND is never relayed",
+        ),
+        Resolution::NotLocal => (
+            Decision::Reply(Reply::relay_denied(&shown)),
+            "relaying denied: not authenticated, not in relay_networks",
+        ),
     }
 }
 
@@ -209,6 +242,8 @@ pub struct RcptAnswer {
     pub decision: Decision,
     /// What to queue (empty unless the answer is positive).
     pub targets: Vec<Target>,
+    /// The rule that decided, for the log.
+    pub rule: &'static str,
 }
 
 /// See [`RcptAnswer`]. `our_names` (lower-case) when source routes are honoured.
@@ -233,9 +268,14 @@ pub fn recipient(
             (true, Some(mailbox)) => vec![Target::Remote(mailbox.to_string())],
             _ => Vec::new(),
         };
-        return RcptAnswer { decision, targets };
+        let rule = "source route ([delivery] honour_source_routes)";
+        return RcptAnswer {
+            decision,
+            targets,
+            rule,
+        };
     }
-    let decision = rcpt(directory, kind, to, relay);
+    let (decision, rule) = rcpt_with_rule(directory, kind, to, relay);
     let targets = if positive(&decision) {
         match resolve(directory, to) {
             Resolution::Deliver(targets) => targets,
@@ -249,7 +289,11 @@ pub fn recipient(
     } else {
         Vec::new()
     };
-    RcptAnswer { decision, targets }
+    RcptAnswer {
+        decision,
+        targets,
+        rule,
+    }
 }
 
 /// The answer to RCPT for a source-routed path when source routes are honoured (`our_names`
@@ -288,24 +332,40 @@ pub fn mail(
     client: &Client<'_>,
     from: &ReversePath,
 ) -> Decision {
+    mail_with_rule(directory, listener, client, from).0
+}
+
+/// [`mail`], with the rule that refused (empty when accepted), for the log.
+pub fn mail_with_rule(
+    directory: &Directory,
+    listener: &ListenerPolicy,
+    client: &Client<'_>,
+    from: &ReversePath,
+) -> (Decision, &'static str) {
     let submission = matches!(
         listener.kind,
         ListenerKind::Submission | ListenerKind::Submissions
     );
     let Some(user) = client.user else {
         return if submission {
-            Decision::Reply(Reply::auth_required())
+            (
+                Decision::Reply(Reply::auth_required()),
+                "a submission listener requires AUTH",
+            )
         } else {
-            Decision::Accept
+            (Decision::Accept, "")
         };
     };
     match from {
         ReversePath::Path(path)
             if listener.auth.sender_must_match && !owns(directory, user, &path.mailbox) =>
         {
-            Decision::Reply(Reply::sender_not_owned(&format!("<{}>", path.mailbox)))
+            (
+                Decision::Reply(Reply::sender_not_owned(&format!("<{}>", path.mailbox))),
+                "[auth] sender_must_match: not the user's address",
+            )
         }
-        _ => Decision::Accept,
+        _ => (Decision::Accept, ""),
     }
 }
 

@@ -521,9 +521,10 @@ where
                 // Accepted senders and recipients are logged at debug: the "queued" line names
                 // the sender and the runner's lines each recipient, as Postfix's do.
                 debug!(from = %from, ?kind, size = ?params.size, auth_param, "mail");
-                let decision = policy::mail(directory, &self.listener, &self.client(), &from);
+                let (decision, rule) =
+                    policy::mail_with_rule(directory, &self.listener, &self.client(), &from);
                 if let Decision::Reply(reply) = &decision {
-                    info!(from = %from, code = reply.code, "mail rejected");
+                    info!(from = %from, rule, reply = %reply, "mail rejected");
                     return decision;
                 }
                 match self.check_sender(&from).await {
@@ -542,7 +543,7 @@ where
                     .honour_source_routes
                     .then(|| delivery.our_names(&settings.hostname));
                 let answer = policy::recipient(directory, kind, &to, relay, names.as_deref());
-                let decision = answer.decision;
+                let (decision, rule) = (answer.decision, answer.rule);
                 if !answer.targets.is_empty() {
                     self.accepted.insert(to.to_string(), answer.targets);
                 }
@@ -554,7 +555,12 @@ where
                 match &decision {
                     Decision::Accept => debug!(to = %to, "rcpt accepted"),
                     Decision::Reply(reply) | Decision::Close(reply) => {
-                        info!(to = %to, code = reply.code, "rcpt {}", if reply.is_positive() { "accepted" } else { "rejected" })
+                        let verdict = if reply.is_positive() {
+                            "accepted"
+                        } else {
+                            "rejected"
+                        };
+                        info!(to = %to, rule, reply = %reply, "rcpt {verdict}")
                     }
                 }
                 decision
