@@ -99,6 +99,9 @@ pub enum QueueError {
     /// Writing the output failed.
     #[error("cannot write the output: {0}")]
     Output(#[from] io::Error),
+    /// Some ids failed; each was already named on stderr (the exit status says it).
+    #[error("{0} of the messages could not be changed")]
+    Reported(usize),
 }
 
 /// `yizhan queue ...`: loads the settings to find the data directory (hence the socket), runs
@@ -115,6 +118,8 @@ pub fn main(args: QueueArgs, load: LoadSettings<'_>) -> ExitCode {
     let mut out = io::stdout().lock();
     match run(&args.command, &socket, &mut out, &TimeZone::system()) {
         Ok(()) => ExitCode::SUCCESS,
+        // Each failure was printed where it happened: said once.
+        Err(QueueError::Reported(_)) => ExitCode::FAILURE,
         Err(e) => {
             let _ = out.flush();
             eprintln!("yizhan: {e}");
@@ -235,7 +240,7 @@ pub fn run(
         QueueCommand::Hold { ids }
         | QueueCommand::Release { ids }
         | QueueCommand::Delete { ids } => {
-            let mut first_error = None;
+            let mut failed = 0;
             for id in ids {
                 let (request, verb) = match command {
                     QueueCommand::Hold { .. } => (Request::Hold { id: id.clone() }, "held"),
@@ -251,18 +256,19 @@ pub fn run(
                         plural(recipients)
                     )?,
                     Ok(_) => {
-                        first_error.get_or_insert(QueueError::Unexpected);
+                        eprintln!("yizhan: {id}: {}", QueueError::Unexpected);
+                        failed += 1;
                     }
                     // The server is not there: the other ids will not fare better.
                     Err(e @ QueueError::Client(_)) => return Err(e),
                     Err(e) => {
                         eprintln!("yizhan: {e}");
-                        first_error.get_or_insert(e);
+                        failed += 1;
                     }
                 }
             }
-            if let Some(e) = first_error {
-                return Err(e);
+            if failed > 0 {
+                return Err(QueueError::Reported(failed));
             }
         }
     }

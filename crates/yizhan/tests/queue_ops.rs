@@ -497,6 +497,14 @@ fn binary_sendmail_t_then_queue_commands() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
+    // A bad id among several: named once on stderr, a non-zero exit, the others still done.
+    let out = yizhan("yizhan", dir.path())
+        .args(["queue", "hold", "abc"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(err.matches("invalid queue id \"abc\"").count(), 1, "{err}");
     let _ = Command::new("kill")
         .args(["-TERM", &server.id().to_string()])
         .status();
