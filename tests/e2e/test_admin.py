@@ -93,6 +93,9 @@ def test_the_queue_as_json_with_filters(server_factory):
         shown = json.loads(one)
         assert shown["message"]["id"] == message["id"]
         assert "Subject: far" in shown["headers"]
+        assert "body" not in shown
+        with_body = json.loads(get(srv, f"/api/queue/{message['id']}?body=true")[1])
+        assert with_body["body"].strip() == "x", with_body
 
         # Actions on many messages: hold, then release (one unknown id reported, not fatal).
         _, acted = get(srv, "/api/queue/actions",

@@ -5,7 +5,7 @@
 //! | command | does |
 //! | --- | --- |
 //! | `queue list [--json]` | every message, `mailq` style: id (`!` = held), size, arrival, sender, then each pending recipient with its last error |
-//! | `queue show ID [--json]` | one message: envelope, recipient states and its header section |
+//! | `queue show ID [--body] [--json]` | one message: envelope, recipient states, its header section, and its text with `--body` |
 //! | `queue flush [ID \| --domain D]` | pending recipients due now (not held messages), runner woken |
 //! | `queue hold ID...` | kept, never tried, until released |
 //! | `queue release ID...` | hold lifted, pending recipients due now |
@@ -52,6 +52,9 @@ pub enum QueueCommand {
     Show {
         /// Queue id (or a unique prefix of at least 6 digits).
         id: String,
+        /// Also print the message text after the header (at most 256 KiB).
+        #[arg(long)]
+        body: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -205,17 +208,30 @@ pub fn run(
             }
             printer.finish(out)?;
         }
-        QueueCommand::Show { id, json } => {
-            let Response::Message { message, headers } = ask(Request::Show { id: id.clone() })?
+        QueueCommand::Show { id, body, json } => {
+            let request = Request::Show {
+                id: id.clone(),
+                body: *body,
+            };
+            let Response::Message {
+                message,
+                headers,
+                body: text,
+            } = ask(request)?
             else {
                 return Err(QueueError::Unexpected);
             };
             if *json {
-                let value = serde_json::json!({ "message": message, "headers": headers });
+                let value =
+                    serde_json::json!({ "message": message, "headers": headers, "body": text });
                 serde_json::to_writer_pretty(&mut *out, &value).map_err(io::Error::from)?;
                 writeln!(out)?;
             } else {
                 out.write_all(format_show(&message, &headers, tz).as_bytes())?;
+                if let Some(text) = text {
+                    writeln!(out)?;
+                    out.write_all(text.replace("\r\n", "\n").as_bytes())?;
+                }
             }
         }
         QueueCommand::Flush { id, domain } => {
@@ -465,6 +481,25 @@ mod tests {
                 vec!["queue", "-c", "y.toml", "show", id],
                 QueueCommand::Show {
                     id: id.into(),
+                    body: false,
+                    json: false,
+                },
+                Some("y.toml"),
+            ),
+            (
+                vec!["queue", "show", "--body", id],
+                QueueCommand::Show {
+                    id: id.into(),
+                    body: true,
+                    json: false,
+                },
+                None,
+            ),
+            (
+                vec!["queue", "-c", "y.toml", "show", id],
+                QueueCommand::Show {
+                    id: id.into(),
+                    body: false,
                     json: false,
                 },
                 Some("y.toml"),

@@ -229,12 +229,26 @@ async fn hold_release_delete_flush_on_a_live_queue() {
     let show = live
         .queue(QueueCommand::Show {
             id: waiting.to_string(),
+            body: false,
             json: false,
         })
         .await
         .unwrap();
     assert!(show.contains("Status:   held"), "{show}");
     assert!(show.contains("Subject: for user2"), "{show}");
+    let with_body = live
+        .queue(QueueCommand::Show {
+            id: waiting.to_string(),
+            body: true,
+            json: false,
+        })
+        .await
+        .unwrap();
+    assert!(with_body.starts_with(&show), "{with_body}");
+    assert!(
+        with_body.len() > show.len(),
+        "the text follows: {with_body}"
+    );
     live.queue(QueueCommand::Release {
         ids: vec![waiting.to_string()],
     })
@@ -261,7 +275,11 @@ async fn hold_release_delete_flush_on_a_live_queue() {
         })
         .await
         .unwrap_err();
-    assert!(err.contains("no message"), "{err}");
+    // The reason ("no message ...") went to stderr where it happened; the error says how many.
+    assert!(
+        err.contains("1 of the messages could not be changed"),
+        "{err}"
+    );
 
     // Flush one domain: only its recipients become due.
     let local = live.commit("user", later, false).await;

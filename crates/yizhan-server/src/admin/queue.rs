@@ -211,9 +211,22 @@ async fn list(State(state): State<AdminState>, Query(filters): Query<Filters>) -
     .into_response()
 }
 
-/// `GET /api/queue/{id}`: one message with its header section (id or unique prefix), or 404.
-async fn one(State(state): State<AdminState>, Path(id): Path<String>) -> Response {
-    respond(state.control.handle(Request::Show { id }).await)
+/// `GET /api/queue/{id}[?body=true]`: one message with its header section (id or unique
+/// prefix), and its text when asked (at most 256 KiB), or 404.
+async fn one(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+    Query(show): Query<Show>,
+) -> Response {
+    let body = show.body.unwrap_or(false);
+    respond(state.control.handle(Request::Show { id, body }).await)
+}
+
+/// The query of `GET /api/queue/{id}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Show {
+    body: Option<bool>,
 }
 
 /// A control answer as HTTP: its JSON, with the status its kind says.

@@ -31,7 +31,7 @@
 //! A queue id may be given in full (32 hex digits) or as a unique prefix of at least
 //! [`MIN_ID_PREFIX`] digits.
 
-use std::io::{self, BufRead as _, Read};
+use std::io::{self, BufRead, Read};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -195,18 +195,21 @@ impl Control {
                     messages: messages.iter().map(MessageInfo::from).collect(),
                 })
             }
-            Request::Show { id } => {
+            Request::Show { id, body } => {
                 let id = self.find(&id).await?;
                 let spool = self.spool.clone();
-                let (envelope, headers) = blocking(move || {
+                let (envelope, headers, text) = blocking(move || {
                     let envelope = spool.load(&id)?;
-                    let headers = read_headers(spool.open_body(&id)?);
-                    Ok::<_, SpoolError>((envelope, headers))
+                    let mut reader = io::BufReader::new(spool.open_body(&id)?);
+                    let headers = read_headers(&mut reader);
+                    let text = body.then(|| read_text(reader, envelope.size));
+                    Ok::<_, SpoolError>((envelope, headers, text))
                 })
                 .await??;
                 Ok(Response::Message {
                     message: MessageInfo::from(&envelope),
                     headers,
+                    body: text,
                 })
             }
             // State changes go to the runner, the one owner of a queued message; it answers
@@ -317,10 +320,28 @@ fn done(messages: usize, recipients: usize) -> Response {
     }
 }
 
-/// The header section of a message: up to the first empty line, at most [`MAX_HEADERS`].
-fn read_headers(body: impl Read) -> String {
+/// The most of a message's text `show` returns.
+const MAX_TEXT: u64 = 256 * 1024;
+
+/// The text after the header section (the reader is past it), at most [`MAX_TEXT`], then a
+/// line saying how much of the `size` bytes was left out.
+fn read_text(reader: impl BufRead, size: u64) -> String {
     let mut bytes = Vec::new();
-    let mut reader = io::BufReader::new(body.take(MAX_HEADERS));
+    let _ = reader.take(MAX_TEXT).read_to_end(&mut bytes);
+    let mut text = String::from_utf8_lossy(&bytes).into_owned();
+    if bytes.len() as u64 == MAX_TEXT && size > MAX_TEXT {
+        text.push_str(&format!(
+            "\r\n[... the rest of the {size}-byte message is not shown]\r\n"
+        ));
+    }
+    text
+}
+
+/// The header section of a message: up to the first empty line, at most [`MAX_HEADERS`];
+/// `body` is left just after that line.
+fn read_headers(body: &mut impl BufRead) -> String {
+    let mut bytes = Vec::new();
+    let mut reader = body.take(MAX_HEADERS);
     loop {
         let start = bytes.len();
         match reader.read_until(b'\n', &mut bytes) {
@@ -376,8 +397,18 @@ mod tests {
                 r#"{"op":"list"}"#,
             ),
             (
-                Request::Show { id: id.clone() },
+                Request::Show {
+                    id: id.clone(),
+                    body: false,
+                },
                 r#"{"op":"show","id":"0190f2c4a1b27c3d8e9f00112233aabb"}"#,
+            ),
+            (
+                Request::Show {
+                    id: id.clone(),
+                    body: true,
+                },
+                r#"{"op":"show","id":"0190f2c4a1b27c3d8e9f00112233aabb","body":true}"#,
             ),
             (
                 Request::Flush {
@@ -505,7 +536,10 @@ mod tests {
         for (i, (body, want)) in cases.into_iter().enumerate() {
             let path = dir.path().join(i.to_string());
             fs::write(&path, body).unwrap();
-            assert_eq!(read_headers(fs::File::open(&path).unwrap()), want);
+            assert_eq!(
+                read_headers(&mut io::BufReader::new(fs::File::open(&path).unwrap())),
+                want
+            );
         }
     }
 
@@ -663,8 +697,14 @@ mod tests {
         );
 
         // show: envelope and headers.
-        let Response::Message { message, headers } =
-            live.ask(Request::Show { id: a.to_string() }).await
+        let Response::Message {
+            message, headers, ..
+        } = live
+            .ask(Request::Show {
+                id: a.to_string(),
+                body: false,
+            })
+            .await
         else {
             panic!()
         };
@@ -690,10 +730,17 @@ mod tests {
             (
                 Request::Show {
                     id: "nonsense".into(),
+                    body: false,
                 },
                 ErrorKind::BadRequest,
             ),
-            (Request::Show { id: "abc".into() }, ErrorKind::BadRequest),
+            (
+                Request::Show {
+                    id: "abc".into(),
+                    body: false,
+                },
+                ErrorKind::BadRequest,
+            ),
             (Request::Hold { id: "0".repeat(32) }, ErrorKind::NotFound),
             (
                 Request::Hold {

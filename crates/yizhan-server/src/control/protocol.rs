@@ -22,6 +22,9 @@ pub enum Request {
     Show {
         /// Queue id or unique prefix.
         id: String,
+        /// Also the message text after the header section (at most 256 KiB of it).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        body: bool,
     },
     /// Make pending recipients due now: of one message, of one recipient domain, or (neither
     /// given) of every message that is not held.
@@ -69,6 +72,10 @@ pub enum Response {
         message: MessageInfo,
         /// The message's header section (lossy UTF-8, CRLF line ends, at most 64 KiB).
         headers: String,
+        /// The text after the header section when asked (lossy UTF-8, at most 256 KiB, then a
+        /// line saying how much was left out).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        body: Option<String>,
     },
     /// Answer to the operations that change something.
     Done {
