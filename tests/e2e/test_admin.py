@@ -217,3 +217,29 @@ def test_json_logs_carry_the_event_fields_and_the_session(yizhan_bin, tmp_path):
     assert len(queued) == 1, events[-5:]
     assert len(queued[0]["fields"]["queue_id"]) == 32
     assert queued[0]["span"]["name"] == "session" and queued[0]["span"]["listener"] == "smtp"
+
+
+def test_a_host_that_cannot_be_reached_is_not_quoted_as_replying(server_factory):
+    """A refused connection is our failure to talk to the host, said with the host and
+    address tried, never as "host said: ..." (issue #15)."""
+    import socket
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    dns = TestDns({"far.example": [("MX", (10, "mx.far.example"))],
+                   "mx.far.example": [("A", "127.0.0.1")]})
+    try:
+        extra = (f'[delivery]\ndns_servers = ["127.0.0.1:{dns.port}"]\nremote_port = {closed}\n')
+        srv = server_factory(smtp={"relay_networks": ["127.0.0.0/8"]}, extra=extra)
+        with smtplib.SMTP("127.0.0.1", srv.port, timeout=IO_TIMEOUT) as s:
+            s.sendmail("me@test.example", ["you@far.example"], b"Subject: far\r\n\r\nx\r\n")
+
+        def deferred():
+            page = json.loads(get(srv, "/api/queue?state=deferred")[1])
+            return page["messages"][0]["recipients"][0]["last_error"] if page["total"] else None
+
+        error = wait_until(deferred, 30, what="the message deferred")
+        assert error.startswith(f"cannot talk to mx.far.example [127.0.0.1:{closed}]"), error
+        assert "said" not in error, error
+    finally:
+        dns.stop()

@@ -234,18 +234,27 @@ impl SmtpError {
         matches!(self, SmtpError::Session { error, .. } if error.is_permanent())
     }
 
-    /// The reply that stands for this error in a recipient's outcome: the server's own reply
-    /// when there was one, else a made-up 4xx/5xx.
-    pub fn reply(&self) -> Reply {
-        if let SmtpError::Session { error, .. } = self {
-            match error {
+    /// The reply the server itself sent, when the error is one (a refused greeting, HELO or
+    /// AUTH, a 421, a refused STARTTLS); `None` when it never answered (connect, TLS, timeout).
+    pub fn server_reply(&self) -> Option<&Reply> {
+        match self {
+            SmtpError::Session { error, .. } => match error {
                 ClientError::Greeting(r)
                 | ClientError::HeloRejected(r)
                 | ClientError::AuthFailed(r)
-                | ClientError::ServiceClosing(r) => return r.clone(),
-                ClientError::TlsRequired(Some(r)) => return r.clone(),
-                _ => {}
-            }
+                | ClientError::ServiceClosing(r) => Some(r),
+                ClientError::TlsRequired(Some(r)) => Some(r),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// The reply that stands for this error in a recipient's outcome: the server's own reply
+    /// when there was one, else a made-up 4xx/5xx.
+    pub fn reply(&self) -> Reply {
+        if let Some(reply) = self.server_reply() {
+            return reply.clone();
         }
         let (code, enhanced) = match self {
             SmtpError::Tls { .. } | SmtpError::Session { .. } => {
@@ -305,6 +314,18 @@ impl Reason {
             remote_mta: None,
             reply: None,
             text: text.into(),
+            dsn_relayed: false,
+        }
+    }
+
+    /// A host that could not be talked to (`error`: refused connection, timeout, TLS
+    /// failure): said as ours, never as the host's reply, with the host and address tried.
+    pub fn not_reached(host: &str, address: std::net::SocketAddr, error: &SmtpError) -> Reason {
+        Reason {
+            status: status_of(&error.reply()),
+            remote_mta: None,
+            reply: None,
+            text: format!("cannot talk to {host} [{address}]: {error}"),
             dsn_relayed: false,
         }
     }

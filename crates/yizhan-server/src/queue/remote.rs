@@ -244,7 +244,11 @@ impl Attempt<'_> {
             Err(Some(e)) => {
                 warn!(queue_id = %envelope.id, host = %target.host, address = %target.address, error = %e, "cannot deliver to this host");
                 *answered |= !unreachable(&e);
-                let reason = Reason::remote(&target.host, &e.reply());
+                // What the host said, if it said anything; else what we could not do.
+                let reason = match e.server_reply() {
+                    Some(reply) => Reason::remote(&target.host, reply),
+                    None => Reason::not_reached(&target.host, target.address, &e),
+                };
                 let permanent = e.is_permanent();
                 return OnHost::Next { reason, permanent };
             }
