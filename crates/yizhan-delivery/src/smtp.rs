@@ -318,14 +318,14 @@ impl Reason {
         }
     }
 
-    /// A host that could not be talked to (`error`: refused connection, timeout, TLS
-    /// failure): said as ours, never as the host's reply, with the host and address tried.
-    pub fn not_reached(host: &str, address: std::net::SocketAddr, error: &SmtpError) -> Reason {
+    /// A host that could not be talked to (`error`, which names the host and address tried:
+    /// refused connection, timeout, TLS failure): said as ours, never as the host's reply.
+    pub fn not_reached(error: &SmtpError) -> Reason {
         Reason {
             status: status_of(&error.reply()),
             remote_mta: None,
             reply: None,
-            text: format!("cannot talk to {host} [{address}]: {error}"),
+            text: format!("cannot talk to {error}"),
             dsn_relayed: false,
         }
     }

@@ -247,7 +247,7 @@ impl Attempt<'_> {
                 // What the host said, if it said anything; else what we could not do.
                 let reason = match e.server_reply() {
                     Some(reply) => Reason::remote(&target.host, reply),
-                    None => Reason::not_reached(&target.host, target.address, &e),
+                    None => Reason::not_reached(&e),
                 };
                 let permanent = e.is_permanent();
                 return OnHost::Next { reason, permanent };
