@@ -64,6 +64,9 @@ def test_metrics_count_a_known_workload(server_factory):
     assert metric(text, "yizhan_smtp_commands_total", verb="RCPT") == 3
     assert metric(text, "yizhan_delivery_latency_seconds_count", kind="local") == 2
     assert metric(text, "yizhan_queue_messages", state="deferred") == 0
+    # Group commit: at least the two messages' inserts, each commit timed.
+    assert metric(text, "yizhan_spool_commit_batch_size_count") >= 2, text
+    assert metric(text, "yizhan_spool_commit_seconds_count", durable="true") >= 1
     assert "# HELP yizhan_deliveries_total" in text
     # The log says which rule refused the recipient, and the reply sent.
     assert 'rule="no such user in a local domain"' in srv.log(), srv.log()
@@ -178,7 +181,9 @@ def test_the_grafana_dashboard_uses_metrics_that_exist():
     import re
     from pathlib import Path
     root = Path(__file__).resolve().parents[2]
-    defined = set(re.findall(r'"(yizhan_[a-z_]+)"', (root / "crates/yizhan-server/src/metrics.rs").read_text()))
+    defined = set()
+    for source in ("crates/yizhan-server/src/metrics.rs", "crates/yizhan-spool/src/metrics.rs"):
+        defined |= set(re.findall(r'"(yizhan_[a-z_]+)"', (root / source).read_text()))
     dashboard = json.loads((root / "dist/grafana/yizhan.json").read_text())
     used = set()
     for panel in dashboard["panels"]:

@@ -46,11 +46,17 @@ pub fn install() -> bool {
         0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0,
         86400.0,
     ];
+    let commit = [
+        0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+    ];
+    let batch = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+    let full = |name: &str| metrics_exporter_prometheus::Matcher::Full(name.into());
     let handle = PrometheusBuilder::new()
-        .set_buckets_for_metric(
-            metrics_exporter_prometheus::Matcher::Full(DELIVERY_LATENCY.into()),
-            &latency,
-        )
+        .set_buckets_for_metric(full(DELIVERY_LATENCY), &latency)
+        .and_then(|b| {
+            b.set_buckets_for_metric(full(yizhan_spool::metrics::COMMIT_SECONDS), &commit)
+        })
+        .and_then(|b| b.set_buckets_for_metric(full(yizhan_spool::metrics::COMMIT_BATCH), &batch))
         .ok()
         .and_then(|builder| builder.install_recorder().ok());
     let Some(handle) = handle else {
@@ -105,6 +111,15 @@ fn describe() {
         "pending recipients in the queue, by destination"
     );
     describe_gauge!(QUEUE_OLDEST, "age of the oldest message in the queue");
+    describe_histogram!(
+        yizhan_spool::metrics::COMMIT_BATCH,
+        "changes per spool group commit"
+    );
+    describe_histogram!(
+        yizhan_spool::metrics::COMMIT_SECONDS,
+        metrics::Unit::Seconds,
+        "time of one spool group commit (fsync and WAL sync included when durable)"
+    );
 }
 
 /// A connection was accepted on a listener of `kind`.

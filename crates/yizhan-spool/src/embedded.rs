@@ -1007,7 +1007,10 @@ impl Committer {
             }
         }
         let mut durable = !self.relaxed;
-        let results = match self.write_group(&group) {
+        let started = std::time::Instant::now();
+        let written = self.write_group(&group);
+        crate::metrics::commit(group.len(), started.elapsed(), !self.relaxed);
+        let results = match written {
             Ok(results) => {
                 self.stats.groups.fetch_add(1, Ordering::Relaxed);
                 results

@@ -20,6 +20,7 @@
 //! | [`schedule`] | the pure retry schedule | 5321 4.5.4.1 |
 //! | [`store`] | [`QueueStore`]: what the queue runner needs of a store, implemented by [`Spool`] | |
 //! | [`error`] | [`SpoolError`] | |
+//! | [`metrics`] | group commit sizes and times, through the `metrics` facade | |
 //!
 //! The queue runner sees a store only through [`QueueStore`]; a shared PostgreSQL store can be
 //! added behind it (ARCHITECTURE.md, "The queue store").
@@ -30,6 +31,7 @@ pub mod envelope;
 pub mod error;
 pub mod id;
 mod legacy;
+pub mod metrics;
 pub mod schedule;
 pub mod store;
 
