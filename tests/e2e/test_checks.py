@@ -234,9 +234,25 @@ def test_forged_results_with_our_name_are_removed(server_factory, dns_zone):
 
 
 def test_this_host_and_our_users_are_not_checked(server_factory, dns_zone):
+    """Not checked, but a forged field under our name is removed from their mail too."""
     extra = f'[delivery]\ndns_servers = ["127.0.0.1:{dns_zone.port}"]\n'
     srv = server_factory(extra=extra)
-    send(srv, "ceo@fail.example", message("fail.example", "local"))
+    send(srv, "ceo@fail.example", message("fail.example", "local",
+                                          "Authentication-Results: mx.test.example; dmarc=pass\r\n"
+                                          "Authentication-Results: other.example; spf=none\r\n"))
     header = delivered(srv, "local", 1)
-    assert "Authentication-Results" not in header, header
+    assert "Authentication-Results: mx.test.example" not in header, header
+    assert "Authentication-Results: other.example; spf=none" in header, header
     assert dns_zone.queries == [], dns_zone.queries
+
+
+def test_a_from_with_several_domains_is_refused(server_factory, dns_zone):
+    """mail-auth cannot evaluate DMARC for `From: a@x, b@y`; under enforce it is refused
+    (RFC 7489 6.6.1), else `From: ceo@fail.example, me@pass.example` would slip past p=reject."""
+    srv = checking_server(server_factory, dns_zone)
+    forged = (b"From: ceo@fail.example, me@pass.example\r\nTo: <user@test.example>\r\n"
+              b"Subject: two\r\n\r\nx\r\n")
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        send(srv, "me@pass.example", forged)
+    assert refused.value.smtp_code == 550, refused.value
+    assert b"several domains (fail.example, pass.example)" in refused.value.smtp_error

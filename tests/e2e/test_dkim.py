@@ -183,11 +183,14 @@ def test_a_user_is_signed_for_only_as_themselves(tls_factory, yizhan_bin):
     s.starttls(context=client_context())
     s.ehlo()
     s.login(USER, PASSWORD)
-    for sender, subject in (("boss@ed.example", "forged"), (USER, "mine")):
+    for sender, subject in (("boss@ed.example", "forged"), ("colleague@test.example", "colleague"),
+                            (USER, "mine")):
         s.sendmail(USER, ["user@test.example"],
                    f"From: <{sender}>\r\nTo: <user@test.example>\r\nSubject: {subject}\r\n\r\nx\r\n")
     s.quit()
-    texts = [f.read_bytes() for f in srv.wait_mail("user@test.example", 2)]
+    texts = [f.read_bytes() for f in srv.wait_mail("user@test.example", 3)]
+    colleague = next(t for t in texts if b"Subject: colleague" in t)
+    assert b"DKIM-Signature" not in colleague, "a colleague's address is not the user's"
     forged = next(t for t in texts if b"Subject: forged" in t)
     mine = next(t for t in texts if b"Subject: mine" in t)
     assert b"DKIM-Signature" not in forged, forged[:600]

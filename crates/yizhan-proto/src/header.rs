@@ -21,6 +21,30 @@ pub fn without_our_results(message: &[u8], authserv_id: &str) -> (Vec<u8>, usize
     (kept, removed)
 }
 
+/// Where the header section of a message that starts with `bytes` ends (the length of its
+/// fields, before the empty line), once the empty line has arrived; `None` while it has not.
+/// `from` is how far an earlier call already looked (so a message arriving in pieces is
+/// scanned once).
+pub fn header_end(bytes: &[u8], from: usize) -> Option<usize> {
+    if bytes.starts_with(b"\r\n") || bytes.starts_with(b"\n") {
+        return Some(0);
+    }
+    let start = from.saturating_sub(3);
+    let mut at = start;
+    while let Some(n) = bytes[at..].iter().position(|&b| b == b'\n') {
+        let next = at + n + 1;
+        if bytes[next..].starts_with(b"\r\n") || bytes[next..].starts_with(b"\n") {
+            return Some(next);
+        }
+        if bytes.len() - next < 2 && !bytes[next..].is_empty() && bytes[next] == b'\r' {
+            // "\r" at the very end: the "\n" may come with the next piece.
+            return None;
+        }
+        at = next;
+    }
+    None
+}
+
 /// The length of the header section: up to and including the last field's line end, before
 /// the empty line (the whole message if it has no body).
 fn header_section_len(message: &[u8]) -> usize {
@@ -145,6 +169,26 @@ mod tests {
              Subject: hi\r\n\r\n\
              Authentication-Results: mx.test.example; in the body, kept\r\n"
         );
+    }
+
+    #[test]
+    fn the_end_of_the_header_is_found_in_pieces() {
+        let message = b"Subject: a\r\nX: b\r\n\r\nbody\r\n";
+        assert_eq!(header_end(message, 0), Some(18));
+        assert_eq!(
+            header_end(&message[..18], 0),
+            None,
+            "the empty line not there yet"
+        );
+        assert_eq!(header_end(&message[..19], 0), None, "its \n not there yet");
+        assert_eq!(header_end(&message[..20], 0), Some(18));
+        assert_eq!(
+            header_end(message, 18),
+            Some(18),
+            "resumes where it stopped"
+        );
+        assert_eq!(header_end(b"\r\nbody", 0), Some(0));
+        assert_eq!(header_end(b"", 0), None);
     }
 
     #[test]

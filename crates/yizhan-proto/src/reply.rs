@@ -651,6 +651,18 @@ impl Reply {
         )
     }
 
+    /// A `From:` naming several author domains, which DMARC cannot evaluate (RFC 7489 6.6.1:
+    /// the receiver may reject it).
+    pub fn several_author_domains(domains: &str) -> Reply {
+        Reply::new(
+            550,
+            enh(5, 7, 1),
+            format!(
+                "Rejected: the From: field names several domains ({domains}); DMARC cannot apply"
+            ),
+        )
+    }
+
     /// The DMARC evaluation of `domain` hit a temporary DNS error where its policy would
     /// decide (RFC 7489 6.6.3): deferred, never passed.
     pub fn dmarc_temp_error(domain: &str) -> Reply {

@@ -206,27 +206,37 @@ pub enum SignFor {
     /// Any `From:` domain with a key: `relay_networks` clients, root and the server's account
     /// (they may send as anyone anyway).
     AnyDomain,
-    /// An authenticated user: `From:` addresses in these domains (their own address's and
-    /// the ones they own), lower-case.
-    Domains(Vec<String>),
+    /// An authenticated user: `From:` addresses that are theirs (their own, and the aliases
+    /// they are a member of, as `sender_must_match` allows), or in a domain they own
+    /// (`turn_domains`), lower-case. A colleague's address in the same domain is not theirs.
+    User {
+        /// Addresses they may write as.
+        addresses: Vec<String>,
+        /// Whole domains they own.
+        domains: Vec<String>,
+    },
     /// An untrusted local user: only their own address (the envelope sender they were given).
     Address(String),
 }
 
 impl SignFor {
-    /// An authenticated `user` (canonical address) owning `domains` besides their own.
-    pub fn user(user: &str, domains: &[String]) -> Self {
-        let own = user.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase());
-        let mut all: Vec<String> = own.into_iter().collect();
-        all.extend(domains.iter().map(|d| d.to_ascii_lowercase()));
-        SignFor::Domains(all)
+    /// An authenticated user who may write as `addresses` (canonical) and owns `domains`.
+    pub fn user(addresses: &[String], domains: &[String]) -> Self {
+        let lower = |list: &[String]| list.iter().map(|a| a.to_ascii_lowercase()).collect();
+        SignFor::User {
+            addresses: lower(addresses),
+            domains: lower(domains),
+        }
     }
 
     /// Whether `from` (an address of the `From:` field) may be signed for.
     fn allows(&self, from: &str) -> bool {
         match self {
             SignFor::AnyDomain => true,
-            SignFor::Domains(domains) => domain_of(from).is_some_and(|d| domains.contains(&d)),
+            SignFor::User { addresses, domains } => {
+                addresses.iter().any(|a| a.eq_ignore_ascii_case(from))
+                    || domain_of(from).is_some_and(|d| domains.contains(&d))
+            }
             SignFor::Address(address) => from.eq_ignore_ascii_case(address),
         }
     }
@@ -303,10 +313,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_authenticated_user_signs_only_for_their_domains() {
-        let user = SignFor::user("alice@Example.COM", &["Owned.example".into()]);
-        assert!(user.allows("bob@example.com"));
-        assert!(user.allows("x@owned.EXAMPLE"));
+    fn an_authenticated_user_signs_only_as_themselves() {
+        let user = SignFor::user(
+            &["alice@Example.COM".into(), "team@example.com".into()],
+            &["Owned.example".into()],
+        );
+        assert!(user.allows("alice@example.com"));
+        assert!(
+            user.allows("team@example.com"),
+            "an alias she is a member of"
+        );
+        assert!(!user.allows("ceo@example.com"), "a colleague");
+        assert!(user.allows("x@owned.EXAMPLE"), "a domain she owns");
         assert!(!user.allows("ceo@other.example"));
         assert!(!user.allows("no-domain"));
     }

@@ -264,6 +264,15 @@ fn give_to_depth(
             Err(rustix::io::Errno::NOENT) => continue,
             Err(e) => return Err((child, e.into())),
         };
+        let is_dir =
+            rustix::fs::FileType::from_raw_mode(meta.st_mode) == rustix::fs::FileType::Directory;
+        // A file with a second name may be another file's hard link put here by the account
+        // (`data/x` -> /etc/shadow where hard links to others' files are allowed): never
+        // given. Nothing the server makes has two names.
+        if !is_dir && meta.st_nlink > 1 {
+            tracing::warn!(path = %child.display(), links = meta.st_nlink, "not given to the service account: a file with several names (a hard link)");
+            continue;
+        }
         if meta.st_uid != account.uid || meta.st_gid != account.gid {
             match rustix::fs::chownat(
                 &*fd,

@@ -183,6 +183,12 @@ impl Checker {
                 // No record read (a DNS error): the policy is unknown, not "none".
                 let policy = dmarc.dmarc_record().map(|_| dmarc.policy());
                 action = dmarc_action(&result, policy, dmarc.domain());
+                // mail-auth leaves a From: with several domains unevaluated (`none`); that
+                // would let `From: ceo@bank.example, x@evil.example` past p=reject. RFC 7489
+                // 6.6.1 lets a receiver reject it: refused.
+                if let Some(domains) = several_author_domains(&parsed.from) {
+                    action = Action::Refuse(Reply::several_author_domains(&domains));
+                }
             }
         }
         let mut fields = results.to_header();
@@ -234,6 +240,20 @@ impl SpfVerdict {
     pub fn mail_from_result(&self) -> &'static str {
         spf_name(self.mail_from.result())
     }
+}
+
+/// The author domains of a `From:` that names more than one (lower-case, sorted), else `None`.
+fn several_author_domains(from: &[String]) -> Option<String> {
+    let mut domains: Vec<String> = from
+        .iter()
+        .filter_map(|a| {
+            a.rsplit_once('@')
+                .map(|(_, d)| d.trim_end_matches('>').to_ascii_lowercase())
+        })
+        .collect();
+    domains.sort();
+    domains.dedup();
+    (domains.len() > 1).then(|| domains.join(", "))
 }
 
 /// What `enforce` does with a DMARC `result` under the `policy` of `domain` (`None`: its
@@ -320,6 +340,20 @@ mod tests {
             Action::Deliver
         );
         assert_eq!(dmarc_action(&DmarcResult::None, None, d), Action::Deliver);
+    }
+
+    #[test]
+    fn a_from_with_several_domains_is_named() {
+        let from = |list: &[&str]| list.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            several_author_domains(&from(&["ceo@Bank.example", "x@evil.example"])).as_deref(),
+            Some("bank.example, evil.example")
+        );
+        assert_eq!(
+            several_author_domains(&from(&["a@x.example", "b@X.example"])),
+            None
+        );
+        assert_eq!(several_author_domains(&from(&[])), None);
     }
 
     #[test]

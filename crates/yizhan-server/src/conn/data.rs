@@ -31,8 +31,40 @@ where
             message.extend_from_slice(chunk);
             return;
         }
+        // The header section is kept until its end, then written without any
+        // Authentication-Results field claiming our name (RFC 8601 5); the rest streams.
+        if let Some((pending, scanned)) = self.header.as_mut() {
+            pending.extend_from_slice(chunk);
+            if yizhan_proto::header::header_end(pending, *scanned).is_none() {
+                *scanned = pending.len();
+                return;
+            }
+            self.flush_header();
+            return;
+        }
+        self.spool_write(chunk);
+    }
+
+    /// Writes the header section kept so far (and what followed it in the same piece),
+    /// without forged results under our name.
+    pub(super) fn flush_header(&mut self) {
+        let Some((pending, _)) = self.header.take() else {
+            return;
+        };
+        let hostname = &self.shared.settings.hostname;
+        let (clean, removed) = yizhan_proto::header::without_our_results(&pending, hostname);
+        if removed > 0 {
+            info!(
+                removed,
+                "removed Authentication-Results fields forged with our name"
+            );
+        }
+        self.spool_write(&clean);
+    }
+
+    fn spool_write(&mut self, bytes: &[u8]) {
         if let Some(incoming) = self.incoming.as_mut()
-            && let Err(error) = incoming.write(chunk)
+            && let Err(error) = incoming.write(bytes)
         {
             warn!(%error, "spool write failed");
             self.write_failed = true;
@@ -68,6 +100,7 @@ where
         } else {
             None
         };
+        self.header = self.held.is_none().then(|| (Vec::new(), 0));
         Decision::Accept
     }
 
@@ -85,6 +118,9 @@ where
         };
         let stored = match hold {
             Hold::Sign => {
+                // Forged results under our name go before the signature covers the message.
+                let hostname = &self.shared.settings.hostname;
+                let (message, _) = yizhan_proto::header::without_our_results(&message, hostname);
                 let signer = &self.shared.settings.dkim;
                 match signer.signature(&message, &self.sign_for()) {
                     Ok(Some(field)) => incoming.write(field.as_bytes()).map_err(spool_error)?,
@@ -106,15 +142,29 @@ where
     }
 
     /// Whose `From:` this session's mail may be signed for: anyone's from `relay_networks`,
-    /// an authenticated user's own domains otherwise.
+    /// an authenticated user's own addresses (and owned domains) otherwise.
     fn sign_for(&self) -> SignFor {
+        let settings = &self.shared.settings;
         match &self.user {
             _ if self.trusted => SignFor::AnyDomain,
             Some(user) => {
-                let owned = self.shared.settings.turn_domains.get(user);
-                SignFor::user(user, owned.map_or(&[][..], Vec::as_slice))
+                // Their address and the aliases they belong to: what `policy::owns` lets
+                // them send as.
+                let mut addresses = vec![user.clone()];
+                addresses.extend(
+                    settings
+                        .directory
+                        .aliases()
+                        .filter(|(_, members)| members.iter().any(|m| m == user))
+                        .map(|(alias, _)| alias.to_string()),
+                );
+                let owned = settings.turn_domains.get(user);
+                SignFor::user(&addresses, owned.map_or(&[][..], Vec::as_slice))
             }
-            None => SignFor::Domains(Vec::new()),
+            None => SignFor::User {
+                addresses: Vec::new(),
+                domains: Vec::new(),
+            },
         }
     }
 
@@ -123,6 +173,8 @@ where
         let Some(mut incoming) = self.incoming.take() else {
             return Decision::Reply(Reply::local_error());
         };
+        // A message without a body: its header section is all there is.
+        self.flush_header();
         if std::mem::take(&mut self.write_failed) {
             self.held = None;
             return Decision::Reply(Reply::local_error());

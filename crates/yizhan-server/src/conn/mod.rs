@@ -207,6 +207,7 @@ pub async fn serve<S>(
             write_failed: false,
             hops: HopCounter::new(),
             held: None,
+            header: None,
             spf: None,
             data_deadline: None,
             started: tokio::time::Instant::now(),
@@ -280,6 +281,9 @@ struct Connection<S> {
     /// message, so it is kept here until the end of data instead of going straight to the
     /// spool. Anyone else's streams to the spool.
     held: Option<(data::Hold, Vec<u8>)>,
+    /// The header section of a streamed message, until its end (with how far it was scanned):
+    /// written then without forged `Authentication-Results` fields under our name.
+    header: Option<(Vec<u8>, usize)>,
     /// The SPF results of this transaction (checked clients only), found at MAIL.
     spf: Option<crate::checks::SpfVerdict>,
     /// When the message data (DATA, or all BDAT chunks together) must have ended:
@@ -350,6 +354,7 @@ where
                     Event::DataAborted => {
                         self.incoming = None;
                         self.held = None;
+                        self.header = None;
                         self.write_failed = false;
                         self.data_deadline = None;
                     }

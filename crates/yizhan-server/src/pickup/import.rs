@@ -80,6 +80,9 @@ impl Importer {
             .map_err(|e| ImportError::Transient(e.to_string()))?;
         let id = incoming.id().clone();
         let received = received_line(&settings.hostname, uid, id.as_str(), &recipients);
+        // No Authentication-Results field may claim our name (RFC 8601 5), whoever sent it.
+        let (cleaned, _) = yizhan_proto::header::without_our_results(message, &settings.hostname);
+        let message = cleaned.as_slice();
         // A local user's mail is ours to sign, as an authenticated user's is.
         let signature = match settings.dkim.signature(message, sign_for) {
             Ok(field) => field.unwrap_or_default(),
