@@ -147,6 +147,8 @@ def test_spf_and_dmarc_verdicts_match_pyspf(server_factory, dns_zone):
         assert f"smtp.mailfrom={sender}" in text, text
         assert "smtp.helo=client.test.example" in text, text
     header = delivered(srv, "spf-soft.example", len(SPF_CASES))
+    # RFC 8601 5: our field above the trace line we add.
+    assert header.index("Authentication-Results: mx.test.example") < header.index("Received: from")
     assert "X-Yizhan-Quarantine: DMARC policy quarantine of soft.example" in header, header
     assert "X-Spam-Flag: YES" in header
     assert "X-Yizhan-Quarantine" not in delivered(srv, "spf-pass.example", len(SPF_CASES))

@@ -61,10 +61,13 @@ where
     }
 
     /// The checks of the whole `message`: `Err` with the refusal (DMARC `p=reject`, or a
-    /// temporary DNS error where a policy would decide); `Ok` with the bytes to store: our
-    /// `Authentication-Results:` (and quarantine marker), then the message without forged
+    /// temporary DNS error where a policy would decide); `Ok` with our
+    /// `Authentication-Results:` (and quarantine marker) fields, and the message without forged
     /// results under our name.
-    pub(super) async fn check_message(&mut self, message: &[u8]) -> Result<Vec<u8>, Reply> {
+    pub(super) async fn check_message(
+        &mut self,
+        message: &[u8],
+    ) -> Result<(String, Vec<u8>), Reply> {
         let checks = self.checks();
         let Some(checker) = self.shared.checker.clone() else {
             warn!("inbound checks are on but DNS could not be set up; answering 451");
@@ -92,9 +95,6 @@ where
                 "removed Authentication-Results fields forged with our name"
             );
         }
-        let mut stored = Vec::with_capacity(verdict.fields.len() + clean.len());
-        stored.extend_from_slice(verdict.fields.as_bytes());
-        stored.extend_from_slice(&clean);
-        Ok(stored)
+        Ok((verdict.fields, clean))
     }
 }

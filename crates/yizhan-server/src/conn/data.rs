@@ -8,12 +8,16 @@ use yizhan_proto::command::Notify;
 use crate::dkim::SignFor;
 
 /// Why a message is kept whole until its end ([`Connection::held`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Hold {
     /// To be DKIM-signed (our user's mail).
     Sign,
-    /// To be checked (DKIM, ARC, DMARC: a stranger's mail on a checking listener).
-    Check,
+    /// To be checked (DKIM, ARC, DMARC: a stranger's mail on a checking listener); our
+    /// `Received:` line is written after the results, at the end.
+    Check {
+        /// Our trace line.
+        received: String,
+    },
 }
 
 use super::*;
@@ -85,21 +89,30 @@ where
             }
         };
         let received = self.received_line(incoming.id().as_str());
-        if let Err(error) = incoming.write(received.as_bytes()) {
-            warn!(%error, "spool write failed");
-            return Decision::Reply(Reply::local_error());
-        }
-        self.incoming = Some(incoming);
         // Our users' mail (authenticated, or from relay_networks) is signed if a key exists;
         // strangers' is checked if the listener says so.
         let ours = self.user.is_some() || self.trusted;
         self.held = if ours && !self.shared.settings.dkim.is_empty() {
             Some((Hold::Sign, Vec::new()))
         } else if self.checks_need_message() {
-            Some((Hold::Check, Vec::new()))
+            // Our Authentication-Results goes above our Received: (RFC 8601 5), so the
+            // trace line waits for the end of data.
+            Some((
+                Hold::Check {
+                    received: received.clone(),
+                },
+                Vec::new(),
+            ))
         } else {
             None
         };
+        if !matches!(self.held, Some((Hold::Check { .. }, _)))
+            && let Err(error) = incoming.write(received.as_bytes())
+        {
+            warn!(%error, "spool write failed");
+            return Decision::Reply(Reply::local_error());
+        }
+        self.incoming = Some(incoming);
         self.header = self.held.is_none().then(|| (Vec::new(), 0));
         Decision::Accept
     }
@@ -133,10 +146,15 @@ where
                 }
                 message
             }
-            Hold::Check => self
-                .check_message(&message)
-                .await
-                .map_err(|reply| ("checks", reply))?,
+            Hold::Check { received } => {
+                let (fields, clean) = self
+                    .check_message(&message)
+                    .await
+                    .map_err(|reply| ("checks", reply))?;
+                incoming.write(fields.as_bytes()).map_err(spool_error)?;
+                incoming.write(received.as_bytes()).map_err(spool_error)?;
+                clean
+            }
         };
         incoming.write(&stored).map_err(spool_error)
     }
