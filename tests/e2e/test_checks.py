@@ -67,10 +67,10 @@ def dns_zone(keys):
     server.stop()
 
 
-def checking_server(server_factory, dns_zone, checks=""):
+def checking_server(server_factory, dns_zone, checks="", smtp=None):
     extra = (f'[delivery]\ndns_servers = ["127.0.0.1:{dns_zone.port}"]\n\n'
              f'[checks]\nexempt = []\n{checks}\n')
-    return server_factory(extra=extra)
+    return server_factory(extra=extra, smtp=smtp)
 
 
 def message(sender_domain, subject, extra_headers=""):
@@ -258,3 +258,17 @@ def test_a_from_with_several_domains_is_refused(server_factory, dns_zone):
         send(srv, "me@pass.example", forged)
     assert refused.value.smtp_code == 550, refused.value
     assert b"several domains (fail.example, pass.example)" in refused.value.smtp_error
+
+
+def test_held_memory_is_bounded(server_factory, dns_zone):
+    """`[smtp] max_held_bytes`: a message to be checked that would take more memory than the
+    budget is answered 451 (try later), never passed unchecked; a small one still is checked."""
+    srv = checking_server(server_factory, dns_zone, smtp={"max_held_bytes": "4KiB"})
+    big = message("pass.example", "big", "X-Pad: " + "x" * 60 + "\r\n") + b"y" * 20000 + b"\r\n"
+    with pytest.raises(smtplib.SMTPDataError) as busy:
+        send(srv, "someone@pass.example", big)
+    assert busy.value.smtp_code == 451 and b"4.3.2" in busy.value.smtp_error, busy.value
+    assert "too much message data held for checking" in srv.log()
+    send(srv, "someone@pass.example", message("pass.example", "small"))
+    found, _ = results(delivered(srv, "small", 1))
+    assert found["spf"] == "pass"

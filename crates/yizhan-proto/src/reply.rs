@@ -1047,6 +1047,16 @@ impl Reply {
         )
     }
 
+    /// The memory for messages kept whole while they are checked is used up by other
+    /// sessions (RFC 3463 X.3.2 "system not accepting network messages"): try again later.
+    pub fn too_busy_to_check() -> Reply {
+        Reply::new(
+            451,
+            enh(4, 3, 2),
+            "Too many messages are being checked at once; try again later",
+        )
+    }
+
     /// The spool is out of space (RFC 5321 4.2.2 `452`; RFC 3463 X.3.1 "mail system full").
     pub fn insufficient_storage() -> Reply {
         Reply::new(452, enh(4, 3, 1), "Insufficient system storage")

@@ -253,6 +253,7 @@ impl Server {
             password_checks: Arc::new(crate::auth::PasswordChecks::per_core()),
             limits: Arc::new(crate::limits::RateLimits::new(&settings.smtp.rate_limits)),
             checker: checker(&settings),
+            held_budget: conn::held_budget(settings.smtp.max_held_bytes),
         });
         let live = Arc::new(ArcSwap::new(shared.clone()));
         let pickup_settings = Arc::new(ArcSwap::new(settings.clone()));

@@ -95,6 +95,7 @@ impl Reloader {
             password_checks: old.password_checks.clone(),
             limits,
             checker: old.checker.clone(),
+            held_budget: old.held_budget.clone(),
         }));
         Ok(Reloaded { needs_restart })
     }
@@ -136,6 +137,13 @@ fn keep_fixed(old: &Settings, new: &mut Settings) -> Vec<String> {
         let state = if old.tls.is_some() { "on" } else { "off" };
         kept.push(format!("tls (still {state})"));
         new.tls.clone_from(&old.tls);
+    }
+    if new.smtp.max_held_bytes != old.smtp.max_held_bytes {
+        kept.push(format!(
+            "smtp.max_held_bytes (still {})",
+            old.smtp.max_held_bytes
+        ));
+        new.smtp.max_held_bytes = old.smtp.max_held_bytes;
     }
     if new.queue.maildir_sync != old.queue.maildir_sync {
         kept.push(format!(

@@ -441,6 +441,9 @@ pub struct SmtpSettings {
     pub session_lifetime: Duration,
     /// The most bytes a session may send, all messages and commands together (then 421).
     pub max_session_bytes: u64,
+    /// The most message data all sessions together keep in memory while messages are signed
+    /// or checked (then a message to be checked gets 451, one to be signed goes unsigned).
+    pub max_held_bytes: u64,
 }
 
 /// Rate limits per client address, each in events per minute (0: off); see
@@ -509,6 +512,7 @@ impl Default for SmtpSettings {
             rate_limits: RateLimitSettings::default(),
             session_lifetime: Duration::from_secs(3600),
             max_session_bytes: 1 << 30,
+            max_held_bytes: 256 << 20,
         }
     }
 }

@@ -33,6 +33,11 @@ where
         self.hops.feed(chunk);
         if let Some((_, message)) = self.held.as_mut() {
             message.extend_from_slice(chunk);
+            let kib = message.len().div_ceil(1024);
+            if self.reserve_held(kib) {
+                return;
+            }
+            self.held_over_budget();
             return;
         }
         // The header section is kept until its end, then written without any
@@ -47,6 +52,55 @@ where
             return;
         }
         self.spool_write(chunk);
+    }
+
+    /// Takes from the shared budget what the held message needs to reach `kib` KiB; false
+    /// when the budget is used up.
+    fn reserve_held(&mut self, kib: usize) -> bool {
+        let have = self.held_permit.as_ref().map_or(0, |p| p.num_permits());
+        if kib <= have {
+            return true;
+        }
+        let more = u32::try_from(kib - have).unwrap_or(u32::MAX);
+        match self.shared.held_budget.clone().try_acquire_many_owned(more) {
+            Ok(permit) => {
+                match self.held_permit.as_mut() {
+                    Some(held) => held.merge(permit),
+                    None => self.held_permit = Some(permit),
+                }
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// The held message no longer fits the shared budget: it is written to the spool as it
+    /// is and the rest streams. A message to be signed goes unsigned; one to be checked is
+    /// answered 451 at its end (never passed unchecked).
+    fn held_over_budget(&mut self) {
+        let Some((hold, message)) = self.held.take() else {
+            return;
+        };
+        self.held_permit = None;
+        match hold {
+            Hold::Sign => {
+                warn!(
+                    "too much message data held for signing across sessions; this message goes unsigned"
+                );
+            }
+            Hold::Check { .. } => {
+                warn!(
+                    "too much message data held for checking across sessions; this message will be answered 451"
+                );
+                // Refused at its end anyway: the rest is read and dropped, not stored.
+                self.over_budget = true;
+                self.write_failed = true;
+                return;
+            }
+        }
+        let hostname = &self.shared.settings.hostname;
+        let (clean, _) = yizhan_proto::header::without_our_results(&message, hostname);
+        self.spool_write(&clean);
     }
 
     /// Writes the header section kept so far (and what followed it in the same piece),
@@ -78,6 +132,7 @@ where
     /// Opens the spool writer and writes the `Received:` line (RFC 5321 4.4) first.
     pub(super) fn start_data(&mut self) -> Decision {
         self.write_failed = false;
+        self.over_budget = false;
         self.hops = HopCounter::new();
         self.data_deadline =
             Some(tokio::time::Instant::now() + self.listener.smtp.timeouts.data_termination);
@@ -193,11 +248,19 @@ where
         };
         // A message without a body: its header section is all there is.
         self.flush_header();
+        if std::mem::take(&mut self.over_budget) {
+            self.write_failed = false;
+            crate::metrics::message_rejected("busy");
+            return Decision::Reply(Reply::too_busy_to_check());
+        }
         if std::mem::take(&mut self.write_failed) {
             self.held = None;
+            self.held_permit = None;
             return Decision::Reply(Reply::local_error());
         }
-        if let Err((reason, reply)) = self.store_held(&mut incoming).await {
+        let stored = self.store_held(&mut incoming).await;
+        self.held_permit = None;
+        if let Err((reason, reply)) = stored {
             crate::metrics::message_rejected(reason);
             return Decision::Reply(reply);
         }

@@ -70,6 +70,19 @@ pub struct Shared {
     /// What runs the inbound checks (`None`: DNS could not be set up; checked mail is then
     /// deferred, never passed).
     pub checker: Option<Arc<crate::checks::Checker>>,
+    /// The memory all sessions together may use for messages kept whole (to be signed or
+    /// checked), in KiB (`[smtp] max_held_bytes`; fixed at start).
+    pub held_budget: Arc<tokio::sync::Semaphore>,
+}
+
+/// A budget of `bytes` (in KiB permits) for messages kept whole: beyond it, a message to be
+/// checked is answered 451 (try later) and one to be signed goes unsigned, so memory stays
+/// bounded however many large messages arrive at once.
+pub fn held_budget(bytes: u64) -> Arc<tokio::sync::Semaphore> {
+    let kib = usize::try_from(bytes.div_ceil(1024)).unwrap_or(usize::MAX);
+    Arc::new(tokio::sync::Semaphore::new(
+        kib.min(tokio::sync::Semaphore::MAX_PERMITS),
+    ))
 }
 
 /// The client stream, before or after TLS. `S` is any byte stream: a TCP socket from a
@@ -207,6 +220,8 @@ pub async fn serve<S>(
             write_failed: false,
             hops: HopCounter::new(),
             held: None,
+            held_permit: None,
+            over_budget: false,
             header: None,
             spf: None,
             data_deadline: None,
@@ -281,6 +296,10 @@ struct Connection<S> {
     /// message, so it is kept here until the end of data instead of going straight to the
     /// spool. Anyone else's streams to the spool.
     held: Option<(data::Hold, Vec<u8>)>,
+    /// The share of [`Shared::held_budget`] the held message takes (KiB), given back with it.
+    held_permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// A message to be checked outgrew [`Shared::held_budget`]: answered 451 at its end.
+    over_budget: bool,
     /// The header section of a streamed message, until its end (with how far it was scanned):
     /// written then without forged `Authentication-Results` fields under our name.
     header: Option<(Vec<u8>, usize)>,
@@ -354,6 +373,7 @@ where
                     Event::DataAborted => {
                         self.incoming = None;
                         self.held = None;
+                        self.held_permit = None;
                         self.header = None;
                         self.write_failed = false;
                         self.data_deadline = None;

@@ -185,6 +185,7 @@ pub(super) struct RawSmtp {
     pub(super) connection_rate_limit: Option<Spanned<i64>>,
     pub(super) session_lifetime: Option<Spanned<DurationValue>>,
     pub(super) max_session_bytes: Option<Spanned<SizeValue>>,
+    pub(super) max_held_bytes: Option<Spanned<SizeValue>>,
     pub(super) auth_failure_rate_limit: Option<Spanned<i64>>,
     pub(super) verify_rate_limit: Option<Spanned<i64>>,
     pub(super) etrn_rate_limit: Option<Spanned<i64>>,

@@ -163,6 +163,12 @@ impl RawConfig {
             1,
             d.max_session_bytes,
         );
+        s.max_held_bytes = v.size(
+            "smtp.max_held_bytes",
+            &raw.max_held_bytes,
+            1,
+            d.max_held_bytes,
+        );
         self.commands_and_extensions(v, s);
         if let Some(networks) = v.networks("smtp.relay_networks", raw.relay_networks.as_ref()) {
             s.relay_networks = networks;
