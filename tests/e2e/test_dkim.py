@@ -144,50 +144,56 @@ def test_dkim_check_compares_the_published_record_with_the_key(server_factory, y
         dns.stop()
 
 
-def test_an_authenticated_users_mail_is_signed_after_a_reload_adds_the_key(tls_factory, yizhan_bin):
-    """Submission (RFC 6409) over STARTTLS with AUTH: the user's mail is signed with the key a
-    reload brought in, and dkimpy verifies it."""
-    from tls_helpers import PASSWORD, USER, client_context
-    srv = tls_factory()
-    name, record, block = generate(yizhan_bin, srv, "test.example", "ed25519-sha256")
-    srv.config.write_text(srv.config.read_text() + "\n" + block)
-    done = subprocess.run([str(yizhan_bin), "reload", "--config", str(srv.config)],
-                          capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    s = srv.client("submission")
-    s.ehlo()
-    s.starttls(context=client_context())
-    s.ehlo()
-    s.login(USER, PASSWORD)
-    s.sendmail(USER, ["user@test.example"],
-               f"From: <{USER}>\r\nTo: <user@test.example>\r\nSubject: signed\r\n\r\nHi.\r\n")
-    s.quit()
-    stored = srv.wait_mail("user@test.example")[-1].read_bytes().replace(b"\n", b"\r\n")
-    assert b"d=test.example" in stored, stored[:800]
-    assert dkim.verify(stored, dnsfunc=lambda n, timeout=5: record if n == name.encode() else None)
-
-
-def test_a_user_is_signed_for_only_as_themselves(tls_factory, yizhan_bin):
-    """A signature vouches for the From: address, so an authenticated user of one domain gets
-    none on mail that claims another domain we hold a key for."""
-    from tls_helpers import PASSWORD, USER, client_context
-    srv = tls_factory()
-    for domain in ("test.example", "ed.example"):
-        _, _, block = generate(yizhan_bin, srv, domain, "ed25519-sha256")
+def keys_by_reload(yizhan_bin, srv, domains):
+    """Generates an Ed25519 key for each of `domains`, adds them to the running server with
+    `yizhan reload`, and returns {record name: record} for dkimpy."""
+    records = {}
+    for domain in domains:
+        name, record, block = generate(yizhan_bin, srv, domain, "ed25519-sha256")
+        records[name.encode()] = record
         srv.config.write_text(srv.config.read_text() + "\n" + block)
     done = subprocess.run([str(yizhan_bin), "reload", "--config", str(srv.config)],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+    return records
+
+
+def submit_as_user(srv, messages):
+    """Submission (RFC 6409) over STARTTLS with AUTH as the test user: each (From: address,
+    subject) as one message to user@test.example."""
+    from tls_helpers import PASSWORD, USER, client_context
     s = srv.client("submission")
     s.ehlo()
     s.starttls(context=client_context())
     s.ehlo()
     s.login(USER, PASSWORD)
-    for sender, subject in (("boss@ed.example", "forged"), ("colleague@test.example", "colleague"),
-                            (USER, "mine")):
+    for sender, subject in messages:
         s.sendmail(USER, ["user@test.example"],
-                   f"From: <{sender}>\r\nTo: <user@test.example>\r\nSubject: {subject}\r\n\r\nx\r\n")
+                   f"From: <{sender}>\r\nTo: <user@test.example>\r\nSubject: {subject}\r\n\r\nHi.\r\n")
     s.quit()
+
+
+def test_an_authenticated_users_mail_is_signed_after_a_reload_adds_the_key(tls_factory, yizhan_bin):
+    """Submission (RFC 6409) over STARTTLS with AUTH: the user's mail is signed with the key a
+    reload brought in, and dkimpy verifies it."""
+    from tls_helpers import USER
+    srv = tls_factory()
+    records = keys_by_reload(yizhan_bin, srv, ["test.example"])
+    submit_as_user(srv, [(USER, "signed")])
+    stored = srv.wait_mail("user@test.example")[-1].read_bytes().replace(b"\n", b"\r\n")
+    assert b"d=test.example" in stored, stored[:800]
+    assert dkim.verify(stored, dnsfunc=lambda n, timeout=5: records.get(n))
+
+
+def test_a_user_is_signed_for_only_as_themselves(tls_factory, yizhan_bin):
+    """A signature vouches for the From: address, so an authenticated user of one domain gets
+    none on mail that claims another domain we hold a key for, nor one that claims a
+    colleague's address in its own domain."""
+    from tls_helpers import USER
+    srv = tls_factory()
+    keys_by_reload(yizhan_bin, srv, ["test.example", "ed.example"])
+    submit_as_user(srv, [("boss@ed.example", "forged"), ("colleague@test.example", "colleague"),
+                         (USER, "mine")])
     texts = [f.read_bytes() for f in srv.wait_mail("user@test.example", 3)]
     colleague = next(t for t in texts if b"Subject: colleague" in t)
     assert b"DKIM-Signature" not in colleague, "a colleague's address is not the user's"
