@@ -9,7 +9,7 @@
 //! The `binary_*` tests drive the real `yizhan` executable (and it invoked as `sendmail`).
 //! They need a `yizhan` binary built by this workspace (cargo builds it for integration tests).
 
-#[path = "../src/queue_cmd.rs"]
+#[path = "../src/queue_cmd/mod.rs"]
 #[allow(dead_code)]
 mod queue_cmd;
 #[path = "../src/sendmail/mod.rs"]
@@ -31,7 +31,15 @@ use yizhan_server::queue::{QueueRunner, RunnerSettings, SystemClock};
 use yizhan_server::settings::Settings;
 use yizhan_spool::{ClientInfo, Envelope, LocalMailbox, QueueId, Recipient, Spool};
 
-use crate::queue_cmd::QueueCommand;
+use crate::queue_cmd::{FilterArgs, QueueCommand, Selection};
+
+/// A selection by ids.
+fn selection(ids: Vec<String>) -> Selection {
+    Selection {
+        ids,
+        ..Selection::default()
+    }
+}
 
 /// Waits (polling) until `done` holds; fails after 20 s.
 async fn until(what: &str, mut done: impl FnMut() -> bool) {
@@ -123,7 +131,13 @@ impl Live {
     }
 
     async fn list(&self) -> Vec<MessageInfo> {
-        let json = self.queue(QueueCommand::List { json: true }).await.unwrap();
+        let json = self
+            .queue(QueueCommand::List {
+                filter: FilterArgs::default(),
+                json: true,
+            })
+            .await
+            .unwrap();
         serde_json::from_str(&json).unwrap()
     }
 
@@ -173,6 +187,106 @@ impl Live {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requeue_bounce_and_selection_by_filter() {
+    let live = Live::start().await;
+    let later = now() + 3600;
+    // Requeue by a filter: delivery starts over at once.
+    let waiting = live.commit("user", later, false).await;
+    let mut envelope = live.spool.load(&waiting).unwrap();
+    envelope.recipients[0].attempts = 3;
+    envelope.recipients[0].last_error = Some("451 try later".into());
+    live.spool.update(&envelope).await.unwrap();
+    live.queue(QueueCommand::Hold(selection(vec![waiting.to_string()])))
+        .await
+        .unwrap();
+    let none = live
+        .queue(QueueCommand::Requeue(Selection {
+            filter: FilterArgs {
+                state: Some("deferred".into()),
+                ..FilterArgs::default()
+            },
+            ..Selection::default()
+        }))
+        .await
+        .unwrap();
+    assert_eq!(
+        none, "requeued 0 messages (0 pending recipients)\n",
+        "held is not deferred"
+    );
+    let out = live
+        .queue(QueueCommand::Requeue(Selection {
+            filter: FilterArgs {
+                state: Some("held".into()),
+                recipient: Some("USER@".into()),
+                ..FilterArgs::default()
+            },
+            ..Selection::default()
+        }))
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        format!(
+            "requeued {waiting} (1 pending recipient)\nrequeued 1 message (1 pending recipient)\n"
+        )
+    );
+    until("the requeued delivery", || {
+        live.delivered("user").len() == 1
+    })
+    .await;
+
+    // Bounce --all: the pending recipient fails, the sender gets a report (queued for the
+    // remote sender), the message leaves the queue.
+    let doomed = live.commit("user2", later, false).await;
+    let json = live
+        .queue(QueueCommand::Bounce(Selection {
+            all: true,
+            json: true,
+            ..Selection::default()
+        }))
+        .await
+        .unwrap();
+    let acted: control::Acted = serde_json::from_str(&json).unwrap();
+    assert_eq!((acted.messages, acted.recipients), (1, 1), "{json}");
+    assert_eq!(acted.done[0].id, doomed.to_string());
+    until("the bounced message removed", || {
+        live.spool.load(&doomed).is_err()
+    })
+    .await;
+    let queued = live.list().await;
+    let [report] = &queued[..] else {
+        panic!("one report expected: {queued:?}")
+    };
+    assert_eq!(report.sender, "", "a report has the null sender");
+    assert_eq!(report.recipients[0].address, "sender@remote.example");
+    let show = live
+        .queue(QueueCommand::Show {
+            id: report.id.clone(),
+            body: true,
+            json: false,
+        })
+        .await
+        .unwrap();
+    assert!(show.contains("Status: 5.3.0"), "{show}");
+    assert!(
+        show.contains("returned to the sender by the mail system's operator"),
+        "{show}"
+    );
+    assert!(live.delivered("user2").is_empty());
+    live.queue(QueueCommand::Delete(Selection {
+        filter: FilterArgs {
+            sender: Some("<>".into()),
+            ..FilterArgs::default()
+        },
+        ..Selection::default()
+    }))
+    .await
+    .unwrap();
+    until("an empty queue", || live.spool.list().unwrap().is_empty()).await;
+    live.stop().await;
+}
+
 fn now() -> i64 {
     jiff::Timestamp::now().as_second()
 }
@@ -181,16 +295,22 @@ fn now() -> i64 {
 async fn hold_release_delete_flush_on_a_live_queue() {
     let live = Live::start().await;
     assert_eq!(
-        live.queue(QueueCommand::List { json: false })
-            .await
-            .unwrap(),
+        live.queue(QueueCommand::List {
+            filter: FilterArgs::default(),
+            json: false,
+        })
+        .await
+        .unwrap(),
         "Mail queue is empty\n"
     );
 
     // A held message stays; list shows it held (`!`); release delivers it.
     let held = live.commit("user", now(), true).await;
     let table = live
-        .queue(QueueCommand::List { json: false })
+        .queue(QueueCommand::List {
+            filter: FilterArgs::default(),
+            json: false,
+        })
         .await
         .unwrap();
     assert!(table.contains(&format!("{held}!")), "{table}");
@@ -201,15 +321,14 @@ async fn hold_release_delete_flush_on_a_live_queue() {
         .queue(QueueCommand::Flush {
             id: Some(held.to_string()),
             domain: None,
+            json: false,
         })
         .await
         .unwrap_err();
     assert!(out.contains("is held"), "{out}");
     assert!(live.delivered("user").is_empty());
     let out = live
-        .queue(QueueCommand::Release {
-            ids: vec![held.to_string()],
-        })
+        .queue(QueueCommand::Release(selection(vec![held.to_string()])))
         .await
         .unwrap();
     assert_eq!(out, format!("released {held} (1 pending recipient)\n"));
@@ -222,7 +341,7 @@ async fn hold_release_delete_flush_on_a_live_queue() {
     let later = now() + 3600;
     let waiting = live.commit("user2", later, false).await;
     let prefix = waiting.as_str()[..20].to_string();
-    live.queue(QueueCommand::Hold { ids: vec![prefix] })
+    live.queue(QueueCommand::Hold(selection(vec![prefix])))
         .await
         .unwrap();
     assert!(live.spool.load(&waiting).unwrap().held);
@@ -249,11 +368,9 @@ async fn hold_release_delete_flush_on_a_live_queue() {
         with_body.len() > show.len(),
         "the text follows: {with_body}"
     );
-    live.queue(QueueCommand::Release {
-        ids: vec![waiting.to_string()],
-    })
-    .await
-    .unwrap();
+    live.queue(QueueCommand::Release(selection(vec![waiting.to_string()])))
+        .await
+        .unwrap();
     until("the retry after release", || {
         live.delivered("user2").len() == 1
     })
@@ -262,17 +379,13 @@ async fn hold_release_delete_flush_on_a_live_queue() {
     // Delete: gone from the queue and the disk, never delivered.
     let doomed = live.commit("user", later, false).await;
     let out = live
-        .queue(QueueCommand::Delete {
-            ids: vec![doomed.to_string()],
-        })
+        .queue(QueueCommand::Delete(selection(vec![doomed.to_string()])))
         .await
         .unwrap();
     assert_eq!(out, format!("deleted {doomed} (1 pending recipient)\n"));
     assert!(!live.spool.body_path(&doomed).exists());
     let err = live
-        .queue(QueueCommand::Delete {
-            ids: vec![doomed.to_string()],
-        })
+        .queue(QueueCommand::Delete(selection(vec![doomed.to_string()])))
         .await
         .unwrap_err();
     // The reason ("no message ...") went to stderr where it happened; the error says how many.
@@ -287,6 +400,7 @@ async fn hold_release_delete_flush_on_a_live_queue() {
         .queue(QueueCommand::Flush {
             id: None,
             domain: Some("other.example".into()),
+            json: false,
         })
         .await
         .unwrap();
@@ -299,6 +413,7 @@ async fn hold_release_delete_flush_on_a_live_queue() {
         .queue(QueueCommand::Flush {
             id: None,
             domain: Some("TEST.example".into()),
+            json: false,
         })
         .await
         .unwrap();

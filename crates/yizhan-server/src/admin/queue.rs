@@ -10,11 +10,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
-use yizhan_proto::address::Host;
-use yizhan_spool::Envelope;
 
 use super::AdminState;
-use crate::control::{ErrorKind, MessageInfo, Request, Response as ControlResponse};
+use crate::control::{
+    self, Acted, Action, ErrorKind, Filter, MessageInfo, Request, Response as ControlResponse,
+};
 
 /// At most this many destinations get a gauge of their own; the rest are summed as `other`
 /// (a queue for a million domains must not make a million series).
@@ -36,36 +36,15 @@ pub(crate) struct Gauges {
     destinations: Mutex<HashSet<String>>,
 }
 
-/// The state of a message for filters and gauges: `held`, `deferred` (a pending recipient
-/// was tried and failed), `active` (waiting for its first attempt), `done` (nothing pending).
-fn state_of(envelope: &Envelope) -> &'static str {
-    let pending = || envelope.recipients.iter().filter(|r| r.is_pending());
-    if envelope.held {
-        "held"
-    } else if pending().any(|r| r.attempts > 0) {
-        "deferred"
-    } else if pending().next().is_some() {
-        "active"
-    } else {
-        "done"
-    }
-}
-
-/// The domains of the pending remote recipients of `envelope`.
-fn destinations(envelope: &Envelope) -> impl Iterator<Item = String> + '_ {
-    envelope
-        .recipients
-        .iter()
-        .filter(|r| r.is_pending() && r.mailbox.is_none())
-        .map(|r| match r.address.host() {
-            Host::Domain(d) => d.to_string().to_ascii_lowercase(),
-            literal => literal.to_string(),
-        })
-}
-
-async fn listing(state: &AdminState) -> Result<Vec<Envelope>, String> {
+/// The whole queue, in the control protocol's view (which the filters and gauges read).
+async fn listing(state: &AdminState) -> Result<Vec<MessageInfo>, String> {
     let spool = state.spool.clone();
-    match tokio::task::spawn_blocking(move || spool.list()).await {
+    let read = move || {
+        spool
+            .list()
+            .map(|all| all.iter().map(MessageInfo::from).collect::<Vec<_>>())
+    };
+    match tokio::task::spawn_blocking(read).await {
         Ok(Ok(envelopes)) => Ok(envelopes),
         Ok(Err(e)) => Err(e.to_string()),
         Err(e) => Err(e.to_string()),
@@ -74,7 +53,7 @@ async fn listing(state: &AdminState) -> Result<Vec<Envelope>, String> {
 
 /// Counts the queue into the gauges of `/metrics`.
 pub(super) async fn refresh_gauges(state: &AdminState) {
-    let Ok(envelopes) = listing(state).await else {
+    let Ok(messages) = listing(state).await else {
         return;
     };
     let mut by_state: BTreeMap<&'static str, usize> = ["active", "deferred", "held"]
@@ -84,14 +63,14 @@ pub(super) async fn refresh_gauges(state: &AdminState) {
     let mut by_destination: BTreeMap<String, usize> = BTreeMap::new();
     let now = jiff::Timestamp::now().as_second();
     let mut oldest = 0;
-    for envelope in &envelopes {
-        let s = state_of(envelope);
+    for message in &messages {
+        let s = control::state(message);
         if s == "done" {
             continue;
         }
         *by_state.entry(s).or_default() += 1;
-        oldest = oldest.max(now.saturating_sub(envelope.received_at));
-        for destination in destinations(envelope) {
+        oldest = oldest.max(now.saturating_sub(message.received_at));
+        for destination in control::destinations(message) {
             *by_destination.entry(destination).or_default() += 1;
         }
     }
@@ -116,52 +95,28 @@ pub(super) async fn refresh_gauges(state: &AdminState) {
     crate::metrics::queue(&by_state, &ranked, u64::try_from(oldest).unwrap_or(0));
 }
 
-/// The filters of `GET /api/queue`.
+/// The query of `GET /api/queue`: a [`Filter`] and a page.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Filters {
-    /// `active`, `deferred`, `held` or `done`.
+struct ListQuery {
     state: Option<String>,
-    /// Part of the sender address (without case).
     sender: Option<String>,
-    /// Part of a recipient address (without case).
     recipient: Option<String>,
-    /// The domain of a pending remote recipient.
     destination: Option<String>,
-    /// Only messages at least this many seconds old.
     min_age: Option<i64>,
     offset: Option<usize>,
     limit: Option<usize>,
 }
 
-impl Filters {
-    fn matches(&self, envelope: &Envelope, now: i64) -> bool {
-        let contains = |text: &str, part: &str| {
-            text.to_ascii_lowercase()
-                .contains(&part.to_ascii_lowercase())
-        };
-        self.state
-            .as_deref()
-            .is_none_or(|s| s == state_of(envelope))
-            && self.sender.as_deref().is_none_or(|part| {
-                envelope
-                    .reverse_path
-                    .mailbox()
-                    .is_some_and(|m| contains(&m.to_string(), part))
-            })
-            && self.recipient.as_deref().is_none_or(|part| {
-                envelope
-                    .recipients
-                    .iter()
-                    .any(|r| contains(&r.address.to_string(), part))
-            })
-            && self
-                .destination
-                .as_deref()
-                .is_none_or(|d| destinations(envelope).any(|mine| mine.eq_ignore_ascii_case(d)))
-            && self
-                .min_age
-                .is_none_or(|age| now.saturating_sub(envelope.received_at) >= age)
+impl ListQuery {
+    fn filter(&self) -> Filter {
+        Filter {
+            state: self.state.clone(),
+            sender: self.sender.clone(),
+            recipient: self.recipient.clone(),
+            destination: self.destination.clone(),
+            min_age: self.min_age,
+        }
     }
 }
 
@@ -182,33 +137,41 @@ fn unavailable(why: String) -> Response {
 
 /// `GET /api/queue?state=&sender=&recipient=&destination=&min_age=&offset=&limit=`, oldest
 /// first.
-async fn list(State(state): State<AdminState>, Query(filters): Query<Filters>) -> Response {
-    let mut envelopes = match listing(&state).await {
-        Ok(envelopes) => envelopes,
+async fn list(State(state): State<AdminState>, Query(query): Query<ListQuery>) -> Response {
+    let filter = query.filter();
+    if let Err(why) = filter.check() {
+        return bad_request(why);
+    }
+    let mut messages = match listing(&state).await {
+        Ok(messages) => messages,
         Err(why) => return unavailable(why),
     };
     let now = jiff::Timestamp::now().as_second();
-    envelopes.retain(|e| filters.matches(e, now));
-    envelopes.sort_by(|a, b| {
+    messages.retain(|m| filter.matches(m, now));
+    messages.sort_by(|a, b| {
         a.received_at
             .cmp(&b.received_at)
             .then_with(|| a.id.cmp(&b.id))
     });
-    let offset = filters.offset.unwrap_or(0);
-    let limit = filters.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
-    let messages = envelopes
-        .iter()
-        .skip(offset)
-        .take(limit)
-        .map(MessageInfo::from)
-        .collect();
+    let total = messages.len();
+    let offset = query.offset.unwrap_or(0);
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+    let messages = messages.into_iter().skip(offset).take(limit).collect();
     Json(Page {
-        total: envelopes.len(),
+        total,
         offset,
         limit,
         messages,
     })
     .into_response()
+}
+
+fn bad_request(why: String) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(serde_json::json!({ "error": why })),
+    )
+        .into_response()
 }
 
 /// `GET /api/queue/{id}[?body=true]`: one message with its header section (id or unique
@@ -244,80 +207,68 @@ pub(super) fn respond(answer: ControlResponse) -> Response {
     (status, Json(answer)).into_response()
 }
 
-/// The body of `POST /api/queue/actions`.
+/// The body of `POST /api/queue/actions`: an action, and the messages by id or by filter.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Act {
-    /// `hold`, `release`, `flush` or `delete`.
-    action: String,
+    /// `hold`, `release`, `flush`, `requeue`, `bounce` or `delete`.
+    action: Action,
     /// Queue ids (or unique prefixes).
+    #[serde(default)]
     ids: Vec<String>,
+    /// Or every message this selects (`{}`: the whole queue).
+    #[serde(default)]
+    filter: Option<Filter>,
 }
 
-/// What one action on many messages did.
-#[derive(Debug, Serialize)]
-struct Acted {
-    /// Messages changed.
-    messages: usize,
-    /// Pending recipients in them.
-    recipients: usize,
-    /// The ids that could not be acted on, and why.
-    errors: Vec<serde_json::Value>,
-}
-
-/// The most ids one request may name.
-const MAX_IDS: usize = 10_000;
-
-/// `POST /api/queue/actions` `{"action": "hold", "ids": [...]}`: the action on each message,
-/// as `yizhan queue ACTION ID` does it.
-async fn act(State(state): State<AdminState>, Json(act): Json<Act>) -> Response {
-    let request: fn(String) -> Request = match act.action.as_str() {
-        "hold" => |id| Request::Hold { id },
-        "release" => |id| Request::Release { id },
-        "delete" => |id| Request::Delete { id },
-        "flush" => |id| Request::Flush {
-            id: Some(id),
-            domain: None,
-        },
-        other => {
-            let why = format!("unknown action {other:?} (expected hold, release, flush, delete)");
-            return (
-                StatusCode::BAD_REQUEST,
-                Json(serde_json::json!({ "error": why })),
-            )
-                .into_response();
+/// `POST /api/queue/actions` `{"action": "hold", "ids": [...]}` (or `"filter": {...}`): the
+/// action on each message, as `yizhan queue ACTION` does it; the answer lists what was done
+/// to each.
+async fn act(State(state): State<AdminState>, Json(act): Json<serde_json::Value>) -> Response {
+    // Parsed here rather than by the extractor: a wrong action is a 400 that names the
+    // choices, not a bare 422.
+    let act: Act = match serde_json::from_value(act) {
+        Ok(act) => act,
+        Err(e) => {
+            return bad_request(format!(
+                "{e} (actions: hold, release, flush, requeue, bounce, delete)"
+            ));
         }
     };
-    if act.ids.len() > MAX_IDS {
-        let why = format!("at most {MAX_IDS} ids per request");
-        return (
-            StatusCode::BAD_REQUEST,
-            Json(serde_json::json!({ "error": why })),
-        )
-            .into_response();
-    }
-    let mut done = Acted {
-        messages: 0,
-        recipients: 0,
-        errors: Vec::new(),
+    let ids = match (act.ids.is_empty(), act.filter) {
+        (false, None) => act.ids,
+        (true, Some(filter)) => {
+            if let Err(why) = filter.check() {
+                return bad_request(why);
+            }
+            let messages = match listing(&state).await {
+                Ok(messages) => messages,
+                Err(why) => return unavailable(why),
+            };
+            let now = jiff::Timestamp::now().as_second();
+            messages
+                .into_iter()
+                .filter(|m| filter.matches(m, now))
+                .map(|m| m.id)
+                .collect()
+        }
+        _ => return bad_request("give either \"ids\" or \"filter\"".into()),
     };
-    for id in act.ids {
-        match state.control.handle(request(id.clone())).await {
-            ControlResponse::Done {
-                messages,
-                recipients,
-            } => {
-                done.messages += messages;
-                done.recipients += recipients;
+    let mut acted = Acted::default();
+    for part in ids.chunks(control::MAX_ACT_IDS) {
+        let request = Request::Act {
+            action: act.action,
+            ids: part.to_vec(),
+        };
+        match state.control.handle(request).await {
+            ControlResponse::Acted(part) => {
+                acted.messages += part.messages;
+                acted.recipients += part.recipients;
+                acted.done.extend(part.done);
+                acted.errors.extend(part.errors);
             }
-            ControlResponse::Error { message, .. } => {
-                done.errors
-                    .push(serde_json::json!({ "id": id, "error": message }));
-            }
-            other => done
-                .errors
-                .push(serde_json::json!({ "id": id, "error": format!("{other:?}") })),
+            other => return respond(other),
         }
     }
-    Json(done).into_response()
+    Json(acted).into_response()
 }

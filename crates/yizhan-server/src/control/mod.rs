@@ -26,6 +26,9 @@
 //!   messages that are not held) and wakes the queue runner (the RFC 5321 4.5.4.1 retry
 //!   interval is the runner's; this only moves the next attempt forward).
 //! - `delete`: removes the message without a delivery status notification.
+//! - `requeue`: starts delivery over (hold cleared, attempts and last errors forgotten, due
+//!   now).
+//! - `bounce`: fails the pending recipients now, with a failure report to the sender.
 //! - `pickup`: wakes the maildrop pickup (sent by `sendmail` after it drops a message).
 //!
 //! A queue id may be given in full (32 hex digits) or as a unique prefix of at least
@@ -39,9 +42,11 @@ use tracing::{info, warn};
 use yizhan_spool::{QueueId, Spool, SpoolError};
 
 mod protocol;
+mod select;
 mod socket;
 
-pub use protocol::{ErrorKind, MessageInfo, RecipientInfo, Request, Response};
+pub use protocol::{ErrorKind, MAX_ACT_IDS, MessageInfo, RecipientInfo, Request, Response};
+pub use select::{ActError, Acted, ActedOn, Action, Filter, STATES, destinations, state};
 pub use socket::{
     ClientError, bind_control, request, run_operations, serve_control, serve_control_on,
 };
@@ -217,7 +222,10 @@ impl Control {
             Request::Hold { id } => self.change(&id, Change::Hold).await,
             Request::Release { id } => self.change(&id, Change::Release).await,
             Request::Delete { id } => self.change(&id, Change::Delete).await,
+            Request::Requeue { id } => self.change(&id, Change::Requeue).await,
+            Request::Bounce { id } => self.change(&id, Change::Bounce).await,
             Request::Flush { id, domain } => self.flush(id, domain).await,
+            Request::Act { action, ids } => self.act(action, ids).await,
             Request::Pickup => match &self.pickup {
                 Some(pickup) => {
                     pickup.wake();
@@ -278,6 +286,73 @@ impl Control {
             }
         }
         Ok(done(messages, recipients))
+    }
+
+    /// `action` on each of `ids`, asked of the runner together (it applies them in one round,
+    /// one group commit); a failure for one id does not stop the others.
+    async fn act(&self, action: Action, ids: Vec<String>) -> Result<Response, OpError> {
+        if ids.len() > MAX_ACT_IDS {
+            return Err(OpError::BadRequest(format!(
+                "at most {MAX_ACT_IDS} ids per request"
+            )));
+        }
+        let change = match action {
+            Action::Hold => Change::Hold,
+            Action::Release => Change::Release,
+            Action::Flush => Change::Flush { domain: None },
+            Action::Requeue => Change::Requeue,
+            Action::Bounce => Change::Bounce,
+            Action::Delete => Change::Delete,
+        };
+        let mut asked = tokio::task::JoinSet::new();
+        for (n, given) in ids.into_iter().enumerate() {
+            let (control, change) = (self.clone(), change.clone());
+            asked.spawn(async move {
+                let result = match control.find(&given).await {
+                    Ok(id) => control
+                        .runner
+                        .change(id.clone(), change)
+                        .await
+                        .map(|count| (id, count))
+                        .map_err(OpError::from),
+                    Err(e) => Err(e),
+                };
+                (n, given, result)
+            });
+        }
+        let mut results = Vec::new();
+        while let Some(joined) = asked.join_next().await {
+            results.push(joined.map_err(|_| OpError::Unavailable("a queue task failed"))?);
+        }
+        // In the order asked, as the tools print them.
+        results.sort_by_key(|(n, _, _)| *n);
+        let mut acted = Acted::default();
+        for (_, given, result) in results {
+            match result {
+                Ok((id, recipients)) => {
+                    acted.messages += 1;
+                    acted.recipients += recipients;
+                    acted.done.push(ActedOn {
+                        id: id.to_string(),
+                        recipients,
+                    });
+                }
+                Err(e) => acted.errors.push(ActError {
+                    id: given,
+                    error: e.to_string(),
+                }),
+            }
+        }
+        if !acted.done.is_empty() {
+            info!(
+                action = action.done_verb(),
+                messages = acted.messages,
+                recipients = acted.recipients,
+                failed = acted.errors.len(),
+                "queue action applied"
+            );
+        }
+        Ok(Response::Acted(acted))
     }
 
     /// One change of one message (id or unique prefix), made by the runner.

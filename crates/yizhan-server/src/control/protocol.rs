@@ -4,6 +4,11 @@
 use serde::{Deserialize, Serialize};
 use yizhan_spool::{Envelope, RecipientStatus};
 
+use super::select::{Acted, Action};
+
+/// The most ids one `act` request may name (the tools send bigger selections in parts).
+pub const MAX_ACT_IDS: usize = 10_000;
+
 /// One request line.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
@@ -51,6 +56,25 @@ pub enum Request {
         /// Queue id or unique prefix.
         id: String,
     },
+    /// Start delivery over: clears a hold; the pending recipients lose their attempts and
+    /// last error and are due now.
+    Requeue {
+        /// Queue id or unique prefix.
+        id: String,
+    },
+    /// Give up on the pending recipients now, with a failure report to the sender.
+    Bounce {
+        /// Queue id or unique prefix.
+        id: String,
+    },
+    /// One action on each of many messages, applied together (one group commit); the
+    /// answer says what happened to each.
+    Act {
+        /// What to do.
+        action: Action,
+        /// Queue ids or unique prefixes, at most [`MAX_ACT_IDS`].
+        ids: Vec<String>,
+    },
     /// Look into the maildrop now.
     Pickup,
     /// Read the configuration file again and apply it (as SIGHUP does).
@@ -84,6 +108,8 @@ pub enum Response {
         /// Pending recipients in them.
         recipients: usize,
     },
+    /// Answer to `act`.
+    Acted(Acted),
     /// Answer to `reload`: the new configuration is in force.
     Reloaded {
         /// Settings that differ in the file but need a restart (kept as they were).

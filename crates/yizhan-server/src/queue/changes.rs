@@ -23,8 +23,12 @@ use tokio::task::JoinSet;
 use tracing::info;
 use yizhan_spool::{Envelope, QueueId, SpoolError};
 
+use yizhan_delivery::dsn::Action;
+use yizhan_delivery::smtp::Reason;
+
 use super::claim::Claim;
 use super::handle::RunnerHandle;
+use super::outcome::Owed;
 use super::runner::QueueRunner;
 use super::schedule::Schedule;
 
@@ -42,6 +46,15 @@ pub enum Change {
         /// Lower-case recipient domain, or every recipient.
         domain: Option<String>,
     },
+    /// Starts delivery over: clears a hold, and every pending recipient loses its attempts
+    /// and last error and is due now (its retry back-off starts again from the first step;
+    /// the message's lifetime still counts from its arrival). Routes are looked up afresh at
+    /// every attempt, so a requeue after a reload goes by the new ones.
+    Requeue,
+    /// Gives up on the pending recipients now: each fails with `5.3.0 returned by the
+    /// operator`, and the sender gets the usual failure report (as for any bounce; none for a
+    /// null sender).
+    Bounce,
 }
 
 /// Why a change was not made.
@@ -129,11 +142,15 @@ impl QueueRunner {
                 }
             };
             let spool = shared.spool.clone();
+            let shared = shared.clone();
             commits.spawn(async move {
                 let written = match write {
                     Write::Nothing => Ok(()),
                     Write::Update(envelope) => spool.update(&envelope).await,
                     Write::Remove(id) => spool.remove(&id).await,
+                    Write::Bounce(mut envelope, owed) => {
+                        super::message::conclude(&shared, &mut envelope, &owed).await
+                    }
                 };
                 drop(claim);
                 let _ = request
@@ -200,8 +217,58 @@ impl QueueRunner {
                     (Write::Update(Box::new(envelope)), n)
                 }
             }
+            Change::Requeue => {
+                envelope.held = false;
+                for r in envelope.recipients.iter_mut().filter(|r| r.is_pending()) {
+                    r.attempts = 0;
+                    r.last_error = None;
+                    r.next_attempt = now;
+                }
+                for domain in pending_domains(&envelope) {
+                    self.shared.revive_destinations(Some(&domain));
+                }
+                schedule.at(id.clone(), now);
+                info!(queue_id = %id, pending, "requeued by the operator: delivery starts over");
+                (Write::Update(Box::new(envelope)), pending)
+            }
+            Change::Bounce => {
+                schedule.forget(id);
+                let owed: Vec<Owed> = (0..envelope.recipients.len())
+                    .filter(|&i| envelope.recipients[i].is_pending())
+                    .map(|index| {
+                        let kind = if envelope.recipients[index].mailbox.is_some() {
+                            "local"
+                        } else {
+                            "remote"
+                        };
+                        crate::metrics::delivery("bounced", kind, None);
+                        Owed {
+                            index,
+                            action: Action::Failed,
+                            reason: Reason::local(OPERATOR_BOUNCE_STATUS, OPERATOR_BOUNCE_TEXT),
+                        }
+                    })
+                    .collect();
+                info!(queue_id = %id, pending, "bounced by the operator");
+                (Write::Bounce(Box::new(envelope), owed), pending)
+            }
         })
     }
+}
+
+/// The status and text of a recipient bounced by the operator (RFC 3463 X.3.0: other or
+/// undefined mail system status; the sender's report says who gave up).
+const OPERATOR_BOUNCE_STATUS: &str = "5.3.0";
+const OPERATOR_BOUNCE_TEXT: &str = "returned to the sender by the mail system's operator";
+
+/// The lower-case domains of the pending recipients of `envelope`.
+fn pending_domains(envelope: &Envelope) -> std::collections::BTreeSet<String> {
+    envelope
+        .recipients
+        .iter()
+        .filter(|r| r.is_pending())
+        .filter_map(|r| super::domain_of(&r.address))
+        .collect()
 }
 
 /// What a change writes to the spool.
@@ -209,6 +276,8 @@ enum Write {
     Nothing,
     Update(Box<Envelope>),
     Remove(QueueId),
+    /// The failure reports are queued, then the failures recorded (`message::conclude`).
+    Bounce(Box<Envelope>, Vec<Owed>),
 }
 
 /// Makes the pending recipients (in `domain`, lower-case, if given) due at `now`; returns how

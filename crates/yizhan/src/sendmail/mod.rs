@@ -111,7 +111,11 @@ pub fn main(args: &[String], load: LoadSettings<'_>) -> ExitCode {
         Mode::Flush(domain) => {
             let args = crate::queue_cmd::QueueArgs {
                 config: options.config,
-                command: crate::queue_cmd::QueueCommand::Flush { id: None, domain },
+                command: crate::queue_cmd::QueueCommand::Flush {
+                    id: None,
+                    domain,
+                    json: false,
+                },
             };
             return crate::queue_cmd::main(args, load);
         }
