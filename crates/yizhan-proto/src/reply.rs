@@ -568,6 +568,17 @@ impl Reply {
         Reply::new(250, enh(2, 0, 0), format!("OK queued as {id}"))
     }
 
+    /// A SEND or SOML message was shown on every recipient's terminal (RFC 821 4.1.1) and so
+    /// not queued for a mailbox.
+    pub fn shown_on_terminal(users: usize) -> Reply {
+        let whose = if users == 1 {
+            "the user's terminal".to_owned()
+        } else {
+            format!("the terminals of {users} users")
+        };
+        Reply::new(250, enh(2, 0, 0), format!("OK shown on {whose}"))
+    }
+
     /// A non-LAST BDAT chunk was received (RFC 3030 2, 4.2).
     pub fn bdat_chunk_ok(octets: u64) -> Reply {
         Reply::new(250, enh(2, 0, 0), format!("{octets} octets received"))

@@ -417,6 +417,9 @@ enum Pending {
     Turn,
 }
 
+/// What [`ServerSession::take_commands`] gives for a line that is no command.
+pub const UNKNOWN_VERB: &str = "?";
+
 /// The receiver-SMTP session. See the module documentation.
 #[derive(Debug)]
 pub struct ServerSession {
@@ -440,6 +443,9 @@ pub struct ServerSession {
     junk: u32,
     /// RCPT commands of this transaction past `max_recipients`.
     overshoot: usize,
+    /// The verbs of the commands read since [`take_commands`](ServerSession::take_commands)
+    /// (`"?"` for a line that is no command), for the driver's counts and live view.
+    commands: Vec<&'static str>,
 }
 
 impl ServerSession {
@@ -472,6 +478,7 @@ impl ServerSession {
             errors: 0,
             junk: 0,
             overshoot: 0,
+            commands: Vec::new(),
         };
         let refuse = !greeting.is_positive();
         session.reply(&greeting);
@@ -767,6 +774,8 @@ impl ServerSession {
         if !bdat && self.input_behind() && !self.pipelining_offered() {
             return self.refuse_pipelining();
         }
+        self.commands
+            .push(command.as_ref().map_or(UNKNOWN_VERB, Command::verb));
         match command {
             Ok(command) => self.command(command),
             Err(error) => self.reply_error(Some(error.reply())),
@@ -1429,6 +1438,12 @@ impl ServerSession {
         self.final_event.is_some()
     }
 
+    /// The verbs of the commands read since the last call, oldest first (every command,
+    /// NOOP, RSET and QUIT too; [`UNKNOWN_VERB`] for a line that is no command).
+    pub fn take_commands(&mut self) -> std::vec::Drain<'_, &'static str> {
+        self.commands.drain(..)
+    }
+
     /// The client errors counted so far (the driver slows its replies down past a soft
     /// limit, as Postfix's `smtpd_soft_error_limit` does).
     pub fn errors(&self) -> u32 {
@@ -1703,6 +1718,22 @@ mod tests {
         assert_eq!(transaction.recipients.len(), 2);
         assert_eq!(*size, 7);
         assert!(session.transaction().is_none(), "buffers cleared");
+    }
+
+    #[test]
+    fn every_command_read_is_counted_once() {
+        let mut session = greeted(config());
+        session.receive(b"NOOP\r\nRSET\r\nMAIL FROM:<a@b.test>\r\nFROB\r\nRCPT TO:<c@d.test>\r\n");
+        drive(&mut session);
+        session.receive(b"DATA\r\nhi\r\n.\r\nQUIT\r\n");
+        drive(&mut session);
+        let verbs: Vec<&str> = session.take_commands().collect();
+        // EHLO was taken by `greeted`'s own driving; DATA's text is no command.
+        assert_eq!(
+            verbs,
+            ["EHLO", "NOOP", "RSET", "MAIL", "?", "RCPT", "DATA", "QUIT"]
+        );
+        assert_eq!(session.take_commands().count(), 0);
     }
 
     #[test]

@@ -154,8 +154,13 @@ pub fn replies_sent(bytes: &[u8]) {
     }
 }
 
-/// A command (`verb`, upper case) reached a decision.
+/// A command was read (`verb`, upper case; a line that is no command counts as `unknown`).
 pub fn command(verb: &'static str) {
+    let verb = if verb == yizhan_proto::server::UNKNOWN_VERB {
+        "unknown"
+    } else {
+        verb
+    };
     counter!(COMMANDS, "verb" => verb).increment(1);
 }
 

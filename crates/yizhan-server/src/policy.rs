@@ -151,8 +151,11 @@ fn resolve_mailbox(directory: &Directory, mailbox: &Mailbox) -> Resolution {
 /// The answer to RCPT for a transaction started by `kind`; `relay` when the client may send to
 /// non-local domains ([`Client::may_relay`]).
 pub fn rcpt(directory: &Directory, kind: MailKind, to: &ForwardPath, relay: bool) -> Decision {
-    rcpt_with_rule(directory, kind, to, relay).0
+    rcpt_with_rule(directory, kind, to, relay, &|_| false).0
 }
+
+/// Whether a user (canonical local address, lower-case) has a terminal open (SEND).
+pub type Terminals<'a> = &'a dyn Fn(&str) -> bool;
 
 /// [`rcpt`], with the rule that decided, for the log (`local mailbox`, `relaying denied`, ...).
 fn rcpt_with_rule(
@@ -160,14 +163,22 @@ fn rcpt_with_rule(
     kind: MailKind,
     to: &ForwardPath,
     relay: bool,
+    terminals: Terminals<'_>,
 ) -> (Decision, &'static str) {
     let shown = to.to_string();
     match resolve(directory, to) {
         Resolution::Deliver(targets) => {
-            // RFC 821 SEND delivers to a terminal only; yizhan has no terminal sessions yet, so
-            // no recipient is "active" (450, try later or use MAIL). SOML falls back to the
-            // mailbox and SAML delivers to the mailbox, as the RFC describes.
+            // RFC 821 SEND delivers to a terminal only: a user is "active" when they have one
+            // open (`yizhan watch --user`, the console); otherwise 450, try later or use MAIL.
+            // SOML and SAML are accepted as MAIL; the end of data shows them on the terminal.
             if kind == MailKind::Send {
+                let open = targets.iter().any(|t| match t {
+                    Target::Local(t) => terminals(&t.address.to_ascii_lowercase()),
+                    Target::Remote(_) => false,
+                });
+                if open {
+                    return (Decision::Accept, "SEND: the user's terminal is open");
+                }
                 let reply = Reply::user_not_active(&shown);
                 return (
                     Decision::Reply(reply),
@@ -253,6 +264,7 @@ pub fn recipient(
     to: &ForwardPath,
     relay: bool,
     our_names: Option<&[String]>,
+    terminals: Terminals<'_>,
 ) -> RcptAnswer {
     let positive = |d: &Decision| match d {
         Decision::Accept => true,
@@ -275,7 +287,7 @@ pub fn recipient(
             rule,
         };
     }
-    let (decision, rule) = rcpt_with_rule(directory, kind, to, relay);
+    let (decision, rule) = rcpt_with_rule(directory, kind, to, relay, terminals);
     let targets = if positive(&decision) {
         match resolve(directory, to) {
             Resolution::Deliver(targets) => targets,
@@ -434,6 +446,35 @@ mod tests {
         b.build().unwrap()
     }
 
+    /// RFC 821 SEND: accepted only for a user with a terminal open (else 450 "not active");
+    /// never relayed; through an alias, the members' terminals count.
+    #[test]
+    fn send_needs_an_open_terminal() {
+        let code = |to: &str, open: &[&str], relay: bool| {
+            let to = ForwardPath::parse(to).unwrap();
+            let terminals = |user: &str| open.contains(&user);
+            let answer = recipient(&directory(), MailKind::Send, &to, relay, None, &terminals);
+            match answer.decision {
+                Decision::Accept => (250, answer.rule),
+                Decision::Reply(r) | Decision::Close(r) => (r.code, answer.rule),
+            }
+        };
+        assert_eq!(code("<user@test.example>", &[], false).0, 450);
+        assert_eq!(
+            code("<user@test.example>", &["user@test.example"], false),
+            (250, "SEND: the user's terminal is open")
+        );
+        assert_eq!(
+            code("<user2@test.example>", &["user@test.example"], false).0,
+            450
+        );
+        assert_eq!(
+            code("<sales@test.example>", &["user@test.example"], false).0,
+            250
+        );
+        assert_eq!(code("<x@far.example>", &["x@far.example"], true).0, 550);
+    }
+
     /// RFC 821 3.6: a route is honoured only when it starts with us; further hops are relaying.
     #[test]
     fn source_routes_when_honoured() {
@@ -537,7 +578,7 @@ mod tests {
         ];
         for (path, relay, names, code, targets) in table {
             let to = ForwardPath::parse(path).unwrap();
-            let answer = recipient(&directory(), MailKind::Mail, &to, relay, names);
+            let answer = recipient(&directory(), MailKind::Mail, &to, relay, names, &|_| false);
             let got = match &answer.decision {
                 Decision::Accept => 250,
                 Decision::Reply(r) | Decision::Close(r) => r.code,

@@ -13,6 +13,7 @@ mod privileges;
 mod queue_cmd;
 mod sendmail;
 mod serve;
+mod watch_cmd;
 
 use std::io::IsTerminal as _;
 use std::net::SocketAddr;
@@ -63,6 +64,9 @@ enum Command {
     /// Queue a message from standard input, like sendmail(8): -t, -f ADDR, -i/-oi, -F NAME,
     /// recipients as arguments.
     Sendmail(sendmail::SendmailArgs),
+    /// Follow the running server: sessions, queued messages, deliveries; with --user ADDR,
+    /// be that user's terminal for RFC 821 SEND, SOML and SAML.
+    Watch(watch_cmd::WatchArgs),
     /// Print the shell completion script for bash, zsh or fish.
     Completions(docs_cmd::CompletionsArgs),
     /// Write the man pages (yizhan.1, one per subcommand, sendmail.1, mailq.1) into DIR.
@@ -137,6 +141,7 @@ fn main() -> ExitCode {
     let quiet = matches!(
         cli.command,
         Command::Queue(_)
+            | Command::Watch(_)
             | Command::Sendmail(_)
             | Command::Reload(_)
             | Command::Dkim(_)
@@ -155,6 +160,7 @@ fn main() -> ExitCode {
         Command::Dkim(args) => dkim_cmd::main(args, &load_with_keys),
         Command::HashPassword => hash_password(),
         Command::Queue(args) => queue_cmd::main(args, &load_for_client),
+        Command::Watch(args) => watch_cmd::main(args, &load_for_client),
         Command::Sendmail(args) => {
             sendmail::run_personality(sendmail::Personality::Sendmail, args.args, &load_for_client)
         }

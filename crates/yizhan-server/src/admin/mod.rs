@@ -6,6 +6,7 @@
 //! (`Authorization: Bearer ...`, compared in constant time), in a header, never a cookie, so a
 //! page on another site cannot make the browser act (no CSRF).
 
+mod live;
 mod queue;
 
 use std::net::SocketAddr;
@@ -55,6 +56,10 @@ pub(crate) struct AdminState {
     /// The same operations as the control socket (`yizhan queue`).
     pub(crate) control: Control,
     pub(crate) queue_gauges: Arc<queue::Gauges>,
+    /// Live sessions, the delivery log, the event stream, the terminals.
+    pub(crate) events: crate::events::Events,
+    /// Ends the event streams when the server stops.
+    pub(crate) shutdown: CancellationToken,
 }
 
 /// Serves `listener` until `shutdown`; `control` carries out the queue actions and reloads.
@@ -69,8 +74,10 @@ pub async fn serve(
     let state = AdminState {
         settings,
         spool,
+        events: control.events().clone(),
         control,
         queue_gauges: Arc::new(queue::Gauges::default()),
+        shutdown: shutdown.clone(),
     };
     let app = router(state);
     if let Some(address) = local {
@@ -90,6 +97,7 @@ fn router(state: AdminState) -> Router {
         .route("/api/health", get(health))
         .route("/api/reload", axum::routing::post(reload))
         .merge(queue::routes())
+        .merge(live::routes())
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,

@@ -210,7 +210,10 @@ pub async fn serve<S>(
             policy::server_config(&shared.settings.hostname, &listener, tls_info.is_some());
         let trusted = policy::is_trusted(&listener.smtp, peer.ip());
         let exempt = policy::is_limit_exempt(&listener.smtp, peer.ip());
+        let live = shared.runner.events().session(session_id, peer, kind);
+        live.update(|v| v.tls.clone_from(&tls_info));
         let mut conn = Connection {
+            live,
             stream,
             peer,
             session: ServerSession::new(config),
@@ -234,9 +237,13 @@ pub async fn serve<S>(
             auth: None,
             auth_failures: 0,
             user: None,
+            terminal_copy: None,
             accepted: HashMap::new(),
         };
         let reason = conn.run().await;
+        // The last commands (QUIT) end the loop before it counts them.
+        conn.count_commands();
+        conn.live.ended(reason);
         info!(reason, "disconnect");
     }
     .instrument(span)
@@ -280,6 +287,8 @@ pub async fn refuse<S: AsyncWrite + Unpin>(mut stream: S, reply: Reply) {
 }
 
 struct Connection<S> {
+    /// This session in the console's list of live sessions.
+    live: crate::events::SessionEntry,
     stream: Stream<S>,
     peer: SocketAddr,
     session: ServerSession,
@@ -325,6 +334,9 @@ struct Connection<S> {
     auth_failures: u32,
     /// The authenticated user (canonical address).
     user: Option<String>,
+    /// The start of a SEND, SOML or SAML message, for the users' terminals (at most
+    /// `events::MAX_TERMINAL_TEXT` bytes).
+    terminal_copy: Option<Vec<u8>>,
     /// What each recipient accepted in this transaction is queued as, decided at RCPT time
     /// (by forward-path as given).
     accepted: HashMap<String, Vec<Target>>,
@@ -334,6 +346,28 @@ impl<S> Connection<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    /// Counts the commands the session read (every one, NOOP, RSET and QUIT too) and shows
+    /// the last in the live view, with the HELO name.
+    fn count_commands(&mut self) {
+        let mut last = None;
+        let mut n = 0;
+        for verb in self.session.take_commands() {
+            crate::metrics::command(verb);
+            last = Some(verb);
+            n += 1;
+        }
+        if n > 0 {
+            let helo = self.session.helo();
+            self.live.update(|v| {
+                v.commands += n;
+                v.command = last;
+                if v.helo.is_none() {
+                    v.helo = helo.map(ToString::to_string);
+                }
+            });
+        }
+    }
+
     /// Runs the session; returns why it ended, for the log.
     async fn run(&mut self) -> &'static str {
         let mut shutting_down = false;
@@ -360,18 +394,14 @@ where
                         }
                     }
                     Event::Ask(question) => {
-                        if !matches!(
-                            question,
-                            Question::EndOfData { .. } | Question::AuthResponse(_)
-                        ) {
-                            crate::metrics::command(question.verb());
-                        }
+                        self.count_commands();
                         let decision = self.answer(question).await;
                         self.session.decide(decision);
                     }
                     Event::Body(chunk) => self.body(&chunk),
                     Event::DataAborted => {
                         self.incoming = None;
+                        self.terminal_copy = None;
                         self.held = None;
                         self.held_permit = None;
                         self.header = None;
@@ -390,6 +420,7 @@ where
                     }
                 }
             }
+            self.count_commands();
             if shutting_down && self.session.is_idle() {
                 let now = tokio::time::Instant::now();
                 match linger {
@@ -501,6 +532,7 @@ where
             Ok(Ok(tls_stream)) => {
                 let described = tls::describe(tls_stream.get_ref().1);
                 info!(tls = %described, "TLS established (STARTTLS)");
+                self.live.update(|v| v.tls = Some(described.clone()));
                 self.tls_info = Some(described);
                 self.stream = Stream::Tls(Box::new(tls_stream));
                 self.session.tls_established();
@@ -567,7 +599,10 @@ where
                 let names = delivery
                     .honour_source_routes
                     .then(|| delivery.our_names(&settings.hostname));
-                let answer = policy::recipient(directory, kind, &to, relay, names.as_deref());
+                let events = self.shared.runner.events();
+                let terminals = |user: &str| events.has_terminal(user);
+                let answer =
+                    policy::recipient(directory, kind, &to, relay, names.as_deref(), &terminals);
                 let (decision, rule) = (answer.decision, answer.rule);
                 if !answer.targets.is_empty() {
                     self.accepted.insert(to.to_string(), answer.targets);

@@ -23,6 +23,7 @@ where
                     Ok(Some(canonical)) => {
                         info!(user = %canonical, "authenticated");
                         crate::metrics::auth("success");
+                        self.live.update(|v| v.user = Some(canonical.clone()));
                         self.user = Some(canonical);
                         Decision::Reply(Reply::auth_ok())
                     }

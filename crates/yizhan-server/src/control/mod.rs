@@ -44,11 +44,12 @@ use yizhan_spool::{QueueId, Spool, SpoolError};
 mod protocol;
 mod select;
 mod socket;
+mod watch;
 
 pub use protocol::{ErrorKind, MAX_ACT_IDS, MessageInfo, RecipientInfo, Request, Response};
 pub use select::{ActError, Acted, ActedOn, Action, Filter, STATES, destinations, state};
 pub use socket::{
-    ClientError, bind_control, request, run_operations, serve_control, serve_control_on,
+    ClientError, bind_control, request, run_operations, serve_control, serve_control_on, watch,
 };
 
 use crate::pickup::PickupHandle;
@@ -160,6 +161,11 @@ impl Control {
         }
     }
 
+    /// The server's events (live sessions, delivery log, stream, terminals).
+    pub fn events(&self) -> &crate::events::Events {
+        self.runner.events()
+    }
+
     /// Sends `reload` requests to `requests`.
     pub fn with_reload(mut self, requests: ReloadRequests) -> Self {
         self.reload = Some(requests);
@@ -234,6 +240,9 @@ impl Control {
                 None => Err(OpError::Unavailable("the maildrop pickup is not running")),
             },
             Request::Reload => self.reload().await,
+            Request::Watch { .. } => Err(OpError::BadRequest(
+                "watch is served by the control socket only".into(),
+            )),
         }
     }
 

@@ -75,6 +75,17 @@ pub enum Request {
         /// Queue ids or unique prefixes, at most [`MAX_ACT_IDS`].
         ids: Vec<String>,
     },
+    /// Follow what happens: the connection then carries a [`Response::Watching`] line and one
+    /// line per event ([`Response::Event`]) until the client closes it.
+    Watch {
+        /// Only events about this address (part of it, without case).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        address: Option<String>,
+        /// Instead, open this user's terminal (RFC 821 SEND, SOML, SAML): one
+        /// [`Response::Terminal`] line per message shown on it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user: Option<String>,
+    },
     /// Look into the maildrop now.
     Pickup,
     /// Read the configuration file again and apply it (as SIGHUP does).
@@ -110,6 +121,23 @@ pub enum Response {
     },
     /// Answer to `act`.
     Acted(Acted),
+    /// Answer to `watch`: events follow.
+    Watching,
+    /// Something happened (see `yizhan_server::events::Event`).
+    Event {
+        /// The event, as the admin API's stream gives it.
+        event: serde_json::Value,
+    },
+    /// A message shown on the watched user's terminal.
+    Terminal {
+        /// The message.
+        message: crate::events::TerminalMessage,
+    },
+    /// The watcher read too slowly: this many events were skipped.
+    Missed {
+        /// How many.
+        count: u64,
+    },
     /// Answer to `reload`: the new configuration is in force.
     Reloaded {
         /// Settings that differ in the file but need a restart (kept as they were).

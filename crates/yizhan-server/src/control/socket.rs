@@ -137,6 +137,12 @@ async fn connection(
             OpError::BadRequest(format!("request longer than {MAX_REQUEST} bytes")).into_response()
         } else {
             match serde_json::from_slice::<Request>(line.trim_ascii()) {
+                Ok(Request::Watch { address, user }) => {
+                    let watch = super::watch::Watch { address, user };
+                    return watch
+                        .serve(&control, &mut reader, &mut write, &shutdown)
+                        .await;
+                }
                 Ok(request) => control.handle(request).await,
                 Err(e) => OpError::BadRequest(format!("bad request: {e}")).into_response(),
             }
@@ -192,6 +198,29 @@ pub enum ClientError {
     BadResponse(String),
 }
 
+/// Starts a `watch` ([`Request::Watch`]) on the server at `socket`: once the server said
+/// [`Response::Watching`], the returned reader gives one [`Response`] line per event, with no
+/// timeout, until the server stops. Blocking; for `yizhan watch`.
+pub fn watch(
+    socket: &Path,
+    request: &Request,
+) -> Result<io::BufReader<std::os::unix::net::UnixStream>, ClientError> {
+    let (stream, first) = exchange(socket, request, Duration::from_secs(60))?;
+    match first {
+        Response::Watching => {}
+        Response::Error { message, .. } => return Err(ClientError::BadResponse(message)),
+        other => return Err(ClientError::BadResponse(format!("{other:?}"))),
+    }
+    let stream_ = stream.into_inner();
+    stream_
+        .set_read_timeout(None)
+        .map_err(|source| ClientError::Io {
+            path: socket.to_path_buf(),
+            source,
+        })?;
+    Ok(io::BufReader::new(stream_))
+}
+
 /// Sends one request to the server at `socket` and waits (at most `timeout` per read or
 /// write) for its response. Blocking; for command-line tools.
 pub fn request(
@@ -199,6 +228,15 @@ pub fn request(
     request: &Request,
     timeout: Duration,
 ) -> Result<Response, ClientError> {
+    exchange(socket, request, timeout).map(|(_, response)| response)
+}
+
+/// One request and its first answer line, and the connection (for `watch`).
+fn exchange(
+    socket: &Path,
+    request: &Request,
+    timeout: Duration,
+) -> Result<(io::BufReader<std::os::unix::net::UnixStream>, Response), ClientError> {
     let io_error = |source: io::Error| ClientError::Io {
         path: socket.to_path_buf(),
         source,
@@ -226,18 +264,18 @@ pub fn request(
     line.push(b'\n');
     stream.write_all(&line).map_err(io_error)?;
     let mut answer = Vec::new();
-    io::BufReader::new(stream)
-        .read_until(b'\n', &mut answer)
-        .map_err(io_error)?;
+    let mut reader = io::BufReader::new(stream);
+    reader.read_until(b'\n', &mut answer).map_err(io_error)?;
     if answer.is_empty() {
         return Err(io_error(io::ErrorKind::UnexpectedEof.into()));
     }
-    serde_json::from_slice(answer.trim_ascii()).map_err(|e| {
+    let response = serde_json::from_slice(answer.trim_ascii()).map_err(|e| {
         ClientError::BadResponse(format!(
             "{e}: {}",
             String::from_utf8_lossy(&answer).trim_end()
         ))
-    })
+    })?;
+    Ok((reader, response))
 }
 
 /// WIRING for `listener.rs`: runs the maildrop pickup and the control socket beside the queue

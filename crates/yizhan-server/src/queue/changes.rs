@@ -242,6 +242,17 @@ impl QueueRunner {
                             "remote"
                         };
                         crate::metrics::delivery("bounced", kind, None);
+                        self.shared.events.delivery(
+                            id.as_str(),
+                            &envelope.recipients[index].address.to_string(),
+                            &envelope
+                                .reverse_path
+                                .mailbox()
+                                .map(ToString::to_string)
+                                .unwrap_or_default(),
+                            "bounced",
+                            OPERATOR_BOUNCE_TEXT,
+                        );
                         Owed {
                             index,
                             action: Action::Failed,

@@ -19,6 +19,7 @@ pub struct RunnerHandle {
     pub(super) inbox: Arc<Mutex<Vec<Envelope>>>,
     pub(super) rescan: Arc<AtomicBool>,
     pub(super) scans: Arc<AtomicU64>,
+    pub(super) events: crate::events::Events,
     /// Weak: a handle must not keep the spool open after the runner is gone.
     pub(super) shared: std::sync::Weak<Shared>,
 }
@@ -41,10 +42,34 @@ impl RunnerHandle {
     /// schedules it without reading the spool. `envelope` must be as stored: the id returned by
     /// the commit and the body size set.
     pub fn submit(&self, envelope: Envelope) {
+        self.events.accepted(|at| crate::events::Event::Accepted {
+            at,
+            queue_id: envelope.id.to_string(),
+            sender: envelope
+                .reverse_path
+                .mailbox()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            recipients: envelope
+                .recipients
+                .iter()
+                .map(|r| r.address.to_string())
+                .collect(),
+            size: envelope.size,
+            origin: match envelope.client.origin {
+                yizhan_spool::Origin::Network { address } => address.to_string(),
+                _ => "local".into(),
+            },
+        });
         if let Ok(mut inbox) = self.inbox.lock() {
             inbox.push(envelope);
         }
         self.wake.notify_one();
+    }
+
+    /// The server's events: live sessions, the delivery log, the stream, the terminals.
+    pub fn events(&self) -> &crate::events::Events {
+        &self.events
     }
 
     /// How many times the runner has read the whole spool (at start, on [`wake`](Self::wake),

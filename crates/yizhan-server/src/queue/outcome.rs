@@ -30,6 +30,16 @@ pub(super) fn record(
     let now = shared.clock.now();
     let id = envelope.id.clone();
     let received_at = envelope.received_at;
+    let sender = envelope
+        .reverse_path
+        .mailbox()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    let event = |to: &yizhan_proto::address::Mailbox, outcome, detail: &str| {
+        shared
+            .events
+            .delivery(id.as_str(), &to.to_string(), &sender, outcome, detail);
+    };
     let recipient = &mut envelope.recipients[i];
     let due = recipient.next_attempt;
     let attempts_before = recipient.attempts;
@@ -49,6 +59,7 @@ pub(super) fn record(
             info!(queue_id = %id, to = %recipient.address, detail = %reason.text, "delivered");
             let after = u64::try_from(now.saturating_sub(received_at)).unwrap_or(0);
             crate::metrics::delivery("delivered", kind, Some(Duration::from_secs(after)));
+            event(&recipient.address, "delivered", &reason.text);
             recipient.status = RecipientStatus::Delivered {
                 at: now,
                 detail: reason.text.clone(),
@@ -73,6 +84,7 @@ pub(super) fn record(
                     let at = at.max(now.saturating_add(1));
                     warn!(queue_id = %id, to = %recipient.address, attempts = recipient.attempts, retry_in = at - now, error = %reason.text, "delivery deferred");
                     crate::metrics::delivery("deferred", kind, None);
+                    event(&recipient.address, "deferred", &reason.text);
                     recipient.next_attempt = at;
                     let warn_due = shared.config().outbound.delay_warning.is_some_and(|after| {
                         retry.delay_warning_due(after, received_at, attempts_before, due, now)
@@ -83,13 +95,16 @@ pub(super) fn record(
                 }
                 None => {
                     crate::metrics::delivery("bounced", kind, None);
-                    owed.push(owe(Action::Failed, expired(&reason, recipient.attempts)));
+                    let reason = expired(&reason, recipient.attempts);
+                    event(&recipient.address, "bounced", &reason.text);
+                    owed.push(owe(Action::Failed, reason));
                 }
             }
             recipient.last_error = Some(reason.text);
         }
         Outcome::Permanent(reason) => {
             crate::metrics::delivery("bounced", kind, None);
+            event(&recipient.address, "bounced", &reason.text);
             recipient.last_error = Some(reason.text.clone());
             owed.push(owe(Action::Failed, reason));
         }

@@ -114,6 +114,7 @@ impl QueueRunner {
                 late_flushes: Mutex::new(HashMap::new()),
                 local: Mutex::new(LocalQueue::default()),
                 local_batches: AtomicU64::new(0),
+                events: crate::events::Events::default(),
             }),
         }
     }
@@ -169,6 +170,7 @@ impl QueueRunner {
             inbox: self.shared.inbox.clone(),
             rescan: self.shared.rescan.clone(),
             scans: self.shared.scans.clone(),
+            events: self.shared.events.clone(),
             shared: Arc::downgrade(&self.shared),
         }
     }

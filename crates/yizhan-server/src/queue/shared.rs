@@ -59,6 +59,8 @@ pub(super) struct Shared {
     pub(super) local: Mutex<LocalQueue>,
     /// Maildir batches written so far.
     pub(super) local_batches: AtomicU64,
+    /// Delivery outcomes go there (the console's log, `yizhan watch`).
+    pub(super) events: crate::events::Events,
 }
 /// What a reload can change in the runner.
 #[derive(Debug, Clone)]

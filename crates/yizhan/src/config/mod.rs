@@ -24,7 +24,6 @@ mod directory;
 mod dkim;
 mod raw;
 mod smtp;
-mod summary;
 mod validate;
 mod values;
 
@@ -36,7 +35,7 @@ use std::path::{Path, PathBuf};
 use yizhan_server::settings::{ListenerKind, ListenerSettings, Settings};
 
 pub use data_dir::{Account, SYSTEM_DATA_DIR, data_dir_help, default_data_dir};
-pub use summary::summary;
+pub use yizhan_server::summary::summary;
 
 use check::Validator;
 use data_dir::resolve_data_dir;

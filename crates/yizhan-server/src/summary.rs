@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use yizhan_server::settings::{ListenerOverrides, MaildirSync, Settings};
+use crate::settings::{ListenerOverrides, MaildirSync, Settings};
 
 /// A human summary of the settings, one line each (for `check-config` and the start-up log).
 pub fn summary(settings: &Settings) -> Vec<String> {
@@ -188,7 +188,7 @@ pub fn summary(settings: &Settings) -> Vec<String> {
 /// `checks: spf=tag dkim=tag arc=tag dmarc=enforce on smtp listeners (not 127.0.0.0/8, ::1/128)`,
 /// with each listener that differs.
 fn checks_line(settings: &Settings) -> String {
-    let show = |c: yizhan_server::checks::Checks| {
+    let show = |c: crate::checks::Checks| {
         if c.any() {
             format!(
                 "spf={} dkim={} arc={} dmarc={}",
@@ -212,8 +212,8 @@ fn checks_line(settings: &Settings) -> String {
     for listener in &settings.listeners {
         let own = settings.checks_for(listener);
         let usual = match listener.kind {
-            yizhan_server::settings::ListenerKind::Smtp => base,
-            _ => yizhan_server::checks::Checks::OFF,
+            crate::settings::ListenerKind::Smtp => base,
+            _ => crate::checks::Checks::OFF,
         };
         if own != usual {
             line.push_str(&format!(
