@@ -118,6 +118,19 @@ pub struct SessionView {
     pub messages: u64,
 }
 
+/// Counts since the server started ([`Events::totals`]).
+#[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Totals {
+    /// Messages queued.
+    pub accepted: u64,
+    /// Recipients delivered.
+    pub delivered: u64,
+    /// Attempts deferred.
+    pub deferred: u64,
+    /// Recipients bounced (failed for good).
+    pub bounced: u64,
+}
+
 /// A message shown on a user's terminal (RFC 821 SEND, SOML, SAML).
 #[derive(Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct TerminalMessage {
@@ -147,6 +160,8 @@ pub struct Events {
 
 struct Inner {
     stream: broadcast::Sender<Arc<Event>>,
+    /// Messages queued, and recipients delivered, deferred, bounced, since the start.
+    totals: [std::sync::atomic::AtomicU64; 4],
     recent: Mutex<VecDeque<Arc<Event>>>,
     sessions: Mutex<BTreeMap<u64, Arc<Mutex<SessionView>>>>,
     /// Open terminals by lower-case user address (each with its own queue).
@@ -165,6 +180,7 @@ impl Default for Events {
         Events {
             inner: Arc::new(Inner {
                 stream: broadcast::channel(STREAM_CAPACITY).0,
+                totals: Default::default(),
                 recent: Mutex::new(VecDeque::with_capacity(RECENT_DELIVERIES)),
                 sessions: Mutex::new(BTreeMap::new()),
                 terminals: Mutex::new(HashMap::new()),
@@ -200,6 +216,7 @@ impl Events {
 
     /// A message was queued.
     pub fn accepted(&self, make: impl FnOnce(i64) -> Event) {
+        self.count(0);
         if self.followed() {
             self.publish(make(now()));
         }
@@ -214,6 +231,11 @@ impl Events {
         outcome: &'static str,
         detail: &str,
     ) {
+        self.count(match outcome {
+            "delivered" => 1,
+            "deferred" => 2,
+            _ => 3,
+        });
         let event = Arc::new(Event::Delivery {
             at: now(),
             queue_id: queue_id.to_owned(),
@@ -230,6 +252,21 @@ impl Events {
             recent.push_back(event.clone());
         }
         let _ = self.inner.stream.send(event);
+    }
+
+    fn count(&self, which: usize) {
+        self.inner.totals[which].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Since the start: messages queued, and recipients delivered, deferred and bounced.
+    pub fn totals(&self) -> Totals {
+        let get = |i: usize| self.inner.totals[i].load(std::sync::atomic::Ordering::Relaxed);
+        Totals {
+            accepted: get(0),
+            delivered: get(1),
+            deferred: get(2),
+            bounced: get(3),
+        }
     }
 
     /// The recent delivery outcomes, newest first, at most `limit`.

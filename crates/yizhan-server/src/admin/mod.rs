@@ -6,6 +6,7 @@
 //! (`Authorization: Bearer ...`, compared in constant time), in a header, never a cookie, so a
 //! page on another site cannot make the browser act (no CSRF).
 
+mod console;
 mod live;
 mod queue;
 
@@ -98,6 +99,7 @@ fn router(state: AdminState) -> Router {
         .route("/api/reload", axum::routing::post(reload))
         .merge(queue::routes())
         .merge(live::routes())
+        .merge(console::routes())
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -112,6 +114,10 @@ fn router(state: AdminState) -> Router {
 /// its own name and is refused.
 async fn authorize(State(state): State<AdminState>, request: Request, next: Next) -> Response {
     let settings = state.settings.load();
+    // The console's files hold no data: served to anyone who may reach the listener (the
+    // page asks for the token and sends it with every API call).
+    let asset = request.method() == axum::http::Method::GET
+        && console::ASSETS.contains(&request.uri().path());
     let Some(token) = settings.admin.token.as_deref() else {
         let host = request
             .headers()
@@ -124,6 +130,9 @@ async fn authorize(State(state): State<AdminState>, request: Request, next: Next
         }
         return next.run(request).await;
     };
+    if asset {
+        return next.run(request).await;
+    }
     let given = request
         .headers()
         .get(header::AUTHORIZATION)

@@ -51,29 +51,50 @@ async fn listing(state: &AdminState) -> Result<Vec<MessageInfo>, String> {
     }
 }
 
-/// Counts the queue into the gauges of `/metrics`.
-pub(super) async fn refresh_gauges(state: &AdminState) {
-    let Ok(messages) = listing(state).await else {
-        return;
+/// The queue counted: messages by state, recipients by destination, the oldest message's age.
+pub(super) struct QueueCounts {
+    pub(super) by_state: BTreeMap<&'static str, usize>,
+    pub(super) by_destination: BTreeMap<String, usize>,
+    /// Seconds.
+    pub(super) oldest: i64,
+}
+
+/// Counts the queue (messages with nothing pending, being removed, are not counted).
+pub(super) async fn counts(state: &AdminState) -> Result<QueueCounts, String> {
+    let messages = listing(state).await?;
+    let mut counts = QueueCounts {
+        by_state: ["active", "deferred", "held"]
+            .into_iter()
+            .map(|s| (s, 0))
+            .collect(),
+        by_destination: BTreeMap::new(),
+        oldest: 0,
     };
-    let mut by_state: BTreeMap<&'static str, usize> = ["active", "deferred", "held"]
-        .into_iter()
-        .map(|s| (s, 0))
-        .collect();
-    let mut by_destination: BTreeMap<String, usize> = BTreeMap::new();
     let now = jiff::Timestamp::now().as_second();
-    let mut oldest = 0;
     for message in &messages {
         let s = control::state(message);
         if s == "done" {
             continue;
         }
-        *by_state.entry(s).or_default() += 1;
-        oldest = oldest.max(now.saturating_sub(message.received_at));
+        *counts.by_state.entry(s).or_default() += 1;
+        counts.oldest = counts.oldest.max(now.saturating_sub(message.received_at));
         for destination in control::destinations(message) {
-            *by_destination.entry(destination).or_default() += 1;
+            *counts.by_destination.entry(destination).or_default() += 1;
         }
     }
+    Ok(counts)
+}
+
+/// Counts the queue into the gauges of `/metrics`.
+pub(super) async fn refresh_gauges(state: &AdminState) {
+    let Ok(QueueCounts {
+        by_state,
+        by_destination,
+        oldest,
+    }) = counts(state).await
+    else {
+        return;
+    };
     let mut ranked: Vec<(String, usize)> = by_destination.into_iter().collect();
     ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     let other: usize = ranked.iter().skip(MAX_DESTINATIONS).map(|(_, n)| n).sum();
