@@ -73,6 +73,9 @@ pub enum SubmitRequest {
         recipients: Vec<String>,
         /// The message's length in bytes.
         size: u64,
+        /// The DSN requests (`sendmail -N`, `-R`, `-V`).
+        #[serde(default, skip_serializing_if = "crate::pickup::Dsn::is_empty")]
+        dsn: crate::pickup::Dsn,
     },
     /// The queued messages this user may see.
     List,
@@ -281,6 +284,7 @@ enum Asked {
     Submit {
         sender: String,
         recipients: Vec<String>,
+        dsn: crate::pickup::Dsn,
         message: Vec<u8>,
     },
     List,
@@ -303,6 +307,7 @@ async fn read_request<R: tokio::io::AsyncBufRead + Unpin>(
             sender,
             recipients,
             size,
+            dsn,
         } => {
             if size > max {
                 let why = format!("message larger than the limit of {max} bytes");
@@ -318,6 +323,7 @@ async fn read_request<R: tokio::io::AsyncBufRead + Unpin>(
             Ok(Asked::Submit {
                 sender,
                 recipients,
+                dsn,
                 message,
             })
         }
@@ -331,8 +337,17 @@ async fn answer(asked: Asked, uid: u32, served: &Served) -> SubmitResponse {
         Asked::Submit {
             sender,
             recipients,
+            dsn,
             message,
-        } => submit(importer, uid, sender, recipients, &message).await,
+        } => {
+            let submission = Submission {
+                version: FORMAT_VERSION,
+                sender,
+                recipients,
+                dsn,
+            };
+            submit(importer, uid, submission, &message).await
+        }
         Asked::List => list(spool, uid).await,
     }
 }
@@ -353,10 +368,10 @@ fn login(uid: u32) -> Option<String> {
 async fn submit(
     importer: &Importer,
     uid: u32,
-    asked: String,
-    recipients: Vec<String>,
+    mut submission: Submission,
     message: &[u8],
 ) -> SubmitResponse {
+    let asked = std::mem::take(&mut submission.sender);
     let (sender, sign_for) = if trusted(uid) {
         (asked, SignFor::AnyDomain)
     } else {
@@ -370,11 +385,7 @@ async fn submit(
         // A signature vouches for the From: address: only the user's own is signed.
         (own.clone(), SignFor::Address(own))
     };
-    let submission = Submission {
-        version: FORMAT_VERSION,
-        sender: sender.clone(),
-        recipients,
-    };
+    submission.sender.clone_from(&sender);
     match importer
         .queue(&submission, message, uid, SOCKET_NAME, &sign_for)
         .await

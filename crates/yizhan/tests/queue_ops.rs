@@ -484,6 +484,7 @@ async fn a_bad_maildrop_file_is_set_aside_and_the_rest_imported() {
         version: yizhan_server::pickup::FORMAT_VERSION,
         sender: "".into(),
         recipients: vec!["user".into()],
+        dsn: Default::default(),
     };
     yizhan_server::pickup::drop_message(
         &live.data.join("maildrop"),

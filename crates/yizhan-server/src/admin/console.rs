@@ -29,7 +29,10 @@ const POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; i
 
 pub(super) fn routes() -> axum::Router<AdminState> {
     axum::Router::new()
-        .route("/", get(|| async { asset("text/html; charset=utf-8", INDEX) }))
+        .route(
+            "/",
+            get(|| async { asset("text/html; charset=utf-8", INDEX) }),
+        )
         .route(
             "/console.js",
             get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }),

@@ -44,6 +44,7 @@ impl Importer {
                 "message larger than the limit of {max} bytes"
             )));
         }
+        let dsn = submission.dsn.parse().map_err(ImportError::Bad)?;
         let now = jiff::Timestamp::now().as_second();
         let mut recipients = resolve_recipients(
             &settings.directory,
@@ -53,6 +54,11 @@ impl Importer {
         );
         if recipients.is_empty() {
             return Err(ImportError::Bad("no recipients".into()));
+        }
+        if dsn.notify.is_some() {
+            for r in &mut recipients {
+                r.notify = dsn.notify;
+            }
         }
         // RFC 5321 6.3, as at the end of SMTP data (our own Received: line counts): a looping
         // message is bounced to its sender, never sent on.
@@ -107,8 +113,8 @@ impl Importer {
             received_at: now,
             size: 0,
             reverse_path: sender,
-            envid: None,
-            ret: None,
+            envid: dsn.envid,
+            ret: dsn.ret,
             body: Some(Body::EightBitMime),
             smtputf8: !message.is_ascii(),
             client: ClientInfo {

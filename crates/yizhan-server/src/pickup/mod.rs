@@ -74,6 +74,74 @@ pub struct Submission {
     /// The recipients as given (`user@domain`, or a bare local part meaning the primary
     /// local domain).
     pub recipients: Vec<String>,
+    /// What delivery status notifications are asked for (`sendmail -N`, `-R`, `-V`).
+    #[serde(default, skip_serializing_if = "Dsn::is_empty")]
+    pub dsn: Dsn,
+}
+
+/// The DSN requests of a local submission (RFC 3461), as `sendmail` takes them: `-N` NOTIFY
+/// for every recipient, `-R` RET, `-V` ENVID. Text here, checked by [`Dsn::parse`] where it
+/// is given (sendmail) and again where it is read (the server: a maildrop file is input).
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Dsn {
+    /// `never`, or a comma list of `success`, `failure`, `delay`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<String>,
+    /// `full` or `hdrs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ret: Option<String>,
+    /// The envelope id: 1 to 100 printable ASCII characters, no space.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub envid: Option<String>,
+}
+
+/// The requests of a [`Dsn`], checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DsnRequest {
+    /// NOTIFY for every recipient.
+    pub notify: Option<yizhan_proto::command::Notify>,
+    /// RET.
+    pub ret: Option<yizhan_proto::command::Ret>,
+    /// ENVID.
+    pub envid: Option<String>,
+}
+
+impl Dsn {
+    /// Whether nothing is asked.
+    pub fn is_empty(&self) -> bool {
+        *self == Dsn::default()
+    }
+
+    /// The requests, or what is wrong with them (naming the sendmail flag).
+    pub fn parse(&self) -> Result<DsnRequest, String> {
+        use yizhan_proto::command::{Notify, Ret};
+        let notify = match self.notify.as_deref() {
+            None => None,
+            Some(text) => Some(Notify::parse(text).ok_or_else(|| {
+                format!("-N {text:?}: expected never, or a comma list of success, failure, delay")
+            })?),
+        };
+        let ret = match self.ret.as_deref() {
+            None => None,
+            Some(text) => Some(
+                Ret::parse(text).ok_or_else(|| format!("-R {text:?}: expected full or hdrs"))?,
+            ),
+        };
+        if let Some(id) = &self.envid {
+            let printable = id.bytes().all(|b| b.is_ascii_graphic());
+            if id.is_empty() || id.len() > 100 || !printable {
+                return Err(format!(
+                    "-V {id:?}: an envelope id is 1 to 100 printable ASCII characters"
+                ));
+            }
+        }
+        Ok(DsnRequest {
+            notify,
+            ret,
+            envid: self.envid.clone(),
+        })
+    }
 }
 
 /// Why a message could not be dropped.
@@ -576,6 +644,7 @@ mod tests {
             version: FORMAT_VERSION,
             sender: "me@test.example".into(),
             recipients: vec!["user@test.example".into()],
+            dsn: Default::default(),
         };
         let message = b"Subject: hi\r\n\r\nbody\r\n";
         // No maildrop: no server uses this directory, nothing is written.

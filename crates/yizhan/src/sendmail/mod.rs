@@ -21,6 +21,7 @@
 //! error.
 
 mod message;
+mod stdio_smtp;
 
 pub use message::{Context, Prepared, prepare, read_message};
 
@@ -120,6 +121,7 @@ pub fn main(args: &[String], load: LoadSettings<'_>) -> ExitCode {
             return crate::queue_cmd::main(args, load);
         }
         Mode::Verify => return verify(&options, load),
+        Mode::Smtp => return smtp_on_stdio(&options, load),
     }
     let settings = match load(options.config.clone()) {
         Ok(settings) => settings,
@@ -129,6 +131,25 @@ pub fn main(args: &[String], load: LoadSettings<'_>) -> ExitCode {
     match submit(&options, &settings, io::stdin().lock(), &context) {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
+    }
+}
+
+/// `sendmail -bs`: one SMTP session on standard input and output ([`stdio_smtp`]).
+fn smtp_on_stdio(options: &Options, load: LoadSettings<'_>) -> ExitCode {
+    let settings = match load(options.config.clone()) {
+        Ok(settings) => settings,
+        Err(e) => return fail(&SendmailError::Config(e)),
+    };
+    let context = Context::current(&settings.hostname);
+    match stdio_smtp::serve(
+        options,
+        &settings,
+        &context,
+        io::stdin().lock(),
+        io::stdout().lock(),
+    ) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&SendmailError::Read(e)),
     }
 }
 
@@ -311,6 +332,8 @@ pub enum Mode {
     Newaliases,
     /// `-bv`: say where each recipient's mail would go; nothing is sent.
     Verify,
+    /// `-bs`: an SMTP session on standard input and output.
+    Smtp,
     /// `-q` (any interval is ignored, as Postfix does): try every queued message now; `-qR
     /// SITE`: only recipients in that domain.
     Flush(Option<String>),
@@ -333,6 +356,8 @@ pub struct Options {
     pub mode: Mode,
     /// Recipients given as arguments (each may be a comma-separated list).
     pub recipients: Vec<String>,
+    /// `-N NOTIFY`, `-R RET`, `-V ENVID`: delivery status notifications asked for.
+    pub dsn: pickup::Dsn,
 }
 
 /// Parses sendmail flags getopt-style (`-ti`, `-fme@x`, `-f me@x`, `--` ends the flags).
@@ -418,16 +443,10 @@ fn apply_valued(options: &mut Options, flag: char, value: String) -> Result<(), 
                 "p" => Mode::ListQueue,
                 "i" => Mode::Newaliases,
                 "v" => Mode::Verify,
-                "s" => {
-                    return Err(SendmailError::Usage(
-                        "-bs (SMTP on standard input) is not supported; talk SMTP to the \
-                         server's listener instead (e.g. `swaks --server 127.0.0.1:25`)"
-                            .into(),
-                    ));
-                }
+                "s" => Mode::Smtp,
                 other => {
                     return Err(SendmailError::Usage(format!(
-                        "unsupported mode -b{other} (only -bm, -bp, -bi and -bv)"
+                        "unsupported mode -b{other} (only -bm, -bp, -bi, -bs and -bv)"
                     )));
                 }
             }
@@ -448,6 +467,18 @@ fn apply_valued(options: &mut Options, flag: char, value: String) -> Result<(), 
                 )));
             }
             options.mode = Mode::Flush(site);
+        }
+        'N' => {
+            options.dsn.notify = Some(value);
+            options.dsn.parse().map_err(SendmailError::Usage)?;
+        }
+        'R' => {
+            options.dsn.ret = Some(value);
+            options.dsn.parse().map_err(SendmailError::Usage)?;
+        }
+        'V' => {
+            options.dsn.envid = Some(value);
+            options.dsn.parse().map_err(SendmailError::Usage)?;
         }
         _ => {}
     }
@@ -485,12 +516,13 @@ pub fn submit(
         return Err(SendmailError::TooLarge(max));
     }
     if !direct {
-        return through_server(&settings.data_dir, prepared);
+        return through_server(&settings.data_dir, prepared, options.dsn.clone());
     }
     let submission = Submission {
         version: pickup::FORMAT_VERSION,
         sender: prepared.sender,
         recipients: prepared.recipients,
+        dsn: options.dsn.clone(),
     };
     let path = pickup::drop_message(&maildrop, &submission, &prepared.message)?;
     // A running server picks it up at once; otherwise within a second, or when it starts.
@@ -503,12 +535,17 @@ pub fn submit(
 }
 
 /// Hands a prepared message to the running server's submission socket.
-fn through_server(data_dir: &std::path::Path, prepared: Prepared) -> Result<Queued, SendmailError> {
+fn through_server(
+    data_dir: &std::path::Path,
+    prepared: Prepared,
+    dsn: pickup::Dsn,
+) -> Result<Queued, SendmailError> {
     use yizhan_server::submit::{self, SubmitRequest, SubmitResponse};
     let request = SubmitRequest::Submit {
         sender: prepared.sender,
         recipients: prepared.recipients,
         size: prepared.message.len() as u64,
+        dsn,
     };
     let answer = submit::request(data_dir, &request, &prepared.message).map_err(|source| {
         SendmailError::NotRunning {
@@ -661,11 +698,40 @@ mod tests {
                     ..Options::default()
                 },
             ),
+            (
+                "-bs",
+                Options {
+                    mode: Mode::Smtp,
+                    ..Options::default()
+                },
+            ),
+            (
+                "-N success,failure -RHDRS -V env-1 a@b",
+                Options {
+                    dsn: pickup::Dsn {
+                        notify: Some("success,failure".into()),
+                        ret: Some("HDRS".into()),
+                        envid: Some("env-1".into()),
+                    },
+                    recipients: vec!["a@b".into()],
+                    ..Options::default()
+                },
+            ),
         ];
         for (line, want) in cases {
             assert_eq!(parse_args(&args(line)).unwrap(), want, "{line}");
         }
-        for bad in ["-f", "-bs", "-qR", "-qSfoo", "-x", "--verbose"] {
+        for bad in [
+            "-f",
+            "-bx",
+            "-qR",
+            "-qSfoo",
+            "-x",
+            "--verbose",
+            "-N sometimes",
+            "-R everything",
+            "-V",
+        ] {
             let err = parse_args(&args(bad)).unwrap_err();
             assert_eq!(err.exit_code(), 64, "{bad}: {err}");
         }
