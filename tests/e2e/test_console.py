@@ -13,7 +13,7 @@ import pytest
 
 from conftest import IO_TIMEOUT, wait_until
 from test_admin import get
-from test_watch import raw_transaction
+from test_watch import raw_transaction, terminal_user_config
 
 USER = "user@test.example"
 BROWSER_WAIT = 20.0
@@ -175,3 +175,24 @@ def test_a_token_is_asked_for_and_sent_in_a_header(server_factory, browser, tmp_
     until(browser, lambda d: d.find_element(By.ID, "hostname").text == "mx.test.example",
           "the dashboard with the token")
     assert browser.get_cookies() == [], "the token is never a cookie"
+
+
+def test_a_mail_user_logs_in_to_their_own_terminal(server_factory, browser, yizhan_bin, tmp_path):
+    srv = server_factory(extra=terminal_user_config(yizhan_bin, tmp_path, "s3cret"))
+    browser.get(f"http://127.0.0.1:{srv.admin_port}/")
+    tab(browser, "terminal")
+    form = browser.find_element(By.ID, "terminal-form")
+    form.find_element(By.NAME, "user").send_keys("term@test.example")
+    form.find_element(By.NAME, "password").send_keys("wrong")
+    form.find_element(By.CSS_SELECTOR, 'button[type="submit"]').click()
+    until(browser, lambda d: "wrong address or password" in d.find_element(By.ID, "status").text,
+          "the wrong password refused")
+    form.find_element(By.NAME, "password").clear()
+    form.find_element(By.NAME, "password").send_keys("s3cret")
+    form.find_element(By.CSS_SELECTOR, 'button[type="submit"]').click()
+    until(browser, lambda d: "term@test.example" in d.find_element(By.ID, "terminal-state").text,
+          "the user's terminal open")
+    code, (final, _) = raw_transaction(srv, "SEND", "term@test.example", "for the user")
+    assert (code, final) == (250, 250)
+    until(browser, lambda d: "hello for the user" in d.find_element(By.ID, "terminal-messages").text,
+          "the message on the user's terminal")

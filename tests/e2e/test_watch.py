@@ -2,15 +2,19 @@
 event stream (SSE and `yizhan watch`), the RFC 821 terminal (SEND, SOML, SAML delivered to a
 user's `yizhan watch --user` or `/api/terminal` stream), and requeue/bounce by filter."""
 
+import base64
 import json
 import queue
 import smtplib
 import subprocess
 import threading
+import urllib.error
 import urllib.request
 
+import pytest
+
 from conftest import IO_TIMEOUT, wait_until
-from outbound_helpers import TestDns
+from outbound_helpers import TestDns, hash_password
 from test_admin import get
 
 SENDER = "sender@client.example"
@@ -160,6 +164,47 @@ def test_the_consoles_terminal_stream(server_factory):
     assert (code, final) == (250, 250)
     message = stream.wait_for('"verb":"SEND"')
     assert "hello via the console" in message and SENDER in message, message
+
+
+def terminal_user_config(yizhan_bin, tmp_path, password):
+    """A mailbox with a password, and an admin token: the user's login opens only their own
+    terminal; nothing else passes without the token."""
+    (tmp_path / "admin.token").write_text("admin-token-0123456789\n")
+    return (f'[[mailbox]]\naddress = "term@test.example"\n'
+            f'password = "{hash_password(yizhan_bin, password)}"\n\n'
+            f'[admin]\naddress = "127.0.0.1:0"\ntoken_file = "{tmp_path / "admin.token"}"\n')
+
+
+def basic(address, password):
+    return "Basic " + base64.b64encode(f"{address}:{password}".encode()).decode()
+
+
+def test_a_mail_user_opens_their_own_terminal_with_their_password(server_factory, yizhan_bin,
+                                                                 tmp_path):
+    srv = server_factory(extra=terminal_user_config(yizhan_bin, tmp_path, "s3cret"))
+
+    def terminal(user, authorization):
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{srv.admin_port}/api/terminal?user={user}")
+        request.add_header("Authorization", authorization)
+        return urllib.request.urlopen(request, timeout=60)
+
+    for user, authorization, status in [
+        ("term@test.example", basic("term@test.example", "wrong"), 403),
+        ("user@test.example", basic("term@test.example", "s3cret"), 403),
+        ("term@test.example", "Bearer not-the-token", 401),
+    ]:
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            terminal(user, authorization)
+        assert refused.value.code == status, (user, authorization)
+    with pytest.raises(urllib.error.HTTPError) as queue_refused:
+        get(srv, "/api/queue", token=None)
+    assert queue_refused.value.code == 401, "Basic opens the terminal, nothing else"
+    stream = Lines(terminal("term@test.example", basic("TERM@test.example", "s3cret")))
+    stream.wait_for("event: open")
+    code, (final, _) = raw_transaction(srv, "SEND", "term@test.example", "for term")
+    assert (code, final) == (250, 250)
+    assert "hello for term" in stream.wait_for('"verb":"SEND"')
 
 
 def test_requeue_and_bounce_by_filter(server_factory, yizhan_bin):

@@ -5,7 +5,10 @@
 //! and SAML, open while the stream is).
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
+
+use axum::http::StatusCode;
 
 use axum::Json;
 use axum::extract::{Query, State};
@@ -31,8 +34,15 @@ pub(super) fn routes() -> axum::Router<AdminState> {
         .route("/api/deliveries", get(deliveries))
         .route("/api/config", get(config))
         .route("/api/events", get(events))
-        .route("/api/terminal", get(terminal))
+        .route(TERMINAL_PATH, get(terminal))
 }
+
+/// The path of a terminal stream: the one API path a mail user may open with their own
+/// password (HTTP Basic), for their own address only.
+pub(super) const TERMINAL_PATH: &str = "/api/terminal";
+
+/// How long a wrong password costs before the answer (as a failed AUTH does).
+const LOGIN_FAILURE_DELAY: Duration = Duration::from_secs(1);
 
 /// `GET /api/sessions`: the sessions open now, oldest first.
 async fn sessions(State(state): State<AdminState>) -> Response {
@@ -135,8 +145,70 @@ struct Whose {
 async fn terminal(
     State(state): State<AdminState>,
     Query(whose): Query<Whose>,
-) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    headers: axum::http::HeaderMap,
+) -> Response {
     let user = whose.user;
+    if let Some(basic) = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        && let Err(refused) = login(&state, basic, &user).await
+    {
+        return refused;
+    }
+    open_terminal(&state, user).into_response()
+}
+
+/// Checks a mail user's HTTP Basic login (`basic`, base64 of `address:password`) for the
+/// terminal of `user`: the password must be right and `user` their own address.
+async fn login(state: &AdminState, basic: &str, user: &str) -> Result<(), Response> {
+    use base64::Engine as _;
+    // 403, not 401 with a Basic challenge: a browser would answer a challenge with its own
+    // password dialog instead of letting the console say what went wrong.
+    let refuse = |status, why: &str| (status, format!("{why}\n")).into_response();
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(basic.trim())
+        .ok()
+        .and_then(|d| String::from_utf8(d).ok());
+    let Some((address, password)) = decoded.as_deref().and_then(|d| d.split_once(':')) else {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "malformed Basic credentials",
+        ));
+    };
+    let credentials = Arc::new(state.settings.load().credentials.clone());
+    let verified = crate::auth::verify(
+        &state.password_checks,
+        credentials,
+        address.to_owned(),
+        password.as_bytes().to_vec(),
+    )
+    .await;
+    match verified {
+        Ok(Some(canonical)) if canonical.eq_ignore_ascii_case(user.trim_matches(['<', '>'])) => {
+            Ok(())
+        }
+        Ok(Some(canonical)) => {
+            info!(%canonical, %user, "terminal refused: not the user's own address");
+            Err(refuse(
+                StatusCode::FORBIDDEN,
+                "a user may open only their own terminal",
+            ))
+        }
+        Ok(None) => {
+            info!(%address, "terminal login failed");
+            tokio::time::sleep(LOGIN_FAILURE_DELAY).await;
+            Err(refuse(StatusCode::FORBIDDEN, "wrong address or password"))
+        }
+        Err(e) => Err(refuse(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())),
+    }
+}
+
+/// The terminal of `user` as a stream of Server-Sent Events.
+fn open_terminal(
+    state: &AdminState,
+    user: String,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>> + use<>> {
     info!(%user, "terminal opened (admin listener)");
     let terminal = state.events.open_terminal(&user);
     let shutdown = state.shutdown.clone();

@@ -61,6 +61,8 @@ pub(crate) struct AdminState {
     pub(crate) events: crate::events::Events,
     /// Ends the event streams when the server stops.
     pub(crate) shutdown: CancellationToken,
+    /// The bound on password checks (a mail user opening their terminal).
+    pub(crate) password_checks: Arc<crate::auth::PasswordChecks>,
 }
 
 /// Serves `listener` until `shutdown`; `control` carries out the queue actions and reloads.
@@ -79,6 +81,7 @@ pub async fn serve(
         control,
         queue_gauges: Arc::new(queue::Gauges::default()),
         shutdown: shutdown.clone(),
+        password_checks: Arc::new(crate::auth::PasswordChecks::per_core()),
     };
     let app = router(state);
     if let Some(address) = local {
@@ -130,7 +133,15 @@ async fn authorize(State(state): State<AdminState>, request: Request, next: Next
         }
         return next.run(request).await;
     };
-    if asset {
+    // A mail user opening their own terminal logs in with their own password (checked by
+    // the handler), not the admin token.
+    let own_terminal = request.uri().path() == live::TERMINAL_PATH
+        && request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("Basic "));
+    if asset || own_terminal {
         return next.run(request).await;
     }
     let given = request

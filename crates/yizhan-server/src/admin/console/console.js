@@ -20,8 +20,9 @@ function say(text, error) {
 
 // One API call: JSON in and out, the token (if any) in the Authorization header.
 async function api(path, options = {}) {
-  const headers = { Accept: "application/json", ...(options.headers || {}) };
+  const headers = { Accept: "application/json" };
   if (token()) headers.Authorization = "Bearer " + token();
+  Object.assign(headers, options.headers || {});
   if (options.body !== undefined) headers["Content-Type"] = "application/json";
   const answer = await fetch(path, {
     method: options.body !== undefined ? "POST" : "GET",
@@ -29,7 +30,7 @@ async function api(path, options = {}) {
     body: options.body !== undefined ? JSON.stringify(options.body) : undefined,
     signal: options.signal,
   });
-  if (answer.status === 401) {
+  if (answer.status === 401 && !(options.headers || {}).Authorization) {
     $("login").hidden = false;
     throw new Error("the admin token is required");
   }
@@ -196,13 +197,24 @@ async function config() {
 
 // A terminal: the Server-Sent Events of /api/terminal read with fetch (an EventSource could
 // not send the token header).
-async function openTerminal(user) {
+// With the user's own password (HTTP Basic) a mail user opens their own terminal without the
+// admin token.
+async function openTerminal(user, password) {
   closeTerminal();
   terminal = new AbortController();
   $("terminal-close").disabled = false;
   const query = "/api/terminal?user=" + encodeURIComponent(user);
-  const answer = await api(query, { stream: true, signal: terminal.signal });
-  if (!answer.ok) throw new Error("cannot open the terminal: " + answer.statusText);
+  const headers = {};
+  if (password) {
+    const bytes = new TextEncoder().encode(user + ":" + password);
+    headers.Authorization = "Basic " + btoa(String.fromCharCode(...bytes));
+  }
+  const answer = await api(query, { stream: true, signal: terminal.signal, headers });
+  if (!answer.ok) {
+    const why = (await answer.text()).trim();
+    closeTerminal();
+    throw new Error("cannot open the terminal: " + why);
+  }
   $("terminal-state").textContent = `This is ${user}'s terminal.`;
   const reader = answer.body.getReader();
   const decoder = new TextDecoder();
@@ -287,8 +299,9 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   $("terminal-form").addEventListener("submit", (e) => {
     e.preventDefault();
-    const user = new FormData(e.target).get("user");
-    if (user) openTerminal(user).catch(fail);
+    const form = new FormData(e.target);
+    const user = form.get("user");
+    if (user) openTerminal(user, form.get("password")).catch(fail);
   });
   $("terminal-close").addEventListener("click", closeTerminal);
   $("reload").addEventListener("click", async () => {
