@@ -112,6 +112,7 @@ def test_the_queue_as_json_with_filters(server_factory):
         with pytest.raises(urllib.error.HTTPError) as bad:
             get(srv, "/api/queue/actions", body={"action": "explode", "ids": []})
         assert bad.value.code == 400
+        assert "requeue" in json.loads(bad.value.read())["error"], "the error names the actions"
         assert json.loads(get(srv, "/api/queue?destination=elsewhere.example")[1])["total"] == 0
         with pytest.raises(urllib.error.HTTPError) as missing:
             get(srv, "/api/queue/" + "0" * 32)
@@ -122,6 +123,8 @@ def test_the_queue_as_json_with_filters(server_factory):
         _, text = get(srv, "/metrics")
         assert metric(text, "yizhan_queue_messages", state="deferred") == 1
         assert metric(text, "yizhan_queue_recipients", destination="far.example") == 1
+        assert metric(text, "yizhan_deliveries_total", outcome="deferred", kind="remote",
+                      destination="far.example") >= 1
     finally:
         dns.stop()
 

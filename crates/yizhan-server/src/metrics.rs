@@ -92,7 +92,7 @@ fn describe() {
     );
     describe_counter!(
         DELIVERIES,
-        "delivery attempts per recipient, by outcome and kind"
+        "delivery attempts per recipient, by outcome, kind and destination (local, the domain for the first 100 remote ones, then other)"
     );
     describe_histogram!(
         DELIVERY_LATENCY,
@@ -175,10 +175,45 @@ pub fn message_rejected(reason: &'static str) {
     counter!(MESSAGES_REJECTED, "reason" => reason).increment(1);
 }
 
+/// Remote destinations that get a `destination` label of their own on the delivery counter;
+/// any further one counts as `other` (a million domains must not make a million series).
+const MAX_DESTINATION_LABELS: usize = 100;
+
+/// The `destination` label for a recipient: `local`, its domain (lower-case) while fewer than
+/// [`MAX_DESTINATION_LABELS`] have been seen, else `other`.
+fn destination_label(local: bool, domain: Option<&str>) -> String {
+    static SEEN: OnceLock<std::sync::Mutex<std::collections::HashSet<String>>> = OnceLock::new();
+    let Some(domain) = domain.filter(|_| !local) else {
+        return "local".into();
+    };
+    let domain = domain.to_ascii_lowercase();
+    let mut seen = SEEN
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if seen.contains(&domain) || seen.len() < MAX_DESTINATION_LABELS {
+        seen.insert(domain.clone());
+        domain
+    } else {
+        "other".into()
+    }
+}
+
 /// One recipient's attempt ended (`outcome`: `delivered`, `deferred`, `bounced`; `kind`:
-/// `local`, `remote`); a final delivery `after` the message was accepted.
-pub fn delivery(outcome: &'static str, kind: &'static str, after: Option<Duration>) {
-    counter!(DELIVERIES, "outcome" => outcome, "kind" => kind).increment(1);
+/// `local`, `remote`; `domain`: the recipient's); a final delivery `after` the message was
+/// accepted.
+pub fn delivery(
+    outcome: &'static str,
+    kind: &'static str,
+    domain: Option<&str>,
+    after: Option<Duration>,
+) {
+    if HANDLE.get().is_none() {
+        return;
+    }
+    let destination = destination_label(kind == "local", domain);
+    counter!(DELIVERIES, "outcome" => outcome, "kind" => kind, "destination" => destination)
+        .increment(1);
     if let Some(after) = after {
         histogram!(DELIVERY_LATENCY, "kind" => kind).record(after.as_secs_f64());
     }
@@ -209,4 +244,24 @@ pub fn queue(by_state: &[(&'static str, usize)], by_destination: &[(String, usiz
         gauge!(QUEUE_RECIPIENTS, "destination" => destination.clone()).set(*n as f64);
     }
     gauge!(QUEUE_OLDEST).set(oldest as f64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destinations_are_bounded() {
+        assert_eq!(destination_label(true, Some("x.example")), "local");
+        let first = destination_label(false, Some("First.Example"));
+        assert_eq!(first, "first.example");
+        for i in 0..MAX_DESTINATION_LABELS + 10 {
+            destination_label(false, Some(&format!("d{i}.example")));
+        }
+        assert_eq!(destination_label(false, Some("late.example")), "other");
+        assert_eq!(
+            destination_label(false, Some("FIRST.example")),
+            "first.example"
+        );
+    }
 }

@@ -241,7 +241,8 @@ impl QueueRunner {
                         } else {
                             "remote"
                         };
-                        crate::metrics::delivery("bounced", kind, None);
+                        let domain = super::domain_of(&envelope.recipients[index].address);
+                        crate::metrics::delivery("bounced", kind, domain.as_deref(), None);
                         self.shared.events.delivery(
                             id.as_str(),
                             &envelope.recipients[index].address.to_string(),

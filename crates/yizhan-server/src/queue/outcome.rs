@@ -49,6 +49,7 @@ pub(super) fn record(
     } else {
         "remote"
     };
+    let domain = super::domain_of(&recipient.address);
     let owe = |action, reason| Owed {
         index: i,
         action,
@@ -58,7 +59,12 @@ pub(super) fn record(
         Outcome::Delivered(reason) => {
             info!(queue_id = %id, to = %recipient.address, detail = %reason.text, "delivered");
             let after = u64::try_from(now.saturating_sub(received_at)).unwrap_or(0);
-            crate::metrics::delivery("delivered", kind, Some(Duration::from_secs(after)));
+            crate::metrics::delivery(
+                "delivered",
+                kind,
+                domain.as_deref(),
+                Some(Duration::from_secs(after)),
+            );
             event(&recipient.address, "delivered", &reason.text);
             recipient.status = RecipientStatus::Delivered {
                 at: now,
@@ -83,7 +89,7 @@ pub(super) fn record(
                     // Never "again right now", even with a zero back-off configured.
                     let at = at.max(now.saturating_add(1));
                     warn!(queue_id = %id, to = %recipient.address, attempts = recipient.attempts, retry_in = at - now, error = %reason.text, "delivery deferred");
-                    crate::metrics::delivery("deferred", kind, None);
+                    crate::metrics::delivery("deferred", kind, domain.as_deref(), None);
                     event(&recipient.address, "deferred", &reason.text);
                     recipient.next_attempt = at;
                     let warn_due = shared.config().outbound.delay_warning.is_some_and(|after| {
@@ -94,7 +100,7 @@ pub(super) fn record(
                     }
                 }
                 None => {
-                    crate::metrics::delivery("bounced", kind, None);
+                    crate::metrics::delivery("bounced", kind, domain.as_deref(), None);
                     let reason = expired(&reason, recipient.attempts);
                     event(&recipient.address, "bounced", &reason.text);
                     owed.push(owe(Action::Failed, reason));
@@ -103,7 +109,7 @@ pub(super) fn record(
             recipient.last_error = Some(reason.text);
         }
         Outcome::Permanent(reason) => {
-            crate::metrics::delivery("bounced", kind, None);
+            crate::metrics::delivery("bounced", kind, domain.as_deref(), None);
             event(&recipient.address, "bounced", &reason.text);
             recipient.last_error = Some(reason.text.clone());
             owed.push(owe(Action::Failed, reason));
