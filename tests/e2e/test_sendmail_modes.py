@@ -108,3 +108,13 @@ def test_n_r_v_ask_for_reports(server_factory, yizhan_bin):
     assert never.returncode == 0, never.stderr
     bad = sendmail(yizhan_bin, srv, "-N", "sometimes", "user@test.example", stdin=message)
     assert bad.returncode == 64 and b"-N \"sometimes\"" in bad.stderr, bad.stderr
+
+
+def test_bs_takes_the_postmaster(server_factory, yizhan_bin):
+    srv = server_factory()
+    session = (b"HELO me\r\nMAIL FROM:<me@test.example>\r\nRCPT TO:<Postmaster>\r\nDATA\r\n"
+               b"Subject: to the postmaster\r\n\r\nhi\r\n.\r\nQUIT\r\n")
+    done = sendmail(yizhan_bin, srv, "-bs", stdin=session)
+    assert [line[:3] for line in replies(done.stdout)][-2:] == ["250", "221"], done.stdout
+    [path] = srv.wait_mail("postmaster@test.example")
+    assert b"Subject: to the postmaster" in path.read_bytes()

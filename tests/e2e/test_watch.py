@@ -246,3 +246,53 @@ def test_requeue_and_bounce_by_filter(server_factory, yizhan_bin):
         assert done.returncode == 2 and "which messages?" in done.stderr, done.stderr
     finally:
         dns.stop()
+
+
+def test_a_terminal_that_does_not_answer_never_swallows_mail(server_factory):
+    """A terminal that takes messages but never says it showed them (a stopped `yizhan
+    watch`): after two seconds, SOML and SEND go to the mailbox."""
+    import socket as socket_
+    srv = server_factory()
+    stalled = socket_.socket(socket_.AF_UNIX, socket_.SOCK_STREAM)
+    stalled.connect(str(srv.data_dir / "control.sock"))
+    stalled.sendall(json.dumps({"op": "watch", "user": USER}).encode() + b"\n")
+    assert b'"watching"' in stalled.recv(4096)
+    try:
+        for verb in ("SOML", "SEND"):
+            code, (final, text) = raw_transaction(srv, verb, USER, f"{verb} stalled")
+            assert (code, final) == (250, 250), text
+            assert "queued as" in text[-1], text
+        paths = srv.wait_mail(USER, 2)
+        bodies = b"".join(p.read_bytes() for p in paths)
+        assert b"hello SOML stalled" in bodies and b"hello SEND stalled" in bodies
+        assert "the user's terminal did not take the message" in srv.log()
+    finally:
+        stalled.close()
+
+
+def test_pages_of_other_sites_are_refused(server_factory):
+    srv = server_factory()
+    for site, status in (("cross-site", 403), ("same-site", 403)):
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{srv.admin_port}/api/terminal?user={USER}")
+        request.add_header("Sec-Fetch-Site", site)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=IO_TIMEOUT)
+        assert refused.value.code == status
+    request = urllib.request.Request(f"http://127.0.0.1:{srv.admin_port}/api/queue")
+    request.add_header("Sec-Fetch-Site", "same-origin")
+    assert urllib.request.urlopen(request, timeout=IO_TIMEOUT).status == 200
+    # The console's page may be reached from a link on another site.
+    request = urllib.request.Request(f"http://127.0.0.1:{srv.admin_port}/")
+    request.add_header("Sec-Fetch-Site", "cross-site")
+    assert urllib.request.urlopen(request, timeout=IO_TIMEOUT).status == 200
+
+
+def test_empty_filters_select_nothing(server_factory, yizhan_bin):
+    srv = server_factory()
+    done = subprocess.run([str(yizhan_bin), "queue", "--config", str(srv.config), "delete",
+                           "--recipient", ""], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "the recipient filter is empty" in done.stderr, done.stderr
+    with pytest.raises(urllib.error.HTTPError) as bad:
+        get(srv, "/api/queue/actions", body={"action": "delete", "filter": {"sender": ""}})
+    assert bad.value.code == 400

@@ -420,6 +420,9 @@ enum Pending {
 /// What [`ServerSession::take_commands`] gives for a line that is no command.
 pub const UNKNOWN_VERB: &str = "?";
 
+/// The most command verbs kept for [`ServerSession::take_commands`] between two calls.
+const MAX_UNTAKEN_COMMANDS: usize = 1024;
+
 /// The receiver-SMTP session. See the module documentation.
 #[derive(Debug)]
 pub struct ServerSession {
@@ -773,6 +776,10 @@ impl ServerSession {
         let bdat = matches!(command, Ok(Command::Bdat { .. }));
         if !bdat && self.input_behind() && !self.pipelining_offered() {
             return self.refuse_pipelining();
+        }
+        // Bounded for a driver that never takes them: the oldest are dropped.
+        if self.commands.len() == MAX_UNTAKEN_COMMANDS {
+            self.commands.remove(0);
         }
         self.commands
             .push(command.as_ref().map_or(UNKNOWN_VERB, Command::verb));

@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use serde::Serialize;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 /// Events kept for a listener that reads slowly; past this it is told how many it missed.
 const STREAM_CAPACITY: usize = 1024;
@@ -150,7 +150,29 @@ pub struct TerminalMessage {
 pub const MAX_TERMINAL_TEXT: usize = 64 * 1024;
 
 /// One open terminal: its id and where its messages go.
-type OpenTerminal = (u64, mpsc::Sender<TerminalMessage>);
+type OpenTerminal = (u64, mpsc::Sender<Shown>);
+
+/// A message handed to a terminal, with the acknowledgement its writer sends once the message
+/// is written out ([`Shown::written`]): until then the message is not counted as shown.
+#[derive(Debug)]
+pub struct Shown {
+    /// The message.
+    pub message: TerminalMessage,
+    ack: Option<oneshot::Sender<()>>,
+}
+
+impl Shown {
+    /// Says the message reached the terminal's reader.
+    pub fn written(mut self) {
+        if let Some(ack) = self.ack.take() {
+            let _ = ack.send(());
+        }
+    }
+}
+
+/// How long a session waits for a terminal to take a message before it goes to the mailbox
+/// instead (a terminal that is stopped or gone must not swallow mail).
+pub const TERMINAL_ACK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The hub. Cheap to clone.
 #[derive(Clone)]
@@ -346,15 +368,47 @@ impl Events {
             .is_some_and(|open| open.iter().any(|(_, s)| !s.is_closed()))
     }
 
-    /// Shows `message` on every terminal `message.to` has open; returns on how many.
-    pub fn show_on_terminal(&self, message: &TerminalMessage) -> usize {
+    /// Hands `message` to every terminal `message.to` has open; returns one acknowledgement
+    /// per terminal that took it (a full or closed one is skipped).
+    pub fn show_on_terminal(&self, message: &TerminalMessage) -> Vec<oneshot::Receiver<()>> {
         let terminals = lock(&self.inner.terminals);
         let Some(open) = terminals.get(&message.to.to_ascii_lowercase()) else {
-            return 0;
+            return Vec::new();
         };
-        open.iter()
-            .filter(|(_, s)| s.try_send(message.clone()).is_ok())
-            .count()
+        let mut acks = Vec::new();
+        for (_, sender) in open {
+            let (ack, acked) = oneshot::channel();
+            let shown = Shown {
+                message: message.clone(),
+                ack: Some(ack),
+            };
+            if sender.try_send(shown).is_ok() {
+                acks.push(acked);
+            }
+        }
+        acks
+    }
+
+    /// Shows `message` on `message.to`'s terminals and waits (at most `wait`) until one of
+    /// them has written it out: `true` when one did.
+    pub async fn show_and_wait(
+        &self,
+        message: &TerminalMessage,
+        wait: std::time::Duration,
+    ) -> bool {
+        let mut acks = tokio::task::JoinSet::new();
+        for acked in self.show_on_terminal(message) {
+            acks.spawn(acked);
+        }
+        let first = async {
+            while let Some(joined) = acks.join_next().await {
+                if matches!(joined, Ok(Ok(()))) {
+                    return true;
+                }
+            }
+            false
+        };
+        tokio::time::timeout(wait, first).await.unwrap_or(false)
     }
 }
 
@@ -401,8 +455,15 @@ pub struct Terminal {
     events: Events,
     user: String,
     id: u64,
-    /// The messages shown on it.
-    pub receiver: mpsc::Receiver<TerminalMessage>,
+    receiver: mpsc::Receiver<Shown>,
+}
+
+impl Terminal {
+    /// The next message for this terminal (`None` once the server drops it); call
+    /// [`Shown::written`] when it is written out.
+    pub async fn next(&mut self) -> Option<Shown> {
+        self.receiver.recv().await
+    }
 }
 
 impl Drop for Terminal {
@@ -465,8 +526,8 @@ mod tests {
         assert!(recent[0].concerns("A@B") && !recent[0].concerns("c@d"));
     }
 
-    #[test]
-    fn terminals_receive_until_closed() {
+    #[tokio::test]
+    async fn terminals_receive_until_closed() {
         let events = Events::default();
         let message = |to: &str| TerminalMessage {
             at: 0,
@@ -475,15 +536,28 @@ mod tests {
             verb: "SEND".into(),
             text: "hi".into(),
         };
+        let wait = std::time::Duration::from_millis(200);
         assert!(!events.has_terminal("u@h"));
-        assert_eq!(events.show_on_terminal(&message("u@h")), 0);
+        assert!(events.show_on_terminal(&message("u@h")).is_empty());
         let mut one = events.open_terminal("<U@h>");
         let two = events.open_terminal("u@h");
         assert!(events.has_terminal("U@H"));
-        assert_eq!(events.show_on_terminal(&message("u@H")), 2);
-        assert_eq!(one.receiver.try_recv().unwrap().text, "hi");
+        assert_eq!(events.show_on_terminal(&message("u@H")).len(), 2);
+        let shown = one.receiver.try_recv().unwrap();
+        assert_eq!(shown.message.text, "hi");
+        // Taken but never written (a stopped reader): not shown, the mailbox gets it.
         drop(two);
-        assert_eq!(events.show_on_terminal(&message("u@h")), 1);
+        assert!(!events.show_and_wait(&message("u@h"), wait).await);
+        // Written by the reader: shown.
+        let reader = tokio::spawn(async move {
+            // The one left over from before, then the new one.
+            one.next().await.unwrap().written();
+            one.next().await.unwrap().written();
+            one
+        });
+        assert!(events.show_and_wait(&message("u@h"), wait * 10).await);
+        let one = reader.await.unwrap();
+        drop(shown);
         drop(one);
         assert!(!events.has_terminal("u@h"));
     }

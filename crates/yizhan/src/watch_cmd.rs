@@ -58,17 +58,30 @@ pub fn main(args: WatchArgs, load: LoadSettings<'_>) -> ExitCode {
             "yizhan: this is {user}'s terminal now: SEND, SOML and SAML to them show here (Ctrl-C ends)"
         );
     }
+    let mut lines = lines;
     let mut out = io::stdout().lock();
     let tz = TimeZone::system();
-    for line in lines.lines() {
-        let Ok(line) = line else { break };
-        let shown = match serde_json::from_str::<Response>(&line) {
-            Ok(response) if args.json => print_json(&mut out, &response),
-            Ok(response) => print_text(&mut out, &response, &tz),
-            Err(_) => Ok(()),
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match lines.read_line(&mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let response = serde_json::from_str::<Response>(line.trim_end()).ok();
+        let shown = match &response {
+            Some(response) if args.json => print_json(&mut out, response),
+            Some(response) => print_text(&mut out, response, &tz),
+            None => Ok(()),
         };
         if shown.and_then(|()| out.flush()).is_err() {
             return ExitCode::SUCCESS;
+        }
+        // A terminal message is on the screen: the server may count it as shown.
+        if matches!(response, Some(Response::Terminal { .. }))
+            && lines.get_mut().write_all(b"\n").is_err()
+        {
+            break;
         }
     }
     eprintln!("yizhan: the server closed the stream");
@@ -109,8 +122,33 @@ fn clock(at: Option<i64>, tz: &TimeZone) -> String {
         .unwrap_or_default()
 }
 
-/// One event as a line of text.
+/// `text` safe for a terminal: every control character but the line ends and tabs (a message
+/// or a remote reply could hold escape sequences that retitle, recolour or answer back) in
+/// caret form (`^[`), as write(1) does.
+pub fn printable(text: &str, keep_newlines: bool) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' if keep_newlines => out.push('\n'),
+            '\t' => out.push('\t'),
+            c if (c as u32) < 0x20 => {
+                out.push('^');
+                out.push(char::from(b'@' + c as u8));
+            }
+            '\u{7f}' => out.push_str("^?"),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// One event as a line of text (nothing in it can drive the terminal).
 pub fn describe(event: &Value, tz: &TimeZone) -> String {
+    printable(&describe_raw(event, tz), false)
+}
+
+fn describe_raw(event: &Value, tz: &TimeZone) -> String {
     let text = |key: &str| event.get(key).and_then(Value::as_str).unwrap_or("");
     let sender = |key: &str| format!("<{}>", text(key));
     let at = clock(event.get("at").and_then(Value::as_i64), tz);
@@ -161,13 +199,14 @@ pub fn terminal(message: &TerminalMessage, tz: &TimeZone) -> String {
     } else {
         &message.from
     };
-    let mut text = message.text.replace("\r\n", "\n");
+    let mut text = printable(&message.text.replace("\r\n", "\n"), true);
     if !text.ends_with('\n') {
         text.push('\n');
     }
     format!(
-        "\nMessage from {from} ({}) at {} ...\n{text}EOF\n",
-        message.verb,
+        "\nMessage from {} ({}) at {} ...\n{text}EOF\n",
+        printable(from, false),
+        printable(&message.verb, false),
         clock(Some(message.at), tz)
     )
 }
@@ -197,6 +236,28 @@ mod tests {
             describe(&gone, &tz),
             "00:00:00 session 4 disconnect 127.0.0.1:9 (smtp): closed"
         );
+    }
+
+    #[test]
+    fn escape_sequences_never_reach_the_terminal() {
+        assert_eq!(
+            printable("a\x1b]52;c;AAAA\x07b\r", true),
+            "a^[]52;c;AAAA^Gb^M"
+        );
+        assert_eq!(printable("x\ny\tz\u{9b}", false), "x^Jy\tz\\u{9b}");
+        let message = TerminalMessage {
+            at: 0,
+            from: "evil\x1b[2J@x".into(),
+            to: "u@h".into(),
+            verb: "SEND".into(),
+            text: "\x1b[31mred\r\nline".into(),
+        };
+        let shown = terminal(&message, &TimeZone::UTC);
+        assert!(!shown.contains('\x1b'), "{shown:?}");
+        assert!(shown.contains("^[[31mred\nline\n"), "{shown:?}");
+        let delivery = serde_json::json!({"type": "delivery", "at": 0, "queue_id": "q",
+            "recipient": "a@b", "outcome": "deferred", "detail": "550 \x1b]0;pwned\x07"});
+        assert!(!describe(&delivery, &TimeZone::UTC).contains('\x1b'));
     }
 
     #[test]

@@ -41,7 +41,12 @@ pub(super) fn routes() -> axum::Router<AdminState> {
 /// password (HTTP Basic), for their own address only.
 pub(super) const TERMINAL_PATH: &str = "/api/terminal";
 
-/// How long a wrong password costs before the answer (as a failed AUTH does).
+/// How long a login waits for its turn.
+const LOGIN_WAIT: Duration = Duration::from_secs(10);
+
+/// How long a wrong password costs before the answer (as a failed AUTH does). Logins are
+/// checked one at a time ([`AdminState::logins`]), so this bounds guessing to one password
+/// a second, however many requests come at once.
 const LOGIN_FAILURE_DELAY: Duration = Duration::from_secs(1);
 
 /// `GET /api/sessions`: the sessions open now, oldest first.
@@ -176,6 +181,12 @@ async fn login(state: &AdminState, basic: &str, user: &str) -> Result<(), Respon
             "malformed Basic credentials",
         ));
     };
+    let Ok(_turn) = tokio::time::timeout(LOGIN_WAIT, state.logins.lock()).await else {
+        return Err(refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many logins at once; try again",
+        ));
+    };
     let credentials = Arc::new(state.settings.load().credentials.clone());
     let verified = crate::auth::verify(
         &state.password_checks,
@@ -217,15 +228,17 @@ fn open_terminal(
     let rest = stream::unfold(
         (terminal, shutdown, user),
         |(mut terminal, shutdown, user)| async move {
-            let message = tokio::select! {
-                m = terminal.receiver.recv() => m,
+            let shown = tokio::select! {
+                m = terminal.next() => m,
                 () = shutdown.cancelled() => None,
             };
-            let message = message?;
+            let shown = shown?;
             let sse = SseEvent::default()
                 .event("message")
-                .json_data(&message)
+                .json_data(&shown.message)
                 .unwrap_or_default();
+            // Handed to the connection: as far as a stream can tell, shown.
+            shown.written();
             Some((Ok(sse), (terminal, shutdown, user)))
         },
     );

@@ -63,6 +63,8 @@ pub(crate) struct AdminState {
     pub(crate) shutdown: CancellationToken,
     /// The bound on password checks (a mail user opening their terminal).
     pub(crate) password_checks: Arc<crate::auth::PasswordChecks>,
+    /// Terminal logins, one at a time (with the failure delay: one guess a second at most).
+    pub(crate) logins: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Serves `listener` until `shutdown`; `control` carries out the queue actions and reloads.
@@ -81,7 +83,11 @@ pub async fn serve(
         control,
         queue_gauges: Arc::new(queue::Gauges::default()),
         shutdown: shutdown.clone(),
-        password_checks: Arc::new(crate::auth::PasswordChecks::per_core()),
+        password_checks: Arc::new(crate::auth::PasswordChecks::new(
+            1,
+            crate::auth::CHECK_QUEUE_WAIT,
+        )),
+        logins: Arc::new(tokio::sync::Mutex::new(())),
     };
     let app = router(state);
     if let Some(address) = local {
@@ -121,6 +127,17 @@ async fn authorize(State(state): State<AdminState>, request: Request, next: Next
     // page asks for the token and sends it with every API call).
     let asset = request.method() == axum::http::Method::GET
         && console::ASSETS.contains(&request.uri().path());
+    // A browser says where a request comes from (Fetch Metadata): the API answers only the
+    // console itself and tools (no header), never a page of another site, even for a GET
+    // (a page may not read the answer, but must not open a terminal or start an action).
+    let site = request
+        .headers()
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok());
+    if !asset && site.is_some_and(|s| s != "same-origin" && s != "none") {
+        let why = "requests from another site are refused\n";
+        return (StatusCode::FORBIDDEN, why).into_response();
+    }
     let Some(token) = settings.admin.token.as_deref() else {
         let host = request
             .headers()

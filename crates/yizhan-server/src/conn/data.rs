@@ -282,16 +282,14 @@ where
             return Decision::Reply(Reply::too_many_hops(max_hops));
         }
         let (mut envelope, expanded) = self.envelope(incoming.id().clone(), &transaction, size);
-        let shown = self.show_on_terminals(&transaction);
-        if !shown.is_empty() && transaction.kind != MailKind::Saml {
-            // SEND and SOML: a user whose terminal showed it gets no mailbox copy.
-            envelope
-                .recipients
-                .retain(|r| !shown.contains(&r.address.to_string().to_ascii_lowercase()));
-            if envelope.recipients.is_empty() {
-                info!(from = %transaction.from, users = shown.len(), verb = transaction.kind.verb(), "shown on the users' terminals; nothing to queue");
-                return Decision::Reply(Reply::shown_on_terminal(shown.len()));
-            }
+        let terminal_text = self.terminal_copy.take();
+        if let Some(text) = &terminal_text
+            && transaction.kind != MailKind::Saml
+            && let Some(all_shown) = self
+                .terminals_first(&transaction, text, &mut envelope)
+                .await
+        {
+            return all_shown;
         }
         let recipients = envelope.recipients.len();
         if recipients == 0 {
@@ -314,6 +312,12 @@ where
                     self.shared.runner.report_expanded(stored.clone(), expanded);
                 }
                 self.shared.runner.submit(stored);
+                if let Some(text) = &terminal_text
+                    && transaction.kind == MailKind::Saml
+                {
+                    // SAML: the mailbox first (stored now), then the terminals.
+                    self.show_on_terminals(&transaction, text).await;
+                }
                 Decision::Reply(Reply::queued(id.as_str()))
             }
             Err(error) => {
@@ -321,50 +325,6 @@ where
                 Decision::Reply(Reply::local_error())
             }
         }
-    }
-
-    /// Shows a SEND, SOML or SAML message on the terminal of each local user it was accepted
-    /// for who has one open (RFC 821 4.1.1); returns those users (lower-case addresses). A
-    /// SEND user whose terminal closed since RCPT gets the mailbox instead: accepted mail is
-    /// never dropped.
-    fn show_on_terminals(&mut self, tx: &Transaction) -> std::collections::HashSet<String> {
-        let mut shown = std::collections::HashSet::new();
-        let Some(copy) = self.terminal_copy.take() else {
-            return shown;
-        };
-        let events = self.shared.runner.events();
-        let from = tx
-            .from
-            .mailbox()
-            .map(ToString::to_string)
-            .unwrap_or_default();
-        let text = String::from_utf8_lossy(&copy).into_owned();
-        for (to, _) in &tx.recipients {
-            let targets = self.accepted.get(&to.to_string()).into_iter().flatten();
-            for target in targets {
-                let Target::Local(local) = target else {
-                    continue;
-                };
-                let user = local.address.to_ascii_lowercase();
-                if shown.contains(&user) {
-                    continue;
-                }
-                let message = crate::events::TerminalMessage {
-                    at: jiff::Timestamp::now().as_second(),
-                    from: from.clone(),
-                    to: user.clone(),
-                    verb: tx.kind.verb().to_owned(),
-                    text: text.clone(),
-                };
-                if events.show_on_terminal(&message) > 0 {
-                    info!(%from, to = %user, verb = tx.kind.verb(), "shown on the user's terminal");
-                    shown.insert(user);
-                } else if tx.kind == MailKind::Send {
-                    info!(%from, to = %user, "SEND: the user's terminal closed before the message ended; queued for the mailbox instead");
-                }
-            }
-        }
-        shown
     }
 
     /// The spool envelope for a finished transaction: aliases expanded, duplicates removed;

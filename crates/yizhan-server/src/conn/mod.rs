@@ -16,6 +16,7 @@
 mod checks;
 mod data;
 mod session_auth;
+mod terminal;
 mod turn;
 
 use std::collections::HashMap;

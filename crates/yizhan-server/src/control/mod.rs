@@ -67,6 +67,9 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How many control connections are served at once; more are closed at once.
 pub const MAX_CLIENTS: usize = 16;
 
+/// How many `watch` connections (`yizhan watch`) are served at once, apart from the others.
+pub const MAX_WATCHERS: usize = 8;
+
 /// The shortest queue id prefix accepted in place of a full id.
 pub const MIN_ID_PREFIX: usize = 6;
 

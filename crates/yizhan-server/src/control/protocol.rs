@@ -82,7 +82,9 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         address: Option<String>,
         /// Instead, open this user's terminal (RFC 821 SEND, SOML, SAML): one
-        /// [`Response::Terminal`] line per message shown on it.
+        /// [`Response::Terminal`] line per message; the client answers each with an empty
+        /// line once it has shown it (a message not answered within two seconds is stored
+        /// in the mailbox instead).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         user: Option<String>,
     },

@@ -110,8 +110,19 @@ impl Filter {
         *self == Filter::default()
     }
 
-    /// Refuses a state that is not one of [`STATES`].
+    /// Refuses a state that is not one of [`STATES`], and an empty value (it would match
+    /// every message: `--recipient ""` must not mean `--all`).
     pub fn check(&self) -> Result<(), String> {
+        let texts = [
+            ("sender", &self.sender),
+            ("recipient", &self.recipient),
+            ("destination", &self.destination),
+        ];
+        for (name, value) in texts {
+            if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                return Err(format!("the {name} filter is empty"));
+            }
+        }
         match self.state.as_deref() {
             Some(s) if !STATES.contains(&s) => Err(format!(
                 "unknown state {s:?} (expected {})",
@@ -295,5 +306,10 @@ mod tests {
                 .contains("active, deferred, held, done")
         );
         assert!(Filter::default().check().is_ok());
+        let empty = Filter {
+            recipient: Some(" ".into()),
+            ..Filter::default()
+        };
+        assert_eq!(empty.check().unwrap_err(), "the recipient filter is empty");
     }
 }

@@ -56,6 +56,7 @@ pub async fn serve_control_on(
     info!(path = %path.display(), "control socket listening");
     let tracker = TaskTracker::new();
     let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
+    let watch_slots = Arc::new(Semaphore::new(super::MAX_WATCHERS));
     let mut backoff = Duration::from_millis(5);
     loop {
         let accepted = tokio::select! {
@@ -69,7 +70,11 @@ pub async fn serve_control_on(
                     warn!("control connection refused: too many connections");
                     continue;
                 };
-                tracker.spawn(connection(stream, control.clone(), shutdown.clone(), slot));
+                let slots = Slots {
+                    client: slot,
+                    watchers: watch_slots.clone(),
+                };
+                tracker.spawn(connection(stream, control.clone(), shutdown.clone(), slots));
             }
             Err(e) => {
                 warn!(error = %e, "control accept failed; backing off");
@@ -111,13 +116,25 @@ fn bind_private(path: &Path) -> io::Result<UnixListener> {
     Ok(listener)
 }
 
+/// A connection's place among the clients served at once, and the watchers' own limit (a
+/// watch runs for hours: it moves from the first to the second, so watchers never keep
+/// `yizhan queue` out).
+struct Slots {
+    client: OwnedSemaphorePermit,
+    watchers: Arc<Semaphore>,
+}
+
 /// Serves one control connection: request lines in, response lines out.
 async fn connection(
     stream: UnixStream,
     control: Control,
     shutdown: CancellationToken,
-    _slot: OwnedSemaphorePermit,
+    slots: Slots,
 ) {
+    let Slots {
+        client: slot,
+        watchers,
+    } = slots;
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
     loop {
@@ -138,10 +155,17 @@ async fn connection(
         } else {
             match serde_json::from_slice::<Request>(line.trim_ascii()) {
                 Ok(Request::Watch { address, user }) => {
-                    let watch = super::watch::Watch { address, user };
-                    return watch
-                        .serve(&control, &mut reader, &mut write, &shutdown)
-                        .await;
+                    match watchers.clone().try_acquire_owned() {
+                        Ok(_watching) => {
+                            // The client slot is given back: the watcher holds its own.
+                            drop(slot);
+                            let watch = super::watch::Watch { address, user };
+                            return watch
+                                .serve(&control, &mut reader, &mut write, &shutdown)
+                                .await;
+                        }
+                        Err(_) => OpError::Unavailable("too many watchers at once").into_response(),
+                    }
                 }
                 Ok(request) => control.handle(request).await,
                 Err(e) => OpError::BadRequest(format!("bad request: {e}")).into_response(),
@@ -211,14 +235,15 @@ pub fn watch(
         Response::Error { message, .. } => return Err(ClientError::BadResponse(message)),
         other => return Err(ClientError::BadResponse(format!("{other:?}"))),
     }
-    let stream_ = stream.into_inner();
-    stream_
+    // The same reader: what it already read past the first line is the first events.
+    stream
+        .get_ref()
         .set_read_timeout(None)
         .map_err(|source| ClientError::Io {
             path: socket.to_path_buf(),
             source,
         })?;
-    Ok(io::BufReader::new(stream_))
+    Ok(stream)
 }
 
 /// Sends one request to the server at `socket` and waits (at most `timeout` per read or

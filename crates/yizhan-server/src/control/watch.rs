@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use super::{Control, IDLE_TIMEOUT, Response};
-use crate::events::Event;
+use crate::events::{Event, TERMINAL_ACK_WAIT};
 
 /// What a watcher asked for.
 pub(super) struct Watch {
@@ -40,14 +40,23 @@ impl Watch {
             let mut terminal = events.open_terminal(&user);
             info!(%user, "terminal opened (control socket)");
             loop {
-                let message = tokio::select! {
-                    m = terminal.receiver.recv() => m,
+                let shown = tokio::select! {
+                    m = terminal.next() => m,
                     _ = reader.read(&mut byte) => break,
                     _ = shutdown.cancelled() => break,
                 };
-                let Some(message) = message else { break };
+                let Some(shown) = shown else { break };
+                let message = shown.message.clone();
                 if !send(write, &Response::Terminal { message }).await {
                     break;
+                }
+                // The client says it printed the message (a line back); a client that is
+                // stopped does not, and the message goes to the mailbox instead.
+                let waited = tokio::time::timeout(TERMINAL_ACK_WAIT, reader.read(&mut byte)).await;
+                match waited {
+                    Ok(Ok(1..)) => shown.written(),
+                    Ok(_) => break,
+                    Err(_) => {}
                 }
             }
             return;

@@ -149,7 +149,11 @@ impl QueueRunner {
                     Write::Update(envelope) => spool.update(&envelope).await,
                     Write::Remove(id) => spool.remove(&id).await,
                     Write::Bounce(mut envelope, owed) => {
-                        super::message::conclude(&shared, &mut envelope, &owed).await
+                        let done = super::message::conclude(&shared, &mut envelope, &owed).await;
+                        if done.is_ok() {
+                            counted_bounces(&shared, &envelope, &owed);
+                        }
+                        done
                     }
                 };
                 drop(claim);
@@ -235,36 +239,40 @@ impl QueueRunner {
                 schedule.forget(id);
                 let owed: Vec<Owed> = (0..envelope.recipients.len())
                     .filter(|&i| envelope.recipients[i].is_pending())
-                    .map(|index| {
-                        let kind = if envelope.recipients[index].mailbox.is_some() {
-                            "local"
-                        } else {
-                            "remote"
-                        };
-                        let domain = super::domain_of(&envelope.recipients[index].address);
-                        crate::metrics::delivery("bounced", kind, domain.as_deref(), None);
-                        self.shared.events.delivery(
-                            id.as_str(),
-                            &envelope.recipients[index].address.to_string(),
-                            &envelope
-                                .reverse_path
-                                .mailbox()
-                                .map(ToString::to_string)
-                                .unwrap_or_default(),
-                            "bounced",
-                            OPERATOR_BOUNCE_TEXT,
-                        );
-                        Owed {
-                            index,
-                            action: Action::Failed,
-                            reason: Reason::local(OPERATOR_BOUNCE_STATUS, OPERATOR_BOUNCE_TEXT),
-                        }
+                    .map(|index| Owed {
+                        index,
+                        action: Action::Failed,
+                        reason: Reason::local(OPERATOR_BOUNCE_STATUS, OPERATOR_BOUNCE_TEXT),
                     })
                     .collect();
                 info!(queue_id = %id, pending, "bounced by the operator");
                 (Write::Bounce(Box::new(envelope), owed), pending)
             }
         })
+    }
+}
+
+/// The recipients an operator's bounce failed, counted (metrics, the delivery log) once their
+/// failure is stored.
+fn counted_bounces(shared: &super::shared::Shared, envelope: &Envelope, owed: &[Owed]) {
+    let sender = envelope
+        .reverse_path
+        .mailbox()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    for o in owed {
+        let r = &envelope.recipients[o.index];
+        let kind = if r.mailbox.is_some() {
+            "local"
+        } else {
+            "remote"
+        };
+        let domain = super::domain_of(&r.address);
+        crate::metrics::delivery("bounced", kind, domain.as_deref(), None);
+        let (id, to) = (envelope.id.as_str(), r.address.to_string());
+        shared
+            .events
+            .delivery(id, &to, &sender, "bounced", OPERATOR_BOUNCE_TEXT);
     }
 }
 

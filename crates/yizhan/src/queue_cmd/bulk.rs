@@ -50,13 +50,15 @@ impl FilterArgs {
                     .map_err(|_| QueueError::Usage(format!("--older-than {age:?} is too long")))?,
             ),
         };
-        Ok(Filter {
+        let filter = Filter {
             state: self.state.clone(),
             sender: self.sender.clone(),
             recipient: self.recipient.clone(),
             destination: self.destination.clone(),
             min_age,
-        })
+        };
+        filter.check().map_err(QueueError::Usage)?;
+        Ok(filter)
     }
 }
 

@@ -88,6 +88,8 @@ pub fn serve(
                 Event::StartTls | Event::Turn | Event::Close => return Ok(()),
             }
         }
+        // Nobody counts commands here (the server's connections do).
+        session.take_commands().for_each(drop);
         // A line at a time: a client that wrote its whole session ahead (a script piping a
         // file) is taken as one that waits for each reply, not refused for pipelining before
         // EHLO offered it.
@@ -150,7 +152,11 @@ fn queue(
         recipients: transaction
             .recipients
             .iter()
-            .filter_map(|(to, _)| to.mailbox().map(ToString::to_string))
+            .map(|(to, _)| match to.mailbox() {
+                Some(mailbox) => mailbox.to_string(),
+                // `RCPT TO:<Postmaster>`: a bare local part is the primary local domain's.
+                None => "postmaster".to_owned(),
+            })
             .collect(),
         // The session has already undone the dot-stuffing: the text ends where it ends.
         ignore_dots: true,
