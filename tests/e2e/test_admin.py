@@ -97,6 +97,7 @@ def test_the_queue_as_json_with_filters(server_factory):
         assert shown["message"]["id"] == message["id"]
         assert "Subject: far" in shown["headers"]
         assert "body" not in shown
+        assert shown["log"][0]["outcome"] == "deferred", shown["log"]
         with_body = json.loads(get(srv, f"/api/queue/{message['id']}?body=true")[1])
         assert with_body["body"].strip() == "x", with_body
 

@@ -119,6 +119,7 @@ def test_hold_release_and_see_it_delivered(server_factory, browser):
     browser.find_element(By.CSS_SELECTOR, f'#queue-rows tr[data-id="{queue_id}"] code').click()
     until(browser, lambda d: "Subject: console" in d.find_element(By.ID, "message-headers").text,
           "the message's header section")
+    assert "deferred" in browser.find_element(By.ID, "message-log").text, "its attempts"
 
     # The mailbox is fixed; released from the console, the message is delivered.
     blocked.unlink()

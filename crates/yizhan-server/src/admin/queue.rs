@@ -196,14 +196,28 @@ fn bad_request(why: String) -> Response {
 }
 
 /// `GET /api/queue/{id}[?body=true]`: one message with its header section (id or unique
-/// prefix), and its text when asked (at most 256 KiB), or 404.
+/// prefix), its recent attempts (`log`), and its text when asked (at most 256 KiB), or 404.
 async fn one(
     State(state): State<AdminState>,
     Path(id): Path<String>,
     Query(show): Query<Show>,
 ) -> Response {
     let body = show.body.unwrap_or(false);
-    respond(state.control.handle(Request::Show { id, body }).await)
+    let answer = state.control.handle(Request::Show { id, body }).await;
+    let ControlResponse::Message { message, .. } = &answer else {
+        return respond(answer);
+    };
+    // Its attempts as they happened, from the recent delivery log (newest first).
+    let log: Vec<crate::events::Event> = state
+        .events
+        .recent_deliveries(usize::MAX)
+        .into_iter()
+        .filter(|e| matches!(&**e, crate::events::Event::Delivery { queue_id, .. } if *queue_id == message.id))
+        .map(|e| (*e).clone())
+        .collect();
+    let mut value = serde_json::to_value(&answer).unwrap_or_default();
+    value["log"] = serde_json::to_value(log).unwrap_or_default();
+    Json(value).into_response()
 }
 
 /// The query of `GET /api/queue/{id}`.

@@ -141,6 +141,15 @@ async function show(id, body = false) {
     cell(row, r.attempts + (r.attempts === 1 ? " attempt" : " attempts"));
     cell(row, r.detail || r.last_error || "");
   }
+  const log = $("message-log");
+  log.replaceChildren();
+  for (const d of m.log || []) {
+    const row = log.insertRow();
+    cell(row, when(d.at));
+    cell(row, d.outcome, "outcome outcome-" + d.outcome);
+    cell(row, d.recipient);
+    cell(row, d.detail);
+  }
   $("message-headers").textContent = m.headers;
   $("message-body").hidden = !body;
   $("message-body").textContent = m.body || "";
