@@ -7,6 +7,7 @@
 
 mod dkim_cmd;
 mod docs_cmd;
+mod explain_cmd;
 mod preflight;
 mod private;
 mod privileges;
@@ -67,6 +68,9 @@ enum Command {
     /// Follow the running server: sessions, queued messages, deliveries; with --user ADDR,
     /// be that user's terminal for RFC 821 SEND, SOML and SAML.
     Watch(watch_cmd::WatchArgs),
+    /// Explain an SMTP dialogue line by line (commands, buffers, reply codes, capabilities,
+    /// findings), in English or Chinese, as text, Markdown or JSON.
+    Explain(explain_cmd::ExplainArgs),
     /// Print the shell completion script for bash, zsh or fish.
     Completions(docs_cmd::CompletionsArgs),
     /// Write the man pages (yizhan.1, one per subcommand, sendmail.1, mailq.1) into DIR.
@@ -142,6 +146,7 @@ fn main() -> ExitCode {
         cli.command,
         Command::Queue(_)
             | Command::Watch(_)
+            | Command::Explain(_)
             | Command::Sendmail(_)
             | Command::Reload(_)
             | Command::Dkim(_)
@@ -161,6 +166,7 @@ fn main() -> ExitCode {
         Command::HashPassword => hash_password(),
         Command::Queue(args) => queue_cmd::main(args, &load_for_client),
         Command::Watch(args) => watch_cmd::main(args, &load_for_client),
+        Command::Explain(args) => explain_cmd::main(&args),
         Command::Sendmail(args) => {
             sendmail::run_personality(sendmail::Personality::Sendmail, args.args, &load_for_client)
         }
