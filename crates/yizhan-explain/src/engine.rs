@@ -189,11 +189,22 @@ impl<'a> Walker<'a> {
 
     fn command(&mut self, command: &Command, text: &str) {
         let verb = command.verb();
-        let arg = text
+        // The line as shown: an answer given with AUTH is masked before anything quotes it.
+        let shown = match command {
+            Command::Auth {
+                mechanism,
+                initial: Some(initial),
+            } => {
+                let mechanism = mechanism.to_ascii_uppercase();
+                let masked = mask::answer(self.cat, &mechanism, 0, initial);
+                format!("AUTH {mechanism} {masked}")
+            }
+            _ => text.to_owned(),
+        };
+        let arg = shown
             .split_once(' ')
             .map(|(_, a)| a.trim().to_owned())
             .unwrap_or_default();
-        let mut shown = text.to_owned();
         let mut notes = Vec::new();
         if let Some(c) = self.cat.commands.get(verb) {
             let described = if arg.is_empty() { "-" } else { &arg };
@@ -212,11 +223,6 @@ impl<'a> Walker<'a> {
                 }
                 if !self.tls {
                     self.flag("auth_in_clear");
-                }
-                if let Some(initial) = initial {
-                    // The answer given with the command: masked like any other.
-                    let masked = mask::answer(self.cat, &mechanism, 0, initial);
-                    shown = format!("AUTH {mechanism} {masked}");
                 }
                 self.auth = Some((mechanism, usize::from(initial.is_some())));
             }
@@ -512,6 +518,18 @@ mod tests {
                 .iter()
                 .any(|n| n.text.contains("from <a@b> to <c@d>"))
         );
+    }
+
+    #[test]
+    fn an_initial_response_is_masked_everywhere() {
+        use base64::Engine as _;
+        let secret = base64::engine::general_purpose::STANDARD.encode("\0ann\0hunter2");
+        let e = run(&format!(
+            "S: 220 mx\nC: EHLO me\nS: 250 mx\nC: AUTH PLAIN {secret}\nS: 235 ok\n"
+        ));
+        let all = serde_json::to_string(&e).unwrap();
+        assert!(!all.contains(&secret) && !all.contains("hunter2"), "{all}");
+        assert!(all.contains("user name `ann`"), "{all}");
     }
 
     #[test]

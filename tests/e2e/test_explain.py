@@ -1,0 +1,68 @@
+"""`yizhan explain` (issue #16) on dialogues with the real server: swaks talks to yizhan with
+AUTH LOGIN and AUTH PLAIN; the transcript it prints is explained in English and Chinese, as
+text, Markdown and JSON, and no password, nor its base64, appears in any explanation."""
+
+import base64
+import json
+import shutil
+import subprocess
+
+import pytest
+
+from outbound_helpers import hash_password
+
+PASSWORD = "Sw4ks-secret-9"
+USER = "auth@test.example"
+
+pytestmark = pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks is not installed")
+
+
+def swaks_session(srv, mechanism):
+    done = subprocess.run(
+        ["swaks", "--server", f"127.0.0.1:{srv.port}", "--from", USER, "--to", "user2@test.example",
+         "--auth", mechanism, "--auth-user", USER, "--auth-password", PASSWORD,
+         "--helo", "client.example", "--timeout", "20"],
+        capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def explain(yizhan_bin, text, *args):
+    done = subprocess.run([str(yizhan_bin), "explain", *args], input=text, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.mark.parametrize("mechanism", ["LOGIN", "PLAIN"])
+def test_a_swaks_session_explained_without_its_secrets(server_factory, yizhan_bin, mechanism):
+    extra = (f'[auth]\nrequire_tls = false\n\n'
+             f'[[mailbox]]\naddress = "{USER}"\n'
+             f'password = "{hash_password(yizhan_bin, PASSWORD)}"\n')
+    srv = server_factory(extra=extra)
+    transcript = swaks_session(srv, mechanism)
+    secrets = [PASSWORD, base64.b64encode(PASSWORD.encode()).decode(),
+               base64.b64encode(f"\0{USER}\0{PASSWORD}".encode()).decode()]
+    for lang in ("en", "zh"):
+        for fmt in ("text", "markdown", "json"):
+            out = explain(yizhan_bin, transcript, "--lang", lang, "--format", fmt)
+            for secret in secrets:
+                assert secret not in out, (lang, fmt, secret)
+            assert USER in out, (lang, fmt)
+    text = explain(yizhan_bin, transcript)
+    assert "235: authentication succeeded" in text, text
+    assert "the client authenticated without TLS" in text, text
+    assert "the envelope at DATA: from <auth@test.example> to <user2@test.example>" in text
+    zh = explain(yizhan_bin, transcript, "--lang", "zh")
+    assert "回复路径缓冲区" in zh and "转发路径缓冲区" in zh, zh
+    parsed = json.loads(explain(yizhan_bin, transcript, "--format", "json"))
+    assert parsed["entries"][0]["direction"] == "server"
+    assert any(f["key"] == "auth_in_clear" for f in parsed["findings"])
+
+
+def test_a_capture_is_refused_with_a_way_forward(tmp_path, yizhan_bin):
+    capture = tmp_path / "x.pcap"
+    capture.write_bytes(bytes([0xd4, 0xc3, 0xb2, 0xa1]) + b"\0" * 20)
+    done = subprocess.run([str(yizhan_bin), "explain", str(capture)], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 65 and "follow,tcp" in done.stderr, done.stderr
