@@ -305,13 +305,15 @@ impl Reply {
         Reply::new(220, None, format!("{host} ESMTP yizhan"))
     }
 
-    /// The answer to QUIT (RFC 5321 4.1.1.10).
-    pub fn closing(host: &str) -> Reply {
-        Reply::new(
-            221,
-            enh(2, 0, 0),
-            format!("{host} Service closing transmission channel"),
-        )
+    /// The answer to QUIT (RFC 5321 4.1.1.10), saying what the session carried when it
+    /// carried anything (as the seed article's server reports the octets it received).
+    pub fn closing(host: &str, messages: u64, octets: u64) -> Reply {
+        let text = match messages {
+            0 => format!("{host} Service closing transmission channel"),
+            1 => format!("{host} closing: 1 message, {octets} octets received"),
+            n => format!("{host} closing: {n} messages, {octets} octets received"),
+        };
+        Reply::new(221, enh(2, 0, 0), text)
     }
 
     /// The server is shutting down: sent in place of any reply, then the connection closes
@@ -1595,7 +1597,8 @@ mod tests {
         };
         let replies = vec![
             Reply::greeting("h"),
-            Reply::closing("h"),
+            Reply::closing("h", 0, 0),
+            Reply::closing("h", 2, 48213),
             Reply::shutting_down("h"),
             Reply::too_many_connections("h"),
             Reply::timeout("h"),

@@ -411,7 +411,10 @@ enum Pending {
     Data {
         bdat: Option<(u64, bool)>,
     },
-    EndOfData,
+    EndOfData {
+        /// The message's size, counted in the 221 when accepted.
+        size: u64,
+    },
     Auth,
     Etrn(String),
     Turn,
@@ -449,6 +452,8 @@ pub struct ServerSession {
     /// The verbs of the commands read since [`take_commands`](ServerSession::take_commands)
     /// (`"?"` for a line that is no command), for the driver's counts and live view.
     commands: Vec<&'static str>,
+    /// Messages accepted (a positive reply at their end) and their octets, for the 221.
+    received: (u64, u64),
 }
 
 impl ServerSession {
@@ -482,6 +487,7 @@ impl ServerSession {
             junk: 0,
             overshoot: 0,
             commands: Vec::new(),
+            received: (0, 0),
         };
         let refuse = !greeting.is_positive();
         session.reply(&greeting);
@@ -595,8 +601,12 @@ impl ServerSession {
                 }
             }
             Pending::Data { bdat } => self.decided_data(bdat, accepted, reply),
-            Pending::EndOfData => {
+            Pending::EndOfData { size } => {
                 let reply = reply.unwrap_or_else(Reply::ok);
+                if reply.is_positive() {
+                    self.received.0 += 1;
+                    self.received.1 = self.received.1.saturating_add(size);
+                }
                 self.reply(&reply);
             }
             Pending::Auth => self.decided_auth(reply),
@@ -866,7 +876,9 @@ impl ServerSession {
             Command::Noop(_) => self.reply(&Reply::noop_ok()),
             Command::Quit => {
                 self.abort_transaction();
-                let reply = Reply::closing(&self.config.hostname);
+                // As the seed article's server does: what the session carried.
+                let (messages, octets) = self.received;
+                let reply = Reply::closing(&self.config.hostname, messages, octets);
                 self.reply(&reply);
                 self.finish(Event::Close);
             }
@@ -1138,7 +1150,7 @@ impl ServerSession {
         if last {
             if let Some(transaction) = self.transaction.take() {
                 self.ask(
-                    Pending::EndOfData,
+                    Pending::EndOfData { size },
                     Question::EndOfData { transaction, size },
                 );
             }
@@ -1170,7 +1182,7 @@ impl ServerSession {
             DataEnd::Complete => {
                 if let Some(transaction) = transaction {
                     self.ask(
-                        Pending::EndOfData,
+                        Pending::EndOfData { size },
                         Question::EndOfData { transaction, size },
                     );
                 }
