@@ -66,3 +66,45 @@ def test_a_capture_is_refused_with_a_way_forward(tmp_path, yizhan_bin):
     done = subprocess.run([str(yizhan_bin), "explain", str(capture)], capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 65 and "follow,tcp" in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("mechanism", ["LOGIN", "PLAIN"])
+def test_a_recorded_session_keeps_no_secret_and_is_explained(server_factory, yizhan_bin,
+                                                             mechanism):
+    extra = (f'[auth]\nrequire_tls = false\n\n[record]\nnetworks = ["127.0.0.0/8"]\n\n'
+             f'[[mailbox]]\naddress = "{USER}"\n'
+             f'password = "{hash_password(yizhan_bin, PASSWORD)}"\n')
+    srv = server_factory(extra=extra)
+    swaks_session(srv, mechanism)
+
+    def sessions(*args):
+        done = subprocess.run([str(yizhan_bin), "sessions", "--config", str(srv.config), *args],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    import time
+    deadline = time.monotonic() + 20
+    while not json.loads(sessions("list", "--json")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    [header] = json.loads(sessions("list", "--json"))
+    assert header["listener"] == "smtp" and header["client"].startswith("127.0.0.1:")
+    [path] = list((srv.data_dir / "sessions").iterdir())
+    assert path.stat().st_mode & 0o777 == 0o600
+    raw = path.read_text()
+    for secret in (PASSWORD, base64.b64encode(PASSWORD.encode()).decode(),
+                   base64.b64encode(f"\0{USER}\0{PASSWORD}".encode()).decode()):
+        assert secret not in raw, secret
+    assert f"user name `{USER}`" in raw, raw
+    assert "header fields:" in raw and "Subject" in raw, raw
+    shown = sessions("show", header["id"][:8])
+    assert "C: EHLO client.example" in shown and "S: 235 " in shown, shown
+    done = subprocess.run([str(yizhan_bin), "explain", "--config", str(srv.config), "--session",
+                           header["id"]], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "235: authentication succeeded" in done.stdout
+    assert "message text:" in done.stdout and "the client authenticated without TLS" in done.stdout
+    zh = subprocess.run([str(yizhan_bin), "explain", "-c", str(srv.config), "--session",
+                         header["id"], "--lang", "zh"], capture_output=True, text=True,
+                        timeout=60)
+    assert "回复路径缓冲区" in zh.stdout, zh.stdout

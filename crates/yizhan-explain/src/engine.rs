@@ -16,6 +16,7 @@ pub fn explain(lines: &[Line], cat: &Catalogue) -> Explanation {
         match line.direction {
             Direction::Client => walker.client(line),
             Direction::Server => walker.server(line),
+            Direction::Note => walker.remark(line),
         }
     }
     walker.finish()
@@ -126,6 +127,14 @@ impl<'a> Walker<'a> {
         });
     }
 
+    /// A recorder's remark: shown as it is; TLS from there on when it says so.
+    fn remark(&mut self, line: &Line) {
+        if line.text.starts_with("TLS established") {
+            self.tls = true;
+        }
+        self.push(Direction::Note, line.text.clone(), Vec::new());
+    }
+
     fn client(&mut self, line: &Line) {
         if line.tls && !self.tls {
             self.tls = true;
@@ -152,7 +161,13 @@ impl<'a> Walker<'a> {
                 self.flag("pipelining_misuse");
             }
         }
-        match Command::parse(line.text.as_bytes()) {
+        // A recorded `AUTH PLAIN [user name ..., masked]`: the command without its (masked)
+        // answer, shown as recorded.
+        let parsed = match line.text.split_once(" [") {
+            Some((command, _)) if line.text.ends_with(']') => command,
+            _ => line.text.as_str(),
+        };
+        match Command::parse(parsed.as_bytes()) {
             Ok(command) => self.command(&command, &line.text),
             Err(_) => self.not_a_command(&line.text),
         }

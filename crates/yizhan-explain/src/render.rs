@@ -41,6 +41,7 @@ fn who(direction: Direction) -> &'static str {
     match direction {
         Direction::Client => "C:",
         Direction::Server => "S:",
+        Direction::Note => "--",
     }
 }
 

@@ -20,6 +20,8 @@ pub enum Direction {
     Client,
     /// The SMTP server (receiver-SMTP).
     Server,
+    /// A remark of the recorder between lines (TLS begun, the message text summarised).
+    Note,
 }
 
 /// One line of a dialogue, without its line end.

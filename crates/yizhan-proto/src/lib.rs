@@ -28,6 +28,7 @@ pub mod reply;
 #[cfg(feature = "serde")]
 mod serde_impls;
 pub mod server;
+pub mod transcript;
 
 pub use address::{
     AddressError, AddressLiteral, Domain, ForwardPath, Host, LocalPart, Mailbox, Path, ReversePath,

@@ -454,6 +454,8 @@ pub struct ServerSession {
     commands: Vec<&'static str>,
     /// Messages accepted (a positive reply at their end) and their octets, for the 221.
     received: (u64, u64),
+    /// The dialogue as recorded, when the driver asked for it ([`ServerSession::record`]).
+    recorder: crate::transcript::Recorder,
 }
 
 impl ServerSession {
@@ -488,6 +490,7 @@ impl ServerSession {
             overshoot: 0,
             commands: Vec::new(),
             received: (0, 0),
+            recorder: crate::transcript::Recorder::default(),
         };
         let refuse = !greeting.is_positive();
         session.reply(&greeting);
@@ -741,11 +744,19 @@ impl ServerSession {
                 let (used, end) = reader.read(&self.input[self.pos..], &mut chunk);
                 self.pos += used;
                 if !chunk.is_empty() {
+                    if self.recorder.on {
+                        self.recorder.body(&chunk);
+                    }
                     self.events.push_back(Event::Body(chunk));
                 }
                 match end {
                     None => self.state = State::Data(reader),
-                    Some(end) => self.data_ended(end, reader.size()),
+                    Some(end) => {
+                        if self.recorder.on {
+                            self.recorder.end_of_body(true);
+                        }
+                        self.data_ended(end, reader.size());
+                    }
                 }
                 true
             }
@@ -757,6 +768,9 @@ impl ServerSession {
                 let (used, done) = reader.read(&self.input[self.pos..]);
                 let chunk = &self.input[self.pos..self.pos + used];
                 if mode == Chunk::Keep && !chunk.is_empty() {
+                    if self.recorder.on {
+                        self.recorder.body(chunk);
+                    }
                     self.events.push_back(Event::Body(chunk.to_vec()));
                 }
                 self.pos += used;
@@ -777,8 +791,14 @@ impl ServerSession {
     fn handle_line(&mut self, line: &[u8]) {
         if matches!(self.state, State::AuthResponse) {
             self.state = State::Command;
+            if self.recorder.on {
+                self.recorder.auth_answer(line);
+            }
             self.auth_line(line);
             return;
+        }
+        if self.recorder.on {
+            self.recorder.command(line);
         }
         let command = Command::parse(line);
         // RFC 2920 3.1: without PIPELINING offered, a client waits for every reply. A BDAT
@@ -1148,6 +1168,9 @@ impl ServerSession {
             return;
         }
         if last {
+            if self.recorder.on {
+                self.recorder.end_of_body(false);
+            }
             if let Some(transaction) = self.transaction.take() {
                 self.ask(
                     Pending::EndOfData { size },
@@ -1434,7 +1457,12 @@ impl ServerSession {
 
     fn reply(&mut self, reply: &Reply) {
         let enhanced = self.extended && self.config.extensions.enhanced_status_codes;
+        let start = self.output.len();
         reply.write_to(&mut self.output, enhanced);
+        if self.recorder.on {
+            let written = self.output[start..].to_vec();
+            self.recorder.reply(&written);
+        }
     }
 
     /// Sends a negative reply and counts it; too many errors end the session with 421.
@@ -1461,6 +1489,30 @@ impl ServerSession {
     /// NOOP, RSET and QUIT too; [`UNKNOWN_VERB`] for a line that is no command).
     pub fn take_commands(&mut self) -> std::vec::Drain<'_, &'static str> {
         self.commands.drain(..)
+    }
+
+    /// Records the dialogue from now on (the greeting too, if not sent yet): command and reply
+    /// lines, AUTH answers masked, the message text summarised unless `bodies`. Take what was
+    /// recorded with [`take_transcript`](Self::take_transcript).
+    pub fn record(&mut self, bodies: bool) {
+        self.recorder.start(bodies);
+        if !self.output.is_empty() {
+            let output = self.output.clone();
+            self.recorder.reply(&output);
+        }
+    }
+
+    /// What was recorded since the last call (nothing unless [`record`](Self::record) was
+    /// called).
+    pub fn take_transcript(&mut self) -> Vec<crate::transcript::Said> {
+        std::mem::take(&mut self.recorder.said)
+    }
+
+    /// Adds the driver's note to the recording (TLS begun, ...).
+    pub fn note(&mut self, text: String) {
+        if self.recorder.on {
+            self.recorder.said.push(crate::transcript::Said::Note(text));
+        }
     }
 
     /// The client errors counted so far (the driver slows its replies down past a soft

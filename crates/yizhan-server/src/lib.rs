@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod pickup;
 pub mod policy;
 pub mod queue;
+pub mod record;
 pub mod reload;
 pub mod settings;
 pub mod submit;

@@ -439,6 +439,7 @@ pub(crate) fn listener_policy(
         tls_available,
         has_credentials: !settings.credentials.is_empty(),
         checks: settings.checks_for(listener),
+        record: listener.overrides.record,
     }
 }
 

@@ -42,6 +42,8 @@ pub struct ListenerPolicy {
     pub has_credentials: bool,
     /// The inbound checks of this listener.
     pub checks: crate::checks::Checks,
+    /// Every session on this listener is recorded (`record = true`).
+    pub record: bool,
 }
 
 /// Who the client is, as far as relaying is concerned.
@@ -600,6 +602,7 @@ mod tests {
             tls_available: true,
             has_credentials: true,
             checks: crate::checks::Checks::OFF,
+            record: false,
         }
     }
 

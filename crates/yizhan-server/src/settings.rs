@@ -88,6 +88,8 @@ pub struct Settings {
     pub checks: crate::checks::ChecksSettings,
     /// The admin HTTP listener (`[admin]`): metrics, JSON API, console.
     pub admin: AdminSettings,
+    /// Recorded sessions (`[record]`).
+    pub record: crate::record::RecordSettings,
 }
 
 /// `[admin]`: the HTTP listener for `/metrics`, `/api/` and the console.
@@ -149,6 +151,7 @@ impl Default for Settings {
             dkim: crate::dkim::DkimKeys::default(),
             checks: crate::checks::ChecksSettings::default(),
             admin: AdminSettings::default(),
+            record: crate::record::RecordSettings::default(),
         }
     }
 }
@@ -250,6 +253,8 @@ pub struct ListenerOverrides {
     pub auth_require_tls: Option<bool>,
     /// `[checks]` keys for this listener.
     pub checks: crate::checks::ChecksOverrides,
+    /// Record every session on this listener (`record = true`).
+    pub record: bool,
 }
 
 impl ListenerOverrides {

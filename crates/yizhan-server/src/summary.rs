@@ -174,6 +174,7 @@ pub fn summary(settings: &Settings) -> Vec<String> {
         lines.push(format!("dkim: signs mail from {}", keys.join(", ")));
     }
     lines.push(checks_line(settings));
+    lines.push(record_line(settings));
     if !settings.turn_domains.is_empty() {
         let turn: Vec<String> = settings
             .turn_domains
@@ -187,6 +188,30 @@ pub fn summary(settings: &Settings) -> Vec<String> {
 
 /// `checks: spf=tag dkim=tag arc=tag dmarc=enforce on smtp listeners (not 127.0.0.0/8, ::1/128)`,
 /// with each listener that differs.
+/// `[record]` and the listeners that record every session.
+fn record_line(settings: &Settings) -> String {
+    let r = &settings.record;
+    let listeners: Vec<String> = settings
+        .listeners
+        .iter()
+        .filter(|l| l.overrides.record)
+        .map(|l| l.address.to_string())
+        .collect();
+    if listeners.is_empty() && r.networks.is_empty() {
+        return "record: off".to_owned();
+    }
+    let networks: Vec<String> = r.networks.iter().map(ToString::to_string).collect();
+    format!(
+        "record: listeners [{}], clients [{}]; at most {} bytes a session, the last {} kept for {}s, message text {}",
+        listeners.join(", "),
+        networks.join(", "),
+        r.max_session_bytes,
+        r.keep,
+        r.keep_for.as_secs(),
+        if r.bodies { "kept" } else { "summarised" }
+    )
+}
+
 fn checks_line(settings: &Settings) -> String {
     let show = |c: crate::checks::Checks| {
         if c.any() {

@@ -13,8 +13,15 @@ use yizhan_explain::{Catalogue, Lang, explain, transcript};
 pub struct ExplainArgs {
     /// The dialogue: a transcript (`C:`/`S:` lines, swaks' `->`/`<-`, or bare lines as
     /// `openssl s_client` shows them); `-` or nothing for standard input.
-    #[arg(value_name = "FILE")]
+    #[arg(value_name = "FILE", conflicts_with = "session")]
     pub input: Option<PathBuf>,
+    /// A recorded session instead (its id, or a unique prefix: `yizhan sessions list`).
+    #[arg(long, value_name = "ID")]
+    pub session: Option<String>,
+    /// The configuration file, to find the recorded sessions (default: $YIZHAN_CONFIG, else
+    /// /etc/yizhan/yizhan.toml if it exists, else the embedded default).
+    #[arg(long, short, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// The language of the explanations: en or zh.
     #[arg(long, default_value = "en", value_parser = parse_lang)]
     pub lang: Lang,
@@ -39,7 +46,23 @@ const CAPTURE_MAGIC: [[u8; 4]; 3] = [
 ];
 
 /// Reads the input, explains it, prints it.
-pub fn main(args: &ExplainArgs) -> ExitCode {
+pub fn main(args: &ExplainArgs, load: crate::sendmail::LoadSettings<'_>) -> ExitCode {
+    if let Some(id) = &args.session {
+        let settings = match load(args.config.clone()) {
+            Ok(settings) => settings,
+            Err(e) => {
+                eprintln!("yizhan: {e}");
+                return ExitCode::from(78);
+            }
+        };
+        return match yizhan_server::record::read(&settings.data_dir, id) {
+            Ok(recorded) => print(&crate::sessions_cmd::lines(&recorded), args),
+            Err(e) => {
+                eprintln!("yizhan: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let bytes = match &args.input {
         Some(path) if path.as_os_str() != "-" => match std::fs::read(path) {
             Ok(bytes) => bytes,
@@ -64,6 +87,16 @@ pub fn main(args: &ExplainArgs) -> ExitCode {
         );
         return ExitCode::from(65);
     }
+    let text = String::from_utf8_lossy(&bytes);
+    let lines = transcript::parse(&text);
+    if lines.is_empty() {
+        eprintln!("yizhan: no SMTP dialogue found in the input");
+        return ExitCode::from(65);
+    }
+    print(&lines, args)
+}
+
+fn print(lines: &[yizhan_explain::Line], args: &ExplainArgs) -> ExitCode {
     let cat = match Catalogue::load(args.lang) {
         Ok(cat) => cat,
         Err(e) => {
@@ -71,12 +104,6 @@ pub fn main(args: &ExplainArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let text = String::from_utf8_lossy(&bytes);
-    let lines = transcript::parse(&text);
-    if lines.is_empty() {
-        eprintln!("yizhan: no SMTP dialogue found in the input");
-        return ExitCode::from(65);
-    }
-    print!("{}", render(&explain(&lines, &cat), args.format, &cat));
+    print!("{}", render(&explain(lines, &cat), args.format, &cat));
     ExitCode::SUCCESS
 }

@@ -14,6 +14,7 @@ mod privileges;
 mod queue_cmd;
 mod sendmail;
 mod serve;
+mod sessions_cmd;
 mod watch_cmd;
 
 use std::io::IsTerminal as _;
@@ -68,6 +69,8 @@ enum Command {
     /// Follow the running server: sessions, queued messages, deliveries; with --user ADDR,
     /// be that user's terminal for RFC 821 SEND, SOML and SAML.
     Watch(watch_cmd::WatchArgs),
+    /// Recorded sessions: `list`, and `show ID` (see [record] in the configuration).
+    Sessions(sessions_cmd::SessionsArgs),
     /// Explain an SMTP dialogue line by line (commands, buffers, reply codes, capabilities,
     /// findings), in English or Chinese, as text, Markdown or JSON.
     Explain(explain_cmd::ExplainArgs),
@@ -147,6 +150,7 @@ fn main() -> ExitCode {
         Command::Queue(_)
             | Command::Watch(_)
             | Command::Explain(_)
+            | Command::Sessions(_)
             | Command::Sendmail(_)
             | Command::Reload(_)
             | Command::Dkim(_)
@@ -166,7 +170,8 @@ fn main() -> ExitCode {
         Command::HashPassword => hash_password(),
         Command::Queue(args) => queue_cmd::main(args, &load_for_client),
         Command::Watch(args) => watch_cmd::main(args, &load_for_client),
-        Command::Explain(args) => explain_cmd::main(&args),
+        Command::Explain(args) => explain_cmd::main(&args, &load_for_client),
+        Command::Sessions(args) => sessions_cmd::main(args, &load_for_client),
         Command::Sendmail(args) => {
             sendmail::run_personality(sendmail::Personality::Sendmail, args.args, &load_for_client)
         }

@@ -212,12 +212,26 @@ pub async fn serve<S>(
         let trusted = policy::is_trusted(&listener.smtp, peer.ip());
         let exempt = policy::is_limit_exempt(&listener.smtp, peer.ip());
         let live = shared.runner.events().session(session_id, peer, kind);
+        let mut session = ServerSession::new(config);
+        let record = &shared.settings.record;
+        let recording = record.wants(listener.record, peer.ip()).then(|| {
+            session.record(record.bodies);
+            let max = record.max_session_bytes;
+            let mut recording = crate::record::Recording::start(session_id, peer, local, kind, max);
+            if let Some(tls) = &tls_info {
+                recording.add(vec![yizhan_proto::transcript::Said::Note(format!(
+                    "TLS established (implicit): {tls}"
+                ))]);
+            }
+            recording
+        });
         live.update(|v| v.tls.clone_from(&tls_info));
         let mut conn = Connection {
             live,
             stream,
             peer,
-            session: ServerSession::new(config),
+            session,
+            recording,
             shared,
             listener,
             incoming: None,
@@ -245,6 +259,15 @@ pub async fn serve<S>(
         // The last commands (QUIT) end the loop before it counts them.
         conn.count_commands();
         conn.live.ended(reason);
+        if let Some(mut recording) = conn.recording.take() {
+            recording.add(conn.session.take_transcript());
+            let (data_dir, settings) = (
+                conn.shared.settings.data_dir.clone(),
+                conn.shared.settings.record.clone(),
+            );
+            info!(recording = recording.id(), "session recorded");
+            recording.save(data_dir, settings).await;
+        }
         info!(reason, "disconnect");
     }
     .instrument(span)
@@ -290,6 +313,8 @@ pub async fn refuse<S: AsyncWrite + Unpin>(mut stream: S, reply: Reply) {
 struct Connection<S> {
     /// This session in the console's list of live sessions.
     live: crate::events::SessionEntry,
+    /// The recording of this session, when `[record]` or the listener asks for one.
+    recording: Option<crate::record::Recording>,
     stream: Stream<S>,
     peer: SocketAddr,
     session: ServerSession,
@@ -350,6 +375,9 @@ where
     /// Counts the commands the session read (every one, NOOP, RSET and QUIT too) and shows
     /// the last in the live view, with the HELO name.
     fn count_commands(&mut self) {
+        if let Some(recording) = self.recording.as_mut() {
+            recording.add(self.session.take_transcript());
+        }
         let mut last = None;
         let mut n = 0;
         for verb in self.session.take_commands() {
@@ -534,6 +562,8 @@ where
                 let described = tls::describe(tls_stream.get_ref().1);
                 info!(tls = %described, "TLS established (STARTTLS)");
                 self.live.update(|v| v.tls = Some(described.clone()));
+                self.session
+                    .note(format!("TLS established (STARTTLS): {described}"));
                 self.tls_info = Some(described);
                 self.stream = Stream::Tls(Box::new(tls_stream));
                 self.session.tls_established();

@@ -23,6 +23,7 @@ mod delivery;
 mod directory;
 mod dkim;
 mod raw;
+mod record;
 mod smtp;
 mod validate;
 mod values;

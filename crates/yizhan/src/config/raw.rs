@@ -45,6 +45,19 @@ pub(super) struct RawConfig {
     pub(super) checks: RawChecks,
     #[serde(default)]
     pub(super) admin: RawAdmin,
+    #[serde(default)]
+    pub(super) record: RawRecord,
+}
+
+/// `[record]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRecord {
+    pub(super) networks: Option<RawList>,
+    pub(super) max_session_bytes: Option<Spanned<SizeValue>>,
+    pub(super) keep: Option<Spanned<i64>>,
+    pub(super) keep_for: Option<Spanned<DurationValue>>,
+    pub(super) bodies: Option<bool>,
 }
 
 /// `[admin]`.
@@ -129,6 +142,7 @@ pub(super) struct RawListener {
     pub(super) auth_max_failures: Option<Spanned<i64>>,
     pub(super) auth_require_tls: Option<bool>,
     pub(super) checks: Option<Spanned<RawChecks>>,
+    pub(super) record: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -364,5 +364,6 @@ fn overrides(v: &mut Validator<'_>, i: usize, l: &RawListener) -> ListenerOverri
         auth_max_failures: auth_max_failures.and_then(|n| u32::try_from(n).ok()),
         auth_require_tls: l.auth_require_tls,
         checks: super::checks::listener_checks(v, i, l.checks.as_ref()),
+        record: l.record.unwrap_or(false),
     }
 }

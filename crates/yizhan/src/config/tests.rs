@@ -198,6 +198,7 @@ etrn = false
 relay_networks = []
 auth_max_failures = 2
 auth_require_tls = true
+record = true
 [[listener]]
 address = "0.0.0.0:465"
 kind = "submissions"
@@ -273,6 +274,7 @@ password = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$LRbzYPWEbEkM0vJcZVB7
             auth_max_failures: Some(2),
             auth_require_tls: Some(true),
             checks: Default::default(),
+            record: true,
         }
     );
     let tls = s.tls.as_ref().unwrap();
@@ -953,6 +955,34 @@ port = 0
             "{want} missing from {keys:?}"
         );
     }
+}
+
+#[test]
+fn record_section() {
+    let s = parse(
+        "t.toml",
+        "[record]\nnetworks = [\"192.0.2.0/24\"]\nmax_session_bytes = \"64KiB\"\nkeep = 10\nkeep_for = \"2d\"\nbodies = true\n",
+    )
+    .unwrap();
+    assert_eq!(
+        s.record.networks,
+        ["192.0.2.0/24".parse::<ipnet::IpNet>().unwrap()]
+    );
+    assert_eq!(
+        (
+            s.record.max_session_bytes,
+            s.record.keep,
+            s.record.keep_for,
+            s.record.bodies
+        ),
+        (65536, 10, Duration::from_secs(2 * 86400), true)
+    );
+    let err = parse("t.toml", "[record]\nkeep = 0\nmax_session_bytes = 10\n").unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("record.keep") && text.contains("record.max_session_bytes"),
+        "{text}"
+    );
 }
 
 #[test]

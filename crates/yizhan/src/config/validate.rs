@@ -36,6 +36,7 @@ impl RawConfig {
         self.dkim(v, &mut settings);
         self.checks(v, &mut settings);
         self.admin(v, &mut settings);
+        self.record(v, &mut settings);
         if settings.tls.is_none() {
             self.submissions_need_tls(v);
         }
