@@ -261,12 +261,9 @@ pub async fn serve<S>(
         conn.live.ended(reason);
         if let Some(mut recording) = conn.recording.take() {
             recording.add(conn.session.take_transcript());
-            let (data_dir, settings) = (
-                conn.shared.settings.data_dir.clone(),
-                conn.shared.settings.record.clone(),
-            );
             info!(recording = recording.id(), "session recorded");
-            recording.save(data_dir, settings).await;
+            let settings = &conn.shared.settings;
+            recording.save(&settings.data_dir, &settings.record);
         }
         info!(reason, "disconnect");
     }
