@@ -102,7 +102,7 @@ impl Recorder {
             b.in_header = true;
         }
         b.octets += chunk.len() as u64;
-        b.lines += chunk.iter().filter(|&&c| c == b'\n').count() as u64;
+        b.lines += memchr::memchr_iter(b'\n', chunk).count() as u64;
         if self.bodies {
             b.text.extend_from_slice(chunk);
         }
