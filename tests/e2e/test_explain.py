@@ -10,6 +10,7 @@ import subprocess
 import pytest
 
 from outbound_helpers import hash_password
+from tls_helpers import tls_factory, tls_server  # noqa: F401 - fixtures
 
 PASSWORD = "Sw4ks-secret-9"
 USER = "auth@test.example"
@@ -28,8 +29,9 @@ def swaks_session(srv, mechanism):
 
 
 def explain(yizhan_bin, text, *args):
-    done = subprocess.run([str(yizhan_bin), "explain", *args], input=text, capture_output=True,
-                          text=True, timeout=60)
+    """`yizhan explain ARGS` with `text` on standard input (None: none)."""
+    done = subprocess.run([str(yizhan_bin), "explain", *args], input=text or "",
+                          capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -60,12 +62,12 @@ def test_a_swaks_session_explained_without_its_secrets(server_factory, yizhan_bi
     assert any(f["key"] == "auth_in_clear" for f in parsed["findings"])
 
 
-def test_a_capture_is_refused_with_a_way_forward(tmp_path, yizhan_bin):
+def test_a_broken_capture_is_refused(tmp_path, yizhan_bin):
     capture = tmp_path / "x.pcap"
     capture.write_bytes(bytes([0xd4, 0xc3, 0xb2, 0xa1]) + b"\0" * 20)
     done = subprocess.run([str(yizhan_bin), "explain", str(capture)], capture_output=True,
                           text=True, timeout=60)
-    assert done.returncode == 65 and "follow,tcp" in done.stderr, done.stderr
+    assert done.returncode == 65 and "capture" in done.stderr, done.stderr
 
 
 @pytest.mark.parametrize("mechanism", ["LOGIN", "PLAIN"])
@@ -108,3 +110,74 @@ def test_a_recorded_session_keeps_no_secret_and_is_explained(server_factory, yiz
                          header["id"], "--lang", "zh"], capture_output=True, text=True,
                         timeout=60)
     assert "回复路径缓冲区" in zh.stdout, zh.stdout
+
+
+class Capture:
+    """tshark capturing one port on loopback, while the block runs (bounded waits)."""
+
+    def __init__(self, port, path):
+        self.port, self.path = port, path
+
+    def __enter__(self):
+        import os
+        import time
+        self.proc = subprocess.Popen(
+            ["tshark", "-q", "-i", "lo", "-f", f"tcp port {self.port}", "-w", str(self.path)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        started = b""
+        deadline = time.monotonic() + 15
+        os.set_blocking(self.proc.stderr.fileno(), False)
+        while b"Capturing on" not in started and time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break
+            started += self.proc.stderr.read() or b""
+            time.sleep(0.05)
+        if b"Capturing on" not in started:
+            self.proc.kill()
+            pytest.skip(f"tshark cannot capture on lo: {started.decode(errors='replace')}")
+        return self
+
+    def __exit__(self, *exc):
+        import time
+        time.sleep(0.5)  # the last packets reach the file
+        self.proc.terminate()
+        self.proc.wait(timeout=15)
+
+
+@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed")
+def test_a_capture_is_explained(server_factory, yizhan_bin, tmp_path):
+    extra = (f'[auth]\nrequire_tls = false\n\n[[mailbox]]\naddress = "{USER}"\n'
+             f'password = "{hash_password(yizhan_bin, PASSWORD)}"\n')
+    srv = server_factory(extra=extra)
+    pcap = tmp_path / "session.pcapng"
+    with Capture(srv.port, pcap):
+        swaks_session(srv, "LOGIN")
+    out = explain(yizhan_bin, None, str(pcap), "--port", str(srv.port))
+    assert f"== connection 1: 127.0.0.1:" in out and f"-> 127.0.0.1:{srv.port}" in out, out
+    for part in ("S: 220 mx.test.example", "C: EHLO client.example", "C: AUTH LOGIN",
+                 f"C: [user name `{USER}` (base64)]", "235: authentication succeeded",
+                 "C: QUIT", "221: service closing the transmission channel"):
+        assert part in out, part
+    for secret in (PASSWORD, base64.b64encode(PASSWORD.encode()).decode()):
+        assert secret not in out
+    zh = explain(yizhan_bin, None, str(pcap), "--port", str(srv.port), "--lang", "zh")
+    assert "回复路径缓冲区" in zh
+    without = subprocess.run([str(yizhan_bin), "explain", str(pcap)], capture_output=True,
+                             text=True, timeout=60)
+    assert without.returncode == 65 and "--port" in without.stderr, without.stderr
+
+
+@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed")
+def test_a_starttls_capture_shows_where_tls_begins(tls_server, yizhan_bin, tmp_path):
+    from tls_helpers import OTHER as TLS_OTHER, PASSWORD as TLS_PASSWORD, USER as TLS_USER
+    port = tls_server.ports["submission"]
+    pcap = tmp_path / "tls.pcapng"
+    with Capture(port, pcap):
+        s = tls_server.secure_client("submission")
+        s.login(TLS_USER, TLS_PASSWORD)
+        s.sendmail(TLS_USER, [TLS_OTHER], b"Subject: captured\r\n\r\nsecret body\r\n")
+        s.quit()
+    out = explain(yizhan_bin, None, str(pcap), "--port", str(port))
+    assert "C: STARTTLS" in out and "-- TLS established (STARTTLS)" in out, out
+    assert "-- encrypted, " in out and " octets (TLS)" in out, out
+    assert "secret body" not in out and TLS_PASSWORD not in out

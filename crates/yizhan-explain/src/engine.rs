@@ -61,6 +61,8 @@ struct Walker<'a> {
     replies: usize,
     messages: usize,
     quit: bool,
+    /// The rest of the dialogue could not be read (encrypted in a capture).
+    opaque: bool,
 }
 
 impl<'a> Walker<'a> {
@@ -85,6 +87,7 @@ impl<'a> Walker<'a> {
             replies: 0,
             messages: 0,
             quit: false,
+            opaque: false,
         }
     }
 
@@ -131,6 +134,9 @@ impl<'a> Walker<'a> {
     fn remark(&mut self, line: &Line) {
         if line.text.starts_with("TLS established") {
             self.tls = true;
+        }
+        if line.text.starts_with("encrypted") {
+            self.opaque = true;
         }
         self.push(Direction::Note, line.text.clone(), Vec::new());
     }
@@ -440,10 +446,11 @@ impl<'a> Walker<'a> {
     }
 
     fn finish(mut self) -> Explanation {
-        if !self.pending.is_empty() && !self.quit {
+        // What went on inside TLS is not known: no finding about how it ended.
+        if !self.pending.is_empty() && !self.quit && !self.opaque {
             self.flag("command_without_reply");
         }
-        if !self.quit {
+        if !self.quit && !self.opaque {
             self.flag("missing_quit");
         }
         let (commands, replies, messages) = (

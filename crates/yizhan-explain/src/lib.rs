@@ -9,6 +9,7 @@
 //! [`render`] writes text, Markdown or JSON. No I/O here: the caller reads the input.
 #![forbid(unsafe_code)]
 
+pub mod capture;
 pub mod catalogue;
 mod engine;
 mod expect;

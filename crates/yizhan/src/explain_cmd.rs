@@ -6,13 +6,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use yizhan_explain::render::{Format, render};
-use yizhan_explain::{Catalogue, Lang, explain, transcript};
+use yizhan_explain::{Catalogue, Lang, capture, explain, transcript};
 
 /// `yizhan explain`.
 #[derive(Debug, clap::Args)]
 pub struct ExplainArgs {
     /// The dialogue: a transcript (`C:`/`S:` lines, swaks' `->`/`<-`, or bare lines as
-    /// `openssl s_client` shows them); `-` or nothing for standard input.
+    /// `openssl s_client` shows them), or a packet capture (pcap or pcapng: every SMTP
+    /// connection in it); `-` or nothing for standard input.
     #[arg(value_name = "FILE", conflicts_with = "session")]
     pub input: Option<PathBuf>,
     /// A recorded session instead (its id, or a unique prefix: `yizhan sessions list`).
@@ -28,6 +29,9 @@ pub struct ExplainArgs {
     /// text, markdown or json.
     #[arg(long, default_value = "text", value_parser = parse_format)]
     pub format: Format,
+    /// In a capture, the SMTP ports (repeatable; default 25, 465, 587 and 2525).
+    #[arg(long, value_name = "PORT")]
+    pub port: Vec<u16>,
 }
 
 fn parse_lang(s: &str) -> Result<Lang, String> {
@@ -37,13 +41,6 @@ fn parse_lang(s: &str) -> Result<Lang, String> {
 fn parse_format(s: &str) -> Result<Format, String> {
     Format::parse(s).ok_or_else(|| format!("unknown format {s:?} (text, markdown, json)"))
 }
-
-/// The magic numbers of pcap and pcapng files.
-const CAPTURE_MAGIC: [[u8; 4]; 3] = [
-    [0xd4, 0xc3, 0xb2, 0xa1],
-    [0xa1, 0xb2, 0xc3, 0xd4],
-    [0x0a, 0x0d, 0x0d, 0x0a],
-];
 
 /// Reads the input, explains it, prints it.
 pub fn main(args: &ExplainArgs, load: crate::sendmail::LoadSettings<'_>) -> ExitCode {
@@ -80,12 +77,8 @@ pub fn main(args: &ExplainArgs, load: crate::sendmail::LoadSettings<'_>) -> Exit
             bytes
         }
     };
-    if bytes.len() >= 4 && CAPTURE_MAGIC.iter().any(|m| bytes[..4] == m[..]) {
-        eprintln!(
-            "yizhan: this is a packet capture; explain reads transcripts for now (export the \
-             TCP stream as text, e.g. `tshark -r FILE -qz follow,tcp,ascii,0`, or paste the dialogue)"
-        );
-        return ExitCode::from(65);
+    if capture::is_capture(&bytes) {
+        return explain_capture(&bytes, args);
     }
     let text = String::from_utf8_lossy(&bytes);
     let lines = transcript::parse(&text);
@@ -94,6 +87,61 @@ pub fn main(args: &ExplainArgs, load: crate::sendmail::LoadSettings<'_>) -> Exit
         return ExitCode::from(65);
     }
     print(&lines, args)
+}
+
+/// Every SMTP connection of a capture, explained one after the other.
+fn explain_capture(bytes: &[u8], args: &ExplainArgs) -> ExitCode {
+    let ports = if args.port.is_empty() {
+        capture::SMTP_PORTS.to_vec()
+    } else {
+        args.port.clone()
+    };
+    let conversations = match capture::read(bytes, &ports) {
+        Ok(conversations) => conversations,
+        Err(e) => {
+            eprintln!("yizhan: {e}");
+            return ExitCode::from(65);
+        }
+    };
+    if conversations.is_empty() {
+        let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+        eprintln!(
+            "yizhan: no TCP connection to an SMTP port ({}) in the capture (--port PORT for another)",
+            ports.join(", ")
+        );
+        return ExitCode::from(65);
+    }
+    let cat = match Catalogue::load(args.lang) {
+        Ok(cat) => cat,
+        Err(e) => {
+            eprintln!("yizhan: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if args.format == Format::Json {
+        let all: Vec<serde_json::Value> = conversations
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "client": c.client.to_string(),
+                    "server": c.server.to_string(),
+                    "explanation": explain(&c.lines, &cat),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
+        return ExitCode::SUCCESS;
+    }
+    for (n, c) in conversations.iter().enumerate() {
+        let heading = format!("connection {}: {} -> {}", n + 1, c.client, c.server);
+        match args.format {
+            Format::Markdown => println!("## {heading}\n"),
+            _ => println!("== {heading}\n"),
+        }
+        print!("{}", render(&explain(&c.lines, &cat), args.format, &cat));
+        println!();
+    }
+    ExitCode::SUCCESS
 }
 
 fn print(lines: &[yizhan_explain::Line], args: &ExplainArgs) -> ExitCode {
