@@ -181,3 +181,35 @@ def test_a_starttls_capture_shows_where_tls_begins(tls_server, yizhan_bin, tmp_p
     assert "C: STARTTLS" in out and "-- TLS established (STARTTLS)" in out, out
     assert "-- encrypted, " in out and " octets (TLS)" in out, out
     assert "secret body" not in out and TLS_PASSWORD not in out
+
+
+def test_a_queued_message_names_its_recorded_session(server_factory, yizhan_bin):
+    import smtplib
+    import time
+
+    from outbound_helpers import TestDns
+    from test_admin import get
+    dns = TestDns({"far.example": [("RCODE", "SERVFAIL")]})
+    try:
+        extra = (f'[record]\nnetworks = ["127.0.0.0/8"]\n\n'
+                 f'[delivery]\ndns_servers = ["127.0.0.1:{dns.port}"]\n')
+        srv = server_factory(smtp={"relay_networks": ["127.0.0.0/8"]}, extra=extra)
+        with smtplib.SMTP("127.0.0.1", srv.port, timeout=20) as s:
+            s.sendmail("me@test.example", ["you@far.example"], b"Subject: kept\r\n\r\nx\r\n")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            page = json.loads(get(srv, "/api/queue")[1])
+            recordings = json.loads(get(srv, "/api/recordings")[1])["recordings"]
+            if page["total"] == 1 and recordings:
+                break
+            time.sleep(0.1)
+        [message] = page["messages"]
+        [recording] = recordings
+        assert message["recording"] == recording["id"], (message, recording)
+        session = json.loads(get(srv, f"/api/recordings/{recording['id']}")[1])
+        assert any(e["x"].upper().startswith("MAIL FROM:<ME@TEST.EXAMPLE>") for e in session["entries"])
+        shown = subprocess.run([str(yizhan_bin), "queue", "--config", str(srv.config), "show",
+                                message["id"]], capture_output=True, text=True, timeout=60)
+        assert f"Session:  {recording['id']}" in shown.stdout, shown.stdout
+    finally:
+        dns.stop()

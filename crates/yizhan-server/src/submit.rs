@@ -483,6 +483,7 @@ mod tests {
             detail: None,
         };
         let info = MessageInfo {
+            recording: None,
             id: "0".repeat(32),
             received_at: 0,
             size: 1,

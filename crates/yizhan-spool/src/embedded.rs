@@ -1472,6 +1472,7 @@ mod tests {
                 },
                 auth_user: None,
                 tls: None,
+                recording: None,
             },
             recipients: due
                 .iter()

@@ -59,6 +59,9 @@ pub struct ClientInfo {
     /// The TLS version and cipher, if the session used STARTTLS (RFC 3207) or implicit TLS.
     #[serde(default)]
     pub tls: Option<String>,
+    /// The id of the session's recording (`[record]`), if it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording: Option<String>,
 }
 
 /// Where a message came from.

@@ -66,6 +66,7 @@ impl ClientInfoV3 {
             origin,
             auth_user: self.auth_user.and_then(|u| Mailbox::parse(&u).ok()),
             tls: self.tls,
+            recording: None,
         }
     }
 }

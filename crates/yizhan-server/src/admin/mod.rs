@@ -9,6 +9,7 @@
 mod console;
 mod live;
 mod queue;
+mod recordings;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -109,6 +110,7 @@ fn router(state: AdminState) -> Router {
         .merge(queue::routes())
         .merge(live::routes())
         .merge(console::routes())
+        .merge(recordings::routes())
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,

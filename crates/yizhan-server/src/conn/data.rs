@@ -381,6 +381,7 @@ where
                 origin: Origin::Network { address: self.peer },
                 auth_user: self.user.as_deref().and_then(|u| Mailbox::parse(u).ok()),
                 tls: self.tls_info.clone(),
+                recording: self.recording.as_ref().map(|r| r.id().to_owned()),
             },
             recipients,
             held: false,

@@ -188,6 +188,9 @@ pub struct MessageInfo {
     pub held: bool,
     /// Every recipient with its state.
     pub recipients: Vec<RecipientInfo>,
+    /// The id of the recorded session that brought it (`yizhan sessions show ID`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording: Option<String>,
 }
 
 /// One recipient of a [`MessageInfo`].
@@ -223,6 +226,7 @@ impl From<&Envelope> for MessageInfo {
                 .map(ToString::to_string)
                 .unwrap_or_default(),
             held: envelope.held,
+            recording: envelope.client.recording.clone(),
             recipients: envelope
                 .recipients
                 .iter()

@@ -195,6 +195,7 @@ mod tests {
 
     fn message(sender: &str, held: bool, recipients: &[(&str, bool, &str, u32)]) -> MessageInfo {
         MessageInfo {
+            recording: None,
             id: "0".repeat(32),
             received_at: 1000,
             size: 10,

@@ -114,13 +114,19 @@ impl ListPrinter {
 pub fn format_show(m: &MessageInfo, headers: &str, tz: &TimeZone) -> String {
     let when = |t| time(t, tz, "%a, %-d %b %Y %H:%M:%S %z");
     let mut out = format!(
-        "Queue ID: {}\nArrival:  {}\nSize:     {} bytes\nSender:   <{}>\nStatus:   {}\nRecipients:\n",
+        "Queue ID: {}\nArrival:  {}\nSize:     {} bytes\nSender:   <{}>\nStatus:   {}\n",
         m.id,
         when(m.received_at),
         m.size,
         m.sender,
         if m.held { "held" } else { "queued" },
     );
+    if let Some(recording) = &m.recording {
+        out.push_str(&format!(
+            "Session:  {recording} (yizhan sessions show {recording})\n"
+        ));
+    }
+    out.push_str("Recipients:\n");
     for r in &m.recipients {
         let mut line = format!("  {} ({}", r.address, r.state);
         if r.attempts > 0 {
@@ -158,6 +164,7 @@ mod tests {
 
     fn message(held: bool) -> MessageInfo {
         MessageInfo {
+            recording: None,
             id: "0190f2c4a1b27c3d8e9f00112233aabb".into(),
             received_at: 1_709_640_000, // 2024-03-05 12:00:00 UTC
             size: 1500,

@@ -150,10 +150,26 @@ async function show(id, body = false) {
     cell(row, d.recipient);
     cell(row, d.detail);
   }
+  $("message-session").hidden = !m.message.recording;
+  $("message-session-text").hidden = true;
+  if (m.message.recording) {
+    $("message-session-id").textContent = m.message.recording;
+    $("message-session-button").onclick = () => showSession(m.message.recording).catch(fail);
+  }
   $("message-headers").textContent = m.headers;
   $("message-body").hidden = !body;
   $("message-body").textContent = m.body || "";
   $("message-body-button").onclick = () => show(id, true).catch(fail);
+}
+
+// The recorded session that brought a message, line by line (C:, S:, -- for notes).
+async function showSession(id) {
+  const r = await api("/api/recordings/" + encodeURIComponent(id));
+  const who = { c: "C:", s: "S:", n: "--" };
+  $("message-session-text").textContent = r.entries
+    .map((e) => `${(e.t / 1000).toFixed(3).padStart(7)} ${who[e.d] || "--"} ${e.x}`)
+    .join("\n");
+  $("message-session-text").hidden = false;
 }
 
 async function act(action) {
