@@ -13,7 +13,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 seconds=${1:-60}
 shift || true
-if [ $# -gt 0 ]; then targets=("$@"); else targets=(command readers session header); fi
+if [ $# -gt 0 ]; then targets=("$@"); else targets=(command readers session header explain); fi
 regressions="$root/crates/yizhan-proto/tests/fuzz_regressions"
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
@@ -25,7 +25,7 @@ cd "$root/fuzz"
 
 # Seed corpora: the client side of every golden dialogue, whole (session) and line by line
 # (command, readers). Seeds never overwrite what the fuzzer found earlier.
-for target in command readers session header; do mkdir -p "corpus/$target"; done
+for target in command readers session header explain; do mkdir -p "corpus/$target"; done
 for dialog in "$root"/tests/dialogs/*.dialog; do
     name=$(basename "$dialog" .dialog)
     # C: lines with CRLF; the session harness reads its first byte as the chunking mode.
@@ -39,6 +39,11 @@ for dialog in "$root"/tests/dialogs/*.dialog; do
 done
 printf '\x00Authentication-Results: mx.test.example; spf=pass\r\nAuthentication-Results: (c) other.example;\r\n\tdkim=pass\r\nSubject: x\r\n\r\nbody\r\n' \
     > corpus/header/seed-forged
+# The explainer: the article's transcript, and the golden dialogues as C:/S: transcripts.
+cp "$root/crates/yizhan-explain/tests/golden/article.txt" corpus/explain/article
+for dialog in "$root"/tests/dialogs/*.dialog; do
+    grep -E '^(C|S): ' "$dialog" > "corpus/explain/$(basename "$dialog" .dialog)" || true
+done
 
 status=0
 summary=""

@@ -53,8 +53,9 @@ struct Walker<'a> {
     data: Option<Data>,
     /// The SASL mechanism in progress, and how many answers the client gave.
     auth: Option<(String, usize)>,
-    /// A 334 came: the next client line is an answer, not a command.
-    auth_answer: bool,
+    /// A 334 came during AUTH: the next client line is an answer, not a command; what the
+    /// prompt asked for.
+    auth_answer: Option<mask::Prompt>,
     from: Option<String>,
     to: Vec<String>,
     commands: usize,
@@ -80,7 +81,7 @@ impl<'a> Walker<'a> {
             reply_lines: 0,
             data: None,
             auth: None,
-            auth_answer: false,
+            auth_answer: None,
             from: None,
             to: Vec::new(),
             commands: 0,
@@ -148,10 +149,9 @@ impl<'a> Walker<'a> {
         if self.data.is_some() {
             return self.message_text(line);
         }
-        if self.auth_answer {
-            self.auth_answer = false;
+        if let Some(prompt) = self.auth_answer.take() {
             let (mechanism, step) = self.auth.clone().unwrap_or_default();
-            let shown = mask::answer(self.cat, &mechanism, step, &line.text);
+            let shown = mask::answer(self.cat, &mechanism, prompt, &line.text);
             self.auth = Some((mechanism, step + 1));
             self.pending.push_back(Pending {
                 verb: "AUTH",
@@ -217,7 +217,8 @@ impl<'a> Walker<'a> {
                 initial: Some(initial),
             } => {
                 let mechanism = mechanism.to_ascii_uppercase();
-                let masked = mask::answer(self.cat, &mechanism, 0, initial);
+                // `AUTH LOGIN name`: the initial response is the user name (RFC 4954 4).
+                let masked = mask::answer(self.cat, &mechanism, mask::Prompt::UserName, initial);
                 format!("AUTH {mechanism} {masked}")
             }
             _ => text.to_owned(),
@@ -326,6 +327,11 @@ impl<'a> Walker<'a> {
             let code = format!("{class}.{subject}.{detail}");
             notes.push(self.term("enhanced", &[("code", &code), ("text", &meaning)]));
         }
+        // During AUTH a 334 makes the next client line an answer, whatever command the
+        // reply seemed to answer: a dialogue out of order must not show a password as a name.
+        if code == 334 && self.auth.is_some() {
+            self.auth_answer = Some(mask::Prompt::of(rest));
+        }
         if code == 334
             && let Some(prompt) = mask::decode(rest)
         {
@@ -423,8 +429,7 @@ impl<'a> Walker<'a> {
                     last.notes.push(note);
                 }
             }
-            ("AUTH", 334) => self.auth_answer = true,
-            ("AUTH", _) => self.auth = None,
+            ("AUTH", code) if code != 334 => self.auth = None,
             _ => {}
         }
         let _ = answering;
@@ -564,5 +569,57 @@ mod tests {
             keys,
             ["pipelining_misuse", "unexpected_reply", "missing_quit"]
         );
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use base64::Engine as _;
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::catalogue::Lang;
+    use crate::transcript::parse;
+
+    proptest! {
+        /// Around any dialogue, an AUTH exchange's password, and its base64, never appear in
+        /// an explanation, in either language.
+        #[test]
+        fn passwords_never_appear(
+            before in proptest::collection::vec("[ -~]{0,40}", 0..8),
+            after in proptest::collection::vec("[ -~]{0,40}", 0..8),
+            password in "[A-Za-z0-9!#%&]{8,24}",
+            plain in any::<bool>(),
+        ) {
+            let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+            let mut text = String::from("S: 220 mx\nC: EHLO me\nS: 250 mx\n");
+            for l in &before { text.push_str(&format!("C: {l}\n")); }
+            if plain {
+                text.push_str(&format!("C: AUTH PLAIN {}\nS: 235 ok\n", b64(&format!("\0u\0{password}"))));
+            } else {
+                text.push_str(&format!(
+                    "C: AUTH LOGIN\nS: 334 VXNlcm5hbWU6\nC: {}\nS: 334 UGFzc3dvcmQ6\nC: {}\nS: 235 ok\n",
+                    b64("u"), b64(&password)
+                ));
+            }
+            for l in &after { text.push_str(&format!("S: {l}\n")); }
+            for lang in Lang::ALL {
+                let cat = Catalogue::load(lang).unwrap();
+                let e = explain(&parse(&text), &cat);
+                let all = serde_json::to_string(&e).unwrap();
+                prop_assert!(!all.contains(&b64(&password)));
+                if !before.iter().chain(&after).any(|l| l.contains(&password)) {
+                    prop_assert!(!all.contains(&password), "{}", all);
+                }
+            }
+        }
+
+        /// Any text: one entry per line, and no panic.
+        #[test]
+        fn any_text_is_explained(text in "(([CS]: )?[ -~]{0,30}\n){0,20}") {
+            let cat = Catalogue::load(Lang::En).unwrap();
+            let lines = parse(&text);
+            prop_assert_eq!(explain(&lines, &cat).entries.len(), lines.len());
+        }
     }
 }

@@ -11,9 +11,10 @@ pub(crate) fn decode(text: &str) -> Option<Vec<u8>> {
     STANDARD.decode(text.trim()).ok()
 }
 
-/// What a line of an AUTH exchange shows, given the mechanism and how many answers the
-/// client gave before: a LOGIN user name (its first answer), never a password.
-pub(crate) fn answer(cat: &Catalogue, mechanism: &str, step: usize, text: &str) -> String {
+/// What a line of an AUTH exchange shows: a LOGIN user name only when the server's prompt
+/// asked for one (`prompt`, decoded; or the initial response of `AUTH LOGIN name`), never a
+/// password: an answer whose prompt is not known is masked whole.
+pub(crate) fn answer(cat: &Catalogue, mechanism: &str, prompt: Prompt, text: &str) -> String {
     let bytes = decode(text).unwrap_or_default();
     let octets = bytes.len().to_string();
     if text.trim() == "*" {
@@ -23,14 +24,37 @@ pub(crate) fn answer(cat: &Catalogue, mechanism: &str, step: usize, text: &str) 
     if text.starts_with('[') && text.ends_with(']') {
         return text.to_owned();
     }
-    match (mechanism, step) {
-        ("LOGIN", 0) => {
+    match (mechanism, prompt) {
+        ("LOGIN", Prompt::UserName) => {
             let user = String::from_utf8_lossy(&bytes).into_owned();
             format!("[{}]", cat.term("auth_user", &[("user", &user)]))
         }
         ("LOGIN", _) => format!("[{}]", cat.term("auth_password", &[("octets", &octets)])),
         ("PLAIN", _) => plain(cat, &bytes),
         _ => format!("[{}]", cat.term("auth_secret", &[("octets", &octets)])),
+    }
+}
+
+/// What the server asked for before an AUTH answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Prompt {
+    /// A user name (`334 VXNlcm5hbWU6`, "Username:").
+    UserName,
+    /// Anything else, or not known: the answer may be a password.
+    #[default]
+    Other,
+}
+
+impl Prompt {
+    /// The prompt of a `334` reply's text (base64).
+    pub(crate) fn of(text: &str) -> Prompt {
+        let decoded = decode(text).unwrap_or_default();
+        let decoded = String::from_utf8_lossy(&decoded).to_ascii_lowercase();
+        if decoded.contains("user") && !decoded.contains("pass") {
+            Prompt::UserName
+        } else {
+            Prompt::Other
+        }
     }
 }
 
@@ -60,20 +84,28 @@ mod tests {
     use crate::catalogue::Lang;
 
     #[test]
+    fn prompts() {
+        assert_eq!(Prompt::of("VXNlcm5hbWU6"), Prompt::UserName);
+        assert_eq!(Prompt::of("dXNlcm5hbWU6"), Prompt::UserName);
+        assert_eq!(Prompt::of("UGFzc3dvcmQ6"), Prompt::Other);
+        assert_eq!(Prompt::of("not base64!"), Prompt::Other);
+    }
+
+    #[test]
     fn passwords_and_their_base64_never_show() {
         let cat = Catalogue::load(Lang::En).unwrap();
         let user = STANDARD.encode("alice@test.example");
         let password = STANDARD.encode("s3cret-pass!");
         assert_eq!(
-            answer(&cat, "LOGIN", 0, &user),
+            answer(&cat, "LOGIN", Prompt::UserName, &user),
             "[user name `alice@test.example` (base64)]"
         );
-        let shown = answer(&cat, "LOGIN", 1, &password);
+        let shown = answer(&cat, "LOGIN", Prompt::Other, &password);
         assert_eq!(shown, "[password (12 octets), masked]");
         let both = STANDARD.encode("\0alice\0s3cret-pass!");
-        let shown = answer(&cat, "PLAIN", 0, &both);
+        let shown = answer(&cat, "PLAIN", Prompt::Other, &both);
         assert!(shown.contains("alice") && !shown.contains("s3cret") && !shown.contains(&both));
-        let other = answer(&cat, "CRAM-MD5", 0, &password);
+        let other = answer(&cat, "CRAM-MD5", Prompt::Other, &password);
         assert!(!other.contains(&password) && other.contains("12 octets"));
     }
 }

@@ -18,6 +18,7 @@ fn fuzz_regressions_replay() {
         yizhan_testkit::harness::readers(&data);
         yizhan_testkit::harness::session(&data);
         yizhan_testkit::harness::header(&data);
+        yizhan_testkit::harness::explain(&data);
         count += 1;
     }
     assert!(count > 0, "no regression inputs in {}", dir.display());

@@ -222,3 +222,36 @@ pub fn header(data: &[u8]) {
         "not idempotent"
     );
 }
+
+/// `yizhan explain` on any bytes: as a transcript, and as a packet capture (with a pcap file
+/// header put in front when the first byte is even, so that the records are reached). Never
+/// panics, in every language and format; nothing that is not in the input appears as a
+/// dialogue line.
+pub fn explain(data: &[u8]) {
+    use yizhan_explain::render::{Format, render};
+    use yizhan_explain::{Catalogue, Lang, capture, explain, transcript};
+    let text = String::from_utf8_lossy(data);
+    let lines = transcript::parse(&text);
+    for lang in Lang::ALL {
+        let cat = Catalogue::load(lang).expect("the catalogues parse");
+        let explained = explain(&lines, &cat);
+        assert_eq!(explained.entries.len(), lines.len(), "one entry per line");
+        for format in [Format::Text, Format::Markdown, Format::Json] {
+            let _ = render(&explained, format, &cat);
+        }
+    }
+    let mut pcap = Vec::new();
+    if data.first().is_some_and(|b| b % 2 == 0) {
+        // Little-endian pcap, version 2.4, snaplen 65535, Ethernet.
+        pcap.extend_from_slice(&[0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0]);
+        pcap.extend_from_slice(&[0; 8]);
+        pcap.extend_from_slice(&[0xff, 0xff, 0, 0, 1, 0, 0, 0]);
+    }
+    pcap.extend_from_slice(data);
+    if let Ok(conversations) = capture::read(&pcap, &capture::SMTP_PORTS) {
+        let cat = Catalogue::load(Lang::En).expect("the catalogue parses");
+        for c in conversations {
+            let _ = explain(&c.lines, &cat);
+        }
+    }
+}
