@@ -60,7 +60,10 @@ pub fn read(bytes: &[u8], ports: &[u16]) -> Result<Vec<Conversation>, CaptureErr
 
 /// Every frame of the capture with its link type.
 fn frames(bytes: &[u8]) -> Result<Vec<(Linktype, Vec<u8>)>, CaptureError> {
-    let mut reader = create_reader(65536, bytes).map_err(|e| CaptureError(e.to_string()))?;
+    // The whole file is in memory: a buffer its size holds any block (loopback captures have
+    // frames of 64 KiB and more).
+    let capacity = bytes.len().max(65536);
+    let mut reader = create_reader(capacity, bytes).map_err(|e| CaptureError(e.to_string()))?;
     let mut out = Vec::new();
     let mut interfaces: Vec<Linktype> = Vec::new();
     let mut legacy = Linktype::ETHERNET;
@@ -88,7 +91,8 @@ fn frames(bytes: &[u8]) -> Result<Vec<(Linktype, Vec<u8>)>, CaptureError> {
                 }
                 reader.consume(offset);
             }
-            Err(PcapError::Eof) => break,
+            // A capture cut short (tcpdump killed) still gives what it holds.
+            Err(PcapError::Eof | PcapError::UnexpectedEof) => break,
             Err(PcapError::Incomplete(_)) => {
                 if reader.refill().is_err() {
                     break;
@@ -174,9 +178,19 @@ impl Stream {
         let skip = offset.unsigned_abs() as usize;
         let mut out = payload.get(skip..).unwrap_or_default().to_vec();
         let mut next = next.wrapping_add(out.len() as u32);
-        while let Some(data) = self.ahead.remove(&next) {
-            next = next.wrapping_add(data.len() as u32);
-            out.extend_from_slice(&data);
+        // Held segments that now start at or before `next` (boundaries need not match):
+        // their new part is taken, the rest dropped.
+        while let Some(&seq) = self
+            .ahead
+            .keys()
+            .find(|&&seq| next.wrapping_sub(seq) as i32 >= 0)
+        {
+            let data = self.ahead.remove(&seq).unwrap_or_default();
+            let skip = next.wrapping_sub(seq) as usize;
+            if let Some(new) = data.get(skip..) {
+                out.extend_from_slice(new);
+                next = next.wrapping_add(new.len() as u32);
+            }
         }
         self.next = Some(next);
         out
@@ -211,6 +225,10 @@ impl Flows {
         } else {
             return;
         };
+        // A new connection from the same client port (a SYN): a new conversation.
+        if s.syn && direction == Direction::Client {
+            self.index.remove(&(client, server));
+        }
         let i = *self.index.entry((client, server)).or_insert_with(|| {
             self.flows.push(Flow {
                 client,
@@ -264,14 +282,25 @@ impl Flow {
             Direction::Client => &mut self.to_server,
             _ => &mut self.to_client,
         };
+        // Only the new bytes are searched, and the buffer drained once: a long run without a
+        // line end costs linear time.
+        let searched = stream.partial.len();
         stream.partial.extend_from_slice(bytes);
         let mut complete = Vec::new();
-        while let Some(end) = stream.partial.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = stream.partial.drain(..=end).collect();
-            let line = line.strip_suffix(b"\n").unwrap_or(&line);
+        let mut start = 0;
+        let ends: Vec<usize> = stream.partial[searched..]
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| **b == b'\n')
+            .map(|(i, _)| searched + i)
+            .collect();
+        for end in ends {
+            let line = &stream.partial[start..end];
+            start = end + 1;
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             complete.push(String::from_utf8_lossy(line).into_owned());
         }
+        stream.partial.drain(..start);
         for text in complete {
             let starts_tls =
                 direction == Direction::Server && self.starttls_asked && text.starts_with("220");
@@ -315,6 +344,9 @@ mod tests {
         // A retransmission of what was read, and one overlapping the end.
         assert!(s.take(101, false, b"ab").is_empty());
         assert_eq!(s.take(106, false, b"fgh"), b"gh");
+        // Held segments whose boundaries do not match what fills the gap.
+        assert!(s.take(113, false, b"mnop").is_empty());
+        assert_eq!(s.take(109, false, b"ijklm"), b"ijklmnop");
         // Sequence numbers wrap.
         let mut w = Stream::default();
         w.take(u32::MAX, true, b"");

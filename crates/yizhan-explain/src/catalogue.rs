@@ -101,11 +101,13 @@ impl Catalogue {
     /// subject when the detail is not known.
     pub fn enhanced(&self, class: u8, subject: u16, detail: u16) -> Option<String> {
         let class_text = self.classes.get(&class.to_string())?;
-        let detail_text = self
-            .enhanced
-            .get(&format!("X.{subject}.{detail}"))
-            .or_else(|| self.enhanced.get(&format!("X.{subject}.0")))?;
-        Some(format!("{class_text}; {detail_text}"))
+        if let Some(text) = self.enhanced.get(&format!("X.{subject}.{detail}")) {
+            return Some(format!("{class_text}; {text}"));
+        }
+        // The subject is known, the detail is not: said so, not passed off as X.Y.0.
+        let subject_text = self.enhanced.get(&format!("X.{subject}.0"))?;
+        let unknown = self.term("unknown_detail", &[("detail", &detail.to_string())]);
+        Some(format!("{class_text}; {subject_text} {unknown}"))
     }
 }
 
@@ -179,7 +181,7 @@ mod tests {
         assert!(
             en.enhanced(2, 1, 99)
                 .unwrap()
-                .ends_with("other address status")
+                .ends_with("other address status (detail 99 not in the catalogue)")
         );
         assert!(en.enhanced(3, 0, 0).is_none());
     }

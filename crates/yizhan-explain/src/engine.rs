@@ -261,7 +261,25 @@ impl<'a> Walker<'a> {
     }
 
     fn not_a_command(&mut self, text: &str) {
-        let verb = text.split(' ').next().unwrap_or("").to_ascii_uppercase();
+        let mut words = text.split_whitespace();
+        let verb = words.next().unwrap_or("").to_ascii_uppercase();
+        // A credential where a command was expected (an answer sent before its prompt, or
+        // after a refused AUTH; an AUTH with odd spacing): never shown.
+        let shown = if verb == "AUTH" {
+            let mechanism = words.next().unwrap_or("").to_ascii_uppercase();
+            match words.next() {
+                Some(rest) => {
+                    let masked = mask::answer(self.cat, &mechanism, mask::Prompt::Other, rest);
+                    format!("AUTH {mechanism} {masked}")
+                }
+                None => text.to_owned(),
+            }
+        } else if mask::looks_like_base64(text) {
+            mask::answer(self.cat, "", mask::Prompt::Other, text)
+        } else {
+            text.to_owned()
+        };
+        let text = shown.as_str();
         let mut notes = Vec::new();
         match self.cat.commands.get(&verb) {
             Some(c) => notes.push(self.note(
@@ -603,6 +621,10 @@ mod properties {
                 ));
             }
             for l in &after { text.push_str(&format!("S: {l}\n")); }
+            // The same answers sent where commands were expected (a refused AUTH, a client
+            // that does not wait for its prompt) and an AUTH with odd spacing.
+            text.push_str(&format!("C: {}\nC: AUTH  PLAIN {}\nC: auth\tplain {}\n",
+                b64(&password), b64(&format!("\0u\0{password}")), b64(&format!("\0u\0{password}"))));
             for lang in Lang::ALL {
                 let cat = Catalogue::load(lang).unwrap();
                 let e = explain(&parse(&text), &cat);

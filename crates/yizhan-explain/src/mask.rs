@@ -6,6 +6,15 @@ use base64::engine::general_purpose::STANDARD;
 
 use crate::catalogue::Catalogue;
 
+/// Whether a line could be base64 (a credential sent where a command was expected).
+pub(crate) fn looks_like_base64(text: &str) -> bool {
+    let text = text.trim();
+    !text.is_empty()
+        && text
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'='))
+}
+
 /// Decodes base64 (`None` when it is not).
 pub(crate) fn decode(text: &str) -> Option<Vec<u8>> {
     STANDARD.decode(text.trim()).ok()

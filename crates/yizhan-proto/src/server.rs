@@ -1162,6 +1162,7 @@ impl ServerSession {
             return;
         }
         if mode == Chunk::TooBig {
+            self.recorder.drop_body();
             self.events.push_back(Event::DataAborted);
             self.transaction = None;
             self.reply_error(Some(Reply::message_too_big(self.config.max_message_size)));
@@ -1211,10 +1212,12 @@ impl ServerSession {
                 }
             }
             DataEnd::TooBig => {
+                self.recorder.drop_body();
                 self.events.push_back(Event::DataAborted);
                 self.reply_error(Some(Reply::message_too_big(self.config.max_message_size)));
             }
             DataEnd::BareLineEnding => {
+                self.recorder.drop_body();
                 self.events.push_back(Event::DataAborted);
                 self.reply_error(Some(Reply::bare_line_ending()));
             }
@@ -1534,6 +1537,7 @@ impl ServerSession {
                     }
             );
         if had_data {
+            self.recorder.drop_body();
             self.events.push_back(Event::DataAborted);
         }
         if matches!(self.state, State::Data(_) | State::Bdat { .. }) {

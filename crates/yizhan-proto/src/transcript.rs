@@ -53,10 +53,12 @@ impl Recorder {
         self.bodies = bodies;
     }
 
-    /// A command line the client sent: an AUTH initial response masked.
+    /// A command line the client sent: an AUTH initial response masked, and any line that is
+    /// no command but could be a credential (base64, e.g. an answer sent after a refused AUTH,
+    /// or pipelined ahead of its prompt) masked whole.
     pub(crate) fn command(&mut self, line: &[u8]) {
         let text = String::from_utf8_lossy(line).into_owned();
-        let mut words = text.splitn(3, ' ');
+        let mut words = text.split_whitespace();
         let verb = words.next().unwrap_or("");
         if verb.eq_ignore_ascii_case("AUTH") {
             let mechanism = words.next().unwrap_or("").to_ascii_uppercase();
@@ -74,7 +76,18 @@ impl Recorder {
             self.said.push(Said::Client(shown));
             return;
         }
+        if crate::command::Command::parse(line).is_err() && looks_like_base64(line) {
+            let shown = mask("", 0, line);
+            self.said.push(Said::Client(shown));
+            return;
+        }
         self.said.push(Said::Client(text));
+    }
+
+    /// The message text was abandoned (too big, RSET between BDAT chunks): nothing of it is
+    /// kept for the next message.
+    pub(crate) fn drop_body(&mut self) {
+        self.body = Body::default();
     }
 
     /// An answer in an AUTH exchange: never kept, only described.
@@ -110,24 +123,26 @@ impl Recorder {
             return;
         }
         b.partial.extend_from_slice(chunk);
-        while let Some(end) = b.partial.iter().position(|&c| c == b'\n') {
-            let line: Vec<u8> = b.partial.drain(..=end).collect();
-            let line = line.strip_suffix(b"\n").unwrap_or(&line);
+        // Each line once, and one drain per piece: a header of many short lines costs linear
+        // time; past MAX_HEADER_NAMES names nothing more is read.
+        let mut start = 0;
+        let ends: Vec<usize> = memchr::memchr_iter(b'\n', &b.partial).collect();
+        for end in ends {
+            let line = &b.partial[start..end];
+            start = end + 1;
             let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if line.is_empty() {
+            if line.is_empty() || b.headers.len() == MAX_HEADER_NAMES {
                 b.in_header = false;
                 b.partial.clear();
                 return;
             }
             let folded = line.first().is_some_and(|c| *c == b' ' || *c == b'\t');
-            if !folded
-                && b.headers.len() < MAX_HEADER_NAMES
-                && let Some(colon) = line.iter().position(|&c| c == b':')
-            {
-                b.headers
-                    .push(String::from_utf8_lossy(&line[..colon]).into_owned());
+            if !folded && let Some(colon) = line.iter().position(|&c| c == b':') {
+                let name = String::from_utf8_lossy(&line[..colon]).into_owned();
+                b.headers.push(name);
             }
         }
+        b.partial.drain(..start);
         // A header line longer than any sane one is not kept whole.
         if b.partial.len() > 4096 {
             b.partial.clear();
@@ -156,6 +171,15 @@ impl Recorder {
             self.said.push(Said::Client(".".into()));
         }
     }
+}
+
+/// Whether a line could be base64 (a credential sent where a command was expected).
+fn looks_like_base64(line: &[u8]) -> bool {
+    let line = line.trim_ascii();
+    !line.is_empty()
+        && line
+            .iter()
+            .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'='))
 }
 
 /// What a recording shows for an AUTH answer: a LOGIN user name (the first answer) or a
@@ -198,6 +222,10 @@ mod tests {
         r.command(b"AUTH LOGIN");
         r.auth_answer(b64("ann@x").as_bytes());
         r.auth_answer(b64("hunter2").as_bytes());
+        // Sent where a command was expected (after a refused AUTH), or with odd spacing.
+        r.command(b64("hunter2").as_bytes());
+        r.command(format!("AUTH\tPLAIN {}", b64("\0ann\0hunter2")).as_bytes());
+        r.command(format!(" auth  plain {}", b64("\0ann\0hunter2")).as_bytes());
         let all = format!("{:?}", r.said);
         assert!(
             !all.contains("hunter2") && !all.contains(&b64("hunter2")),

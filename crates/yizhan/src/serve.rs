@@ -82,6 +82,8 @@ pub async fn run(settings: Settings, reload: Reload) -> anyhow::Result<()> {
     systemd(&[sd_notify::NotifyState::Stopping]);
     shutdown.cancel();
     serving.await.context("server task failed")??;
+    // The recordings of the last sessions reach the disk before the process ends.
+    yizhan_server::record::flush();
     Ok(())
 }
 

@@ -171,7 +171,7 @@ impl Recording {
     }
 }
 
-pub use store::{Recorded, list, read};
+pub use store::{Recorded, flush, list, read};
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Sender, channel};
+use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 use std::sync::{Mutex, OnceLock, PoisonError};
 
 use serde::Serialize;
@@ -19,11 +19,19 @@ use super::{DIR, Entry, Header, RecordSettings};
 /// A segment is closed past this size.
 const SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
 
+/// Recordings waiting for the writer, at most; past that one is dropped (said in the log)
+/// rather than a session waiting for the disk.
+const BACKLOG: usize = 4096;
+
+/// The old segments are pruned when the writer starts, at every new segment, and after this
+/// many recordings.
+const PRUNE_EVERY: u64 = 256;
+
 /// A recording on its way to the writer, with the settings in force.
 type Job = (Vec<u8>, RecordSettings);
 
-/// The writer of each data directory's recordings.
-type Writers = Mutex<HashMap<PathBuf, Sender<Job>>>;
+/// The writer of each data directory's recordings, and its thread.
+type Writers = Mutex<HashMap<PathBuf, (SyncSender<Job>, Option<std::thread::JoinHandle<()>>)>>;
 
 fn writers() -> &'static Writers {
     static WRITERS: OnceLock<Writers> = OnceLock::new();
@@ -34,32 +42,74 @@ fn writers() -> &'static Writers {
 pub(super) fn append(data_dir: &Path, settings: &RecordSettings, bytes: Vec<u8>) {
     let mut writers = writers().lock().unwrap_or_else(PoisonError::into_inner);
     let dir = data_dir.join(DIR);
-    let sender = writers.entry(dir.clone()).or_insert_with(|| spawn(dir));
-    if let Err(lost) = sender.send((bytes, settings.clone())) {
-        // The thread died (it only does on a panic): start another.
-        let sender = spawn(data_dir.join(DIR));
-        let _ = sender.send(lost.0);
-        writers.insert(data_dir.join(DIR), sender);
+    let writer = writers
+        .entry(dir.clone())
+        .or_insert_with(|| spawn(dir.clone(), settings.clone()));
+    match writer.0.try_send((bytes, settings.clone())) {
+        Ok(()) => {}
+        Err(TrySendError::Full(_)) => {
+            warn!("a session recording was dropped: the recording writer is behind");
+        }
+        Err(TrySendError::Disconnected(job)) => {
+            // The thread died (it only does on a panic): start another.
+            let writer = spawn(dir.clone(), settings.clone());
+            let _ = writer.0.try_send(job);
+            writers.insert(dir, writer);
+        }
     }
 }
 
-fn spawn(dir: PathBuf) -> Sender<Job> {
-    let (sender, receiver) = channel::<Job>();
+/// Writes every recording still waiting and stops the writers (at shutdown).
+pub fn flush() {
+    let writers: Vec<_> = writers()
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .drain()
+        .collect();
+    for (_, (sender, thread)) in writers {
+        drop(sender);
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn spawn(
+    dir: PathBuf,
+    settings: RecordSettings,
+) -> (SyncSender<Job>, Option<std::thread::JoinHandle<()>>) {
+    let (sender, receiver) = sync_channel::<Job>(BACKLOG);
     let spawned = std::thread::Builder::new()
         .name("yizhan-record".into())
         .spawn(move || {
+            pruned(&dir, &settings);
             let mut segment: Option<(std::fs::File, u64)> = None;
+            let mut written: u64 = 0;
             while let Ok((bytes, settings)) = receiver.recv() {
                 if let Err(error) = write(&dir, &mut segment, &bytes, &settings) {
                     warn!(%error, dir = %dir.display(), "cannot write a session recording");
                     segment = None;
                 }
+                written += 1;
+                if written.is_multiple_of(PRUNE_EVERY) {
+                    pruned(&dir, &settings);
+                }
             }
         });
-    if let Err(error) = spawned {
-        warn!(%error, "cannot start the session recording writer");
+    match spawned {
+        Ok(thread) => (sender, Some(thread)),
+        Err(error) => {
+            warn!(%error, "cannot start the session recording writer");
+            (sender, None)
+        }
     }
-    sender
+}
+
+/// [`prune`], its failure logged (it never costs a recording).
+fn pruned(dir: &Path, settings: &RecordSettings) {
+    if let Err(error) = prune(dir, settings) {
+        warn!(%error, dir = %dir.display(), "cannot prune the session recordings");
+    }
 }
 
 fn write(
@@ -81,7 +131,7 @@ fn write(
             .open(dir.join(name))?;
         *segment = Some((file, 0));
         if rotated {
-            prune(dir, settings)?;
+            pruned(dir, settings);
         }
     }
     if let Some((file, size)) = segment.as_mut() {
@@ -119,7 +169,7 @@ pub(super) fn prune(dir: &Path, settings: &RecordSettings) -> std::io::Result<()
     let max_age = i64::try_from(settings.keep_for.as_millis()).unwrap_or(i64::MAX);
     let mut kept = 0;
     for path in segments(dir)? {
-        let sessions = sessions_in(&path)?;
+        let sessions = sessions_in(&path);
         let newest = sessions.iter().map(|s| s.header.started * 1000).max();
         let too_old = newest.is_some_and(|ms| now_ms.saturating_sub(ms) > max_age);
         if kept >= settings.keep || too_old {
@@ -140,9 +190,13 @@ pub struct Recorded {
     pub entries: Vec<Entry>,
 }
 
-/// The sessions of one segment, in order.
-fn sessions_in(path: &Path) -> std::io::Result<Vec<Recorded>> {
-    let text = std::fs::read_to_string(path)?;
+/// The sessions of one segment, in order (none when it cannot be read: one bad segment never
+/// hides the others).
+fn sessions_in(path: &Path) -> Vec<Recorded> {
+    let Ok(bytes) = std::fs::read(path) else {
+        return Vec::new();
+    };
+    let text = String::from_utf8_lossy(&bytes);
     let mut sessions: Vec<Recorded> = Vec::new();
     for line in text.lines() {
         if let Ok(header) = serde_json::from_str::<Header>(line) {
@@ -156,14 +210,14 @@ fn sessions_in(path: &Path) -> std::io::Result<Vec<Recorded>> {
             last.entries.push(entry);
         }
     }
-    Ok(sessions)
+    sessions
 }
 
 /// The recordings of the server with this data directory, newest first (headers only).
 pub fn list(data_dir: &Path) -> std::io::Result<Vec<Header>> {
     let mut headers = Vec::new();
     for path in segments(&data_dir.join(DIR))? {
-        let mut these: Vec<Header> = sessions_in(&path)?.into_iter().map(|s| s.header).collect();
+        let mut these: Vec<Header> = sessions_in(&path).into_iter().map(|s| s.header).collect();
         these.reverse();
         headers.extend(these);
     }
@@ -176,10 +230,14 @@ pub fn read(data_dir: &Path, id: &str) -> std::io::Result<Recorded> {
     let mut matching = Vec::new();
     for path in segments(&dir)? {
         matching.extend(
-            sessions_in(&path)?
+            sessions_in(&path)
                 .into_iter()
                 .filter(|s| s.header.id.starts_with(id)),
         );
+    }
+    // The id in full wins over the longer ids it is a prefix of (`X-1` and `X-12`).
+    if let Some(exact) = matching.iter().position(|s| s.header.id == id) {
+        return Ok(matching.swap_remove(exact));
     }
     match matching.len() {
         1 => Ok(matching.remove(0)),
