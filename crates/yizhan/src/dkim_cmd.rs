@@ -62,12 +62,9 @@ pub enum DkimCommand {
 
 /// `yizhan dkim ...`.
 pub fn main(args: DkimArgs, load: LoadSettings<'_>) -> ExitCode {
-    let settings = match load(args.config) {
+    let settings = match crate::sendmail::settings_or_exit(load, args.config) {
         Ok(settings) => settings,
-        Err(e) => {
-            eprintln!("yizhan: {e}");
-            return ExitCode::from(78);
-        }
+        Err(code) => return code,
     };
     let outcome = match args.command {
         DkimCommand::Generate {

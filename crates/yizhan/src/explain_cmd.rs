@@ -45,12 +45,9 @@ fn parse_format(s: &str) -> Result<Format, String> {
 /// Reads the input, explains it, prints it.
 pub fn main(args: &ExplainArgs, load: crate::sendmail::LoadSettings<'_>) -> ExitCode {
     if let Some(id) = &args.session {
-        let settings = match load(args.config.clone()) {
+        let settings = match crate::sendmail::settings_or_exit(load, args.config.clone()) {
             Ok(settings) => settings,
-            Err(e) => {
-                eprintln!("yizhan: {e}");
-                return ExitCode::from(78);
-            }
+            Err(code) => return code,
         };
         return match yizhan_server::record::read(&settings.data_dir, id) {
             Ok(recorded) => print(&crate::sessions_cmd::lines(&recorded), args),

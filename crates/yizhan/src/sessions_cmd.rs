@@ -42,12 +42,9 @@ pub enum SessionsCommand {
 
 /// Runs the command.
 pub fn main(args: SessionsArgs, load: LoadSettings<'_>) -> ExitCode {
-    let settings = match load(args.config) {
+    let settings = match crate::sendmail::settings_or_exit(load, args.config) {
         Ok(settings) => settings,
-        Err(e) => {
-            eprintln!("yizhan: {e}");
-            return ExitCode::from(78);
-        }
+        Err(code) => return code,
     };
     let tz = TimeZone::system();
     let shown = match args.command {

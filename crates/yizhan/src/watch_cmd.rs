@@ -34,12 +34,9 @@ pub struct WatchArgs {
 
 /// Runs until the server goes away or the user interrupts.
 pub fn main(args: WatchArgs, load: LoadSettings<'_>) -> ExitCode {
-    let settings = match load(args.config.clone()) {
+    let settings = match crate::sendmail::settings_or_exit(load, args.config.clone()) {
         Ok(settings) => settings,
-        Err(e) => {
-            eprintln!("yizhan: {e}");
-            return ExitCode::from(78);
-        }
+        Err(code) => return code,
     };
     let socket = control::socket_path(&settings.data_dir);
     let request = Request::Watch {

@@ -137,12 +137,9 @@ pub enum QueueError {
 /// `yizhan queue ...`: loads the settings to find the data directory (hence the socket), runs
 /// the command, prints to standard output.
 pub fn main(args: QueueArgs, load: LoadSettings<'_>) -> ExitCode {
-    let settings = match load(args.config) {
+    let settings = match crate::sendmail::settings_or_exit(load, args.config) {
         Ok(settings) => settings,
-        Err(e) => {
-            eprintln!("yizhan: {e}");
-            return ExitCode::from(78);
-        }
+        Err(code) => return code,
     };
     let socket = control::socket_path(&settings.data_dir);
     let mut out = io::stdout().lock();
@@ -167,12 +164,9 @@ pub fn main(args: QueueArgs, load: LoadSettings<'_>) -> ExitCode {
 /// socket ([`yizhan_server::submit`]).
 pub fn mailq(config: Option<PathBuf>, load: LoadSettings<'_>) -> ExitCode {
     use yizhan_server::submit::{self, SubmitRequest, SubmitResponse};
-    let settings = match load(config) {
+    let settings = match crate::sendmail::settings_or_exit(load, config) {
         Ok(settings) => settings,
-        Err(e) => {
-            eprintln!("yizhan: {e}");
-            return ExitCode::from(78);
-        }
+        Err(code) => return code,
     };
     let socket = control::socket_path(&settings.data_dir);
     let mut out = io::stdout().lock();

@@ -40,6 +40,18 @@ use yizhan_server::settings::Settings;
 /// ready to print.
 pub type LoadSettings<'a> = &'a dyn Fn(Option<PathBuf>) -> Result<Settings, String>;
 
+/// The settings for a client command, or the exit status (78, EX_CONFIG) once the error is
+/// said on standard error.
+pub fn settings_or_exit(
+    load: LoadSettings<'_>,
+    config: Option<PathBuf>,
+) -> Result<Settings, std::process::ExitCode> {
+    load(config).map_err(|e| {
+        eprintln!("yizhan: {e}");
+        std::process::ExitCode::from(78)
+    })
+}
+
 /// What the binary is, judging by the name it was invoked under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Personality {
