@@ -78,6 +78,8 @@ pub struct Catalogue {
     pub mechanisms: BTreeMap<String, String>,
     /// What the explainer may flag.
     pub findings: BTreeMap<String, Text>,
+    /// The checks of `yizhan probe`'s report card.
+    pub probe: BTreeMap<String, Text>,
 }
 
 /// Why a catalogue could not be read (a bug: they are compiled in and tested).
@@ -139,6 +141,7 @@ mod tests {
         add("capabilities", c.capabilities.keys().collect());
         add("mechanisms", c.mechanisms.keys().collect());
         add("findings", c.findings.keys().collect());
+        add("probe", c.probe.keys().collect());
         k
     }
 

@@ -6,13 +6,11 @@ use base64::engine::general_purpose::STANDARD;
 
 use crate::catalogue::Catalogue;
 
-/// Whether a line could be base64 (a credential sent where a command was expected).
+/// Whether a line could be base64 (a credential sent where a command was expected): it
+/// decodes, with or without its padding. A word such as `XYZZY` (five letters: no base64 has
+/// that length) stays shown.
 pub(crate) fn looks_like_base64(text: &str) -> bool {
-    let text = text.trim();
-    !text.is_empty()
-        && text
-            .bytes()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'='))
+    yizhan_proto::transcript::could_be_base64(text.as_bytes())
 }
 
 /// Decodes base64 (`None` when it is not).

@@ -76,7 +76,7 @@ impl Recorder {
             self.said.push(Said::Client(shown));
             return;
         }
-        if crate::command::Command::parse(line).is_err() && looks_like_base64(line) {
+        if crate::command::Command::parse(line).is_err() && could_be_base64(line) {
             let shown = mask("", 0, line);
             self.said.push(Said::Client(shown));
             return;
@@ -173,13 +173,19 @@ impl Recorder {
     }
 }
 
-/// Whether a line could be base64 (a credential sent where a command was expected).
-fn looks_like_base64(line: &[u8]) -> bool {
+/// Whether a line could be base64 (a credential sent where a command was expected): it
+/// decodes, padded or not, stray low bits allowed (erring towards masking). A word such as
+/// `XYZZY` (five letters: no base64 has that length) is no credential.
+pub fn could_be_base64(line: &[u8]) -> bool {
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    const LENIENT: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new()
+            .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+            .with_decode_allow_trailing_bits(true),
+    );
     let line = line.trim_ascii();
-    !line.is_empty()
-        && line
-            .iter()
-            .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'='))
+    !line.is_empty() && LENIENT.decode(line).is_ok()
 }
 
 /// What a recording shows for an AUTH answer: a LOGIN user name (the first answer) or a
@@ -212,6 +218,16 @@ pub fn mask(mechanism: &str, step: usize, answer: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn base64_is_told_from_an_unknown_word() {
+        assert!(could_be_base64(b"aHVudGVyMg=="));
+        assert!(could_be_base64(b"aHVudGVyMg"));
+        assert!(could_be_base64(b"  YWxpY2U=  "));
+        assert!(!could_be_base64(b"XYZZY"));
+        assert!(!could_be_base64(b"hello world"));
+        assert!(!could_be_base64(b""));
+    }
 
     #[test]
     fn secrets_are_never_recorded() {

@@ -11,6 +11,7 @@ mod explain_cmd;
 mod preflight;
 mod private;
 mod privileges;
+mod probe;
 mod queue_cmd;
 mod sendmail;
 mod serve;
@@ -74,6 +75,10 @@ enum Command {
     /// Explain an SMTP dialogue line by line (commands, buffers, reply codes, capabilities,
     /// findings), in English or Chinese, as text, Markdown or JSON.
     Explain(explain_cmd::ExplainArgs),
+    /// Talk to a mail server as a client and report on it: the session explained, then a
+    /// report card (capabilities, TLS and certificate, pipelining, SIZE, SMTPUTF8, edge
+    /// cases, optionally AUTH, a relay test and a test message). Exits 1 when a check fails.
+    Probe(probe::ProbeArgs),
     /// Print the shell completion script for bash, zsh or fish.
     Completions(docs_cmd::CompletionsArgs),
     /// Write the man pages (yizhan.1, one per subcommand, sendmail.1, mailq.1) into DIR.
@@ -150,6 +155,7 @@ fn main() -> ExitCode {
         Command::Queue(_)
             | Command::Watch(_)
             | Command::Explain(_)
+            | Command::Probe(_)
             | Command::Sessions(_)
             | Command::Sendmail(_)
             | Command::Reload(_)
@@ -171,6 +177,7 @@ fn main() -> ExitCode {
         Command::Queue(args) => queue_cmd::main(args, &load_for_client),
         Command::Watch(args) => watch_cmd::main(args, &load_for_client),
         Command::Explain(args) => explain_cmd::main(&args, &load_for_client),
+        Command::Probe(args) => probe::main(&args),
         Command::Sessions(args) => sessions_cmd::main(args, &load_for_client),
         Command::Sendmail(args) => {
             sendmail::run_personality(sendmail::Personality::Sendmail, args.args, &load_for_client)
