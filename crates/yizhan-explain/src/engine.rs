@@ -35,6 +35,8 @@ struct Pending {
 struct Data {
     lines: usize,
     octets: usize,
+    /// A recorder's note summarised the text (its lines were not kept): no count of ours.
+    summarised: bool,
 }
 
 struct Walker<'a> {
@@ -139,6 +141,11 @@ impl<'a> Walker<'a> {
         if line.text.starts_with("encrypted") {
             self.opaque = true;
         }
+        if line.text.starts_with("message text:")
+            && let Some(data) = self.data.as_mut()
+        {
+            data.summarised = true;
+        }
         self.push(Direction::Note, line.text.clone(), Vec::new());
     }
 
@@ -186,11 +193,12 @@ impl<'a> Walker<'a> {
         };
         if line.text == "." {
             let (lines, octets) = (data.lines.to_string(), data.octets.to_string());
+            let summarised = data.summarised;
             self.data = None;
-            let notes = vec![
-                self.term("end_of_data", &[]),
-                self.term("data_summary", &[("lines", &lines), ("octets", &octets)]),
-            ];
+            let mut notes = vec![self.term("end_of_data", &[])];
+            if !summarised {
+                notes.push(self.term("data_summary", &[("lines", &lines), ("octets", &octets)]));
+            }
             self.pending.push_back(Pending {
                 verb: "END-OF-DATA",
                 arg: String::new(),
@@ -562,6 +570,37 @@ mod tests {
             data.notes
                 .iter()
                 .any(|n| n.text.contains("from <a@b> to <c@d>"))
+        );
+    }
+
+    #[test]
+    fn a_summarised_text_is_not_counted_as_empty() {
+        let mut lines = crate::transcript::parse(
+            "S: 220 mx\nC: EHLO me\nS: 250 mx\nC: MAIL FROM:<a@b>\nS: 250 ok\nC: RCPT TO:<c@d>\nS: 250 ok\nC: DATA\nS: 354 go\nC: .\nS: 250 ok\n",
+        );
+        let dot = lines.iter().position(|l| l.text == ".").unwrap();
+        lines.insert(
+            dot,
+            Line {
+                direction: Direction::Note,
+                text: "message text: 431 octets, 13 lines; header fields: From".into(),
+                tls: false,
+            },
+        );
+        let cat = Catalogue::load(crate::Lang::En).unwrap();
+        let e = explain(&lines, &cat);
+        let dot = e.entries.iter().find(|x| x.text == ".").unwrap();
+        assert_eq!(dot.notes.len(), 1, "{:?}", dot.notes);
+        let plain = run(
+            "S: 220 mx\nC: MAIL FROM:<a@b>\nS: 250 ok\nC: RCPT TO:<c@d>\nS: 250 ok\nC: DATA\nS: 354 go\nC: hi\nC: .\nS: 250 ok\n",
+        );
+        let dot = plain.entries.iter().find(|x| x.text == ".").unwrap();
+        assert!(
+            dot.notes
+                .iter()
+                .any(|n| n.text.contains("1 lines, 4 octets")),
+            "{:?}",
+            dot.notes
         );
     }
 

@@ -11,6 +11,8 @@
 mod card;
 mod certificate;
 mod run;
+#[cfg(test)]
+mod scripted_tests;
 mod steps;
 mod wire;
 

@@ -123,11 +123,23 @@ pub async fn probe(plan: &Plan) -> Result<(Vec<yizhan_explain::Line>, Vec<Check>
         tls: None,
         checks: Vec::new(),
     };
-    if let Err(e) = p.run().await {
-        p.check("session", Outcome::Fail, e.to_string());
+    // Each step is bounded by the timeout; the whole, too (a server that trickles one line
+    // just inside the timeout, over and over, cannot hold the probe for hours).
+    let whole = plan.timeout.saturating_mul(WHOLE_PROBE_STEPS);
+    match tokio::time::timeout(whole, p.run()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => p.check("session", Outcome::Fail, e.to_string()),
+        Err(_) => p.check(
+            "session",
+            Outcome::Fail,
+            WireError::Timeout(whole).to_string(),
+        ),
     }
     Ok((p.wire.lines, p.checks))
 }
+
+/// The whole probe takes at most this many times the step timeout.
+const WHOLE_PROBE_STEPS: u32 = 10;
 
 /// A step broke the session, or a check found the session cannot go on.
 #[derive(Debug, thiserror::Error)]
@@ -300,7 +312,7 @@ impl Prober<'_> {
         let Some(facts) = self.tls.clone() else {
             return;
         };
-        let modern = matches!(facts.version.as_str(), "TLSv1_3" | "TLSv1_2");
+        let modern = matches!(facts.version.as_str(), "TLS 1.3" | "TLS 1.2");
         let outcome = if modern { Outcome::Pass } else { Outcome::Fail };
         self.check(
             "tls_version",

@@ -54,7 +54,7 @@ pub enum WireError {
 /// What the TLS handshake gave.
 #[derive(Debug, Clone)]
 pub struct TlsFacts {
-    /// `TLSv1_3`, ...
+    /// `TLS 1.3`, ...
     pub version: String,
     /// The cipher suite.
     pub cipher: String,
@@ -114,9 +114,10 @@ impl Wire {
             .map_err(WireError::Handshake)?;
         let connection = stream.get_ref().1;
         let facts = TlsFacts {
-            version: connection
-                .protocol_version()
-                .map_or_else(|| "?".into(), |v| format!("{v:?}")),
+            version: connection.protocol_version().map_or_else(
+                || "?".into(),
+                |v| format!("{v:?}").replace("TLSv1_", "TLS 1."),
+            ),
             cipher: connection
                 .negotiated_cipher_suite()
                 .map_or_else(|| "?".into(), |c| format!("{:?}", c.suite())),
