@@ -34,10 +34,10 @@ async fn scripted(greeting: &'static [u8], script: Script) -> std::net::SocketAd
             let upper = line.to_ascii_uppercase();
             let answer = script(line.trim_end(), mail);
             mail = (mail || upper.starts_with("MAIL")) && !upper.starts_with("RSET");
-            if let Some(answer) = answer {
-                if write.write_all(&answer).await.is_err() {
-                    return;
-                }
+            if let Some(answer) = answer
+                && write.write_all(&answer).await.is_err()
+            {
+                return;
             }
             line.clear();
         }
