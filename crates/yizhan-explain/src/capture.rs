@@ -259,6 +259,7 @@ impl Flows {
                         direction: Direction::Note,
                         text: format!("encrypted, {octets} octets (TLS)"),
                         tls: true,
+                        bare_lf: false,
                     });
                 }
                 Conversation {
@@ -297,11 +298,12 @@ impl Flow {
         for end in ends {
             let line = &stream.partial[start..end];
             start = end + 1;
+            let bare_lf = !line.ends_with(b"\r");
             let line = line.strip_suffix(b"\r").unwrap_or(line);
-            complete.push(String::from_utf8_lossy(line).into_owned());
+            complete.push((String::from_utf8_lossy(line).into_owned(), bare_lf));
         }
         stream.partial.drain(..start);
-        for text in complete {
+        for (text, bare_lf) in complete {
             let starts_tls =
                 direction == Direction::Server && self.starttls_asked && text.starts_with("220");
             if direction == Direction::Client {
@@ -311,12 +313,14 @@ impl Flow {
                 direction,
                 text,
                 tls: false,
+                bare_lf,
             });
             if starts_tls {
                 self.lines.push(Line {
                     direction: Direction::Note,
                     text: "TLS established (STARTTLS)".into(),
                     tls: true,
+                    bare_lf: false,
                 });
                 self.encrypted = Some(0);
                 // What followed the 220 in the same segment is already TLS.
@@ -352,6 +356,48 @@ mod tests {
         w.take(u32::MAX, true, b"");
         assert_eq!(w.take(0, false, b"x"), b"x");
         assert_eq!(w.take(1, false, b"y"), b"y");
+    }
+
+    #[test]
+    fn a_bare_lf_in_the_message_text_is_flagged() {
+        let mut f = Flow {
+            client: "127.0.0.1:40000".parse().unwrap(),
+            server: "127.0.0.1:25".parse().unwrap(),
+            to_server: Stream::default(),
+            to_client: Stream::default(),
+            lines: Vec::new(),
+            encrypted: None,
+            starttls_asked: false,
+        };
+        f.feed(Direction::Server, b"220 mx\r\n");
+        f.feed(Direction::Client, b"MAIL FROM:<a@b>\r\n");
+        f.feed(Direction::Server, b"250 ok\r\n");
+        f.feed(Direction::Client, b"RCPT TO:<c@d>\r\n");
+        f.feed(Direction::Server, b"250 ok\r\n");
+        f.feed(Direction::Client, b"DATA\r\n");
+        f.feed(Direction::Server, b"354 go\r\n");
+        // The smuggling classic: "\n.\n" inside the text.
+        f.feed(
+            Direction::Client,
+            b"Subject: x\r\n\r\nhi\n.\nMAIL FROM:<x@y>\r\n.\r\n",
+        );
+        let bare: Vec<&str> = f
+            .lines
+            .iter()
+            .filter(|l| l.bare_lf)
+            .map(|l| l.text.as_str())
+            .collect();
+        assert_eq!(bare, ["hi", "."]);
+        let cat = crate::Catalogue::load(crate::Lang::En).unwrap();
+        let e = crate::explain(&f.lines, &cat);
+        let keys: Vec<&str> = e.findings.iter().map(|x| x.key.as_str()).collect();
+        assert!(keys.contains(&"bare_lf"), "{keys:?}");
+        let mut clean = f.lines.clone();
+        for l in &mut clean {
+            l.bare_lf = false;
+        }
+        let e = crate::explain(&clean, &cat);
+        assert!(e.findings.iter().all(|x| x.key != "bare_lf"));
     }
 
     #[test]

@@ -188,6 +188,14 @@ impl<'a> Walker<'a> {
 
     /// A line of the message text, or the `.` that ends it.
     fn message_text(&mut self, line: &Line) {
+        if self.data.is_none() {
+            return;
+        }
+        if line.bare_lf {
+            // RFC 5321 2.3.8: a line ends in CRLF; a bare LF is how SMTP smuggling hides a
+            // second message inside the first (a server that reads "\n.\n" as the end).
+            self.flag("bare_lf");
+        }
         let Some(data) = self.data.as_mut() else {
             return;
         };
@@ -585,6 +593,7 @@ mod tests {
                 direction: Direction::Note,
                 text: "message text: 431 octets, 13 lines; header fields: From".into(),
                 tls: false,
+                bare_lf: false,
             },
         );
         let cat = Catalogue::load(crate::Lang::En).unwrap();

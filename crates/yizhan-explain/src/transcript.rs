@@ -33,6 +33,9 @@ pub struct Line {
     pub text: String,
     /// Sent inside TLS (swaks' `~>`/`<~`), as far as the transcript says.
     pub tls: bool,
+    /// Ended on the wire by a bare LF, not CRLF (known only from a capture: a transcript's
+    /// line ends are those of the paste).
+    pub bare_lf: bool,
 }
 
 /// The prefixed forms: (prefix, direction, inside TLS).
@@ -90,6 +93,7 @@ fn prefixed_line(l: &str) -> Option<Line> {
         direction,
         text: text.to_owned(),
         tls,
+        bare_lf: false,
     })
 }
 
@@ -107,6 +111,7 @@ fn bare(l: &str) -> Line {
         },
         text: l.to_owned(),
         tls: false,
+        bare_lf: false,
     }
 }
 

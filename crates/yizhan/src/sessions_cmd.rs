@@ -131,6 +131,7 @@ pub fn lines(recorded: &record::Recorded) -> Vec<yizhan_explain::Line> {
             },
             text: e.x.clone(),
             tls: false,
+            bare_lf: false,
         })
         .collect()
 }

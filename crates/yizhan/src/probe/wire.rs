@@ -146,6 +146,7 @@ impl Wire {
             direction,
             text,
             tls: self.tls,
+            bare_lf: false,
         });
     }
 
