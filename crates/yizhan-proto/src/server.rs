@@ -1495,9 +1495,10 @@ impl ServerSession {
     }
 
     /// Records the dialogue from now on (the greeting too, if not sent yet): command and reply
-    /// lines, AUTH answers masked, the message text summarised unless `bodies`. Take what was
-    /// recorded with [`take_transcript`](Self::take_transcript).
-    pub fn record(&mut self, bodies: bool) {
+    /// lines, AUTH answers masked, the message text summarised unless `bodies` is given: then
+    /// the text itself is kept, up to that many octets of each message (the rest counted, not
+    /// held). Take what was recorded with [`take_transcript`](Self::take_transcript).
+    pub fn record(&mut self, bodies: Option<usize>) {
         self.recorder.start(bodies);
         if !self.output.is_empty() {
             let output = self.output.clone();

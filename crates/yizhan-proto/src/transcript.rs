@@ -24,8 +24,8 @@ pub enum Said {
 #[derive(Debug, Default)]
 pub(crate) struct Recorder {
     pub(crate) on: bool,
-    /// Keep the message text itself, not only its summary.
-    bodies: bool,
+    /// Keep the message text itself (up to this many octets), not only its summary.
+    bodies: Option<usize>,
     pub(crate) said: Vec<Said>,
     /// The SASL mechanism in progress and the answers given so far.
     auth: Option<(String, usize)>,
@@ -48,7 +48,7 @@ struct Body {
 const MAX_HEADER_NAMES: usize = 64;
 
 impl Recorder {
-    pub(crate) fn start(&mut self, bodies: bool) {
+    pub(crate) fn start(&mut self, bodies: Option<usize>) {
         self.on = true;
         self.bodies = bodies;
     }
@@ -116,8 +116,9 @@ impl Recorder {
         }
         b.octets += chunk.len() as u64;
         b.lines += memchr::memchr_iter(b'\n', chunk).count() as u64;
-        if self.bodies {
-            b.text.extend_from_slice(chunk);
+        if let Some(max) = self.bodies {
+            let room = max.saturating_sub(b.text.len());
+            b.text.extend_from_slice(&chunk[..chunk.len().min(room)]);
         }
         if !b.in_header {
             return;
@@ -153,10 +154,16 @@ impl Recorder {
     /// the wire); then the `.` that ended it, for DATA (`dot`), not for BDAT.
     pub(crate) fn end_of_body(&mut self, dot: bool) {
         let b = std::mem::take(&mut self.body);
-        if self.bodies {
+        if let Some(max) = self.bodies {
             for line in String::from_utf8_lossy(&b.text).lines() {
                 let stuffed = if line.starts_with('.') { "." } else { "" };
                 self.said.push(Said::Client(format!("{stuffed}{line}")));
+            }
+            if b.octets > max as u64 {
+                self.said.push(Said::Note(format!(
+                    "message text cut for the recording: the first {max} of {} octets kept",
+                    b.octets
+                )));
             }
         } else if b.octets > 0 {
             let lines = b.lines;
@@ -233,7 +240,7 @@ mod tests {
     fn secrets_are_never_recorded() {
         let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
         let mut r = Recorder::default();
-        r.start(false);
+        r.start(None);
         r.command(format!("AUTH PLAIN {}", b64("\0ann\0hunter2")).as_bytes());
         r.command(b"AUTH LOGIN");
         r.auth_answer(b64("ann@x").as_bytes());
@@ -265,7 +272,7 @@ mod tests {
     #[test]
     fn a_message_is_summarised() {
         let mut r = Recorder::default();
-        r.start(false);
+        r.start(None);
         r.body(b"From: a\r\nSub");
         r.body(b"ject: x\r\n continued\r\n\r\nsecret text\r\n");
         r.end_of_body(true);
@@ -277,9 +284,28 @@ mod tests {
             ]
         );
         let mut kept = Recorder::default();
-        kept.start(true);
+        kept.start(Some(1000));
         kept.body(b"Subject: y\r\n\r\n.hello\r\n");
         kept.end_of_body(false);
         assert_eq!(kept.said.last(), Some(&Said::Client("..hello".into())));
+        // Past the limit the text is counted, not held.
+        let mut cut = Recorder::default();
+        cut.start(Some(16));
+        cut.body(b"Subject: y\r\n\r\n");
+        cut.body(&b"x".repeat(100_000));
+        cut.end_of_body(true);
+        assert_eq!(cut.body.text.capacity(), 0, "taken at the end");
+        assert_eq!(
+            cut.said,
+            [
+                Said::Client("Subject: y".into()),
+                Said::Client(String::new()),
+                Said::Client("xx".into()),
+                Said::Note(
+                    "message text cut for the recording: the first 16 of 100014 octets kept".into()
+                ),
+                Said::Client(".".into()),
+            ]
+        );
     }
 }

@@ -152,8 +152,10 @@ pub async fn serve<S>(
         let mut session = ServerSession::new(config);
         let record = &shared.settings.record;
         let recording = record.wants(listener.record, peer.ip()).then(|| {
-            session.record(record.bodies);
             let max = record.max_session_bytes;
+            // The text kept is cut where the recording would be cut anyway.
+            let text_limit = usize::try_from(max).unwrap_or(usize::MAX);
+            session.record(record.bodies.then_some(text_limit));
             let mut recording = crate::record::Recording::start(session_id, peer, local, kind, max);
             if let Some(tls) = &tls_info {
                 recording.add(vec![yizhan_proto::transcript::Said::Note(format!(
