@@ -2,6 +2,7 @@
 //! recipient and relay policy, TLS, AUTH and the queue runner.
 #![forbid(unsafe_code)]
 
+mod accept;
 pub mod admin;
 pub mod auth;
 pub mod checks;
@@ -15,6 +16,7 @@ pub mod listener;
 pub mod metrics;
 pub mod pickup;
 pub mod policy;
+pub mod proxy;
 pub mod queue;
 pub mod record;
 pub mod reload;

@@ -5,11 +5,10 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -18,7 +17,6 @@ use yizhan_delivery::maildir::Maildir;
 use yizhan_delivery::mx::{DnsError, HickoryResolver, Ourselves};
 use yizhan_delivery::route::RoutingTable;
 use yizhan_delivery::smtp::{SmtpSettings, TlsClient};
-use yizhan_proto::reply::Reply;
 use yizhan_spool::Spool;
 
 use crate::conn::{self, Shared};
@@ -301,7 +299,11 @@ impl Server {
                 tracker: tracker.clone(),
                 shutdown: shutdown.clone(),
             };
-            tracker.spawn(accept_loop(listener, connector.clone(), limits.clone()));
+            tracker.spawn(crate::accept::accept_loop(
+                listener,
+                connector.clone(),
+                limits.clone(),
+            ));
             connectors.push(connector);
         }
         let reloader = Reloader {
@@ -383,13 +385,13 @@ impl Running {
 #[derive(Debug, Clone)]
 pub struct Connector {
     /// The configuration in force, replaced by a reload.
-    live: Arc<ArcSwap<Shared>>,
+    pub(crate) live: Arc<ArcSwap<Shared>>,
     /// This listener's place in [`Settings::listeners`] (and [`Shared::policies`]).
-    index: usize,
-    local: SocketAddr,
+    pub(crate) index: usize,
+    pub(crate) local: SocketAddr,
     ids: Arc<AtomicU64>,
-    tracker: TaskTracker,
-    shutdown: CancellationToken,
+    pub(crate) tracker: TaskTracker,
+    pub(crate) shutdown: CancellationToken,
 }
 
 impl Connector {
@@ -405,12 +407,19 @@ impl Connector {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        self.spawn(stream, peer, None);
+        self.spawn(stream, peer, self.local, None);
     }
 
     /// Serves `stream` in a task; `slot` (its place in the limits) is released at the end.
-    fn spawn<S>(&self, stream: S, peer: SocketAddr, slot: Option<Slot>)
-    where
+    /// Serves `stream` from `peer`, which connected to `local` (this listener, or the load
+    /// balancer's frontend a PROXY header named).
+    pub(crate) fn spawn<S>(
+        &self,
+        stream: S,
+        peer: SocketAddr,
+        local: SocketAddr,
+        slot: Option<Slot>,
+    ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let id = self.ids.fetch_add(1, Ordering::Relaxed);
@@ -418,7 +427,6 @@ impl Connector {
         let shared = self.live.load_full();
         let policy = shared.policies[self.index].clone();
         let shutdown = self.shutdown.clone();
-        let local = self.local;
         self.tracker.spawn(async move {
             conn::serve(stream, peer, local, id, shared, policy, shutdown).await;
             drop(slot);
@@ -536,55 +544,4 @@ fn root_certificates() -> rustls::RootCertStore {
     let (added, ignored) = roots.add_parsable_certificates(found.certs);
     debug!(added, ignored, "system CA certificates loaded");
     roots
-}
-
-async fn accept_loop(listener: TcpListener, connector: Connector, limits: Arc<ConnectionLimits>) {
-    let mut backoff = Duration::from_millis(5);
-    loop {
-        let accepted: std::io::Result<(TcpStream, SocketAddr)> = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = connector.shutdown.cancelled() => return,
-        };
-        let (stream, peer) = match accepted {
-            Ok(pair) => {
-                backoff = Duration::from_millis(5);
-                pair
-            }
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning (mini-redis does the same).
-                warn!(error = %e, "accept failed; backing off");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let shared = connector.live.load();
-        let smtp = &shared.policies[connector.index].smtp;
-        let exempt = crate::policy::is_limit_exempt(smtp, peer.ip());
-        if !exempt
-            && !shared
-                .limits
-                .allow(crate::limits::Event::Connection, peer.ip())
-        {
-            warn!(%peer, "connection refused: connection rate limit of the address");
-            crate::metrics::connection_refused("rate");
-            let reply = Reply::rate_limited(&shared.settings.hostname, "connections");
-            connector.tracker.spawn(conn::refuse(stream, reply));
-            continue;
-        }
-        let max_per_ip = if exempt {
-            usize::MAX
-        } else {
-            smtp.max_connections_per_ip
-        };
-        let Some(slot) = limits.acquire(peer.ip(), max_per_ip) else {
-            warn!(%peer, "connection refused: too many connections");
-            crate::metrics::connection_refused("too_many");
-            let reply = Reply::too_many_connections(&shared.settings.hostname);
-            connector.tracker.spawn(conn::refuse(stream, reply));
-            continue;
-        };
-        connector.spawn(stream, peer, Some(slot));
-    }
 }

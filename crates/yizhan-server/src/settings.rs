@@ -204,6 +204,9 @@ pub struct ListenerSettings {
     pub kind: ListenerKind,
     /// Settings that differ from `[smtp]` / `[auth]` on this listener.
     pub overrides: ListenerOverrides,
+    /// PROXY protocol (`proxy_protocol = true`): every connection starts with the header,
+    /// taken only from these networks (the load balancers); `None`: no header.
+    pub proxy_networks: Option<Vec<IpNet>>,
 }
 
 impl ListenerSettings {
@@ -213,6 +216,7 @@ impl ListenerSettings {
             address,
             kind,
             overrides: ListenerOverrides::default(),
+            proxy_networks: None,
         }
     }
 }

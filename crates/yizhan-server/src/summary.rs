@@ -19,11 +19,18 @@ pub fn summary(settings: &Settings) -> Vec<String> {
         ),
     ];
     for l in &settings.listeners {
+        let proxy = match &l.proxy_networks {
+            Some(networks) => {
+                let networks: Vec<String> = networks.iter().map(ToString::to_string).collect();
+                format!(", PROXY protocol from {}", networks.join(", "))
+            }
+            None => String::new(),
+        };
         if l.overrides == ListenerOverrides::default() {
-            lines.push(format!("listener: {} ({})", l.address, l.kind));
+            lines.push(format!("listener: {} ({}){proxy}", l.address, l.kind));
         } else {
             lines.push(format!(
-                "listener: {} ({}) with overrides {:?}",
+                "listener: {} ({}){proxy} with overrides {:?}",
                 l.address, l.kind, l.overrides
             ));
         }

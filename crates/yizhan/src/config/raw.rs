@@ -143,6 +143,8 @@ pub(super) struct RawListener {
     pub(super) auth_require_tls: Option<bool>,
     pub(super) checks: Option<Spanned<RawChecks>>,
     pub(super) record: Option<bool>,
+    pub(super) proxy_protocol: Option<Spanned<bool>>,
+    pub(super) proxy_networks: Option<RawList>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -72,11 +72,13 @@ impl RawConfig {
                 }
             };
             let overrides = overrides(v, i, l);
+            let proxy_networks = proxy_networks(v, i, l);
             if let (Some(address), Some(kind)) = (address, kind) {
                 out.push(ListenerSettings {
                     address,
                     kind,
                     overrides,
+                    proxy_networks,
                 });
             }
         }
@@ -329,6 +331,41 @@ impl RawConfig {
                 ),
             );
         }
+    }
+}
+
+/// `proxy_protocol = true` with the `proxy_networks` that may send the header; each without
+/// the other is a mistake (a header from anyone, or networks that mean nothing).
+fn proxy_networks(v: &mut Validator<'_>, i: usize, l: &RawListener) -> Option<Vec<ipnet::IpNet>> {
+    let key = |name: &str| format!("listener[{i}].{name}");
+    let networks = v.networks(&key("proxy_networks"), l.proxy_networks.as_ref());
+    let given = l
+        .proxy_networks
+        .as_ref()
+        .map_or(0, |list| list.get_ref().len());
+    let taken = networks.as_ref().map_or(0, Vec::len);
+    match (&l.proxy_protocol, networks) {
+        // A wrong network was reported by itself: said once.
+        _ if taken < given => None,
+        (Some(on), Some(networks)) if *on.get_ref() && !networks.is_empty() => Some(networks),
+        (Some(on), _) if *on.get_ref() => {
+            v.problem(
+                key("proxy_protocol"),
+                Some(on.span().start),
+                "needs proxy_networks: the addresses of the load balancers that may send the PROXY header (from anyone else it would let a client claim any address)",
+            );
+            None
+        }
+        (_, Some(_)) => {
+            let at = l.proxy_networks.as_ref().map(|list| list.span().start);
+            v.problem(
+                key("proxy_networks"),
+                at,
+                "has no effect without proxy_protocol = true",
+            );
+            None
+        }
+        _ => None,
     }
 }
 

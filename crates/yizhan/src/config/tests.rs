@@ -204,6 +204,8 @@ address = "0.0.0.0:465"
 kind = "submissions"
 [[listener]]
 address = "127.0.0.1:2526"   # kind defaults to smtp
+proxy_protocol = true
+proxy_networks = ["10.0.0.0/8", "fd00::/8"]
 
 [smtp]
 max_message_size = 1000
@@ -259,6 +261,14 @@ full_name = "Ada Admin"
 password = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$LRbzYPWEbEkM0vJcZVB7l2AgjMC8KjYdyTbcOT4hlQ0"
 "#;
     let s = parse("t.toml", text).unwrap();
+    assert_eq!(s.listeners[1].proxy_networks, None);
+    assert_eq!(
+        s.listeners[3].proxy_networks,
+        Some(vec![
+            "10.0.0.0/8".parse().unwrap(),
+            "fd00::/8".parse().unwrap()
+        ])
+    );
     assert_eq!(
         s.listeners[1].overrides,
         ListenerOverrides {
@@ -444,6 +454,28 @@ fn each_validation_rule() {
                 .into(),
             "listener[1].address",
             "already used by listener[0]",
+        ),
+        (
+            "[[listener]]\naddress = \"127.0.0.1:25\"\nproxy_protocol = true".into(),
+            "listener[0].proxy_protocol",
+            "needs proxy_networks",
+        ),
+        (
+            "[[listener]]\naddress = \"127.0.0.1:25\"\nproxy_protocol = true\nproxy_networks = []"
+                .into(),
+            "listener[0].proxy_protocol",
+            "needs proxy_networks",
+        ),
+        (
+            "[[listener]]\naddress = \"127.0.0.1:25\"\nproxy_networks = [\"10.0.0.0/8\"]".into(),
+            "listener[0].proxy_networks",
+            "has no effect without proxy_protocol",
+        ),
+        (
+            "[[listener]]\naddress = \"127.0.0.1:25\"\nproxy_protocol = true\nproxy_networks = [\"nowhere\"]"
+                .into(),
+            "listener[0].proxy_networks[0]",
+            "",
         ),
         (
             "[smtp]\nmax_message_size = 0".into(),
