@@ -375,8 +375,9 @@ pub fn outcomes(host: &str, result: &TransactionResult, dsn_relayed: bool) -> Ve
     result
         .recipients
         .iter()
-        .map(|(_, rcpt)| {
-            let reply = match (rcpt, &result.data) {
+        .enumerate()
+        .map(|(i, (_, rcpt))| {
+            let reply = match (rcpt, result.after_body(i)) {
                 (Err(refused), _) => refused,
                 (Ok(_), Some(data)) => data,
                 // Accepted, but the body never got its reply (connection lost).
@@ -663,6 +664,7 @@ impl Connection {
                         .map(|r| (r, Err(reply.clone())))
                         .collect(),
                     data: None,
+                    per_recipient: Vec::new(),
                     error: None,
                 })
             }
@@ -959,6 +961,7 @@ mod tests {
                 (fp("<c@x>"), Err(busy.clone())),
             ],
             data: Some(Reply::new(250, None, "queued as 1")),
+            per_recipient: Vec::new(),
             error: None,
         };
         let out = outcomes("mx.x", &result, true);
@@ -985,11 +988,34 @@ mod tests {
         // No reply after the body (connection lost): transient.
         let lost = TransactionResult {
             data: None,
-            ..result
+            ..result.clone()
         };
         assert!(
             matches!(&outcomes("mx.x", &lost, false)[0], Outcome::Transient(r) if r.status == "4.4.2")
         );
+        // LMTP (RFC 2033 4.2): each accepted recipient has its own reply after the body.
+        let lmtp = TransactionResult {
+            recipients: vec![
+                (fp("<a@x>"), Ok(ok.clone())),
+                (fp("<b@x>"), Err(unknown)),
+                (fp("<c@x>"), Ok(ok)),
+            ],
+            data: None,
+            per_recipient: vec![
+                Some(Reply::new(250, None, "saved")),
+                None,
+                Some(Reply::new(
+                    452,
+                    Some(EnhancedCode::new(4, 2, 2)),
+                    "over quota",
+                )),
+            ],
+            ..result
+        };
+        let out = outcomes("lmtp", &lmtp, false);
+        assert!(matches!(&out[0], Outcome::Delivered(_)));
+        assert!(matches!(&out[1], Outcome::Permanent(r) if r.status == "5.1.1"));
+        assert!(matches!(&out[2], Outcome::Transient(r) if r.status == "4.2.2"));
     }
 
     #[test]

@@ -125,6 +125,10 @@ pub struct ClientConfig {
     /// Send every message with BDAT when the server offers CHUNKING (RFC 3030), not only
     /// BINARYMIME ones.
     pub prefer_chunking: bool,
+    /// Speak LMTP (RFC 2033) instead of SMTP: `LHLO` (no HELO fallback), and after the
+    /// message one reply per accepted recipient
+    /// ([`TransactionResult::per_recipient`]).
+    pub lmtp: bool,
 }
 
 impl ClientConfig {
@@ -137,6 +141,7 @@ impl ClientConfig {
             credentials: None,
             max_reply_line: DEFAULT_MAX_REPLY_LINE,
             prefer_chunking: false,
+            lmtp: false,
         }
     }
 }
@@ -197,8 +202,13 @@ pub struct TransactionResult {
     /// The reply that decided the fate of the message for the accepted recipients: the reply
     /// after the body (the BDAT LAST reply with CHUNKING), or the refusal of DATA. `None` when
     /// neither happened (no recipient accepted with BDAT or without PIPELINING, or the
-    /// connection failed).
+    /// connection failed). With LMTP, the refusal of DATA only: the replies after the body
+    /// are in [`per_recipient`](Self::per_recipient).
     pub data: Option<Reply>,
+    /// LMTP (RFC 2033 4.2): after the body, one reply per recipient accepted by RCPT, in the
+    /// order of `recipients` (`None` for one refused at RCPT, or whose reply never came).
+    /// Empty for SMTP.
+    pub per_recipient: Vec<Option<Reply>>,
     /// Set when the client refused the message before sending anything (size, 8BITMIME,
     /// SMTPUTF8, BINARYMIME, REQUIRETLS) or when the connection failed during the transaction
     /// (then a [`ClientEvent::Failed`] follows).
@@ -207,18 +217,33 @@ pub struct TransactionResult {
 
 impl TransactionResult {
     /// Whether the server took responsibility for the message (a 2xx after the body) for the
-    /// recipients it accepted.
+    /// recipients it accepted (with LMTP, for at least one of them).
     pub fn delivered(&self) -> bool {
-        self.data.as_ref().is_some_and(Reply::is_positive)
+        (0..self.recipients.len()).any(|i| self.after_body(i).is_some_and(Reply::is_positive))
+    }
+
+    /// The reply after the body that concerns recipient `i` (accepted by RCPT): the single
+    /// one of SMTP, or its own with LMTP. `None` when it never came, or the recipient was
+    /// refused at RCPT.
+    pub fn after_body(&self, i: usize) -> Option<&Reply> {
+        match self.recipients.get(i) {
+            Some((_, Ok(_))) if self.per_recipient.is_empty() => self.data.as_ref(),
+            Some((_, Ok(_))) => self
+                .per_recipient
+                .get(i)
+                .and_then(Option::as_ref)
+                .or(self.data.as_ref()),
+            _ => None,
+        }
     }
 
     /// The recipients whose delivery is done: accepted by RCPT and the message accepted.
     pub fn delivered_recipients(&self) -> impl Iterator<Item = &ForwardPath> {
-        let delivered = self.delivered();
         self.recipients
             .iter()
-            .filter(move |(_, r)| delivered && r.is_ok())
-            .map(|(fp, _)| fp)
+            .enumerate()
+            .filter(|(i, _)| self.after_body(*i).is_some_and(Reply::is_positive))
+            .map(|(_, (fp, _))| fp)
     }
 }
 
@@ -407,6 +432,8 @@ enum Expect {
     Data,
     /// The reply after the body (after the final `.` or the BDAT LAST chunk).
     Body,
+    /// LMTP: the reply after the body for recipient `i` (one per accepted recipient).
+    RecipientBody(usize),
     /// The reply to the empty body sent after an unwanted 354; ignored.
     EmptyBody,
     Rset,
@@ -423,6 +450,8 @@ struct TxState {
     mail: Option<Reply>,
     rcpt_replies: Vec<Option<Reply>>,
     data: Option<Reply>,
+    /// LMTP: the replies after the body, by recipient.
+    per_recipient: Vec<Option<Reply>>,
 }
 
 impl TxState {
@@ -469,6 +498,7 @@ impl TxState {
             mail,
             recipients,
             data: self.data,
+            per_recipient: self.per_recipient,
             error,
         }
     }
@@ -547,6 +577,7 @@ impl ClientSession {
                         .map(|(fp, _)| (fp, Err(reply.clone())))
                         .collect(),
                     data: None,
+                    per_recipient: Vec::new(),
                     error: Some(e),
                 };
                 self.events
@@ -695,7 +726,12 @@ impl ClientSession {
     }
 
     fn send_ehlo(&mut self) {
-        self.emit_send(line(&Command::Ehlo(self.config.helo_name.clone())));
+        if self.config.lmtp {
+            // RFC 2033 4.1: LHLO, answered as EHLO is.
+            self.emit_send(format!("LHLO {}\r\n", self.config.helo_name).into_bytes());
+        } else {
+            self.emit_send(line(&Command::Ehlo(self.config.helo_name.clone())));
+        }
         self.phase = Phase::Ehlo;
     }
 
@@ -706,7 +742,7 @@ impl ClientSession {
             }
             self.capabilities = Some(Capabilities::from_ehlo_reply(&reply));
             self.after_hello();
-        } else if reply.is_permanent() {
+        } else if reply.is_permanent() && !self.config.lmtp {
             // RFC 5321 3.2: a server that does not know EHLO answers 500/502/504/550; use HELO.
             self.emit_send(line(&Command::Helo(self.config.helo_name.clone())));
             self.phase = Phase::Helo;
@@ -922,6 +958,11 @@ impl ClientSession {
             mail: None,
             rcpt_replies: vec![None; n],
             data: None,
+            per_recipient: if self.config.lmtp {
+                vec![None; n]
+            } else {
+                Vec::new()
+            },
         };
         self.pending.clear();
         self.pending.push_back(Expect::Mail);
@@ -967,6 +1008,18 @@ impl ClientSession {
                 }
                 self.finish(false);
             }
+            Expect::RecipientBody(i) => {
+                if let Some(slot) = self.tx.as_mut().and_then(|tx| tx.per_recipient.get_mut(i)) {
+                    *slot = Some(reply);
+                }
+                if !self
+                    .pending
+                    .iter()
+                    .any(|e| matches!(e, Expect::RecipientBody(_)))
+                {
+                    self.finish(false);
+                }
+            }
         }
     }
 
@@ -1002,7 +1055,7 @@ impl ClientSession {
                 self.finish(true);
             } else if tx.bdat {
                 self.phase = Phase::AwaitBody;
-                self.pending.push_back(Expect::Body);
+                self.expect_body();
                 self.events.push_back(ClientEvent::SendBody { bdat: true });
             } else {
                 self.emit_send(line(&Command::Data));
@@ -1016,7 +1069,7 @@ impl ClientSession {
         if reply.code == 354 {
             if tx.any_accepted() {
                 self.phase = Phase::AwaitBody;
-                self.pending.push_back(Expect::Body);
+                self.expect_body();
                 self.events.push_back(ClientEvent::SendBody { bdat: false });
             } else {
                 // PIPELINING: DATA got 354 though no recipient was accepted (RFC 2920 3.1).
@@ -1031,6 +1084,21 @@ impl ClientSession {
             tx.data = Some(reply);
             self.finish(true);
         }
+    }
+
+    /// The replies the body will get: one (SMTP), or one per recipient accepted by RCPT, in
+    /// their order (LMTP, RFC 2033 4.2).
+    fn expect_body(&mut self) {
+        let Some(tx) = self.tx.as_ref() else { return };
+        if !self.config.lmtp {
+            self.pending.push_back(Expect::Body);
+            return;
+        }
+        let accepted: Vec<usize> = (0..tx.rcpt_replies.len())
+            .filter(|&i| tx.rcpt_replies[i].as_ref().is_some_and(Reply::is_positive))
+            .collect();
+        self.pending
+            .extend(accepted.into_iter().map(Expect::RecipientBody));
     }
 
     /// Reports the transaction; with `reset`, sends RSET and waits for it before Ready.
@@ -1992,5 +2060,77 @@ mod tests {
                 }
             }
         }
+    }
+
+    // ----- LMTP (RFC 2033) -----
+
+    #[test]
+    fn lmtp_says_lhlo_and_reads_one_reply_per_accepted_recipient() {
+        let mut c = config(TlsMode::Never);
+        c.lmtp = true;
+        let mut s = ClientSession::new(c);
+        assert_eq!(
+            feed(&mut s, "220 store.example LMTP\r\n"),
+            [send("LHLO client.example\r\n")]
+        );
+        assert_eq!(
+            feed(
+                &mut s,
+                "250-store.example\r\n250-PIPELINING\r\n250 8BITMIME\r\n"
+            ),
+            [ClientEvent::Ready]
+        );
+        s.send(tx(
+            "<a@b.example>",
+            &["<u1@s.example>", "<u2@s.example>", "<u3@s.example>"],
+            10,
+        ))
+        .unwrap();
+        assert_eq!(
+            drain(&mut s),
+            [send(
+                "MAIL FROM:<a@b.example>\r\nRCPT TO:<u1@s.example>\r\nRCPT TO:<u2@s.example>\r\n\
+                 RCPT TO:<u3@s.example>\r\nDATA\r\n"
+            )]
+        );
+        let events = feed(
+            &mut s,
+            "250 ok\r\n250 ok\r\n550 5.1.1 no such user\r\n250 ok\r\n354 go\r\n",
+        );
+        assert_eq!(events, [ClientEvent::SendBody { bdat: false }]);
+        s.body_sent();
+        // One reply per accepted recipient (u1, u3), in order: the first is not the end.
+        assert!(feed(&mut s, "250 2.0.0 u1 saved\r\n").is_empty());
+        let events = feed(&mut s, "452 4.2.2 u3 over quota\r\n");
+        let r = finished(&events);
+        let codes: Vec<Option<u16>> = r
+            .per_recipient
+            .iter()
+            .map(|r| r.as_ref().map(|r| r.code))
+            .collect();
+        assert_eq!(codes, [Some(250), None, Some(452)]);
+        assert_eq!(r.after_body(0).map(|r| r.code), Some(250));
+        assert_eq!(r.after_body(1), None);
+        assert_eq!(r.after_body(2).map(|r| r.code), Some(452));
+        let delivered: Vec<String> = r.delivered_recipients().map(ToString::to_string).collect();
+        assert_eq!(delivered, ["<u1@s.example>"]);
+        assert!(r.delivered());
+        assert_eq!(events.last(), Some(&ClientEvent::Ready));
+    }
+
+    #[test]
+    fn lmtp_has_no_helo_fallback() {
+        let mut c = config(TlsMode::Never);
+        c.lmtp = true;
+        let mut s = ClientSession::new(c);
+        feed(&mut s, "220 store.example LMTP\r\n");
+        let events = feed(&mut s, "500 5.5.1 unknown command\r\n");
+        assert!(
+            matches!(
+                events.last(),
+                Some(ClientEvent::Failed(ClientError::HeloRejected(_)))
+            ),
+            "{events:?}"
+        );
     }
 }
