@@ -87,6 +87,9 @@ pub struct RoutingTable {
     pub default_tls: TlsPolicy,
     /// Honour RFC 821 source routes (off by default, RFC 5321 3.6.1 and appendix C).
     pub honour_source_routes: bool,
+    /// Local domains whose mail goes to a mail store over LMTP (`[[domain]] deliver =
+    /// "lmtp"`), not into Maildirs here.
+    pub lmtp: HashMap<String, crate::lmtp::LmtpEndpoint>,
 }
 
 /// Where one recipient's copy goes.
@@ -94,6 +97,8 @@ pub struct RoutingTable {
 pub enum Route {
     /// Into this local Maildir.
     Local(LocalMailbox),
+    /// A local mailbox of a domain kept in a mail store: over LMTP to it (RFC 2033).
+    Lmtp(crate::lmtp::LmtpEndpoint),
     /// To this relay host.
     Smarthost(Smarthost),
     /// To the mail exchangers of this domain (or the address of an address literal, written
@@ -130,8 +135,16 @@ pub enum RouteError {
 pub fn route(recipient: &Recipient, table: &RoutingTable) -> Result<Routed, RouteError> {
     let mailbox = recipient.address.clone();
     if let Some(local) = &recipient.mailbox {
+        let (route, mailbox) = match table.lmtp.get(&local.domain) {
+            // The store is given the canonical mailbox (lower-cased, aliases resolved).
+            Some(endpoint) => {
+                let canonical = format!("{}@{}", local.local, local.domain).parse().ok();
+                (Route::Lmtp(endpoint.clone()), canonical.unwrap_or(mailbox))
+            }
+            None => (Route::Local(local.clone()), mailbox),
+        };
         return Ok(Routed {
-            route: Route::Local(local.clone()),
+            route,
             forward_path: ForwardPath::Path(Path::new(mailbox)),
             source_routed: false,
         });
@@ -333,6 +346,28 @@ mod tests {
         assert_eq!(routed.route, Route::Smarthost(smarthost("default.example")));
         let routed = route(&remote("c@relay.example", "<c@relay.example>"), &table).unwrap();
         assert_eq!(routed.route, Route::Smarthost(smarthost("smart.example")));
+    }
+
+    #[test]
+    fn a_domain_in_a_mail_store_goes_over_lmtp() {
+        let store: crate::lmtp::LmtpEndpoint = "unix:/run/dovecot/lmtp".parse().unwrap();
+        let table = RoutingTable {
+            lmtp: HashMap::from([("store.example".to_owned(), store.clone())]),
+            ..RoutingTable::default()
+        };
+        let local = |domain: &str| {
+            let address: yizhan_proto::address::Mailbox = format!("Ann@{domain}").parse().unwrap();
+            let mailbox = LocalMailbox {
+                domain: domain.into(),
+                local: "ann".into(),
+            };
+            Recipient::to(address, Some(mailbox), 0)
+        };
+        let routed = route(&local("store.example"), &table).unwrap();
+        assert_eq!(routed.route, Route::Lmtp(store));
+        assert_eq!(routed.forward_path.to_string(), "<ann@store.example>");
+        let routed = route(&local("test.example"), &table).unwrap();
+        assert!(matches!(routed.route, Route::Local(_)));
     }
 
     #[test]

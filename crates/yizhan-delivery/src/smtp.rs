@@ -177,7 +177,7 @@ impl ServerCertVerifier for AcceptAnyCertificate {
 #[derive(Debug, thiserror::Error)]
 pub enum SmtpError {
     /// Connecting, reading or writing failed.
-    #[error("{host} [{address}]: {source}")]
+    #[error("{}: {source}", at(host, address))]
     Io {
         /// The host name.
         host: String,
@@ -187,7 +187,7 @@ pub enum SmtpError {
         source: std::io::Error,
     },
     /// The peer did not answer (or take our data) in time (RFC 5321 4.5.3.2).
-    #[error("{host} [{address}]: timed out {what}")]
+    #[error("{}: timed out {what}", at(host, address))]
     Timeout {
         /// The host name.
         host: String,
@@ -197,7 +197,7 @@ pub enum SmtpError {
         what: &'static str,
     },
     /// The TLS handshake failed (certificate, protocol).
-    #[error("{host} [{address}]: TLS handshake failed: {reason}")]
+    #[error("{}: TLS handshake failed: {reason}", at(host, address))]
     Tls {
         /// The host name.
         host: String,
@@ -208,7 +208,7 @@ pub enum SmtpError {
     },
     /// The session failed (greeting refused, EHLO refused, TLS required but not offered,
     /// AUTH failed, 421, protocol error).
-    #[error("{host} [{address}]: {error}")]
+    #[error("{}: {error}", at(host, address))]
     Session {
         /// The host name.
         host: String,
@@ -218,13 +218,23 @@ pub enum SmtpError {
         error: ClientError,
     },
     /// The peer closed the connection.
-    #[error("{host} [{address}]: connection closed by the peer")]
+    #[error("{}: connection closed by the peer", at(host, address))]
     Closed {
         /// The host name.
         host: String,
         /// Its address.
         address: SocketAddr,
     },
+}
+
+/// `host [address]` as errors name a peer; a Unix socket's path alone (its target has no IP
+/// address, [`crate::lmtp::UNIX_SOCKET_ADDRESS`]).
+fn at(host: &str, address: &SocketAddr) -> String {
+    if *address == crate::lmtp::UNIX_SOCKET_ADDRESS {
+        host.to_owned()
+    } else {
+        format!("{host} [{address}]")
+    }
 }
 
 impl SmtpError {
@@ -559,6 +569,25 @@ impl Connection {
         target: Target,
         settings: &SmtpSettings,
     ) -> Result<Connection, SmtpError> {
+        Self::over_stream(stream, target, settings, false).await
+    }
+
+    /// Runs LMTP (RFC 2033) over a stream just opened to an LMTP server
+    /// ([`crate::lmtp::connect`]): greeting, LHLO, no STARTTLS, no AUTH.
+    pub async fn over_lmtp(
+        stream: Box<dyn Duplex>,
+        target: Target,
+        settings: &SmtpSettings,
+    ) -> Result<Connection, SmtpError> {
+        Self::over_stream(stream, target, settings, true).await
+    }
+
+    async fn over_stream(
+        stream: Box<dyn Duplex>,
+        target: Target,
+        settings: &SmtpSettings,
+        lmtp: bool,
+    ) -> Result<Connection, SmtpError> {
         let helo = Host::parse(&settings.helo_name)
             .or_else(|_| Host::parse("localhost"))
             .map_err(|_| SmtpError::Session {
@@ -568,6 +597,7 @@ impl Connection {
             })?;
         let mut config = ClientConfig::new(helo);
         config.tls = TlsMode::Never;
+        config.lmtp = lmtp;
         let mut conn = Connection {
             stream: Stream::Other(stream),
             session: ClientSession::new(config),

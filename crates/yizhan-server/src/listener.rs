@@ -482,6 +482,7 @@ pub fn outbound_settings(settings: &Settings) -> OutboundSettings {
             tls: d.domain_tls.iter().map(|(k, v)| (k.clone(), *v)).collect(),
             default_tls: d.tls,
             honour_source_routes: d.honour_source_routes,
+            lmtp: d.lmtp.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         },
         smtp: SmtpSettings {
             helo_name: settings.hostname.clone(),

@@ -630,6 +630,9 @@ pub struct DeliverySettings {
     pub data_end_timeout: Duration,
     /// How many hosts of an MX list are tried per attempt.
     pub max_mx_hosts: usize,
+    /// Local domains delivered to a mail store over LMTP (`[[domain]] deliver = "lmtp"`),
+    /// by lower-cased name.
+    pub lmtp: BTreeMap<String, yizhan_delivery::lmtp::LmtpEndpoint>,
     /// Deliveries at once to one destination (MX domain or smarthost).
     pub per_destination: usize,
     /// How long an idle outbound connection is kept for the next message.
@@ -665,6 +668,7 @@ impl Default for DeliverySettings {
             data_block_timeout: client.data_block_timeout,
             data_end_timeout: client.data_end_timeout,
             max_mx_hosts: client.max_hosts,
+            lmtp: BTreeMap::new(),
             per_destination: outbound.per_destination,
             connection_idle: outbound.connection_idle,
             delay_warning: outbound.delay_warning,

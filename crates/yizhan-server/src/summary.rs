@@ -171,6 +171,10 @@ pub fn summary(settings: &Settings) -> Vec<String> {
             relays.join(", ")
         }
     ));
+    if !dl.lmtp.is_empty() {
+        let stores: Vec<String> = dl.lmtp.iter().map(|(d, e)| format!("{d} to {e}")).collect();
+        lines.push(format!("lmtp: {}", stores.join(", ")));
+    }
     if !settings.dkim.is_empty() {
         let keys: Vec<String> = settings
             .dkim

@@ -114,10 +114,14 @@ impl Round<'_> {
             .map(ToString::to_string)
             .unwrap_or_default();
         let mut local = tokio::task::JoinSet::new();
+        let lmtp = &self.shared.config().outbound.routing.lmtp;
         for &i in due {
             let Some(mailbox) = envelope.recipients[i].mailbox.clone() else {
                 continue;
             };
+            if lmtp.contains_key(&mailbox.domain) {
+                continue; // handed to the mail store over LMTP (`route`)
+            }
             let shared = self.shared.clone();
             let delivery = LocalDelivery {
                 id: envelope.id.clone(),
@@ -148,15 +152,20 @@ impl Round<'_> {
         Ok(())
     }
 
-    /// The remote recipients among `due`, grouped by destination (one transaction per group);
+    /// The remote recipients among `due`, and the local ones kept in a mail store (LMTP),
+    /// grouped by destination (one transaction per group);
     /// those held for TURN or that cannot be routed are recorded here.
     async fn route(&mut self, due: &[usize]) -> Result<Vec<Group>, SpoolError> {
         let mut groups: Vec<Group> = Vec::new();
         let mut recorded = false;
+        let lmtp = &self.shared.config().outbound.routing.lmtp;
         for &i in due {
             let r = &self.envelope.recipients[i];
-            if r.mailbox.is_some() {
-                continue;
+            if r.mailbox
+                .as_ref()
+                .is_some_and(|m| !lmtp.contains_key(&m.domain))
+            {
+                continue; // a Maildir here (`local`)
             }
             if held_for_turn(&self.shared.config().outbound, &r.address) {
                 let text = "held for the domain's client to collect with TURN";

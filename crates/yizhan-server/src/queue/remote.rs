@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
+use yizhan_delivery::lmtp::{self, LmtpEndpoint};
 use yizhan_delivery::mx::{self};
 use yizhan_delivery::route::{self, Route, TlsPolicy};
 use yizhan_delivery::smtp::{self, Connection, Outcome, Reason, SmtpError, SmtpSettings};
@@ -29,6 +30,7 @@ pub(super) type Group = (String, Route, bool, Vec<(usize, ForwardPath)>);
 pub(super) fn destination_key(route: &Route) -> String {
     match route {
         Route::Local(_) => "local".into(),
+        Route::Lmtp(endpoint) => format!("lmtp:{endpoint}"),
         Route::Smarthost(h) => format!("smarthost:{}:{}", h.host.to_ascii_lowercase(), h.port),
         Route::Mx { domain, .. } => format!("mx:{domain}"),
     }
@@ -97,6 +99,7 @@ pub(super) async fn deliver_remote(
         members,
         tls: hosts.tls,
         auth: hosts.auth,
+        lmtp: hosts.lmtp,
         settings: &smtp_settings,
         cancel,
     };
@@ -129,6 +132,8 @@ struct Hosts {
     targets: Vec<mx::Target>,
     tls: TlsPolicy,
     auth: Option<Credentials>,
+    /// LMTP to this mail store, not SMTP.
+    lmtp: Option<LmtpEndpoint>,
 }
 
 /// Resolves a route into its hosts (MX, or a smarthost's addresses), without ourselves; the
@@ -143,6 +148,25 @@ async fn hosts_of(
         Outcome::Transient(Reason::local("4.4.3", text))
     })?;
     let ourselves = &shared.config().outbound.ourselves;
+    if let Route::Lmtp(endpoint) = route {
+        // The mail store: no MX, never "ourselves" (it is usually on this very host).
+        let targets = match (endpoint.unix_target(), endpoint.tcp()) {
+            (Some(target), _) => Ok(vec![target]),
+            (None, Some((host, port))) => {
+                mx::host_targets(resolver.as_ref(), &[host.to_owned()], port).await
+            }
+            (None, None) => Ok(Vec::new()),
+        };
+        return match targets {
+            Ok(targets) => Ok(Hosts {
+                targets,
+                tls: TlsPolicy::None,
+                auth: None,
+                lmtp: Some(endpoint.clone()),
+            }),
+            Err(e) => Err(failure(Reason::local(e.status(), e.to_string()), false)),
+        };
+    }
     let (targets, tls, auth) = match route {
         Route::Smarthost(h) => {
             let targets =
@@ -164,10 +188,17 @@ async fn hosts_of(
             let targets = mx::targets(resolver.as_ref(), domain, port, cap, seed, ourselves).await;
             (targets, *tls, None)
         }
-        Route::Local(_) => return Err(Outcome::Transient(Reason::local("4.3.0", "misrouted"))),
+        Route::Local(_) | Route::Lmtp(_) => {
+            return Err(Outcome::Transient(Reason::local("4.3.0", "misrouted")));
+        }
     };
     match targets {
-        Ok(targets) => Ok(Hosts { targets, tls, auth }),
+        Ok(targets) => Ok(Hosts {
+            targets,
+            tls,
+            auth,
+            lmtp: None,
+        }),
         Err(e) => Err(failure(
             Reason::local(e.status(), e.to_string()),
             e.is_permanent(),
@@ -192,6 +223,8 @@ struct Attempt<'a> {
     members: &'a [(usize, ForwardPath)],
     tls: TlsPolicy,
     auth: Option<Credentials>,
+    /// LMTP to this mail store, not SMTP.
+    lmtp: Option<LmtpEndpoint>,
     settings: &'a SmtpSettings,
     /// The operator deleted the message: stop, and cut a transaction under way short.
     cancel: &'a CancellationToken,
@@ -302,7 +335,8 @@ impl Attempt<'_> {
                 permanent: false,
             };
         }
-        info!(queue_id = %envelope.id, host = %host, address = %target.address, accepted = result.delivered_recipients().count(), "transaction done");
+        let protocol = if self.lmtp.is_some() { "lmtp" } else { "smtp" };
+        info!(queue_id = %envelope.id, host = %host, address = %target.address, protocol = %protocol, accepted = result.delivered_recipients().count(), "transaction done");
         let outcomes = smtp::outcomes(&host, &result, dsn);
         OnHost::Done(Tried::Answered(
             self.members
@@ -317,7 +351,8 @@ impl Attempt<'_> {
     fn pool_key(&self, target: &mx::Target) -> String {
         let user = self.auth.as_ref().map_or("", |c| c.username.as_str());
         let tls = self.tls.as_str();
-        format!("{}|{}|{tls}|{user}", target.host, target.address)
+        let protocol = if self.lmtp.is_some() { "lmtp" } else { "smtp" };
+        format!("{protocol}|{}|{}|{tls}|{user}", target.host, target.address)
     }
 
     /// A kept connection to the host, or a new one; `Err(None)` if the message was deleted
@@ -330,13 +365,16 @@ impl Attempt<'_> {
         if let Some(conn) = self.shared.take_connection(pool_key) {
             return Ok(conn);
         }
-        let open = Connection::open(
-            target,
-            self.tls,
-            self.auth.clone(),
-            self.settings,
-            self.shared.tls.as_ref(),
-        );
+        let open = async {
+            match &self.lmtp {
+                Some(endpoint) => lmtp::connect(endpoint, target, self.settings).await,
+                None => {
+                    let tls_client = self.shared.tls.as_ref();
+                    let auth = self.auth.clone();
+                    Connection::open(target, self.tls, auth, self.settings, tls_client).await
+                }
+            }
+        };
         tokio::select! {
             opened = open => opened.map_err(Some),
             () = self.cancel.cancelled() => Err(None),

@@ -58,6 +58,49 @@ impl RawConfig {
         }
     }
 
+    /// `[[domain]] deliver = "lmtp"` with its `lmtp` endpoint: the domain's mail goes to a mail
+    /// store (Dovecot) over LMTP instead of Maildirs here.
+    pub(super) fn lmtp_domains(&self, v: &mut Validator<'_>, settings: &mut Settings) {
+        for (i, d) in self.domain.iter().enumerate() {
+            let key = |name: &str| format!("domain[{i}].{name}");
+            let lmtp = match d.deliver.as_ref().map(|m| (m, m.get_ref().as_str())) {
+                None | Some((_, "maildir")) => false,
+                Some((_, "lmtp")) => true,
+                Some((m, other)) => {
+                    let reason =
+                        format!("unknown delivery {other:?} (expected \"maildir\" or \"lmtp\")");
+                    v.problem(key("deliver"), Some(m.span().start), reason);
+                    continue;
+                }
+            };
+            match (lmtp, &d.lmtp) {
+                (true, Some(endpoint)) => {
+                    match endpoint
+                        .get_ref()
+                        .parse::<yizhan_delivery::lmtp::LmtpEndpoint>()
+                    {
+                        Ok(e) => {
+                            let name = d.name.get_ref().to_ascii_lowercase();
+                            settings.delivery.lmtp.insert(name, e);
+                        }
+                        Err(reason) => v.problem(key("lmtp"), Some(endpoint.span().start), reason),
+                    }
+                }
+                (true, None) => v.problem(
+                    key("deliver"),
+                    d.deliver.as_ref().map(|m| m.span().start),
+                    "\"lmtp\" needs lmtp = \"unix:/run/dovecot/lmtp\" or \"host:port\"",
+                ),
+                (false, Some(endpoint)) => v.problem(
+                    key("lmtp"),
+                    Some(endpoint.span().start),
+                    "has no effect without deliver = \"lmtp\"",
+                ),
+                (false, None) => {}
+            }
+        }
+    }
+
     /// The password hashes of `[[mailbox]]` entries that have one.
     pub(super) fn credentials(&self, v: &mut Validator<'_>) -> Credentials {
         let mut credentials = Credentials::default();

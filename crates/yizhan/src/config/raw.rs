@@ -221,6 +221,10 @@ pub(super) struct RawQueue {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawDomain {
     pub(super) name: Spanned<String>,
+    /// `"maildir"` (the default) or `"lmtp"`.
+    pub(super) deliver: Option<Spanned<String>>,
+    /// The LMTP server of a `deliver = "lmtp"` domain.
+    pub(super) lmtp: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -254,6 +254,8 @@ maildir_sync = "file"
 
 [[domain]]
 name = "example.org"
+deliver = "lmtp"
+lmtp = "unix:/run/dovecot/lmtp"
 
 [[mailbox]]
 address = "admin@example.org"
@@ -262,6 +264,14 @@ password = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$LRbzYPWEbEkM0vJcZVB7
 "#;
     let s = parse("t.toml", text).unwrap();
     assert_eq!(s.listeners[1].proxy_networks, None);
+    assert_eq!(
+        s.delivery
+            .lmtp
+            .get("example.org")
+            .map(ToString::to_string)
+            .as_deref(),
+        Some("unix:/run/dovecot/lmtp")
+    );
     assert_eq!(
         s.listeners[3].proxy_networks,
         Some(vec![
@@ -454,6 +464,26 @@ fn each_validation_rule() {
                 .into(),
             "listener[1].address",
             "already used by listener[0]",
+        ),
+        (
+            "[[domain]]\nname = \"a.example\"\ndeliver = \"mbox\"".into(),
+            "domain[0].deliver",
+            "unknown delivery \"mbox\"",
+        ),
+        (
+            "[[domain]]\nname = \"a.example\"\ndeliver = \"lmtp\"".into(),
+            "domain[0].deliver",
+            "needs lmtp =",
+        ),
+        (
+            "[[domain]]\nname = \"a.example\"\ndeliver = \"lmtp\"\nlmtp = \"dovecot\"".into(),
+            "domain[0].lmtp",
+            "expected \"unix:/path/to/socket\" or \"host:port\"",
+        ),
+        (
+            "[[domain]]\nname = \"a.example\"\nlmtp = \"127.0.0.1:24\"".into(),
+            "domain[0].lmtp",
+            "has no effect without deliver",
         ),
         (
             "[[listener]]\naddress = \"127.0.0.1:25\"\nproxy_protocol = true".into(),

@@ -33,6 +33,7 @@ impl RawConfig {
         self.delivery(v, &mut settings);
         self.smarthosts(v, &mut settings);
         self.turn_domains(v, &mut settings);
+        self.lmtp_domains(v, &mut settings);
         self.dkim(v, &mut settings);
         self.checks(v, &mut settings);
         self.admin(v, &mut settings);
