@@ -56,6 +56,23 @@ pub enum SpoolError {
     /// change submitted just before is stored is unknown; recovery sorts it out at next start.
     #[error("the spool committer has stopped")]
     Closed,
+    /// The shared queue's database failed (connecting, a statement, a commit). Transient.
+    #[error("queue database error: {0}")]
+    Database(String),
+    /// The shared queue's schema is newer than this yizhan knows: upgrade yizhan.
+    #[error(
+        "the queue database has schema version {found}; this yizhan knows up to {known}: upgrade yizhan before pointing it at this database"
+    )]
+    SchemaTooNew {
+        /// The version found.
+        found: i32,
+        /// The newest this build knows.
+        known: i32,
+    },
+    /// A write to the shared queue found the message changed or its claim lost (another node
+    /// took it over, or an operator changed it): nothing was written; re-read it.
+    #[error("message {0} changed under its claim (lease lost, or changed by an operator)")]
+    Conflict(QueueId),
 }
 
 impl SpoolError {

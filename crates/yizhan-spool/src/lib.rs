@@ -20,7 +20,8 @@
 //! | [`schedule`] | the pure retry schedule | 5321 4.5.4.1 |
 //! | [`store`] | [`QueueStore`]: what the queue runner needs of a store, implemented by [`Spool`] | |
 //! | [`error`] | [`SpoolError`] | |
-//! | [`metrics`] | group commit sizes and times, through the `metrics` facade | |
+//! | [`metrics`] | group commit sizes and times, through the `metrics` facade |
+//! | [`postgres`] | the shared queue on PostgreSQL: schema, leases, compare-and-set (not yet wired in) | |
 //!
 //! The queue runner sees a store only through [`QueueStore`]; a shared PostgreSQL store can be
 //! added behind it (ARCHITECTURE.md, "The queue store").
@@ -32,6 +33,7 @@ pub mod error;
 pub mod id;
 mod legacy;
 pub mod metrics;
+pub mod postgres;
 pub mod schedule;
 pub mod store;
 

@@ -1,0 +1,324 @@
+//! The shared queue on PostgreSQL (issue #17): several yizhan nodes keep one queue in one
+//! database, so that a node that dies leaves its mail to the others.
+//!
+//! | what | how |
+//! | --- | --- |
+//! | the 250 promise | envelope row and body chunks in one transaction, `synchronous_commit = on` |
+//! | bodies | `yizhan_bodies`, in chunks of [`CHUNK`] octets, read back chunk by chunk |
+//! | due work | claimed with a lease: `FOR UPDATE SKIP LOCKED`, `lease_owner` = the node, `lease_until` on the database's clock ([`lease`]) |
+//! | outcomes | compare-and-set on `version` and the lease: a node that lost its lease, or raced an operator's change, writes nothing ([`SpoolError::Conflict`]) |
+//! | operators | hold, release, delete from any node: they bump `version`, so the lease holder re-reads |
+//! | schema | embedded migrations under an advisory lock; a newer schema is refused ([`schema`]) |
+//!
+//! Not yet wired into the server: the receiving side and the queue runner still use the
+//! embedded [`Spool`](crate::Spool) (see the issue's notes).
+
+pub mod lease;
+pub mod schema;
+
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+
+use crate::{Envelope, QueueId, SpoolError};
+
+/// Bodies are stored in chunks of this many octets.
+pub const CHUNK: usize = 256 * 1024;
+
+/// How to reach the database and behave in it.
+#[derive(Clone)]
+pub struct PgSettings {
+    /// `postgres://user@host:port/db` or `host=... user=...`; a password in it is allowed but
+    /// better given in [`PgSettings::password`] (from a file or the environment).
+    pub url: String,
+    /// The password, kept out of the URL (and out of every log line).
+    pub password: Option<String>,
+    /// Connections in the pool.
+    pub pool_size: usize,
+    /// `statement_timeout` of every connection.
+    pub statement_timeout: Duration,
+    /// This node's name in leases (unique per node).
+    pub node: String,
+    /// How long a claim lasts unless renewed.
+    pub lease: Duration,
+}
+
+impl std::fmt::Debug for PgSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgSettings")
+            .field("url", &redacted(&self.url))
+            .field("password", &self.password.as_ref().map(|_| "(redacted)"))
+            .field("pool_size", &self.pool_size)
+            .field("statement_timeout", &self.statement_timeout)
+            .field("node", &self.node)
+            .field("lease", &self.lease)
+            .finish()
+    }
+}
+
+/// A URL with any password in it replaced, for logs.
+pub fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:(redacted){}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// A database error, as the spool reports it (transient: the client is asked to retry).
+pub(crate) fn db(e: impl std::fmt::Display) -> SpoolError {
+    SpoolError::Database(e.to_string())
+}
+
+/// The shared queue.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool,
+    node: String,
+    lease: Duration,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgStore {
+    /// Connects (the pool), and checks and migrates the schema.
+    pub async fn connect(settings: &PgSettings) -> Result<PgStore, SpoolError> {
+        let mut config: tokio_postgres::Config = settings.url.parse().map_err(db)?;
+        if let Some(password) = &settings.password {
+            config.password(password);
+        }
+        let timeout_ms = settings.statement_timeout.as_millis();
+        config.options(format!(
+            "-c synchronous_commit=on -c statement_timeout={timeout_ms}"
+        ));
+        config.application_name(format!("yizhan {}", settings.node));
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(settings.pool_size.max(1))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(db)?;
+        let mut client = pool.get().await.map_err(db)?;
+        schema::migrate(&mut client).await?;
+        Ok(PgStore {
+            pool,
+            node: settings.node.clone(),
+            lease: settings.lease,
+        })
+    }
+
+    /// This node's name in leases.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, SpoolError> {
+        self.pool.get().await.map_err(db)
+    }
+
+    /// Queues a message: its body (in chunks) and its envelope in one transaction, committed
+    /// synchronously before this returns (the 250 promise). The id and size are set here.
+    pub async fn enqueue(
+        &self,
+        body: &[u8],
+        mut envelope: Envelope,
+    ) -> Result<Envelope, SpoolError> {
+        envelope.id = QueueId::generate();
+        envelope.size = body.len() as u64;
+        let text = serde_json::to_string(&envelope).map_err(db)?;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        let insert_chunk = tx
+            .prepare("INSERT INTO yizhan_bodies (id, chunk, data) VALUES ($1, $2, $3)")
+            .await
+            .map_err(db)?;
+        for (n, chunk) in body.chunks(CHUNK).enumerate() {
+            let n = i32::try_from(n).map_err(db)?;
+            tx.execute(&insert_chunk, &[&envelope.id.as_str(), &n, &chunk])
+                .await
+                .map_err(db)?;
+        }
+        tx.execute(
+            "INSERT INTO yizhan_messages (id, received_at, size, envelope, next_due, held)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                &envelope.id.as_str(),
+                &envelope.received_at,
+                &i64::try_from(envelope.size).unwrap_or(i64::MAX),
+                &text,
+                &envelope.next_due(),
+                &envelope.held,
+            ],
+        )
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(envelope)
+    }
+
+    /// One message's envelope.
+    pub async fn load(&self, id: &QueueId) -> Result<Envelope, SpoolError> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT envelope FROM yizhan_messages WHERE id = $1",
+                &[&id.as_str()],
+            )
+            .await
+            .map_err(db)?
+            .ok_or_else(|| SpoolError::NotFound(id.clone()))?;
+        parse(id.as_str(), row.get(0))
+    }
+
+    /// Up to `limit` envelopes after `after`, in id (arrival) order.
+    pub async fn list_page(
+        &self,
+        after: Option<&QueueId>,
+        limit: usize,
+    ) -> Result<Vec<Envelope>, SpoolError> {
+        let after = after.map_or("", QueueId::as_str);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT id, envelope FROM yizhan_messages WHERE id > $1 ORDER BY id LIMIT $2",
+                &[&after, &limit],
+            )
+            .await
+            .map_err(db)?;
+        rows.iter().map(|r| parse(r.get(0), r.get(1))).collect()
+    }
+
+    /// Every message's id, earliest pending attempt and hold (the index columns only).
+    pub async fn schedule_index(&self) -> Result<Vec<(QueueId, Option<i64>, bool)>, SpoolError> {
+        let rows = self
+            .client()
+            .await?
+            .query("SELECT id, next_due, held FROM yizhan_messages", &[])
+            .await
+            .map_err(db)?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| Some((r.get::<_, &str>(0).parse().ok()?, r.get(1), r.get(2))))
+            .collect())
+    }
+
+    /// A message's body, read chunk by chunk (never more than one chunk in a query).
+    pub async fn body(&self, id: &QueueId) -> Result<Vec<u8>, SpoolError> {
+        let client = self.client().await?;
+        let size: i64 = client
+            .query_opt(
+                "SELECT size FROM yizhan_messages WHERE id = $1",
+                &[&id.as_str()],
+            )
+            .await
+            .map_err(db)?
+            .ok_or_else(|| SpoolError::NotFound(id.clone()))?
+            .get(0);
+        let next = client
+            .prepare("SELECT data FROM yizhan_bodies WHERE id = $1 AND chunk = $2")
+            .await
+            .map_err(db)?;
+        let mut body = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        for n in 0.. {
+            if body.len() as i64 >= size {
+                break;
+            }
+            let row = client
+                .query_opt(&next, &[&id.as_str(), &n])
+                .await
+                .map_err(db)?;
+            let Some(row) = row else { break };
+            body.extend_from_slice(row.get::<_, &[u8]>(0));
+        }
+        if body.len() as i64 != size {
+            return Err(SpoolError::Corrupt {
+                id: id.to_string(),
+                reason: format!("body is {} octets, the envelope says {size}", body.len()),
+            });
+        }
+        Ok(body)
+    }
+
+    /// Deletes body chunks that belong to no message and are older than `age` (a session
+    /// that died between its chunks and its commit).
+    pub async fn sweep_orphans(&self, age: Duration) -> Result<u64, SpoolError> {
+        let seconds = age.as_secs_f64();
+        self.client()
+            .await?
+            .execute(
+                "DELETE FROM yizhan_bodies b
+                 WHERE b.created_at < now() - make_interval(secs => $1)
+                   AND NOT EXISTS (SELECT 1 FROM yizhan_messages m WHERE m.id = b.id)",
+                &[&seconds],
+            )
+            .await
+            .map_err(db)
+    }
+}
+
+/// An envelope column parsed, checked against its row's id.
+fn parse(id: &str, text: &str) -> Result<Envelope, SpoolError> {
+    let envelope: Envelope = serde_json::from_str(text).map_err(|e| SpoolError::Corrupt {
+        id: id.to_owned(),
+        reason: e.to_string(),
+    })?;
+    if envelope.id.as_str() != id {
+        return Err(SpoolError::Corrupt {
+            id: id.to_owned(),
+            reason: format!("the envelope says {}", envelope.id),
+        });
+    }
+    Ok(envelope)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_show() {
+        assert_eq!(
+            redacted("postgres://yizhan:hunter2@db.example:5432/mail"),
+            "postgres://yizhan:(redacted)@db.example:5432/mail"
+        );
+        assert_eq!(
+            redacted("postgres://yizhan@db/mail"),
+            "postgres://yizhan@db/mail"
+        );
+        assert_eq!(redacted("host=db user=yizhan"), "host=db user=yizhan");
+        let settings = PgSettings {
+            url: "postgres://u:hunter2@db/mail".into(),
+            password: Some("hunter3".into()),
+            pool_size: 4,
+            statement_timeout: Duration::from_secs(5),
+            node: "n1".into(),
+            lease: Duration::from_secs(60),
+        };
+        let shown = format!("{settings:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("hunter3"),
+            "{shown}"
+        );
+    }
+}

@@ -1,0 +1,328 @@
+//! The shared queue against a real PostgreSQL (Debian's package): `initdb` and `pg_ctl` in a
+//! temporary directory, no system service. Skipped, with the reason, when PostgreSQL's
+//! binaries are not installed.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use yizhan_spool::postgres::lease::Control;
+use yizhan_spool::postgres::{CHUNK, PgSettings, PgStore};
+use yizhan_spool::{ClientInfo, Envelope, LocalMailbox, QueueId, Recipient, SpoolError};
+
+/// A private PostgreSQL server for one test.
+struct Postgres {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    port: u16,
+}
+
+/// The newest installed PostgreSQL's binaries.
+fn binaries() -> Option<PathBuf> {
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| Some(e.ok()?.path().join("bin")))
+        .filter(|bin| bin.join("initdb").exists())
+        .collect();
+    versions.sort();
+    versions.pop()
+}
+
+/// Runs a PostgreSQL tool as the `postgres` account when we are root (initdb refuses root).
+fn run(bin: &Path, tool: &str, args: &[&str]) {
+    let root = rustix::process::geteuid().is_root();
+    let program = bin.join(tool);
+    let mut command = if root {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(&program);
+        c
+    } else {
+        Command::new(&program)
+    };
+    let out = command.args(args).output().expect("run a PostgreSQL tool");
+    assert!(
+        out.status.success(),
+        "{tool} {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Postgres {
+    fn start() -> Option<Postgres> {
+        let Some(bin) = binaries() else {
+            eprintln!("skipped: PostgreSQL is not installed (/usr/lib/postgresql/*/bin)");
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        if rustix::process::geteuid().is_root() {
+            let status = Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let data = dir.path().join("data");
+        let (data_s, dir_s) = (data.to_str().unwrap(), dir.path().to_str().unwrap());
+        run(
+            &bin,
+            "initdb",
+            &["-D", data_s, "-A", "trust", "-U", "postgres", "--no-sync"],
+        );
+        let options = format!("-p {port} -k {dir_s} -c listen_addresses=127.0.0.1");
+        let log = dir.path().join("log");
+        run(
+            &bin,
+            "pg_ctl",
+            &[
+                "-D",
+                data_s,
+                "-o",
+                &options,
+                "-l",
+                log.to_str().unwrap(),
+                "-w",
+                "start",
+            ],
+        );
+        Some(Postgres { dir, bin, port })
+    }
+
+    fn settings(&self, node: &str, lease: Duration) -> PgSettings {
+        PgSettings {
+            url: format!("postgres://postgres@127.0.0.1:{}/postgres", self.port),
+            password: None,
+            pool_size: 4,
+            statement_timeout: Duration::from_secs(10),
+            node: node.into(),
+            lease,
+        }
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        run(
+            &self.bin,
+            "pg_ctl",
+            &["-D", data.to_str().unwrap(), "-m", "immediate", "stop"],
+        );
+    }
+}
+
+fn envelope(due: i64) -> Envelope {
+    Envelope {
+        id: QueueId::nil(),
+        received_at: 1_700_000_000,
+        size: 0,
+        reverse_path: "<sender@client.example>".parse().unwrap(),
+        envid: None,
+        ret: None,
+        body: None,
+        smtputf8: false,
+        client: ClientInfo::default(),
+        recipients: vec![Recipient::to(
+            "user@test.example".parse().unwrap(),
+            Some(LocalMailbox {
+                domain: "test.example".into(),
+                local: "user".into(),
+            }),
+            due,
+        )],
+        held: false,
+    }
+}
+
+const NOW: i64 = 1_800_000_000;
+const MINUTE: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shared_queue_keeps_claims_outcomes_and_operators_apart() {
+    let Some(pg) = Postgres::start() else { return };
+    let a = PgStore::connect(&pg.settings("node-a", MINUTE))
+        .await
+        .unwrap();
+    let b = PgStore::connect(&pg.settings("node-b", MINUTE))
+        .await
+        .unwrap();
+
+    // The 250 promise: a body over three chunks and its envelope, read back whole.
+    let body: Vec<u8> = (0..CHUNK * 2 + 1000).map(|i| (i % 251) as u8).collect();
+    let stored = a.enqueue(&body, envelope(NOW - 10)).await.unwrap();
+    assert_eq!(stored.size, body.len() as u64);
+    assert_eq!(b.body(&stored.id).await.unwrap(), body);
+    assert_eq!(b.load(&stored.id).await.unwrap(), stored);
+    let index = b.schedule_index().await.unwrap();
+    assert_eq!(index, vec![(stored.id.clone(), Some(NOW - 10), false)]);
+
+    // Due work is claimed by one node only; a later one is not due yet.
+    for _ in 0..19 {
+        a.enqueue(b"Subject: x\r\n\r\nhi\r\n", envelope(NOW - 5))
+            .await
+            .unwrap();
+    }
+    a.enqueue(b"later", envelope(NOW + 3600)).await.unwrap();
+    let (ca, cb) = tokio::join!(a.claim_due(NOW, 8), b.claim_due(NOW, 100));
+    let (ca, cb) = (ca.unwrap(), cb.unwrap());
+    assert_eq!(ca.len() + cb.len(), 20, "every due message claimed once");
+    let ids_a: Vec<&QueueId> = ca.iter().map(|c| &c.envelope.id).collect();
+    assert!(cb.iter().all(|c| !ids_a.contains(&&c.envelope.id)));
+    assert!(
+        a.claim_due(NOW, 100).await.unwrap().is_empty(),
+        "all leased"
+    );
+
+    // The holder records outcomes by compare-and-set; the other node cannot.
+    let mine = ca.first().or(cb.first()).unwrap().clone();
+    let (holder, other) = if ca.iter().any(|c| c.envelope.id == mine.envelope.id) {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
+    let mut done = mine.envelope.clone();
+    done.recipients[0].next_attempt = NOW + 600;
+    assert!(matches!(
+        other.record(&mine, &done).await,
+        Err(SpoolError::Conflict(_))
+    ));
+    let v = holder.record(&mine, &done).await.unwrap();
+    assert_eq!(v, mine.version + 1);
+    // A second write at the old version is a conflict too.
+    assert!(matches!(
+        holder.record(&mine, &done).await,
+        Err(SpoolError::Conflict(_))
+    ));
+
+    // An operator holds it from the other node while it is claimed: the holder's next
+    // write conflicts; held, it is never due; released and free, it is claimed again.
+    let current = yizhan_spool::postgres::lease::Claimed {
+        envelope: done.clone(),
+        version: v,
+    };
+    assert!(other.control(&done.id, Control::Hold).await.unwrap());
+    assert!(matches!(
+        holder.record(&current, &done).await,
+        Err(SpoolError::Conflict(_))
+    ));
+    assert!(holder.load(&done.id).await.unwrap().held);
+    holder.release(&done.id).await.unwrap();
+    assert!(
+        other
+            .claim_due(NOW + 601, 100)
+            .await
+            .unwrap()
+            .iter()
+            .all(|c| c.envelope.id != done.id)
+    );
+    assert!(other.control(&done.id, Control::Release).await.unwrap());
+    let again = other.claim_due(NOW + 601, 100).await.unwrap();
+    let again = again
+        .iter()
+        .find(|c| c.envelope.id == done.id)
+        .expect("claimable again");
+
+    // Finished: removed with its body, by the holder at its version only.
+    assert!(matches!(
+        holder.remove_claimed(&done.id, again.version).await,
+        Err(SpoolError::Conflict(_))
+    ));
+    other.remove_claimed(&done.id, again.version).await.unwrap();
+    assert!(matches!(
+        a.load(&done.id).await,
+        Err(SpoolError::NotFound(_))
+    ));
+    assert!(matches!(
+        a.body(&done.id).await,
+        Err(SpoolError::NotFound(_))
+    ));
+
+    // An operator deletes a claimed message: gone, and the holder's write conflicts.
+    let victim = cb.first().or(ca.get(1)).unwrap().clone();
+    assert!(a.delete(&victim.envelope.id).await.unwrap());
+    let holder = if ca.iter().any(|c| c.envelope.id == victim.envelope.id) {
+        &a
+    } else {
+        &b
+    };
+    assert!(matches!(
+        holder.record(&victim, &victim.envelope).await,
+        Err(SpoolError::Conflict(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_nodes_claims_expire_and_another_takes_over() {
+    let Some(pg) = Postgres::start() else { return };
+    // Node A's leases end at once: as if it died right after claiming.
+    let a = PgStore::connect(&pg.settings("node-a", Duration::ZERO))
+        .await
+        .unwrap();
+    let b = PgStore::connect(&pg.settings("node-b", MINUTE))
+        .await
+        .unwrap();
+    let stored = a.enqueue(b"x", envelope(NOW - 1)).await.unwrap();
+    let claimed_a = a.claim_due(NOW, 10).await.unwrap();
+    assert_eq!(claimed_a.len(), 1);
+    let claimed_b = b.claim_due(NOW, 10).await.unwrap();
+    assert_eq!(claimed_b.len(), 1, "A's lease expired: B takes the message");
+    // A, back from the dead, can neither renew nor write.
+    assert!(!a.renew(&claimed_a[0]).await.unwrap());
+    assert!(matches!(
+        a.record(&claimed_a[0], &stored).await,
+        Err(SpoolError::Conflict(_))
+    ));
+    assert!(b.renew(&claimed_b[0]).await.unwrap());
+    b.record(&claimed_b[0], &stored).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_schema_is_migrated_once_and_a_newer_one_refused() {
+    let Some(pg) = Postgres::start() else { return };
+    let settings = pg.settings("node-a", MINUTE);
+    // Three nodes starting at once: one migrates, the others find it done.
+    let (x, y, z) = tokio::join!(
+        PgStore::connect(&settings),
+        PgStore::connect(&settings),
+        PgStore::connect(&settings)
+    );
+    let store = x.unwrap();
+    y.unwrap();
+    z.unwrap();
+    // An orphan chunk (a session that died before its commit) is swept once old enough.
+    let (client, conn) = tokio_postgres::connect(&settings.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .execute(
+            "INSERT INTO yizhan_bodies (id, chunk, data, created_at)
+             VALUES ('orphan', 0, '\\x00', now() - interval '2 hours')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .sweep_orphans(Duration::from_secs(3600))
+            .await
+            .unwrap(),
+        1
+    );
+    client
+        .execute("UPDATE yizhan_schema SET version = 99", &[])
+        .await
+        .unwrap();
+    match PgStore::connect(&settings).await {
+        Err(e @ SpoolError::SchemaTooNew { found: 99, .. }) => {
+            assert!(e.to_string().contains("upgrade yizhan"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
