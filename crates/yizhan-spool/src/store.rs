@@ -20,17 +20,20 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, SpoolError>>
 pub trait QueueStore: Send + Sync + fmt::Debug + 'static {
     /// Every message's id, earliest pending attempt (`None`: nothing pending) and hold, from
     /// the index alone (the schedule is rebuilt from it).
-    fn schedule_index(&self) -> Result<Vec<(QueueId, Option<i64>, bool)>, SpoolError>;
+    fn schedule_index(&self) -> StoreFuture<'_, Vec<(QueueId, Option<i64>, bool)>>;
 
     /// One message's envelope.
-    fn load(&self, id: &QueueId) -> Result<Envelope, SpoolError>;
+    fn load<'a>(&'a self, id: &'a QueueId) -> StoreFuture<'a, Envelope>;
 
     /// Up to `limit` envelopes after `after`, in id (arrival) order.
-    fn list_page(&self, after: Option<&QueueId>, limit: usize)
-    -> Result<Vec<Envelope>, SpoolError>;
+    fn list_page<'a>(
+        &'a self,
+        after: Option<&'a QueueId>,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<Envelope>>;
 
     /// A message's body, to read from the start.
-    fn open_body(&self, id: &QueueId) -> Result<Body, SpoolError>;
+    fn open_body<'a>(&'a self, id: &'a QueueId) -> StoreFuture<'a, Body>;
 
     /// Records a message's new state (outcomes, hold, due times).
     fn update<'a>(&'a self, envelope: &'a Envelope) -> StoreFuture<'a, ()>;
@@ -46,25 +49,27 @@ pub trait QueueStore: Send + Sync + fmt::Debug + 'static {
     fn enqueue<'a>(&'a self, body: &'a [u8], envelope: Envelope) -> StoreFuture<'a, Envelope>;
 }
 
+/// The embedded spool's reads are short SQLite queries on its reader connection: answered
+/// at once, as they were before the trait was asynchronous.
 impl QueueStore for Spool {
-    fn schedule_index(&self) -> Result<Vec<(QueueId, Option<i64>, bool)>, SpoolError> {
-        Spool::schedule_index(self)
+    fn schedule_index(&self) -> StoreFuture<'_, Vec<(QueueId, Option<i64>, bool)>> {
+        Box::pin(std::future::ready(Spool::schedule_index(self)))
     }
 
-    fn load(&self, id: &QueueId) -> Result<Envelope, SpoolError> {
-        Spool::load(self, id)
+    fn load<'a>(&'a self, id: &'a QueueId) -> StoreFuture<'a, Envelope> {
+        Box::pin(std::future::ready(Spool::load(self, id)))
     }
 
-    fn list_page(
-        &self,
-        after: Option<&QueueId>,
+    fn list_page<'a>(
+        &'a self,
+        after: Option<&'a QueueId>,
         limit: usize,
-    ) -> Result<Vec<Envelope>, SpoolError> {
-        Spool::list_page(self, after, limit)
+    ) -> StoreFuture<'a, Vec<Envelope>> {
+        Box::pin(std::future::ready(Spool::list_page(self, after, limit)))
     }
 
-    fn open_body(&self, id: &QueueId) -> Result<Body, SpoolError> {
-        Spool::open_body(self, id)
+    fn open_body<'a>(&'a self, id: &'a QueueId) -> StoreFuture<'a, Body> {
+        Box::pin(std::future::ready(Spool::open_body(self, id)))
     }
 
     fn update<'a>(&'a self, envelope: &'a Envelope) -> StoreFuture<'a, ()> {

@@ -134,7 +134,7 @@ impl QueueRunner {
                 waiting.entry(request.id.clone()).or_default().push(request);
                 continue;
             };
-            let (write, count) = match self.prepare(&request.id, &request.change, schedule) {
+            let (write, count) = match self.prepare(&request.id, &request.change, schedule).await {
                 Ok(prepared) => prepared,
                 Err(e) => {
                     let _ = request.reply.send(Err(e));
@@ -168,13 +168,13 @@ impl QueueRunner {
 
     /// One change, under the message's claim: what to write, and how many recipients it
     /// concerns. The schedule in memory is changed at once.
-    fn prepare(
+    async fn prepare(
         &self,
         id: &QueueId,
         change: &Change,
         schedule: &mut Schedule,
     ) -> Result<(Write, usize), ChangeError> {
-        let mut envelope = match self.shared.spool.load(id) {
+        let mut envelope = match self.shared.spool.load(id).await {
             Ok(envelope) => envelope,
             Err(SpoolError::NotFound(_)) => return Err(ChangeError::NotFound(id.clone())),
             Err(e) => return Err(ChangeError::Spool(e)),

@@ -190,9 +190,11 @@ impl Read for LazyBody<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let body = match &mut self.body {
             Some(body) => body,
+            // On the Maildir writer's blocking thread: the embedded store answers at once,
+            // another store's read runs on the runtime meanwhile.
             None => self.body.insert(
-                self.spool
-                    .open_body(&self.id)
+                tokio::runtime::Handle::current()
+                    .block_on(self.spool.open_body(&self.id))
                     .map_err(std::io::Error::other)?,
             ),
         };

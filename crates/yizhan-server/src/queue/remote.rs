@@ -290,7 +290,7 @@ impl Attempt<'_> {
         *answered = true;
         let dsn = conn.offers_dsn();
         let tx = transaction(envelope, self.from, self.members, dsn);
-        let mut body = match shared.spool.open_body(&envelope.id) {
+        let mut body = match shared.spool.open_body(&envelope.id).await {
             Ok(body) => body.into_async(),
             Err(e) => {
                 shared.return_connection(pool_key, conn);

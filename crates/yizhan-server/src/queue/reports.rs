@@ -197,11 +197,10 @@ pub(super) async fn read_original(
     id: &QueueId,
     full: bool,
 ) -> Result<Vec<u8>, SpoolError> {
-    let spool = shared.spool.clone();
+    let body = shared.spool.open_body(id).await?;
     let id = id.clone();
     let limit = shared.config().outbound.report_original_limit;
     let read = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, SpoolError> {
-        let body = spool.open_body(&id)?;
         let mut bytes = Vec::new();
         let cap = if full {
             limit.saturating_add(1)

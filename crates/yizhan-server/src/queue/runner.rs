@@ -277,7 +277,7 @@ impl QueueRunner {
                 return Err(e);
             }
         }
-        self.fill(schedule, flight, shutdown)
+        self.fill(schedule, flight, shutdown).await
     }
 
     /// Wakes messages parked on destinations that got a permit back (all of them for a
@@ -337,7 +337,7 @@ impl QueueRunner {
         // Page by page: a large backlog is never read whole.
         let mut after: Option<QueueId> = None;
         loop {
-            let page = self.shared.spool.list_page(after.as_ref(), FLUSH_PAGE)?;
+            let page = self.shared.spool.list_page(after.as_ref(), FLUSH_PAGE).await?;
             let full = page.len() == FLUSH_PAGE;
             after = page.last().map(|e| e.id.clone());
             for mut envelope in page {
@@ -379,12 +379,7 @@ impl QueueRunner {
             inbox.clear();
         }
         self.shared.scans.fetch_add(1, Ordering::Relaxed);
-        let spool = self.shared.spool.clone();
-        let index = tokio::task::spawn_blocking(move || spool.schedule_index())
-            .await
-            .map_err(|e| SpoolError::CommitFailed {
-                reason: format!("reading the spool index failed: {e}"),
-            })??;
+        let index = self.shared.spool.schedule_index().await?;
         schedule.clear();
         let now = self.shared.clock.now();
         let in_flight: HashSet<&QueueId> = active.values().collect();
@@ -412,7 +407,7 @@ impl QueueRunner {
     /// came (read again from the spool first: it may have been held, deleted or changed).
     /// Says when the next message falls due (`None`: nothing to wait for but a wake-up or a
     /// task finishing).
-    fn fill(
+    async fn fill(
         &self,
         schedule: &mut Schedule,
         flight: &mut Flight,
@@ -453,7 +448,7 @@ impl QueueRunner {
                 later.push(id);
                 continue;
             }
-            let envelope = match self.shared.spool.load(&id) {
+            let envelope = match self.shared.spool.load(&id).await {
                 Ok(envelope) => envelope,
                 // Deleted meanwhile.
                 Err(SpoolError::NotFound(_)) => continue,

@@ -48,7 +48,7 @@ impl RunnerHandle {
                 && super::domain_of(&r.address).is_some_and(|d| domains.contains(&d))
         };
         let mut summary = TurnSummary::default();
-        for listed in candidates(shared, &wanted)? {
+        for listed in candidates(shared, &wanted).await? {
             if !conn.is_usable() {
                 summary.deferred += listed.recipients.iter().filter(|r| wanted(r)).count();
                 continue;
@@ -58,7 +58,7 @@ impl RunnerHandle {
                 continue;
             };
             // Read again under the claim: the runner may have changed it since the listing.
-            let mut envelope = shared.spool.load(&listed.id)?;
+            let mut envelope = shared.spool.load(&listed.id).await?;
             let members: Vec<(usize, ForwardPath)> = (0..envelope.recipients.len())
                 .filter(|&i| wanted(&envelope.recipients[i]))
                 .map(|i| {
@@ -74,7 +74,7 @@ impl RunnerHandle {
             }
             let dsn = conn.offers_dsn();
             let tx = transaction(&envelope, &envelope.reverse_path, &members, dsn);
-            let mut body = shared.spool.open_body(&envelope.id)?.into_async();
+            let mut body = shared.spool.open_body(&envelope.id).await?.into_async();
             summary.messages += 1;
             let host = conn.target().host.clone();
             let outcomes: Vec<Outcome> = match conn.send(tx, &mut body).await {
@@ -106,7 +106,7 @@ impl RunnerHandle {
 
 /// The messages with recipients a TURN session wants, not held, read page by page (the
 /// queue may be large; the candidates are the domain's mail only).
-fn candidates(
+async fn candidates(
     shared: &Shared,
     wanted: &impl Fn(&Recipient) -> bool,
 ) -> Result<Vec<Envelope>, SpoolError> {
@@ -114,7 +114,7 @@ fn candidates(
     let mut found = Vec::new();
     let mut after: Option<QueueId> = None;
     loop {
-        let page = shared.spool.list_page(after.as_ref(), PAGE)?;
+        let page = shared.spool.list_page(after.as_ref(), PAGE).await?;
         let full = page.len() == PAGE;
         after = page.last().map(|e| e.id.clone());
         found.extend(
