@@ -69,6 +69,8 @@ pub struct Server {
     /// Each listener with the address it is bound to.
     listeners: Vec<(TcpListener, SocketAddr)>,
     spool: Spool,
+    /// The shared queue, when `[store] kind = "postgres"`.
+    store: Option<yizhan_spool::postgres::PgStore>,
     tls: Option<Arc<TlsStore>>,
     /// The control socket, bound before the server says it is ready (`None`: it could not
     /// be, logged; mail service goes on without it).
@@ -151,6 +153,14 @@ impl Bound {
             .await
             .map_err(|e| ServerError::Task(e.to_string()))??;
         info!(?recovery, "spool opened");
+        let store = match &settings.store {
+            crate::settings::StoreSettings::Embedded => None,
+            crate::settings::StoreSettings::Postgres(pg) => {
+                let store = yizhan_spool::postgres::PgStore::connect(pg).await?;
+                info!(url = %yizhan_spool::postgres::redacted(&pg.url), node = %pg.node, "shared queue on PostgreSQL");
+                Some(store)
+            }
+        };
         // The maildrop before anyone is told the server is ready: `sendmail` run just after
         // must find it (a missing maildrop means no server uses this data directory).
         let maildrop = crate::pickup::maildrop_dir(&settings.data_dir);
@@ -179,6 +189,7 @@ impl Bound {
             settings: Arc::new(settings),
             listeners,
             spool,
+            store,
             tls,
             control,
             submit,
@@ -223,15 +234,25 @@ impl Server {
         // The system's CA certificates, loaded even when no route verifies yet: a reload may
         // add one, and the server can no longer read them then if the store is private.
         let roots = root_certificates();
-        let runner = QueueRunner::new(
-            self.spool.clone(),
-            Maildir::new(settings.data_dir.join("mail")).with_sync(queue.maildir_sync),
-            runner_settings(&settings),
-            Arc::new(SystemClock),
-        )
-        .with_outbound(outbound)
-        .with_directory(settings.directory.clone())
-        .with_tls(TlsClient::new(roots)?);
+        let maildir = Maildir::new(settings.data_dir.join("mail")).with_sync(queue.maildir_sync);
+        let (runner_settings, clock) = (runner_settings(&settings), Arc::new(SystemClock));
+        let (runner, intake) = match &self.store {
+            Some(store) => (
+                QueueRunner::new(store.clone(), maildir, runner_settings, clock),
+                yizhan_spool::Intake::Shared {
+                    spool: self.spool.clone(),
+                    store: store.clone(),
+                },
+            ),
+            None => (
+                QueueRunner::new(self.spool.clone(), maildir, runner_settings, clock),
+                yizhan_spool::Intake::Embedded(self.spool.clone()),
+            ),
+        };
+        let runner = runner
+            .with_outbound(outbound)
+            .with_directory(settings.directory.clone())
+            .with_tls(TlsClient::new(roots)?);
         let delivery = &settings.delivery;
         let runner = if delivery.dns_servers.is_empty() {
             runner
@@ -244,7 +265,7 @@ impl Server {
         let shared = Arc::new(Shared {
             settings: settings.clone(),
             policies: policies(&settings, self.tls.is_some()),
-            spool: self.spool.clone(),
+            spool: intake.clone(),
             runner: runner.handle(),
             tls: self.tls.clone(),
             credentials: Arc::new(settings.credentials.clone()),
@@ -277,7 +298,7 @@ impl Server {
         }
         let operations = tokio::spawn(crate::control::run_operations(
             pickup_settings.clone(),
-            self.spool.clone(),
+            intake,
             shared.runner.clone(),
             self.control,
             self.submit,

@@ -46,6 +46,16 @@ pub fn live(settings: std::sync::Arc<Settings>) -> LiveSettings {
 /// The smallest line length limit allowed: RFC 5321 4.5.3.1.4 (512 octets including CRLF).
 pub const MIN_LINE_LENGTH: usize = 512;
 
+/// Where the queue is kept (`[store]`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum StoreSettings {
+    /// The embedded spool under `data_dir` (SQLite index, body files): nothing to set up.
+    #[default]
+    Embedded,
+    /// A queue shared by several nodes on PostgreSQL.
+    Postgres(yizhan_spool::postgres::PgSettings),
+}
+
 /// Everything the server needs to run, already validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -90,6 +100,8 @@ pub struct Settings {
     pub admin: AdminSettings,
     /// Recorded sessions (`[record]`).
     pub record: crate::record::RecordSettings,
+    /// Where the queue is kept (`[store]`).
+    pub store: StoreSettings,
 }
 
 /// `[admin]`: the HTTP listener for `/metrics`, `/api/` and the console.
@@ -152,6 +164,7 @@ impl Default for Settings {
             checks: crate::checks::ChecksSettings::default(),
             admin: AdminSettings::default(),
             record: crate::record::RecordSettings::default(),
+            store: StoreSettings::Embedded,
         }
     }
 }

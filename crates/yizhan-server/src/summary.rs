@@ -171,6 +171,24 @@ pub fn summary(settings: &Settings) -> Vec<String> {
             relays.join(", ")
         }
     ));
+    match &settings.store {
+        crate::settings::StoreSettings::Embedded => {
+            lines.push("store: embedded (data_dir/spool)".to_owned());
+        }
+        crate::settings::StoreSettings::Postgres(pg) => lines.push(format!(
+            "store: postgres {} (node {}, pool {}, lease {}s, statement timeout {}s, password {})",
+            yizhan_spool::postgres::redacted(&pg.url),
+            pg.node,
+            pg.pool_size,
+            pg.lease.as_secs(),
+            pg.statement_timeout.as_secs(),
+            if pg.password.is_some() {
+                "set (redacted)"
+            } else {
+                "none"
+            },
+        )),
+    }
     if !dl.lmtp.is_empty() {
         let stores: Vec<String> = dl.lmtp.iter().map(|(d, e)| format!("{d} to {e}")).collect();
         lines.push(format!("lmtp: {}", stores.join(", ")));

@@ -244,6 +244,21 @@ impl Incoming {
         self.size
     }
 
+    /// The body written so far, to read from the start, for a store that keeps bodies
+    /// elsewhere (the shared queue): in memory if it stayed small, else its file, flushed and
+    /// reopened (and deleted when the reader is dropped). Blocking.
+    pub fn into_reader(mut self) -> Result<IncomingBody, SpoolError> {
+        if let Some(bytes) = self.inline.take() {
+            return Ok(IncomingBody::Inline(io::Cursor::new(bytes)));
+        }
+        if let Some(mut writer) = self.writer.take() {
+            writer.flush().map_err(|e| SpoolError::io(&self.path, e))?;
+        }
+        let path = std::mem::take(&mut self.path);
+        let file = File::open(&path).map_err(|e| SpoolError::io(&path, e))?;
+        Ok(IncomingBody::File { file, path })
+    }
+
     /// Moves the in-memory body to a new body file, which takes every later write.
     fn spill(&mut self) -> Result<(), SpoolError> {
         let file = OpenOptions::new()
@@ -285,6 +300,37 @@ impl Drop for Incoming {
     fn drop(&mut self) {
         if self.writer.take().is_some() {
             remove_quietly(&self.path);
+        }
+    }
+}
+
+/// A body being received, read back: see [`Incoming::into_reader`].
+#[derive(Debug)]
+pub enum IncomingBody {
+    /// A small body, from memory.
+    Inline(io::Cursor<Vec<u8>>),
+    /// A larger one, from its file (deleted when this is dropped).
+    File {
+        /// The file, open for reading.
+        file: File,
+        /// Its path.
+        path: PathBuf,
+    },
+}
+
+impl Read for IncomingBody {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            IncomingBody::Inline(c) => c.read(buf),
+            IncomingBody::File { file, .. } => file.read(buf),
+        }
+    }
+}
+
+impl Drop for IncomingBody {
+    fn drop(&mut self) {
+        if let IncomingBody::File { path, .. } = self {
+            remove_quietly(path);
         }
     }
 }

@@ -16,6 +16,7 @@
 //! | [`embedded`] | the embedded backend: inline bodies or body files + SQLite index + group-commit thread, recovery | 5321 4.1.1.4, 6.1 |
 //! | [`envelope`] | envelope and per-recipient state in `yizhan-proto`'s types, stored as JSON | 5321 4.1.1.2-3, 3461, 6152, 6531 |
 //! | `legacy` | schema-3 envelopes (strings) and their upgrade | |
+//! | [`intake`] | [`Intake`]: where accepted messages are committed (the embedded spool or the shared queue) |
 //! | [`id`] | [`QueueId`]: UUID v7 as 32 hex digits | 9562 5.7 |
 //! | [`schedule`] | the pure retry schedule | 5321 4.5.4.1 |
 //! | [`store`] | [`QueueStore`]: what the queue runner needs of a store, implemented by [`Spool`] | |
@@ -31,15 +32,17 @@ pub mod embedded;
 pub mod envelope;
 pub mod error;
 pub mod id;
+pub mod intake;
 mod legacy;
 pub mod metrics;
 pub mod postgres;
 pub mod schedule;
 pub mod store;
 
-pub use embedded::{AsyncBody, Body, INLINE_BODY_MAX, Incoming, Recovery, Spool};
+pub use embedded::{AsyncBody, Body, INLINE_BODY_MAX, Incoming, IncomingBody, Recovery, Spool};
 pub use envelope::{ClientInfo, Envelope, LocalMailbox, Origin, Recipient, RecipientStatus};
 pub use error::SpoolError;
 pub use id::{InvalidQueueId, QueueId};
+pub use intake::Intake;
 pub use schedule::RetryPolicy;
 pub use store::{QueueStore, StoreFuture};

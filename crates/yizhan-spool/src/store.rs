@@ -47,6 +47,24 @@ pub trait QueueStore: Send + Sync + fmt::Debug + 'static {
     /// Queues a new message made here (a report): `body` whole, `envelope` as given (its id
     /// and size are set by the store). Returns the stored envelope.
     fn enqueue<'a>(&'a self, body: &'a [u8], envelope: Envelope) -> StoreFuture<'a, Envelope>;
+
+    /// Whether other nodes share this store (then attempts [`claim`](Self::claim) first).
+    fn is_shared(&self) -> bool {
+        false
+    }
+
+    /// Claims a message for an attempt and reads it: `None` when another node holds it. A
+    /// store shared by several nodes takes a lease here, and [`QueueStore::update`] and
+    /// [`QueueStore::remove`] then write only while it holds it; the embedded store has one
+    /// process, whose in-memory claims suffice, and only reads.
+    fn claim<'a>(&'a self, id: &'a QueueId) -> StoreFuture<'a, Option<Envelope>> {
+        Box::pin(async move { self.load(id).await.map(Some) })
+    }
+
+    /// The attempt is over: the claim may go (nothing to do for the embedded store).
+    fn unclaim<'a>(&'a self, _id: &'a QueueId) -> StoreFuture<'a, ()> {
+        Box::pin(std::future::ready(Ok(())))
+    }
 }
 
 /// The embedded spool's reads are short SQLite queries on its reader connection: answered

@@ -244,7 +244,12 @@ async fn the_shared_queue_keeps_claims_outcomes_and_operators_apart() {
     ));
 
     // An operator deletes a claimed message: gone, and the holder's write conflicts.
-    let victim = cb.first().or(ca.get(1)).unwrap().clone();
+    let victim = ca
+        .iter()
+        .chain(cb.iter())
+        .find(|c| c.envelope.id != done.id)
+        .unwrap()
+        .clone();
     assert!(a.delete(&victim.envelope.id).await.unwrap());
     let holder = if ca.iter().any(|c| c.envelope.id == victim.envelope.id) {
         &a

@@ -98,7 +98,7 @@ impl Live {
             tokio::spawn(runner.run(stop.clone())),
             tokio::spawn(control::run_operations(
                 yizhan_server::settings::live(settings),
-                spool.clone(),
+                yizhan_spool::Intake::Embedded(spool.clone()),
                 handle,
                 None,
                 None,

@@ -32,7 +32,7 @@ use yizhan_proto::address::{ForwardPath, Host, Mailbox};
 use yizhan_proto::command::MailKind;
 use yizhan_proto::reply::Reply;
 use yizhan_proto::server::{Decision, Event, Phase, Question, ServerSession, Transaction};
-use yizhan_spool::{ClientInfo, Envelope, Incoming, Origin, QueueId, Recipient, Spool};
+use yizhan_spool::{ClientInfo, Envelope, Incoming, Intake, Origin, QueueId, Recipient};
 
 use crate::auth::{self, Credentials, Exchange, Mechanism, Step};
 use crate::directory::Target;
@@ -54,7 +54,7 @@ pub struct Shared {
     /// Each listener's policy, in the order of [`Settings::listeners`].
     pub policies: Vec<Arc<ListenerPolicy>>,
     /// The spool.
-    pub spool: Spool,
+    pub spool: Intake,
     /// Wakes the queue runner after a commit.
     pub runner: RunnerHandle,
     /// The TLS certificate in use, if TLS is configured.

@@ -14,7 +14,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
-use yizhan_spool::Spool;
+use yizhan_spool::Intake;
 
 use super::{
     Control, IDLE_TIMEOUT, MAX_CLIENTS, MAX_REQUEST, OpError, ReloadRequests, Request, Response,
@@ -308,7 +308,7 @@ fn exchange(
 /// A control socket that cannot be bound is logged; mail service goes on without it.
 pub async fn run_operations(
     settings: LiveSettings,
-    spool: Spool,
+    intake: Intake,
     runner: RunnerHandle,
     bound: Option<UnixListener>,
     submit: Option<UnixListener>,
@@ -316,9 +316,10 @@ pub async fn run_operations(
     shutdown: CancellationToken,
 ) {
     let data_dir = settings.load().data_dir.clone();
+    let spool = intake.spool().clone();
     let pickup = Pickup::new(
         pickup::maildrop_dir(&data_dir),
-        spool.clone(),
+        intake,
         runner.clone(),
         settings.clone(),
     );

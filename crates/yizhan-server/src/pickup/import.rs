@@ -5,7 +5,7 @@ use tracing::{error, info, warn};
 use yizhan_proto::address::{ForwardPath, Mailbox, Path as SmtpPath, ReversePath};
 use yizhan_proto::command::Body;
 use yizhan_proto::reply::Reply;
-use yizhan_spool::{ClientInfo, Envelope, Origin, QueueId, Recipient, RecipientStatus, Spool};
+use yizhan_spool::{ClientInfo, Envelope, Intake, Origin, QueueId, Recipient, RecipientStatus};
 
 use super::{ImportError, Submission};
 use crate::directory::{Directory, Resolution};
@@ -20,7 +20,7 @@ use crate::trace::HopCounter;
 /// commit to the spool. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Importer {
-    pub(crate) spool: Spool,
+    pub(crate) spool: Intake,
     pub(crate) runner: RunnerHandle,
     /// The settings in force (replaced by a reload); each message reads them once.
     pub(crate) settings: LiveSettings,

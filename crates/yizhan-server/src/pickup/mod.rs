@@ -33,7 +33,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use yizhan_proto::address::Mailbox;
-use yizhan_spool::Spool;
+use yizhan_spool::Intake;
 
 use crate::dkim::SignFor;
 use crate::queue::RunnerHandle;
@@ -322,7 +322,7 @@ impl Pickup {
     /// A pickup of maildrop `dir` into `spool`, resolving recipients with
     /// `settings.directory`, naming itself `settings.hostname` in the `Received:` line and
     /// refusing messages over `settings.smtp.max_message_size`.
-    pub fn new(dir: PathBuf, spool: Spool, runner: RunnerHandle, settings: LiveSettings) -> Self {
+    pub fn new(dir: PathBuf, spool: Intake, runner: RunnerHandle, settings: LiveSettings) -> Self {
         Pickup {
             dir,
             importer: Importer {

@@ -46,6 +46,38 @@ pub(super) async fn process(
         debug!(queue_id = %id, "busy elsewhere (TURN); skipped");
         return Ok(Done::due(envelope.next_due()));
     };
+    if !shared.spool.is_shared() {
+        return work(&shared, envelope, &claim, &shutdown).await;
+    }
+    // A queue shared with other nodes: this node's lease first, and the message as it is now.
+    match shared.spool.claim(&id).await {
+        Ok(Some(current)) => envelope = current,
+        Ok(None) => {
+            debug!(queue_id = %id, "claimed by another node; skipped");
+            return Ok(Done::due(Some(shared.clock.now() + OTHER_NODE_RETRY)));
+        }
+        Err(SpoolError::NotFound(_)) => return Ok(Done::default()),
+        Err(e) => return Err(e),
+    }
+    let done = work(&shared, envelope, &claim, &shutdown).await;
+    if let Err(e) = shared.spool.unclaim(&id).await {
+        debug!(queue_id = %id, error = %e, "lease not released; it expires");
+    }
+    done
+}
+
+/// How long a message claimed by another node waits before this node looks at it again.
+const OTHER_NODE_RETRY: i64 = 60;
+
+/// The work of [`process`] on a message this node holds.
+async fn work(
+    shared: &Arc<Shared>,
+    mut envelope: Envelope,
+    claim: &Claim,
+    shutdown: &CancellationToken,
+) -> Result<Done, SpoolError> {
+    let shared = shared.clone();
+    let shutdown = shutdown.clone();
     report_refused(&shared, &mut envelope).await?;
     let now = shared.clock.now();
     let due: Vec<usize> = (0..envelope.recipients.len())

@@ -337,7 +337,11 @@ impl QueueRunner {
         // Page by page: a large backlog is never read whole.
         let mut after: Option<QueueId> = None;
         loop {
-            let page = self.shared.spool.list_page(after.as_ref(), FLUSH_PAGE).await?;
+            let page = self
+                .shared
+                .spool
+                .list_page(after.as_ref(), FLUSH_PAGE)
+                .await?;
             let full = page.len() == FLUSH_PAGE;
             after = page.last().map(|e| e.id.clone());
             for mut envelope in page {

@@ -14,6 +14,7 @@
 //! embedded [`Spool`](crate::Spool) (see the issue's notes).
 
 pub mod lease;
+mod queue_store;
 pub mod schema;
 
 use std::time::Duration;
@@ -27,7 +28,7 @@ use crate::{Envelope, QueueId, SpoolError};
 pub const CHUNK: usize = 256 * 1024;
 
 /// How to reach the database and behave in it.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct PgSettings {
     /// `postgres://user@host:port/db` or `host=... user=...`; a password in it is allowed but
     /// better given in [`PgSettings::password`] (from a file or the environment).
@@ -71,6 +72,19 @@ pub fn redacted(url: &str) -> String {
     }
 }
 
+/// Whether `url` is a connection string the driver takes (`postgres://...` or
+/// `host=... user=...`); why not, without repeating any password in it.
+pub fn check_url(url: &str) -> Result<(), String> {
+    url.parse::<tokio_postgres::Config>()
+        .map(|_| ())
+        .map_err(|e| {
+            format!(
+                "not a PostgreSQL connection string ({e}): {}",
+                redacted(url)
+            )
+        })
+}
+
 /// A database error, as the spool reports it (transient: the client is asked to retry).
 pub(crate) fn db(e: impl std::fmt::Display) -> SpoolError {
     SpoolError::Database(e.to_string())
@@ -82,6 +96,8 @@ pub struct PgStore {
     pool: Pool,
     node: String,
     lease: Duration,
+    /// The version of each message this node has claimed, as last read or written.
+    claims: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<QueueId, i64>>>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -122,6 +138,7 @@ impl PgStore {
             pool,
             node: settings.node.clone(),
             lease: settings.lease,
+            claims: Default::default(),
         })
     }
 
@@ -172,6 +189,66 @@ impl PgStore {
         .map_err(db)?;
         tx.commit().await.map_err(db)?;
         Ok(envelope)
+    }
+
+    /// Commits a message received into a local [`Incoming`](crate::Incoming): its body read
+    /// back one chunk at a time (never whole in memory) into the same transaction as its
+    /// envelope; the local copy is deleted afterwards. The id is the one it was received
+    /// under.
+    pub async fn commit_incoming(
+        &self,
+        incoming: crate::Incoming,
+        mut envelope: Envelope,
+    ) -> Result<QueueId, SpoolError> {
+        envelope.id = incoming.id().clone();
+        envelope.size = incoming.size();
+        let text = serde_json::to_string(&envelope).map_err(db)?;
+        let mut reader = tokio::task::spawn_blocking(move || incoming.into_reader())
+            .await
+            .map_err(db)??;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        let insert_chunk = tx
+            .prepare("INSERT INTO yizhan_bodies (id, chunk, data) VALUES ($1, $2, $3)")
+            .await
+            .map_err(db)?;
+        for n in 0i32.. {
+            let (back, chunk) = tokio::task::spawn_blocking(move || {
+                use std::io::Read as _;
+                let mut chunk = Vec::with_capacity(CHUNK);
+                let read = (&mut reader).take(CHUNK as u64).read_to_end(&mut chunk);
+                (reader, read.map(|_| chunk))
+            })
+            .await
+            .map_err(db)?;
+            reader = back;
+            let chunk = chunk.map_err(db)?;
+            if chunk.is_empty() && n > 0 {
+                break;
+            }
+            tx.execute(&insert_chunk, &[&envelope.id.as_str(), &n, &chunk])
+                .await
+                .map_err(db)?;
+            if chunk.len() < CHUNK {
+                break;
+            }
+        }
+        tx.execute(
+            "INSERT INTO yizhan_messages (id, received_at, size, envelope, next_due, held)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                &envelope.id.as_str(),
+                &envelope.received_at,
+                &i64::try_from(envelope.size).unwrap_or(i64::MAX),
+                &text,
+                &envelope.next_due(),
+                &envelope.held,
+            ],
+        )
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(envelope.id)
     }
 
     /// One message's envelope.

@@ -25,6 +25,7 @@ mod dkim;
 mod raw;
 mod record;
 mod smtp;
+mod store;
 mod validate;
 mod values;
 

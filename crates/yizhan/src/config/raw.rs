@@ -47,6 +47,21 @@ pub(super) struct RawConfig {
     pub(super) admin: RawAdmin,
     #[serde(default)]
     pub(super) record: RawRecord,
+    #[serde(default)]
+    pub(super) store: RawStore,
+}
+
+/// `[store]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStore {
+    pub(super) kind: Option<Spanned<String>>,
+    pub(super) url: Option<Spanned<String>>,
+    pub(super) password_file: Option<Spanned<String>>,
+    pub(super) pool_size: Option<Spanned<i64>>,
+    pub(super) statement_timeout: Option<Spanned<DurationValue>>,
+    pub(super) node: Option<Spanned<String>>,
+    pub(super) lease: Option<Spanned<DurationValue>>,
 }
 
 /// `[record]`.

@@ -466,6 +466,36 @@ fn each_validation_rule() {
             "already used by listener[0]",
         ),
         (
+            "[store]\nkind = \"redis\"".into(),
+            "store.kind",
+            "unknown store \"redis\"",
+        ),
+        (
+            "[store]\nkind = \"postgres\"".into(),
+            "store.url",
+            "required with kind = \"postgres\"",
+        ),
+        (
+            "[store]\nkind = \"postgres\"\nurl = \"postgres://u:secret@db:notaport/x\"".into(),
+            "store.url",
+            "not a PostgreSQL connection string",
+        ),
+        (
+            "[store]\nurl = \"postgres://db/x\"".into(),
+            "store.url",
+            "only for kind = \"postgres\"",
+        ),
+        (
+            "[store]\nkind = \"postgres\"\nurl = \"postgres://db/x\"\nlease = \"5s\"".into(),
+            "store.lease",
+            "below the minimum 10s",
+        ),
+        (
+            "[store]\nkind = \"postgres\"\nurl = \"postgres://db/x\"\npassword_file = \"/nonexistent/pw\"".into(),
+            "store.password_file",
+            "cannot read /nonexistent/pw",
+        ),
+        (
             "[[domain]]\nname = \"a.example\"\ndeliver = \"mbox\"".into(),
             "domain[0].deliver",
             "unknown delivery \"mbox\"",

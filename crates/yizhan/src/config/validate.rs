@@ -38,6 +38,7 @@ impl RawConfig {
         self.checks(v, &mut settings);
         self.admin(v, &mut settings);
         self.record(v, &mut settings);
+        self.store(v, &mut settings);
         if settings.tls.is_none() {
             self.submissions_need_tls(v);
         }

@@ -1,0 +1,69 @@
+"""The queue on PostgreSQL (`[store] kind = "postgres"`), one node: messages accepted over
+SMTP are committed to the database before the 250 (a body of several chunks too), delivered
+from there into the Maildir, and removed from the database; a node killed with SIGKILL right
+after a 250 delivers the message when it comes back. The password comes from a file and is
+never printed."""
+
+from __future__ import annotations
+
+import smtplib
+
+from conftest import DELIVERY_TIMEOUT, IO_TIMEOUT, assert_delivered, wait_until
+from pg_helpers import postgres  # noqa: F401
+
+
+def on_postgres(server_factory, pg, tmp_path, start=True):
+    secret = tmp_path / "pg-password"
+    secret.write_text("not-needed-with-trust\n")
+    secret.chmod(0o644)
+    return server_factory(start=start, extra=f"""
+[store]
+kind = "postgres"
+url = "{pg.url}"
+password_file = "{secret}"
+node = "node-1"
+""")
+
+
+def test_messages_go_through_the_database(server_factory, postgres, tmp_path):
+    srv = on_postgres(server_factory, postgres, tmp_path)
+    assert "shared queue on PostgreSQL" in srv.log()
+    assert "not-needed-with-trust" not in srv.log()
+    big = b"Subject: big\r\n\r\n" + b"".join(b"line %07d of a long message\r\n" % i
+                                                for i in range(30000))
+    with smtplib.SMTP("127.0.0.1", srv.port, timeout=IO_TIMEOUT) as s:
+        for n in range(5):
+            s.sendmail("sender@client.example", ["user@test.example"],
+                       b"Subject: pg %d\r\n\r\nthrough the database\r\n" % n)
+        s.sendmail("sender@client.example", ["user2@test.example"], big)
+    mails = srv.wait_mail("user@test.example", count=5)
+    assert len(mails) == 5
+    [mail] = srv.wait_mail("user2@test.example")
+    assert_delivered(mail, "sender@client.example", big)
+    wait_until(lambda: postgres.sql("SELECT count(*) FROM yizhan_messages") == "0",
+               DELIVERY_TIMEOUT, "the database queue to empty")
+    assert postgres.sql("SELECT count(*) FROM yizhan_bodies") == "0"
+
+
+def test_a_node_killed_after_the_250_delivers_when_it_returns(server_factory, postgres, tmp_path):
+    srv = on_postgres(server_factory, postgres, tmp_path, start=False)
+    srv.config.write_text(srv.config.read_text() + '\n[queue]\nretry_initial = "1s"\n')
+    # The mailbox cannot be made (a file stands where its directory goes): delivery is
+    # deferred, so the message waits in the database when the node dies.
+    blocker = srv.mailbox_dir("user@test.example")
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("in the way\n")
+    srv.start()
+    with smtplib.SMTP("127.0.0.1", srv.port, timeout=IO_TIMEOUT) as s:
+        s.sendmail("sender@client.example", ["user@test.example"],
+                   b"Subject: survives\r\n\r\nkept by PostgreSQL\r\n")
+    wait_until(lambda: "delivery deferred" in srv.log() or "4.2.0" in srv.log(),
+               DELIVERY_TIMEOUT, "a deferred delivery")
+    srv.kill()
+    assert postgres.sql("SELECT count(*) FROM yizhan_messages") == "1"
+    blocker.unlink()
+    srv.start()
+    [mail] = srv.wait_mail("user@test.example")
+    assert b"kept by PostgreSQL" in mail.read_bytes()
+    wait_until(lambda: postgres.sql("SELECT count(*) FROM yizhan_messages") == "0",
+               DELIVERY_TIMEOUT, "the database queue to empty")
