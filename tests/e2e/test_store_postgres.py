@@ -1,12 +1,15 @@
 """The queue on PostgreSQL (`[store] kind = "postgres"`), one node: messages accepted over
 SMTP are committed to the database before the 250 (a body of several chunks too), delivered
-from there into the Maildir, and removed from the database; a node killed with SIGKILL right
-after a 250 delivers the message when it comes back. The password comes from a file and is
+from there into the Maildir, and removed from the database; `yizhan queue` lists, holds and
+releases a message in the database; a node killed with SIGKILL while a message waits delivers
+it when it comes back. The password comes from a file and is
 never printed."""
 
 from __future__ import annotations
 
+import json
 import smtplib
+import subprocess
 
 from conftest import DELIVERY_TIMEOUT, IO_TIMEOUT, assert_delivered, wait_until
 from pg_helpers import postgres  # noqa: F401
@@ -59,6 +62,20 @@ def test_a_node_killed_after_the_250_delivers_when_it_returns(server_factory, po
                    b"Subject: survives\r\n\r\nkept by PostgreSQL\r\n")
     wait_until(lambda: "delivery deferred" in srv.log() or "4.2.0" in srv.log(),
                DELIVERY_TIMEOUT, "a deferred delivery")
+    # `yizhan queue` works on the shared queue: it lists the message, holds and releases it.
+    queue = lambda *args: subprocess.run(  # noqa: E731
+        [str(srv.binary), "queue", *args, "--config", str(srv.config)],
+        capture_output=True, text=True, timeout=60)
+    listed = queue("list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    data = json.loads(listed.stdout)
+    [message] = data["messages"] if isinstance(data, dict) else data
+    held = queue("hold", message["id"])
+    assert held.returncode == 0, held.stdout + held.stderr
+    assert postgres.sql(f"SELECT held FROM yizhan_messages WHERE id = '{message['id']}'") == "t"
+    released = queue("release", message["id"])
+    assert released.returncode == 0, released.stdout + released.stderr
+    assert postgres.sql(f"SELECT held FROM yizhan_messages WHERE id = '{message['id']}'") == "f"
     srv.kill()
     assert postgres.sql("SELECT count(*) FROM yizhan_messages") == "1"
     blocker.unlink()

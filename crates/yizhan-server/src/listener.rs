@@ -249,6 +249,12 @@ impl Server {
                 yizhan_spool::Intake::Embedded(self.spool.clone()),
             ),
         };
+        let runner = match &settings.store {
+            crate::settings::StoreSettings::Postgres(pg) => {
+                runner.with_rescan_interval(pg.scan_interval)
+            }
+            crate::settings::StoreSettings::Embedded => runner,
+        };
         let runner = runner
             .with_outbound(outbound)
             .with_directory(settings.directory.clone())
@@ -284,13 +290,13 @@ impl Server {
         // The control socket (`yizhan queue`) and the maildrop pickup (`sendmail`).
         let (reload_requests, reloads) = tokio::sync::mpsc::channel(4);
         if let Some(admin) = self.admin {
-            let control =
-                crate::control::Control::new(self.spool.clone(), shared.runner.clone(), None)
-                    .with_reload(reload_requests.clone());
+            let queue = intake.queue_store();
+            let control = crate::control::Control::new(queue.clone(), shared.runner.clone(), None)
+                .with_reload(reload_requests.clone());
             let serving = crate::admin::serve(
                 admin,
                 pickup_settings.clone(),
-                self.spool.clone(),
+                queue,
                 control,
                 shutdown.clone(),
             );

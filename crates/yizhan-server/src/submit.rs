@@ -27,7 +27,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
-use yizhan_spool::{Origin, Spool};
+use yizhan_spool::{Origin, QueueStore};
 
 use crate::control::MessageInfo;
 use crate::dkim::SignFor;
@@ -126,7 +126,7 @@ pub fn bind(data_dir: &Path) -> std::io::Result<UnixListener> {
 pub async fn serve(
     listener: UnixListener,
     importer: Importer,
-    spool: Spool,
+    spool: Arc<dyn QueueStore>,
     shutdown: CancellationToken,
 ) {
     info!("submission socket listening");
@@ -163,7 +163,7 @@ pub async fn serve(
 /// What every connection shares.
 struct Served {
     importer: Importer,
-    spool: Spool,
+    spool: Arc<dyn QueueStore>,
     per_user: PerUser,
 }
 
@@ -399,12 +399,9 @@ async fn submit(
     }
 }
 
-async fn list(spool: &Spool, uid: u32) -> SubmitResponse {
-    let spool = spool.clone();
-    let listed = tokio::task::spawn_blocking(move || spool.list()).await;
-    let envelopes = match listed {
-        Ok(Ok(envelopes)) => envelopes,
-        Ok(Err(e)) => return refused(format!("cannot read the queue now: {e}"), true),
+async fn list(spool: &Arc<dyn QueueStore>, uid: u32) -> SubmitResponse {
+    let envelopes = match spool.list_all().await {
+        Ok(envelopes) => envelopes,
         Err(e) => return refused(format!("cannot read the queue now: {e}"), true),
     };
     let everyone = trusted(uid);

@@ -28,6 +28,14 @@ impl Intake {
         }
     }
 
+    /// The queue as the runner, the control socket and the admin API see it.
+    pub fn queue_store(&self) -> std::sync::Arc<dyn crate::QueueStore> {
+        match self {
+            Intake::Embedded(spool) => std::sync::Arc::new(spool.clone()),
+            Intake::Shared { store, .. } => std::sync::Arc::new(store.clone()),
+        }
+    }
+
     /// A new message being received.
     pub fn create(&self) -> Result<Incoming, SpoolError> {
         self.spool().create()

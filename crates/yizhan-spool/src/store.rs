@@ -35,6 +35,13 @@ pub trait QueueStore: Send + Sync + fmt::Debug + 'static {
     /// A message's body, to read from the start.
     fn open_body<'a>(&'a self, id: &'a QueueId) -> StoreFuture<'a, Body>;
 
+    /// The ids that start with `prefix` (lower-case hex), at most `limit` of them.
+    fn ids_with_prefix<'a>(
+        &'a self,
+        prefix: &'a str,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<QueueId>>;
+
     /// Records a message's new state (outcomes, hold, due times).
     fn update<'a>(&'a self, envelope: &'a Envelope) -> StoreFuture<'a, ()>;
 
@@ -48,6 +55,22 @@ pub trait QueueStore: Send + Sync + fmt::Debug + 'static {
     /// and size are set by the store). Returns the stored envelope.
     fn enqueue<'a>(&'a self, body: &'a [u8], envelope: Envelope) -> StoreFuture<'a, Envelope>;
 
+    /// Every envelope, in pages of 1000 (a listing for people, not for the runner).
+    fn list_all(&self) -> StoreFuture<'_, Vec<Envelope>> {
+        Box::pin(async move {
+            let mut all: Vec<Envelope> = Vec::new();
+            loop {
+                let after = all.last().map(|e| e.id.clone());
+                let page = self.list_page(after.as_ref(), 1000).await?;
+                let full = page.len() == 1000;
+                all.extend(page);
+                if !full {
+                    return Ok(all);
+                }
+            }
+        })
+    }
+
     /// Whether other nodes share this store (then attempts [`claim`](Self::claim) first).
     fn is_shared(&self) -> bool {
         false
@@ -59,6 +82,17 @@ pub trait QueueStore: Send + Sync + fmt::Debug + 'static {
     /// process, whose in-memory claims suffice, and only reads.
     fn claim<'a>(&'a self, id: &'a QueueId) -> StoreFuture<'a, Option<Envelope>> {
         Box::pin(async move { self.load(id).await.map(Some) })
+    }
+
+    /// How often a claim must be renewed while an attempt runs (`None`: claims do not
+    /// expire, as in the embedded store).
+    fn renew_every(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    /// Renews this node's claim on a message during a long attempt; `false` when it is lost.
+    fn renew_claim<'a>(&'a self, _id: &'a QueueId) -> StoreFuture<'a, bool> {
+        Box::pin(std::future::ready(Ok(true)))
     }
 
     /// The attempt is over: the claim may go (nothing to do for the embedded store).
@@ -88,6 +122,16 @@ impl QueueStore for Spool {
 
     fn open_body<'a>(&'a self, id: &'a QueueId) -> StoreFuture<'a, Body> {
         Box::pin(std::future::ready(Spool::open_body(self, id)))
+    }
+
+    fn ids_with_prefix<'a>(
+        &'a self,
+        prefix: &'a str,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<QueueId>> {
+        Box::pin(std::future::ready(Spool::ids_with_prefix(
+            self, prefix, limit,
+        )))
     }
 
     fn update<'a>(&'a self, envelope: &'a Envelope) -> StoreFuture<'a, ()> {

@@ -102,6 +102,7 @@ impl Postgres {
             statement_timeout: Duration::from_secs(10),
             node: node.into(),
             lease,
+            scan_interval: Duration::from_secs(30),
         }
     }
 }

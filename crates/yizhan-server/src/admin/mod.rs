@@ -25,7 +25,7 @@ use subtle::ConstantTimeEq as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
-use yizhan_spool::Spool;
+use yizhan_spool::QueueStore;
 
 use crate::control::Control;
 use crate::settings::{AdminSettings, LiveSettings};
@@ -54,7 +54,7 @@ pub async fn bind(admin: &AdminSettings) -> Option<TcpListener> {
 #[derive(Clone)]
 pub(crate) struct AdminState {
     pub(crate) settings: LiveSettings,
-    pub(crate) spool: Spool,
+    pub(crate) spool: Arc<dyn QueueStore>,
     /// The same operations as the control socket (`yizhan queue`).
     pub(crate) control: Control,
     pub(crate) queue_gauges: Arc<queue::Gauges>,
@@ -72,7 +72,7 @@ pub(crate) struct AdminState {
 pub async fn serve(
     listener: TcpListener,
     settings: LiveSettings,
-    spool: Spool,
+    spool: Arc<dyn QueueStore>,
     control: Control,
     shutdown: CancellationToken,
 ) {

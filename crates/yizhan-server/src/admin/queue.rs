@@ -38,15 +38,8 @@ pub(crate) struct Gauges {
 
 /// The whole queue, in the control protocol's view (which the filters and gauges read).
 async fn listing(state: &AdminState) -> Result<Vec<MessageInfo>, String> {
-    let spool = state.spool.clone();
-    let read = move || {
-        spool
-            .list()
-            .map(|all| all.iter().map(MessageInfo::from).collect::<Vec<_>>())
-    };
-    match tokio::task::spawn_blocking(read).await {
-        Ok(Ok(envelopes)) => Ok(envelopes),
-        Ok(Err(e)) => Err(e.to_string()),
+    match state.spool.list_all().await {
+        Ok(all) => Ok(all.iter().map(MessageInfo::from).collect()),
         Err(e) => Err(e.to_string()),
     }
 }

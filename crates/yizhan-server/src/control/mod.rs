@@ -36,10 +36,11 @@
 
 use std::io::{self, BufRead, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::{info, warn};
-use yizhan_spool::{QueueId, Spool, SpoolError};
+use yizhan_spool::{QueueId, QueueStore, SpoolError};
 
 mod protocol;
 mod select;
@@ -135,11 +136,11 @@ impl OpError {
     }
 }
 
-/// What the control socket works on: the spool, the runner to wake, the pickup to wake.
-/// Cheap to clone.
+/// What the control socket works on: the queue (the embedded spool or the shared queue), the
+/// runner to wake, the pickup to wake. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Control {
-    spool: Spool,
+    spool: Arc<dyn QueueStore>,
     runner: RunnerHandle,
     pickup: Option<PickupHandle>,
     reload: Option<ReloadRequests>,
@@ -155,7 +156,11 @@ pub type ReloadAnswer = tokio::sync::oneshot::Sender<Result<Vec<String>, String>
 impl Control {
     /// Operations on `spool`; `runner` is woken when something becomes due; `pickup` (if
     /// running) is woken by the `pickup` request.
-    pub fn new(spool: Spool, runner: RunnerHandle, pickup: Option<PickupHandle>) -> Self {
+    pub fn new(
+        spool: Arc<dyn QueueStore>,
+        runner: RunnerHandle,
+        pickup: Option<PickupHandle>,
+    ) -> Self {
         Control {
             spool,
             runner,
@@ -202,24 +207,24 @@ impl Control {
                     Some(Ok(id)) => Some(id),
                     Some(Err(e)) => return Err(OpError::BadRequest(e.to_string())),
                 };
-                let spool = self.spool.clone();
                 let limit = limit.unwrap_or(usize::MAX);
-                let messages = blocking(move || spool.list_page(after.as_ref(), limit)).await??;
+                let messages = self.spool.list_page(after.as_ref(), limit).await?;
                 Ok(Response::Queue {
                     messages: messages.iter().map(MessageInfo::from).collect(),
                 })
             }
             Request::Show { id, body } => {
                 let id = self.find(&id).await?;
-                let spool = self.spool.clone();
-                let (envelope, headers, text) = blocking(move || {
-                    let envelope = spool.load(&id)?;
-                    let mut reader = io::BufReader::new(spool.open_body(&id)?);
+                let envelope = self.spool.load(&id).await?;
+                let stored = self.spool.open_body(&id).await?;
+                let size = envelope.size;
+                let (headers, text) = blocking(move || {
+                    let mut reader = io::BufReader::new(stored);
                     let headers = read_headers(&mut reader);
-                    let text = body.then(|| read_text(reader, envelope.size));
-                    Ok::<_, SpoolError>((envelope, headers, text))
+                    let text = body.then(|| read_text(reader, size));
+                    (headers, text)
                 })
-                .await??;
+                .await?;
                 Ok(Response::Message {
                     message: MessageInfo::from(&envelope),
                     headers,
@@ -269,10 +274,11 @@ impl Control {
         if let Some(id) = id {
             return self.change(&id, change).await;
         }
-        let spool = self.spool.clone();
         // From the index alone: not held, something pending.
-        let ids: Vec<QueueId> = blocking(move || spool.schedule_index())
-            .await??
+        let ids: Vec<QueueId> = self
+            .spool
+            .schedule_index()
+            .await?
             .into_iter()
             .filter(|(_, next_due, held)| next_due.is_some() && !held)
             .map(|(id, _, _)| id)
@@ -386,9 +392,7 @@ impl Control {
                  least {MIN_ID_PREFIX}"
             )));
         }
-        let spool = self.spool.clone();
-        let prefix = text.clone();
-        let found = blocking(move || spool.ids_with_prefix(&prefix, 2)).await??;
+        let found = self.spool.ids_with_prefix(&text, 2).await?;
         let mut matching = found.into_iter();
         match (matching.next(), matching.next()) {
             (Some(id), None) => Ok(id),
@@ -463,7 +467,7 @@ mod tests {
     use tokio_util::sync::CancellationToken;
     use yizhan_delivery::maildir::Maildir;
     use yizhan_delivery::mx::{DnsError, FakeResolver};
-    use yizhan_spool::{ClientInfo, Envelope, Recipient, RecipientStatus};
+    use yizhan_spool::{ClientInfo, Envelope, Recipient, RecipientStatus, Spool};
 
     use super::*;
     use crate::queue::{QueueRunner, RunnerSettings, SystemClock, make_due};
@@ -660,7 +664,7 @@ mod tests {
                 Arc::new(SystemClock),
             )
             .with_resolver(Arc::new(dns));
-            let control = Control::new(spool.clone(), runner.handle(), None);
+            let control = Control::new(Arc::new(spool.clone()), runner.handle(), None);
             let socket = socket_path(dir.path());
             let shutdown = CancellationToken::new();
             tokio::spawn(runner.run(shutdown.clone()));

@@ -316,7 +316,7 @@ pub async fn run_operations(
     shutdown: CancellationToken,
 ) {
     let data_dir = settings.load().data_dir.clone();
-    let spool = intake.spool().clone();
+    let spool = intake.queue_store();
     let pickup = Pickup::new(
         pickup::maildrop_dir(&data_dir),
         intake,

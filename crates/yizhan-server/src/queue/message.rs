@@ -59,7 +59,25 @@ pub(super) async fn process(
         Err(SpoolError::NotFound(_)) => return Ok(Done::default()),
         Err(e) => return Err(e),
     }
+    // The claim is renewed while the attempt runs; once lost, the attempt stops where it is
+    // (another node has the message) and what it did is written only if the claim is back.
+    let renewing = shared.spool.renew_every().map(|every| {
+        let (shared, id, cancel) = (shared.clone(), id.clone(), claim.cancel.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                if !matches!(shared.spool.renew_claim(&id).await, Ok(true)) {
+                    warn!(queue_id = %id, "claim on the shared queue lost during an attempt; stopping it");
+                    cancel.cancel();
+                    return;
+                }
+            }
+        })
+    });
     let done = work(&shared, envelope, &claim, &shutdown).await;
+    if let Some(renewing) = renewing {
+        renewing.abort();
+    }
     if let Err(e) = shared.spool.unclaim(&id).await {
         debug!(queue_id = %id, error = %e, "lease not released; it expires");
     }

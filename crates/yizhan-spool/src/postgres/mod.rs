@@ -43,6 +43,9 @@ pub struct PgSettings {
     pub node: String,
     /// How long a claim lasts unless renewed.
     pub lease: Duration,
+    /// How often a node reads the whole queue, for messages the other nodes accepted and
+    /// did not finish (a node that died).
+    pub scan_interval: Duration,
 }
 
 impl std::fmt::Debug for PgSettings {
@@ -54,6 +57,7 @@ impl std::fmt::Debug for PgSettings {
             .field("statement_timeout", &self.statement_timeout)
             .field("node", &self.node)
             .field("lease", &self.lease)
+            .field("scan_interval", &self.scan_interval)
             .finish()
     }
 }
@@ -391,6 +395,7 @@ mod tests {
             statement_timeout: Duration::from_secs(5),
             node: "n1".into(),
             lease: Duration::from_secs(60),
+            scan_interval: Duration::from_secs(30),
         };
         let shown = format!("{settings:?}");
         assert!(

@@ -67,6 +67,44 @@ impl PgStore {
         }
     }
 
+    /// Extends this node's lease on `id` (whatever its version: an operator's change leaves
+    /// the claim where it is).
+    async fn renew_lease(&self, id: &QueueId) -> Result<bool, SpoolError> {
+        let n = self
+            .client()
+            .await?
+            .execute(
+                "UPDATE yizhan_messages SET lease_until = now() + make_interval(secs => $1)
+                 WHERE id = $2 AND lease_owner = $3 AND lease_until >= now()",
+                &[&self.lease.as_secs_f64(), &id.as_str(), &self.node],
+            )
+            .await
+            .map_err(db)?;
+        Ok(n == 1)
+    }
+
+    /// After a conflict: if this node still holds the claim (an operator changed the message
+    /// meanwhile), the operator's state with this attempt's outcomes on top, at its version.
+    async fn merged(&self, ours: &Envelope) -> Result<Option<Claimed>, SpoolError> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT envelope, version FROM yizhan_messages
+                 WHERE id = $1 AND lease_owner = $2 AND lease_until >= now()",
+                &[&ours.id.as_str(), &self.node],
+            )
+            .await
+            .map_err(db)?;
+        let Some(row) = row else { return Ok(None) };
+        let mut theirs = parse(ours.id.as_str(), row.get(0))?;
+        merge(&mut theirs, ours);
+        Ok(Some(Claimed {
+            envelope: theirs,
+            version: row.get(1),
+        }))
+    }
+
     /// Writes `envelope`: by compare-and-set under this node's claim, else as an operator.
     async fn write(&self, envelope: &Envelope) -> Result<(), SpoolError> {
         let Some(version) = self.claimed_version(&envelope.id) else {
@@ -97,7 +135,12 @@ impl PgStore {
             envelope: envelope.clone(),
             version,
         };
-        let new = self.record(&claimed, envelope).await;
+        let mut new = self.record(&claimed, envelope).await;
+        if matches!(new, Err(SpoolError::Conflict(_)))
+            && let Some(current) = self.merged(envelope).await?
+        {
+            new = self.record(&current, &current.envelope).await;
+        }
         match new {
             Ok(v) => {
                 self.set_claimed(&envelope.id, Some(v));
@@ -120,6 +163,25 @@ impl PgStore {
     }
 }
 
+/// An attempt's outcomes laid over the state an operator left: a recipient this attempt
+/// finished (delivered or failed) is finished; one still pending keeps the operator's timing
+/// (a flush, a requeue) with the attempts counted; the hold is the operator's.
+fn merge(theirs: &mut Envelope, ours: &Envelope) {
+    for (t, o) in theirs.recipients.iter_mut().zip(&ours.recipients) {
+        if t.address != o.address || !t.is_pending() {
+            continue;
+        }
+        if o.is_pending() {
+            t.attempts = t.attempts.max(o.attempts);
+            if o.last_error.is_some() {
+                t.last_error.clone_from(&o.last_error);
+            }
+        } else {
+            *t = o.clone();
+        }
+    }
+}
+
 impl QueueStore for PgStore {
     fn schedule_index(&self) -> StoreFuture<'_, Vec<(QueueId, Option<i64>, bool)>> {
         Box::pin(PgStore::schedule_index(self))
@@ -139,6 +201,31 @@ impl QueueStore for PgStore {
 
     fn open_body<'a>(&'a self, id: &'a QueueId) -> StoreFuture<'a, Body> {
         Box::pin(async move { Ok(Body::Inline(Cursor::new(self.body(id).await?))) })
+    }
+
+    fn ids_with_prefix<'a>(
+        &'a self,
+        prefix: &'a str,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<QueueId>> {
+        Box::pin(async move {
+            // Hex only (checked by the caller), so no LIKE metacharacter can be in it.
+            let pattern = format!("{}%", prefix.replace(['%', '_', '\\'], ""));
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let rows = self
+                .client()
+                .await?
+                .query(
+                    "SELECT id FROM yizhan_messages WHERE id LIKE $1 ORDER BY id LIMIT $2",
+                    &[&pattern, &limit],
+                )
+                .await
+                .map_err(db)?;
+            Ok(rows
+                .iter()
+                .filter_map(|r| r.get::<_, &str>(0).parse().ok())
+                .collect())
+        })
     }
 
     fn update<'a>(&'a self, envelope: &'a Envelope) -> StoreFuture<'a, ()> {
@@ -168,6 +255,14 @@ impl QueueStore for PgStore {
 
     fn claim<'a>(&'a self, id: &'a QueueId) -> StoreFuture<'a, Option<Envelope>> {
         Box::pin(self.claim_one(id))
+    }
+
+    fn renew_every(&self) -> Option<std::time::Duration> {
+        Some(self.lease / 3)
+    }
+
+    fn renew_claim<'a>(&'a self, id: &'a QueueId) -> StoreFuture<'a, bool> {
+        Box::pin(self.renew_lease(id))
     }
 
     fn unclaim<'a>(&'a self, id: &'a QueueId) -> StoreFuture<'a, ()> {

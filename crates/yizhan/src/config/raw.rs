@@ -62,6 +62,7 @@ pub(super) struct RawStore {
     pub(super) statement_timeout: Option<Spanned<DurationValue>>,
     pub(super) node: Option<Spanned<String>>,
     pub(super) lease: Option<Spanned<DurationValue>>,
+    pub(super) scan_interval: Option<Spanned<DurationValue>>,
 }
 
 /// `[record]`.

@@ -18,6 +18,7 @@ pub const PASSWORD_ENV: &str = "YIZHAN_STORE_PASSWORD";
 const DEFAULT_POOL_SIZE: usize = 16;
 const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_LEASE: Duration = Duration::from_secs(300);
+const DEFAULT_SCAN_INTERVAL: Duration = Duration::from_secs(30);
 
 impl RawConfig {
     pub(super) fn store(&self, v: &mut Validator<'_>, settings: &mut Settings) {
@@ -97,6 +98,12 @@ impl RawConfig {
                 "below the minimum 10s (a claim must outlast a delivery attempt's first steps)",
             );
         }
+        let scan_interval = v.duration(
+            "store.scan_interval",
+            &raw.scan_interval,
+            true,
+            DEFAULT_SCAN_INTERVAL,
+        );
         let node = raw
             .node
             .as_ref()
@@ -108,6 +115,7 @@ impl RawConfig {
             statement_timeout,
             node,
             lease,
+            scan_interval,
         })
     }
 }
