@@ -8,109 +8,18 @@ Dovecot's own mailbox).
 from __future__ import annotations
 
 import os
-import shutil
 import smtplib
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from conftest import DELIVERY_TIMEOUT, IO_TIMEOUT, wait_until
-from outbound_helpers import free_port
-
-DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
+from dovecot_helpers import DOVECOT, dovecot  # noqa: F401
 
 pytestmark = [
     pytest.mark.skipif(not Path(DOVECOT).exists(), reason="Dovecot is not installed"),
     pytest.mark.skipif(os.geteuid() != 0, reason="a private Dovecot instance needs root"),
 ]
-
-DOVECOT_CONF = """\
-base_dir = {root}/run
-state_dir = {root}/state
-log_path = {root}/dovecot.log
-protocols = lmtp
-ssl = no
-listen = 127.0.0.1
-mail_location = maildir:{root}/mail/%d/%n
-first_valid_uid = 1
-default_internal_user = dovecot
-default_login_user = dovenull
-passdb {{
-  driver = passwd-file
-  args = username_format=%u {root}/users
-}}
-userdb {{
-  driver = passwd-file
-  args = username_format=%u {root}/users
-}}
-service lmtp {{
-  unix_listener lmtp {{
-    mode = 0666
-  }}
-  inet_listener lmtp {{
-    address = 127.0.0.1
-    port = {port}
-  }}
-}}
-"""
-
-
-class Dovecot:
-    """A private Dovecot with LMTP on {root}/run/lmtp and 127.0.0.1:port; only
-    alice@store.example exists in it."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        self.port = free_port("127.0.0.1")
-        for d in ("run", "state", "mail", "home"):
-            (root / d).mkdir(parents=True)
-        for d in ("mail", "home"):
-            shutil.chown(root / d, "nobody", "nogroup")
-        # Dovecot's own users must reach the directories.
-        for parent in [root, *root.parents]:
-            if parent == Path("/"):
-                break
-            mode = parent.stat().st_mode
-            if not mode & 0o001:
-                os.chmod(parent, mode | 0o001)
-        (root / "users").write_text(f"alice@store.example::65534:65534::{root}/home/alice::\n")
-        self.conf = root / "dovecot.conf"
-        self.conf.write_text(DOVECOT_CONF.format(root=root, port=self.port))
-        self.proc = subprocess.Popen([DOVECOT, "-F", "-c", str(self.conf)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        socket_path = root / "run" / "lmtp"
-        wait_until(lambda: socket_path.exists() or self.proc.poll() is not None, 15,
-                   "Dovecot's LMTP socket")
-        if self.proc.poll() is not None:
-            pytest.fail(f"dovecot exited: {self.proc.stderr.read()}\n{self.log()}")
-
-    @property
-    def socket(self) -> Path:
-        return self.root / "run" / "lmtp"
-
-    def log(self) -> str:
-        path = self.root / "dovecot.log"
-        return path.read_text(errors="replace") if path.exists() else "(no log)"
-
-    def delivered(self, user: str) -> list[Path]:
-        new = self.root / "mail" / "store.example" / user / "new"
-        return sorted(new.iterdir()) if new.is_dir() else []
-
-    def stop(self) -> None:
-        subprocess.run([DOVECOT, "-c", str(self.conf), "stop"], capture_output=True, timeout=30)
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-
-
-@pytest.fixture
-def dovecot(tmp_path):
-    dc = Dovecot(tmp_path / "dovecot")
-    yield dc
-    dc.stop()
 
 
 @pytest.mark.parametrize("transport", ["unix", "tcp"])
@@ -144,5 +53,4 @@ address = "bob@store.example"
     assert b"bob@store.example" in text and b"5.1.1" in text, text
     wait_until(srv.spool_empty, DELIVERY_TIMEOUT, "an empty spool")
     assert "protocol=lmtp" in srv.log()
-    time.sleep(0.2)
     assert len(dovecot.delivered("alice")) == 1

@@ -1,0 +1,106 @@
+"""A private Dovecot with LMTP for the tests (Debian's dovecot-lmtpd, started with a
+throw-away configuration in the test's directory; needs root). Only the users given exist in
+it; its mailboxes are Maildirs under `root/mail/DOMAIN/USER`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import wait_until
+from outbound_helpers import free_port
+
+DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
+
+DOVECOT_CONF = """\
+base_dir = {root}/run
+state_dir = {root}/state
+log_path = {root}/dovecot.log
+protocols = lmtp
+ssl = no
+listen = 127.0.0.1
+mail_location = maildir:{root}/mail/%d/%n
+first_valid_uid = 1
+default_internal_user = dovecot
+default_login_user = dovenull
+passdb {{
+  driver = passwd-file
+  args = username_format=%u {root}/users
+}}
+userdb {{
+  driver = passwd-file
+  args = username_format=%u {root}/users
+}}
+service lmtp {{
+  unix_listener lmtp {{
+    mode = 0666
+  }}
+  inet_listener lmtp {{
+    address = 127.0.0.1
+    port = {port}
+  }}
+}}
+"""
+
+
+class Dovecot:
+    """A private Dovecot with LMTP on {root}/run/lmtp and 127.0.0.1:port; only `users`
+    exist in it."""
+
+    def __init__(self, root: Path, users: tuple[str, ...] = ("alice@store.example",)):
+        self.root = root
+        self.port = free_port("127.0.0.1")
+        for d in ("run", "state", "mail", "home"):
+            (root / d).mkdir(parents=True)
+        for d in ("mail", "home"):
+            shutil.chown(root / d, "nobody", "nogroup")
+        # Dovecot's own users must reach the directories.
+        for parent in [root, *root.parents]:
+            if parent == Path("/"):
+                break
+            mode = parent.stat().st_mode
+            if not mode & 0o001:
+                os.chmod(parent, mode | 0o001)
+        (root / "users").write_text("".join(
+            f"{u}::65534:65534::{root}/home/{u}::\n" for u in users))
+        self.conf = root / "dovecot.conf"
+        self.conf.write_text(DOVECOT_CONF.format(root=root, port=self.port))
+        self.proc = subprocess.Popen([DOVECOT, "-F", "-c", str(self.conf)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        socket_path = root / "run" / "lmtp"
+        wait_until(lambda: socket_path.exists() or self.proc.poll() is not None, 15,
+                   "Dovecot's LMTP socket")
+        if self.proc.poll() is not None:
+            pytest.fail(f"dovecot exited: {self.proc.stderr.read()}\n{self.log()}")
+
+    @property
+    def socket(self) -> Path:
+        return self.root / "run" / "lmtp"
+
+    def log(self) -> str:
+        path = self.root / "dovecot.log"
+        return path.read_text(errors="replace") if path.exists() else "(no log)"
+
+    def delivered(self, user: str, domain: str = "store.example") -> list[Path]:
+        new = self.root / "mail" / domain / user / "new"
+        return sorted(new.iterdir()) if new.is_dir() else []
+
+    def stop(self) -> None:
+        subprocess.run([DOVECOT, "-c", str(self.conf), "stop"], capture_output=True, timeout=30)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+@pytest.fixture
+def dovecot(tmp_path):
+    dc = Dovecot(tmp_path / "dovecot")
+    yield dc
+    dc.stop()
+
+

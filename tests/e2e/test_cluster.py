@@ -1,0 +1,192 @@
+"""Three yizhan nodes sharing one queue on PostgreSQL, behind HAProxy (PROXY protocol v2),
+delivering local mail to Dovecot over LMTP and relaying the rest to a sink (a fourth,
+ordinary yizhan). A mixed load goes through HAProxy; one node is killed with SIGKILL in the
+middle, while mail it accepted waits for the sink (which only starts after the kill). Every
+message that got its 250 must arrive: once in Dovecot, at least once and at most twice at
+the sink (RFC 5321 6.1), and the shared queue must end empty. Bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import smtplib
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import IO_TIMEOUT, wait_until
+from dovecot_helpers import DOVECOT, Dovecot
+from outbound_helpers import free_port
+from pg_helpers import postgres  # noqa: F401
+
+HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
+
+pytestmark = [
+    pytest.mark.skipif(not Path(DOVECOT).exists(), reason="Dovecot is not installed"),
+    pytest.mark.skipif(not Path(HAPROXY).exists(), reason="HAProxy is not installed"),
+    pytest.mark.skipif(os.geteuid() != 0, reason="private Dovecot and PostgreSQL need root"),
+]
+
+MESSAGES = 60          # half local (Dovecot), half relayed (the sink)
+KILL_AFTER = 30        # node 2 dies once this many messages were accepted
+DEADLINE = 90          # seconds for everything to arrive after the sink starts
+
+HAPROXY_CFG = """\
+global
+    maxconn 200
+defaults
+    mode tcp
+    timeout connect 1s
+    timeout client 30s
+    timeout server 30s
+    retries 3
+    option redispatch
+frontend smtp
+    bind 127.0.0.1:{front}
+    default_backend nodes
+backend nodes
+    balance roundrobin
+{servers}
+"""
+
+
+def node_config(name: str, backend: int, pg_url: str, dovecot: Dovecot, sink: int) -> str:
+    return f"""
+[[listener]]
+address = "127.0.0.1:{backend}"
+kind = "smtp"
+proxy_protocol = true
+proxy_networks = ["127.0.0.1/32"]
+
+[store]
+kind = "postgres"
+url = "{pg_url}"
+node = "{name}"
+lease = "10s"
+scan_interval = "1s"
+
+[queue]
+retry_initial = "1s"
+retry_max_backoff = "2s"
+
+[[domain]]
+name = "store.example"
+deliver = "lmtp"
+lmtp = "unix:{dovecot.socket}"
+
+[[mailbox]]
+address = "alice@store.example"
+
+[[smarthost]]
+domain = "sink.example"
+host = "127.0.0.1"
+port = {sink}
+tls = "none"
+"""
+
+
+def send_all(front: int, kill) -> list[tuple[str, str]]:
+    """Sends the load through HAProxy; returns (recipient, subject) of every message that got
+    its 250. A refused or broken attempt is tried again (bounded), as a client would."""
+    accepted: list[tuple[str, str]] = []
+    for n in range(MESSAGES):
+        rcpt = "alice@store.example" if n % 2 == 0 else f"user{n}@sink.example"
+        subject = f"cluster message {n:03d}"
+        body = f"Subject: {subject}\r\nMessage-ID: <m{n}@client.example>\r\n\r\nhello\r\n"
+        for _attempt in range(10):
+            try:
+                with smtplib.SMTP("127.0.0.1", front, timeout=IO_TIMEOUT) as s:
+                    s.sendmail("sender@client.example", [rcpt], body.encode())
+                accepted.append((rcpt, subject))
+                break
+            except (smtplib.SMTPException, OSError):
+                time.sleep(0.2)
+        if len(accepted) == KILL_AFTER:
+            kill()
+    return accepted
+
+
+def subjects(paths: list[Path]) -> list[str]:
+    out = []
+    for p in paths:
+        for line in p.read_bytes().split(b"\n"):
+            if line.startswith(b"Subject: "):
+                out.append(line[9:].strip().decode())
+                break
+    return out
+
+
+def test_three_nodes_lose_nothing_when_one_is_killed(server_factory, postgres, tmp_path):
+    dovecot = Dovecot(tmp_path / "dovecot")
+    haproxy = None
+    try:
+        sink_port = free_port("127.0.0.1")
+        backends = [free_port("127.0.0.1") for _ in range(3)]
+        smtp = {"relay_networks": ["127.0.0.0/8"]}
+        nodes = [
+            server_factory(name=f"node{i + 1}", smtp=smtp,
+                           extra=node_config(f"node-{i + 1}", backends[i], postgres.url,
+                                             dovecot, sink_port))
+            for i in range(3)
+        ]
+        front = free_port("127.0.0.1")
+        servers = "\n".join(f"    server node{i + 1} 127.0.0.1:{port} send-proxy-v2"
+                            for i, port in enumerate(backends))
+        cfg = tmp_path / "haproxy.cfg"
+        cfg.write_text(HAPROXY_CFG.format(front=front, servers=servers))
+        haproxy = subprocess.Popen([HAPROXY, "-db", "-f", str(cfg)], stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        wait_until(lambda: port_open(front), 15, "HAProxy")
+
+        accepted = send_all(front, nodes[1].kill)
+        assert len(accepted) == MESSAGES, f"only {len(accepted)} accepted"
+        assert not nodes[1].running()
+        waiting = int(postgres.sql("SELECT count(*) FROM yizhan_messages"))
+        assert waiting >= MESSAGES // 2 - 2, f"the relayed mail should wait for the sink: {waiting}"
+
+        # The sink starts only now: what the dead node accepted for it waits in the queue.
+        sink = server_factory(name="sink", extra=f"""
+[[listener]]
+address = "127.0.0.1:{sink_port}"
+kind = "smtp"
+
+[[domain]]
+name = "sink.example"
+""")
+        local = sorted(s for r, s in accepted if r.endswith("@store.example"))
+        relayed = sorted(s for r, s in accepted if r.endswith("@sink.example"))
+
+        def arrived() -> bool:
+            got = subjects(sink.all_delivered())
+            return (len(dovecot.delivered("alice")) >= len(local)
+                    and all(s in got for s in relayed))
+
+        wait_until(arrived, DEADLINE, "every accepted message delivered\n" +
+                   "\n".join(n.log()[-3000:] for n in nodes))
+        wait_until(lambda: postgres.sql("SELECT count(*) FROM yizhan_messages") == "0",
+                   DEADLINE, "the shared queue to empty")
+        # Once in Dovecot; at least once and at most twice at the sink.
+        assert sorted(subjects(dovecot.delivered("alice"))) == local
+        got = subjects(sink.all_delivered())
+        for s in relayed:
+            assert 1 <= got.count(s) <= 2, (s, got.count(s))
+        # The dead node's share was finished by the others.
+        survivors = nodes[0].log() + nodes[2].log()
+        assert "claimed by another node" in survivors or "transaction done" in survivors
+    finally:
+        if haproxy is not None:
+            haproxy.terminate()
+            haproxy.wait(timeout=10)
+        dovecot.stop()
+
+
+def port_open(port: int) -> bool:
+    import socket
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
