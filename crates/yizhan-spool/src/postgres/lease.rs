@@ -129,15 +129,16 @@ impl PgStore {
         Ok(())
     }
 
-    /// Removes a finished message this node holds at `version` (its body too, in the same
-    /// transaction): [`SpoolError::Conflict`] if the claim was lost or the message changed.
+    /// Removes a finished message this node holds, or held and released, at `version` (its
+    /// body too, in the same transaction): [`SpoolError::Conflict`] if another node claimed
+    /// it since or the message changed.
     pub async fn remove_claimed(&self, id: &QueueId, version: i64) -> Result<(), SpoolError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
         let n = tx
             .execute(
                 "DELETE FROM yizhan_messages
-                 WHERE id = $1 AND version = $2 AND lease_owner = $3",
+                 WHERE id = $1 AND version = $2 AND (lease_owner = $3 OR lease_owner IS NULL)",
                 &[&id.as_str(), &version, &self.node],
             )
             .await

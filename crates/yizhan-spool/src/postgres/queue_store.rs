@@ -237,9 +237,15 @@ impl QueueStore for PgStore {
     }
 
     fn remove_soon(&self, id: &QueueId) {
-        let (store, id) = (self.clone(), id.clone());
+        // The version now: the claim may be released before the task runs.
+        let (store, id, version) = (self.clone(), id.clone(), self.claimed_version(id));
         tokio::spawn(async move {
-            if let Err(e) = store.remove_any(&id).await {
+            let removed = match version {
+                Some(version) => store.remove_claimed(&id, version).await,
+                None => store.delete(&id).await.map(|_| ()),
+            };
+            store.set_claimed(&id, None);
+            if let Err(e) = removed {
                 tracing::warn!(queue_id = %id, error = %e, "removing a finished message failed; it is removed again later");
             }
         });
