@@ -45,4 +45,4 @@ pub use error::SpoolError;
 pub use id::{InvalidQueueId, QueueId};
 pub use intake::Intake;
 pub use schedule::RetryPolicy;
-pub use store::{QueueStore, StoreFuture};
+pub use store::{DestinationPermit, QueueStore, StoreFuture};

@@ -16,6 +16,32 @@ use crate::{Body, Envelope, QueueId, Spool, SpoolError};
 /// A boxed, sendable future (the trait is used as `dyn QueueStore`).
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, SpoolError>> + Send + 'a>>;
 
+/// A place among the deliveries to one destination at once, held until dropped: for a store
+/// shared by several nodes, counted across all of them.
+pub struct DestinationPermit(#[allow(dead_code)] Option<Box<dyn std::any::Any + Send + Sync>>);
+
+impl DestinationPermit {
+    /// A permit that only this node's own limits stand behind (one node: nothing to share).
+    pub fn local() -> DestinationPermit {
+        DestinationPermit(None)
+    }
+
+    /// A permit that holds `guard` (which gives the place back when dropped).
+    pub fn holding(guard: impl std::any::Any + Send + Sync) -> DestinationPermit {
+        DestinationPermit(Some(Box::new(guard)))
+    }
+}
+
+impl fmt::Debug for DestinationPermit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "DestinationPermit(shared)"
+        } else {
+            "DestinationPermit(local)"
+        })
+    }
+}
+
 /// The queue's view of a store. Each write answers once it is durable.
 pub trait QueueStore: Send + Sync + fmt::Debug + 'static {
     /// Every message's id, earliest pending attempt (`None`: nothing pending) and hold, from
@@ -69,6 +95,17 @@ pub trait QueueStore: Send + Sync + fmt::Debug + 'static {
                 }
             }
         })
+    }
+
+    /// One of `limit` places for deliveries to `destination` at once, across every node that
+    /// shares the store; `None` while all are taken. The embedded store has one node, whose
+    /// own limits suffice: always a place.
+    fn destination_permit<'a>(
+        &'a self,
+        _destination: &'a str,
+        _limit: usize,
+    ) -> StoreFuture<'a, Option<DestinationPermit>> {
+        Box::pin(std::future::ready(Ok(Some(DestinationPermit::local()))))
     }
 
     /// Whether other nodes share this store (then attempts [`claim`](Self::claim) first).

@@ -332,3 +332,65 @@ async fn the_schema_is_migrated_once_and_a_newer_one_refused() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_destination_places_are_counted_across_nodes() {
+    use yizhan_spool::QueueStore;
+    let Some(pg) = Postgres::start() else { return };
+    let a = PgStore::connect(&pg.settings("node-a", MINUTE))
+        .await
+        .unwrap();
+    let b = PgStore::connect(&pg.settings("node-b", MINUTE))
+        .await
+        .unwrap();
+    // Two places for mx:example.org: one on each node, then none for anybody.
+    let first = a.destination_permit("mx:example.org", 2).await.unwrap();
+    let second = b.destination_permit("mx:example.org", 2).await.unwrap();
+    assert!(first.is_some() && second.is_some());
+    assert!(
+        a.destination_permit("mx:example.org", 2)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        b.destination_permit("mx:example.org", 2)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Another destination is counted on its own.
+    assert!(
+        b.destination_permit("mx:other.example", 2)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // A place given back is free again (the unlock runs as a task: bounded wait).
+    drop(first);
+    let mut again = None;
+    for _ in 0..100 {
+        again = b.destination_permit("mx:example.org", 2).await.unwrap();
+        if again.is_some() {
+            break;
+        }
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(again.is_some(), "the place given back by node A");
+    // A node that dies frees its places with its connections.
+    drop(second);
+    drop(b);
+    let c = PgStore::connect(&pg.settings("node-c", MINUTE))
+        .await
+        .unwrap();
+    let mut got = None;
+    for _ in 0..100 {
+        got = c.destination_permit("mx:example.org", 2).await.unwrap();
+        if got.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(got.is_some());
+}

@@ -278,6 +278,14 @@ impl Round<'_> {
                         }
                     }
                 }
+                GroupOutcome::Later { until } => {
+                    for (i, _) in &members {
+                        let r = &mut self.envelope.recipients[*i];
+                        if r.is_pending() {
+                            r.next_attempt = r.next_attempt.max(until);
+                        }
+                    }
+                }
                 GroupOutcome::Parked => {
                     debug!(queue_id = %self.envelope.id, destination = %key, "destination busy; parked");
                     parked.push(key);

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use yizhan_delivery::lmtp::{self, LmtpEndpoint};
 use yizhan_delivery::mx::{self};
 use yizhan_delivery::route::{self, Route, TlsPolicy};
@@ -44,6 +44,9 @@ pub(super) enum GroupOutcome {
     Parked,
     /// The destination is down: deferred without trying, not before `until` (Unix seconds).
     Suspended { until: i64, reason: Reason },
+    /// Every place for this destination is taken on the other nodes sharing the queue:
+    /// not tried, nothing recorded, looked at again at `until`.
+    Later { until: i64 },
 }
 
 /// One transaction for a group of remote recipients, if the destination has room for it:
@@ -79,6 +82,18 @@ pub(super) async fn deliver_remote(
             "4.3.0",
             "semaphore closed",
         )));
+    };
+    // With a shared queue the limit per destination holds across the nodes too.
+    let per_destination = shared.config().outbound.per_destination.max(1);
+    let _cluster = match shared.spool.destination_permit(key, per_destination).await {
+        Ok(Some(permit)) => permit,
+        Ok(None) => {
+            debug!(queue_id = %envelope.id, destination = %key, "every place taken on the other nodes");
+            return GroupOutcome::Later {
+                until: shared.clock.now() + 1,
+            };
+        }
+        Err(e) => return all(Outcome::Transient(Reason::local("4.3.0", e.to_string()))),
     };
     let smtp_settings = SmtpSettings {
         helo_name: shared.helo_name(),

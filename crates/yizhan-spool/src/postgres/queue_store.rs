@@ -5,7 +5,7 @@
 
 use std::io::Cursor;
 
-use crate::store::StoreFuture;
+use crate::store::{DestinationPermit, StoreFuture};
 use crate::{Body, Envelope, QueueId, QueueStore, SpoolError};
 
 use super::lease::Claimed;
@@ -65,6 +65,37 @@ impl PgStore {
                 }
             }
         }
+    }
+
+    /// One of `limit` advisory locks on `destination` (the pair `hashtext(destination)`,
+    /// slot), held on a connection of its own for as long as the permit lives: PostgreSQL
+    /// counts the deliveries of every node, and frees a dead node's places with its
+    /// connections.
+    async fn destination_lock(
+        &self,
+        destination: &str,
+        limit: usize,
+    ) -> Result<Option<DestinationPermit>, SpoolError> {
+        let client = self.client().await?;
+        for slot in 0..i32::try_from(limit).unwrap_or(i32::MAX) {
+            let taken: bool = client
+                .query_one(
+                    "SELECT pg_try_advisory_lock(hashtext($1), $2)",
+                    &[&destination, &slot],
+                )
+                .await
+                .map_err(db)?
+                .get(0);
+            if taken {
+                let guard = DestinationLock {
+                    client: Some(client),
+                    destination: destination.to_owned(),
+                    slot,
+                };
+                return Ok(Some(DestinationPermit::holding(guard)));
+            }
+        }
+        Ok(None)
     }
 
     /// Extends this node's lease on `id` (whatever its version: an operator's change leaves
@@ -163,6 +194,40 @@ impl PgStore {
     }
 }
 
+/// A held advisory lock: given back (and its connection to the pool) when dropped.
+struct DestinationLock {
+    client: Option<deadpool_postgres::Object>,
+    destination: String,
+    slot: i32,
+}
+
+impl Drop for DestinationLock {
+    fn drop(&mut self) {
+        let Some(client) = self.client.take() else {
+            return;
+        };
+        let (destination, slot) = (std::mem::take(&mut self.destination), self.slot);
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    let unlocked = client
+                        .query_one(
+                            "SELECT pg_advisory_unlock(hashtext($1), $2)",
+                            &[&destination, &slot],
+                        )
+                        .await;
+                    if unlocked.is_err() {
+                        // Never back into the pool with the lock held.
+                        let _ = deadpool_postgres::Object::take(client);
+                    }
+                });
+            }
+            // No runtime left: the connection closes, and the lock with it.
+            Err(_) => drop(deadpool_postgres::Object::take(client)),
+        }
+    }
+}
+
 /// An attempt's outcomes laid over the state an operator left: a recipient this attempt
 /// finished (delivered or failed) is finished; one still pending keeps the operator's timing
 /// (a flush, a requeue) with the attempts counted; the hold is the operator's.
@@ -257,6 +322,14 @@ impl QueueStore for PgStore {
 
     fn is_shared(&self) -> bool {
         true
+    }
+
+    fn destination_permit<'a>(
+        &'a self,
+        destination: &'a str,
+        limit: usize,
+    ) -> StoreFuture<'a, Option<DestinationPermit>> {
+        Box::pin(self.destination_lock(destination, limit))
     }
 
     fn claim<'a>(&'a self, id: &'a QueueId) -> StoreFuture<'a, Option<Envelope>> {
