@@ -102,6 +102,9 @@ pub struct PgStore {
     lease: Duration,
     /// The version of each message this node has claimed, as last read or written.
     claims: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<QueueId, i64>>>,
+    /// Messages this node committed, claimed from their first moment: their envelope as
+    /// committed, for the first attempt (no claim and no read needed).
+    committed: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<QueueId, Envelope>>>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -143,6 +146,7 @@ impl PgStore {
             node: settings.node.clone(),
             lease: settings.lease,
             claims: Default::default(),
+            committed: Default::default(),
         })
     }
 
@@ -237,9 +241,12 @@ impl PgStore {
                 break;
             }
         }
+        // Claimed by this node from the start: it delivers what it accepted, and another
+        // node takes the message only if this one dies before finishing it.
         tx.execute(
-            "INSERT INTO yizhan_messages (id, received_at, size, envelope, next_due, held)
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO yizhan_messages
+                 (id, received_at, size, envelope, next_due, held, lease_owner, lease_until)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, now() + make_interval(secs => $8))",
             &[
                 &envelope.id.as_str(),
                 &envelope.received_at,
@@ -247,12 +254,23 @@ impl PgStore {
                 &text,
                 &envelope.next_due(),
                 &envelope.held,
+                &self.node,
+                &self.lease.as_secs_f64(),
             ],
         )
         .await
         .map_err(db)?;
         tx.commit().await.map_err(db)?;
-        Ok(envelope.id)
+        self.claims
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(envelope.id.clone(), 0);
+        let id = envelope.id.clone();
+        self.committed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id.clone(), envelope);
+        Ok(id)
     }
 
     /// One message's envelope.

@@ -31,8 +31,19 @@ impl PgStore {
         };
     }
 
-    /// Claims one message by id (free, lease expired, or already this node's).
+    /// Claims one message by id (free, lease expired, or already this node's). A message
+    /// this node just committed is claimed already: its first attempt reads nothing.
     async fn claim_one(&self, id: &QueueId) -> Result<Option<Envelope>, SpoolError> {
+        let fresh = self
+            .committed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(id);
+        if let Some(envelope) = fresh
+            && self.claimed_version(id).is_some()
+        {
+            return Ok(Some(envelope));
+        }
         let client = self.client().await?;
         let row = client
             .query_opt(
@@ -302,8 +313,10 @@ impl QueueStore for PgStore {
     }
 
     fn remove_soon(&self, id: &QueueId) {
-        // The version now: the claim may be released before the task runs.
+        // The version now, and the claim forgotten at once: releasing it is the removal's
+        // job (one transaction, not two).
         let (store, id, version) = (self.clone(), id.clone(), self.claimed_version(id));
+        self.set_claimed(&id, None);
         tokio::spawn(async move {
             let removed = match version {
                 Some(version) => store.remove_claimed(&id, version).await,
@@ -346,6 +359,14 @@ impl QueueStore for PgStore {
 
     fn unclaim<'a>(&'a self, id: &'a QueueId) -> StoreFuture<'a, ()> {
         Box::pin(async move {
+            self.committed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(id);
+            // Removed meanwhile (or lost): nothing to release.
+            if self.claimed_version(id).is_none() {
+                return Ok(());
+            }
             self.set_claimed(id, None);
             self.release(id).await
         })
