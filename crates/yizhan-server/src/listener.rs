@@ -41,6 +41,14 @@ pub enum ServerError {
     /// The spool could not be opened.
     #[error("cannot open the spool: {0}")]
     Spool(#[from] yizhan_spool::SpoolError),
+    /// The shared queue's database could not be reached or its schema used.
+    #[error("cannot use the shared queue at {url}: {source}")]
+    SharedQueue {
+        /// The URL, password redacted.
+        url: String,
+        /// Why.
+        source: yizhan_spool::SpoolError,
+    },
     /// A background task failed.
     #[error("internal task failed: {0}")]
     Task(String),
@@ -156,7 +164,13 @@ impl Bound {
         let store = match &settings.store {
             crate::settings::StoreSettings::Embedded => None,
             crate::settings::StoreSettings::Postgres(pg) => {
-                let store = yizhan_spool::postgres::PgStore::connect(pg).await?;
+                let store =
+                    yizhan_spool::postgres::PgStore::connect(pg)
+                        .await
+                        .map_err(|source| ServerError::SharedQueue {
+                            url: yizhan_spool::postgres::redacted(&pg.url),
+                            source,
+                        })?;
                 info!(url = %yizhan_spool::postgres::redacted(&pg.url), node = %pg.node, "shared queue on PostgreSQL");
                 Some(store)
             }

@@ -182,10 +182,10 @@ pub fn summary(settings: &Settings) -> Vec<String> {
             pg.pool_size,
             pg.lease.as_secs(),
             pg.statement_timeout.as_secs(),
-            if pg.password.is_some() {
+            if pg.password.is_some() || yizhan_spool::postgres::redacted(&pg.url) != pg.url {
                 "set (redacted)"
             } else {
-                "none"
+                "none (trust or peer authentication)"
             },
         )),
     }

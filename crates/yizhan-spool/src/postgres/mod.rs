@@ -89,9 +89,20 @@ pub fn check_url(url: &str) -> Result<(), String> {
         })
 }
 
-/// A database error, as the spool reports it (transient: the client is asked to retry).
-pub(crate) fn db(e: impl std::fmt::Display) -> SpoolError {
-    SpoolError::Database(e.to_string())
+/// A database error, as the spool reports it (transient: the client is asked to retry), with
+/// its causes: "error connecting to server: Connection refused (os error 111)".
+pub(crate) fn db(e: impl std::error::Error) -> SpoolError {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    SpoolError::Database(text)
 }
 
 /// The shared queue.
