@@ -159,6 +159,20 @@ async fn the_shared_queue_keeps_claims_outcomes_and_operators_apart() {
     let stored = a.enqueue(&body, envelope(NOW - 10)).await.unwrap();
     assert_eq!(stored.size, body.len() as u64);
     assert_eq!(b.body(&stored.id).await.unwrap(), body);
+    // Delivered from a temporary file, never whole in memory; a one-chunk body from memory.
+    {
+        use std::io::Read as _;
+        use yizhan_spool::{Body, QueueStore};
+        let mut opened = QueueStore::open_body(&b, &stored.id).await.unwrap();
+        assert!(matches!(opened, Body::File(_)));
+        let mut read = Vec::new();
+        opened.read_to_end(&mut read).unwrap();
+        assert_eq!(read, body);
+        let small = a.enqueue(b"small", envelope(NOW + 7200)).await.unwrap();
+        let opened = QueueStore::open_body(&b, &small.id).await.unwrap();
+        assert!(matches!(opened, Body::Inline(_)));
+        a.delete(&small.id).await.unwrap();
+    }
     assert_eq!(b.load(&stored.id).await.unwrap(), stored);
     let index = b.schedule_index().await.unwrap();
     assert_eq!(index, vec![(stored.id.clone(), Some(NOW - 10), false)]);

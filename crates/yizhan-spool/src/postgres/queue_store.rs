@@ -9,7 +9,7 @@ use crate::store::{DestinationPermit, StoreFuture};
 use crate::{Body, Envelope, QueueId, QueueStore, SpoolError};
 
 use super::lease::Claimed;
-use super::{PgStore, db, parse};
+use super::{CHUNK, PgStore, db, parse};
 
 impl PgStore {
     fn claimed_version(&self, id: &QueueId) -> Option<i64> {
@@ -107,6 +107,61 @@ impl PgStore {
             }
         }
         Ok(None)
+    }
+
+    /// A body to deliver: in memory when it is one chunk at most; else copied chunk by chunk
+    /// into an anonymous temporary file (gone when closed), so a large message is never held
+    /// whole in memory.
+    async fn open_body_bounded(&self, id: &QueueId) -> Result<Body, SpoolError> {
+        let client = self.client().await?;
+        let size: i64 = client
+            .query_opt(
+                "SELECT size FROM yizhan_messages WHERE id = $1",
+                &[&id.as_str()],
+            )
+            .await
+            .map_err(db)?
+            .ok_or_else(|| SpoolError::NotFound(id.clone()))?
+            .get(0);
+        drop(client);
+        if size <= CHUNK as i64 {
+            return Ok(Body::Inline(Cursor::new(self.body(id).await?)));
+        }
+        let client = self.client().await?;
+        let next = client
+            .prepare("SELECT data FROM yizhan_bodies WHERE id = $1 AND chunk = $2")
+            .await
+            .map_err(db)?;
+        let mut file = tempfile::tempfile().map_err(db)?;
+        let mut copied: i64 = 0;
+        for n in 0i32.. {
+            if copied >= size {
+                break;
+            }
+            let Some(row) = client
+                .query_opt(&next, &[&id.as_str(), &n])
+                .await
+                .map_err(db)?
+            else {
+                break;
+            };
+            let chunk: Vec<u8> = row.get(0);
+            copied += chunk.len() as i64;
+            file = tokio::task::spawn_blocking(move || {
+                std::io::Write::write_all(&mut file, &chunk).map(|()| file)
+            })
+            .await
+            .map_err(db)?
+            .map_err(db)?;
+        }
+        if copied != size {
+            return Err(SpoolError::Corrupt {
+                id: id.to_string(),
+                reason: format!("body is {copied} octets, the envelope says {size}"),
+            });
+        }
+        std::io::Seek::rewind(&mut file).map_err(db)?;
+        Ok(Body::File(file))
     }
 
     /// Extends this node's lease on `id` (whatever its version: an operator's change leaves
@@ -276,7 +331,7 @@ impl QueueStore for PgStore {
     }
 
     fn open_body<'a>(&'a self, id: &'a QueueId) -> StoreFuture<'a, Body> {
-        Box::pin(async move { Ok(Body::Inline(Cursor::new(self.body(id).await?))) })
+        Box::pin(self.open_body_bounded(id))
     }
 
     fn ids_with_prefix<'a>(
