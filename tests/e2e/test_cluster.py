@@ -4,6 +4,9 @@ ordinary yizhan). A mixed load goes through HAProxy; one node is killed with SIG
 middle, while mail it accepted waits for the sink (which only starts after the kill). Every
 message that got its 250 must arrive: once in Dovecot, at least once and at most twice at
 the sink (RFC 5321 6.1), and the shared queue must end empty. Bounded in count and time.
+
+And a node killed in the middle of an attempt (its peer hangs after DATA), holding the claim:
+the claim expires and the other node delivers the message, once.
 """
 
 from __future__ import annotations
@@ -190,3 +193,106 @@ def port_open(port: int) -> bool:
         return True
     except OSError:
         return False
+
+
+class StallingSink:
+    """An SMTP server that takes the first message's text and never answers it (a peer that
+    hangs after DATA), then answers every later one with 250 and keeps it."""
+
+    def __init__(self):
+        import socket
+        import threading
+        self.port = free_port("127.0.0.1")
+        self.sock = socket.create_server(("127.0.0.1", self.port))
+        self.stalled = threading.Event()
+        self.kept: list[bytes] = []
+        self.connections = 0
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self):
+        import threading
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            stall = self.connections == 1
+            threading.Thread(target=self.session, args=(conn, stall), daemon=True).start()
+
+    def session(self, conn, stall: bool):
+        f = conn.makefile("rb")
+        send = lambda line: conn.sendall(line + b"\r\n")  # noqa: E731
+        try:
+            send(b"220 sink.example ESMTP")
+            while True:
+                line = f.readline()
+                if not line:
+                    return
+                verb = line[:4].upper()
+                if verb == b"EHLO":
+                    send(b"250-sink.example\r\n250 8BITMIME")
+                elif verb == b"DATA":
+                    send(b"354 go ahead")
+                    text = b""
+                    while (chunk := f.readline()) not in (b".\r\n", b""):
+                        text += chunk
+                    if stall:
+                        self.stalled.set()
+                        f.read()  # until the sender goes away; never answered
+                        return
+                    self.kept.append(text)
+                    send(b"250 2.0.0 kept")
+                elif verb == b"QUIT":
+                    send(b"221 bye")
+                    return
+                else:
+                    send(b"250 ok")
+        except OSError:
+            return
+        finally:
+            conn.close()
+
+    def close(self):
+        self.sock.close()
+
+
+def test_a_node_killed_during_an_attempt_has_its_claim_finished_by_another(server_factory,
+                                                                           postgres):
+    sink = StallingSink()
+    try:
+        nodes = [
+            server_factory(name=f"node{i + 1}", smtp={"relay_networks": ["127.0.0.0/8"]},
+                           extra=f"""
+[store]
+kind = "postgres"
+url = "{postgres.url}"
+node = "node-{i + 1}"
+lease = "10s"
+scan_interval = "1s"
+
+[[smarthost]]
+domain = "sink.example"
+host = "127.0.0.1"
+port = {sink.port}
+tls = "none"
+""")
+            for i in range(2)
+        ]
+        with smtplib.SMTP("127.0.0.1", nodes[0].port, timeout=IO_TIMEOUT) as s:
+            s.sendmail("sender@client.example", ["someone@sink.example"],
+                       b"Subject: once\r\n\r\nfinished by the other node\r\n")
+        # Node 1 is in the middle of the attempt, holding the claim, when it dies.
+        assert sink.stalled.wait(30), "node 1 never reached the sink"
+        owner = postgres.sql("SELECT lease_owner FROM yizhan_messages")
+        assert owner == "node-1", owner
+        nodes[0].kill()
+        # Its claim expires (10 s); node 2 finds the message at its next scan and delivers.
+        wait_until(lambda: sink.kept, 45, "node 2 to deliver\n" + nodes[1].log()[-3000:])
+        wait_until(lambda: postgres.sql("SELECT count(*) FROM yizhan_messages") == "0", 30,
+                   "the shared queue to empty")
+        assert len(sink.kept) == 1 and b"finished by the other node" in sink.kept[0]
+        assert "transaction done" in nodes[1].log()
+    finally:
+        sink.close()
