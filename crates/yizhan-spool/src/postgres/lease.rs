@@ -135,18 +135,25 @@ impl PgStore {
     pub async fn remove_claimed(&self, id: &QueueId, version: i64) -> Result<(), SpoolError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
-        let n = tx
-            .execute(
+        let delete_message = tx
+            .prepare_cached(
                 "DELETE FROM yizhan_messages
                  WHERE id = $1 AND version = $2 AND (lease_owner = $3 OR lease_owner IS NULL)",
-                &[&id.as_str(), &version, &self.node],
             )
+            .await
+            .map_err(db)?;
+        let n = tx
+            .execute(&delete_message, &[&id.as_str(), &version, &self.node])
             .await
             .map_err(db)?;
         if n != 1 {
             return Err(SpoolError::Conflict(id.clone()));
         }
-        tx.execute("DELETE FROM yizhan_bodies WHERE id = $1", &[&id.as_str()])
+        let delete_body = tx
+            .prepare_cached("DELETE FROM yizhan_bodies WHERE id = $1")
+            .await
+            .map_err(db)?;
+        tx.execute(&delete_body, &[&id.as_str()])
             .await
             .map_err(db)?;
         tx.commit().await.map_err(db)

@@ -183,7 +183,7 @@ impl PgStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
         let insert_chunk = tx
-            .prepare("INSERT INTO yizhan_bodies (id, chunk, data) VALUES ($1, $2, $3)")
+            .prepare_cached("INSERT INTO yizhan_bodies (id, chunk, data) VALUES ($1, $2, $3)")
             .await
             .map_err(db)?;
         for (n, chunk) in body.chunks(CHUNK).enumerate() {
@@ -228,7 +228,7 @@ impl PgStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
         let insert_chunk = tx
-            .prepare("INSERT INTO yizhan_bodies (id, chunk, data) VALUES ($1, $2, $3)")
+            .prepare_cached("INSERT INTO yizhan_bodies (id, chunk, data) VALUES ($1, $2, $3)")
             .await
             .map_err(db)?;
         for n in 0i32.. {
@@ -254,10 +254,16 @@ impl PgStore {
         }
         // Claimed by this node from the start: it delivers what it accepted, and another
         // node takes the message only if this one dies before finishing it.
+        let insert = tx
+            .prepare_cached(
+                "INSERT INTO yizhan_messages
+                     (id, received_at, size, envelope, next_due, held, lease_owner, lease_until)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, now() + make_interval(secs => $8))",
+            )
+            .await
+            .map_err(db)?;
         tx.execute(
-            "INSERT INTO yizhan_messages
-                 (id, received_at, size, envelope, next_due, held, lease_owner, lease_until)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, now() + make_interval(secs => $8))",
+            &insert,
             &[
                 &envelope.id.as_str(),
                 &envelope.received_at,
