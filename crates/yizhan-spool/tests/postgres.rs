@@ -300,6 +300,26 @@ async fn a_dead_nodes_claims_expire_and_another_takes_over() {
     ));
     assert!(b.renew(&claimed_b[0]).await.unwrap());
     b.record(&claimed_b[0], &stored).await.unwrap();
+
+    // A message A received and committed is A's from the start; but A, whose claims last no
+    // time at all here, does not trust that claim for its first attempt: B has it already.
+    use yizhan_spool::QueueStore;
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = yizhan_spool::Spool::open(&dir.path().join("spool")).unwrap();
+    let mut incoming = spool.create().unwrap();
+    incoming.write(b"Subject: received\r\n\r\nhi\r\n").unwrap();
+    let id = a
+        .commit_incoming(incoming, envelope(NOW - 1))
+        .await
+        .unwrap();
+    assert!(
+        QueueStore::claim(&b, &id).await.unwrap().is_some(),
+        "A's claim has expired"
+    );
+    assert!(
+        QueueStore::claim(&a, &id).await.unwrap().is_none(),
+        "B holds it now"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -114,8 +114,11 @@ pub struct PgStore {
     /// The version of each message this node has claimed, as last read or written.
     claims: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<QueueId, i64>>>,
     /// Messages this node committed, claimed from their first moment: their envelope as
-    /// committed, for the first attempt (no claim and no read needed).
-    committed: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<QueueId, Envelope>>>,
+    /// committed and when, for the first attempt (no claim and no read needed while the claim
+    /// taken at commit is surely still this node's).
+    committed: std::sync::Arc<
+        std::sync::Mutex<std::collections::HashMap<QueueId, (Envelope, std::time::Instant)>>,
+    >,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -286,7 +289,7 @@ impl PgStore {
         self.committed
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(id.clone(), envelope);
+            .insert(id.clone(), (envelope, std::time::Instant::now()));
         Ok(id)
     }
 

@@ -32,14 +32,17 @@ impl PgStore {
     }
 
     /// Claims one message by id (free, lease expired, or already this node's). A message
-    /// this node just committed is claimed already: its first attempt reads nothing.
+    /// this node just committed is claimed already: its first attempt reads nothing, as long
+    /// as it starts within half the lease (a node with a long backlog claims again, so it
+    /// never works on a claim that may have expired).
     async fn claim_one(&self, id: &QueueId) -> Result<Option<Envelope>, SpoolError> {
         let fresh = self
             .committed
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(id);
-        if let Some(envelope) = fresh
+        if let Some((envelope, at)) = fresh
+            && at.elapsed() < self.lease / 2
             && self.claimed_version(id).is_some()
         {
             return Ok(Some(envelope));
