@@ -182,7 +182,6 @@ impl PgStore {
     ) -> Result<Envelope, SpoolError> {
         envelope.id = QueueId::generate();
         envelope.size = body.len() as u64;
-        let text = serde_json::to_string(&envelope).map_err(db)?;
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
         let insert_chunk = tx
@@ -195,20 +194,7 @@ impl PgStore {
                 .await
                 .map_err(db)?;
         }
-        tx.execute(
-            "INSERT INTO yizhan_messages (id, received_at, size, envelope, next_due, held)
-             VALUES ($1, $2, $3, $4, $5, $6)",
-            &[
-                &envelope.id.as_str(),
-                &envelope.received_at,
-                &i64::try_from(envelope.size).unwrap_or(i64::MAX),
-                &text,
-                &envelope.next_due(),
-                &envelope.held,
-            ],
-        )
-        .await
-        .map_err(db)?;
+        self.insert_message(&tx, &envelope, false).await?;
         tx.commit().await.map_err(db)?;
         Ok(envelope)
     }
@@ -224,7 +210,6 @@ impl PgStore {
     ) -> Result<QueueId, SpoolError> {
         envelope.id = incoming.id().clone();
         envelope.size = incoming.size();
-        let text = serde_json::to_string(&envelope).map_err(db)?;
         let mut reader = tokio::task::spawn_blocking(move || incoming.into_reader())
             .await
             .map_err(db)??;
@@ -257,6 +242,33 @@ impl PgStore {
         }
         // Claimed by this node from the start: it delivers what it accepted, and another
         // node takes the message only if this one dies before finishing it.
+        self.insert_message(&tx, &envelope, true).await?;
+        tx.commit().await.map_err(db)?;
+        self.claims
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(envelope.id.clone(), 0);
+        let id = envelope.id.clone();
+        self.committed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id.clone(), (envelope, std::time::Instant::now()));
+        Ok(id)
+    }
+
+    /// A message's row, in the transaction that stores its body; with `claim`, claimed by
+    /// this node from the start (its lease begins at the commit).
+    async fn insert_message(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        envelope: &Envelope,
+        claim: bool,
+    ) -> Result<(), SpoolError> {
+        let text = serde_json::to_string(envelope).map_err(db)?;
+        let (owner, lease) = match claim {
+            true => (Some(self.node.as_str()), Some(self.lease.as_secs_f64())),
+            false => (None, None),
+        };
         let insert = tx
             .prepare_cached(
                 "INSERT INTO yizhan_messages
@@ -274,23 +286,13 @@ impl PgStore {
                 &text,
                 &envelope.next_due(),
                 &envelope.held,
-                &self.node,
-                &self.lease.as_secs_f64(),
+                &owner,
+                &lease,
             ],
         )
         .await
         .map_err(db)?;
-        tx.commit().await.map_err(db)?;
-        self.claims
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(envelope.id.clone(), 0);
-        let id = envelope.id.clone();
-        self.committed
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(id.clone(), (envelope, std::time::Instant::now()));
-        Ok(id)
+        Ok(())
     }
 
     /// One message's envelope.
@@ -344,6 +346,17 @@ impl PgStore {
 
     /// A message's body, read chunk by chunk (never more than one chunk in a query).
     pub async fn body(&self, id: &QueueId) -> Result<Vec<u8>, SpoolError> {
+        let mut chunks = self.body_chunks(id).await?;
+        let mut body = Vec::with_capacity(usize::try_from(chunks.size).unwrap_or(0));
+        while let Some(chunk) = chunks.next().await? {
+            body.extend_from_slice(&chunk);
+        }
+        chunks.finish()?;
+        Ok(body)
+    }
+
+    /// A body's chunks, in order, on one connection (its size read first).
+    pub(crate) async fn body_chunks(&self, id: &QueueId) -> Result<BodyChunks, SpoolError> {
         let client = self.client().await?;
         let size: i64 = client
             .query_opt(
@@ -355,28 +368,17 @@ impl PgStore {
             .ok_or_else(|| SpoolError::NotFound(id.clone()))?
             .get(0);
         let next = client
-            .prepare("SELECT data FROM yizhan_bodies WHERE id = $1 AND chunk = $2")
+            .prepare_cached("SELECT data FROM yizhan_bodies WHERE id = $1 AND chunk = $2")
             .await
             .map_err(db)?;
-        let mut body = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-        for n in 0.. {
-            if body.len() as i64 >= size {
-                break;
-            }
-            let row = client
-                .query_opt(&next, &[&id.as_str(), &n])
-                .await
-                .map_err(db)?;
-            let Some(row) = row else { break };
-            body.extend_from_slice(row.get::<_, &[u8]>(0));
-        }
-        if body.len() as i64 != size {
-            return Err(SpoolError::Corrupt {
-                id: id.to_string(),
-                reason: format!("body is {} octets, the envelope says {size}", body.len()),
-            });
-        }
-        Ok(body)
+        Ok(BodyChunks {
+            client,
+            next,
+            id: id.clone(),
+            size,
+            read: 0,
+            chunk: 0,
+        })
     }
 
     /// Deletes body chunks that belong to no message and are older than `age` (a session
@@ -393,6 +395,50 @@ impl PgStore {
             )
             .await
             .map_err(db)
+    }
+}
+
+/// The chunks of one body, read one query at a time (see [`PgStore::body_chunks`]).
+pub(crate) struct BodyChunks {
+    client: deadpool_postgres::Object,
+    next: tokio_postgres::Statement,
+    id: QueueId,
+    /// The size the envelope row gives.
+    pub(crate) size: i64,
+    read: i64,
+    chunk: i32,
+}
+
+impl BodyChunks {
+    /// The next chunk; `None` once the size is read (or the chunks end early).
+    pub(crate) async fn next(&mut self) -> Result<Option<Vec<u8>>, SpoolError> {
+        if self.read >= self.size {
+            return Ok(None);
+        }
+        let row = self
+            .client
+            .query_opt(&self.next, &[&self.id.as_str(), &self.chunk])
+            .await
+            .map_err(db)?;
+        let Some(row) = row else { return Ok(None) };
+        let data: Vec<u8> = row.get(0);
+        self.read += data.len() as i64;
+        self.chunk += 1;
+        Ok(Some(data))
+    }
+
+    /// Whether the chunks added up to the size the envelope row gives.
+    pub(crate) fn finish(&self) -> Result<(), SpoolError> {
+        if self.read == self.size {
+            return Ok(());
+        }
+        Err(SpoolError::Corrupt {
+            id: self.id.to_string(),
+            reason: format!(
+                "body is {} octets, the envelope says {}",
+                self.read, self.size
+            ),
+        })
     }
 }
 

@@ -116,40 +116,14 @@ impl PgStore {
     /// into an anonymous temporary file (gone when closed), so a large message is never held
     /// whole in memory.
     async fn open_body_bounded(&self, id: &QueueId) -> Result<Body, SpoolError> {
-        let client = self.client().await?;
-        let size: i64 = client
-            .query_opt(
-                "SELECT size FROM yizhan_messages WHERE id = $1",
-                &[&id.as_str()],
-            )
-            .await
-            .map_err(db)?
-            .ok_or_else(|| SpoolError::NotFound(id.clone()))?
-            .get(0);
-        drop(client);
-        if size <= CHUNK as i64 {
-            return Ok(Body::Inline(Cursor::new(self.body(id).await?)));
+        let mut chunks = self.body_chunks(id).await?;
+        if chunks.size <= CHUNK as i64 {
+            let body = chunks.next().await?.unwrap_or_default();
+            chunks.finish()?;
+            return Ok(Body::Inline(Cursor::new(body)));
         }
-        let client = self.client().await?;
-        let next = client
-            .prepare("SELECT data FROM yizhan_bodies WHERE id = $1 AND chunk = $2")
-            .await
-            .map_err(db)?;
         let mut file = tempfile::tempfile().map_err(db)?;
-        let mut copied: i64 = 0;
-        for n in 0i32.. {
-            if copied >= size {
-                break;
-            }
-            let Some(row) = client
-                .query_opt(&next, &[&id.as_str(), &n])
-                .await
-                .map_err(db)?
-            else {
-                break;
-            };
-            let chunk: Vec<u8> = row.get(0);
-            copied += chunk.len() as i64;
+        while let Some(chunk) = chunks.next().await? {
             file = tokio::task::spawn_blocking(move || {
                 std::io::Write::write_all(&mut file, &chunk).map(|()| file)
             })
@@ -157,12 +131,7 @@ impl PgStore {
             .map_err(db)?
             .map_err(db)?;
         }
-        if copied != size {
-            return Err(SpoolError::Corrupt {
-                id: id.to_string(),
-                reason: format!("body is {copied} octets, the envelope says {size}"),
-            });
-        }
+        chunks.finish()?;
         std::io::Seek::rewind(&mut file).map_err(db)?;
         Ok(Body::File(file))
     }

@@ -12,7 +12,6 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use rustls::RootCertStore;
 use rustls::pki_types::{ServerName, UnixTime};
 use yizhan_proto::ehlo::Capabilities;
-use yizhan_proto::reply::Reply;
 use yizhan_proto::transcript::mask;
 
 use super::card::{Check, Outcome};
@@ -434,11 +433,6 @@ pub(super) fn path(address: &str) -> String {
     format!("<{address}>")
 }
 
-/// How a transaction step went, for the checks that need one.
-pub(super) fn positive(reply: &Reply) -> bool {
-    reply.is_positive()
-}
-
 /// base64 of `bytes`.
 pub(super) fn b64(bytes: &[u8]) -> String {
     BASE64.encode(bytes)
@@ -464,6 +458,8 @@ pub(super) fn masked(mechanism: &str, step: usize, answer: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use yizhan_proto::reply::Reply;
+
     use super::*;
 
     #[test]

@@ -5,7 +5,7 @@ use yizhan_proto::data::DotStuffer;
 use yizhan_proto::reply::Reply;
 
 use super::card::Outcome;
-use super::run::{Login, Prober, Stop, UNASKED_WAIT, b64, masked, mechanism, path, positive};
+use super::run::{Login, Prober, Stop, UNASKED_WAIT, b64, masked, mechanism, path};
 use super::wire::{WireError, one_line};
 
 /// The over-long line: eight times RFC 5321's 512-octet limit for a command line
@@ -34,7 +34,7 @@ impl Prober<'_> {
                 .wire
                 .command(&format!("MAIL FROM:{}", path(&self.plan.from)))
                 .await?;
-            if !positive(&mail) {
+            if !mail.is_positive() {
                 self.check(
                     "relay",
                     Outcome::Skipped,
@@ -44,7 +44,7 @@ impl Prober<'_> {
                 return Ok(());
             }
             let rcpt = self.wire.command(&format!("RCPT TO:{variant}")).await?;
-            open |= positive(&rcpt);
+            open |= rcpt.is_positive();
             seen.push(format!("{variant}: {}", one_line(&rcpt)));
             self.wire.command("RSET").await?;
         }
@@ -148,9 +148,9 @@ impl Prober<'_> {
             self.check("pipelining", Outcome::Info, self.term("not_offered"));
         }
         let (mail, rcpt) = (&replies[0], &replies[1]);
-        let (outcome, detail) = if !positive(mail) {
+        let (outcome, detail) = if !mail.is_positive() {
             (Outcome::Skipped, format!("MAIL: {}", one_line(mail)))
-        } else if positive(rcpt) {
+        } else if rcpt.is_positive() {
             (Outcome::Pass, one_line(rcpt))
         } else if rcpt.is_transient() {
             (Outcome::Warn, one_line(rcpt))
@@ -173,7 +173,7 @@ impl Prober<'_> {
             let expected = if n == 2 {
                 reply.code == 354
             } else {
-                positive(&reply)
+                reply.is_positive()
             };
             if !expected {
                 self.check("message", Outcome::Fail, one_line(&reply));
@@ -221,7 +221,7 @@ impl Prober<'_> {
         let outcome = match reply.code {
             500 => Outcome::Pass,
             502 => Outcome::Warn,
-            _ if positive(&reply) => Outcome::Fail,
+            _ if reply.is_positive() => Outcome::Fail,
             _ => Outcome::Warn,
         };
         self.check("unknown_command", outcome, one_line(&reply));
@@ -229,11 +229,11 @@ impl Prober<'_> {
         let reply = self.wire.command("RCPT TO:<Postmaster>").await?;
         let outcome = match reply.code {
             503 => Outcome::Pass,
-            _ if positive(&reply) => Outcome::Fail,
+            _ if reply.is_positive() => Outcome::Fail,
             _ => Outcome::Warn,
         };
         self.check("rcpt_before_mail", outcome, one_line(&reply));
-        if positive(&reply) {
+        if reply.is_positive() {
             self.wire.command("RSET").await?;
         }
         ended(&reply)?;
