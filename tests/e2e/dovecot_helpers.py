@@ -86,8 +86,26 @@ class Dovecot:
         return path.read_text(errors="replace") if path.exists() else "(no log)"
 
     def delivered(self, user: str, domain: str = "store.example") -> list[Path]:
+        """The messages in the mailbox's new/, each once. Dovecot renames files there while
+        it updates its index (adding `,W=` sizes), and a directory listing taken meanwhile
+        may show one file under both names: one path per Maildir unique name (the part
+        before the first `,` or `:`)."""
         new = self.root / "mail" / domain / user / "new"
-        return sorted(new.iterdir()) if new.is_dir() else []
+        if not new.is_dir():
+            return []
+        unique: dict[str, Path] = {}
+        for path in sorted(new.iterdir()):
+            unique.setdefault(path.name.split(",")[0].split(":")[0], path)
+        return sorted(unique.values())
+
+    def saved(self) -> list[str]:
+        """The Message-IDs Dovecot logged as saved, one entry per delivery (the ground truth
+        for "exactly once")."""
+        out = []
+        for line in self.log().splitlines():
+            if "saved mail to" in line and "msgid=" in line:
+                out.append(line.split("msgid=", 1)[1].split(":", 1)[0])
+        return out
 
     def stop(self) -> None:
         subprocess.run([DOVECOT, "-c", str(self.conf), "stop"], capture_output=True, timeout=30)

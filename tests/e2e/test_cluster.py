@@ -171,7 +171,13 @@ name = "sink.example"
                    "\n".join(n.log()[-3000:] for n in nodes))
         wait_until(lambda: postgres.sql("SELECT count(*) FROM yizhan_messages") == "0",
                    DEADLINE, "the shared queue to empty")
-        # Once in Dovecot; at least once and at most twice at the sink.
+        # Once in Dovecot (its own log of each delivery, and the mailbox); at least once and
+        # at most twice at the sink.
+        ids = {s: f"<m{int(s.rsplit(' ', 1)[1])}@client.example>" for s in local}
+        saved = dovecot.saved()
+        for subject, msgid in ids.items():
+            assert saved.count(msgid) == 1, (subject, saved.count(msgid))
+        assert len(saved) == len(local), saved
         assert sorted(subjects(dovecot.delivered("alice"))) == local
         got = subjects(sink.all_delivered())
         for s in relayed:
