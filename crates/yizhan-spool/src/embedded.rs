@@ -244,6 +244,15 @@ impl Incoming {
         self.size
     }
 
+    /// The body, if it stayed small enough to be kept in memory (no file, nothing blocking);
+    /// else the message back, for [`Incoming::into_reader`].
+    pub fn take_inline(mut self) -> Result<Vec<u8>, Incoming> {
+        match self.inline.take() {
+            Some(bytes) => Ok(bytes),
+            None => Err(self),
+        }
+    }
+
     /// The body written so far, to read from the start, for a store that keeps bodies
     /// elsewhere (the shared queue): in memory if it stayed small, else its file, flushed and
     /// reopened (and deleted when the reader is dropped). Blocking.

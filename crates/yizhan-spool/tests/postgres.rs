@@ -355,6 +355,35 @@ async fn the_schema_is_migrated_once_and_a_newer_one_refused() {
             .unwrap(),
         1
     );
+    // A queue written by a yizhan of schema 1 (every body in chunks, none in the message's
+    // row) is migrated with its mail, which is read and removed as before.
+    let small = store
+        .enqueue(b"Subject: v1\r\n\r\nhi\r\n", envelope(NOW))
+        .await
+        .unwrap();
+    client
+        .batch_execute(
+            "UPDATE yizhan_messages SET body = NULL;
+             INSERT INTO yizhan_bodies (id, chunk, data)
+                 SELECT id, 0, convert_to('Subject: v1' || chr(13) || chr(10) || chr(13)
+                     || chr(10) || 'hi' || chr(13) || chr(10), 'UTF8') FROM yizhan_messages;
+             ALTER TABLE yizhan_messages DROP COLUMN body;
+             UPDATE yizhan_schema SET version = 1",
+        )
+        .await
+        .unwrap();
+    let upgraded = PgStore::connect(&settings).await.unwrap();
+    assert_eq!(
+        upgraded.body(&small.id).await.unwrap(),
+        b"Subject: v1\r\n\r\nhi\r\n"
+    );
+    upgraded.remove_claimed(&small.id, 0).await.unwrap();
+    let left: i64 = client
+        .query_one("SELECT count(*) FROM yizhan_bodies", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "its chunks went with it");
     client
         .execute("UPDATE yizhan_schema SET version = 99", &[])
         .await
@@ -427,4 +456,54 @@ async fn per_destination_places_are_counted_across_nodes() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(got.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_messages_are_removed_in_batches_and_only_at_their_version() {
+    use yizhan_spool::QueueStore;
+    let Some(pg) = Postgres::start() else { return };
+    let a = PgStore::connect(&pg.settings("node-a", MINUTE))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = yizhan_spool::Spool::open(&dir.path().join("spool")).unwrap();
+    // Received and committed by A (small bodies in their rows, one over a chunk), claimed for
+    // their first attempt without a read, then finished together.
+    let mut ids = Vec::new();
+    for n in 0..40 {
+        let mut incoming = spool.create().unwrap();
+        let body = match n {
+            0 => vec![b'x'; CHUNK + 10],
+            _ => format!("Subject: {n}\r\n\r\nhi\r\n").into_bytes(),
+        };
+        incoming.write(&body).unwrap();
+        let id = a
+            .commit_incoming(incoming, envelope(NOW - 1))
+            .await
+            .unwrap();
+        assert!(QueueStore::claim(&a, &id).await.unwrap().is_some());
+        assert_eq!(a.body(&id).await.unwrap(), body);
+        ids.push(id);
+    }
+    // One changed by an operator meanwhile: its removal at the old version must not happen.
+    assert!(a.control(&ids[1], Control::Hold).await.unwrap());
+    for id in &ids {
+        QueueStore::remove_soon(&a, id);
+    }
+    let mut left = usize::MAX;
+    for _ in 0..200 {
+        left = QueueStore::schedule_index(&a).await.unwrap().len();
+        if left == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(left, 1, "all but the changed one removed");
+    assert!(a.load(&ids[1]).await.unwrap().held);
+    assert!(matches!(
+        a.body(&ids[0]).await,
+        Err(SpoolError::NotFound(_))
+    ));
+    // No chunk of the large body is left behind.
+    assert_eq!(a.sweep_orphans(Duration::ZERO).await.unwrap(), 0);
 }

@@ -133,30 +133,12 @@ impl PgStore {
     /// body too, in the same transaction): [`SpoolError::Conflict`] if another node claimed
     /// it since or the message changed.
     pub async fn remove_claimed(&self, id: &QueueId, version: i64) -> Result<(), SpoolError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(db)?;
-        let delete_message = tx
-            .prepare_cached(
-                "DELETE FROM yizhan_messages
-                 WHERE id = $1 AND version = $2 AND (lease_owner = $3 OR lease_owner IS NULL)",
-            )
-            .await
-            .map_err(db)?;
-        let n = tx
-            .execute(&delete_message, &[&id.as_str(), &version, &self.node])
-            .await
-            .map_err(db)?;
-        if n != 1 {
-            return Err(SpoolError::Conflict(id.clone()));
+        let removed =
+            super::removals::remove(&self.pool, &self.node, &[(id.clone(), version)]).await?;
+        match removed.is_empty() {
+            true => Err(SpoolError::Conflict(id.clone())),
+            false => Ok(()),
         }
-        let delete_body = tx
-            .prepare_cached("DELETE FROM yizhan_bodies WHERE id = $1")
-            .await
-            .map_err(db)?;
-        tx.execute(&delete_body, &[&id.as_str()])
-            .await
-            .map_err(db)?;
-        tx.commit().await.map_err(db)
     }
 
     /// An operator's hold or release, from any node, whoever holds the claim: the envelope

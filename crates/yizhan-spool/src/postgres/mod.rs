@@ -4,22 +4,21 @@
 //! | what | how |
 //! | --- | --- |
 //! | the 250 promise | envelope row and body chunks in one transaction, `synchronous_commit = on` |
-//! | bodies | `yizhan_bodies`, in chunks of [`CHUNK`] octets, read back chunk by chunk |
+//! | bodies | one chunk or less in the message's row (most mail: one INSERT, one DELETE); larger ones in `yizhan_bodies`, in chunks of [`CHUNK`] octets, read back chunk by chunk |
+//! | removals | batched: what finished while the last removal ran goes in one statement ([`removals`]) |
 //! | due work | claimed with a lease: `FOR UPDATE SKIP LOCKED`, `lease_owner` = the node, `lease_until` on the database's clock ([`lease`]) |
 //! | outcomes | compare-and-set on `version` and the lease: a node that lost its lease, or raced an operator's change, writes nothing ([`SpoolError::Conflict`]) |
 //! | operators | hold, release, delete from any node: they bump `version`, so the lease holder re-reads |
 //! | schema | embedded migrations under an advisory lock; a newer schema is refused ([`schema`]) |
-//!
-//! Not yet wired into the server: the receiving side and the queue runner still use the
-//! embedded [`Spool`](crate::Spool) (see the issue's notes).
 
 pub mod lease;
 mod queue_store;
+mod removals;
 pub mod schema;
 
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 
 use crate::{Envelope, QueueId, SpoolError};
@@ -119,6 +118,8 @@ pub struct PgStore {
     committed: std::sync::Arc<
         std::sync::Mutex<std::collections::HashMap<QueueId, (Envelope, std::time::Instant)>>,
     >,
+    /// Finished messages on their way out, removed in batches ([`removals`]).
+    removals: tokio::sync::mpsc::UnboundedSender<removals::Removal>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -156,6 +157,7 @@ impl PgStore {
         let mut client = pool.get().await.map_err(db)?;
         schema::migrate(&mut client).await?;
         Ok(PgStore {
+            removals: removals::spawn(pool.clone(), settings.node.clone()),
             pool,
             node: settings.node.clone(),
             lease: settings.lease,
@@ -183,26 +185,30 @@ impl PgStore {
         envelope.id = QueueId::generate();
         envelope.size = body.len() as u64;
         let mut client = self.client().await?;
+        if body.len() <= CHUNK {
+            self.insert_message(&client, &envelope, Some(body), false)
+                .await?;
+            return Ok(envelope);
+        }
         let tx = client.transaction().await.map_err(db)?;
-        let insert_chunk = tx
-            .prepare_cached("INSERT INTO yizhan_bodies (id, chunk, data) VALUES ($1, $2, $3)")
-            .await
-            .map_err(db)?;
+        let insert_chunk = tx.prepare_cached(INSERT_CHUNK).await.map_err(db)?;
         for (n, chunk) in body.chunks(CHUNK).enumerate() {
             let n = i32::try_from(n).map_err(db)?;
             tx.execute(&insert_chunk, &[&envelope.id.as_str(), &n, &chunk])
                 .await
                 .map_err(db)?;
         }
-        self.insert_message(&tx, &envelope, false).await?;
+        self.insert_message(&tx, &envelope, None, false).await?;
         tx.commit().await.map_err(db)?;
         Ok(envelope)
     }
 
-    /// Commits a message received into a local [`Incoming`](crate::Incoming): its body read
+    /// Commits a message received into a local [`Incoming`](crate::Incoming): a small body
+    /// (kept in memory while received) with its envelope in one INSERT; a larger one read
     /// back one chunk at a time (never whole in memory) into the same transaction as its
-    /// envelope; the local copy is deleted afterwards. The id is the one it was received
-    /// under.
+    /// envelope, the local copy deleted afterwards. The id is the one it was received under.
+    /// Claimed by this node from the start: it delivers what it accepted, and another node
+    /// takes the message only if this one dies before finishing it.
     pub async fn commit_incoming(
         &self,
         incoming: crate::Incoming,
@@ -210,15 +216,45 @@ impl PgStore {
     ) -> Result<QueueId, SpoolError> {
         envelope.id = incoming.id().clone();
         envelope.size = incoming.size();
-        let mut reader = tokio::task::spawn_blocking(move || incoming.into_reader())
-            .await
-            .map_err(db)??;
+        match incoming.take_inline() {
+            Ok(body) if body.len() <= CHUNK => {
+                let client = self.client().await?;
+                self.insert_message(&client, &envelope, Some(&body), true)
+                    .await?;
+            }
+            Ok(body) => {
+                self.commit_chunks(std::io::Cursor::new(body), &envelope)
+                    .await?
+            }
+            Err(incoming) => {
+                let reader = tokio::task::spawn_blocking(move || incoming.into_reader())
+                    .await
+                    .map_err(db)??;
+                self.commit_chunks(reader, &envelope).await?;
+            }
+        }
+        self.claims
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(envelope.id.clone(), 0);
+        let id = envelope.id.clone();
+        self.committed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id.clone(), (envelope, std::time::Instant::now()));
+        Ok(id)
+    }
+
+    /// A body read from `reader` one chunk at a time, and its claimed envelope, in one
+    /// transaction.
+    async fn commit_chunks(
+        &self,
+        mut reader: impl std::io::Read + Send + 'static,
+        envelope: &Envelope,
+    ) -> Result<(), SpoolError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
-        let insert_chunk = tx
-            .prepare_cached("INSERT INTO yizhan_bodies (id, chunk, data) VALUES ($1, $2, $3)")
-            .await
-            .map_err(db)?;
+        let insert_chunk = tx.prepare_cached(INSERT_CHUNK).await.map_err(db)?;
         for n in 0i32.. {
             let (back, chunk) = tokio::task::spawn_blocking(move || {
                 use std::io::Read as _;
@@ -240,28 +276,18 @@ impl PgStore {
                 break;
             }
         }
-        // Claimed by this node from the start: it delivers what it accepted, and another
-        // node takes the message only if this one dies before finishing it.
-        self.insert_message(&tx, &envelope, true).await?;
-        tx.commit().await.map_err(db)?;
-        self.claims
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(envelope.id.clone(), 0);
-        let id = envelope.id.clone();
-        self.committed
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(id.clone(), (envelope, std::time::Instant::now()));
-        Ok(id)
+        self.insert_message(&tx, envelope, None, true).await?;
+        tx.commit().await.map_err(db)
     }
 
-    /// A message's row, in the transaction that stores its body; with `claim`, claimed by
-    /// this node from the start (its lease begins at the commit).
+    /// A message's row: with its `body` if that is one chunk or less, else in the transaction
+    /// that stores the chunks; with `claim`, claimed by this node from the start (its lease
+    /// begins at the commit).
     async fn insert_message(
         &self,
-        tx: &deadpool_postgres::Transaction<'_>,
+        client: &impl GenericClient,
         envelope: &Envelope,
+        body: Option<&[u8]>,
         claim: bool,
     ) -> Result<(), SpoolError> {
         let text = serde_json::to_string(envelope).map_err(db)?;
@@ -269,29 +295,32 @@ impl PgStore {
             true => (Some(self.node.as_str()), Some(self.lease.as_secs_f64())),
             false => (None, None),
         };
-        let insert = tx
+        let insert = client
             .prepare_cached(
                 "INSERT INTO yizhan_messages
-                     (id, received_at, size, envelope, next_due, held, lease_owner, lease_until)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, now() + make_interval(secs => $8))",
+                     (id, received_at, size, envelope, next_due, held, lease_owner, lease_until,
+                      body)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, now() + make_interval(secs => $8), $9)",
             )
             .await
             .map_err(db)?;
-        tx.execute(
-            &insert,
-            &[
-                &envelope.id.as_str(),
-                &envelope.received_at,
-                &i64::try_from(envelope.size).unwrap_or(i64::MAX),
-                &text,
-                &envelope.next_due(),
-                &envelope.held,
-                &owner,
-                &lease,
-            ],
-        )
-        .await
-        .map_err(db)?;
+        client
+            .execute(
+                &insert,
+                &[
+                    &envelope.id.as_str(),
+                    &envelope.received_at,
+                    &i64::try_from(envelope.size).unwrap_or(i64::MAX),
+                    &text,
+                    &envelope.next_due(),
+                    &envelope.held,
+                    &owner,
+                    &lease,
+                    &body,
+                ],
+            )
+            .await
+            .map_err(db)?;
         Ok(())
     }
 
@@ -355,18 +384,19 @@ impl PgStore {
         Ok(body)
     }
 
-    /// A body's chunks, in order, on one connection (its size read first).
+    /// A body's chunks, in order, on one connection (its size read first, with the body
+    /// itself when it is kept in the message's row).
     pub(crate) async fn body_chunks(&self, id: &QueueId) -> Result<BodyChunks, SpoolError> {
         let client = self.client().await?;
-        let size: i64 = client
-            .query_opt(
-                "SELECT size FROM yizhan_messages WHERE id = $1",
-                &[&id.as_str()],
-            )
+        let first = client
+            .prepare_cached("SELECT size, body FROM yizhan_messages WHERE id = $1")
+            .await
+            .map_err(db)?;
+        let row = client
+            .query_opt(&first, &[&id.as_str()])
             .await
             .map_err(db)?
-            .ok_or_else(|| SpoolError::NotFound(id.clone()))?
-            .get(0);
+            .ok_or_else(|| SpoolError::NotFound(id.clone()))?;
         let next = client
             .prepare_cached("SELECT data FROM yizhan_bodies WHERE id = $1 AND chunk = $2")
             .await
@@ -375,7 +405,8 @@ impl PgStore {
             client,
             next,
             id: id.clone(),
-            size,
+            size: row.get(0),
+            inline: row.get(1),
             read: 0,
             chunk: 0,
         })
@@ -405,6 +436,8 @@ pub(crate) struct BodyChunks {
     id: QueueId,
     /// The size the envelope row gives.
     pub(crate) size: i64,
+    /// The body kept in the message's row, until read.
+    inline: Option<Vec<u8>>,
     read: i64,
     chunk: i32,
 }
@@ -412,6 +445,10 @@ pub(crate) struct BodyChunks {
 impl BodyChunks {
     /// The next chunk; `None` once the size is read (or the chunks end early).
     pub(crate) async fn next(&mut self) -> Result<Option<Vec<u8>>, SpoolError> {
+        if let Some(body) = self.inline.take() {
+            self.read += body.len() as i64;
+            return Ok(Some(body));
+        }
         if self.read >= self.size {
             return Ok(None);
         }
@@ -441,6 +478,9 @@ impl BodyChunks {
         })
     }
 }
+
+/// Stores one chunk of a body larger than [`CHUNK`].
+const INSERT_CHUNK: &str = "INSERT INTO yizhan_bodies (id, chunk, data) VALUES ($1, $2, $3)";
 
 /// An envelope column parsed, checked against its row's id.
 fn parse(id: &str, text: &str) -> Result<Envelope, SpoolError> {

@@ -341,17 +341,20 @@ impl QueueStore for PgStore {
 
     fn remove_soon(&self, id: &QueueId) {
         // The version now, and the claim forgotten at once: releasing it is the removal's
-        // job (one transaction, not two).
-        let (store, id, version) = (self.clone(), id.clone(), self.claimed_version(id));
-        self.set_claimed(&id, None);
+        // job (one statement, batched with the other removals of the moment).
+        let version = self.claimed_version(id);
+        self.set_claimed(id, None);
+        let queued = match version {
+            Some(version) => self.removals.send((id.clone(), version)).is_ok(),
+            None => false,
+        };
+        if queued {
+            return;
+        }
+        let (store, id) = (self.clone(), id.clone());
         tokio::spawn(async move {
-            let removed = match version {
-                Some(version) => store.remove_claimed(&id, version).await,
-                None => store.delete(&id).await.map(|_| ()),
-            };
-            store.set_claimed(&id, None);
-            if let Err(e) = removed {
-                tracing::warn!(queue_id = %id, error = %e, "removing a finished message failed; it is removed again later");
+            if let Err(e) = store.delete(&id).await {
+                tracing::warn!(queue_id = %id, error = %e, "removing a finished message failed; it stays queued and its next attempt finds it delivered");
             }
         });
     }

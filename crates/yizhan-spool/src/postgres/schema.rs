@@ -10,7 +10,12 @@ use crate::SpoolError;
 const MIGRATION_LOCK: i64 = 0x7969_7a68_616e;
 
 /// Each migration, in order: the schema version after it is its place in this list, plus one.
-const MIGRATIONS: [&str; 1] = [r"
+/// 1: messages and chunked bodies. 2: a body of one chunk or less kept in its message's row
+/// (one INSERT commits a message, one DELETE removes it), and bodies stored uncompressed
+/// (`STORAGE EXTERNAL`: mail is mostly compressed or base64 already, and compressing it in
+/// the database costs CPU on the cluster's one shared machine for little space).
+const MIGRATIONS: [&str; 2] = [
+    r"
     CREATE TABLE yizhan_messages (
         id          text PRIMARY KEY,
         received_at bigint NOT NULL,
@@ -31,7 +36,13 @@ const MIGRATIONS: [&str; 1] = [r"
         created_at timestamptz NOT NULL DEFAULT now(),
         PRIMARY KEY (id, chunk)
     );
-"];
+",
+    r"
+    ALTER TABLE yizhan_messages ADD COLUMN body bytea;
+    ALTER TABLE yizhan_messages ALTER COLUMN body SET STORAGE EXTERNAL;
+    ALTER TABLE yizhan_bodies ALTER COLUMN data SET STORAGE EXTERNAL;
+",
+];
 
 /// The schema version this yizhan writes.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
