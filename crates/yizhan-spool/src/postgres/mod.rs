@@ -11,6 +11,7 @@
 //! | operators | hold, release, delete from any node: they bump `version`, so the lease holder re-reads |
 //! | schema | embedded migrations under an advisory lock; a newer schema is refused ([`schema`]) |
 
+mod fresh;
 pub mod lease;
 mod queue_store;
 mod removals;
@@ -112,12 +113,9 @@ pub struct PgStore {
     lease: Duration,
     /// The version of each message this node has claimed, as last read or written.
     claims: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<QueueId, i64>>>,
-    /// Messages this node committed, claimed from their first moment: their envelope as
-    /// committed and when, for the first attempt (no claim and no read needed while the claim
-    /// taken at commit is surely still this node's).
-    committed: std::sync::Arc<
-        std::sync::Mutex<std::collections::HashMap<QueueId, (Envelope, std::time::Instant)>>,
-    >,
+    /// Messages this node committed, claimed from their first moment, until their first
+    /// attempt ends ([`fresh`]).
+    fresh: std::sync::Arc<fresh::Fresh>,
     /// Finished messages on their way out, removed in batches ([`removals`]).
     removals: tokio::sync::mpsc::UnboundedSender<removals::Removal>,
 }
@@ -162,7 +160,7 @@ impl PgStore {
             node: settings.node.clone(),
             lease: settings.lease,
             claims: Default::default(),
-            committed: Default::default(),
+            fresh: Default::default(),
         })
     }
 
@@ -216,32 +214,32 @@ impl PgStore {
     ) -> Result<QueueId, SpoolError> {
         envelope.id = incoming.id().clone();
         envelope.size = incoming.size();
-        match incoming.take_inline() {
+        let kept = match incoming.take_inline() {
             Ok(body) if body.len() <= CHUNK => {
                 let client = self.client().await?;
                 self.insert_message(&client, &envelope, Some(&body), true)
                     .await?;
+                Some(body)
             }
             Ok(body) => {
                 self.commit_chunks(std::io::Cursor::new(body), &envelope)
-                    .await?
+                    .await?;
+                None
             }
             Err(incoming) => {
                 let reader = tokio::task::spawn_blocking(move || incoming.into_reader())
                     .await
                     .map_err(db)??;
                 self.commit_chunks(reader, &envelope).await?;
+                None
             }
-        }
+        };
         self.claims
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(envelope.id.clone(), 0);
         let id = envelope.id.clone();
-        self.committed
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(id.clone(), (envelope, std::time::Instant::now()));
+        self.fresh.insert(envelope, kept);
         Ok(id)
     }
 

@@ -36,12 +36,7 @@ impl PgStore {
     /// as it starts within half the lease (a node with a long backlog claims again, so it
     /// never works on a claim that may have expired).
     async fn claim_one(&self, id: &QueueId) -> Result<Option<Envelope>, SpoolError> {
-        let fresh = self
-            .committed
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(id);
-        if let Some((envelope, at)) = fresh
+        if let Some((envelope, at)) = self.fresh.take_envelope(id)
             && at.elapsed() < self.lease / 2
             && self.claimed_version(id).is_some()
         {
@@ -66,6 +61,8 @@ impl PgStore {
                 Ok(Some(envelope))
             }
             None => {
+                // Not this node's to attempt (or gone): its first attempt is not here.
+                self.fresh.forget(id);
                 let exists = client
                     .query_opt(
                         "SELECT 1 FROM yizhan_messages WHERE id = $1",
@@ -112,10 +109,14 @@ impl PgStore {
         Ok(None)
     }
 
-    /// A body to deliver: in memory when it is one chunk at most; else copied chunk by chunk
+    /// A body to deliver: the copy kept since this node received it (its first attempt), or
+    /// from the database: in memory when it is one chunk at most; else copied chunk by chunk
     /// into an anonymous temporary file (gone when closed), so a large message is never held
     /// whole in memory.
     async fn open_body_bounded(&self, id: &QueueId) -> Result<Body, SpoolError> {
+        if let Some(body) = self.fresh.body(id) {
+            return Ok(Body::Inline(Cursor::new(body)));
+        }
         let mut chunks = self.body_chunks(id).await?;
         if chunks.size <= CHUNK as i64 {
             let body = chunks.next().await?.unwrap_or_default();
@@ -223,6 +224,7 @@ impl PgStore {
     }
 
     async fn remove_any(&self, id: &QueueId) -> Result<(), SpoolError> {
+        self.fresh.forget(id);
         let result = match self.claimed_version(id) {
             Some(version) => self.remove_claimed(id, version).await,
             None => self.delete(id).await.map(|_| ()),
@@ -344,6 +346,7 @@ impl QueueStore for PgStore {
         // job (one statement, batched with the other removals of the moment).
         let version = self.claimed_version(id);
         self.set_claimed(id, None);
+        self.fresh.forget(id);
         let queued = match version {
             Some(version) => self.removals.send((id.clone(), version)).is_ok(),
             None => false,
@@ -389,10 +392,7 @@ impl QueueStore for PgStore {
 
     fn unclaim<'a>(&'a self, id: &'a QueueId) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            self.committed
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .remove(id);
+            self.fresh.forget(id);
             // Removed meanwhile (or lost): nothing to release.
             if self.claimed_version(id).is_none() {
                 return Ok(());
