@@ -302,3 +302,73 @@ tls = "none"
         assert "transaction done" in nodes[1].log()
     finally:
         sink.close()
+
+
+def test_operators_work_on_the_shared_queue_from_any_node(server_factory, postgres):
+    """A message node 1 accepted and could not deliver (its next hop is down) is listed,
+    shown, held, released and flushed from node 2; once the next hop is up, the flush from
+    node 2 delivers it once and the queue ends empty. A second one is deleted from node 2."""
+    hop = free_port("127.0.0.1")
+    nodes = [
+        server_factory(name=f"node{i + 1}", smtp={"relay_networks": ["127.0.0.0/8"]},
+                       extra=f"""
+[store]
+kind = "postgres"
+url = "{postgres.url}"
+node = "node-{i + 1}"
+lease = "10s"
+scan_interval = "1s"
+
+[queue]
+retry_initial = "1h"
+
+[[smarthost]]
+domain = "sink.example"
+host = "127.0.0.1"
+port = {hop}
+tls = "none"
+""")
+        for i in range(2)
+    ]
+
+    def queue(node, *args):
+        done = subprocess.run([str(node.binary), "queue", *args, "--config", str(node.config)],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    for subject in ("kept", "deleted"):
+        with smtplib.SMTP("127.0.0.1", nodes[0].port, timeout=IO_TIMEOUT) as s:
+            s.sendmail("sender@client.example", [f"{subject}@sink.example"],
+                       f"Subject: {subject}\r\n\r\nfrom node 1\r\n".encode())
+    wait_until(lambda: postgres.sql(
+        "SELECT count(*) FROM yizhan_messages WHERE lease_owner IS NULL") == "2",
+        30, "both attempts to end deferred\n" + nodes[0].log()[-3000:])
+
+    import json
+    listed = json.loads(queue(nodes[1], "list", "--json"))
+    listed = listed["messages"] if isinstance(listed, dict) else listed
+    ids = {m["recipients"][0]["address"].split("@")[0]: m["id"] for m in listed}
+    assert sorted(ids) == ["deleted", "kept"], listed
+    assert "Subject: kept" in queue(nodes[1], "show", ids["kept"])
+    queue(nodes[1], "hold", ids["kept"])
+    assert postgres.sql(f"SELECT held FROM yizhan_messages WHERE id = '{ids['kept']}'") == "t"
+    queue(nodes[1], "delete", ids["deleted"])
+    assert postgres.sql("SELECT count(*) FROM yizhan_messages") == "1"
+    queue(nodes[1], "release", ids["kept"])
+    assert postgres.sql(f"SELECT held FROM yizhan_messages WHERE id = '{ids['kept']}'") == "f"
+
+    # The next hop comes up; the flush from node 2 delivers the message now, not in an hour.
+    sink = server_factory(name="sink", extra=f"""
+[[listener]]
+address = "127.0.0.1:{hop}"
+kind = "smtp"
+
+[[domain]]
+name = "sink.example"
+""")
+    queue(nodes[1], "flush", ids["kept"])
+    wait_until(lambda: postgres.sql("SELECT count(*) FROM yizhan_messages") == "0", 30,
+               "the flushed message to be delivered\n" + nodes[1].log()[-3000:])
+    got = subjects(sink.all_delivered())
+    assert got == ["kept"], got
