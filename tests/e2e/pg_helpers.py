@@ -22,7 +22,9 @@ def binaries() -> Path | None:
 
 
 class Postgres:
-    def __init__(self, root: Path):
+    """`tls` = (certificate, key) files: TLS on, with that certificate."""
+
+    def __init__(self, root: Path, tls: tuple[Path, Path] | None = None):
         self.bin = binaries()
         if self.bin is None:
             pytest.skip("PostgreSQL is not installed")
@@ -40,6 +42,15 @@ class Postgres:
         self.data = root / "data"
         self.run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
         options = f"-p {self.port} -k {root} -c listen_addresses=127.0.0.1"
+        if tls is not None:
+            cert, key = root / "server.crt", root / "server.key"
+            shutil.copyfile(tls[0], cert)
+            shutil.copyfile(tls[1], key)
+            key.chmod(0o600)
+            if os.geteuid() == 0:
+                for f in (cert, key):
+                    shutil.chown(f, "postgres", "postgres")
+            options += f" -c ssl=on -c ssl_cert_file={cert} -c ssl_key_file={key}"
         self.run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(root / "log"), "-w",
                  "start")
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from ca_helpers import make_ca_and_leaf
 from conftest import HOSTNAME
 from postfix_helpers import POSTFIX, Postfix
 from tls_helpers import PASSWORD, USER, TlsServer
@@ -34,24 +35,6 @@ def card(done: subprocess.CompletedProcess) -> dict[str, dict]:
 
 def outcomes(done: subprocess.CompletedProcess) -> dict[str, str]:
     return {k: c["outcome"] for k, c in card(done).items()}
-
-
-def make_ca_and_leaf(directory: Path, name: str) -> tuple[Path, Path, Path]:
-    """A private CA and a server certificate it signed for `name` (CA:FALSE, with a SAN)."""
-    ca_key, ca = directory / "ca.key", directory / "ca.pem"
-    key, csr, cert = directory / "leaf.key", directory / "leaf.csr", directory / "leaf.pem"
-    ext = directory / "leaf.ext"
-    ext.write_text(f"basicConstraints=CA:FALSE\nsubjectAltName=DNS:{name}\n"
-                   "extendedKeyUsage=serverAuth\n")
-    run = lambda *a: subprocess.run(a, check=True, capture_output=True, timeout=60)  # noqa: E731
-    run("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-        "-nodes", "-keyout", str(ca_key), "-out", str(ca), "-days", "30",
-        "-subj", "/CN=yizhan probe test CA")
-    run("openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-        "-nodes", "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={name}")
-    run("openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
-        "-CAcreateserial", "-out", str(cert), "-days", "30", "-extfile", str(ext))
-    return ca, cert, key
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ import smtplib
 import subprocess
 
 from conftest import DELIVERY_TIMEOUT, IO_TIMEOUT, assert_delivered, wait_until
-from pg_helpers import postgres  # noqa: F401
+from ca_helpers import make_ca_and_leaf
+from pg_helpers import Postgres, postgres  # noqa: F401
 
 
 def on_postgres(server_factory, pg, tmp_path, start=True):
@@ -84,3 +85,47 @@ def test_a_node_killed_after_the_250_delivers_when_it_returns(server_factory, po
     assert b"kept by PostgreSQL" in mail.read_bytes()
     wait_until(lambda: postgres.sql("SELECT count(*) FROM yizhan_messages") == "0",
                DELIVERY_TIMEOUT, "the database queue to empty")
+
+
+def test_the_database_is_reached_over_tls_and_its_certificate_verified(server_factory, yizhan_bin,
+                                                                      tmp_path):
+    """`sslmode=require` with the database's CA in `[store] ca_file`: the node's connections
+    are encrypted (PostgreSQL's own `pg_stat_ssl` says so) and mail goes through; without the
+    CA the node refuses to start, saying why and what to do, once."""
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    ca, cert, key = make_ca_and_leaf(certs, "127.0.0.1", san="IP:127.0.0.1")
+    pg = Postgres(tmp_path / "pg", tls=(cert, key))
+    try:
+        url = f"{pg.url}?sslmode=require"
+        srv = server_factory(extra=f"""
+[store]
+kind = "postgres"
+url = "{url}"
+ca_file = "{ca}"
+node = "node-tls"
+""")
+        assert "tls required, verified against system authorities + 1 from ca_file" in srv.log()
+        with smtplib.SMTP("127.0.0.1", srv.port, timeout=IO_TIMEOUT) as s:
+            s.sendmail("sender@client.example", ["user@test.example"],
+                       b"Subject: tls\r\n\r\nover an encrypted queue\r\n")
+        [mail] = srv.wait_mail("user@test.example")
+        assert b"over an encrypted queue" in mail.read_bytes()
+        encrypted = pg.sql("SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a "
+                           "USING (pid) WHERE a.application_name = 'yizhan node-tls' AND s.ssl")
+        clear = pg.sql("SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a "
+                       "USING (pid) WHERE a.application_name = 'yizhan node-tls' AND NOT s.ssl")
+        assert int(encrypted) >= 1 and clear == "0", (encrypted, clear)
+        srv.stop()
+
+        # Without the CA: not trusted, the node does not start, and says what to do.
+        config = tmp_path / "untrusted.toml"
+        config.write_text(srv.config.read_text().replace(f'ca_file = "{ca}"\n', ""))
+        done = subprocess.run([str(yizhan_bin), "serve", "--config", str(config)],
+                              capture_output=True, text=True, timeout=60)
+        out = done.stdout + done.stderr
+        assert done.returncode != 0, out
+        assert "invalid peer certificate" in out and "[store] ca_file" in out, out
+        assert out.count("invalid peer certificate") == 1, out
+    finally:
+        pg.stop()

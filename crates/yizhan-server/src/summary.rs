@@ -176,12 +176,13 @@ pub fn summary(settings: &Settings) -> Vec<String> {
             lines.push("store: embedded (data_dir/spool)".to_owned());
         }
         crate::settings::StoreSettings::Postgres(pg) => lines.push(format!(
-            "store: postgres {} (node {}, pool {}, lease {}s, statement timeout {}s, password {})",
+            "store: postgres {} (node {}, pool {}, lease {}s, statement timeout {}s, {}, password {})",
             yizhan_spool::postgres::redacted(&pg.url),
             pg.node,
             pg.pool_size,
             pg.lease.as_secs(),
             pg.statement_timeout.as_secs(),
+            yizhan_spool::postgres::describe_tls(&pg.url, pg.ca_certificates.len()),
             if pg.password.is_some() || yizhan_spool::postgres::redacted(&pg.url) != pg.url {
                 "set (redacted)"
             } else {

@@ -50,6 +50,12 @@ fn run(bin: &Path, tool: &str, args: &[&str]) {
 
 impl Postgres {
     fn start() -> Option<Postgres> {
+        Postgres::start_with(|_| String::new())
+    }
+
+    /// Started with more server options, which `options` may write files for (in the
+    /// server's directory, given; owned by the server's account).
+    fn start_with(options: impl FnOnce(&Path) -> String) -> Option<Postgres> {
         let Some(bin) = binaries() else {
             eprintln!("skipped: PostgreSQL is not installed (/usr/lib/postgresql/*/bin)");
             return None;
@@ -75,7 +81,16 @@ impl Postgres {
             "initdb",
             &["-D", data_s, "-A", "trust", "-U", "postgres", "--no-sync"],
         );
-        let options = format!("-p {port} -k {dir_s} -c listen_addresses=127.0.0.1");
+        let more = options(dir.path());
+        if rustix::process::geteuid().is_root() {
+            let status = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+        let options = format!("-p {port} -k {dir_s} -c listen_addresses=127.0.0.1 {more}");
         let log = dir.path().join("log");
         run(
             &bin,
@@ -103,6 +118,7 @@ impl Postgres {
             node: node.into(),
             lease,
             scan_interval: Duration::from_secs(30),
+            ca_certificates: Vec::new(),
         }
     }
 }
@@ -506,4 +522,95 @@ async fn finished_messages_are_removed_in_batches_and_only_at_their_version() {
     ));
     // No chunk of the large body is left behind.
     assert_eq!(a.sweep_orphans(Duration::ZERO).await.unwrap(), 0);
+}
+
+/// A test CA, and a certificate it signed for 127.0.0.1 and localhost (PEM, with its key).
+fn certificates() -> (rustls::pki_types::CertificateDer<'static>, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    (ca.der().clone(), cert.pem(), key.serialize_pem())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_to_the_database_are_encrypted_and_the_server_verified() {
+    let (ca, cert, key) = certificates();
+    let Some(pg) = Postgres::start_with(|dir| {
+        std::fs::write(dir.join("server.crt"), &cert).unwrap();
+        std::fs::write(dir.join("server.key"), &key).unwrap();
+        let mode = std::os::unix::fs::PermissionsExt::from_mode(0o600);
+        std::fs::set_permissions(dir.join("server.key"), mode).unwrap();
+        format!(
+            "-c ssl=on -c ssl_cert_file={0}/server.crt -c ssl_key_file={0}/server.key",
+            dir.display()
+        )
+    }) else {
+        return;
+    };
+    let plain = pg.settings("node-a", MINUTE);
+    let settings = |sslmode: &str, trusted: bool| PgSettings {
+        url: format!("{}?sslmode={sslmode}", plain.url),
+        ca_certificates: if trusted {
+            vec![ca.clone()]
+        } else {
+            Vec::new()
+        },
+        ..plain.clone()
+    };
+
+    // Trusted (the CA from ca_file): the node's connections are TLS, and mail goes through.
+    let mut stores = Vec::new();
+    for mode in ["require", "prefer"] {
+        let store = PgStore::connect(&settings(mode, true)).await.unwrap();
+        let stored = store.enqueue(b"over TLS", envelope(NOW)).await.unwrap();
+        assert_eq!(store.body(&stored.id).await.unwrap(), b"over TLS");
+        stores.push(store);
+    }
+    let (client, conn) = tokio_postgres::connect(&plain.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let encrypted: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+             WHERE s.ssl AND a.application_name = 'yizhan node-a'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(encrypted >= 1, "no encrypted connection of node-a");
+
+    // Not trusted: refused, with what to do, whether TLS is required or only preferred.
+    for mode in ["require", "prefer"] {
+        match PgStore::connect(&settings(mode, false)).await {
+            Err(SpoolError::Database(text)) => {
+                assert!(text.contains("certificate"), "{text}");
+                assert!(text.contains("ca_file"), "{text}");
+            }
+            other => panic!("{mode}: {other:?}"),
+        }
+    }
+    // Turned off on purpose: clear text.
+    PgStore::connect(&settings("disable", false)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_required_of_a_server_without_it_is_refused() {
+    let Some(pg) = Postgres::start() else { return };
+    let mut settings = pg.settings("node-a", MINUTE);
+    settings.url.push_str("?sslmode=require");
+    let e = PgStore::connect(&settings).await.unwrap_err();
+    assert!(e.to_string().to_lowercase().contains("tls"), "{e}");
+    // Preferred, it is clear text with a server that has none.
+    settings.url = settings.url.replace("require", "prefer");
+    PgStore::connect(&settings).await.unwrap();
 }

@@ -3,4 +3,5 @@
 //! `tests/dialogs.rs`) read the same TOML into the same [`yizhan_server::settings::Settings`].
 #![forbid(unsafe_code)]
 
+pub mod ca_file;
 pub mod config;

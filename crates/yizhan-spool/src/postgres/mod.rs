@@ -16,11 +16,15 @@ pub mod lease;
 mod queue_store;
 mod removals;
 pub mod schema;
+mod tls;
+
+pub use tls::describe as describe_tls;
 
 use std::time::Duration;
 
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
+use tokio_postgres::config::SslMode;
 
 use crate::{Envelope, QueueId, SpoolError};
 
@@ -46,6 +50,8 @@ pub struct PgSettings {
     /// How often a node reads the whole queue, for messages the other nodes accepted and
     /// did not finish (a node that died).
     pub scan_interval: Duration,
+    /// Authorities trusted for the server's certificate besides the system's (`ca_file`).
+    pub ca_certificates: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
 
 impl std::fmt::Debug for PgSettings {
@@ -58,6 +64,7 @@ impl std::fmt::Debug for PgSettings {
             .field("node", &self.node)
             .field("lease", &self.lease)
             .field("scan_interval", &self.scan_interval)
+            .field("ca_certificates", &self.ca_certificates.len())
             .finish()
     }
 }
@@ -105,6 +112,15 @@ pub(crate) fn db(e: impl std::error::Error) -> SpoolError {
     SpoolError::Database(text)
 }
 
+/// A connection from the pool; a failure to make one is the database's own error
+/// ("error connecting to server: Connection refused"), without the pool's wrapping.
+pub(crate) async fn connection(pool: &Pool) -> Result<deadpool_postgres::Object, SpoolError> {
+    pool.get().await.map_err(|e| match e {
+        deadpool_postgres::PoolError::Backend(e) => db(e),
+        other => db(other),
+    })
+}
+
 /// The shared queue.
 #[derive(Clone)]
 pub struct PgStore {
@@ -140,19 +156,23 @@ impl PgStore {
             "-c synchronous_commit=on -c statement_timeout={timeout_ms}"
         ));
         config.application_name(format!("yizhan {}", settings.node));
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match config.get_ssl_mode() {
+            SslMode::Disable => Manager::from_config(config, NoTls, manager_config),
+            _ => Manager::from_config(
+                config,
+                tls::connector(&settings.ca_certificates)?,
+                manager_config,
+            ),
+        };
         let pool = Pool::builder(manager)
             .max_size(settings.pool_size.max(1))
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(db)?;
-        let mut client = pool.get().await.map_err(db)?;
+        let mut client = connection(&pool).await.map_err(tls::explained)?;
         schema::migrate(&mut client).await?;
         Ok(PgStore {
             removals: removals::spawn(pool.clone(), settings.node.clone()),
@@ -170,7 +190,7 @@ impl PgStore {
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, SpoolError> {
-        self.pool.get().await.map_err(db)
+        connection(&self.pool).await
     }
 
     /// Queues a message: its body (in chunks) and its envelope in one transaction, committed
@@ -518,6 +538,7 @@ mod tests {
             node: "n1".into(),
             lease: Duration::from_secs(60),
             scan_interval: Duration::from_secs(30),
+            ca_certificates: Vec::new(),
         };
         let shown = format!("{settings:?}");
         assert!(

@@ -65,7 +65,7 @@ pub(super) async fn remove(
     sorted.sort_by(|a, b| a.0.cmp(&b.0));
     let ids: Vec<&str> = sorted.iter().map(|(id, _)| id.as_str()).collect();
     let versions: Vec<i64> = sorted.iter().map(|(_, v)| *v).collect();
-    let client = pool.get().await.map_err(db)?;
+    let client = super::connection(pool).await?;
     let statement = client.prepare_cached(REMOVE).await.map_err(db)?;
     let rows = client
         .query(&statement, &[&ids, &versions, &node])

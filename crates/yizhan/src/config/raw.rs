@@ -63,6 +63,7 @@ pub(super) struct RawStore {
     pub(super) node: Option<Spanned<String>>,
     pub(super) lease: Option<Spanned<DurationValue>>,
     pub(super) scan_interval: Option<Spanned<DurationValue>>,
+    pub(super) ca_file: Option<Spanned<String>>,
 }
 
 /// `[record]`.

@@ -33,6 +33,7 @@ impl RawConfig {
                         raw.password_file.as_ref().map(|s| s.span().start),
                     ),
                     ("node", raw.node.as_ref().map(|s| s.span().start)),
+                    ("ca_file", raw.ca_file.as_ref().map(|s| s.span().start)),
                 ] {
                     if let Some(at) = given {
                         v.problem(
@@ -104,6 +105,16 @@ impl RawConfig {
             true,
             DEFAULT_SCAN_INTERVAL,
         );
+        let ca_certificates = match &raw.ca_file {
+            Some(path) => match crate::ca_file::load(std::path::Path::new(path.get_ref())) {
+                Ok(certs) => certs,
+                Err(reason) => {
+                    v.problem("store.ca_file", Some(path.span().start), reason);
+                    return None;
+                }
+            },
+            None => Vec::new(),
+        };
         let node = raw
             .node
             .as_ref()
@@ -116,6 +127,7 @@ impl RawConfig {
             node,
             lease,
             scan_interval,
+            ca_certificates,
         })
     }
 }

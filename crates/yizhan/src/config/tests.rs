@@ -496,6 +496,16 @@ fn each_validation_rule() {
             "cannot read /nonexistent/pw",
         ),
         (
+            "[store]\nkind = \"postgres\"\nurl = \"postgres://db/x\"\nca_file = \"/nonexistent/ca.pem\"".into(),
+            "store.ca_file",
+            "cannot read /nonexistent/ca.pem",
+        ),
+        (
+            "[store]\nca_file = \"/etc/ssl/db-ca.pem\"".into(),
+            "store.ca_file",
+            "only for kind = \"postgres\"",
+        ),
+        (
             "[[domain]]\nname = \"a.example\"\ndeliver = \"mbox\"".into(),
             "domain[0].deliver",
             "unknown delivery \"mbox\"",

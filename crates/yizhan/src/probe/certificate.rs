@@ -7,7 +7,6 @@ use std::path::Path;
 
 use rustls::RootCertStore;
 use rustls::client::{verify_server_cert_signed_by_trust_anchor, verify_server_name};
-use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::ParsedCertificate;
 
@@ -40,19 +39,7 @@ pub fn roots(ca_file: Option<&Path>) -> Result<RootCertStore, String> {
     let found = rustls_native_certs::load_native_certs();
     roots.add_parsable_certificates(found.certs);
     if let Some(path) = ca_file {
-        let certs = CertificateDer::pem_file_iter(path)
-            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        if certs.is_empty() {
-            return Err(format!("{}: no CERTIFICATE block found", path.display()));
-        }
-        let (_, ignored) = roots.add_parsable_certificates(certs);
-        if ignored > 0 {
-            return Err(format!(
-                "{}: {ignored} certificate(s) cannot be used as an authority",
-                path.display()
-            ));
-        }
+        roots.add_parsable_certificates(yizhan::ca_file::load(path)?);
     }
     Ok(roots)
 }
