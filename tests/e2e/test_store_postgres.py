@@ -33,6 +33,8 @@ def test_messages_go_through_the_database(server_factory, postgres, tmp_path):
     srv = on_postgres(server_factory, postgres, tmp_path)
     assert "shared queue on PostgreSQL" in srv.log()
     assert "not-needed-with-trust" not in srv.log()
+    # sslmode unset (prefer) and a server without TLS: said once, at start.
+    assert srv.log().count("queue database are in clear text") == 1, srv.log()
     big = b"Subject: big\r\n\r\n" + b"".join(b"line %07d of a long message\r\n" % i
                                                 for i in range(30000))
     with smtplib.SMTP("127.0.0.1", srv.port, timeout=IO_TIMEOUT) as s:
@@ -106,6 +108,7 @@ ca_file = "{ca}"
 node = "node-tls"
 """)
         assert "tls required, verified against system authorities + 1 from ca_file" in srv.log()
+        assert "in clear text" not in srv.log()
         with smtplib.SMTP("127.0.0.1", srv.port, timeout=IO_TIMEOUT) as s:
             s.sendmail("sender@client.example", ["user@test.example"],
                        b"Subject: tls\r\n\r\nover an encrypted queue\r\n")

@@ -347,13 +347,16 @@ impl QueueStore for PgStore {
         let version = self.claimed_version(id);
         self.set_claimed(id, None);
         self.fresh.forget(id);
-        let queued = match version {
-            Some(version) => self.removals.send((id.clone(), version)).is_ok(),
-            None => false,
-        };
-        if queued {
+        if let Some(version) = version {
+            if self.removals.send((id.clone(), version)).is_err() {
+                // The removal task is gone (the runtime is shutting down): this one alone,
+                // with the same checks.
+                let (store, id) = (self.clone(), id.clone());
+                tokio::spawn(async move { store.remove_claimed(&id, version).await });
+            }
             return;
         }
+        // Not claimed by this node (an operator's removal): as an operator deletes.
         let (store, id) = (self.clone(), id.clone());
         tokio::spawn(async move {
             if let Err(e) = store.delete(&id).await {

@@ -18,6 +18,11 @@ pub(super) type Removal = (QueueId, i64);
 /// At most this many messages in one removal.
 const BATCH: usize = 256;
 
+/// A removal that fails (a connection reset, a statement timeout) is tried this many times in
+/// all, this long apart times the try's number, before its messages are left to their leases.
+const TRIES: u32 = 3;
+const RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Removes each message at its version if this node holds it or no one does (another node
 /// that claimed it since, or an operator's change, keeps it), with its chunks if it has any,
 /// all in one statement; the ids removed.
@@ -38,14 +43,22 @@ pub(super) fn spawn(pool: Pool, node: String) -> mpsc::UnboundedSender<Removal> 
     tokio::spawn(async move {
         let mut batch = Vec::with_capacity(BATCH);
         while receiver.recv_many(&mut batch, BATCH).await > 0 {
-            match remove(&pool, &node, &batch).await {
+            let mut result = remove(&pool, &node, &batch).await;
+            for try_number in 1..TRIES {
+                if result.is_ok() {
+                    break;
+                }
+                tokio::time::sleep(RETRY_DELAY * try_number).await;
+                result = remove(&pool, &node, &batch).await;
+            }
+            match result {
                 Ok(removed) => {
                     for (id, _) in batch.iter().filter(|(id, _)| !removed.contains(id)) {
                         tracing::warn!(queue_id = %id, "a finished message changed or was claimed by another node before its removal; it stays queued");
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(messages = batch.len(), error = %e, "removing finished messages failed; each stays queued and its next attempt finds it delivered");
+                    tracing::warn!(messages = batch.len(), error = %e, tries = TRIES, "removing finished messages failed; each stays queued, and its next attempt (once its lease ends) finds it delivered or delivers it again");
                 }
             }
             batch.clear();

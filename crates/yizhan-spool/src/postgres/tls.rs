@@ -58,3 +58,33 @@ pub fn describe(url: &str, extra_authorities: usize) -> String {
         _ => format!("tls when the server offers it, verified against {authorities}"),
     }
 }
+
+/// Whether connections made with `config` may end up in clear text without an error:
+/// `sslmode=prefer` (the default) over TCP, to a server that offers no TLS.
+pub(super) fn may_fall_back_to_clear_text(config: &tokio_postgres::Config) -> bool {
+    config.get_ssl_mode() == tokio_postgres::config::SslMode::Prefer
+        && config
+            .get_hosts()
+            .iter()
+            .all(|h| matches!(h, tokio_postgres::config::Host::Tcp(_)))
+}
+
+/// Says so, once at start, when the connection `client` is on is in clear text: someone on
+/// the path may read every message (and a password sent in clear), or may have stripped the
+/// server's offer of TLS.
+pub(super) async fn warn_if_clear_text(client: &tokio_postgres::Client) {
+    let encrypted = client
+        .query_opt(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .ok()
+        .flatten()
+        .map(|row| row.get::<_, bool>(0));
+    if encrypted == Some(false) {
+        tracing::warn!(
+            "the connections to the queue database are in clear text (the server offered no TLS): mail and credentials cross the network readable; sslmode=require in [store] url refuses clear text, sslmode=disable says it is meant"
+        );
+    }
+}
