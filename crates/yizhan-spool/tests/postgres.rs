@@ -614,3 +614,57 @@ async fn tls_required_of_a_server_without_it_is_refused() {
     settings.url = settings.url.replace("require", "prefer");
     PgStore::connect(&settings).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_skips_what_another_holds_or_is_claiming() {
+    use yizhan_spool::QueueStore;
+    let Some(pg) = Postgres::start() else { return };
+    let a = PgStore::connect(&pg.settings("node-a", MINUTE))
+        .await
+        .unwrap();
+    let b = PgStore::connect(&pg.settings("node-b", MINUTE))
+        .await
+        .unwrap();
+    // Received by A: claimed by A from its commit, so not in B's schedule at all.
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = yizhan_spool::Spool::open(&dir.path().join("spool")).unwrap();
+    let mut incoming = spool.create().unwrap();
+    incoming.write(b"Subject: a's\r\n\r\nhi\r\n").unwrap();
+    let ours = a
+        .commit_incoming(incoming, envelope(NOW - 1))
+        .await
+        .unwrap();
+    let free = a.enqueue(b"free", envelope(NOW - 1)).await.unwrap();
+    let seen: Vec<QueueId> = QueueStore::schedule_index(&b)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(id, _, _)| id)
+        .collect();
+    assert_eq!(seen, vec![free.id.clone()], "A's claim is A's to finish");
+    assert_eq!(QueueStore::schedule_index(&a).await.unwrap().len(), 2);
+    assert!(
+        QueueStore::claim(&b, &ours).await.unwrap().is_none(),
+        "nor can B claim it"
+    );
+
+    // A row another session is claiming (locked) is skipped at once, not waited for.
+    let (client, conn) =
+        tokio_postgres::connect(&pg.settings("x", MINUTE).url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    client
+        .batch_execute(&format!(
+            "BEGIN; SELECT 1 FROM yizhan_messages WHERE id = '{}' FOR UPDATE",
+            free.id
+        ))
+        .await
+        .unwrap();
+    let claimed = tokio::time::timeout(Duration::from_secs(5), QueueStore::claim(&b, &free.id))
+        .await
+        .expect("a locked row is skipped, not waited for");
+    assert!(claimed.unwrap().is_none());
+    client.batch_execute("ROLLBACK").await.unwrap();
+    assert!(QueueStore::claim(&b, &free.id).await.unwrap().is_some());
+}

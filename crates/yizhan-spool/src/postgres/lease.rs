@@ -34,7 +34,8 @@ impl PgStore {
 
     /// Claims up to `limit` due messages (not held, `next_due <= now`, not leased by a live
     /// claim): the longest due first; rows another node is claiming right now are skipped,
-    /// not waited for.
+    /// not waited for. The paged form of the claim; the runner claims each message by id as
+    /// it falls due (`QueueStore::claim`), since its scan already knows every due time.
     pub async fn claim_due(&self, now: i64, limit: usize) -> Result<Vec<Claimed>, SpoolError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = self

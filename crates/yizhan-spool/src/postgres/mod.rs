@@ -429,12 +429,18 @@ impl PgStore {
         rows.iter().map(|r| parse(r.get(0), r.get(1))).collect()
     }
 
-    /// Every message's id, earliest pending attempt and hold (the index columns only).
+    /// Every message's id, earliest pending attempt and hold (the index columns only), but
+    /// those another node holds a live claim on: that node is delivering them, and they come
+    /// back in a later scan if its claim ends unfinished (the node died).
     pub async fn schedule_index(&self) -> Result<Vec<(QueueId, Option<i64>, bool)>, SpoolError> {
         let rows = self
             .client()
             .await?
-            .query("SELECT id, next_due, held FROM yizhan_messages", &[])
+            .query(
+                "SELECT id, next_due, held FROM yizhan_messages
+                 WHERE lease_until IS NULL OR lease_until < now() OR lease_owner = $1",
+                &[&self.node],
+            )
             .await
             .map_err(db)?;
         Ok(rows

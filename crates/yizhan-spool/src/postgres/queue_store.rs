@@ -31,7 +31,8 @@ impl PgStore {
         };
     }
 
-    /// Claims one message by id (free, lease expired, or already this node's). A message
+    /// Claims one message by id (free, lease expired, or already this node's), skipping it,
+    /// not waiting, while another node is claiming or writing it (`SKIP LOCKED`). A message
     /// this node just committed is claimed already: its first attempt reads nothing, as long
     /// as it starts within half the lease (a node with a long backlog claims again, so it
     /// never works on a claim that may have expired).
@@ -47,8 +48,11 @@ impl PgStore {
             .query_opt(
                 "UPDATE yizhan_messages
                  SET lease_owner = $2, lease_until = now() + make_interval(secs => $3)
-                 WHERE id = $1
-                   AND (lease_until IS NULL OR lease_until < now() OR lease_owner = $2)
+                 WHERE id = (SELECT id FROM yizhan_messages
+                             WHERE id = $1
+                               AND (lease_until IS NULL OR lease_until < now()
+                                    OR lease_owner = $2)
+                             FOR UPDATE SKIP LOCKED)
                  RETURNING envelope, version",
                 &[&id.as_str(), &self.node, &self.lease.as_secs_f64()],
             )
