@@ -47,11 +47,23 @@ service lmtp {{
 """
 
 
+QUOTA_CONF = """\
+mail_plugins = $mail_plugins quota
+plugin {{
+  quota = count:User quota
+  quota_vsizes = yes
+}}
+quota_full_tempfail = {tempfail}
+"""
+
+
 class Dovecot:
     """A private Dovecot with LMTP on {root}/run/lmtp and 127.0.0.1:port; only `users`
-    exist in it."""
+    exist in it. `quotas` gives users a quota rule (`*:storage=1B`: full at once); over it,
+    a delivery fails after DATA with 452 4.2.2 (`quota_tempfail`) or 552 5.2.2."""
 
-    def __init__(self, root: Path, users: tuple[str, ...] = ("alice@store.example",)):
+    def __init__(self, root: Path, users: tuple[str, ...] = ("alice@store.example",),
+                 quotas: dict[str, str] | None = None, quota_tempfail: bool = True):
         self.root = root
         self.port = free_port("127.0.0.1")
         for d in ("run", "state", "mail", "home"):
@@ -65,10 +77,13 @@ class Dovecot:
             mode = parent.stat().st_mode
             if not mode & 0o001:
                 os.chmod(parent, mode | 0o001)
-        (root / "users").write_text("".join(
-            f"{u}::65534:65534::{root}/home/{u}::\n" for u in users))
+        self.users = users
+        self.set_quotas(quotas or {})
         self.conf = root / "dovecot.conf"
-        self.conf.write_text(DOVECOT_CONF.format(root=root, port=self.port))
+        conf = DOVECOT_CONF.format(root=root, port=self.port)
+        if quotas:
+            conf += QUOTA_CONF.format(tempfail="yes" if quota_tempfail else "no")
+        self.conf.write_text(conf)
         self.proc = subprocess.Popen([DOVECOT, "-F", "-c", str(self.conf)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         socket_path = root / "run" / "lmtp"
@@ -76,6 +91,19 @@ class Dovecot:
                    "Dovecot's LMTP socket")
         if self.proc.poll() is not None:
             pytest.fail(f"dovecot exited: {self.proc.stderr.read()}\n{self.log()}")
+
+    def set_quotas(self, quotas: dict[str, str]) -> None:
+        """Writes the users file with these quota rules (Dovecot reads it again when it
+        changes)."""
+        lines = []
+        for u in self.users:
+            extra = f"userdb_quota_rule={quotas[u]}" if u in quotas else ""
+            lines.append(f"{u}::65534:65534::{self.root}/home/{u}::{extra}\n")
+        path = self.root / "users"
+        path.write_text("".join(lines))
+        # A new mtime even within the same second, so that Dovecot sees the change.
+        stat = path.stat()
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 2_000_000_000))
 
     @property
     def socket(self) -> Path:
