@@ -51,8 +51,12 @@ class Postgres:
                 for f in (cert, key):
                     shutil.chown(f, "postgres", "postgres")
             options += f" -c ssl=on -c ssl_cert_file={cert} -c ssl_key_file={key}"
-        self.run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(root / "log"), "-w",
-                 "start")
+        self.options = options
+        self.start()
+
+    def start(self) -> None:
+        self.run("pg_ctl", "-D", str(self.data), "-o", self.options, "-l",
+                 str(self.root / "log"), "-w", "start")
 
     @property
     def url(self) -> str:

@@ -132,3 +132,28 @@ node = "node-tls"
         assert out.count("invalid peer certificate") == 1, out
     finally:
         pg.stop()
+
+
+def test_while_the_database_is_down_mail_is_deferred_never_accepted(server_factory, postgres,
+                                                                    tmp_path):
+    """PostgreSQL stops (as if it crashed): a message cannot be committed, so DATA is answered
+    451 4.3.0 and the client keeps it; once PostgreSQL is back the node reconnects on its own
+    and the next message is accepted and delivered."""
+    srv = on_postgres(server_factory, postgres, tmp_path)
+    postgres.stop()
+    with smtplib.SMTP("127.0.0.1", srv.port, timeout=IO_TIMEOUT) as s:
+        try:
+            s.sendmail("sender@client.example", ["user@test.example"],
+                       b"Subject: not now\r\n\r\nthe database is down\r\n")
+            raise AssertionError("accepted while the database was down")
+        except smtplib.SMTPDataError as e:
+            assert e.smtp_code == 451 and b"4.3.0" in e.smtp_error, e
+    postgres.start()
+    with smtplib.SMTP("127.0.0.1", srv.port, timeout=IO_TIMEOUT) as s:
+        s.sendmail("sender@client.example", ["user@test.example"],
+                   b"Subject: now\r\n\r\nthe database is back\r\n")
+    [mail] = srv.wait_mail("user@test.example")
+    assert b"the database is back" in mail.read_bytes()
+    assert b"the database is down" not in mail.read_bytes()
+    wait_until(lambda: postgres.sql("SELECT count(*) FROM yizhan_messages") == "0",
+               DELIVERY_TIMEOUT, "the database queue to empty")
