@@ -5,7 +5,8 @@ handed to Dovecot over its Unix socket or TCP; Dovecot's per-recipient answers a
 Dovecot's own mailbox). And the answers after DATA, one per recipient (RFC 2033 4.2), from
 a Dovecot whose user is over quota: one recipient delivered, one deferred (452 4.2.2) and
 delivered once, after the quota is raised, by a flush, never twice to the first; or refused
-(552 5.2.2) and reported to the sender.
+(552 5.2.2) and reported to the sender. Messages one after another share one kept
+connection.
 """
 
 from __future__ import annotations
@@ -128,3 +129,30 @@ def test_each_recipient_has_its_own_answer_after_data(server_factory, tmp_path, 
         assert len(srv.all_delivered()) == 1, "one report, for bob"
     finally:
         dc.stop()
+
+
+def test_the_lmtp_connection_is_kept_for_the_next_message(server_factory, dovecot):
+    """Messages one after another go over one LMTP connection (kept while idle, as SMTP ones
+    are), each delivered once: Dovecot logs one connection for all of them."""
+    srv = server_factory(extra=f"""
+[delivery]
+connection_idle = "60s"
+
+[[domain]]
+name = "store.example"
+deliver = "lmtp"
+lmtp = "unix:{dovecot.socket}"
+
+[[mailbox]]
+address = "alice@store.example"
+""")
+    for n in range(4):
+        with smtplib.SMTP("127.0.0.1", srv.port, timeout=IO_TIMEOUT) as s:
+            s.sendmail("user@test.example", ["alice@store.example"],
+                       f"Subject: kept {n}\r\nMessage-ID: <kept{n}@client.example>\r\n\r\nhi\r\n"
+                       .encode())
+        wait_until(lambda: len(dovecot.delivered("alice")) == n + 1, DELIVERY_TIMEOUT,
+                   f"message {n} in Dovecot\n{dovecot.log()}\n{srv.log()}")
+    assert dovecot.saved() == [f"<kept{n}@client.example>" for n in range(4)]
+    connections = [line for line in dovecot.log().splitlines() if "Connect from" in line]
+    assert len(connections) == 1, dovecot.log()
