@@ -109,6 +109,13 @@ impl Postgres {
         Some(Postgres { dir, bin, port })
     }
 
+    /// A node on this database, its claims lasting a minute.
+    async fn store(&self, node: &str) -> PgStore {
+        PgStore::connect(&self.settings(node, MINUTE))
+            .await
+            .unwrap()
+    }
+
     fn settings(&self, node: &str, lease: Duration) -> PgSettings {
         PgSettings {
             url: format!("postgres://postgres@127.0.0.1:{}/postgres", self.port),
@@ -163,12 +170,8 @@ const MINUTE: Duration = Duration::from_secs(60);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shared_queue_keeps_claims_outcomes_and_operators_apart() {
     let Some(pg) = Postgres::start() else { return };
-    let a = PgStore::connect(&pg.settings("node-a", MINUTE))
-        .await
-        .unwrap();
-    let b = PgStore::connect(&pg.settings("node-b", MINUTE))
-        .await
-        .unwrap();
+    let a = pg.store("node-a").await;
+    let b = pg.store("node-b").await;
 
     // The 250 promise: a body over three chunks and its envelope, read back whole.
     let body: Vec<u8> = (0..CHUNK * 2 + 1000).map(|i| (i % 251) as u8).collect();
@@ -300,9 +303,7 @@ async fn a_dead_nodes_claims_expire_and_another_takes_over() {
     let a = PgStore::connect(&pg.settings("node-a", Duration::ZERO))
         .await
         .unwrap();
-    let b = PgStore::connect(&pg.settings("node-b", MINUTE))
-        .await
-        .unwrap();
+    let b = pg.store("node-b").await;
     let stored = a.enqueue(b"x", envelope(NOW - 1)).await.unwrap();
     let claimed_a = a.claim_due(NOW, 10).await.unwrap();
     assert_eq!(claimed_a.len(), 1);
@@ -416,12 +417,8 @@ async fn the_schema_is_migrated_once_and_a_newer_one_refused() {
 async fn per_destination_places_are_counted_across_nodes() {
     use yizhan_spool::QueueStore;
     let Some(pg) = Postgres::start() else { return };
-    let a = PgStore::connect(&pg.settings("node-a", MINUTE))
-        .await
-        .unwrap();
-    let b = PgStore::connect(&pg.settings("node-b", MINUTE))
-        .await
-        .unwrap();
+    let a = pg.store("node-a").await;
+    let b = pg.store("node-b").await;
     // Two places for mx:example.org: one on each node, then none for anybody.
     let first = a.destination_permit("mx:example.org", 2).await.unwrap();
     let second = b.destination_permit("mx:example.org", 2).await.unwrap();
@@ -460,9 +457,7 @@ async fn per_destination_places_are_counted_across_nodes() {
     // A node that dies frees its places with its connections.
     drop(second);
     drop(b);
-    let c = PgStore::connect(&pg.settings("node-c", MINUTE))
-        .await
-        .unwrap();
+    let c = pg.store("node-c").await;
     let mut got = None;
     for _ in 0..100 {
         got = c.destination_permit("mx:example.org", 2).await.unwrap();
@@ -478,9 +473,7 @@ async fn per_destination_places_are_counted_across_nodes() {
 async fn finished_messages_are_removed_in_batches_and_only_at_their_version() {
     use yizhan_spool::QueueStore;
     let Some(pg) = Postgres::start() else { return };
-    let a = PgStore::connect(&pg.settings("node-a", MINUTE))
-        .await
-        .unwrap();
+    let a = pg.store("node-a").await;
     let dir = tempfile::tempdir().unwrap();
     let (spool, _) = yizhan_spool::Spool::open(&dir.path().join("spool")).unwrap();
     // Received and committed by A (small bodies in their rows, one over a chunk), claimed for
@@ -619,12 +612,8 @@ async fn tls_required_of_a_server_without_it_is_refused() {
 async fn a_node_skips_what_another_holds_or_is_claiming() {
     use yizhan_spool::QueueStore;
     let Some(pg) = Postgres::start() else { return };
-    let a = PgStore::connect(&pg.settings("node-a", MINUTE))
-        .await
-        .unwrap();
-    let b = PgStore::connect(&pg.settings("node-b", MINUTE))
-        .await
-        .unwrap();
+    let a = pg.store("node-a").await;
+    let b = pg.store("node-b").await;
     // Received by A: claimed by A from its commit, so not in B's schedule at all.
     let dir = tempfile::tempdir().unwrap();
     let (spool, _) = yizhan_spool::Spool::open(&dir.path().join("spool")).unwrap();

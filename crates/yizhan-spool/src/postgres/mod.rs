@@ -555,6 +555,14 @@ impl BodyChunks {
     }
 }
 
+/// The queue ids in the first column of `rows` (one that does not parse is skipped: it is no
+/// message of ours).
+pub(crate) fn ids(rows: &[tokio_postgres::Row]) -> Vec<QueueId> {
+    rows.iter()
+        .filter_map(|r| r.get::<_, &str>(0).parse().ok())
+        .collect()
+}
+
 /// Stores one chunk of a body larger than [`CHUNK`].
 const INSERT_CHUNK: &str = "INSERT INTO yizhan_bodies (id, chunk, data) VALUES ($1, $2, $3)";
 

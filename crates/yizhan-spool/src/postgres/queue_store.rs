@@ -330,10 +330,7 @@ impl QueueStore for PgStore {
                 )
                 .await
                 .map_err(db)?;
-            Ok(rows
-                .iter()
-                .filter_map(|r| r.get::<_, &str>(0).parse().ok())
-                .collect())
+            Ok(super::ids(&rows))
         })
     }
 

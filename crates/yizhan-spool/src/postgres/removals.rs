@@ -84,8 +84,5 @@ pub(super) async fn remove(
         .query(&statement, &[&ids, &versions, &node])
         .await
         .map_err(db)?;
-    Ok(rows
-        .iter()
-        .filter_map(|r| r.get::<_, &str>(0).parse().ok())
-        .collect())
+    Ok(super::ids(&rows))
 }
